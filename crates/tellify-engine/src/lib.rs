@@ -1,0 +1,15 @@
+//! The pure core of tellify: filters, the dispatch index, handler kinds and the alert
+//! lifecycle. Nothing here does IO or reads a clock: `now` is always passed in, so every
+//! behaviour can be tested with a made-up timeline.
+
+pub mod alerts;
+pub mod dispatch;
+pub mod filter;
+pub mod handlers;
+pub mod validation;
+
+pub use alerts::{Action, Alert, AlertState, HistoryEntry};
+pub use dispatch::{DispatchHints, DispatchIndex, IndexValue};
+pub use filter::{EventContext, Filter, FilterError};
+pub use handlers::{AlertOutput, Handler, HandlerKind, Outputs, Registry};
+pub use validation::ParamError;

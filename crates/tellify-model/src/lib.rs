@@ -1,0 +1,16 @@
+//! Wire types shared by the server, the CLI and producers: events, severities, ids,
+//! durations and the `key:value` text form.
+//!
+//! Everything here parses at the edge: once a value has one of these types it is valid.
+
+pub mod duration;
+pub mod event;
+pub mod id;
+pub mod kv;
+pub mod severity;
+
+pub use duration::{parse_duration, DurationError};
+pub use event::{EventInput, FieldProblem, Fields, Limits, Source, StoredEvent, StoredSource};
+pub use id::new_id;
+pub use kv::{parse_kv_line, KvError};
+pub use severity::Severity;
