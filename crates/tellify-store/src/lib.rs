@@ -1,1 +1,109 @@
+//! Storage behind traits: the event log, the repositories of users, groups, tokens,
+//! subscriptions and alerts, and the engine's processing checkpoint.
+//!
+//! This is the only crate that knows SQL. [`sqlite::SqliteStore`] is the embedded default;
+//! a PostgreSQL store and a NATS JetStream event log are meant to be second
+//! implementations of the same [`Store`] trait, held to the same [`conformance`] suite.
 
+pub mod conformance;
+pub mod sqlite;
+mod types;
+
+pub use types::*;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use tellify_engine::alerts::{Action, ActionError, Alert, HistoryEntry};
+use tellify_model::StoredEvent;
+
+/// What went wrong in the store, by kind, so the API can map it to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Action(#[from] ActionError),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether trying again later can help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything tellify keeps. Every method is one atomic operation.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- event log ----
+
+    /// Appends events durably, all or none; returns each event's id and position. An
+    /// event whose (producer, idempotency key) is already stored is not stored again: its
+    /// existing id comes back with `duplicate: true`.
+    async fn append_events(&self, events: Vec<StoredEvent>) -> StoreResult<Vec<Appended>>;
+    /// Events with `seq` greater than `after`, oldest first.
+    async fn events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+    /// Events newest first, by time range and position.
+    async fn query_events(&self, query: EventQuery) -> StoreResult<Vec<StoredEvent>>;
+    async fn event(&self, id: &str) -> StoreResult<Option<StoredEvent>>;
+    /// The position of the newest event (0 when empty).
+    async fn last_seq(&self) -> StoreResult<i64>;
+
+    // ---- users, groups, tokens ----
+
+    async fn create_user(&self, user: User) -> StoreResult<()>;
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<User>>;
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn create_group(&self, group: Group) -> StoreResult<()>;
+    async fn group_by_name(&self, name: &str) -> StoreResult<Option<Group>>;
+    async fn list_groups(&self) -> StoreResult<Vec<Group>>;
+    async fn add_member(&self, group_id: &str, user_id: &str) -> StoreResult<()>;
+    async fn remove_member(&self, group_id: &str, user_id: &str) -> StoreResult<bool>;
+    /// Ids of the groups `user_id` belongs to.
+    async fn groups_of(&self, user_id: &str) -> StoreResult<Vec<String>>;
+    async fn create_token(&self, token: Token) -> StoreResult<()>;
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<Token>>;
+    async fn token(&self, id: &str) -> StoreResult<Option<Token>>;
+    /// Tokens of one user, or of everyone when `None`.
+    async fn list_tokens(&self, user_id: Option<&str>) -> StoreResult<Vec<Token>>;
+    async fn delete_token(&self, id: &str) -> StoreResult<bool>;
+
+    // ---- subscriptions ----
+
+    async fn insert_subscription(&self, subscription: Subscription) -> StoreResult<()>;
+    async fn update_subscription(&self, subscription: Subscription) -> StoreResult<()>;
+    /// Deletes a subscription with its alerts, their history and its handler state.
+    async fn delete_subscription(&self, id: &str) -> StoreResult<bool>;
+    async fn subscription(&self, id: &str) -> StoreResult<Option<Subscription>>;
+    /// Subscriptions visible to `viewer` (all when `None`).
+    async fn list_subscriptions(&self, viewer: Option<&Viewer>) -> StoreResult<Vec<Subscription>>;
+
+    // ---- alerts ----
+
+    async fn alert(&self, id: &str) -> StoreResult<Option<Alert>>;
+    async fn list_alerts(&self, query: AlertQuery) -> StoreResult<Vec<Alert>>;
+    async fn alert_history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>>;
+    /// Applies a person's action atomically and records it.
+    async fn act_on_alert(
+        &self,
+        id: &str,
+        action: Action,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<AlertChange>;
+
+    // ---- processing ----
+
+    /// Where processing stopped and every handler's saved state.
+    async fn load_processing(&self) -> StoreResult<ProcessingSnapshot>;
+    /// Records the outcome of processing events up to `commit.cursor` in one transaction:
+    /// alert changes and their history, handler states, derived events and the cursor.
+    async fn commit_processing(&self, commit: ProcessingCommit) -> StoreResult<CommitOutcome>;
+}

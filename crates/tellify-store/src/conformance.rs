@@ -1,0 +1,287 @@
+//! One behavioural suite every [`Store`] implementation must pass. Each backend's tests
+//! call [`run_all`] with a fresh, empty store.
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+use tellify_engine::alerts::{Action, AlertOrigin, AlertState};
+use tellify_engine::handlers::AlertOutput;
+use tellify_model::{EventInput, Fields, Severity, StoredEvent};
+
+use crate::{
+    AlertQuery, EventQuery, Group, OutputToApply, ProcessingCommit, Store, StoreError,
+    Subscription, Token, User, Viewer,
+};
+
+/// Runs every check against `store`, which must start empty.
+pub async fn run_all(store: &dyn Store) {
+    events_round_trip_in_order_with_idempotency(store).await;
+    users_groups_and_tokens(store).await;
+    subscriptions_alerts_and_processing(store).await;
+}
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1_800_000_000 + seconds)
+}
+
+fn event(message: &str, key: Option<&str>, seconds: i64) -> StoredEvent {
+    let input = EventInput {
+        message: Some(message.to_string()),
+        idempotency_key: key.map(str::to_string),
+        ..Default::default()
+    };
+    StoredEvent::from_input(input, Some("producer".to_string()), at(seconds), 0)
+}
+
+async fn events_round_trip_in_order_with_idempotency(store: &dyn Store) {
+    let first = store
+        .append_events(vec![event("a", Some("k1"), 0), event("b", None, 1)])
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first[0].seq < first[1].seq);
+    let again = store
+        .append_events(vec![event("a again", Some("k1"), 2), event("c", None, 3)])
+        .await
+        .unwrap();
+    assert!(
+        again[0].duplicate,
+        "same idempotency key must not be stored twice"
+    );
+    assert_eq!(again[0].id, first[0].id);
+    assert!(!again[1].duplicate);
+    let all = store.events_after(0, 100).await.unwrap();
+    let messages: Vec<&str> = all.iter().filter_map(|e| e.message.as_deref()).collect();
+    assert_eq!(messages, vec!["a", "b", "c"]);
+    assert_eq!(store.last_seq().await.unwrap(), all[2].seq);
+    let page = store
+        .query_events(EventQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page[0].message.as_deref(), Some("c"));
+    let older = store
+        .query_events(EventQuery {
+            before_seq: Some(page[1].seq),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 1);
+    let ranged = store
+        .query_events(EventQuery {
+            since: Some(at(1)),
+            until: Some(at(3)),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ranged.len(), 1);
+    assert_eq!(
+        store
+            .event(&all[1].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .message
+            .as_deref(),
+        Some("b")
+    );
+}
+
+fn user(name: &str) -> User {
+    User {
+        id: tellify_model::new_id(),
+        name: name.to_string(),
+        email: Some(format!("{name}@example.com")),
+        timezone: "Europe/Berlin".to_string(),
+        admin: false,
+        created: at(0),
+    }
+}
+
+async fn users_groups_and_tokens(store: &dyn Store) {
+    let ann = user("ann");
+    store.create_user(ann.clone()).await.unwrap();
+    let duplicate = store.create_user(user("ann")).await.unwrap_err();
+    assert!(
+        matches!(duplicate, StoreError::Conflict(_)),
+        "{duplicate:?}"
+    );
+    assert_eq!(store.user_by_name("ann").await.unwrap(), Some(ann.clone()));
+    assert_eq!(store.user_by_id(&ann.id).await.unwrap(), Some(ann.clone()));
+    let group = Group {
+        id: tellify_model::new_id(),
+        name: "vr0".to_string(),
+        members: vec![],
+        created: at(0),
+    };
+    store.create_group(group.clone()).await.unwrap();
+    store.add_member(&group.id, &ann.id).await.unwrap();
+    store.add_member(&group.id, &ann.id).await.unwrap();
+    assert_eq!(
+        store.group_by_name("vr0").await.unwrap().unwrap().members,
+        vec!["ann"]
+    );
+    assert_eq!(
+        store.groups_of(&ann.id).await.unwrap(),
+        vec![group.id.clone()]
+    );
+    assert!(store.remove_member(&group.id, &ann.id).await.unwrap());
+    assert!(!store.remove_member(&group.id, &ann.id).await.unwrap());
+    let token = Token {
+        id: tellify_model::new_id(),
+        user_id: ann.id.clone(),
+        name: "laptop".to_string(),
+        scopes: vec!["user".to_string()],
+        hash: "abc".to_string(),
+        created: at(0),
+    };
+    store.create_token(token.clone()).await.unwrap();
+    assert_eq!(
+        store.token_by_hash("abc").await.unwrap(),
+        Some(token.clone())
+    );
+    assert_eq!(store.list_tokens(Some(&ann.id)).await.unwrap().len(), 1);
+    assert!(store.delete_token(&token.id).await.unwrap());
+    assert_eq!(store.token_by_hash("abc").await.unwrap(), None);
+}
+
+async fn subscriptions_alerts_and_processing(store: &dyn Store) {
+    let bob = user("bob");
+    store.create_user(bob.clone()).await.unwrap();
+    let subscription = Subscription {
+        id: tellify_model::new_id(),
+        kind: "match".to_string(),
+        title: "fails".to_string(),
+        params: json!({"filter": "true"}),
+        owner_user: bob.id.clone(),
+        owner_group: None,
+        enabled: true,
+        latching: false,
+        created: at(0),
+        updated: at(0),
+    };
+    store
+        .insert_subscription(subscription.clone())
+        .await
+        .unwrap();
+    let bob_view = Viewer {
+        user_id: bob.id.clone(),
+        group_ids: vec![],
+    };
+    let stranger = Viewer {
+        user_id: "someone-else".to_string(),
+        group_ids: vec![],
+    };
+    assert_eq!(
+        store
+            .list_subscriptions(Some(&bob_view))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .list_subscriptions(Some(&stranger))
+        .await
+        .unwrap()
+        .is_empty());
+
+    let origin: AlertOrigin = subscription.origin();
+    let fire = |seconds: i64, severity: Severity| OutputToApply {
+        origin: origin.clone(),
+        output: AlertOutput::Fire {
+            group_key: "g".to_string(),
+            severity,
+            message: "m".to_string(),
+            fields: Fields::new(),
+            event_id: None,
+        },
+        at: at(seconds),
+    };
+    let derived = event("derived", None, 5);
+    let outcome = store
+        .commit_processing(ProcessingCommit {
+            cursor: 3,
+            states: vec![(subscription.id.clone(), json!({"n": 1}))],
+            outputs: vec![fire(1, Severity::Warning), fire(2, Severity::Critical)],
+            derived: vec![derived],
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome.changes.len(), 2);
+    assert_eq!(outcome.derived.len(), 1);
+    let alert = outcome.changes[1].alert.clone();
+    assert_eq!((alert.count, alert.severity), (2, Severity::Critical));
+    let snapshot = store.load_processing().await.unwrap();
+    assert_eq!(snapshot.cursor, 3);
+    assert_eq!(snapshot.states[&subscription.id], json!({"n": 1}));
+
+    let visible = store
+        .list_alerts(AlertQuery {
+            viewer: Some(bob_view.clone()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(visible.len(), 1);
+    let hidden = store
+        .list_alerts(AlertQuery {
+            viewer: Some(stranger),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(hidden.is_empty());
+    let change = store
+        .act_on_alert(
+            &alert.id,
+            Action::Ack {
+                note: None,
+                expires: None,
+            },
+            "bob",
+            at(3),
+        )
+        .await
+        .unwrap();
+    assert!(change.alert.acked);
+    let conflict = store
+        .act_on_alert(&alert.id, Action::Unshelve, "bob", at(3))
+        .await
+        .unwrap_err();
+    assert!(matches!(conflict, StoreError::Action(_)));
+    let history = store.alert_history(&alert.id).await.unwrap();
+    let actions: Vec<&str> = history.iter().map(|h| h.action.as_str()).collect();
+    assert_eq!(actions, vec!["fired", "severity_raised", "acked"]);
+    let resolved = store
+        .list_alerts(AlertQuery {
+            state: Some(AlertState::Resolved),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(resolved.is_empty());
+
+    assert!(store.delete_subscription(&subscription.id).await.unwrap());
+    assert_eq!(store.alert(&alert.id).await.unwrap(), None);
+    assert!(store.alert_history(&alert.id).await.unwrap().is_empty());
+    // Outputs for a deleted subscription are dropped, not stored as orphans.
+    let outcome = store
+        .commit_processing(ProcessingCommit {
+            cursor: 4,
+            outputs: vec![fire(9, Severity::Warning)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(outcome.changes.is_empty());
+    assert!(store.load_processing().await.unwrap().states.is_empty());
+}

@@ -1,0 +1,1096 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! One writer thread owns the only write connection, so there is never a "database is
+//! locked". Appends that arrive together are written in one transaction and one fsync
+//! (group commit), each in its own savepoint so one failing batch does not fail the
+//! others. Reads go to a small pool of read-only connections on blocking threads.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tellify_engine::alerts::{apply_action, apply_output, Action, Alert, HistoryEntry};
+use tellify_model::StoredEvent;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    AlertChange, AlertQuery, Appended, CommitOutcome, EventQuery, Group, ProcessingCommit,
+    ProcessingSnapshot, Store, StoreError, StoreResult, Subscription, Token, User, Viewer,
+};
+
+/// Most append requests folded into one transaction.
+const MAX_GROUP_REQUESTS: usize = 256;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    time_ms INTEGER NOT NULL,
+    producer TEXT,
+    idempotency_key TEXT,
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX events_idempotency ON events(producer, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX events_time ON events(time_ms);
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    email TEXT,
+    timezone TEXT NOT NULL,
+    admin INTEGER NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE groups (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL
+);
+CREATE TABLE group_members (
+    group_id TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (group_id, user_id)
+);
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL
+);
+CREATE TABLE subscriptions (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    title TEXT NOT NULL,
+    params TEXT NOT NULL,
+    owner_user TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    owner_group TEXT REFERENCES groups(id) ON DELETE CASCADE,
+    enabled INTEGER NOT NULL,
+    latching INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE INDEX subscriptions_owner ON subscriptions(owner_user);
+CREATE TABLE handler_state (
+    subscription_id TEXT PRIMARY KEY REFERENCES subscriptions(id) ON DELETE CASCADE,
+    state TEXT NOT NULL
+);
+CREATE TABLE alerts (
+    id TEXT PRIMARY KEY,
+    subscription_id TEXT NOT NULL REFERENCES subscriptions(id) ON DELETE CASCADE,
+    group_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    cleared INTEGER NOT NULL,
+    owner_user TEXT,
+    owner_group TEXT,
+    body TEXT NOT NULL,
+    UNIQUE (subscription_id, group_key)
+);
+CREATE TABLE alert_history (
+    id INTEGER PRIMARY KEY,
+    alert_id TEXT NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX alert_history_alert ON alert_history(alert_id);
+CREATE TABLE processing (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    cursor INTEGER NOT NULL
+);
+INSERT INTO processing (id, cursor) VALUES (1, 0);
+"#];
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Command {
+    Append(
+        Vec<StoredEvent>,
+        oneshot::Sender<StoreResult<Vec<Appended>>>,
+    ),
+    Run(Job),
+}
+
+/// The SQLite implementation of [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: mpsc::UnboundedSender<Command>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+fn conflict_or_unavailable(error: rusqlite::Error, what: &str) -> StoreError {
+    match &error {
+        rusqlite::Error::SqliteFailure(code, _)
+            if code.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict(format!("{what} already exists"))
+        }
+        _ => unavailable(error),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `tellify.db` in `directory` and brings the schema up
+    /// to date.
+    pub fn open(directory: &Path) -> StoreResult<SqliteStore> {
+        std::fs::create_dir_all(directory).map_err(|error| {
+            unavailable(format!(
+                "cannot create data directory {}: {error}",
+                directory.display()
+            ))
+        })?;
+        let path = directory.join("tellify.db");
+        let mut writer = Connection::open(&path).map_err(unavailable)?;
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(unavailable)?;
+        migrate(&mut writer)?;
+        let (sender, mut receiver) = mpsc::unbounded_channel::<Command>();
+        std::thread::Builder::new()
+            .name("tellify-sqlite-writer".to_string())
+            .spawn(move || {
+                let mut pending: Option<Command> = None;
+                loop {
+                    let command = match pending.take() {
+                        Some(command) => command,
+                        None => match receiver.blocking_recv() {
+                            Some(command) => command,
+                            None => return,
+                        },
+                    };
+                    match command {
+                        Command::Run(job) => job(&mut writer),
+                        Command::Append(events, reply) => {
+                            let mut group = vec![(events, reply)];
+                            while group.len() < MAX_GROUP_REQUESTS {
+                                match receiver.try_recv() {
+                                    Ok(Command::Append(events, reply)) => {
+                                        group.push((events, reply))
+                                    }
+                                    Ok(other) => {
+                                        pending = Some(other);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            append_group(&mut writer, group);
+                        }
+                    }
+                }
+            })
+            .map_err(unavailable)?;
+        Ok(SqliteStore {
+            writer: sender,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path,
+        })
+    }
+
+    /// Runs `job` on the writer thread in a transaction.
+    async fn write<T, F>(&self, job: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let run: Job = Box::new(move |connection: &mut Connection| {
+            let result = (|| {
+                let transaction = connection.transaction().map_err(unavailable)?;
+                let value = job(&transaction)?;
+                transaction.commit().map_err(unavailable)?;
+                Ok(value)
+            })();
+            let _ = reply.send(result);
+        });
+        self.writer
+            .send(Command::Run(run))
+            .map_err(|_| unavailable("writer thread stopped"))?;
+        answer
+            .await
+            .map_err(|_| unavailable("writer thread stopped"))?
+    }
+
+    /// Runs `job` on a pooled read connection on a blocking thread.
+    async fn read<T, F>(&self, job: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let taken = readers.lock().map_err(unavailable)?.pop();
+            let connection = match taken {
+                Some(connection) => connection,
+                None => {
+                    let connection = Connection::open(&path).map_err(unavailable)?;
+                    connection
+                        .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+                        .map_err(unavailable)?;
+                    connection
+                }
+            };
+            let result = job(&connection);
+            if let Ok(mut pool) = readers.lock() {
+                if pool.len() < 8 {
+                    pool.push(connection);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+fn migrate(connection: &mut Connection) -> StoreResult<()> {
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(unavailable)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let transaction = connection.transaction().map_err(unavailable)?;
+        transaction.execute_batch(sql).map_err(unavailable)?;
+        transaction
+            .execute_batch(&format!("PRAGMA user_version = {}", index + 1))
+            .map_err(unavailable)?;
+        transaction.commit().map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+type AppendRequest = (
+    Vec<StoredEvent>,
+    oneshot::Sender<StoreResult<Vec<Appended>>>,
+);
+
+/// Writes several append requests in one transaction, each in a savepoint.
+fn append_group(connection: &mut Connection, group: Vec<AppendRequest>) {
+    let mut results: Vec<StoreResult<Vec<Appended>>> = Vec::with_capacity(group.len());
+    let outcome = (|| -> StoreResult<()> {
+        let mut transaction = connection.transaction().map_err(unavailable)?;
+        for (events, _) in &group {
+            let mut savepoint = transaction.savepoint().map_err(unavailable)?;
+            match insert_events(&savepoint, events) {
+                Ok(appended) => {
+                    savepoint.commit().map_err(unavailable)?;
+                    results.push(Ok(appended));
+                }
+                Err(error) => {
+                    savepoint.rollback().map_err(unavailable)?;
+                    results.push(Err(error));
+                }
+            }
+        }
+        transaction.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+        transaction.commit().map_err(unavailable)
+    })();
+    match outcome {
+        Ok(()) => {
+            for ((_, reply), result) in group.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            for (_, reply) in group {
+                let _ = reply.send(Err(StoreError::Unavailable(message.clone())));
+            }
+        }
+    }
+}
+
+fn insert_events(connection: &Connection, events: &[StoredEvent]) -> StoreResult<Vec<Appended>> {
+    let mut insert = connection
+        .prepare_cached(
+            "INSERT INTO events (id, time_ms, producer, idempotency_key, body)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        )
+        .map_err(unavailable)?;
+    let mut appended = Vec::with_capacity(events.len());
+    for event in events {
+        let body = serde_json::to_string(event).map_err(unavailable)?;
+        let changed = insert
+            .execute(params![
+                event.id,
+                event.time.as_millisecond(),
+                event.source.producer,
+                event.idempotency_key,
+                body
+            ])
+            .map_err(unavailable)?;
+        if changed == 1 {
+            appended.push(Appended {
+                id: event.id.clone(),
+                seq: connection.last_insert_rowid(),
+                duplicate: false,
+            });
+            continue;
+        }
+        let existing: Option<(String, i64)> = connection
+            .prepare_cached(
+                "SELECT id, seq FROM events WHERE producer IS ?1 AND idempotency_key = ?2",
+            )
+            .map_err(unavailable)?
+            .query_row(
+                params![event.source.producer, event.idempotency_key],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(unavailable)?;
+        let Some((id, seq)) = existing else {
+            return Err(StoreError::Conflict(format!(
+                "event id {} already exists",
+                event.id
+            )));
+        };
+        appended.push(Appended {
+            id,
+            seq,
+            duplicate: true,
+        });
+    }
+    Ok(appended)
+}
+
+fn read_event(row: &rusqlite::Row) -> rusqlite::Result<StoredEvent> {
+    let seq: i64 = row.get(0)?;
+    let body: String = row.get(1)?;
+    let mut event: StoredEvent = serde_json::from_str(&body).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(error))
+    })?;
+    event.seq = seq;
+    Ok(event)
+}
+
+fn time_text(time: Timestamp) -> String {
+    time.to_string()
+}
+
+fn parse_time(text: String) -> rusqlite::Result<Timestamp> {
+    text.parse().map_err(|error: jiff::Error| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
+    })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(text: String) -> rusqlite::Result<T> {
+    serde_json::from_str(&text).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
+    })
+}
+
+const USER_COLUMNS: &str = "id, name, email, timezone, admin, created";
+
+fn read_user(row: &rusqlite::Row) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        email: row.get(2)?,
+        timezone: row.get(3)?,
+        admin: row.get(4)?,
+        created: parse_time(row.get(5)?)?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "id, user_id, name, scopes, hash, created";
+
+fn read_token(row: &rusqlite::Row) -> rusqlite::Result<Token> {
+    Ok(Token {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        name: row.get(2)?,
+        scopes: read_json(row.get(3)?)?,
+        hash: row.get(4)?,
+        created: parse_time(row.get(5)?)?,
+    })
+}
+
+const SUBSCRIPTION_COLUMNS: &str =
+    "id, kind, title, params, owner_user, owner_group, enabled, latching, created, updated";
+
+fn read_subscription(row: &rusqlite::Row) -> rusqlite::Result<Subscription> {
+    Ok(Subscription {
+        id: row.get(0)?,
+        kind: row.get(1)?,
+        title: row.get(2)?,
+        params: read_json(row.get(3)?)?,
+        owner_user: row.get(4)?,
+        owner_group: row.get(5)?,
+        enabled: row.get(6)?,
+        latching: row.get(7)?,
+        created: parse_time(row.get(8)?)?,
+        updated: parse_time(row.get(9)?)?,
+    })
+}
+
+fn read_group(
+    connection: &Connection,
+    id: String,
+    name: String,
+    created: String,
+) -> StoreResult<Group> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT users.name FROM group_members JOIN users ON users.id = group_members.user_id
+             WHERE group_members.group_id = ?1 ORDER BY users.name",
+        )
+        .map_err(unavailable)?;
+    let members = statement
+        .query_map([&id], |row| row.get::<_, String>(0))
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    Ok(Group {
+        id,
+        name,
+        members,
+        created: parse_time(created).map_err(unavailable)?,
+    })
+}
+
+fn load_alert_by_key(
+    connection: &Connection,
+    subscription_id: &str,
+    group_key: &str,
+) -> StoreResult<Option<Alert>> {
+    connection
+        .prepare_cached("SELECT body FROM alerts WHERE subscription_id = ?1 AND group_key = ?2")
+        .map_err(unavailable)?
+        .query_row(params![subscription_id, group_key], |row| {
+            read_json(row.get(0)?)
+        })
+        .optional()
+        .map_err(unavailable)
+}
+
+fn save_alert(connection: &Connection, alert: &Alert, history: &[HistoryEntry]) -> StoreResult<()> {
+    let body = serde_json::to_string(alert).map_err(unavailable)?;
+    connection
+        .prepare_cached(
+            "INSERT INTO alerts (id, subscription_id, group_key, state, severity, cleared,
+                                 owner_user, owner_group, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state,
+                 severity = excluded.severity, cleared = excluded.cleared, body = excluded.body",
+        )
+        .map_err(unavailable)?
+        .execute(params![
+            alert.id,
+            alert.subscription_id,
+            alert.group_key,
+            alert.state.as_str(),
+            alert.severity.as_str(),
+            alert.cleared,
+            alert.owner_user,
+            alert.owner_group,
+            body
+        ])
+        .map_err(unavailable)?;
+    let mut insert = connection
+        .prepare_cached(
+            "INSERT INTO alert_history (alert_id, at, actor, action, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(unavailable)?;
+    for entry in history {
+        insert
+            .execute(params![
+                alert.id,
+                time_text(entry.at),
+                entry.actor,
+                entry.action,
+                entry.detail.to_string()
+            ])
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append_events(&self, events: Vec<StoredEvent>) -> StoreResult<Vec<Appended>> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Command::Append(events, reply))
+            .map_err(|_| unavailable("writer thread stopped"))?;
+        answer
+            .await
+            .map_err(|_| unavailable("writer thread stopped"))?
+    }
+
+    async fn events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map(params![after, limit as i64], read_event)
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn query_events(&self, query: EventQuery) -> StoreResult<Vec<StoredEvent>> {
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT seq, body FROM events
+                     WHERE seq < ?1 AND time_ms >= ?2 AND time_ms < ?3
+                     ORDER BY seq DESC LIMIT ?4",
+                )
+                .map_err(unavailable)?;
+            let before = query.before_seq.unwrap_or(i64::MAX);
+            let since = query.since.map_or(i64::MIN, |t| t.as_millisecond());
+            let until = query.until.map_or(i64::MAX, |t| t.as_millisecond());
+            let rows = statement
+                .query_map(
+                    params![before, since, until, query.limit as i64],
+                    read_event,
+                )
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn event(&self, id: &str) -> StoreResult<Option<StoredEvent>> {
+        let id = id.to_string();
+        self.read(move |connection| {
+            connection
+                .query_row(
+                    "SELECT seq, body FROM events WHERE id = ?1",
+                    [id],
+                    read_event,
+                )
+                .optional()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn last_seq(&self) -> StoreResult<i64> {
+        self.read(|connection| {
+            connection
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
+                    row.get(0)
+                })
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: User) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    user.id,
+                    user.name,
+                    user.email,
+                    user.timezone,
+                    user.admin,
+                    time_text(user.created)
+                ],
+            )
+            .map_err(|e| conflict_or_unavailable(e, &format!("user `{}`", user.name)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
+        let name = name.to_string();
+        self.read(move |connection| {
+            connection
+                .query_row(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
+                    [name],
+                    read_user,
+                )
+                .optional()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        let id = id.to_string();
+        self.read(move |connection| {
+            connection
+                .query_row(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+                    [id],
+                    read_user,
+                )
+                .optional()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.read(|connection| {
+            let mut statement = connection
+                .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
+                .map_err(unavailable)?;
+            let rows = statement.query_map([], read_user).map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_group(&self, group: Group) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO groups (id, name, created) VALUES (?1, ?2, ?3)",
+                params![group.id, group.name, time_text(group.created)],
+            )
+            .map_err(|e| conflict_or_unavailable(e, &format!("group `{}`", group.name)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn group_by_name(&self, name: &str) -> StoreResult<Option<Group>> {
+        let name = name.to_string();
+        self.read(move |connection| {
+            let row: Option<(String, String, String)> = connection
+                .query_row(
+                    "SELECT id, name, created FROM groups WHERE name = ?1",
+                    [name],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            row.map(|(id, name, created)| read_group(connection, id, name, created))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_groups(&self) -> StoreResult<Vec<Group>> {
+        self.read(|connection| {
+            let mut statement = connection
+                .prepare("SELECT id, name, created FROM groups ORDER BY name")
+                .map_err(unavailable)?;
+            let rows: Vec<(String, String, String)> = statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .map_err(unavailable)?
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(id, name, created)| read_group(connection, id, name, created))
+                .collect()
+        })
+        .await
+    }
+
+    async fn add_member(&self, group_id: &str, user_id: &str) -> StoreResult<()> {
+        let (group_id, user_id) = (group_id.to_string(), user_id.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO group_members (group_id, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![group_id, user_id],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_member(&self, group_id: &str, user_id: &str) -> StoreResult<bool> {
+        let (group_id, user_id) = (group_id.to_string(), user_id.to_string());
+        self.write(move |tx| {
+            let removed = tx
+                .execute(
+                    "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+                    params![group_id, user_id],
+                )
+                .map_err(unavailable)?;
+            Ok(removed == 1)
+        })
+        .await
+    }
+
+    async fn groups_of(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        let user_id = user_id.to_string();
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT group_id FROM group_members WHERE user_id = ?1")
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map([user_id], |row| row.get::<_, String>(0))
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_token(&self, token: Token) -> StoreResult<()> {
+        self.write(move |tx| {
+            let scopes = serde_json::to_string(&token.scopes).map_err(unavailable)?;
+            tx.execute(
+                &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    token.id,
+                    token.user_id,
+                    token.name,
+                    scopes,
+                    token.hash,
+                    time_text(token.created)
+                ],
+            )
+            .map_err(|e| conflict_or_unavailable(e, "token"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<Token>> {
+        let hash = hash.to_string();
+        self.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"
+                ))
+                .map_err(unavailable)?
+                .query_row([hash], read_token)
+                .optional()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn token(&self, id: &str) -> StoreResult<Option<Token>> {
+        let id = id.to_string();
+        self.read(move |connection| {
+            connection
+                .query_row(
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
+                    [id],
+                    read_token,
+                )
+                .optional()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self, user_id: Option<&str>) -> StoreResult<Vec<Token>> {
+        let user_id = user_id.map(str::to_string);
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id"
+                ))
+                .map_err(unavailable)?;
+            let rows = statement.query_map([user_id], read_token).map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn delete_token(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.write(move |tx| {
+            let removed = tx
+                .execute("DELETE FROM tokens WHERE id = ?1", [id])
+                .map_err(unavailable)?;
+            Ok(removed == 1)
+        })
+        .await
+    }
+
+    async fn insert_subscription(&self, subscription: Subscription) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                &format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    subscription.id,
+                    subscription.kind,
+                    subscription.title,
+                    subscription.params.to_string(),
+                    subscription.owner_user,
+                    subscription.owner_group,
+                    subscription.enabled,
+                    subscription.latching,
+                    time_text(subscription.created),
+                    time_text(subscription.updated)
+                ],
+            )
+            .map_err(|e| conflict_or_unavailable(e, "subscription"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_subscription(&self, subscription: Subscription) -> StoreResult<()> {
+        self.write(move |tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE subscriptions SET kind = ?2, title = ?3, params = ?4, enabled = ?5,
+                         latching = ?6, updated = ?7 WHERE id = ?1",
+                    params![
+                        subscription.id,
+                        subscription.kind,
+                        subscription.title,
+                        subscription.params.to_string(),
+                        subscription.enabled,
+                        subscription.latching,
+                        time_text(subscription.updated)
+                    ],
+                )
+                .map_err(unavailable)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.write(move |tx| {
+            let removed = tx
+                .execute("DELETE FROM subscriptions WHERE id = ?1", [id])
+                .map_err(unavailable)?;
+            Ok(removed == 1)
+        })
+        .await
+    }
+
+    async fn subscription(&self, id: &str) -> StoreResult<Option<Subscription>> {
+        let id = id.to_string();
+        self.read(move |connection| {
+            connection
+                .query_row(
+                    &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?1"),
+                    [id],
+                    read_subscription,
+                )
+                .optional()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_subscriptions(&self, viewer: Option<&Viewer>) -> StoreResult<Vec<Subscription>> {
+        let viewer = viewer.cloned();
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare(&format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY id"
+                ))
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map([], read_subscription)
+                .map_err(unavailable)?;
+            let mut visible = Vec::new();
+            for row in rows {
+                let subscription = row.map_err(unavailable)?;
+                let allowed = viewer.as_ref().is_none_or(|viewer| {
+                    viewer.can_see(
+                        Some(&subscription.owner_user),
+                        subscription.owner_group.as_deref(),
+                    )
+                });
+                if allowed {
+                    visible.push(subscription);
+                }
+            }
+            Ok(visible)
+        })
+        .await
+    }
+
+    async fn alert(&self, id: &str) -> StoreResult<Option<Alert>> {
+        let id = id.to_string();
+        self.read(move |connection| {
+            connection
+                .query_row("SELECT body FROM alerts WHERE id = ?1", [id], |row| {
+                    read_json(row.get(0)?)
+                })
+                .optional()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_alerts(&self, query: AlertQuery) -> StoreResult<Vec<Alert>> {
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT owner_user, owner_group, body FROM alerts
+                     WHERE id < ?1 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR subscription_id = ?3)
+                       AND (?4 IS NULL OR severity = ?4) AND (?5 OR cleared = 0)
+                     ORDER BY id DESC",
+                )
+                .map_err(unavailable)?;
+            let before = query.before_id.clone().unwrap_or_else(|| "~".to_string());
+            let mut rows = statement
+                .query(params![
+                    before,
+                    query.state.map(|s| s.as_str()),
+                    query.subscription_id,
+                    query.severity.map(|s| s.as_str()),
+                    query.include_cleared
+                ])
+                .map_err(unavailable)?;
+            let mut alerts = Vec::new();
+            while let Some(row) = rows.next().map_err(unavailable)? {
+                let owner_user: Option<String> = row.get(0).map_err(unavailable)?;
+                let owner_group: Option<String> = row.get(1).map_err(unavailable)?;
+                let allowed = query.viewer.as_ref().is_none_or(|viewer| {
+                    viewer.can_see(owner_user.as_deref(), owner_group.as_deref())
+                });
+                if !allowed {
+                    continue;
+                }
+                alerts.push(read_json(row.get(2).map_err(unavailable)?).map_err(unavailable)?);
+                if alerts.len() >= query.limit {
+                    break;
+                }
+            }
+            Ok(alerts)
+        })
+        .await
+    }
+
+    async fn alert_history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {
+        let id = id.to_string();
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT at, actor, action, detail FROM alert_history WHERE alert_id = ?1 ORDER BY id",
+                )
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map([id], |row| {
+                    Ok(HistoryEntry {
+                        at: parse_time(row.get(0)?)?,
+                        actor: row.get(1)?,
+                        action: row.get(2)?,
+                        detail: read_json(row.get(3)?)?,
+                    })
+                })
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn act_on_alert(
+        &self,
+        id: &str,
+        action: Action,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<AlertChange> {
+        let (id, actor) = (id.to_string(), actor.to_string());
+        self.write(move |tx| {
+            let mut alert: Alert = tx
+                .query_row("SELECT body FROM alerts WHERE id = ?1", [&id], |row| {
+                    read_json(row.get(0)?)
+                })
+                .optional()
+                .map_err(unavailable)?
+                .ok_or(StoreError::NotFound)?;
+            let history = apply_action(&mut alert, &action, &actor, now)?;
+            save_alert(tx, &alert, &history)?;
+            Ok(AlertChange { alert, history })
+        })
+        .await
+    }
+
+    async fn load_processing(&self) -> StoreResult<ProcessingSnapshot> {
+        self.read(|connection| {
+            let cursor: i64 = connection
+                .query_row("SELECT cursor FROM processing WHERE id = 1", [], |row| {
+                    row.get(0)
+                })
+                .map_err(unavailable)?;
+            let mut statement = connection
+                .prepare("SELECT subscription_id, state FROM handler_state")
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, read_json(row.get(1)?)?))
+                })
+                .map_err(unavailable)?;
+            let states: HashMap<String, serde_json::Value> =
+                rows.collect::<Result<_, _>>().map_err(unavailable)?;
+            Ok(ProcessingSnapshot { cursor, states })
+        })
+        .await
+    }
+
+    async fn commit_processing(&self, commit: ProcessingCommit) -> StoreResult<CommitOutcome> {
+        self.write(move |tx| {
+            let mut existing: HashMap<String, bool> = HashMap::new();
+            let mut exists = |id: &str| -> StoreResult<bool> {
+                if let Some(found) = existing.get(id) {
+                    return Ok(*found);
+                }
+                let found = tx
+                    .prepare_cached("SELECT 1 FROM subscriptions WHERE id = ?1")
+                    .map_err(unavailable)?
+                    .exists([id])
+                    .map_err(unavailable)?;
+                existing.insert(id.to_string(), found);
+                Ok(found)
+            };
+            let mut changes: Vec<AlertChange> = Vec::new();
+            for item in &commit.outputs {
+                let subscription_id = &item.origin.subscription_id;
+                if !exists(subscription_id)? {
+                    continue;
+                }
+                let current = load_alert_by_key(tx, subscription_id, item.output.group_key())?;
+                if let Some((alert, history)) =
+                    apply_output(current, &item.output, &item.origin, item.at)
+                {
+                    save_alert(tx, &alert, &history)?;
+                    changes.push(AlertChange { alert, history });
+                }
+            }
+            for (subscription_id, state) in &commit.states {
+                if !exists(subscription_id)? {
+                    continue;
+                }
+                tx.prepare_cached(
+                    "INSERT INTO handler_state (subscription_id, state) VALUES (?1, ?2)
+                     ON CONFLICT (subscription_id) DO UPDATE SET state = excluded.state",
+                )
+                .map_err(unavailable)?
+                .execute(params![subscription_id, state.to_string()])
+                .map_err(unavailable)?;
+            }
+            let derived = insert_events(tx, &commit.derived)?;
+            tx.execute(
+                "UPDATE processing SET cursor = ?1 WHERE id = 1",
+                [commit.cursor],
+            )
+            .map_err(unavailable)?;
+            Ok(CommitOutcome { changes, derived })
+        })
+        .await
+    }
+}

@@ -1,0 +1,147 @@
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tellify_engine::alerts::{Alert, AlertOrigin, AlertState, HistoryEntry};
+use tellify_engine::handlers::AlertOutput;
+use tellify_model::{Severity, StoredEvent};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    pub id: String,
+    pub seq: i64,
+    pub duplicate: bool,
+}
+
+/// A page of events, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    /// Only events with a smaller `seq` (the cursor).
+    pub before_seq: Option<i64>,
+    pub limit: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub timezone: String,
+    pub admin: bool,
+    pub created: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    /// Member user names.
+    pub members: Vec<String>,
+    pub created: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// SHA-256 of the secret, hex; the secret itself is never stored.
+    #[serde(skip_serializing)]
+    pub hash: String,
+    pub created: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub kind: String,
+    pub title: String,
+    pub params: serde_json::Value,
+    /// The user who owns it (or created it for a group).
+    pub owner_user: String,
+    /// The group that owns it, if any: every member sees and manages it.
+    pub owner_group: Option<String>,
+    pub enabled: bool,
+    pub latching: bool,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+}
+
+impl Subscription {
+    pub fn origin(&self) -> AlertOrigin {
+        AlertOrigin {
+            subscription_id: self.id.clone(),
+            owner_user: Some(self.owner_user.clone()),
+            owner_group: self.owner_group.clone(),
+            kind: self.kind.clone(),
+            title: self.title.clone(),
+            latching: self.latching,
+        }
+    }
+}
+
+/// Who is looking: a user and the groups they belong to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Viewer {
+    pub user_id: String,
+    pub group_ids: Vec<String>,
+}
+
+impl Viewer {
+    pub fn can_see(&self, owner_user: Option<&str>, owner_group: Option<&str>) -> bool {
+        match owner_group {
+            Some(group) => self.group_ids.iter().any(|g| g == group),
+            None => owner_user == Some(self.user_id.as_str()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlertQuery {
+    /// Only alerts this viewer may see (all when `None`).
+    pub viewer: Option<Viewer>,
+    pub state: Option<AlertState>,
+    pub subscription_id: Option<String>,
+    pub severity: Option<Severity>,
+    pub include_cleared: bool,
+    /// Only alerts with an id smaller than this (the cursor).
+    pub before_id: Option<String>,
+    pub limit: usize,
+}
+
+/// An alert after a change, with the history entries the change recorded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertChange {
+    pub alert: Alert,
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessingSnapshot {
+    pub cursor: i64,
+    pub states: std::collections::HashMap<String, serde_json::Value>,
+}
+
+/// One handler output to apply, with the subscription it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputToApply {
+    pub origin: AlertOrigin,
+    pub output: AlertOutput,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessingCommit {
+    /// The last event position processed.
+    pub cursor: i64,
+    pub states: Vec<(String, serde_json::Value)>,
+    pub outputs: Vec<OutputToApply>,
+    pub derived: Vec<StoredEvent>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CommitOutcome {
+    pub changes: Vec<AlertChange>,
+    pub derived: Vec<Appended>,
+}
