@@ -66,7 +66,10 @@ impl Filter {
             FilterError {
                 line,
                 column,
-                message: format!("syntax error: {message}"),
+                message: format!(
+                    "syntax error: {}",
+                    message.trim_start_matches("Syntax error: ")
+                ),
             }
         })?;
         let mut equalities = Vec::new();

@@ -1,0 +1,165 @@
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use tellify_engine::filter::{EventContext, Filter};
+use tellify_model::StoredEvent;
+use tellify_store::EventQuery;
+
+use super::{clamp_limit, parse_time_param, ApiError, ApiResult, AppState, Auth, Page};
+use crate::auth::Scope;
+use crate::ingest::parse_events;
+use crate::stream::StreamItem;
+use crate::telemetry;
+
+/// Rows scanned at most per `GET /events` request when a filter is selective.
+const MAX_SCAN: usize = 20_000;
+
+/// `POST /api/v1/events`: stores the events durably, then answers 202 with their ids.
+pub async fn ingest(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let principal = auth.require(Scope::Ingest)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let inputs = parse_events(
+        content_type,
+        &body,
+        &state.settings.ingest,
+        &state.settings.limits,
+    )
+    .inspect_err(|_| metrics::counter!(telemetry::INGEST_REJECTED).increment(1))?;
+    let received = state.clock.now();
+    let producer = principal.user.name.clone();
+    let events: Vec<StoredEvent> = inputs
+        .into_iter()
+        .map(|input| StoredEvent::from_input(input, Some(producer.clone()), received, 0))
+        .collect();
+    let publish = state.bus.has_listeners();
+    let kept = if publish { events.clone() } else { Vec::new() };
+    let appended = state.store.append_events(events).await?;
+    state.worker.wake();
+    let duplicates = appended.iter().filter(|a| a.duplicate).count();
+    metrics::counter!(telemetry::EVENTS_INGESTED).increment((appended.len() - duplicates) as u64);
+    metrics::counter!(telemetry::EVENTS_DUPLICATE).increment(duplicates as u64);
+    if publish {
+        for (mut event, stored) in kept.into_iter().zip(&appended) {
+            if !stored.duplicate {
+                event.seq = stored.seq;
+                state
+                    .bus
+                    .publish(StreamItem::Event(std::sync::Arc::new(event)));
+            }
+        }
+    }
+    let ids: Vec<&str> = appended.iter().map(|a| a.id.as_str()).collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"ids": ids, "accepted": ids.len(), "duplicates": duplicates})),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    filter: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/events`: newest first, filtered with the subscription filter language.
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Page<StoredEvent>>> {
+    auth.require(Scope::User)?;
+    let now = state.clock.now();
+    let filter = match query.filter.as_deref().filter(|f| !f.trim().is_empty()) {
+        Some(source) => Some(Filter::compile(source).map_err(|error| {
+            ApiError::bad_request(format!("`filter`: {error}")).with_errors(&[json!({
+                "field": "filter", "line": error.line, "column": error.column, "message": error.message
+            })])
+        })?),
+        None => None,
+    };
+    let since = query
+        .since
+        .as_deref()
+        .map(|t| parse_time_param("since", t, now))
+        .transpose()?;
+    let until = query
+        .until
+        .as_deref()
+        .map(|t| parse_time_param("until", t, now))
+        .transpose()?;
+    let limit = clamp_limit(query.limit, 100, 1000);
+    let mut before = match query.cursor.as_deref() {
+        Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "`cursor`: `{cursor}` is not a cursor from a previous page"
+            ))
+        })?),
+        None => None,
+    };
+    let mut items = Vec::new();
+    let mut scanned = 0;
+    let page_size = if filter.is_some() { 1000 } else { limit };
+    loop {
+        let rows = state
+            .store
+            .query_events(EventQuery {
+                since,
+                until,
+                before_seq: before,
+                limit: page_size,
+            })
+            .await?;
+        let exhausted = rows.len() < page_size;
+        for event in rows {
+            scanned += 1;
+            before = Some(event.seq);
+            let keep = match &filter {
+                Some(filter) => filter.matches(&EventContext::new(&event)),
+                None => true,
+            };
+            if keep {
+                items.push(event);
+                if items.len() == limit {
+                    break;
+                }
+            }
+        }
+        if exhausted && items.len() < limit {
+            return Ok(Json(Page { items, next: None }));
+        }
+        if items.len() == limit || scanned >= MAX_SCAN {
+            break;
+        }
+    }
+    let next = before.map(|seq| seq.to_string());
+    Ok(Json(Page { items, next }))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<StoredEvent>> {
+    auth.require(Scope::User)?;
+    let event = state
+        .store
+        .event(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event"))?;
+    Ok(Json(event))
+}

@@ -1,0 +1,224 @@
+//! The HTTP API under `/api/v1`, plus `/healthz`, `/metrics` and `/api/openapi.json`.
+//! Only this module (and a future `web/`) knows HTTP shapes.
+
+mod alerts;
+pub mod error;
+mod events;
+mod meta;
+mod people;
+mod stream;
+mod subscriptions;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use tellify_engine::Registry;
+use tellify_store::Store;
+
+pub use error::{ApiError, ApiResult};
+
+use crate::auth::{Authenticator, Principal, Scope};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::stream::Bus;
+use crate::worker::WorkerHandle;
+
+/// Everything a request handler may need.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Settings,
+    pub bus: Bus,
+    pub worker: WorkerHandle,
+    pub auth: Authenticator,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+pub type AppState = Arc<Services>;
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/events", post(events::ingest).get(events::list))
+        .route("/events/{id}", get(events::get_one))
+        .route("/handler-kinds", get(meta::handler_kinds))
+        .route(
+            "/subscriptions",
+            post(subscriptions::create).get(subscriptions::list),
+        )
+        .route(
+            "/subscriptions/{id}",
+            get(subscriptions::get_one)
+                .put(subscriptions::update)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .route("/subscriptions/{id}/enable", post(subscriptions::enable))
+        .route("/subscriptions/{id}/disable", post(subscriptions::disable))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{id}", get(alerts::get_one))
+        .route("/alerts/{id}/ack", post(alerts::ack))
+        .route("/alerts/{id}/shelve", post(alerts::shelve))
+        .route("/alerts/{id}/unshelve", post(alerts::unshelve))
+        .route("/alerts/{id}/clear", post(alerts::clear))
+        .route("/users", post(people::create_user).get(people::list_users))
+        .route("/users/me", get(people::me))
+        .route("/users/{name}", get(people::get_user))
+        .route(
+            "/groups",
+            post(people::create_group).get(people::list_groups),
+        )
+        .route("/groups/{name}", get(people::get_group))
+        .route("/groups/{name}/members", post(people::add_member))
+        .route(
+            "/groups/{name}/members/{user}",
+            axum::routing::delete(people::remove_member),
+        )
+        .route(
+            "/tokens",
+            post(people::create_token).get(people::list_tokens),
+        )
+        .route("/tokens/{id}", axum::routing::delete(people::revoke_token))
+        .route("/stream", get(stream::stream))
+        .fallback(meta::not_found);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/api/openapi.json", get(meta::openapi))
+        .route("/healthz", get(meta::healthz))
+        .route("/metrics", get(meta::metrics))
+        .fallback(meta::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.settings.ingest.max_body_bytes,
+        ))
+        .with_state(state)
+}
+
+/// The authenticated caller, from `Authorization: Bearer <token>`.
+pub struct Auth(pub Principal);
+
+impl Auth {
+    pub fn require(&self, scope: Scope) -> ApiResult<&Principal> {
+        if self.0.has(scope) {
+            Ok(&self.0)
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this token has the `{}` scope; this needs `{}`",
+                self.0.scope.as_str(),
+                scope.as_str()
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header_value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::unauthorized("missing `Authorization: Bearer <token>` header")
+            })?;
+        let secret = header_value
+            .strip_prefix("Bearer ")
+            .or_else(|| header_value.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        match state.auth.resolve(state.store.as_ref(), secret).await? {
+            Some(principal) => Ok(Auth(principal)),
+            None => Err(ApiError::unauthorized("unknown or revoked token")),
+        }
+    }
+}
+
+/// A JSON request body whose errors come back as problem+json: 400 for malformed JSON,
+/// 422 for a well-formed body of the wrong shape.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|error| ApiError::new(error.status(), "Bad Request", error.body_text()))?;
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request("the request needs a JSON body"));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|error| {
+                let message = format!("invalid request body: {error}");
+                match error.classify() {
+                    serde_json::error::Category::Data => ApiError::unprocessable(message),
+                    _ => ApiError::bad_request(message),
+                }
+            })
+    }
+}
+
+/// Parses an optional JSON body: empty means the default.
+pub fn optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> ApiResult<T> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::unprocessable(format!("invalid request body: {error}")))
+}
+
+/// A page of results: `{"items": [...], "next": <cursor or null>}`.
+#[derive(serde::Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Parses a time parameter: RFC 3339, or a duration meaning "that long ago" (`10m`).
+pub fn parse_time_param(
+    name: &str,
+    text: &str,
+    now: jiff::Timestamp,
+) -> ApiResult<jiff::Timestamp> {
+    if let Ok(time) = text.parse::<jiff::Timestamp>() {
+        return Ok(time);
+    }
+    match tellify_model::parse_duration(text) {
+        Ok(ago) => Ok(now - ago),
+        Err(_) => Err(ApiError::bad_request(format!(
+            "`{name}`: `{text}` is neither an RFC 3339 time (2026-11-23T18:00:00Z) nor a duration (10m, 2h)"
+        ))),
+    }
+}
+
+/// Parses a future time parameter: RFC 3339, or a duration from now (`1h`).
+pub fn parse_future_param(
+    name: &str,
+    text: &str,
+    now: jiff::Timestamp,
+) -> ApiResult<jiff::Timestamp> {
+    if let Ok(time) = text.parse::<jiff::Timestamp>() {
+        return Ok(time);
+    }
+    match tellify_model::parse_duration(text) {
+        Ok(ahead) => Ok(now + ahead),
+        Err(_) => Err(ApiError::unprocessable(format!(
+            "`{name}`: `{text}` is neither an RFC 3339 time (2026-11-23T18:00:00Z) nor a duration (30m, 2h)"
+        ))),
+    }
+}
+
+pub fn clamp_limit(limit: Option<usize>, default: usize, max: usize) -> usize {
+    limit.unwrap_or(default).clamp(1, max)
+}

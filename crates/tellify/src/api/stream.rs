@@ -1,0 +1,89 @@
+//! `GET /api/v1/stream`: server-sent events of new events (`event: event`) and alert
+//! changes (`event: alert`) that the caller may see. `?filter=` narrows the events;
+//! `?events=false` or `?alerts=false` turns one kind off.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tellify_engine::filter::{EventContext, Filter};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::{ApiError, ApiResult, AppState, Auth};
+use crate::auth::Scope;
+use crate::stream::StreamItem;
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    filter: Option<String>,
+    events: Option<bool>,
+    alerts: Option<bool>,
+}
+
+pub async fn stream(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(query): Query<StreamQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let principal = auth.require(Scope::User)?.clone();
+    let filter = match query.filter.as_deref().filter(|f| !f.trim().is_empty()) {
+        Some(source) => {
+            Some(Arc::new(Filter::compile(source).map_err(|error| {
+                ApiError::bad_request(format!("`filter`: {error}"))
+            })?))
+        }
+        None => None,
+    };
+    let want_events = query.events.unwrap_or(true);
+    let want_alerts = query.alerts.unwrap_or(true);
+    let now = state.clock.clone();
+    let receiver = state.bus.subscribe();
+    let ready =
+        futures_util::stream::once(async { Ok(Event::default().event("ready").data("{}")) });
+    let items = BroadcastStream::new(receiver).filter_map(move |item| {
+        let filter = filter.clone();
+        let principal = principal.clone();
+        let now = now.clone();
+        async move {
+            let event = match item {
+                Err(BroadcastStreamRecvError::Lagged(missed)) => Some(
+                    Event::default()
+                        .event("lagged")
+                        .data(json!({"missed": missed}).to_string()),
+                ),
+                Ok(StreamItem::Event(event)) if want_events => {
+                    let keep = filter
+                        .as_ref()
+                        .is_none_or(|filter| filter.matches(&EventContext::new(&event)));
+                    keep.then(|| {
+                        Event::default()
+                            .event("event")
+                            .id(event.seq.to_string())
+                            .data(serde_json::to_string(event.as_ref()).unwrap_or_default())
+                    })
+                }
+                Ok(StreamItem::Alert(notice)) if want_alerts => {
+                    let alert = &notice.alert;
+                    principal
+                        .can_see(alert.owner_user.as_deref(), alert.owner_group.as_deref())
+                        .then(|| {
+                            let body = json!({
+                                "alert": alert.clone().at(now.now()),
+                                "changes": notice.history,
+                            });
+                            Event::default().event("alert").data(body.to_string())
+                        })
+                }
+                Ok(_) => None,
+            };
+            event.map(Ok)
+        }
+    });
+    Ok(Sse::new(ready.chain(items)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

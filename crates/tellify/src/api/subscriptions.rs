@@ -1,0 +1,291 @@
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tellify_engine::ParamError;
+use tellify_store::Subscription;
+
+use super::{ApiError, ApiResult, AppState, Auth, JsonBody, Page};
+use crate::auth::{Principal, Scope};
+
+const MAX_TITLE: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    kind: String,
+    title: String,
+    #[serde(default = "empty_object")]
+    params: Value,
+    /// A group the caller belongs to; every member then sees and manages it.
+    group: Option<String>,
+    #[serde(default)]
+    latching: bool,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    title: Option<String>,
+    params: Option<Value>,
+    latching: Option<bool>,
+    enabled: Option<bool>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A subscription as the API shows it, with owner names rather than ids.
+#[derive(Serialize)]
+pub struct SubscriptionView {
+    id: String,
+    kind: String,
+    title: String,
+    params: Value,
+    owner: Option<String>,
+    group: Option<String>,
+    enabled: bool,
+    latching: bool,
+    created: jiff::Timestamp,
+    updated: jiff::Timestamp,
+}
+
+async fn view(state: &AppState, subscription: Subscription) -> ApiResult<SubscriptionView> {
+    let owner = state
+        .store
+        .user_by_id(&subscription.owner_user)
+        .await?
+        .map(|u| u.name);
+    let mut groups = HashMap::new();
+    if subscription.owner_group.is_some() {
+        for group in state.store.list_groups().await? {
+            groups.insert(group.id, group.name);
+        }
+    }
+    Ok(render(subscription, owner, &groups))
+}
+
+fn render(
+    subscription: Subscription,
+    owner: Option<String>,
+    groups: &HashMap<String, String>,
+) -> SubscriptionView {
+    let group = subscription
+        .owner_group
+        .as_ref()
+        .and_then(|id| groups.get(id).cloned());
+    SubscriptionView {
+        id: subscription.id,
+        kind: subscription.kind,
+        title: subscription.title,
+        params: subscription.params,
+        owner,
+        group,
+        enabled: subscription.enabled,
+        latching: subscription.latching,
+        created: subscription.created,
+        updated: subscription.updated,
+    }
+}
+
+fn check_title(title: &str, errors: &mut Vec<ParamError>) {
+    if title.trim().is_empty() {
+        errors.push(ParamError::new("title", "must not be empty"));
+    } else if title.chars().count() > MAX_TITLE {
+        errors.push(ParamError::new(
+            "title",
+            format!("must be at most {MAX_TITLE} characters"),
+        ));
+    }
+}
+
+/// Loads a subscription the caller may see; anything else is a 404.
+async fn visible(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Subscription> {
+    let subscription = state.store.subscription(id).await?;
+    match subscription {
+        Some(s) if principal.can_see(Some(&s.owner_user), s.owner_group.as_deref()) => Ok(s),
+        _ => Err(ApiError::not_found("subscription")),
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(request): JsonBody<CreateRequest>,
+) -> ApiResult<(StatusCode, Json<SubscriptionView>)> {
+    let principal = auth.require(Scope::User)?;
+    let mut errors = Vec::new();
+    check_title(&request.title, &mut errors);
+    if let Err(found) = state.registry.build(&request.kind, &request.params) {
+        errors.extend(found);
+    }
+    let mut owner_group = None;
+    if let Some(name) = &request.group {
+        match state.store.group_by_name(name).await? {
+            Some(group) if principal.is_admin() || principal.group_ids.contains(&group.id) => {
+                owner_group = Some(group.id)
+            }
+            _ => errors.push(ParamError::new(
+                "group",
+                format!("you are not a member of a group named `{name}`"),
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::params(&errors));
+    }
+    let now = state.clock.now();
+    let subscription = Subscription {
+        id: tellify_model::new_id(),
+        kind: request.kind,
+        title: request.title.trim().to_string(),
+        params: request.params,
+        owner_user: principal.user.id.clone(),
+        owner_group,
+        enabled: request.enabled,
+        latching: request.latching,
+        created: now,
+        updated: now,
+    };
+    state
+        .store
+        .insert_subscription(subscription.clone())
+        .await?;
+    state.worker.subscription_changed(&subscription.id);
+    Ok((StatusCode::CREATED, Json(view(&state, subscription).await?)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> ApiResult<Json<Page<SubscriptionView>>> {
+    let principal = auth.require(Scope::User)?;
+    let viewer = (!principal.is_admin()).then(|| principal.viewer());
+    let subscriptions = state.store.list_subscriptions(viewer.as_ref()).await?;
+    let users: HashMap<String, String> = state
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.name))
+        .collect();
+    let groups: HashMap<String, String> = state
+        .store
+        .list_groups()
+        .await?
+        .into_iter()
+        .map(|g| (g.id, g.name))
+        .collect();
+    let items = subscriptions
+        .into_iter()
+        .map(|s| {
+            let owner = users.get(&s.owner_user).cloned();
+            render(s, owner, &groups)
+        })
+        .collect();
+    Ok(Json(Page { items, next: None }))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SubscriptionView>> {
+    let principal = auth.require(Scope::User)?;
+    let subscription = visible(&state, principal, &id).await?;
+    Ok(Json(view(&state, subscription).await?))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<UpdateRequest>,
+) -> ApiResult<Json<SubscriptionView>> {
+    let principal = auth.require(Scope::User)?;
+    let mut subscription = visible(&state, principal, &id).await?;
+    let mut errors = Vec::new();
+    if let Some(title) = &request.title {
+        check_title(title, &mut errors);
+        subscription.title = title.trim().to_string();
+    }
+    if let Some(params) = request.params {
+        if let Err(found) = state.registry.build(&subscription.kind, &params) {
+            errors.extend(found);
+        }
+        subscription.params = params;
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::params(&errors));
+    }
+    if let Some(latching) = request.latching {
+        subscription.latching = latching;
+    }
+    if let Some(enabled) = request.enabled {
+        subscription.enabled = enabled;
+    }
+    save(&state, subscription).await
+}
+
+async fn save(
+    state: &AppState,
+    mut subscription: Subscription,
+) -> ApiResult<Json<SubscriptionView>> {
+    subscription.updated = state.clock.now();
+    state
+        .store
+        .update_subscription(subscription.clone())
+        .await?;
+    state.worker.subscription_changed(&subscription.id);
+    Ok(Json(view(state, subscription).await?))
+}
+
+async fn set_enabled(
+    state: AppState,
+    auth: Auth,
+    id: String,
+    enabled: bool,
+) -> ApiResult<Json<SubscriptionView>> {
+    let principal = auth.require(Scope::User)?;
+    let mut subscription = visible(&state, principal, &id).await?;
+    subscription.enabled = enabled;
+    save(&state, subscription).await
+}
+
+pub async fn enable(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SubscriptionView>> {
+    set_enabled(state, auth, id, true).await
+}
+
+pub async fn disable(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SubscriptionView>> {
+    set_enabled(state, auth, id, false).await
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let principal = auth.require(Scope::User)?;
+    let subscription = visible(&state, principal, &id).await?;
+    state.store.delete_subscription(&subscription.id).await?;
+    state.worker.subscription_changed(&subscription.id);
+    Ok(StatusCode::NO_CONTENT)
+}

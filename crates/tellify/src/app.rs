@@ -1,0 +1,175 @@
+//! Wiring: opens the store, bootstraps the first admin, starts the worker and the HTTP
+//! server, and stops them together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tellify_engine::Registry;
+use tellify_store::sqlite::SqliteStore;
+use tellify_store::{Store, Token, User};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState, Services};
+use crate::auth::{hash_token, new_token, Authenticator};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::stream::Bus;
+use crate::telemetry;
+use crate::worker::Worker;
+
+/// A running server.
+pub struct RunningApp {
+    pub address: SocketAddr,
+    pub state: AppState,
+    /// The admin token made on first start, when it was generated (not supplied).
+    pub bootstrap_token: Option<String>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    worker: JoinHandle<()>,
+}
+
+impl RunningApp {
+    /// Stops accepting requests, lets the worker finish its batch, and waits for both.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.server.await.context("server task panicked")??;
+        self.worker.await.context("worker task panicked")?;
+        Ok(())
+    }
+
+    /// Waits until either task ends on its own, and says which.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let RunningApp {
+            server,
+            worker,
+            shutdown,
+            ..
+        } = self;
+        tokio::select! {
+            result = server => {
+                let _ = shutdown.send(true);
+                result.context("server task panicked")?.context("http server stopped")?;
+                anyhow::bail!("http server stopped")
+            }
+            result = worker => {
+                result.context("worker task panicked")?;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens the store in `settings.data` and starts everything.
+pub async fn start(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    bootstrap: Option<String>,
+) -> anyhow::Result<RunningApp> {
+    let store = SqliteStore::open(&settings.data)
+        .with_context(|| format!("cannot open the store in {}", settings.data.display()))?;
+    start_with_store(settings, Arc::new(store), clock, bootstrap).await
+}
+
+pub async fn start_with_store(
+    settings: Settings,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    bootstrap: Option<String>,
+) -> anyhow::Result<RunningApp> {
+    let bootstrap_token = bootstrap_admin(store.as_ref(), clock.as_ref(), bootstrap).await?;
+    let registry = Arc::new(Registry::builtin());
+    let bus = Bus::default();
+    let (worker, worker_handle) = Worker::start(
+        store.clone(),
+        registry.clone(),
+        clock.clone(),
+        bus.clone(),
+        settings.engine.batch_size,
+        settings.engine.max_derived_depth,
+    )
+    .await
+    .context("cannot start the worker")?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let address = listener.local_addr()?;
+    let state: AppState = Arc::new(Services {
+        store,
+        registry,
+        clock,
+        settings,
+        bus,
+        worker: worker_handle,
+        auth: Authenticator::default(),
+        metrics: telemetry::metrics_handle(),
+    });
+    let (shutdown, shutdown_receiver) = watch::channel(false);
+    let worker = tokio::spawn(worker.run(shutdown_receiver.clone()));
+    let router = api::router(state.clone());
+    let mut server_shutdown = shutdown_receiver;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = server_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(%address, "tellify is listening");
+    Ok(RunningApp {
+        address,
+        state,
+        bootstrap_token,
+        shutdown,
+        server,
+        worker,
+    })
+}
+
+/// On first start (no users), creates `admin` with a token: the supplied one, or a new
+/// one that is returned so it can be shown once.
+async fn bootstrap_admin(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    supplied: Option<String>,
+) -> anyhow::Result<Option<String>> {
+    if !store.list_users().await?.is_empty() {
+        return Ok(None);
+    }
+    let now = clock.now();
+    let admin = User {
+        id: tellify_model::new_id(),
+        name: "admin".to_string(),
+        email: None,
+        timezone: "UTC".to_string(),
+        admin: true,
+        created: now,
+    };
+    store.create_user(admin.clone()).await?;
+    let (secret, hash, generated) = match supplied {
+        Some(secret) if !secret.trim().is_empty() => {
+            let hash = hash_token(secret.trim());
+            (secret.trim().to_string(), hash, false)
+        }
+        _ => {
+            let (secret, hash) = new_token();
+            (secret, hash, true)
+        }
+    };
+    store
+        .create_token(Token {
+            id: tellify_model::new_id(),
+            user_id: admin.id,
+            name: "bootstrap".to_string(),
+            scopes: vec!["admin".to_string()],
+            hash,
+            created: now,
+        })
+        .await?;
+    Ok(generated.then_some(secret))
+}

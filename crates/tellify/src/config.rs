@@ -1,0 +1,126 @@
+//! Settings: defaults, then `tellify.toml` (or `--config FILE`), then
+//! `TELLIFY_SECTION__KEY` environment variables, then command-line flags. Unknown keys
+//! are rejected so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use tellify_model::Limits;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Directory holding the SQLite database.
+    pub data: PathBuf,
+    /// Public base URL of the dashboard and API, used in links.
+    pub public_url: Option<String>,
+    pub ingest: IngestSettings,
+    pub limits: Limits,
+    pub engine: EngineSettings,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Largest request body accepted on `POST /api/v1/events`, in bytes.
+    pub max_body_bytes: usize,
+    /// Most events in one request.
+    pub max_batch_events: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// How many derived events may chain (an event derived from a derived event...).
+    pub max_derived_depth: u32,
+    /// Events processed per transaction.
+    pub batch_size: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data: PathBuf::from("tellify-data"),
+            public_url: None,
+            ingest: IngestSettings::default(),
+            limits: Limits::default(),
+            engine: EngineSettings::default(),
+        }
+    }
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_batch_events: 10_000,
+        }
+    }
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            max_derived_depth: 8,
+            batch_size: 2000,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads settings from `file` (or `tellify.toml` if it exists) and the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Settings> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    anyhow::bail!("config file {} does not exist", path.display());
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("tellify.toml")),
+        }
+        let environment = Env::prefixed("TELLIFY_").split("__").ignore(&[
+            "server",
+            "token",
+            "bootstrap_token",
+            "log",
+        ]);
+        figment = figment.merge(environment);
+        figment
+            .extract()
+            .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_and_environment_override_defaults_and_unknown_keys_fail() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "tellify.toml",
+                "listen = \"127.0.0.1:9999\"\n[ingest]\nmax_batch_events = 5\n",
+            )?;
+            jail.set_env("TELLIFY_LIMITS__MAX_FIELDS", "7");
+            let settings = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(settings.listen.port(), 9999);
+            assert_eq!(settings.ingest.max_batch_events, 5);
+            assert_eq!(settings.limits.max_fields, 7);
+            jail.create_file("bad.toml", "[ingest]\nmax_batch = 5\n")?;
+            let error = Settings::load(Some(Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("max_batch"), "{error}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,360 @@
+//! Turning a request body into events: JSON (one event or an array), NDJSON, or
+//! `key:value` text lines. A batch is all-or-nothing: any problem rejects the whole
+//! request, and every problem is reported with the line or index and field it is in.
+
+use serde::Serialize;
+use serde_json::Value;
+use tellify_model::{parse_kv_line, EventInput, Limits, Severity, Source};
+
+use crate::config::IngestSettings;
+
+/// One thing wrong with an ingest request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// 1-based line (NDJSON and text) of the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// 0-based position in a JSON array.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// The field, such as `severity` or `fields.tns`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum IngestError {
+    /// 415: a content type we do not read.
+    UnsupportedMediaType(String),
+    /// 413: too many events.
+    TooLarge(String),
+    /// 400: the body is not well-formed.
+    Malformed(Vec<Problem>),
+    /// 422: well-formed, but some event is not acceptable.
+    Invalid(Vec<Problem>),
+}
+
+/// Where an event sat in the request, for error messages.
+#[derive(Clone, Copy)]
+enum Position {
+    Line(usize),
+    Index(usize),
+    Single,
+}
+
+impl Position {
+    fn problem(self, field: Option<String>, message: String) -> Problem {
+        let (line, index) = match self {
+            Position::Line(line) => (Some(line), None),
+            Position::Index(index) => (None, Some(index)),
+            Position::Single => (None, None),
+        };
+        Problem {
+            line,
+            index,
+            field,
+            message,
+        }
+    }
+}
+
+pub fn parse_events(
+    content_type: &str,
+    body: &[u8],
+    settings: &IngestSettings,
+    limits: &Limits,
+) -> Result<Vec<EventInput>, IngestError> {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let text = std::str::from_utf8(body).map_err(|error| {
+        IngestError::Malformed(vec![Problem {
+            line: None,
+            index: None,
+            field: None,
+            message: format!("body is not UTF-8 (byte {})", error.valid_up_to()),
+        }])
+    })?;
+    let mut problems = Vec::new();
+    let mut events = Vec::new();
+    match media.as_str() {
+        "application/json" | "" => {
+            let value: Value = serde_json::from_str(text).map_err(|error| {
+                IngestError::Malformed(vec![Problem {
+                    line: Some(error.line()),
+                    index: None,
+                    field: None,
+                    message: format!("invalid JSON: {error}"),
+                }])
+            })?;
+            match value {
+                Value::Array(items) => {
+                    check_count(items.len(), settings)?;
+                    for (index, item) in items.into_iter().enumerate() {
+                        collect(
+                            decode(item, Position::Index(index)),
+                            &mut events,
+                            &mut problems,
+                        );
+                    }
+                }
+                other => collect(decode(other, Position::Single), &mut events, &mut problems),
+            }
+        }
+        "application/x-ndjson" | "application/jsonl" | "application/json-seq" => {
+            let lines: Vec<(usize, &str)> = numbered_lines(text);
+            check_count(lines.len(), settings)?;
+            let mut malformed = Vec::new();
+            for (line, content) in lines {
+                match serde_json::from_str::<Value>(content) {
+                    Ok(value) => collect(
+                        decode(value, Position::Line(line)),
+                        &mut events,
+                        &mut problems,
+                    ),
+                    Err(error) => malformed.push(Position::Line(line).problem(
+                        None,
+                        format!("invalid JSON at column {}: {error}", error.column()),
+                    )),
+                }
+            }
+            if !malformed.is_empty() {
+                return Err(IngestError::Malformed(malformed));
+            }
+        }
+        "text/plain" => {
+            let lines = numbered_lines(text);
+            check_count(lines.len(), settings)?;
+            for (line, content) in lines {
+                match parse_kv_line(content) {
+                    Ok(event) => events.push((Position::Line(line), event)),
+                    Err(error) => problems.push(
+                        Position::Line(line)
+                            .problem(None, format!("column {}: {}", error.column, error.message)),
+                    ),
+                }
+            }
+        }
+        other => {
+            return Err(IngestError::UnsupportedMediaType(format!(
+                "content type `{other}` is not accepted; use application/json, \
+                 application/x-ndjson or text/plain (key:value lines)"
+            )))
+        }
+    }
+    if events.is_empty() && problems.is_empty() {
+        problems.push(Position::Single.problem(None, "the request holds no events".to_string()));
+    }
+    for (position, event) in &events {
+        if let Err(found) = event.validate(limits) {
+            for problem in found {
+                let field = (!problem.field.is_empty()).then_some(problem.field);
+                problems.push(position.problem(field, problem.message));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(IngestError::Invalid(problems));
+    }
+    Ok(events.into_iter().map(|(_, event)| event).collect())
+}
+
+fn numbered_lines(text: &str) -> Vec<(usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(index, line)| (index + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty())
+        .collect()
+}
+
+fn check_count(count: usize, settings: &IngestSettings) -> Result<(), IngestError> {
+    if count > settings.max_batch_events {
+        return Err(IngestError::TooLarge(format!(
+            "{count} events in one request, more than the limit of {} \
+             (ingest.max_batch_events)",
+            settings.max_batch_events
+        )));
+    }
+    Ok(())
+}
+
+fn collect(
+    decoded: Result<(Position, EventInput), Vec<Problem>>,
+    events: &mut Vec<(Position, EventInput)>,
+    problems: &mut Vec<Problem>,
+) {
+    match decoded {
+        Ok(event) => events.push(event),
+        Err(found) => problems.extend(found),
+    }
+}
+
+/// Decodes one JSON event key by key, so each problem names its field.
+fn decode(value: Value, position: Position) -> Result<(Position, EventInput), Vec<Problem>> {
+    let Value::Object(object) = value else {
+        return Err(vec![
+            position.problem(None, "an event must be a JSON object".to_string())
+        ]);
+    };
+    let mut problems = Vec::new();
+    let mut event = EventInput::default();
+    for (key, value) in object {
+        let mut fail =
+            |message: String| problems.push(position.problem(Some(key.clone()), message));
+        match key.as_str() {
+            "type" => match value {
+                Value::String(text) => event.event_type = Some(text),
+                Value::Null => {}
+                _ => fail("must be a string".to_string()),
+            },
+            "message" => match value {
+                Value::String(text) => event.message = Some(text),
+                Value::Null => {}
+                _ => fail("must be a string".to_string()),
+            },
+            "idempotency_key" => match value {
+                Value::String(text) => event.idempotency_key = Some(text),
+                Value::Null => {}
+                _ => fail("must be a string".to_string()),
+            },
+            "severity" => match value {
+                Value::String(text) => match text.parse::<Severity>() {
+                    Ok(severity) => event.severity = Some(severity),
+                    Err(message) => fail(message),
+                },
+                Value::Null => {}
+                _ => fail("must be one of info, warning, critical".to_string()),
+            },
+            "time" => match value {
+                Value::String(text) => match text.parse() {
+                    Ok(time) => event.time = Some(time),
+                    Err(_) => fail(format!(
+                        "`{text}` is not an RFC 3339 timestamp such as 2026-11-23T18:00:00Z"
+                    )),
+                },
+                Value::Null => {}
+                _ => fail("must be an RFC 3339 timestamp string".to_string()),
+            },
+            "source" => match serde_json::from_value::<Source>(value) {
+                Ok(source) => event.source = Some(source),
+                Err(error) => fail(format!(
+                    "must be {{\"host\", \"component\"}} strings: {error}"
+                )),
+            },
+            "fields" => match value {
+                Value::Object(fields) => event.fields = fields,
+                Value::Null => {}
+                _ => fail("must be a JSON object".to_string()),
+            },
+            other => fail(format!(
+                "unknown key `{other}`; an event has type, severity, message, time, source, \
+                 idempotency_key and fields (put your data in `fields`)"
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok((position, event))
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(content_type: &str, body: &str) -> Result<Vec<EventInput>, IngestError> {
+        parse_events(
+            content_type,
+            body.as_bytes(),
+            &IngestSettings::default(),
+            &Limits::default(),
+        )
+    }
+
+    #[test]
+    fn reads_json_ndjson_and_text() {
+        assert_eq!(
+            parse("application/json", r#"{"message": "a"}"#)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            parse(
+                "application/json; charset=utf-8",
+                r#"[{"message": "a"}, {"type": "b"}]"#
+            )
+            .unwrap()
+            .len(),
+            2
+        );
+        assert_eq!(
+            parse(
+                "application/x-ndjson",
+                "{\"message\": \"a\"}\n\n{\"message\": \"b\"}\n"
+            )
+            .unwrap()
+            .len(),
+            2
+        );
+        let events = parse("text/plain", "project:vr0 status:fail\nhost:x alive\n").unwrap();
+        assert_eq!(events[1].message.as_deref(), Some("alive"));
+    }
+
+    #[test]
+    fn problems_name_line_index_and_field() {
+        let Err(IngestError::Invalid(problems)) = parse(
+            "application/json",
+            r#"[{"message": "ok"}, {"severity": "fatal", "colour": 1}]"#,
+        ) else {
+            panic!("expected invalid")
+        };
+        assert_eq!(problems.len(), 2);
+        assert!(problems.iter().all(|p| p.index == Some(1)));
+        let fields: Vec<_> = problems.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(fields, vec!["severity", "colour"]);
+
+        let Err(IngestError::Malformed(problems)) =
+            parse("application/x-ndjson", "{\"message\": \"a\"}\n{oops\n")
+        else {
+            panic!("expected malformed")
+        };
+        assert_eq!(problems[0].line, Some(2));
+
+        let Err(IngestError::Invalid(problems)) = parse("text/plain", "a:1\nb:\"open\n") else {
+            panic!("expected invalid")
+        };
+        assert_eq!(problems[0].line, Some(2));
+        assert!(problems[0].message.contains("column 3"));
+    }
+
+    #[test]
+    fn rejects_other_media_types_empty_bodies_and_oversized_batches() {
+        assert!(matches!(
+            parse("application/xml", "<a/>"),
+            Err(IngestError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            parse("application/json", "[]"),
+            Err(IngestError::Invalid(_))
+        ));
+        let settings = IngestSettings {
+            max_batch_events: 2,
+            ..Default::default()
+        };
+        let result = parse_events(
+            "text/plain",
+            b"a:1\nb:2\nc:3\n",
+            &settings,
+            &Limits::default(),
+        );
+        assert!(
+            matches!(result, Err(IngestError::TooLarge(message)) if message.contains("limit of 2"))
+        );
+    }
+}

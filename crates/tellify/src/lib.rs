@@ -1,0 +1,16 @@
+//! tellify: events in, subscriptions, handlers, alerts out.
+//!
+//! This crate is the binary and its IO edges: configuration, the HTTP API, the worker that
+//! runs the engine, and the CLI. The engine itself (`tellify-engine`) is pure; storage
+//! lives behind `tellify-store`.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod ingest;
+pub mod stream;
+pub mod telemetry;
+pub mod worker;

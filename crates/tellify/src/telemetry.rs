@@ -1,0 +1,39 @@
+//! Logs and metrics. Metric names are listed here so `/metrics` is documented in one place.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const EVENTS_INGESTED: &str = "tellify_events_ingested_total";
+pub const EVENTS_DUPLICATE: &str = "tellify_events_duplicate_total";
+pub const INGEST_REJECTED: &str = "tellify_ingest_rejected_total";
+pub const EVENTS_PROCESSED: &str = "tellify_events_processed_total";
+pub const DERIVED_DROPPED: &str = "tellify_derived_events_dropped_total";
+pub const ALERT_TRANSITIONS: &str = "tellify_alert_transitions_total";
+pub const PROCESSING_LAG: &str = "tellify_processing_lag_events";
+pub const SUBSCRIPTIONS_ACTIVE: &str = "tellify_subscriptions_active";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide metrics recorder once and returns its handle.
+pub fn metrics_handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // A second install (another app in the same test process) is harmless.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Logs to stderr, filtered by `TELLIFY_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TELLIFY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,361 @@
+//! The worker: reads the event log after the processing cursor, offers each event to the
+//! subscriptions the dispatch index names, lets time pass for handlers with deadlines,
+//! and commits alert changes, handler state, derived events and the new cursor in one
+//! transaction. A restart resumes from the cursor, so no event is processed twice or
+//! skipped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tellify_engine::filter::EventContext;
+use tellify_engine::handlers::{Handler, Outputs, Registry};
+use tellify_engine::DispatchIndex;
+use tellify_model::StoredEvent;
+use tellify_store::{OutputToApply, ProcessingCommit, Store, StoreResult, Subscription};
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::clock::Clock;
+use crate::stream::{AlertNotice, Bus, StreamItem};
+use crate::telemetry;
+
+/// How the rest of the server talks to the worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    wake: Arc<Notify>,
+    changes: mpsc::UnboundedSender<String>,
+    progress: watch::Receiver<i64>,
+}
+
+impl WorkerHandle {
+    /// New events are durable: look for them.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// A subscription was created, changed or deleted: reload it before the next batch.
+    pub fn subscription_changed(&self, id: &str) {
+        let _ = self.changes.send(id.to_string());
+        self.wake.notify_one();
+    }
+
+    /// The last event position processed.
+    pub fn processed(&self) -> i64 {
+        *self.progress.borrow()
+    }
+
+    /// Waits until every event up to `seq` is processed (or the worker stopped).
+    pub async fn wait_for(&self, seq: i64) {
+        let mut progress = self.progress.clone();
+        let _ = progress.wait_for(|done| *done >= seq).await;
+    }
+}
+
+struct Loaded {
+    subscription: Subscription,
+    handler: Box<dyn Handler>,
+}
+
+pub struct Worker {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    bus: Bus,
+    wake: Arc<Notify>,
+    changes: mpsc::UnboundedReceiver<String>,
+    progress: watch::Sender<i64>,
+    subscriptions: HashMap<String, Loaded>,
+    index: DispatchIndex<String>,
+    deadlines: HashMap<String, Timestamp>,
+    cursor: i64,
+    batch_size: usize,
+    max_depth: u32,
+}
+
+impl Worker {
+    /// Loads the checkpoint and every enabled subscription.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        bus: Bus,
+        batch_size: usize,
+        max_depth: u32,
+    ) -> StoreResult<(Worker, WorkerHandle)> {
+        let snapshot = store.load_processing().await?;
+        let (changes_sender, changes) = mpsc::unbounded_channel();
+        let (progress, progress_receiver) = watch::channel(snapshot.cursor);
+        let wake = Arc::new(Notify::new());
+        let mut worker = Worker {
+            store: store.clone(),
+            registry,
+            clock,
+            bus,
+            wake: wake.clone(),
+            changes,
+            progress,
+            subscriptions: HashMap::new(),
+            index: DispatchIndex::default(),
+            deadlines: HashMap::new(),
+            cursor: snapshot.cursor,
+            batch_size: batch_size.max(1),
+            max_depth,
+        };
+        for subscription in store.list_subscriptions(None).await? {
+            let state = snapshot.states.get(&subscription.id);
+            worker.install(subscription, state);
+        }
+        let handle = WorkerHandle {
+            wake,
+            changes: changes_sender,
+            progress: progress_receiver,
+        };
+        Ok((worker, handle))
+    }
+
+    fn install(&mut self, subscription: Subscription, state: Option<&serde_json::Value>) {
+        let id = subscription.id.clone();
+        self.remove(&id);
+        if !subscription.enabled {
+            return;
+        }
+        let mut handler = match self
+            .registry
+            .build(&subscription.kind, &subscription.params)
+        {
+            Ok(handler) => handler,
+            Err(errors) => {
+                tracing::error!(subscription = %id, ?errors, "stored subscription no longer validates; skipped");
+                return;
+            }
+        };
+        if let Some(state) = state {
+            if let Err(error) = handler.load_state(state) {
+                tracing::warn!(subscription = %id, %error, "handler state unreadable; starting afresh");
+            }
+        }
+        self.index.insert(id.clone(), &handler.dispatch_hints());
+        if let Some(deadline) = handler.next_deadline() {
+            self.deadlines.insert(id.clone(), deadline);
+        }
+        self.subscriptions.insert(
+            id,
+            Loaded {
+                subscription,
+                handler,
+            },
+        );
+        metrics::gauge!(telemetry::SUBSCRIPTIONS_ACTIVE).set(self.subscriptions.len() as f64);
+    }
+
+    fn remove(&mut self, id: &str) {
+        let key = id.to_string();
+        self.index.remove(&key);
+        self.deadlines.remove(id);
+        self.subscriptions.remove(id);
+    }
+
+    async fn reload(&mut self, id: String) -> StoreResult<()> {
+        let Some(subscription) = self.store.subscription(&id).await? else {
+            self.remove(&id);
+            return Ok(());
+        };
+        // Keep the running handler (and its state) when only the title, latching or
+        // enabled flag changed; new parameters start with fresh state.
+        if let Some(loaded) = self.subscriptions.get_mut(&id) {
+            let same_logic = loaded.subscription.kind == subscription.kind
+                && loaded.subscription.params == subscription.params;
+            if same_logic && subscription.enabled {
+                loaded.subscription = subscription;
+                return Ok(());
+            }
+        }
+        self.install(subscription, None);
+        Ok(())
+    }
+
+    /// Runs until `shutdown` flips to true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let busy = match self.step().await {
+                Ok(busy) => busy,
+                Err(error) => {
+                    tracing::error!(%error, "processing failed; retrying shortly");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// One round: apply subscription changes, process a batch, fire due deadlines.
+    /// Returns true when there may be more to do right away.
+    pub async fn step(&mut self) -> StoreResult<bool> {
+        while let Ok(id) = self.changes.try_recv() {
+            self.reload(id).await?;
+        }
+        let events = self
+            .store
+            .events_after(self.cursor, self.batch_size)
+            .await?;
+        let now = self.clock.now();
+        let mut commit = ProcessingCommit {
+            cursor: self.cursor,
+            ..Default::default()
+        };
+        let mut dirty: HashSet<String> = HashSet::new();
+        for event in &events {
+            self.process_event(event, now, &mut commit, &mut dirty);
+            commit.cursor = event.seq;
+        }
+        self.fire_deadlines(now, &mut commit, &mut dirty);
+        if commit.cursor == self.cursor && commit.outputs.is_empty() && dirty.is_empty() {
+            return Ok(false);
+        }
+        for id in &dirty {
+            if let Some(loaded) = self.subscriptions.get(id) {
+                commit
+                    .states
+                    .push((id.clone(), loaded.handler.save_state()));
+            }
+        }
+        let derived = commit.derived.clone();
+        let outcome = self.store.commit_processing(commit.clone()).await?;
+        let processed = (commit.cursor - self.cursor).max(0);
+        self.cursor = commit.cursor;
+        metrics::counter!(telemetry::EVENTS_PROCESSED).increment(processed as u64);
+        for change in outcome.changes {
+            for entry in &change.history {
+                metrics::counter!(telemetry::ALERT_TRANSITIONS, "action" => entry.action.clone())
+                    .increment(1);
+            }
+            self.bus.publish(StreamItem::Alert(Arc::new(AlertNotice {
+                alert: change.alert,
+                history: change.history,
+            })));
+        }
+        for (mut event, appended) in derived.into_iter().zip(outcome.derived) {
+            if !appended.duplicate {
+                event.seq = appended.seq;
+                self.bus.publish(StreamItem::Event(Arc::new(event)));
+            }
+        }
+        let _ = self.progress.send(self.cursor);
+        if let Ok(last) = self.store.last_seq().await {
+            metrics::gauge!(telemetry::PROCESSING_LAG).set((last - self.cursor) as f64);
+        }
+        Ok(!events.is_empty())
+    }
+
+    fn process_event(
+        &mut self,
+        event: &StoredEvent,
+        now: Timestamp,
+        commit: &mut ProcessingCommit,
+        dirty: &mut HashSet<String>,
+    ) {
+        let candidates = self.index.candidates(event);
+        if candidates.is_empty() {
+            return;
+        }
+        let context = EventContext::new(event);
+        for id in candidates {
+            let Some(loaded) = self.subscriptions.get_mut(&id) else {
+                continue;
+            };
+            let mut outputs = Outputs::default();
+            loaded.handler.on_event(event, &context, now, &mut outputs);
+            let deadline = loaded.handler.next_deadline();
+            let origin = loaded.subscription.origin();
+            match deadline {
+                Some(deadline) => self.deadlines.insert(id.clone(), deadline),
+                None => self.deadlines.remove(&id),
+            };
+            self.absorb(&id, origin, outputs, event.depth, now, commit, dirty);
+        }
+    }
+
+    fn fire_deadlines(
+        &mut self,
+        now: Timestamp,
+        commit: &mut ProcessingCommit,
+        dirty: &mut HashSet<String>,
+    ) {
+        let due: Vec<String> = self
+            .deadlines
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(loaded) = self.subscriptions.get_mut(&id) else {
+                self.deadlines.remove(&id);
+                continue;
+            };
+            let mut outputs = Outputs::default();
+            loaded.handler.on_tick(now, &mut outputs);
+            let origin = loaded.subscription.origin();
+            match loaded.handler.next_deadline() {
+                Some(deadline) => self.deadlines.insert(id.clone(), deadline),
+                None => self.deadlines.remove(&id),
+            };
+            self.absorb(&id, origin, outputs, 0, now, commit, dirty);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn absorb(
+        &self,
+        id: &str,
+        origin: tellify_engine::alerts::AlertOrigin,
+        outputs: Outputs,
+        depth: u32,
+        now: Timestamp,
+        commit: &mut ProcessingCommit,
+        dirty: &mut HashSet<String>,
+    ) {
+        if outputs.state_changed {
+            dirty.insert(id.to_string());
+        }
+        for output in outputs.alerts {
+            commit.outputs.push(OutputToApply {
+                origin: origin.clone(),
+                output,
+                at: now,
+            });
+        }
+        for mut input in outputs.derived {
+            if depth + 1 > self.max_depth {
+                metrics::counter!(telemetry::DERIVED_DROPPED).increment(1);
+                tracing::warn!(
+                    subscription = id,
+                    depth,
+                    "derived event dropped: chain too deep"
+                );
+                continue;
+            }
+            let source = input.source.get_or_insert_with(Default::default);
+            source
+                .component
+                .get_or_insert_with(|| format!("subscription:{id}"));
+            commit.derived.push(StoredEvent::from_input(
+                input,
+                Some("tellify".to_string()),
+                now,
+                depth + 1,
+            ));
+        }
+    }
+}
