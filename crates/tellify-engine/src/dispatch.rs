@@ -151,6 +151,15 @@ impl<K: Clone + Eq + Hash> DispatchIndex<K> {
                     found.extend(bucket.iter().cloned());
                 }
             }
+            // Envelope values stand in for missing fields of the same name.
+            for (name, value) in envelope {
+                if value.is_none() || event.fields.contains_key(name) {
+                    continue;
+                }
+                if let Some(bucket) = self.by_field.get(name) {
+                    found.extend(bucket.iter().cloned());
+                }
+            }
         }
         found
     }
@@ -199,6 +208,16 @@ mod tests {
         index.remove(&7);
         assert!(index.candidates(&event(json!({"block": "b7"}))).is_empty());
         assert_eq!(index.len(), 1001);
+    }
+
+    #[test]
+    fn envelope_values_stand_in_for_required_fields() {
+        let mut index = DispatchIndex::default();
+        index.insert("beat", &hints(&[], &["host"]));
+        let mut with_host = event(json!({}));
+        with_host.source.host = Some("cad".to_string());
+        assert_eq!(index.candidates(&with_host), vec!["beat"]);
+        assert!(index.candidates(&event(json!({}))).is_empty());
     }
 
     #[test]

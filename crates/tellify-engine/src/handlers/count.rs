@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 use tellify_model::{EventInput, Severity, StoredEvent};
 
 use super::{
-    compile_filter, filter_hints, filter_schema, group_by_schema, group_fields, group_key,
-    parse_params, scalar_text, severity_schema, AlertOutput, Handler, HandlerKind, Outputs,
+    compile_filter, field_value, filter_hints, filter_schema, group_by_schema, group_fields,
+    group_key, parse_params, scalar_text, severity_schema, AlertOutput, Handler, HandlerKind,
+    Outputs,
 };
 use crate::dispatch::DispatchHints;
 use crate::filter::{EventContext, Filter};
@@ -171,15 +172,15 @@ impl Handler for Count {
             return;
         };
         let value = match &self.distinct {
-            Some(field) => match event.fields.get(field) {
-                Some(value) => scalar_text(value),
+            Some(field) => match field_value(event, field) {
+                Some(value) => scalar_text(&value),
                 None => return,
             },
             None => String::new(),
         };
         let sequence = match &self.sequence {
-            Some(field) => match event.fields.get(field) {
-                Some(value) => Some(scalar_text(value)),
+            Some(field) => match field_value(event, field) {
+                Some(value) => Some(scalar_text(&value)),
                 None => return,
             },
             None => None,

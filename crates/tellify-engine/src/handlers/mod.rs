@@ -215,13 +215,32 @@ pub(crate) fn compile_filter(source: Option<&str>, errors: &mut Vec<ParamError>)
     }
 }
 
+/// The value of `name` in an event: a field, or else the envelope value of that name
+/// (`host`, `component`, `type`, `severity`, `message`, `producer`), so `group_by: ["host"]`
+/// works whether the producer sent `host` as a field or as the source host.
+pub fn field_value(event: &StoredEvent, name: &str) -> Option<Value> {
+    if let Some(value) = event.fields.get(name) {
+        return Some(value.clone());
+    }
+    let envelope = match name {
+        "host" => event.source.host.as_deref(),
+        "component" => event.source.component.as_deref(),
+        "producer" => event.source.producer.as_deref(),
+        "type" => event.event_type.as_deref(),
+        "message" => event.message.as_deref(),
+        "severity" => Some(event.severity.as_str()),
+        _ => None,
+    };
+    envelope.map(|text| Value::String(text.to_string()))
+}
+
 /// The group key of an event: `name=value` for each `group_by` field, space-separated;
 /// `None` if the event lacks one of them.
 pub(crate) fn group_key(event: &StoredEvent, group_by: &[String]) -> Option<String> {
     let mut parts = Vec::with_capacity(group_by.len());
     for name in group_by {
-        let value = event.fields.get(name)?;
-        parts.push(format!("{name}={}", scalar_text(value)));
+        let value = field_value(event, name)?;
+        parts.push(format!("{name}={}", scalar_text(&value)));
     }
     Some(parts.join(" "))
 }
@@ -236,8 +255,8 @@ pub(crate) fn scalar_text(value: &Value) -> String {
 pub(crate) fn group_fields(event: &StoredEvent, group_by: &[String]) -> Fields {
     let mut fields = Fields::new();
     for name in group_by {
-        if let Some(value) = event.fields.get(name) {
-            fields.insert(name.clone(), value.clone());
+        if let Some(value) = field_value(event, name) {
+            fields.insert(name.clone(), value);
         }
     }
     fields

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use tellify_model::{Severity, StoredEvent};
 
 use super::{
-    compile_filter, filter_hints, filter_schema, group_by_schema, group_fields, group_key,
-    parse_params, AlertOutput, Handler, HandlerKind, Outputs,
+    compile_filter, field_value, filter_hints, filter_schema, group_by_schema, group_fields,
+    group_key, parse_params, AlertOutput, Handler, HandlerKind, Outputs,
 };
 use crate::dispatch::DispatchHints;
 use crate::filter::{EventContext, Filter};
@@ -151,7 +151,7 @@ impl Handler for Threshold {
         _now: Timestamp,
         out: &mut Outputs,
     ) {
-        let Some(value) = event.fields.get(&self.field).and_then(Value::as_f64) else {
+        let Some(value) = field_value(event, &self.field).and_then(|v| v.as_f64()) else {
             return;
         };
         if !self.filter.matches(context) {

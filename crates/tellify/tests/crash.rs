@@ -1,0 +1,194 @@
+//! `kill -9` of the real server during a stream of ingests: every event that got a 202 is
+//! there after a restart, and processing resumes so each event is processed exactly once.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const TOKEN: &str = "tfy_crash_test_admin_token";
+
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("free port")
+}
+
+async fn start(data: &std::path::Path, port: u16) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_tellify"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data)
+        .env("TELLIFY_BOOTSTRAP_TOKEN", TOKEN)
+        .env("TELLIFY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(response) = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+        {
+            if response.status().is_success() {
+                return Server { child };
+            }
+        }
+        assert!(Instant::now() < deadline, "server did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_event_and_processes_each_once() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let data = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(data.path(), port).await;
+
+    let response = client
+        .post(format!("{base}/api/v1/subscriptions"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"kind": "match", "title": "every event", "params": {"filter": "n >= 0"}}))
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(response.status(), 201);
+
+    // Four producers send as fast as they can; the server is killed under them.
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut producers = Vec::new();
+    for producer in 0..4 {
+        let client = client.clone();
+        let base = base.clone();
+        let acknowledged = acknowledged.clone();
+        producers.push(tokio::spawn(async move {
+            for n in 0.. {
+                let body =
+                    format!("producer:{producer} n:{n}\nproducer:{producer} n:{n} second:true\n");
+                let sent = client
+                    .post(format!("{base}/api/v1/events"))
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "text/plain")
+                    .body(body)
+                    .send()
+                    .await;
+                let Ok(response) = sent else { return };
+                if response.status() != 202 {
+                    return;
+                }
+                let Ok(body) = response.json::<Value>().await else {
+                    return;
+                };
+                let ids = body["ids"].as_array().cloned().unwrap_or_default();
+                let mut kept = acknowledged.lock().expect("lock");
+                kept.extend(ids.iter().filter_map(|id| id.as_str().map(str::to_string)));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let _ = server.child.wait();
+    for producer in producers {
+        let _ = producer.await;
+    }
+    let acknowledged: Vec<String> = acknowledged.lock().expect("lock").clone();
+    assert!(
+        acknowledged.len() > 20,
+        "the stream was running ({} acknowledged)",
+        acknowledged.len()
+    );
+
+    let _restarted = start(data.path(), port).await;
+    // Wait for processing to catch up with the log.
+    let health = loop {
+        let health: Value = client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if health["lag"] == 0 {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stored_total = health["events"].as_i64().unwrap();
+    assert!(stored_total as usize >= acknowledged.len());
+
+    let mut stored: HashSet<String> = HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/api/v1/events?limit=1000");
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: Value = client
+            .get(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for item in page["items"].as_array().unwrap() {
+            stored.insert(item["id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost",
+        missing.len()
+    );
+    assert_eq!(stored.len() as i64, stored_total);
+
+    let alerts: Value = client
+        .get(format!("{base}/api/v1/alerts"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let alert = &alerts["items"][0];
+    assert_eq!(
+        alert["count"].as_i64().unwrap(),
+        stored_total,
+        "every stored event counted exactly once by the match alert"
+    );
+}
