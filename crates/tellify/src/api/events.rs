@@ -23,9 +23,24 @@ pub async fn ingest(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let principal = auth.require(Scope::Ingest)?;
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "Payload Too Large",
+                format!(
+                    "request body is larger than the limit of {} bytes (ingest.max_body_bytes)",
+                    state.settings.ingest.max_body_bytes
+                ),
+            )
+        } else {
+            ApiError::new(status, "Bad Request", rejection.body_text())
+        }
+    })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())

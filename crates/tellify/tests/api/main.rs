@@ -5,4 +5,5 @@ mod helpers;
 
 mod auth_and_errors;
 mod lifecycle;
+mod stream;
 mod use_cases;
