@@ -104,6 +104,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail dictates the closure's error type
     fn file_and_environment_override_defaults_and_unknown_keys_fail() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
