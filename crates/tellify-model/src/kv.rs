@@ -250,3 +250,68 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const RESERVED: [&str; 7] = [
+        "type",
+        "severity",
+        "message",
+        "host",
+        "component",
+        "time",
+        "idempotency_key",
+    ];
+
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<bool>().prop_map(serde_json::Value::from),
+            "[a-zA-Z_/][a-zA-Z0-9_/.:-]{0,12}".prop_map(serde_json::Value::from),
+            "[ a-z\"\\\\é]{0,12}".prop_map(serde_json::Value::from),
+        ]
+    }
+
+    /// Writes a value the way a producer would: quoted when it would not survive bare.
+    fn render(value: &serde_json::Value) -> String {
+        match value {
+            serde_json::Value::String(text) => {
+                let bare_safe = !text.is_empty()
+                    && !text.contains([' ', '"', '\\', '\''])
+                    && infer(text) == serde_json::Value::String(text.clone());
+                if bare_safe {
+                    text.clone()
+                } else {
+                    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+                }
+            }
+            other => other.to_string(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn rendered_fields_parse_back_to_the_same_typed_values(
+            fields in proptest::collection::btree_map("[a-z][a-z0-9_]{0,8}", value(), 0..8)
+        ) {
+            let fields: Vec<_> = fields.into_iter().filter(|(k, _)| !RESERVED.contains(&k.as_str())).collect();
+            let line: Vec<String> = fields.iter().map(|(k, v)| format!("{k}:{}", render(v))).collect();
+            let event = parse_kv_line(&line.join(" ")).unwrap();
+            prop_assert_eq!(event.fields.len(), fields.len());
+            for (key, value) in &fields {
+                prop_assert_eq!(&event.fields[key], value);
+            }
+        }
+
+        #[test]
+        fn any_line_parses_or_errors_inside_it(line in "\\PC{0,60}") {
+            match parse_kv_line(&line) {
+                Ok(_) => {}
+                Err(error) => prop_assert!(error.column >= 1 && error.column <= line.chars().count() + 1),
+            }
+        }
+    }
+}
