@@ -109,12 +109,38 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// How hard a transaction's commit waits for the disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// fsync on commit (`synchronous = FULL`): what producers and people are told is saved.
+    Full,
+    /// No fsync of its own (`synchronous = NORMAL`): survives a crash of the process, and the
+    /// next full commit makes it durable too. Only for state that can be recomputed from the
+    /// durable event log: the worker's processing results.
+    Recomputable,
+}
+
 enum Command {
     Append(
         Vec<StoredEvent>,
         oneshot::Sender<StoreResult<Vec<Appended>>>,
     ),
-    Run(Job),
+    Run(Job, Durability),
+}
+
+/// Switches the writer connection's `synchronous` mode when it differs.
+fn set_durability(connection: &Connection, current: &mut Durability, wanted: Durability) {
+    if *current == wanted {
+        return;
+    }
+    let pragma = match wanted {
+        Durability::Full => "PRAGMA synchronous = FULL",
+        Durability::Recomputable => "PRAGMA synchronous = NORMAL",
+    };
+    match connection.execute_batch(pragma) {
+        Ok(()) => *current = wanted,
+        Err(error) => tracing::warn!(%error, "cannot change synchronous mode"),
+    }
 }
 
 /// The SQLite implementation of [`Store`].
@@ -165,6 +191,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("tellify-sqlite-writer".to_string())
             .spawn(move || {
+                let mut durability = Durability::Full;
                 let mut pending: Option<Command> = None;
                 loop {
                     let command = match pending.take() {
@@ -175,8 +202,12 @@ impl SqliteStore {
                         },
                     };
                     match command {
-                        Command::Run(job) => job(&mut writer),
+                        Command::Run(job, wanted) => {
+                            set_durability(&writer, &mut durability, wanted);
+                            job(&mut writer)
+                        }
                         Command::Append(events, reply) => {
+                            set_durability(&writer, &mut durability, Durability::Full);
                             let mut group = vec![(events, reply)];
                             while group.len() < MAX_GROUP_REQUESTS {
                                 match receiver.try_recv() {
@@ -203,8 +234,16 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `job` on the writer thread in a transaction.
+    /// Runs `job` on the writer thread in a transaction that is durable on return.
     async fn write<T, F>(&self, job: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_with(Durability::Full, job).await
+    }
+
+    async fn write_with<T, F>(&self, durability: Durability, job: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
@@ -220,7 +259,7 @@ impl SqliteStore {
             let _ = reply.send(result);
         });
         self.writer
-            .send(Command::Run(run))
+            .send(Command::Run(run, durability))
             .map_err(|_| unavailable("writer thread stopped"))?;
         answer
             .await
@@ -1043,7 +1082,9 @@ impl Store for SqliteStore {
     }
 
     async fn commit_processing(&self, commit: ProcessingCommit) -> StoreResult<CommitOutcome> {
-        self.write(move |tx| {
+        // Processing results are recomputable from the durable log: after an OS crash the
+        // worker redoes them from the last durable cursor, atomically with the alerts.
+        self.write_with(Durability::Recomputable, move |tx| {
             let mut existing: HashMap<String, bool> = HashMap::new();
             let mut exists = |id: &str| -> StoreResult<bool> {
                 if let Some(found) = existing.get(id) {
