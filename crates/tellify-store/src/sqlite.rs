@@ -100,6 +100,7 @@ CREATE TABLE alert_history (
     detail TEXT NOT NULL
 );
 CREATE INDEX alert_history_alert ON alert_history(alert_id);
+CREATE INDEX alerts_owner ON alerts(owner_user);
 CREATE TABLE processing (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     cursor INTEGER NOT NULL
@@ -980,6 +981,8 @@ impl Store for SqliteStore {
                     "SELECT owner_user, owner_group, body FROM alerts
                      WHERE id < ?1 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR subscription_id = ?3)
                        AND (?4 IS NULL OR severity = ?4) AND (?5 OR cleared = 0)
+                       AND (?6 IS NULL OR (owner_group IS NULL AND owner_user = ?6)
+                            OR owner_group IN (SELECT group_id FROM group_members WHERE user_id = ?6))
                      ORDER BY id DESC",
                 )
                 .map_err(unavailable)?;
@@ -990,7 +993,8 @@ impl Store for SqliteStore {
                     query.state.map(|s| s.as_str()),
                     query.subscription_id,
                     query.severity.map(|s| s.as_str()),
-                    query.include_cleared
+                    query.include_cleared,
+                    query.viewer.as_ref().map(|viewer| viewer.user_id.as_str())
                 ])
                 .map_err(unavailable)?;
             let mut alerts = Vec::new();
