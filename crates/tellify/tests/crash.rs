@@ -29,15 +29,18 @@ fn free_port() -> u16 {
 }
 
 async fn start(data: &std::path::Path, port: u16) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_tellify"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(data)
-        .env("TELLIFY_BOOTSTRAP_TOKEN", TOKEN)
-        .env("TELLIFY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
+    // Wrapped at once, so a failed start still kills and reaps the process.
+    let server = Server {
+        child: Command::new(env!("CARGO_BIN_EXE_tellify"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(data)
+            .env("TELLIFY_BOOTSTRAP_TOKEN", TOKEN)
+            .env("TELLIFY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server starts"),
+    };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -47,7 +50,7 @@ async fn start(data: &std::path::Path, port: u16) -> Server {
             .await
         {
             if response.status().is_success() {
-                return Server { child };
+                return server;
             }
         }
         assert!(Instant::now() < deadline, "server did not come up");
