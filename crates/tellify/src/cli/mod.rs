@@ -1,7 +1,15 @@
 //! The command line: `tellify serve` runs the server; every other subcommand talks to a
 //! running server given by `--server`/`TELLIFY_SERVER` and `--token`/`TELLIFY_TOKEN`.
 
+mod alerts;
+mod client;
+mod output;
+mod send;
 mod serve;
+mod subs;
+mod tail;
+mod tokens;
+mod users;
 
 use std::process::ExitCode;
 
@@ -38,10 +46,51 @@ pub struct Connection {
 pub enum Command {
     /// Run the server (HTTP API and worker) on the embedded store.
     Serve(serve::ServeArgs),
+    /// Send events: key:value words as one event, --json, or stdin lines.
+    Send(send::SendArgs),
+    /// Follow new events and alert changes as they happen.
+    Tail(tail::TailArgs),
+    /// List, show, acknowledge, shelve and clear alerts.
+    Alerts(alerts::AlertsArgs),
+    /// Manage subscriptions and list handler kinds.
+    Subs(subs::SubsArgs),
+    /// Manage users and groups.
+    Users(users::UsersArgs),
+    /// Manage API tokens.
+    Tokens(tokens::TokensArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Send(args) => send::run(args).await,
+        Command::Tail(args) => tail::run(args).await,
+        Command::Alerts(args) => alerts::run(args).await,
+        Command::Subs(args) => subs::run(args).await,
+        Command::Users(args) => users::run(args).await,
+        Command::Tokens(args) => tokens::run(args).await,
+    };
+    match result {
+        // The reader went away (`tellify tail | head`): nothing is wrong.
+        Err(error) if is_broken_pipe(&error) => Ok(ExitCode::SUCCESS),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

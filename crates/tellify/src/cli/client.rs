@@ -1,0 +1,348 @@
+//! A small client for the tellify HTTP API, shared by the client subcommands: it knows
+//! the base URL and the bearer token, speaks JSON, and turns `application/problem+json`
+//! answers into [`ApiError`]s that name the status, the detail and every listed problem.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde_json::Value;
+
+use super::Connection;
+
+/// How long an ordinary request may take; the event stream has no limit.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest non-JSON error body quoted in an error message, in characters.
+const MAX_QUOTED_BODY: usize = 300;
+
+pub struct Client {
+    http: reqwest::Client,
+    /// `<server>/api/v1`, without a trailing slash.
+    api: Url,
+    /// The server as the user gave it, for error messages.
+    server: String,
+    token: String,
+}
+
+/// A non-2xx answer from the server.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// The problem's `detail`, or the start of a body that was not problem+json.
+    pub detail: String,
+    /// The problem's `errors` entries, one per thing wrong.
+    pub errors: Vec<Value>,
+}
+
+impl std::error::Error for ApiError {}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reason = self
+            .status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase();
+        write!(f, "server answered {} {reason}", self.status.as_u16())?;
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            write!(f, " (check --token or TELLIFY_TOKEN)")?;
+        }
+        for entry in &self.errors {
+            write!(f, "\n  - {}", describe_problem(entry))?;
+        }
+        Ok(())
+    }
+}
+
+impl ApiError {
+    /// Whether asking again unchanged could succeed (the server or a proxy was unwell).
+    pub fn is_transient(&self) -> bool {
+        self.status.is_server_error()
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+            || self.status == StatusCode::REQUEST_TIMEOUT
+    }
+
+    async fn from_response(response: Response) -> ApiError {
+        let status = response.status();
+        let is_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.contains("json"));
+        let body = response.text().await.unwrap_or_default();
+        let parsed = is_json
+            .then(|| serde_json::from_str::<Value>(&body).ok())
+            .flatten();
+        match parsed {
+            Some(problem) => ApiError {
+                status,
+                detail: problem
+                    .get("detail")
+                    .and_then(Value::as_str)
+                    .or_else(|| problem.get("title").and_then(Value::as_str))
+                    .unwrap_or("")
+                    .to_string(),
+                errors: problem
+                    .get("errors")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            },
+            None => ApiError {
+                status,
+                detail: super::output::truncate(body.trim(), MAX_QUOTED_BODY),
+                errors: Vec::new(),
+            },
+        }
+    }
+}
+
+/// One entry of a problem's `errors`: where (`path`, `line`, `index`, `field`, `column`)
+/// and what (`message`); anything else is shown as JSON.
+fn describe_problem(entry: &Value) -> String {
+    let Some(message) = entry.get("message").and_then(Value::as_str) else {
+        return entry.to_string();
+    };
+    let mut place = Vec::new();
+    if let Some(path) = entry.get("path").and_then(Value::as_str) {
+        if !path.is_empty() {
+            place.push(path.to_string());
+        }
+    }
+    if let Some(line) = entry.get("line").and_then(Value::as_u64) {
+        place.push(format!("line {line}"));
+    }
+    if let Some(index) = entry.get("index").and_then(Value::as_u64) {
+        place.push(format!("event [{index}]"));
+    }
+    if let Some(field) = entry.get("field").and_then(Value::as_str) {
+        place.push(format!("field `{field}`"));
+    }
+    if let Some(column) = entry.get("column").and_then(Value::as_u64) {
+        place.push(format!("column {column}"));
+    }
+    if place.is_empty() {
+        message.to_string()
+    } else {
+        format!("{}: {message}", place.join(", "))
+    }
+}
+
+impl Client {
+    pub fn new(connection: &Connection) -> anyhow::Result<Client> {
+        let token = connection
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .context("no API token: pass --token or set TELLIFY_TOKEN")?
+            .to_string();
+        let server = connection.server.trim();
+        let with_scheme = if server.contains("://") {
+            server.to_string()
+        } else {
+            format!("http://{server}")
+        };
+        let mut api = Url::parse(&with_scheme)
+            .with_context(|| format!("`{server}` is not a server URL such as http://host:8080"))?;
+        api.set_query(None);
+        api.set_fragment(None);
+        api.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("`{server}` cannot be a base URL"))?
+            .pop_if_empty()
+            .extend(["api", "v1"]);
+        // reqwest is built without a default TLS provider; `main` installs ring, and this
+        // keeps other callers (tests, embedders) from a panic when they did not.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("tellify-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Client {
+            http,
+            api,
+            server: with_scheme,
+            token,
+        })
+    }
+
+    /// The URL of an API endpoint from its path segments (each one escaped), plus a query.
+    pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> anyhow::Result<Url> {
+        let mut url = self.api.clone();
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("the server URL cannot be a base URL"))?
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        self.http.request(method, url).bearer_auth(&self.token)
+    }
+
+    /// Sends a request and returns the response if it is a success; otherwise an
+    /// [`ApiError`] (a connection failure stays a `reqwest` error, with context).
+    pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the tellify server at {}", self.server))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(ApiError::from_response(response).await.into())
+    }
+
+    async fn json_of(&self, request: RequestBuilder) -> anyhow::Result<Value> {
+        let response = self.send(request.timeout(REQUEST_TIMEOUT)).await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        let body = response
+            .bytes()
+            .await
+            .context("the connection broke while reading the answer")?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&body).context("the server's answer is not JSON")
+    }
+
+    pub async fn get(&self, segments: &[&str], query: &[(&str, &str)]) -> anyhow::Result<Value> {
+        let url = self.url(segments, query)?;
+        self.json_of(self.request(Method::GET, url)).await
+    }
+
+    /// POSTs `body` as JSON, or nothing when `body` is `None`.
+    pub async fn post(&self, segments: &[&str], body: Option<&Value>) -> anyhow::Result<Value> {
+        let url = self.url(segments, &[])?;
+        let mut request = self.request(Method::POST, url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.json_of(request).await
+    }
+
+    /// POSTs a body that is already encoded, with its content type.
+    pub async fn post_raw(
+        &self,
+        segments: &[&str],
+        content_type: &str,
+        body: String,
+    ) -> anyhow::Result<Value> {
+        let url = self.url(segments, &[])?;
+        let request = self
+            .request(Method::POST, url)
+            .header(CONTENT_TYPE, content_type)
+            .body(body);
+        self.json_of(request).await
+    }
+
+    pub async fn patch(&self, segments: &[&str], body: &Value) -> anyhow::Result<Value> {
+        let url = self.url(segments, &[])?;
+        self.json_of(self.request(Method::PATCH, url).json(body))
+            .await
+    }
+
+    pub async fn delete(&self, segments: &[&str]) -> anyhow::Result<()> {
+        let url = self.url(segments, &[])?;
+        self.json_of(self.request(Method::DELETE, url)).await?;
+        Ok(())
+    }
+
+    /// Opens a long-lived GET (the event stream): no overall timeout, and the caller
+    /// reads the body as it arrives.
+    pub async fn open_stream(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> anyhow::Result<Response> {
+        let url = self.url(segments, query)?;
+        let request = self
+            .request(Method::GET, url)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        self.send(request).await
+    }
+}
+
+/// Reads a JSON argument (`--params`, `--json`), or the file after `@`.
+pub fn json_argument(flag: &str, text: &str) -> anyhow::Result<Value> {
+    let source = match text.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("{flag}: cannot read {path}"))?
+        }
+        None => text.to_string(),
+    };
+    serde_json::from_str(&source).with_context(|| format!("{flag} is not valid JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn connection(server: &str) -> Connection {
+        Connection {
+            server: server.to_string(),
+            token: Some("tfy_x".to_string()),
+        }
+    }
+
+    #[test]
+    fn urls_escape_segments_and_keep_a_path_prefix() {
+        let client = Client::new(&connection("http://h:8080/tellify/")).unwrap();
+        let url = client.url(&["alerts", "a/b", "ack"], &[]).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://h:8080/tellify/api/v1/alerts/a%2Fb/ack"
+        );
+        let client = Client::new(&connection("127.0.0.1:9")).unwrap();
+        let url = client
+            .url(&["stream"], &[("filter", "a == \"b c\"")])
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/api/v1/stream?filter=a+%3D%3D+%22b+c%22"
+        );
+    }
+
+    #[test]
+    fn a_missing_token_is_a_clear_error() {
+        let error = Client::new(&Connection {
+            server: "http://h".to_string(),
+            token: None,
+        })
+        .err()
+        .unwrap();
+        assert!(error.to_string().contains("--token"));
+    }
+
+    #[test]
+    fn problems_name_status_detail_and_each_entry() {
+        let error = ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            detail: "params.filter: bad".to_string(),
+            errors: vec![
+                json!({"path": "params.filter", "message": "bad"}),
+                json!({"line": 2, "field": "severity", "message": "unknown"}),
+                json!("odd"),
+            ],
+        };
+        assert_eq!(
+            error.to_string(),
+            "server answered 422 unprocessable entity: params.filter: bad\n  \
+             - params.filter: bad\n  - line 2, field `severity`: unknown\n  - \"odd\""
+        );
+    }
+}

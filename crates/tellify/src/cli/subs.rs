@@ -1,0 +1,309 @@
+//! `tellify subs`: subscriptions (`/api/v1/subscriptions`) and the handler kinds they
+//! can use (`/api/v1/handler-kinds`).
+
+use std::process::ExitCode;
+
+use serde_json::{Map, Value};
+
+use super::client::{json_argument, Client};
+use super::output::{
+    items, key_values, optional_time, print, print_json, print_line, text, truncate, Table,
+    MESSAGE_WIDTH, TITLE_WIDTH,
+};
+use super::Connection;
+
+#[derive(clap::Args, Debug)]
+pub struct SubsArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Print the server's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: SubsCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum SubsCommand {
+    /// List the subscriptions you can see.
+    List,
+    /// Show one subscription with its parameters.
+    Get { id: String },
+    /// Create a subscription.
+    #[command(after_help = r#"Example:
+  tellify subs create --kind match --title 'vr0 failures' \
+    --params '{"filter": "project == \"vr0\" && status == \"fail\"", "group_by": ["block"]}'"#)]
+    Create {
+        /// The handler kind (see `tellify subs kinds`).
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        title: String,
+        /// The kind's parameters as JSON (or @FILE).
+        #[arg(long, value_name = "JSON")]
+        params: Option<String>,
+        /// Share it with a group you belong to.
+        #[arg(long)]
+        group: Option<String>,
+        /// Keep its alerts firing after the condition clears, until acknowledged.
+        #[arg(long)]
+        latching: bool,
+    },
+    /// Change a subscription's title or parameters.
+    Update {
+        id: String,
+        #[arg(long)]
+        title: Option<String>,
+        /// The new parameters as JSON (or @FILE); they replace the old ones.
+        #[arg(long, value_name = "JSON")]
+        params: Option<String>,
+    },
+    /// Delete a subscription.
+    Delete { id: String },
+    /// Turn a subscription on.
+    Enable { id: String },
+    /// Turn a subscription off: it sees no events until enabled again.
+    Disable { id: String },
+    /// List the handler kinds and their parameters.
+    Kinds,
+}
+
+pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.connection)?;
+    let json = args.json;
+    match args.command {
+        SubsCommand::List => {
+            let page = client.get(&["subscriptions"], &[]).await?;
+            if json {
+                return print_json(&page).map(|()| ExitCode::SUCCESS);
+            }
+            list(&page)?;
+        }
+        SubsCommand::Get { id } => {
+            let subscription = client.get(&["subscriptions", &id], &[]).await?;
+            if json {
+                return print_json(&subscription).map(|()| ExitCode::SUCCESS);
+            }
+            print(&describe(&subscription)?)?;
+        }
+        SubsCommand::Create {
+            kind,
+            title,
+            params,
+            group,
+            latching,
+        } => {
+            let mut body = Map::new();
+            body.insert("kind".into(), kind.into());
+            body.insert("title".into(), title.into());
+            if let Some(params) = params {
+                body.insert("params".into(), json_argument("--params", &params)?);
+            }
+            if let Some(group) = group {
+                body.insert("group".into(), group.into());
+            }
+            body.insert("latching".into(), latching.into());
+            let created = client
+                .post(&["subscriptions"], Some(&Value::Object(body)))
+                .await?;
+            done(&created, "created", json)?;
+        }
+        SubsCommand::Update { id, title, params } => {
+            let mut body = Map::new();
+            if let Some(title) = title {
+                body.insert("title".into(), title.into());
+            }
+            if let Some(params) = params {
+                body.insert("params".into(), json_argument("--params", &params)?);
+            }
+            if body.is_empty() {
+                anyhow::bail!("nothing to update: give --title or --params");
+            }
+            let updated = client
+                .patch(&["subscriptions", &id], &Value::Object(body))
+                .await?;
+            done(&updated, "updated", json)?;
+        }
+        SubsCommand::Delete { id } => {
+            client.delete(&["subscriptions", &id]).await?;
+            if !json {
+                print_line(&format!("deleted subscription {id}"))?;
+            }
+        }
+        SubsCommand::Enable { id } => {
+            let changed = client.post(&["subscriptions", &id, "enable"], None).await?;
+            done(&changed, "enabled", json)?;
+        }
+        SubsCommand::Disable { id } => {
+            let changed = client
+                .post(&["subscriptions", &id, "disable"], None)
+                .await?;
+            done(&changed, "disabled", json)?;
+        }
+        SubsCommand::Kinds => {
+            let kinds = client.get(&["handler-kinds"], &[]).await?;
+            if json {
+                return print_json(&kinds).map(|()| ExitCode::SUCCESS);
+            }
+            print(&describe_kinds(&kinds))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn done(subscription: &Value, what: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(subscription);
+    }
+    print_line(&format!(
+        "{what} subscription {} ({}): {}",
+        text(subscription.get("id")),
+        text(subscription.get("kind")),
+        truncate(&text(subscription.get("title")), MESSAGE_WIDTH)
+    ))
+}
+
+fn list(page: &Value) -> anyhow::Result<()> {
+    let subscriptions = items(page);
+    if subscriptions.is_empty() {
+        eprintln!("no subscriptions");
+        return Ok(());
+    }
+    let mut table = Table::new(&["ID", "KIND", "STATUS", "OWNER", "TITLE"]);
+    for subscription in subscriptions {
+        table.row(vec![
+            text(subscription.get("id")),
+            text(subscription.get("kind")),
+            status(subscription),
+            owner(subscription),
+            truncate(&text(subscription.get("title")), MESSAGE_WIDTH),
+        ]);
+    }
+    print(&table.render())
+}
+
+/// `enabled` or `disabled`, plus `latching` when it latches.
+fn status(subscription: &Value) -> String {
+    let enabled = subscription.get("enabled").and_then(Value::as_bool) == Some(true);
+    let mut status = if enabled { "enabled" } else { "disabled" }.to_string();
+    if subscription.get("latching").and_then(Value::as_bool) == Some(true) {
+        status.push_str(",latching");
+    }
+    status
+}
+
+/// `user` or `user/group` for a group subscription.
+fn owner(subscription: &Value) -> String {
+    let user = text(subscription.get("owner"));
+    match subscription.get("group").and_then(Value::as_str) {
+        Some(group) => truncate(&format!("{user}/{group}"), TITLE_WIDTH),
+        None => truncate(&user, TITLE_WIDTH),
+    }
+}
+
+fn describe(subscription: &Value) -> anyhow::Result<String> {
+    let pairs = [
+        ("id", text(subscription.get("id"))),
+        ("kind", text(subscription.get("kind"))),
+        ("title", text(subscription.get("title"))),
+        ("status", status(subscription)),
+        ("owner", text(subscription.get("owner"))),
+        ("group", text(subscription.get("group"))),
+        ("created", optional_time(subscription.get("created"))),
+        ("updated", optional_time(subscription.get("updated"))),
+    ];
+    let params = serde_json::to_string_pretty(subscription.get("params").unwrap_or(&Value::Null))?;
+    let mut output = key_values(&pairs);
+    output.push_str("params:\n");
+    for line in params.lines() {
+        output.push_str("  ");
+        output.push_str(line);
+        output.push('\n');
+    }
+    Ok(output)
+}
+
+/// Each kind as a short block: name and title, description, required fields, and its
+/// parameters from the JSON schema (required ones marked).
+fn describe_kinds(kinds: &Value) -> String {
+    let mut output = String::new();
+    for (index, kind) in items(kinds).iter().enumerate() {
+        if index > 0 {
+            output.push('\n');
+        }
+        output.push_str(&format!(
+            "{} — {}\n",
+            text(kind.get("name")),
+            text(kind.get("title"))
+        ));
+        if let Some(description) = kind.get("description").and_then(Value::as_str) {
+            output.push_str(&format!("  {description}\n"));
+        }
+        if let Some(fields) = kind.get("required_fields").and_then(Value::as_str) {
+            output.push_str(&format!("  needs: {fields}\n"));
+        }
+        let schema = kind.get("params_schema");
+        let required: Vec<&str> = schema
+            .and_then(|s| s.get("required"))
+            .and_then(Value::as_array)
+            .map(|names| names.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if let Some(Value::Object(properties)) = schema.and_then(|s| s.get("properties")) {
+            let mut table = Table::new(&["PARAM", "", "ABOUT"]);
+            for (name, property) in properties {
+                let about = property
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .or_else(|| property.get("type").and_then(Value::as_str))
+                    .unwrap_or("");
+                let needed = if required.contains(&name.as_str()) {
+                    "required"
+                } else {
+                    ""
+                };
+                table.row(vec![name.clone(), needed.to_string(), truncate(about, 80)]);
+            }
+            if !table.is_empty() {
+                for line in table.render().lines() {
+                    output.push_str("  ");
+                    output.push_str(line);
+                    output.push('\n');
+                }
+            }
+        }
+    }
+    output
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kinds_show_their_parameters_and_which_are_required() {
+        let kinds = json!({"items": [{
+            "name": "match", "title": "Match", "description": "Fires on a match.",
+            "required_fields": "none",
+            "params_schema": {"required": ["filter"], "properties": {
+                "filter": {"type": "string", "description": "a CEL filter"},
+                "severity": {"type": "string"}
+            }}
+        }]});
+        let text = describe_kinds(&kinds);
+        assert!(
+            text.starts_with("match — Match\n  Fires on a match.\n"),
+            "{text}"
+        );
+        assert!(text.contains("filter    required  a CEL filter"), "{text}");
+        assert!(text.contains("severity            string"), "{text}");
+    }
+
+    #[test]
+    fn owner_and_status_read_at_a_glance() {
+        let subscription =
+            json!({"owner": "alice", "group": "cad", "enabled": false, "latching": true});
+        assert_eq!(owner(&subscription), "alice/cad");
+        assert_eq!(status(&subscription), "disabled,latching");
+    }
+}

@@ -1,0 +1,390 @@
+//! `tellify tail`: follows `GET /api/v1/stream` (server-sent events) and prints one line
+//! per new event or alert change. A dropped connection is re-opened with a short backoff;
+//! what happened while it was down is not replayed (see `tellify alerts list`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use super::client::{ApiError, Client};
+use super::output::{fields_text, local_time, print_line, text, truncate};
+use super::Connection;
+
+/// The server sends a keep-alive comment every 15 s; this much silence means the
+/// connection is dead even if TCP has not noticed.
+const IDLE_LIMIT: Duration = Duration::from_secs(45);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// Longest message shown on a human line.
+const MESSAGE_WIDTH: usize = 120;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  tellify tail
+  tellify tail --filter 'project == \"vr0\" && status == \"fail\"' --events-only
+  tellify tail --json | jq .")]
+pub struct TailArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Only events matching this filter (the subscription filter language); alerts are
+    /// not filtered.
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
+    /// Show only events.
+    #[arg(long, conflicts_with = "alerts_only")]
+    events_only: bool,
+    /// Show only alert changes.
+    #[arg(long)]
+    alerts_only: bool,
+    /// Print each item's JSON as the server sent it, one per line.
+    #[arg(long)]
+    json: bool,
+    /// Exit after this many events and alert changes.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000_000)
+    )]
+    count: Option<u64>,
+}
+
+/// How one connection ended.
+enum Ending {
+    /// `--count` items were printed.
+    Done,
+    /// The connection dropped or went silent; `connected` says whether it had worked.
+    Dropped {
+        connected: bool,
+        cause: anyhow::Error,
+    },
+}
+
+pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.connection)?;
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    if let Some(filter) = args.filter.as_deref() {
+        query.push(("filter", filter));
+    }
+    if args.events_only {
+        query.push(("alerts", "false"));
+    }
+    if args.alerts_only {
+        query.push(("events", "false"));
+    }
+    let mut printed = 0u64;
+    let mut ever_connected = false;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match follow(&client, &query, &args, &mut printed).await? {
+            Ending::Done => return Ok(ExitCode::SUCCESS),
+            Ending::Dropped { connected, cause } => {
+                // A first connection that fails is most likely a wrong --server; later
+                // failures are a restart or a network blip worth waiting out.
+                if !ever_connected && !connected {
+                    return Err(cause);
+                }
+                ever_connected |= connected;
+                let what = if connected {
+                    backoff = FIRST_BACKOFF;
+                    "connection lost"
+                } else {
+                    "cannot reconnect"
+                };
+                eprintln!(
+                    "tail: {what} ({cause:#}); retrying in {:.1}s",
+                    backoff.as_secs_f64()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Follows one connection until it ends. Errors the user must fix (a bad filter, a
+/// revoked token) are returned as `Err`; anything a retry may cure is `Ending::Dropped`.
+async fn follow(
+    client: &Client,
+    query: &[(&str, &str)],
+    args: &TailArgs,
+    printed: &mut u64,
+) -> anyhow::Result<Ending> {
+    let response = match client.open_stream(&["stream"], query).await {
+        Ok(response) => response,
+        Err(error) => {
+            let permanent = error
+                .downcast_ref::<ApiError>()
+                .is_some_and(|api| !api.is_transient());
+            if permanent {
+                return Err(error);
+            }
+            return Ok(Ending::Dropped {
+                connected: false,
+                cause: error,
+            });
+        }
+    };
+    let mut body = response.bytes_stream();
+    let mut parser = SseParser::default();
+    let mut connected = false;
+    loop {
+        let chunk = match tokio::time::timeout(IDLE_LIMIT, body.next()).await {
+            Err(_silent) => {
+                return Ok(Ending::Dropped {
+                    connected,
+                    cause: anyhow::anyhow!("no data for {}s", IDLE_LIMIT.as_secs()),
+                })
+            }
+            Ok(None) => {
+                return Ok(Ending::Dropped {
+                    connected,
+                    cause: anyhow::anyhow!("the server closed the stream"),
+                })
+            }
+            Ok(Some(Err(error))) => {
+                return Ok(Ending::Dropped {
+                    connected,
+                    cause: error.into(),
+                })
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        for item in parser.push(&chunk) {
+            match item.event.as_str() {
+                "ready" => {
+                    connected = true;
+                    eprintln!("tail: connected; waiting for events and alerts");
+                }
+                "lagged" => {
+                    let missed = serde_json::from_str::<Value>(&item.data)
+                        .ok()
+                        .and_then(|v| v.get("missed").and_then(Value::as_u64))
+                        .unwrap_or(0);
+                    eprintln!("tail: fell behind and missed {missed} items");
+                }
+                "event" | "alert" => {
+                    print_item(&item, args.json)?;
+                    *printed += 1;
+                    if args.count.is_some_and(|count| *printed >= count) {
+                        return Ok(Ending::Done);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn print_item(item: &SseItem, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_line(&item.data);
+    }
+    let line = match serde_json::from_str::<Value>(&item.data) {
+        Ok(value) if item.event == "event" => event_line(&value),
+        Ok(value) => alert_line(&value),
+        Err(_) => format!("{}: {}", item.event, truncate(&item.data, MESSAGE_WIDTH)),
+    };
+    print_line(&line)
+}
+
+/// `2026-11-23 18:00:01  critical  event  type  message  host=h field=value ...`
+fn event_line(event: &Value) -> String {
+    let mut parts = vec![
+        local_time(&text(event.get("time"))),
+        format!("{:<8}", text(event.get("severity"))),
+        "event".to_string(),
+    ];
+    if let Some(kind) = event.get("type").and_then(Value::as_str) {
+        parts.push(kind.to_string());
+    }
+    if let Some(message) = event.get("message").and_then(Value::as_str) {
+        parts.push(truncate(message, MESSAGE_WIDTH));
+    }
+    let source = event.get("source");
+    let mut details = Vec::new();
+    for key in ["host", "component"] {
+        if let Some(value) = source.and_then(|s| s.get(key)).and_then(Value::as_str) {
+            details.push(format!("{key}={value}"));
+        }
+    }
+    let fields = fields_text(event.get("fields"));
+    if !fields.is_empty() {
+        details.push(fields);
+    }
+    if !details.is_empty() {
+        parts.push(truncate(&details.join(" "), 200));
+    }
+    parts.join("  ")
+}
+
+/// `2026-11-23 18:00:01  critical  alert  firing  title  [group]  message  (fired)`
+fn alert_line(notice: &Value) -> String {
+    let alert = notice.get("alert").unwrap_or(notice);
+    let changes = notice
+        .get("changes")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let time = changes
+        .last()
+        .and_then(|change| change.get("at"))
+        .or_else(|| alert.get("last_seen"));
+    let mut parts = vec![
+        local_time(&text(time)),
+        format!("{:<8}", text(alert.get("severity"))),
+        "alert".to_string(),
+        format!("{:<8}", text(alert.get("state"))),
+        truncate(&text(alert.get("title")), 60),
+    ];
+    if let Some(group) = alert.get("group_key").and_then(Value::as_str) {
+        if !group.is_empty() {
+            parts.push(format!("[{}]", truncate(group, 60)));
+        }
+    }
+    parts.push(truncate(&text(alert.get("message")), MESSAGE_WIDTH));
+    let actions: Vec<String> = changes
+        .iter()
+        .map(|change| {
+            let action = text(change.get("action"));
+            match change.get("actor").and_then(Value::as_str) {
+                Some(actor) if actor != "tellify" => format!("{action} by {actor}"),
+                _ => action,
+            }
+        })
+        .collect();
+    if !actions.is_empty() {
+        parts.push(format!("({})", actions.join(", ")));
+    }
+    parts.join("  ")
+}
+
+/// One server-sent event: its `event:` name (`message` if none) and its `data:` lines.
+#[derive(Debug, PartialEq, Eq)]
+struct SseItem {
+    event: String,
+    data: String,
+}
+
+/// Splits a `text/event-stream` body into items as bytes arrive, per the WHATWG rules:
+/// `field: value` lines, `:` comments, a blank line ends an item.
+#[derive(Default)]
+struct SseParser {
+    /// Bytes of a line not yet ended.
+    pending: Vec<u8>,
+    event: String,
+    data: Vec<String>,
+}
+
+impl SseParser {
+    fn push(&mut self, chunk: &[u8]) -> Vec<SseItem> {
+        let mut items = Vec::new();
+        for &byte in chunk {
+            if byte != b'\n' {
+                self.pending.push(byte);
+                continue;
+            }
+            let mut line = std::mem::take(&mut self.pending);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if let Some(item) = self.line(&String::from_utf8_lossy(&line)) {
+                items.push(item);
+            }
+        }
+        items
+    }
+
+    fn line(&mut self, line: &str) -> Option<SseItem> {
+        if line.is_empty() {
+            let event = std::mem::take(&mut self.event);
+            let data = std::mem::take(&mut self.data);
+            if data.is_empty() {
+                return None;
+            }
+            let event = if event.is_empty() {
+                "message".to_string()
+            } else {
+                event
+            };
+            return Some(SseItem {
+                event,
+                data: data.join("\n"),
+            });
+        }
+        if line.starts_with(':') {
+            return None;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => self.event = value.to_string(),
+            "data" => self.data.push(value.to_string()),
+            _ => {}
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn items_end_at_blank_lines_even_across_chunks() {
+        let mut parser = SseParser::default();
+        assert!(parser.push(b"event: ready\ndata: {}\n").is_empty());
+        let items = parser.push(b"\n: keep-alive\n\nevent: event\r\nid: 7\r\ndata: {\"a\":");
+        assert_eq!(
+            items,
+            vec![SseItem {
+                event: "ready".into(),
+                data: "{}".into()
+            }]
+        );
+        let items = parser.push(b"1}\r\ndata:2\r\n\r\ndata: plain\n\n");
+        assert_eq!(
+            items,
+            vec![
+                SseItem {
+                    event: "event".into(),
+                    data: "{\"a\":1}\n2".into()
+                },
+                SseItem {
+                    event: "message".into(),
+                    data: "plain".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn event_lines_show_type_message_and_fields() {
+        let event = json!({
+            "time": "not a time", "severity": "critical", "type": "build",
+            "message": "gc_t\nfailed", "source": {"host": "cad1"},
+            "fields": {"block": "gc_t", "tns": -50}
+        });
+        assert_eq!(
+            event_line(&event),
+            "not a time  critical  event  build  gc_t failed  host=cad1 block=gc_t tns=-50"
+        );
+    }
+
+    #[test]
+    fn alert_lines_show_state_title_group_message_and_actions() {
+        let notice = json!({
+            "alert": {"state": "firing", "severity": "warning", "title": "vr0 fails",
+                      "group_key": "block=gc_t", "message": "status fail", "last_seen": "x"},
+            "changes": [{"at": "y", "actor": "alice", "action": "acked"}]
+        });
+        assert_eq!(
+            alert_line(&notice),
+            "y  warning   alert  firing    vr0 fails  [block=gc_t]  status fail  (acked by alice)"
+        );
+    }
+}

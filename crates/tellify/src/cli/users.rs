@@ -1,0 +1,229 @@
+//! `tellify users`: users (`/api/v1/users`) and groups (`/api/v1/groups`).
+
+use std::process::ExitCode;
+
+use serde_json::{json, Map, Value};
+
+use super::client::Client;
+use super::output::{
+    items, key_values, optional_time, print, print_json, print_line, text, truncate, Table,
+    MESSAGE_WIDTH,
+};
+use super::Connection;
+
+#[derive(clap::Args, Debug)]
+pub struct UsersArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Print the server's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: UsersCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum UsersCommand {
+    /// List users (admins see everyone, others themselves).
+    List,
+    /// Show one user.
+    Get { name: String },
+    /// Create a user (admins only).
+    Create {
+        /// 1 to 64 characters of a-z, 0-9, '.', '_' or '-'.
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// An IANA time zone such as Europe/Berlin (default UTC).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Show who the token belongs to and its scope.
+    Me,
+    /// List groups (admins see all, others their own).
+    Groups,
+    /// Create a group (admins only).
+    GroupCreate {
+        name: String,
+        /// A member's user name; repeat for more.
+        #[arg(long = "member", value_name = "USER")]
+        members: Vec<String>,
+    },
+    /// Add a user to a group (admins only).
+    GroupAdd { name: String, user: String },
+    /// Remove a user from a group (admins only).
+    GroupRemove { name: String, user: String },
+}
+
+pub async fn run(args: UsersArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.connection)?;
+    let json = args.json;
+    match args.command {
+        UsersCommand::List => {
+            let page = client.get(&["users"], &[]).await?;
+            if json {
+                print_json(&page)?;
+            } else {
+                list_users(&page)?;
+            }
+        }
+        UsersCommand::Get { name } => {
+            let user = client.get(&["users", &name], &[]).await?;
+            if json {
+                print_json(&user)?;
+            } else {
+                print(&describe_user(&user))?;
+            }
+        }
+        UsersCommand::Create {
+            name,
+            email,
+            timezone,
+            admin,
+        } => {
+            let mut body = Map::new();
+            body.insert("name".into(), name.into());
+            if let Some(email) = email {
+                body.insert("email".into(), email.into());
+            }
+            if let Some(timezone) = timezone {
+                body.insert("timezone".into(), timezone.into());
+            }
+            body.insert("admin".into(), admin.into());
+            let user = client.post(&["users"], Some(&Value::Object(body))).await?;
+            if json {
+                print_json(&user)?;
+            } else {
+                let role = if admin { "admin" } else { "user" };
+                print_line(&format!(
+                    "created {role} {} ({})",
+                    text(user.get("name")),
+                    text(user.get("id"))
+                ))?;
+            }
+        }
+        UsersCommand::Me => {
+            let me = client.get(&["users", "me"], &[]).await?;
+            if json {
+                print_json(&me)?;
+            } else {
+                let user = me.get("user").unwrap_or(&Value::Null);
+                let mut text_out = describe_user(user);
+                text_out.push_str(&key_values(&[
+                    ("scope", text(me.get("scope"))),
+                    ("token", text(me.get("token_id"))),
+                ]));
+                print(&text_out)?;
+            }
+        }
+        UsersCommand::Groups => {
+            let page = client.get(&["groups"], &[]).await?;
+            if json {
+                print_json(&page)?;
+            } else {
+                list_groups(&page)?;
+            }
+        }
+        UsersCommand::GroupCreate { name, members } => {
+            let body = json!({"name": name, "members": members});
+            let group = client.post(&["groups"], Some(&body)).await?;
+            group_done(&group, "created group", json)?;
+        }
+        UsersCommand::GroupAdd { name, user } => {
+            let body = json!({"user": user});
+            let group = client
+                .post(&["groups", &name, "members"], Some(&body))
+                .await?;
+            group_done(&group, &format!("added {user} to group"), json)?;
+        }
+        UsersCommand::GroupRemove { name, user } => {
+            client.delete(&["groups", &name, "members", &user]).await?;
+            if !json {
+                print_line(&format!("removed {user} from group {name}"))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_users(page: &Value) -> anyhow::Result<()> {
+    let users = items(page);
+    if users.is_empty() {
+        eprintln!("no users");
+        return Ok(());
+    }
+    let mut table = Table::new(&["NAME", "ROLE", "TIMEZONE", "CREATED", "EMAIL"]);
+    for user in users {
+        table.row(vec![
+            text(user.get("name")),
+            role(user).to_string(),
+            text(user.get("timezone")),
+            optional_time(user.get("created")),
+            truncate(&text(user.get("email")), MESSAGE_WIDTH),
+        ]);
+    }
+    print(&table.render())
+}
+
+fn role(user: &Value) -> &'static str {
+    if user.get("admin").and_then(Value::as_bool) == Some(true) {
+        "admin"
+    } else {
+        "user"
+    }
+}
+
+fn describe_user(user: &Value) -> String {
+    key_values(&[
+        ("name", text(user.get("name"))),
+        ("id", text(user.get("id"))),
+        ("role", role(user).to_string()),
+        ("email", text(user.get("email"))),
+        ("timezone", text(user.get("timezone"))),
+        ("created", optional_time(user.get("created"))),
+    ])
+}
+
+fn members(group: &Value) -> String {
+    let names: Vec<&str> = group
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|members| members.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if names.is_empty() {
+        "-".to_string()
+    } else {
+        names.join(",")
+    }
+}
+
+fn list_groups(page: &Value) -> anyhow::Result<()> {
+    let groups = items(page);
+    if groups.is_empty() {
+        eprintln!("no groups");
+        return Ok(());
+    }
+    let mut table = Table::new(&["NAME", "CREATED", "MEMBERS"]);
+    for group in groups {
+        table.row(vec![
+            text(group.get("name")),
+            optional_time(group.get("created")),
+            truncate(&members(group), MESSAGE_WIDTH),
+        ]);
+    }
+    print(&table.render())
+}
+
+fn group_done(group: &Value, what: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(group);
+    }
+    print_line(&format!(
+        "{what} {} (members: {})",
+        text(group.get("name")),
+        truncate(&members(group), MESSAGE_WIDTH)
+    ))
+}

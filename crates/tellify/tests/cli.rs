@@ -1,0 +1,466 @@
+//! End-to-end tests of the client subcommands: the real binary serves on a free port with
+//! a fresh data directory, and the same binary runs each CLI command as a subprocess, the
+//! way a user or a script would.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tellify");
+const ADMIN_TOKEN: &str = "tfy_cli_test_bootstrap_admin";
+/// Longest any single CLI call may take before the test fails instead of hanging.
+const CALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// A running `tellify serve`; killed when dropped, even if the test panics.
+struct Server {
+    _child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+struct Output {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Starts the binary as a server and waits until `/healthz` answers.
+async fn spawn_server() -> Server {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+    let mut command = Command::new(BIN);
+    clear_tellify_environment(&mut command);
+    let mut child = command
+        .args(["serve", "--listen", &listen, "--data"])
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .env("TELLIFY_BOOTSTRAP_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the server");
+    let url = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if let Ok(response) = http.get(format!("{url}/healthz")).send().await {
+            if response.status().is_success() {
+                break;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+            panic!("the server exited with {status}:\n{log}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Server {
+        _child: child,
+        url,
+        dir,
+    }
+}
+
+/// The test's own environment must not leak a server or token into the commands.
+fn clear_tellify_environment(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TELLIFY_") {
+            command.env_remove(name);
+        }
+    }
+}
+
+impl Server {
+    fn cli(&self, token: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        clear_tellify_environment(&mut command);
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("TELLIFY_SERVER", &self.url)
+            .env("TELLIFY_TOKEN", token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    async fn run_with_stdin(&self, token: &str, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .cli(token, args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start the cli");
+        let mut input = child.stdin.take().expect("stdin");
+        input
+            .write_all(stdin.as_bytes())
+            .await
+            .expect("write stdin");
+        drop(input);
+        finish(child, args).await
+    }
+
+    async fn run(&self, token: &str, args: &[&str]) -> Output {
+        let child = self
+            .cli(token, args)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the cli");
+        finish(child, args).await
+    }
+
+    /// Runs a command that must succeed and returns its stdout.
+    async fn ok(&self, token: &str, args: &[&str]) -> String {
+        let output = self.run(token, args).await;
+        assert!(
+            output.success,
+            "`tellify {}` failed:\n{}",
+            args.join(" "),
+            output.stderr
+        );
+        output.stdout
+    }
+}
+
+async fn finish(child: Child, args: &[&str]) -> Output {
+    let output = tokio::time::timeout(CALL_LIMIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("`tellify {}` hung", args.join(" ")))
+        .expect("wait for the cli");
+    Output {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn line_with<'a>(text: &'a str, parts: &[&str]) -> &'a str {
+    text.lines()
+        .find(|line| parts.iter().all(|part| line.contains(part)))
+        .unwrap_or_else(|| panic!("no line with {parts:?} in:\n{text}"))
+}
+
+fn is_id(text: &str) -> bool {
+    text.len() == 26 && text.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+#[tokio::test]
+async fn a_user_subscribes_sends_tails_acks_and_loses_access_when_revoked() {
+    let server = spawn_server().await;
+
+    // An admin creates a user and a token for them; the secret is the first line.
+    let created = server
+        .ok(
+            ADMIN_TOKEN,
+            &["users", "create", "alice", "--email", "alice@example.com"],
+        )
+        .await;
+    assert!(created.starts_with("created user alice ("), "{created}");
+    let minted = server
+        .ok(
+            ADMIN_TOKEN,
+            &[
+                "tokens", "create", "laptop", "--user", "alice", "--scope", "user",
+            ],
+        )
+        .await;
+    let mut minted_lines = minted.lines();
+    let alice = minted_lines.next().expect("secret line").to_string();
+    assert!(alice.starts_with("tfy_") && alice.len() == 68, "{minted}");
+    let token_id = minted_lines
+        .next()
+        .and_then(|line| line.strip_prefix("id: "))
+        .expect("id line")
+        .to_string();
+    assert!(is_id(&token_id), "{minted}");
+
+    let me = server.ok(&alice, &["users", "me"]).await;
+    assert!(
+        line_with(&me, &["name", "alice"]).ends_with("alice"),
+        "{me}"
+    );
+    assert!(line_with(&me, &["scope"]).ends_with("user"), "{me}");
+
+    // Alice subscribes to failures of project vr0, one alert per block.
+    let params = r#"{"filter": "project == \"vr0\" && status == \"fail\"", "group_by": ["block"]}"#;
+    let subscribed = server
+        .ok(
+            &alice,
+            &[
+                "subs",
+                "create",
+                "--kind",
+                "match",
+                "--title",
+                "vr0 failures",
+                "--params",
+                params,
+            ],
+        )
+        .await;
+    assert!(
+        subscribed.starts_with("created subscription ")
+            && subscribed.contains("(match): vr0 failures"),
+        "{subscribed}"
+    );
+    let listed = server.ok(&alice, &["subs", "list"]).await;
+    line_with(&listed, &["match", "enabled", "alice", "vr0 failures"]);
+
+    // Invalid parameters come back with the status and every problem.
+    let rejected = server
+        .run(
+            &alice,
+            &[
+                "subs",
+                "create",
+                "--kind",
+                "match",
+                "--title",
+                "x",
+                "--params",
+                r#"{"colour": 1}"#,
+            ],
+        )
+        .await;
+    assert!(!rejected.success);
+    assert!(
+        rejected
+            .stderr
+            .contains("server answered 422 unprocessable entity"),
+        "{}",
+        rejected.stderr
+    );
+    assert!(
+        rejected.stderr.contains("\n  - params"),
+        "{}",
+        rejected.stderr
+    );
+
+    // Follow the stream in the background until six items have come.
+    let mut tail = server
+        .cli(&alice, &["tail", "--count", "6"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start tail");
+    let tail_stderr = tail.stderr.take().expect("tail stderr");
+    let mut tail_notes = BufReader::new(tail_stderr).lines();
+    tokio::time::timeout(CALL_LIMIT, async {
+        while let Some(line) = tail_notes.next_line().await.expect("tail stderr") {
+            if line.contains("connected") {
+                return;
+            }
+        }
+        panic!("tail ended before connecting");
+    })
+    .await
+    .expect("tail connects");
+    let mut tail_stdout = tail.stdout.take().expect("tail stdout");
+    let tail_output = tokio::spawn(async move {
+        let mut text = String::new();
+        tail_stdout.read_to_string(&mut text).await.map(|_| text)
+    });
+
+    // key:value words become one event; a value with spaces stays one value.
+    let sent = server
+        .ok(
+            &alice,
+            &[
+                "send",
+                "project:vr0",
+                "block:gc_t",
+                "status:fail",
+                "tns:-50",
+                "note:disk is full",
+            ],
+        )
+        .await;
+    let ids: Vec<&str> = sent.lines().collect();
+    assert!(ids.len() == 1 && is_id(ids[0]), "{sent}");
+
+    // Stdin: one event per non-empty line.
+    let piped = server
+        .run_with_stdin(
+            &alice,
+            &["send"],
+            "project:vr0 block:gc_u status:fail\n\nproject:vr0 block:gc_t status:pass\n",
+        )
+        .await;
+    assert!(piped.success, "{}", piped.stderr);
+    let ids: Vec<&str> = piped.stdout.lines().collect();
+    assert!(
+        ids.len() == 2 && ids.iter().all(|id| is_id(id)),
+        "{}",
+        piped.stdout
+    );
+
+    // Mixed JSON and key:value lines are refused before anything is sent.
+    let mixed = server
+        .run_with_stdin(&alice, &["send"], "{\"message\": \"x\"}\nfoo:bar\n")
+        .await;
+    assert!(!mixed.success && mixed.stdout.is_empty());
+    assert!(
+        mixed
+            .stderr
+            .contains("stdin line 2 is a key:value line but line 1 is a JSON object"),
+        "{}",
+        mixed.stderr
+    );
+
+    let json_sent = server
+        .ok(
+            &alice,
+            &[
+                "send",
+                "--json",
+                r#"{"type": "deploy", "message": "hello world", "fields": {"version": "1.2"}}"#,
+            ],
+        )
+        .await;
+    assert!(is_id(json_sent.trim()), "{json_sent}");
+
+    // Four events and two alerts (one per failing block) reached the tail.
+    let status = tokio::time::timeout(CALL_LIMIT, tail.wait())
+        .await
+        .expect("tail exits after --count items")
+        .expect("tail status");
+    assert!(status.success());
+    let tailed = tail_output
+        .await
+        .expect("tail reader")
+        .expect("tail stdout");
+    assert_eq!(tailed.lines().count(), 6, "{tailed}");
+    line_with(
+        &tailed,
+        &[
+            "  event  ",
+            "block=gc_t",
+            "note=\"disk is full\"",
+            "status=fail",
+            "tns=-50",
+        ],
+    );
+    line_with(&tailed, &["  event  ", "block=gc_u", "status=fail"]);
+    line_with(&tailed, &["  event  ", "block=gc_t", "status=pass"]);
+    line_with(&tailed, &["  event  deploy  hello world  version=1.2"]);
+    line_with(
+        &tailed,
+        &["  alert  firing", "vr0 failures  [block=gc_t]", "(fired)"],
+    );
+    line_with(
+        &tailed,
+        &["  alert  firing", "vr0 failures  [block=gc_u]", "(fired)"],
+    );
+
+    // Both alerts are listed; acknowledge the one for gc_t.
+    let table = server.ok(&alice, &["alerts", "list"]).await;
+    assert!(table.starts_with("ID "), "{table}");
+    line_with(&table, &["firing", "vr0 failures", "block=gc_t"]);
+    line_with(&table, &["firing", "vr0 failures", "block=gc_u"]);
+    let listed: Value =
+        serde_json::from_str(&server.ok(&alice, &["alerts", "list", "--json"]).await)
+            .expect("alerts json");
+    let alerts = listed["items"].as_array().expect("items");
+    assert_eq!(alerts.len(), 2, "{listed}");
+    let alert_id = alerts
+        .iter()
+        .find(|alert| alert["group_key"] == "block=gc_t")
+        .and_then(|alert| alert["id"].as_str())
+        .expect("gc_t alert")
+        .to_string();
+    let acked = server
+        .ok(
+            &alice,
+            &[
+                "alerts",
+                "ack",
+                &alert_id,
+                "--note",
+                "looking into it",
+                "--expires",
+                "2h",
+            ],
+        )
+        .await;
+    assert_eq!(
+        acked.trim(),
+        format!("acked alert {alert_id}: vr0 failures [block=gc_t] is firing (acked)")
+    );
+    let shown = server.ok(&alice, &["alerts", "get", &alert_id]).await;
+    line_with(&shown, &["acked", "by alice", "looking into it"]);
+    line_with(&shown, &["tellify", "fired"]);
+    line_with(&shown, &["alice", "acked"]);
+    let missing = server.run(&alice, &["alerts", "ack", "nope"]).await;
+    assert!(!missing.success);
+    assert_eq!(
+        missing.stderr.trim(),
+        "error: server answered 404 not found: alert not found"
+    );
+
+    // Once revoked, the token stops working with a clear message.
+    let revoked = server.ok(&alice, &["tokens", "revoke", &token_id]).await;
+    assert_eq!(revoked.trim(), format!("revoked token {token_id}"));
+    let refused = server.run(&alice, &["alerts", "list"]).await;
+    assert!(!refused.success);
+    assert!(refused.stdout.is_empty());
+    assert_eq!(
+        refused.stderr.trim(),
+        "error: server answered 401 unauthorized: unknown or revoked token \
+         (check --token or TELLIFY_TOKEN)"
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_or_a_server_the_cli_says_what_is_missing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(BIN);
+    clear_tellify_environment(&mut command);
+    let output = command
+        .args(["alerts", "list"])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .expect("run the cli");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "error: no API token: pass --token or set TELLIFY_TOKEN"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let server = format!("http://127.0.0.1:{port}");
+    let mut command = Command::new(BIN);
+    clear_tellify_environment(&mut command);
+    let output = command
+        .args(["send", "a:1", "--server", &server, "--token", "tfy_x"])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .expect("run the cli");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: cannot reach the tellify server at {server}: "
+        )),
+        "{stderr}"
+    );
+}
