@@ -17,8 +17,9 @@ use tellify_model::StoredEvent;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AlertChange, AlertQuery, Appended, CommitOutcome, EventQuery, Group, ProcessingCommit,
-    ProcessingSnapshot, Store, StoreError, StoreResult, Subscription, Token, User, Viewer,
+    AlertChange, AlertQuery, Appended, ClearedFilter, CommitOutcome, EventQuery, Group,
+    ProcessingCommit, ProcessingSnapshot, Store, StoreError, StoreResult, Subscription, Token,
+    User, Viewer,
 };
 
 /// Most append requests folded into one transaction.
@@ -980,7 +981,7 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT owner_user, owner_group, body FROM alerts
                      WHERE id < ?1 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR subscription_id = ?3)
-                       AND (?4 IS NULL OR severity = ?4) AND (?5 OR cleared = 0)
+                       AND (?4 IS NULL OR severity = ?4) AND (?5 = 2 OR cleared = ?5)
                        AND (?6 IS NULL OR (owner_group IS NULL AND owner_user = ?6)
                             OR owner_group IN (SELECT group_id FROM group_members WHERE user_id = ?6))
                      ORDER BY id DESC",
@@ -993,7 +994,11 @@ impl Store for SqliteStore {
                     query.state.map(|s| s.as_str()),
                     query.subscription_id,
                     query.severity.map(|s| s.as_str()),
-                    query.include_cleared,
+                    match query.cleared {
+                        ClearedFilter::Exclude => 0,
+                        ClearedFilter::Only => 1,
+                        ClearedFilter::Include => 2,
+                    },
                     query.viewer.as_ref().map(|viewer| viewer.user_id.as_str())
                 ])
                 .map_err(unavailable)?;

@@ -97,6 +97,15 @@ impl Viewer {
     }
 }
 
+/// Whether alerts a person cleared (dismissed) are listed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClearedFilter {
+    #[default]
+    Exclude,
+    Include,
+    Only,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AlertQuery {
     /// Only alerts this viewer may see (all when `None`).
@@ -104,7 +113,7 @@ pub struct AlertQuery {
     pub state: Option<AlertState>,
     pub subscription_id: Option<String>,
     pub severity: Option<Severity>,
-    pub include_cleared: bool,
+    pub cleared: ClearedFilter,
     /// Only alerts with an id smaller than this (the cursor).
     pub before_id: Option<String>,
     pub limit: usize,

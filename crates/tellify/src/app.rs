@@ -139,6 +139,9 @@ async fn bootstrap_admin(
     supplied: Option<String>,
 ) -> anyhow::Result<Option<String>> {
     if !store.list_users().await?.is_empty() {
+        if supplied.is_some() {
+            tracing::warn!("TELLIFY_BOOTSTRAP_TOKEN is ignored: users already exist");
+        }
         return Ok(None);
     }
     let now = clock.now();

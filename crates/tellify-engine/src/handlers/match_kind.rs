@@ -162,6 +162,15 @@ mod tests {
         assert!(found.contains(&"params"), "{errors:?}");
         assert!(found.contains(&"params.severity"), "{errors:?}");
         assert!(found.contains(&"params.group_by"), "{errors:?}");
+        let errors = MatchKind
+            .build(&json!({"filter": "a == ", "colour": "red"}))
+            .err()
+            .unwrap();
+        let found = paths(&errors);
+        assert!(
+            found.contains(&"params") && found.contains(&"params.filter"),
+            "{errors:?}"
+        );
         let errors = MatchKind.build(&json!({"filter": "a == "})).err().unwrap();
         assert_eq!(errors[0].path, "params.filter");
         assert!(errors[0].message.contains("column"));

@@ -195,8 +195,14 @@ pub(crate) fn parse_params<T: serde::de::DeserializeOwned>(
     schema: &Value,
     params: &Value,
 ) -> Result<T, Vec<ParamError>> {
-    let errors = check_schema(schema, params);
+    let mut errors = check_schema(schema, params);
     if !errors.is_empty() {
+        // Report a broken filter together with the schema failures, not one round later.
+        let filter = params.get("filter").and_then(Value::as_str);
+        let filter_already_failed = errors.iter().any(|e| e.path == "params.filter");
+        if let (Some(source), false) = (filter, filter_already_failed) {
+            compile_filter(Some(source), &mut errors);
+        }
         return Err(errors);
     }
     serde_json::from_value(params.clone())

@@ -5,7 +5,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use tellify_engine::alerts::{Action, Alert, AlertState, HistoryEntry};
 use tellify_model::Severity;
-use tellify_store::AlertQuery;
+use tellify_store::{AlertQuery, ClearedFilter};
 
 use super::{clamp_limit, parse_future_param, ApiError, ApiResult, AppState, Auth, JsonBody, Page};
 use crate::auth::{Principal, Scope};
@@ -34,12 +34,12 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Page<Alert>>> {
     let principal = auth.require(Scope::User)?;
-    let (alert_state, include_cleared, only_cleared) = match query.state.as_deref() {
-        None | Some("") => (None, false, false),
-        Some("firing") => (Some(AlertState::Firing), false, false),
-        Some("resolved") => (Some(AlertState::Resolved), false, false),
-        Some("cleared") => (Some(AlertState::Resolved), true, true),
-        Some("all") => (None, true, false),
+    let (alert_state, cleared) = match query.state.as_deref() {
+        None | Some("") => (None, ClearedFilter::Exclude),
+        Some("firing") => (Some(AlertState::Firing), ClearedFilter::Exclude),
+        Some("resolved") => (Some(AlertState::Resolved), ClearedFilter::Exclude),
+        Some("cleared") => (None, ClearedFilter::Only),
+        Some("all") => (None, ClearedFilter::Include),
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "`state`: `{other}` is not one of firing, resolved, cleared, all"
@@ -63,18 +63,20 @@ pub async fn list(
             state: alert_state,
             subscription_id: query.subscription,
             severity,
-            include_cleared,
+            cleared,
             before_id: query.cursor,
-            limit,
+            // One more than asked tells whether another page follows.
+            limit: limit + 1,
         })
         .await?;
-    if only_cleared {
-        alerts.retain(|alert| alert.cleared);
-    }
+    let more = alerts.len() > limit;
+    alerts.truncate(limit);
     let now = state.clock.now();
-    let next = (alerts.len() == limit)
-        .then(|| alerts.last().map(|a| a.id.clone()))
-        .flatten();
+    let next = if more {
+        alerts.last().map(|a| a.id.clone())
+    } else {
+        None
+    };
     let items = alerts.into_iter().map(|alert| alert.at(now)).collect();
     Ok(Json(Page { items, next }))
 }

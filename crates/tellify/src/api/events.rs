@@ -126,9 +126,11 @@ pub async fn list(
         })?),
         None => None,
     };
-    let mut items = Vec::new();
+    // Collect one more match than asked: it tells whether another page follows. A selective
+    // filter stops after MAX_SCAN rows and hands back a cursor to scan on from.
+    let mut items: Vec<StoredEvent> = Vec::new();
     let mut scanned = 0;
-    let page_size = if filter.is_some() { 1000 } else { limit };
+    let page_size = if filter.is_some() { 1000 } else { limit + 1 };
     loop {
         let rows = state
             .store
@@ -149,20 +151,24 @@ pub async fn list(
             };
             if keep {
                 items.push(event);
-                if items.len() == limit {
+                if items.len() > limit {
                     break;
                 }
             }
         }
-        if exhausted && items.len() < limit {
+        if items.len() > limit {
+            items.truncate(limit);
+            let next = items.last().map(|event| event.seq.to_string());
+            return Ok(Json(Page { items, next }));
+        }
+        if exhausted {
             return Ok(Json(Page { items, next: None }));
         }
-        if items.len() == limit || scanned >= MAX_SCAN {
-            break;
+        if scanned >= MAX_SCAN {
+            let next = before.map(|seq| seq.to_string());
+            return Ok(Json(Page { items, next }));
         }
     }
-    let next = before.map(|seq| seq.to_string());
-    Ok(Json(Page { items, next }))
 }
 
 pub async fn get_one(

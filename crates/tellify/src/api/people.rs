@@ -358,7 +358,10 @@ pub async fn list_tokens(
     Query(query): Query<TokenQuery>,
 ) -> ApiResult<Json<Page<Token>>> {
     let principal = auth.require(Scope::User)?;
+    let own = query.user.as_deref() == Some(principal.user.name.as_str());
     let items = match query.user.as_deref() {
+        None => state.store.list_tokens(Some(&principal.user.id)).await?,
+        Some(_) if own => state.store.list_tokens(Some(&principal.user.id)).await?,
         Some(_) if !principal.is_admin() => {
             return Err(ApiError::forbidden("only admins can list others' tokens"))
         }
@@ -371,7 +374,6 @@ pub async fn list_tokens(
                 .ok_or_else(|| ApiError::not_found("user"))?;
             state.store.list_tokens(Some(&user.id)).await?
         }
-        None => state.store.list_tokens(Some(&principal.user.id)).await?,
     };
     Ok(Json(Page { items, next: None }))
 }

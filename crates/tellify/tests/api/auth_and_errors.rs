@@ -460,6 +460,16 @@ async fn events_are_listed_with_filter_time_range_and_cursor() {
     let rest_items = rest["items"].as_array().unwrap();
     assert_eq!(rest_items.len(), 5);
     assert!(rest["next"].is_null());
+    let exact = app
+        .get_json(
+            &app.admin,
+            "/api/v1/events?filter=parity%20%3D%3D%20%22even%22&limit=15",
+        )
+        .await;
+    assert_eq!(exact["items"].as_array().unwrap().len(), 15);
+    assert!(exact["next"].is_null(), "no cursor when nothing follows");
+    let plain = app.get_json(&app.admin, "/api/v1/events?limit=30").await;
+    assert!(plain["next"].is_null());
     let (status, body) = problem(app.get(&app.admin, "/api/v1/events?filter=n%20%3E").await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["detail"].as_str().unwrap().contains("column"));

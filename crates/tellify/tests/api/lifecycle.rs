@@ -208,3 +208,48 @@ async fn latching_stays_firing_until_acknowledged_and_clear_dismisses() {
         vec!["fired", "latched", "acked", "resolved", "fired", "cleared"]
     );
 }
+
+#[tokio::test]
+async fn cleared_alerts_page_through_with_cursors() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "match", "title": "each", "params": {"filter": "true", "group_by": ["n"]}}),
+    )
+    .await;
+    let lines: String = (0..12).map(|n| format!("n:{n}\n")).collect();
+    app.send_lines(&ann, &lines).await;
+    let alerts = app.alerts(&ann, "limit=100").await;
+    assert_eq!(alerts.len(), 12);
+    // Clear every third alert; the cleared ones are scattered among resolved-looking pages.
+    let mut cleared = Vec::new();
+    for alert in alerts.iter().step_by(3) {
+        let id = alert["id"].as_str().unwrap();
+        act(&app, &ann, id, "clear", json!({})).await;
+        cleared.push(id.to_string());
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = app
+            .get_json(
+                &ann,
+                &format!("/api/v1/alerts?state=cleared&limit=3{cursor}"),
+            )
+            .await;
+        for item in page["items"].as_array().unwrap() {
+            assert_eq!(item["cleared"], true);
+            seen.push(item["id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    cleared.sort();
+    assert_eq!(seen, cleared);
+    assert_eq!(app.alerts(&ann, "limit=100").await.len(), 8);
+    assert_eq!(app.alerts(&ann, "state=all&limit=100").await.len(), 12);
+}
