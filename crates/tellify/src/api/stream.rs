@@ -1,6 +1,11 @@
 //! `GET /api/v1/stream`: server-sent events of new events (`event: event`) and alert
 //! changes (`event: alert`) that the caller may see. `?filter=` narrows the events;
 //! `?events=false` or `?alerts=false` turns one kind off.
+//!
+//! Each event item carries its log position as the SSE id. A client that reconnects with
+//! `Last-Event-ID` first gets the events stored after that position (up to
+//! [`MAX_REPLAY`]) and then the live stream, without gaps or repeats. Alert changes are
+//! live only; `GET /api/v1/alerts` has their current state.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,6 +24,9 @@ use super::{ApiError, ApiResult, AppState, Auth};
 use crate::auth::Scope;
 use crate::stream::StreamItem;
 
+/// Most events replayed after a `Last-Event-ID`.
+pub const MAX_REPLAY: usize = 10_000;
+
 #[derive(Deserialize)]
 pub struct StreamQuery {
     filter: Option<String>,
@@ -29,6 +37,7 @@ pub struct StreamQuery {
 pub async fn stream(
     State(state): State<AppState>,
     auth: Auth,
+    headers: axum::http::HeaderMap,
     Query(query): Query<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let principal = auth.require(Scope::User)?.clone();
@@ -43,9 +52,27 @@ pub async fn stream(
     let want_events = query.events.unwrap_or(true);
     let want_alerts = query.alerts.unwrap_or(true);
     let now = state.clock.clone();
+    // Subscribe before reading the log, so nothing falls between replay and live items.
     let receiver = state.bus.subscribe();
-    let ready =
-        futures_util::stream::once(async { Ok(Event::default().event("ready").data("{}")) });
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<i64>().ok());
+    let mut replayed: Vec<Result<Event, Infallible>> =
+        vec![Ok(Event::default().event("ready").data("{}"))];
+    let mut replayed_up_to = i64::MIN;
+    if let (Some(after), true) = (last_event_id, want_events) {
+        for event in state.store.events_after(after, MAX_REPLAY).await? {
+            replayed_up_to = event.seq;
+            let keep = filter
+                .as_ref()
+                .is_none_or(|filter| filter.matches(&EventContext::new(&event)));
+            if keep {
+                replayed.push(Ok(event_item(&event)));
+            }
+        }
+    }
+    let ready = futures_util::stream::iter(replayed);
     let items = BroadcastStream::new(receiver).filter_map(move |item| {
         let filter = filter.clone();
         let principal = principal.clone();
@@ -58,15 +85,11 @@ pub async fn stream(
                         .data(json!({"missed": missed}).to_string()),
                 ),
                 Ok(StreamItem::Event(event)) if want_events => {
-                    let keep = filter
-                        .as_ref()
-                        .is_none_or(|filter| filter.matches(&EventContext::new(&event)));
-                    keep.then(|| {
-                        Event::default()
-                            .event("event")
-                            .id(event.seq.to_string())
-                            .data(serde_json::to_string(event.as_ref()).unwrap_or_default())
-                    })
+                    let keep = event.seq > replayed_up_to
+                        && filter
+                            .as_ref()
+                            .is_none_or(|filter| filter.matches(&EventContext::new(&event)));
+                    keep.then(|| event_item(&event))
                 }
                 Ok(StreamItem::Alert(notice)) if want_alerts => {
                     let alert = &notice.alert;
@@ -86,4 +109,11 @@ pub async fn stream(
         }
     });
     Ok(Sse::new(ready.chain(items)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn event_item(event: &tellify_model::StoredEvent) -> Event {
+    Event::default()
+        .event("event")
+        .id(event.seq.to_string())
+        .data(serde_json::to_string(event).unwrap_or_default())
 }

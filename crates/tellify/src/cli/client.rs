@@ -267,11 +267,15 @@ impl Client {
         &self,
         segments: &[&str],
         query: &[(&str, &str)],
+        last_event_id: Option<&str>,
     ) -> anyhow::Result<Response> {
         let url = self.url(segments, query)?;
-        let request = self
+        let mut request = self
             .request(Method::GET, url)
             .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
         self.send(request).await
     }
 }

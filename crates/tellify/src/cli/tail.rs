@@ -74,10 +74,11 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         query.push(("events", "false"));
     }
     let mut printed = 0u64;
+    let mut last_id: Option<String> = None;
     let mut ever_connected = false;
     let mut backoff = FIRST_BACKOFF;
     loop {
-        match follow(&client, &query, &args, &mut printed).await? {
+        match follow(&client, &query, &args, &mut printed, &mut last_id).await? {
             Ending::Done => return Ok(ExitCode::SUCCESS),
             Ending::Dropped { connected, cause } => {
                 // A first connection that fails is most likely a wrong --server; later
@@ -110,8 +111,12 @@ async fn follow(
     query: &[(&str, &str)],
     args: &TailArgs,
     printed: &mut u64,
+    last_id: &mut Option<String>,
 ) -> anyhow::Result<Ending> {
-    let response = match client.open_stream(&["stream"], query).await {
+    let response = match client
+        .open_stream(&["stream"], query, last_id.as_deref())
+        .await
+    {
         Ok(response) => response,
         Err(error) => {
             let permanent = error
@@ -127,7 +132,10 @@ async fn follow(
         }
     };
     let mut body = response.bytes_stream();
-    let mut parser = SseParser::default();
+    let mut parser = SseParser {
+        last_id: last_id.clone(),
+        ..SseParser::default()
+    };
     let mut connected = false;
     loop {
         let chunk = match tokio::time::timeout(IDLE_LIMIT, body.next()).await {
@@ -151,7 +159,11 @@ async fn follow(
             }
             Ok(Some(Ok(chunk))) => chunk,
         };
-        for item in parser.push(&chunk) {
+        let items = parser.push(&chunk);
+        if parser.last_id.is_some() {
+            last_id.clone_from(&parser.last_id);
+        }
+        for item in items {
             match item.event.as_str() {
                 "ready" => {
                     connected = true;
@@ -273,6 +285,8 @@ struct SseItem {
 struct SseParser {
     /// Bytes of a line not yet ended.
     pending: Vec<u8>,
+    /// The last `id:` seen; sent back as `Last-Event-ID` on reconnect so nothing is missed.
+    last_id: Option<String>,
     event: String,
     data: Vec<String>,
 }
@@ -323,6 +337,7 @@ impl SseParser {
         match field {
             "event" => self.event = value.to_string(),
             "data" => self.data.push(value.to_string()),
+            "id" => self.last_id = Some(value.to_string()),
             _ => {}
         }
         None
@@ -345,6 +360,11 @@ mod tests {
                 event: "ready".into(),
                 data: "{}".into()
             }]
+        );
+        assert_eq!(
+            parser.last_id.as_deref(),
+            Some("7"),
+            "the id is kept for Last-Event-ID"
         );
         let items = parser.push(b"1}\r\ndata:2\r\n\r\ndata: plain\n\n");
         assert_eq!(

@@ -77,3 +77,36 @@ async fn the_stream_shows_events_and_only_the_callers_alerts() {
         "ann's alert is not bob's: {bob_seen}"
     );
 }
+
+#[tokio::test]
+async fn reconnecting_with_last_event_id_replays_what_was_missed() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    let ids = app.send_lines(&ann, "n:1\nn:2\nn:3\nn:4").await;
+    let second = app
+        .get_json(&ann, &format!("/api/v1/events/{}", ids[1]))
+        .await;
+    let seq = second["seq"].as_i64().unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/v1/stream?filter=n%20%21%3D%204"))
+        .bearer_auth(&ann)
+        .header("last-event-id", seq.to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut stream = Box::pin(response.bytes_stream());
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "\"n\":3").await;
+    app.send_lines(&ann, "n:5").await;
+    read_until(&mut stream, &mut seen, "\"n\":5").await;
+    assert!(
+        !seen.contains("\"n\":1") && !seen.contains("\"n\":2"),
+        "only what came after: {seen}"
+    );
+    assert!(
+        !seen.contains("\"n\":4"),
+        "the filter applies to the replay: {seen}"
+    );
+    assert_eq!(seen.matches("\"n\":3").count(), 1, "no repeats: {seen}");
+}
