@@ -36,9 +36,37 @@ enum Placement {
     Always,
 }
 
-/// Maps events to the subscriptions (`K`) that may match them.
+/// Subscriptions filed under one field, by the value their predicate wants.
+struct ValueBuckets<K> {
+    strings: HashMap<String, Vec<K>>,
+    integers: HashMap<i64, Vec<K>>,
+    booleans: HashMap<bool, Vec<K>>,
+}
+
+impl<K> Default for ValueBuckets<K> {
+    fn default() -> Self {
+        ValueBuckets {
+            strings: HashMap::new(),
+            integers: HashMap::new(),
+            booleans: HashMap::new(),
+        }
+    }
+}
+
+impl<K> ValueBuckets<K> {
+    fn bucket_mut(&mut self, value: &IndexValue) -> &mut Vec<K> {
+        match value {
+            IndexValue::Str(text) => self.strings.entry(text.clone()).or_default(),
+            IndexValue::Int(number) => self.integers.entry(*number).or_default(),
+            IndexValue::Bool(flag) => self.booleans.entry(*flag).or_default(),
+        }
+    }
+}
+
+/// Maps events to the subscriptions (`K`) that may match them. Looking up an event
+/// allocates nothing but the list of candidates.
 pub struct DispatchIndex<K> {
-    by_equality: HashMap<(String, IndexValue), Vec<K>>,
+    by_equality: HashMap<String, ValueBuckets<K>>,
     by_field: HashMap<String, Vec<K>>,
     always: Vec<K>,
     placements: HashMap<K, Placement>,
@@ -55,6 +83,27 @@ impl<K> Default for DispatchIndex<K> {
     }
 }
 
+/// Envelope values by the names filters use: `event.<name>`, and the bare name as well
+/// where the short form exists.
+fn envelope(event: &StoredEvent) -> [(&'static str, Option<&'static str>, Option<&str>); 6] {
+    [
+        ("event.type", None, event.event_type.as_deref()),
+        (
+            "event.severity",
+            Some("severity"),
+            Some(event.severity.as_str()),
+        ),
+        ("event.message", Some("message"), event.message.as_deref()),
+        ("event.host", Some("host"), event.source.host.as_deref()),
+        (
+            "event.component",
+            Some("component"),
+            event.source.component.as_deref(),
+        ),
+        ("event.producer", None, event.source.producer.as_deref()),
+    ]
+}
+
 impl<K: Clone + Eq + Hash> DispatchIndex<K> {
     pub fn len(&self) -> usize {
         self.placements.len()
@@ -69,8 +118,9 @@ impl<K: Clone + Eq + Hash> DispatchIndex<K> {
         self.remove(&key);
         let placement = if let Some((name, value)) = hints.equalities.first() {
             self.by_equality
-                .entry((name.clone(), value.clone()))
+                .entry(name.clone())
                 .or_default()
+                .bucket_mut(value)
                 .push(key.clone());
             Placement::Equality(name.clone(), value.clone())
         } else if let Some(field) = hints.required_fields.first() {
@@ -90,9 +140,12 @@ impl<K: Clone + Eq + Hash> DispatchIndex<K> {
         let Some(placement) = self.placements.remove(key) else {
             return;
         };
-        let bucket = match placement {
-            Placement::Equality(name, value) => self.by_equality.get_mut(&(name, value)),
-            Placement::Field(field) => self.by_field.get_mut(&field),
+        let bucket = match &placement {
+            Placement::Equality(name, value) => self
+                .by_equality
+                .get_mut(name)
+                .map(|buckets| buckets.bucket_mut(value)),
+            Placement::Field(field) => self.by_field.get_mut(field),
             Placement::Always => Some(&mut self.always),
         };
         if let Some(bucket) = bucket {
@@ -105,44 +158,18 @@ impl<K: Clone + Eq + Hash> DispatchIndex<K> {
     /// Every subscription that may match `event`; each at most once.
     pub fn candidates(&self, event: &StoredEvent) -> Vec<K> {
         let mut found: Vec<K> = self.always.clone();
-        let mut probe = |name: &str, value: IndexValue| {
-            if self.by_equality.is_empty() {
-                return;
+        if !self.by_equality.is_empty() {
+            for (name, value) in &event.fields {
+                self.probe(name, value, &mut found);
             }
-            if let Some(bucket) = self.by_equality.get(&(name.to_string(), value)) {
-                found.extend(bucket.iter().cloned());
-            }
-        };
-        for (name, value) in &event.fields {
-            match value {
-                serde_json::Value::String(text) => probe(name, IndexValue::Str(text.clone())),
-                serde_json::Value::Bool(flag) => probe(name, IndexValue::Bool(*flag)),
-                serde_json::Value::Number(number) => {
-                    if let Some(integer) = number.as_i64() {
-                        probe(name, IndexValue::Int(integer));
-                    } else if let Some(float) = number.as_f64() {
-                        if float.fract() == 0.0 && float.abs() < 9.0e15 {
-                            probe(name, IndexValue::Int(float as i64));
-                        }
+            for (full, short, value) in envelope(event) {
+                let Some(text) = value else { continue };
+                self.probe_text(full, text, &mut found);
+                if let Some(short) = short {
+                    if !event.fields.contains_key(short) {
+                        self.probe_text(short, text, &mut found);
                     }
                 }
-                _ => {}
-            }
-        }
-        let envelope = [
-            ("type", event.event_type.as_deref()),
-            ("severity", Some(event.severity.as_str())),
-            ("message", event.message.as_deref()),
-            ("host", event.source.host.as_deref()),
-            ("component", event.source.component.as_deref()),
-            ("producer", event.source.producer.as_deref()),
-        ];
-        for (name, value) in envelope {
-            let Some(text) = value else { continue };
-            probe(&format!("event.{name}"), IndexValue::Str(text.to_string()));
-            let shortcut = name != "type" && name != "producer" && !event.fields.contains_key(name);
-            if shortcut {
-                probe(name, IndexValue::Str(text.to_string()));
             }
         }
         if !self.by_field.is_empty() {
@@ -152,7 +179,8 @@ impl<K: Clone + Eq + Hash> DispatchIndex<K> {
                 }
             }
             // Envelope values stand in for missing fields of the same name.
-            for (name, value) in envelope {
+            for (full, short, value) in envelope(event) {
+                let name = short.unwrap_or(&full["event.".len()..]);
                 if value.is_none() || event.fields.contains_key(name) {
                     continue;
                 }
@@ -162,6 +190,37 @@ impl<K: Clone + Eq + Hash> DispatchIndex<K> {
             }
         }
         found
+    }
+
+    fn probe(&self, name: &str, value: &serde_json::Value, found: &mut Vec<K>) {
+        let Some(buckets) = self.by_equality.get(name) else {
+            return;
+        };
+        let bucket = match value {
+            serde_json::Value::String(text) => buckets.strings.get(text.as_str()),
+            serde_json::Value::Bool(flag) => buckets.booleans.get(flag),
+            serde_json::Value::Number(number) => match number.as_i64() {
+                Some(integer) => buckets.integers.get(&integer),
+                None => number
+                    .as_f64()
+                    .filter(|float| float.fract() == 0.0 && float.abs() < 9.0e15)
+                    .and_then(|float| buckets.integers.get(&(float as i64))),
+            },
+            _ => None,
+        };
+        if let Some(bucket) = bucket {
+            found.extend(bucket.iter().cloned());
+        }
+    }
+
+    fn probe_text(&self, name: &str, text: &str, found: &mut Vec<K>) {
+        let bucket = self
+            .by_equality
+            .get(name)
+            .and_then(|buckets| buckets.strings.get(text));
+        if let Some(bucket) = bucket {
+            found.extend(bucket.iter().cloned());
+        }
     }
 }
 

@@ -43,6 +43,15 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     // ---- event log ----
 
+    /// Events as they are appended, in log order, for the one processing reader. Best
+    /// effort: batches may be missing (the reader then reads the gap from the log), so a
+    /// store may return `None` and let the reader poll [`Store::events_after`].
+    fn follow_appends(
+        &self,
+    ) -> Option<tokio::sync::mpsc::Receiver<Vec<std::sync::Arc<StoredEvent>>>> {
+        None
+    }
+
     /// Appends events durably, all or none; returns each event's id and position. An
     /// event whose (producer, idempotency key) is already stored is not stored again: its
     /// existing id comes back with `duplicate: true`.

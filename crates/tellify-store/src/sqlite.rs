@@ -145,10 +145,43 @@ fn set_durability(connection: &Connection, current: &mut Durability, wanted: Dur
     }
 }
 
+/// Events in log order, straight from the writer thread after each commit, so the worker
+/// need not read back what was just written. Bounded: when the reader falls behind, batches
+/// are dropped and the reader notices the gap and reads the store instead.
+#[derive(Clone, Default)]
+struct Feed {
+    sender: Arc<Mutex<Option<mpsc::Sender<Vec<Arc<StoredEvent>>>>>>,
+}
+
+impl Feed {
+    fn is_open(&self) -> bool {
+        self.sender.lock().map(|s| s.is_some()).unwrap_or(false)
+    }
+
+    fn send(&self, events: Vec<Arc<StoredEvent>>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Ok(mut sender) = self.sender.lock() {
+            let closed = match sender.as_ref() {
+                Some(open) => matches!(
+                    open.try_send(events),
+                    Err(mpsc::error::TrySendError::Closed(_))
+                ),
+                None => false,
+            };
+            if closed {
+                *sender = None;
+            }
+        }
+    }
+}
+
 /// The SQLite implementation of [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: mpsc::UnboundedSender<Command>,
+    feed: Feed,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
 }
@@ -185,11 +218,14 @@ impl SqliteStore {
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
                  PRAGMA foreign_keys = ON;
-                 PRAGMA busy_timeout = 5000;",
+                 PRAGMA busy_timeout = 5000;
+                 PRAGMA wal_autocheckpoint = 0;",
             )
             .map_err(unavailable)?;
         migrate(&mut writer)?;
         let (sender, mut receiver) = mpsc::unbounded_channel::<Command>();
+        let feed = Feed::default();
+        let writer_feed = feed.clone();
         std::thread::Builder::new()
             .name("tellify-sqlite-writer".to_string())
             .spawn(move || {
@@ -223,14 +259,16 @@ impl SqliteStore {
                                     Err(_) => break,
                                 }
                             }
-                            append_group(&mut writer, group);
+                            append_group(&mut writer, group, &writer_feed);
                         }
                     }
                 }
             })
             .map_err(unavailable)?;
+        start_checkpointer(&path, Arc::downgrade(&feed.sender))?;
         Ok(SqliteStore {
             writer: sender,
+            feed,
             readers: Arc::new(Mutex::new(Vec::new())),
             path,
         })
@@ -301,6 +339,35 @@ impl SqliteStore {
     }
 }
 
+/// Copies the WAL back into the database on a thread of its own. Left to the writer (SQLite's
+/// auto-checkpoint), a checkpoint of a large database stalls the commit that triggers it
+/// for hundreds of milliseconds; a passive checkpoint here never blocks the writer. The
+/// thread ends when the store is dropped (`alive` can no longer be upgraded).
+fn start_checkpointer<T: Send + Sync + 'static>(
+    path: &Path,
+    alive: std::sync::Weak<T>,
+) -> StoreResult<()> {
+    let connection = Connection::open(path).map_err(unavailable)?;
+    connection
+        .execute_batch("PRAGMA busy_timeout = 5000;")
+        .map_err(unavailable)?;
+    std::thread::Builder::new()
+        .name("tellify-sqlite-checkpoint".to_string())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            if alive.upgrade().is_none() {
+                return;
+            }
+            if let Err(error) =
+                connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            {
+                tracing::warn!(%error, "wal checkpoint failed");
+            }
+        })
+        .map_err(unavailable)?;
+    Ok(())
+}
+
 fn migrate(connection: &mut Connection) -> StoreResult<()> {
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
@@ -322,7 +389,7 @@ type AppendRequest = (
 );
 
 /// Writes several append requests in one transaction, each in a savepoint.
-fn append_group(connection: &mut Connection, group: Vec<AppendRequest>) {
+fn append_group(connection: &mut Connection, group: Vec<AppendRequest>, feed: &Feed) {
     let mut results: Vec<StoreResult<Vec<Appended>>> = Vec::with_capacity(group.len());
     let outcome = (|| -> StoreResult<()> {
         let mut transaction = connection.transaction().map_err(unavailable)?;
@@ -344,9 +411,22 @@ fn append_group(connection: &mut Connection, group: Vec<AppendRequest>) {
     })();
     match outcome {
         Ok(()) => {
-            for ((_, reply), result) in group.into_iter().zip(results) {
+            let mut fed: Vec<Arc<StoredEvent>> = Vec::new();
+            let want_feed = feed.is_open();
+            for ((events, reply), result) in group.into_iter().zip(results) {
+                if want_feed {
+                    if let Ok(appended) = &result {
+                        for (mut event, stored) in events.into_iter().zip(appended) {
+                            if !stored.duplicate {
+                                event.seq = stored.seq;
+                                fed.push(Arc::new(event));
+                            }
+                        }
+                    }
+                }
                 let _ = reply.send(result);
             }
+            feed.send(fed);
         }
         Err(error) => {
             let message = error.to_string();
@@ -565,6 +645,13 @@ fn save_alert(connection: &Connection, alert: &Alert, history: &[HistoryEntry]) 
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn follow_appends(&self) -> Option<mpsc::Receiver<Vec<Arc<StoredEvent>>>> {
+        let (sender, receiver) = mpsc::channel(1024);
+        let mut slot = self.feed.sender.lock().ok()?;
+        *slot = Some(sender);
+        Some(receiver)
+    }
+
     async fn append_events(&self, events: Vec<StoredEvent>) -> StoreResult<Vec<Appended>> {
         let (reply, answer) = oneshot::channel();
         self.writer

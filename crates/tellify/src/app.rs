@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tellify_engine::Registry;
 use tellify_store::sqlite::SqliteStore;
 use tellify_store::{Store, Token, User};
@@ -114,6 +115,12 @@ pub async fn start_with_store(
     let router = api::router(state.clone());
     let mut server_shutdown = shutdown_receiver;
     let server = tokio::spawn(async move {
+        // Small SSE writes must leave at once, not wait for Nagle's algorithm.
+        let listener = listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = server_shutdown.wait_for(|stop| *stop).await;

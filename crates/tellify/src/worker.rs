@@ -4,7 +4,7 @@
 //! transaction. A restart resumes from the cursor, so no event is processed twice or
 //! skipped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,7 +71,13 @@ pub struct Worker {
     cursor: i64,
     batch_size: usize,
     max_depth: u32,
+    /// Freshly appended events pushed by the store, if it can; see [`Worker::next_batch`].
+    feed: Option<mpsc::Receiver<Vec<Arc<StoredEvent>>>>,
+    pending: VecDeque<Arc<StoredEvent>>,
 }
+
+/// Most fed events held in memory; beyond it the worker reads the log instead.
+const MAX_PENDING: usize = 100_000;
 
 impl Worker {
     /// Loads the checkpoint and every enabled subscription.
@@ -101,6 +107,8 @@ impl Worker {
             cursor: snapshot.cursor,
             batch_size: batch_size.max(1),
             max_depth,
+            feed: store.follow_appends(),
+            pending: VecDeque::new(),
         };
         for subscription in store.list_subscriptions(None).await? {
             let state = snapshot.states.get(&subscription.id);
@@ -206,10 +214,7 @@ impl Worker {
         while let Ok(id) = self.changes.try_recv() {
             self.reload(id).await?;
         }
-        let events = self
-            .store
-            .events_after(self.cursor, self.batch_size)
-            .await?;
+        let events = self.next_batch().await?;
         let now = self.clock.now();
         let mut commit = ProcessingCommit {
             cursor: self.cursor,
@@ -257,6 +262,49 @@ impl Worker {
             metrics::gauge!(telemetry::PROCESSING_LAG).set((last - self.cursor) as f64);
         }
         Ok(!events.is_empty())
+    }
+
+    /// The next events after the cursor, in order: from the feed when it continues the
+    /// cursor without a gap, otherwise (a dropped batch, derived events, a restart) from
+    /// the log up to where the feed picks up.
+    async fn next_batch(&mut self) -> StoreResult<Vec<Arc<StoredEvent>>> {
+        if let Some(feed) = &mut self.feed {
+            while self.pending.len() < MAX_PENDING {
+                match feed.try_recv() {
+                    Ok(batch) => self.pending.extend(batch),
+                    Err(_) => break,
+                }
+            }
+        }
+        while self
+            .pending
+            .front()
+            .is_some_and(|event| event.seq <= self.cursor)
+        {
+            self.pending.pop_front();
+        }
+        let mut limit = self.batch_size;
+        if let Some(first) = self.pending.front() {
+            if first.seq == self.cursor + 1 {
+                let mut batch = Vec::with_capacity(self.batch_size.min(self.pending.len()));
+                let mut expected = self.cursor + 1;
+                while batch.len() < self.batch_size {
+                    match self.pending.front() {
+                        Some(event) if event.seq == expected => {
+                            expected += 1;
+                            if let Some(event) = self.pending.pop_front() {
+                                batch.push(event);
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                return Ok(batch);
+            }
+            limit = limit.min((first.seq - self.cursor - 1) as usize);
+        }
+        let events = self.store.events_after(self.cursor, limit).await?;
+        Ok(events.into_iter().map(Arc::new).collect())
     }
 
     fn process_event(
