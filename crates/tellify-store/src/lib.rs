@@ -38,6 +38,9 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Freshly appended events in log order (see [`Store::follow_appends`]).
+pub type AppendFeed = tokio::sync::mpsc::Receiver<Vec<std::sync::Arc<StoredEvent>>>;
+
 /// Everything tellify keeps. Every method is one atomic operation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -46,9 +49,7 @@ pub trait Store: Send + Sync + 'static {
     /// Events as they are appended, in log order, for the one processing reader. Best
     /// effort: batches may be missing (the reader then reads the gap from the log), so a
     /// store may return `None` and let the reader poll [`Store::events_after`].
-    fn follow_appends(
-        &self,
-    ) -> Option<tokio::sync::mpsc::Receiver<Vec<std::sync::Arc<StoredEvent>>>> {
+    fn follow_appends(&self) -> Option<AppendFeed> {
         None
     }
 

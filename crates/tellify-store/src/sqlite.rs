@@ -148,9 +148,11 @@ fn set_durability(connection: &Connection, current: &mut Durability, wanted: Dur
 /// Events in log order, straight from the writer thread after each commit, so the worker
 /// need not read back what was just written. Bounded: when the reader falls behind, batches
 /// are dropped and the reader notices the gap and reads the store instead.
+type FeedSender = mpsc::Sender<Vec<Arc<StoredEvent>>>;
+
 #[derive(Clone, Default)]
 struct Feed {
-    sender: Arc<Mutex<Option<mpsc::Sender<Vec<Arc<StoredEvent>>>>>>,
+    sender: Arc<Mutex<Option<FeedSender>>>,
 }
 
 impl Feed {
@@ -645,7 +647,7 @@ fn save_alert(connection: &Connection, alert: &Alert, history: &[HistoryEntry]) 
 
 #[async_trait]
 impl Store for SqliteStore {
-    fn follow_appends(&self) -> Option<mpsc::Receiver<Vec<Arc<StoredEvent>>>> {
+    fn follow_appends(&self) -> Option<crate::AppendFeed> {
         let (sender, receiver) = mpsc::channel(1024);
         let mut slot = self.feed.sender.lock().ok()?;
         *slot = Some(sender);
