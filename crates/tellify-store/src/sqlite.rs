@@ -221,7 +221,8 @@ impl SqliteStore {
                  PRAGMA synchronous = FULL;
                  PRAGMA foreign_keys = ON;
                  PRAGMA busy_timeout = 5000;
-                 PRAGMA wal_autocheckpoint = 0;",
+                 PRAGMA wal_autocheckpoint = 0;
+                 PRAGMA journal_size_limit = 67108864;",
             )
             .map_err(unavailable)?;
         migrate(&mut writer)?;
@@ -345,6 +346,12 @@ impl SqliteStore {
 /// auto-checkpoint), a checkpoint of a large database stalls the commit that triggers it
 /// for hundreds of milliseconds; a passive checkpoint here never blocks the writer. The
 /// thread ends when the store is dropped (`alive` can no longer be upgraded).
+///
+/// Under a long burst of writes a passive checkpoint never finds a moment to let the WAL
+/// start over, so the WAL file grows; past [`WAL_RESTART_BYTES`] a RESTART checkpoint
+/// briefly holds the writer back to copy the last frames and start the WAL afresh.
+const WAL_RESTART_BYTES: u64 = 512 * 1024 * 1024;
+
 fn start_checkpointer<T: Send + Sync + 'static>(
     path: &Path,
     alive: std::sync::Weak<T>,
@@ -353,6 +360,8 @@ fn start_checkpointer<T: Send + Sync + 'static>(
     connection
         .execute_batch("PRAGMA busy_timeout = 5000;")
         .map_err(unavailable)?;
+    let mut wal_path = path.as_os_str().to_owned();
+    wal_path.push("-wal");
     std::thread::Builder::new()
         .name("tellify-sqlite-checkpoint".to_string())
         .spawn(move || loop {
@@ -360,9 +369,13 @@ fn start_checkpointer<T: Send + Sync + 'static>(
             if alive.upgrade().is_none() {
                 return;
             }
-            if let Err(error) =
-                connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            {
+            let wal_bytes = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
+            let pragma = if wal_bytes > WAL_RESTART_BYTES {
+                "PRAGMA wal_checkpoint(RESTART)"
+            } else {
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            };
+            if let Err(error) = connection.query_row(pragma, [], |_| Ok(())) {
                 tracing::warn!(%error, "wal checkpoint failed");
             }
         })
