@@ -407,3 +407,119 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+    use tellify_engine::handlers::{HandlerKind, Outputs};
+    use tellify_engine::{DispatchHints, EventContext, ParamError};
+    use tellify_model::EventInput;
+    use tellify_store::sqlite::SqliteStore;
+
+    /// A kind that answers every event with a derived event: a loop, if nothing stops it.
+    struct Echo;
+    struct EchoHandler;
+
+    impl HandlerKind for Echo {
+        fn name(&self) -> &'static str {
+            "echo"
+        }
+        fn title(&self) -> &'static str {
+            "Echo"
+        }
+        fn description(&self) -> &'static str {
+            "emits a derived event for every event"
+        }
+        fn required_fields(&self) -> &'static str {
+            "none"
+        }
+        fn param_schema(&self) -> Value {
+            json!({"type": "object"})
+        }
+        fn build(&self, _params: &Value) -> Result<Box<dyn Handler>, Vec<ParamError>> {
+            Ok(Box::new(EchoHandler))
+        }
+    }
+
+    impl Handler for EchoHandler {
+        fn dispatch_hints(&self) -> DispatchHints {
+            DispatchHints::default()
+        }
+        fn on_event(
+            &mut self,
+            event: &StoredEvent,
+            _: &EventContext,
+            _: Timestamp,
+            out: &mut Outputs,
+        ) {
+            out.derived.push(EventInput {
+                message: Some(format!("echo of depth {}", event.depth)),
+                ..EventInput::default()
+            });
+        }
+        fn save_state(&self) -> Value {
+            Value::Null
+        }
+        fn load_state(&mut self, _: &Value) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn derived_events_stop_at_the_depth_limit() {
+        let directory = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(directory.path()).unwrap());
+        let now = Timestamp::UNIX_EPOCH;
+        let user = tellify_store::User {
+            id: "u".into(),
+            name: "u".into(),
+            email: None,
+            timezone: "UTC".into(),
+            admin: false,
+            created: now,
+        };
+        store.create_user(user).await.unwrap();
+        store
+            .insert_subscription(Subscription {
+                id: "echo".into(),
+                kind: "echo".into(),
+                title: "echo".into(),
+                params: json!({}),
+                owner_user: "u".into(),
+                owner_group: None,
+                enabled: true,
+                latching: false,
+                created: now,
+                updated: now,
+            })
+            .await
+            .unwrap();
+        let registry = Arc::new(Registry::with_kinds(vec![Box::new(Echo)]));
+        let clock = Arc::new(crate::clock::ManualClock::new(now));
+        let (mut worker, _handle) =
+            Worker::start(store.clone(), registry, clock, Bus::default(), 100, 3)
+                .await
+                .unwrap();
+        let input = EventInput {
+            message: Some("start".into()),
+            ..EventInput::default()
+        };
+        store
+            .append_events(vec![StoredEvent::from_input(input, None, now, 0)])
+            .await
+            .unwrap();
+        while worker.step().await.unwrap() {}
+        let events = store.events_after(0, 100).await.unwrap();
+        let depths: Vec<u32> = events.iter().map(|e| e.depth).collect();
+        assert_eq!(
+            depths,
+            vec![0, 1, 2, 3],
+            "the chain stops at max_derived_depth"
+        );
+        assert_eq!(
+            worker.cursor, events[3].seq,
+            "and every event was processed"
+        );
+    }
+}

@@ -162,6 +162,11 @@ impl Registry {
         }
     }
 
+    /// A registry of exactly these kinds (plug-ins, tests).
+    pub fn with_kinds(kinds: Vec<Box<dyn HandlerKind>>) -> Registry {
+        Registry { kinds }
+    }
+
     pub fn get(&self, name: &str) -> Option<&dyn HandlerKind> {
         self.kinds
             .iter()
