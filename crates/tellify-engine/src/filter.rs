@@ -92,11 +92,20 @@ impl Filter {
 
     /// True only when the expression evaluates to boolean `true`; errors (a missing field,
     /// a type mismatch) count as false.
+    ///
+    /// The equality predicates are checked against the event first: when one of them is
+    /// certainly false, so is the whole conjunction, and CEL is not run at all.
     pub fn matches(&self, context: &EventContext) -> bool {
-        matches!(
-            self.program.execute(&context.context),
-            Ok(Value::Bool(true))
-        )
+        if self.rejects(context.event) {
+            return false;
+        }
+        matches!(self.program.execute(context.cel()), Ok(Value::Bool(true)))
+    }
+
+    fn rejects(&self, event: &StoredEvent) -> bool {
+        self.equalities
+            .iter()
+            .any(|(name, expected)| certainly_differs(event, name, expected))
     }
 }
 
@@ -151,43 +160,109 @@ fn name_and_literal(
     Some((key, value))
 }
 
-/// An event prepared for evaluation: built once per event, shared by every filter that
-/// looks at it.
-pub struct EventContext {
-    context: Context<'static, 'static>,
+/// Whether the predicate `name == expected` is certainly false for `event` (a missing
+/// value, another type or another value); `false` when in doubt, leaving it to CEL.
+fn certainly_differs(event: &StoredEvent, name: &str, expected: &IndexValue) -> bool {
+    let envelope = |key: &str| -> Option<Option<&str>> {
+        match key {
+            "type" => Some(event.event_type.as_deref()),
+            "severity" => Some(Some(event.severity.as_str())),
+            "message" => Some(event.message.as_deref()),
+            "host" => Some(event.source.host.as_deref()),
+            "component" => Some(event.source.component.as_deref()),
+            "producer" => Some(event.source.producer.as_deref()),
+            "id" => Some(Some(event.id.as_str())),
+            _ => None,
+        }
+    };
+    let text_differs = |text: Option<&str>| match (text, expected) {
+        (None, _) => true,
+        (Some(text), IndexValue::Str(wanted)) => text != wanted,
+        (Some(_), _) => true,
+    };
+    if let Some(key) = name.strip_prefix("event.") {
+        return match envelope(key) {
+            Some(text) => text_differs(text),
+            None => false,
+        };
+    }
+    let Some(value) = event.fields.get(name) else {
+        return match name {
+            "severity" | "message" | "host" | "component" => {
+                envelope(name).is_some_and(text_differs)
+            }
+            _ => true,
+        };
+    };
+    match (value, expected) {
+        (serde_json::Value::String(text), IndexValue::Str(wanted)) => text != wanted,
+        (serde_json::Value::Bool(flag), IndexValue::Bool(wanted)) => flag != wanted,
+        (serde_json::Value::Number(number), IndexValue::Int(wanted)) => match number.as_i64() {
+            Some(integer) => integer != *wanted,
+            None => number.as_f64().is_some_and(|float| float != *wanted as f64),
+        },
+        // A number is never equal to a string or a boolean, nor null to anything.
+        (serde_json::Value::Number(_), _) => true,
+        (serde_json::Value::String(_), _) | (serde_json::Value::Bool(_), _) => true,
+        (serde_json::Value::Null, _) => true,
+        _ => false,
+    }
 }
 
-impl EventContext {
-    pub fn new(event: &StoredEvent) -> EventContext {
-        let mut context = Context::with_env(ENV.clone());
-        for (name, value) in &event.fields {
-            context.add_variable_from_value(name.clone(), json_to_cel(value));
+/// An event prepared for evaluation, shared by every filter that looks at it. The CEL
+/// context is built on first use only: most candidates are rejected by their equality
+/// predicates before CEL runs.
+pub struct EventContext<'a> {
+    event: &'a StoredEvent,
+    context: std::cell::OnceCell<Context<'static, 'static>>,
+}
+
+impl<'a> EventContext<'a> {
+    pub fn new(event: &'a StoredEvent) -> EventContext<'a> {
+        EventContext {
+            event,
+            context: std::cell::OnceCell::new(),
         }
-        let mut envelope: HashMap<String, Value> = HashMap::new();
-        let mut put = |key: &str, value: Option<&str>| {
-            if let Some(text) = value {
-                envelope.insert(key.to_string(), Value::from(text));
-            }
-        };
-        put("type", event.event_type.as_deref());
-        put("severity", Some(event.severity.as_str()));
-        put("message", event.message.as_deref());
-        put("host", event.source.host.as_deref());
-        put("component", event.source.component.as_deref());
-        put("producer", event.source.producer.as_deref());
-        put("id", Some(&event.id));
-        envelope.insert("time".to_string(), Value::from(event.time.to_string()));
-        for shortcut in ["severity", "message", "host", "component"] {
-            if event.fields.contains_key(shortcut) {
-                continue;
-            }
-            if let Some(value) = envelope.get(shortcut) {
-                context.add_variable_from_value(shortcut, value.clone());
-            }
-        }
-        context.add_variable_from_value("event", envelope);
-        EventContext { context }
     }
+
+    pub fn event(&self) -> &StoredEvent {
+        self.event
+    }
+
+    fn cel(&self) -> &Context<'static, 'static> {
+        self.context.get_or_init(|| build_context(self.event))
+    }
+}
+
+fn build_context(event: &StoredEvent) -> Context<'static, 'static> {
+    let mut context = Context::with_env(ENV.clone());
+    for (name, value) in &event.fields {
+        context.add_variable_from_value(name.clone(), json_to_cel(value));
+    }
+    let mut envelope: HashMap<String, Value> = HashMap::new();
+    let mut put = |key: &str, value: Option<&str>| {
+        if let Some(text) = value {
+            envelope.insert(key.to_string(), Value::from(text));
+        }
+    };
+    put("type", event.event_type.as_deref());
+    put("severity", Some(event.severity.as_str()));
+    put("message", event.message.as_deref());
+    put("host", event.source.host.as_deref());
+    put("component", event.source.component.as_deref());
+    put("producer", event.source.producer.as_deref());
+    put("id", Some(&event.id));
+    envelope.insert("time".to_string(), Value::from(event.time.to_string()));
+    for shortcut in ["severity", "message", "host", "component"] {
+        if event.fields.contains_key(shortcut) {
+            continue;
+        }
+        if let Some(value) = envelope.get(shortcut) {
+            context.add_variable_from_value(shortcut, value.clone());
+        }
+    }
+    context.add_variable_from_value("event", envelope);
+    context
 }
 
 fn json_to_cel(value: &serde_json::Value) -> Value {
@@ -278,6 +353,42 @@ mod tests {
         assert_eq!(error.line, 1);
         assert!(Filter::compile(&"a".repeat(MAX_FILTER_BYTES + 1)).is_err());
         assert!(Filter::compile("  ").is_err());
+    }
+
+    #[test]
+    fn the_equality_prefilter_never_disagrees_with_cel() {
+        let filters = [
+            r#"block == "gc_t" && status == "fail""#,
+            "n == 3 && ok == true",
+            r#"severity == "critical" && event.type == "build""#,
+            r#"host == "cad" || n == 3"#,
+        ];
+        let values = [
+            json!({"block": "gc_t", "status": "fail"}),
+            json!({"block": "gc_t", "status": 1}),
+            json!({"block": 5, "status": "fail"}),
+            json!({"n": 3, "ok": true}),
+            json!({"n": 3.0, "ok": true}),
+            json!({"n": 3.5, "ok": true}),
+            json!({"n": "3", "ok": true}),
+            json!({"n": 3, "ok": null}),
+            json!({"severity": "critical"}),
+            json!({"host": "cad"}),
+            json!({}),
+        ];
+        for source in filters {
+            let filter = Filter::compile(source).unwrap();
+            for fields in &values {
+                let event = event(fields.clone());
+                let context = EventContext::new(&event);
+                let by_cel = matches!(filter.program.execute(context.cel()), Ok(Value::Bool(true)));
+                assert!(
+                    !(filter.rejects(&event) && by_cel),
+                    "prefilter rejected what CEL accepts: {source} on {fields}"
+                );
+                assert_eq!(filter.matches(&context), by_cel, "{source} on {fields}");
+            }
+        }
     }
 
     #[test]

@@ -122,11 +122,26 @@ enum Durability {
     Recomputable,
 }
 
+/// Events with their JSON bodies, encoded on the caller's thread so the single writer
+/// thread only inserts.
+struct EncodedEvents {
+    events: Vec<StoredEvent>,
+    bodies: Vec<String>,
+}
+
+impl EncodedEvents {
+    fn encode(events: Vec<StoredEvent>) -> StoreResult<EncodedEvents> {
+        let bodies = events
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        Ok(EncodedEvents { events, bodies })
+    }
+}
+
 enum Command {
-    Append(
-        Vec<StoredEvent>,
-        oneshot::Sender<StoreResult<Vec<Appended>>>,
-    ),
+    Append(EncodedEvents, oneshot::Sender<StoreResult<Vec<Appended>>>),
     Run(Job, Durability),
 }
 
@@ -398,19 +413,16 @@ fn migrate(connection: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-type AppendRequest = (
-    Vec<StoredEvent>,
-    oneshot::Sender<StoreResult<Vec<Appended>>>,
-);
+type AppendRequest = (EncodedEvents, oneshot::Sender<StoreResult<Vec<Appended>>>);
 
 /// Writes several append requests in one transaction, each in a savepoint.
 fn append_group(connection: &mut Connection, group: Vec<AppendRequest>, feed: &Feed) {
     let mut results: Vec<StoreResult<Vec<Appended>>> = Vec::with_capacity(group.len());
     let outcome = (|| -> StoreResult<()> {
         let mut transaction = connection.transaction().map_err(unavailable)?;
-        for (events, _) in &group {
+        for (encoded, _) in &group {
             let mut savepoint = transaction.savepoint().map_err(unavailable)?;
-            match insert_events(&savepoint, events) {
+            match insert_events(&savepoint, encoded) {
                 Ok(appended) => {
                     savepoint.commit().map_err(unavailable)?;
                     results.push(Ok(appended));
@@ -428,10 +440,10 @@ fn append_group(connection: &mut Connection, group: Vec<AppendRequest>, feed: &F
         Ok(()) => {
             let mut fed: Vec<Arc<StoredEvent>> = Vec::new();
             let want_feed = feed.is_open();
-            for ((events, reply), result) in group.into_iter().zip(results) {
+            for ((encoded, reply), result) in group.into_iter().zip(results) {
                 if want_feed {
                     if let Ok(appended) = &result {
-                        for (mut event, stored) in events.into_iter().zip(appended) {
+                        for (mut event, stored) in encoded.events.into_iter().zip(appended) {
                             if !stored.duplicate {
                                 event.seq = stored.seq;
                                 fed.push(Arc::new(event));
@@ -452,7 +464,8 @@ fn append_group(connection: &mut Connection, group: Vec<AppendRequest>, feed: &F
     }
 }
 
-fn insert_events(connection: &Connection, events: &[StoredEvent]) -> StoreResult<Vec<Appended>> {
+fn insert_events(connection: &Connection, encoded: &EncodedEvents) -> StoreResult<Vec<Appended>> {
+    let events = &encoded.events;
     let mut insert = connection
         .prepare_cached(
             "INSERT INTO events (id, time_ms, producer, idempotency_key, body)
@@ -460,8 +473,7 @@ fn insert_events(connection: &Connection, events: &[StoredEvent]) -> StoreResult
         )
         .map_err(unavailable)?;
     let mut appended = Vec::with_capacity(events.len());
-    for event in events {
-        let body = serde_json::to_string(event).map_err(unavailable)?;
+    for (event, body) in events.iter().zip(&encoded.bodies) {
         let changed = insert
             .execute(params![
                 event.id,
@@ -670,7 +682,7 @@ impl Store for SqliteStore {
     async fn append_events(&self, events: Vec<StoredEvent>) -> StoreResult<Vec<Appended>> {
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send(Command::Append(events, reply))
+            .send(Command::Append(EncodedEvents::encode(events)?, reply))
             .map_err(|_| unavailable("writer thread stopped"))?;
         answer
             .await
@@ -1235,7 +1247,7 @@ impl Store for SqliteStore {
                 .execute(params![subscription_id, state.to_string()])
                 .map_err(unavailable)?;
             }
-            let derived = insert_events(tx, &commit.derived)?;
+            let derived = insert_events(tx, &EncodedEvents::encode(commit.derived)?)?;
             tx.execute(
                 "UPDATE processing SET cursor = ?1 WHERE id = 1",
                 [commit.cursor],

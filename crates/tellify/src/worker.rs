@@ -325,8 +325,13 @@ impl Worker {
             };
             let mut outputs = Outputs::default();
             loaded.handler.on_event(event, &context, now, &mut outputs);
+            let nothing_happened =
+                outputs.alerts.is_empty() && outputs.derived.is_empty() && !outputs.state_changed;
+            if nothing_happened {
+                continue;
+            }
             let deadline = loaded.handler.next_deadline();
-            let origin = loaded.subscription.origin();
+            let origin = (!outputs.alerts.is_empty()).then(|| loaded.subscription.origin());
             match deadline {
                 Some(deadline) => self.deadlines.insert(id.clone(), deadline),
                 None => self.deadlines.remove(&id),
@@ -354,7 +359,7 @@ impl Worker {
             };
             let mut outputs = Outputs::default();
             loaded.handler.on_tick(now, &mut outputs);
-            let origin = loaded.subscription.origin();
+            let origin = (!outputs.alerts.is_empty()).then(|| loaded.subscription.origin());
             match loaded.handler.next_deadline() {
                 Some(deadline) => self.deadlines.insert(id.clone(), deadline),
                 None => self.deadlines.remove(&id),
@@ -367,7 +372,7 @@ impl Worker {
     fn absorb(
         &self,
         id: &str,
-        origin: tellify_engine::alerts::AlertOrigin,
+        origin: Option<tellify_engine::alerts::AlertOrigin>,
         outputs: Outputs,
         depth: u32,
         now: Timestamp,
@@ -377,12 +382,14 @@ impl Worker {
         if outputs.state_changed {
             dirty.insert(id.to_string());
         }
-        for output in outputs.alerts {
-            commit.outputs.push(OutputToApply {
-                origin: origin.clone(),
-                output,
-                at: now,
-            });
+        if let Some(origin) = origin {
+            for output in outputs.alerts {
+                commit.outputs.push(OutputToApply {
+                    origin: origin.clone(),
+                    output,
+                    at: now,
+                });
+            }
         }
         for mut input in outputs.derived {
             if depth + 1 > self.max_depth {
