@@ -185,38 +185,42 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
-/// Parses a time parameter: RFC 3339, or a duration meaning "that long ago" (`10m`).
+/// Parses a time: RFC 3339, or a duration counted back from `now` (`10m` ago) when
+/// `ahead` is false, forward (`in 1h`) when it is true.
+fn parse_when(
+    name: &str,
+    text: &str,
+    now: jiff::Timestamp,
+    ahead: bool,
+) -> Result<jiff::Timestamp, String> {
+    if let Ok(time) = text.parse::<jiff::Timestamp>() {
+        return Ok(time);
+    }
+    match tellify_model::parse_duration(text) {
+        Ok(duration) if ahead => Ok(now + duration),
+        Ok(duration) => Ok(now - duration),
+        Err(_) => Err(format!(
+            "`{name}`: `{text}` is neither an RFC 3339 time (2026-11-23T18:00:00Z) nor a duration (10m, 2h)"
+        )),
+    }
+}
+
+/// A query parameter such as `since`: RFC 3339, or a duration meaning "that long ago".
 pub fn parse_time_param(
     name: &str,
     text: &str,
     now: jiff::Timestamp,
 ) -> ApiResult<jiff::Timestamp> {
-    if let Ok(time) = text.parse::<jiff::Timestamp>() {
-        return Ok(time);
-    }
-    match tellify_model::parse_duration(text) {
-        Ok(ago) => Ok(now - ago),
-        Err(_) => Err(ApiError::bad_request(format!(
-            "`{name}`: `{text}` is neither an RFC 3339 time (2026-11-23T18:00:00Z) nor a duration (10m, 2h)"
-        ))),
-    }
+    parse_when(name, text, now, false).map_err(ApiError::bad_request)
 }
 
-/// Parses a future time parameter: RFC 3339, or a duration from now (`1h`).
+/// A body field such as `until`: RFC 3339, or a duration from now.
 pub fn parse_future_param(
     name: &str,
     text: &str,
     now: jiff::Timestamp,
 ) -> ApiResult<jiff::Timestamp> {
-    if let Ok(time) = text.parse::<jiff::Timestamp>() {
-        return Ok(time);
-    }
-    match tellify_model::parse_duration(text) {
-        Ok(ahead) => Ok(now + ahead),
-        Err(_) => Err(ApiError::unprocessable(format!(
-            "`{name}`: `{text}` is neither an RFC 3339 time (2026-11-23T18:00:00Z) nor a duration (30m, 2h)"
-        ))),
-    }
+    parse_when(name, text, now, true).map_err(ApiError::unprocessable)
 }
 
 pub fn clamp_limit(limit: Option<usize>, default: usize, max: usize) -> usize {
