@@ -1,13 +1,16 @@
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use tellify_engine::alerts::{Action, Alert, AlertState, HistoryEntry};
 use tellify_model::Severity;
 use tellify_store::{AlertQuery, ClearedFilter};
 
-use super::{clamp_limit, parse_future_param, ApiError, ApiResult, AppState, Auth, JsonBody, Page};
+use super::{
+    clamp_limit, parse_future_param, ApiError, ApiResult, AppState, Auth, JsonBody, Page,
+    QueryParams,
+};
 use crate::auth::{Principal, Scope};
 use crate::stream::{AlertNotice, StreamItem};
 
@@ -31,7 +34,7 @@ pub struct AlertWithHistory {
 pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Page<Alert>>> {
     let principal = auth.require(Scope::User)?;
     let (alert_state, cleared) = match query.state.as_deref() {

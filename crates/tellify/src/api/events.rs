@@ -1,5 +1,5 @@
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -9,7 +9,9 @@ use tellify_engine::filter::{EventContext, Filter};
 use tellify_model::StoredEvent;
 use tellify_store::EventQuery;
 
-use super::{clamp_limit, parse_time_param, ApiError, ApiResult, AppState, Auth, Page};
+use super::{
+    clamp_limit, parse_time_param, ApiError, ApiResult, AppState, Auth, Page, QueryParams,
+};
 use crate::auth::Scope;
 use crate::ingest::parse_events;
 use crate::stream::StreamItem;
@@ -95,7 +97,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Page<StoredEvent>>> {
     auth.require(Scope::User)?;
     let now = state.clock.now();

@@ -143,6 +143,24 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// Query parameters whose errors come back as problem+json naming the parameter.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|query| QueryParams(query.0))
+            .map_err(|rejection| {
+                ApiError::bad_request(format!(
+                    "invalid query parameters: {}",
+                    rejection.body_text()
+                ))
+            })
+    }
+}
+
 /// A JSON request body whose errors come back as problem+json: 400 for malformed JSON,
 /// 422 for a well-formed body of the wrong shape.
 pub struct JsonBody<T>(pub T);

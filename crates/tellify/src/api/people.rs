@@ -1,6 +1,6 @@
 //! Users, groups and tokens.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tellify_engine::ParamError;
 use tellify_store::{Group, Token, User};
 
-use super::{ApiError, ApiResult, AppState, Auth, JsonBody, Page};
+use super::{ApiError, ApiResult, AppState, Auth, JsonBody, Page, QueryParams};
 use crate::auth::{new_token, Scope};
 
 fn check_name(name: &str, path: &str, errors: &mut Vec<ParamError>) {
@@ -355,7 +355,7 @@ pub struct TokenQuery {
 pub async fn list_tokens(
     State(state): State<AppState>,
     auth: Auth,
-    Query(query): Query<TokenQuery>,
+    QueryParams(query): QueryParams<TokenQuery>,
 ) -> ApiResult<Json<Page<Token>>> {
     let principal = auth.require(Scope::User)?;
     let own = query.user.as_deref() == Some(principal.user.name.as_str());

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
@@ -20,7 +20,7 @@ use tellify_engine::filter::{EventContext, Filter};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::{ApiError, ApiResult, AppState, Auth};
+use super::{ApiError, ApiResult, AppState, Auth, QueryParams};
 use crate::auth::Scope;
 use crate::stream::StreamItem;
 
@@ -38,7 +38,7 @@ pub async fn stream(
     State(state): State<AppState>,
     auth: Auth,
     headers: axum::http::HeaderMap,
-    Query(query): Query<StreamQuery>,
+    QueryParams(query): QueryParams<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let principal = auth.require(Scope::User)?.clone();
     let filter = match query.filter.as_deref().filter(|f| !f.trim().is_empty()) {

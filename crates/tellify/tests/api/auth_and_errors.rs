@@ -477,6 +477,9 @@ async fn events_are_listed_with_filter_time_range_and_cursor() {
         .get_json(&app.admin, "/api/v1/events?since=2030-01-01T00:00:00Z")
         .await;
     assert!(future["items"].as_array().unwrap().is_empty());
+    let (status, body) = problem(app.get(&app.admin, "/api/v1/alerts?limit=abc").await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["detail"].as_str().unwrap().contains("limit"), "{body}");
     let recent = app
         .get_json(&app.admin, "/api/v1/events?since=5m&limit=1000")
         .await;
