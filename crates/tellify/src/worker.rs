@@ -74,6 +74,8 @@ pub struct Worker {
     /// Freshly appended events pushed by the store, if it can; see [`Worker::next_batch`].
     feed: Option<mpsc::Receiver<Vec<Arc<StoredEvent>>>>,
     pending: VecDeque<Arc<StoredEvent>>,
+    /// Subscriptions whose handler was rebuilt and whose state must be saved afresh.
+    fresh: HashSet<String>,
 }
 
 /// Most fed events held in memory; beyond it the worker reads the log instead.
@@ -109,17 +111,37 @@ impl Worker {
             max_depth,
             feed: store.follow_appends(),
             pending: VecDeque::new(),
+            fresh: HashSet::new(),
         };
-        for subscription in store.list_subscriptions(None).await? {
-            let state = snapshot.states.get(&subscription.id);
-            worker.install(subscription, state);
-        }
+        worker.load(snapshot).await?;
         let handle = WorkerHandle {
             wake,
             changes: changes_sender,
             progress: progress_receiver,
         };
         Ok((worker, handle))
+    }
+
+    /// Installs every subscription with its state as of `snapshot`.
+    async fn load(&mut self, snapshot: tellify_store::ProcessingSnapshot) -> StoreResult<()> {
+        self.subscriptions.clear();
+        self.index = DispatchIndex::default();
+        self.deadlines.clear();
+        self.pending.clear();
+        self.fresh.clear();
+        self.cursor = snapshot.cursor;
+        for subscription in self.store.list_subscriptions(None).await? {
+            let state = snapshot.states.get(&subscription.id);
+            self.install(subscription, state);
+        }
+        Ok(())
+    }
+
+    /// After a failed commit the handlers in memory are ahead of the store: throw them
+    /// away and start again from the last commit, so no event is counted twice.
+    async fn reset(&mut self) -> StoreResult<()> {
+        let snapshot = self.store.load_processing().await?;
+        self.load(snapshot).await
     }
 
     fn install(&mut self, subscription: Subscription, state: Option<&serde_json::Value>) {
@@ -179,7 +201,13 @@ impl Worker {
                 return Ok(());
             }
         }
+        let id = subscription.id.clone();
         self.install(subscription, None);
+        // Save the fresh state at the next commit, so a restart does not load the state
+        // the old parameters left behind.
+        if self.subscriptions.contains_key(&id) {
+            self.fresh.insert(id);
+        }
         Ok(())
     }
 
@@ -192,8 +220,11 @@ impl Worker {
             let busy = match self.step().await {
                 Ok(busy) => busy,
                 Err(error) => {
-                    tracing::error!(%error, "processing failed; retrying shortly");
+                    tracing::error!(%error, "processing failed; retrying from the last commit shortly");
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                    if let Err(error) = self.reset().await {
+                        tracing::error!(%error, "cannot reload the processing state");
+                    }
                     continue;
                 }
             };
@@ -220,7 +251,7 @@ impl Worker {
             cursor: self.cursor,
             ..Default::default()
         };
-        let mut dirty: HashSet<String> = HashSet::new();
+        let mut dirty: HashSet<String> = std::mem::take(&mut self.fresh);
         for event in &events {
             self.process_event(event, now, &mut commit, &mut dirty);
             commit.cursor = event.seq;
@@ -237,9 +268,10 @@ impl Worker {
             }
         }
         let derived = commit.derived.clone();
-        let outcome = self.store.commit_processing(commit.clone()).await?;
-        let processed = (commit.cursor - self.cursor).max(0);
-        self.cursor = commit.cursor;
+        let cursor = commit.cursor;
+        let outcome = self.store.commit_processing(commit).await?;
+        let processed = (cursor - self.cursor).max(0);
+        self.cursor = cursor;
         metrics::counter!(telemetry::EVENTS_PROCESSED).increment(processed as u64);
         for change in outcome.changes {
             for entry in &change.history {
@@ -527,6 +559,66 @@ mod tests {
         assert_eq!(
             worker.cursor, events[3].seq,
             "and every event was processed"
+        );
+    }
+
+    #[tokio::test]
+    async fn new_parameters_start_from_fresh_saved_state() {
+        let directory = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(directory.path()).unwrap());
+        let now = Timestamp::UNIX_EPOCH;
+        let user = tellify_store::User {
+            id: "u".into(),
+            name: "u".into(),
+            email: None,
+            timezone: "UTC".into(),
+            admin: false,
+            created: now,
+        };
+        store.create_user(user).await.unwrap();
+        let mut subscription = Subscription {
+            id: "disk".into(),
+            kind: "threshold".into(),
+            title: "disk".into(),
+            params: json!({"field": "usage", "warn": 90}),
+            owner_user: "u".into(),
+            owner_group: None,
+            enabled: true,
+            latching: false,
+            created: now,
+            updated: now,
+        };
+        store
+            .insert_subscription(subscription.clone())
+            .await
+            .unwrap();
+        let clock = Arc::new(crate::clock::ManualClock::new(now));
+        let registry = Arc::new(Registry::builtin());
+        let (mut worker, handle) =
+            Worker::start(store.clone(), registry, clock, Bus::default(), 100, 8)
+                .await
+                .unwrap();
+        let input = EventInput {
+            fields: json!({"usage": 92}).as_object().cloned().unwrap(),
+            ..EventInput::default()
+        };
+        store
+            .append_events(vec![StoredEvent::from_input(input, None, now, 0)])
+            .await
+            .unwrap();
+        while worker.step().await.unwrap() {}
+        let saved = store.load_processing().await.unwrap().states["disk"].clone();
+        assert_eq!(saved, json!({"levels": {"": "warning"}}));
+
+        subscription.params = json!({"field": "usage", "warn": 95});
+        store.update_subscription(subscription).await.unwrap();
+        handle.subscription_changed("disk");
+        worker.step().await.unwrap();
+        let saved = store.load_processing().await.unwrap().states["disk"].clone();
+        assert_eq!(
+            saved,
+            json!({"levels": {}}),
+            "the old parameters' state is not kept"
         );
     }
 }
