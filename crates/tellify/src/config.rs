@@ -31,6 +31,9 @@ pub struct IngestSettings {
     pub max_body_bytes: usize,
     /// Most events in one request.
     pub max_batch_events: usize,
+    /// Most stored events the worker may be behind before ingest answers 503 with
+    /// `Retry-After` (0 = never): alerts then stay timely and producers know to back off.
+    pub max_backlog_events: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,6 +63,7 @@ impl Default for IngestSettings {
         IngestSettings {
             max_body_bytes: 8 * 1024 * 1024,
             max_batch_events: 10_000,
+            max_backlog_events: 2_000_000,
         }
     }
 }

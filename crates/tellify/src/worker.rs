@@ -26,9 +26,24 @@ pub struct WorkerHandle {
     wake: Arc<Notify>,
     changes: mpsc::UnboundedSender<String>,
     progress: watch::Receiver<i64>,
+    /// The newest log position ingest has reported.
+    head: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl WorkerHandle {
+    /// Ingest stored events up to `seq`.
+    pub fn appended(&self, seq: i64) {
+        self.head
+            .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// How many stored events are not yet processed (as far as ingest has reported).
+    pub fn backlog(&self) -> i64 {
+        let head = self.head.load(std::sync::atomic::Ordering::Relaxed);
+        (head - self.processed()).max(0)
+    }
+
     /// New events are durable: look for them.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -114,10 +129,12 @@ impl Worker {
             fresh: HashSet::new(),
         };
         worker.load(snapshot).await?;
+        let head = store.last_seq().await?;
         let handle = WorkerHandle {
             wake,
             changes: changes_sender,
             progress: progress_receiver,
+            head: Arc::new(std::sync::atomic::AtomicI64::new(head)),
         };
         Ok((worker, handle))
     }

@@ -47,6 +47,21 @@ pub async fn ingest(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
+    let limit = state.settings.ingest.max_backlog_events as i64;
+    let backlog = state.worker.backlog();
+    if limit > 0 && backlog > limit {
+        metrics::counter!(telemetry::INGEST_REJECTED).increment(1);
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            format!(
+                "processing is {backlog} events behind (limit {limit}, ingest.max_backlog_events); \
+                 nothing was stored, retry shortly"
+            ),
+        );
+        error.retry_after = Some(1);
+        return Err(error);
+    }
     let inputs = parse_events(
         content_type,
         &body,
@@ -63,7 +78,9 @@ pub async fn ingest(
     let publish = state.bus.has_listeners();
     let kept = if publish { events.clone() } else { Vec::new() };
     let appended = state.store.append_events(events).await?;
-    state.worker.wake();
+    if let Some(newest) = appended.iter().map(|a| a.seq).max() {
+        state.worker.appended(newest);
+    }
     let duplicates = appended.iter().filter(|a| a.duplicate).count();
     metrics::counter!(telemetry::EVENTS_INGESTED).increment((appended.len() - duplicates) as u64);
     metrics::counter!(telemetry::EVENTS_DUPLICATE).increment(duplicates as u64);

@@ -485,3 +485,29 @@ async fn events_are_listed_with_filter_time_range_and_cursor() {
         .await;
     assert_eq!(recent["items"].as_array().unwrap().len(), 30);
 }
+
+#[tokio::test]
+async fn ingest_pushes_back_when_processing_is_too_far_behind() {
+    let app = spawn_app_with(|settings| settings.ingest.max_backlog_events = 100).await;
+    app.send_lines(&app.admin, "n:1").await;
+    // Pretend ingest stored far more than the worker has processed.
+    app.app.state.worker.appended(10_000);
+    let response = app
+        .post_raw(&app.admin, "/api/v1/events", "text/plain", "n:2")
+        .await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (status, body) = problem(response).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_backlog_events"),
+        "{body}"
+    );
+    assert_eq!(
+        stored_events(&app).await,
+        1,
+        "the refused event was not stored"
+    );
+}
