@@ -522,33 +522,43 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn derived_events_stop_at_the_depth_limit() {
+    /// A fresh on-disk store holding the user `u`.
+    async fn store_with_user() -> (tempfile::TempDir, Arc<dyn Store>) {
         let directory = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(directory.path()).unwrap());
-        let now = Timestamp::UNIX_EPOCH;
         let user = tellify_store::User {
             id: "u".into(),
             name: "u".into(),
             email: None,
             timezone: "UTC".into(),
             admin: false,
-            created: now,
+            created: Timestamp::UNIX_EPOCH,
         };
         store.create_user(user).await.unwrap();
+        (directory, store)
+    }
+
+    fn subscription(id: &str, kind: &str, params: Value) -> Subscription {
+        Subscription {
+            id: id.into(),
+            kind: kind.into(),
+            title: id.into(),
+            params,
+            owner_user: "u".into(),
+            owner_group: None,
+            enabled: true,
+            latching: false,
+            created: Timestamp::UNIX_EPOCH,
+            updated: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[tokio::test]
+    async fn derived_events_stop_at_the_depth_limit() {
+        let (_directory, store) = store_with_user().await;
+        let now = Timestamp::UNIX_EPOCH;
         store
-            .insert_subscription(Subscription {
-                id: "echo".into(),
-                kind: "echo".into(),
-                title: "echo".into(),
-                params: json!({}),
-                owner_user: "u".into(),
-                owner_group: None,
-                enabled: true,
-                latching: false,
-                created: now,
-                updated: now,
-            })
+            .insert_subscription(subscription("echo", "echo", json!({})))
             .await
             .unwrap();
         let registry = Arc::new(Registry::with_kinds(vec![Box::new(Echo)]));
@@ -581,30 +591,10 @@ mod tests {
 
     #[tokio::test]
     async fn new_parameters_start_from_fresh_saved_state() {
-        let directory = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(directory.path()).unwrap());
+        let (_directory, store) = store_with_user().await;
         let now = Timestamp::UNIX_EPOCH;
-        let user = tellify_store::User {
-            id: "u".into(),
-            name: "u".into(),
-            email: None,
-            timezone: "UTC".into(),
-            admin: false,
-            created: now,
-        };
-        store.create_user(user).await.unwrap();
-        let mut subscription = Subscription {
-            id: "disk".into(),
-            kind: "threshold".into(),
-            title: "disk".into(),
-            params: json!({"field": "usage", "warn": 90}),
-            owner_user: "u".into(),
-            owner_group: None,
-            enabled: true,
-            latching: false,
-            created: now,
-            updated: now,
-        };
+        let mut subscription =
+            subscription("disk", "threshold", json!({"field": "usage", "warn": 90}));
         store
             .insert_subscription(subscription.clone())
             .await
