@@ -6,6 +6,8 @@ pub mod alerts;
 pub mod dispatch;
 pub mod filter;
 pub mod handlers;
+pub mod policy;
+pub mod render;
 pub mod validation;
 
 pub use alerts::{Action, Alert, AlertState, HistoryEntry};

@@ -8,6 +8,8 @@ use tellify_engine::handlers::AlertOutput;
 use tellify_model::{EventInput, Fields, Severity, StoredEvent};
 
 use crate::{
+    ContactPoint, DeliveryOutcome, DeliveryQuery, DeliveryStatus, FinishedDelivery,
+    NewNotification, NotificationPlanner, Plan, PlannerRef, PolicyRecord, RepeatSchedule,
     AlertQuery, EventQuery, Group, OutputToApply, ProcessingCommit, Store, StoreError,
     Subscription, Token, User, Viewer,
 };
@@ -17,6 +19,7 @@ pub async fn run_all(store: &dyn Store) {
     events_round_trip_in_order_with_idempotency(store).await;
     users_groups_and_tokens(store).await;
     subscriptions_alerts_and_processing(store).await;
+    outbox_gangs_leases_retries_repeats_and_offboards(store).await;
 }
 
 fn at(seconds: i64) -> Timestamp {
@@ -162,6 +165,7 @@ async fn subscriptions_alerts_and_processing(store: &dyn Store) {
         owner_group: None,
         enabled: true,
         latching: false,
+        policy: None,
         created: at(0),
         updated: at(0),
     };
@@ -210,6 +214,7 @@ async fn subscriptions_alerts_and_processing(store: &dyn Store) {
             states: vec![(subscription.id.clone(), json!({"n": 1}))],
             outputs: vec![fire(1, Severity::Warning), fire(2, Severity::Critical)],
             derived: vec![derived],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -284,4 +289,256 @@ async fn subscriptions_alerts_and_processing(store: &dyn Store) {
         .unwrap();
     assert!(outcome.changes.is_empty());
     assert!(store.load_processing().await.unwrap().states.is_empty());
+}
+
+/// Sends every transition of every alert to one contact point at once, and repeats
+/// firing alerts every minute.
+struct OnePointPlanner {
+    user_id: String,
+    contact_point_id: String,
+}
+
+impl NotificationPlanner for OnePointPlanner {
+    fn plan(
+        &self,
+        alert: &tellify_engine::alerts::Alert,
+        transition: &str,
+        occurrence: i64,
+        now: Timestamp,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        plan.notifications.push(NewNotification {
+            user_id: self.user_id.clone(),
+            contact_point_id: self.contact_point_id.clone(),
+            alert_id: alert.id.clone(),
+            transition: transition.to_string(),
+            idempotency_key: format!("{}:{transition}:{occurrence}", alert.id),
+            due_at: now,
+            alert: alert.clone(),
+        });
+        if transition != "resolved" {
+            plan.repeats.push(RepeatSchedule {
+                alert_id: alert.id.clone(),
+                user_id: self.user_id.clone(),
+                next_at: now + SignedDuration::from_secs(60),
+                every_ms: 60_000,
+            });
+        }
+        plan
+    }
+}
+
+async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
+    let ann = user("ann-outbox");
+    store.create_user(ann.clone()).await.unwrap();
+    let point = ContactPoint {
+        id: tellify_model::new_id(),
+        user_id: ann.id.clone(),
+        name: "hook".to_string(),
+        kind: "webhook".to_string(),
+        address: "http://127.0.0.1:9/hook".to_string(),
+        secret: Some("s3cret".to_string()),
+        created: at(0),
+    };
+    store.create_contact_point(point.clone()).await.unwrap();
+    assert!(matches!(
+        store.create_contact_point(point.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store
+        .put_policy(PolicyRecord {
+            user_id: ann.id.clone(),
+            name: "default".to_string(),
+            rules: json!({"rules": []}),
+            updated: at(0),
+        })
+        .await
+        .unwrap());
+    let subscription = Subscription {
+        id: tellify_model::new_id(),
+        kind: "match".to_string(),
+        title: "builds".to_string(),
+        params: json!({"filter": "true"}),
+        owner_user: ann.id.clone(),
+        owner_group: None,
+        enabled: true,
+        latching: false,
+        policy: Some("default".to_string()),
+        created: at(0),
+        updated: at(0),
+    };
+    store
+        .insert_subscription(subscription.clone())
+        .await
+        .unwrap();
+    let directory = store.notify_directory().await.unwrap();
+    assert!(directory.contact_points.iter().any(|p| p.id == point.id));
+    assert!(directory
+        .subscription_policies
+        .contains(&(subscription.id.clone(), "default".to_string())));
+    let planner = PlannerRef(std::sync::Arc::new(OnePointPlanner {
+        user_id: ann.id.clone(),
+        contact_point_id: point.id.clone(),
+    }));
+    let fire = |key: &str, seconds: i64| OutputToApply {
+        origin: subscription.origin(),
+        output: AlertOutput::Fire {
+            group_key: key.to_string(),
+            severity: Severity::Warning,
+            message: format!("{key} failed"),
+            fields: Fields::new(),
+            event_id: None,
+        },
+        at: at(seconds),
+    };
+    // Two alerts fire in one commit: one delivery carries both.
+    store
+        .commit_processing(ProcessingCommit {
+            cursor: 10,
+            outputs: vec![fire("a", 100), fire("b", 100)],
+            planner: Some(planner.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.next_outbox_due().await.unwrap(), Some(at(100)));
+    let lease = at(200);
+    let jobs = store.take_deliveries(at(100), lease, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1, "one delivery per user and contact point");
+    assert_eq!(jobs[0].items.len(), 2);
+    assert_eq!(jobs[0].contact_point.secret.as_deref(), Some("s3cret"));
+    assert!(
+        store.take_deliveries(at(101), lease, 10).await.unwrap().is_empty(),
+        "a leased delivery is not handed out twice"
+    );
+    let id = jobs[0].delivery.id.clone();
+    store
+        .finish_deliveries(vec![FinishedDelivery {
+            id: id.clone(),
+            outcome: DeliveryOutcome::Retry {
+                error: "503 from hook".to_string(),
+                next_attempt: at(130),
+            },
+            subject: "2 alerts".to_string(),
+            at: at(101),
+        }])
+        .await
+        .unwrap();
+    assert!(store.take_deliveries(at(120), lease, 10).await.unwrap().is_empty());
+    let again = store.take_deliveries(at(130), lease, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.attempts, 1);
+    store
+        .finish_deliveries(vec![FinishedDelivery {
+            id: id.clone(),
+            outcome: DeliveryOutcome::Sent {
+                receipt: "200 OK".to_string(),
+            },
+            subject: "2 alerts".to_string(),
+            at: at(131),
+        }])
+        .await
+        .unwrap();
+    // A late outcome for a delivery no longer leased changes nothing.
+    store
+        .finish_deliveries(vec![FinishedDelivery {
+            id: id.clone(),
+            outcome: DeliveryOutcome::Failed {
+                error: "late".to_string(),
+            },
+            subject: "x".to_string(),
+            at: at(132),
+        }])
+        .await
+        .unwrap();
+    let (delivery, attempts, items) = store.delivery(&id).await.unwrap().unwrap();
+    assert_eq!(delivery.status, DeliveryStatus::Sent);
+    assert_eq!(delivery.attempts, 2);
+    assert_eq!(delivery.receipt.as_deref(), Some("200 OK"));
+    assert_eq!(delivery.subject.as_deref(), Some("2 alerts"));
+    assert_eq!(attempts.len(), 2);
+    assert!(!attempts[0].ok && attempts[1].ok);
+    assert_eq!(items.len(), 2);
+
+    // A sender that dies lets its lease run out; the delivery is then due again.
+    store
+        .commit_processing(ProcessingCommit {
+            cursor: 11,
+            outputs: vec![fire("c", 300)],
+            planner: Some(planner.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let leased = store.take_deliveries(at(300), at(400), 10).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert!(store.take_deliveries(at(399), at(500), 10).await.unwrap().is_empty());
+    let expired = store.take_deliveries(at(400), at(500), 10).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].delivery.id, leased[0].delivery.id);
+
+    // Repeats: due a minute after firing; an acknowledged alert stops repeating.
+    let written = store.plan_repeats(at(161), planner.clone(), 100).await.unwrap();
+    assert_eq!(written, 2, "alerts a and b repeat");
+    let alerts = store
+        .list_alerts(AlertQuery {
+            subscription_id: Some(subscription.id.clone()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for alert in &alerts {
+        store
+            .act_on_alert(
+                &alert.id,
+                Action::Ack {
+                    note: None,
+                    expires: None,
+                },
+                "ann-outbox",
+                at(170),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.plan_repeats(at(1000), planner.clone(), 100).await.unwrap(), 0);
+    let pending = store
+        .list_deliveries(DeliveryQuery {
+            user_id: Some(ann.id.clone()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 2);
+
+    // Offboarding: a dry run counts, the real one removes and audits.
+    let counts = store
+        .offboard_user(&ann.id, true, "admin", at(2000))
+        .await
+        .unwrap();
+    assert_eq!(counts.subscriptions, 1);
+    assert_eq!(counts.alerts, 3);
+    assert_eq!(counts.contact_points, 1);
+    assert_eq!(counts.policies, 1);
+    assert_eq!(counts.deliveries, 2);
+    assert!(store.user_by_id(&ann.id).await.unwrap().is_some());
+    let removed = store
+        .offboard_user(&ann.id, false, "admin", at(2000))
+        .await
+        .unwrap();
+    assert_eq!(removed, counts);
+    assert!(store.user_by_id(&ann.id).await.unwrap().is_none());
+    assert!(store.delivery(&id).await.unwrap().is_none());
+    assert!(store.take_deliveries(at(5000), at(6000), 10).await.unwrap().is_empty());
+    assert!(store.list_contact_points(&ann.id).await.unwrap().is_empty());
+    let audit = store.list_audit(10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].subject, "user ann-outbox");
+    assert_eq!(audit[0].detail["subscriptions"], 1);
+    assert!(matches!(
+        store.offboard_user(&ann.id, false, "admin", at(2001)).await,
+        Err(StoreError::NotFound)
+    ));
 }

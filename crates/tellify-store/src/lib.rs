@@ -6,9 +6,11 @@
 //! implementations of the same [`Store`] trait, held to the same [`conformance`] suite.
 
 pub mod conformance;
+mod notify;
 pub mod sqlite;
 mod types;
 
+pub use notify::*;
 pub use types::*;
 
 use async_trait::async_trait;
@@ -75,6 +77,8 @@ pub trait Store: Send + Sync + 'static {
     async fn group_by_name(&self, name: &str) -> StoreResult<Option<Group>>;
     async fn list_groups(&self) -> StoreResult<Vec<Group>>;
     async fn add_member(&self, group_id: &str, user_id: &str) -> StoreResult<()>;
+    /// Removes a membership, the member's subscriptions that belong to the group (with
+    /// their alerts), and whatever of the group's alerts was still to be sent to them.
     async fn remove_member(&self, group_id: &str, user_id: &str) -> StoreResult<bool>;
     /// Ids of the groups `user_id` belongs to.
     async fn groups_of(&self, user_id: &str) -> StoreResult<Vec<String>>;
@@ -116,4 +120,70 @@ pub trait Store: Send + Sync + 'static {
     /// Records the outcome of processing events up to `commit.cursor` in one transaction:
     /// alert changes and their history, handler states, derived events and the cursor.
     async fn commit_processing(&self, commit: ProcessingCommit) -> StoreResult<CommitOutcome>;
+
+    // ---- contact points, policies, silences ----
+
+    /// Fails with a conflict when the user already has a contact point of that name.
+    async fn create_contact_point(&self, point: ContactPoint) -> StoreResult<()>;
+    async fn list_contact_points(&self, user_id: &str) -> StoreResult<Vec<ContactPoint>>;
+    async fn contact_point(&self, user_id: &str, name: &str) -> StoreResult<Option<ContactPoint>>;
+    /// Deletes a contact point and whatever was still waiting to be sent to it.
+    async fn delete_contact_point(&self, user_id: &str, name: &str) -> StoreResult<bool>;
+    /// Creates or replaces a policy; returns true when it was created.
+    async fn put_policy(&self, policy: PolicyRecord) -> StoreResult<bool>;
+    async fn list_policies(&self, user_id: &str) -> StoreResult<Vec<PolicyRecord>>;
+    async fn policy(&self, user_id: &str, name: &str) -> StoreResult<Option<PolicyRecord>>;
+    async fn delete_policy(&self, user_id: &str, name: &str) -> StoreResult<bool>;
+    async fn create_silence(&self, silence: Silence) -> StoreResult<()>;
+    async fn list_silences(&self, user_id: &str) -> StoreResult<Vec<Silence>>;
+    async fn delete_silence(&self, user_id: &str, id: &str) -> StoreResult<bool>;
+    /// Everything the notification planner needs, at once.
+    async fn notify_directory(&self) -> StoreResult<NotifyDirectory>;
+
+    // ---- the outbox ----
+
+    /// Gangs the notifications due by `now` into deliveries (one per user and contact
+    /// point; a notification joins exactly one delivery), then leases up to `limit` due
+    /// deliveries until `lease_until` and returns them with their items. A delivery whose
+    /// lease ran out (its sender died) is due again.
+    async fn take_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<DeliveryJob>>;
+    /// Records the outcomes of attempts, in one durable transaction; a delivery is `sent`
+    /// only through this call. Outcomes for deliveries that are gone (their user was
+    /// offboarded) are ignored.
+    async fn finish_deliveries(&self, results: Vec<FinishedDelivery>) -> StoreResult<()>;
+    async fn list_deliveries(&self, query: DeliveryQuery) -> StoreResult<Vec<Delivery>>;
+    async fn delivery(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<(Delivery, Vec<DeliveryAttempt>, Vec<DeliveryItem>)>>;
+    /// Plans repeated notifications for alerts whose repeat time has come: still firing,
+    /// unacknowledged and not shelved; others leave the schedule. Returns how many
+    /// notifications were written.
+    async fn plan_repeats(
+        &self,
+        now: Timestamp,
+        planner: PlannerRef,
+        limit: usize,
+    ) -> StoreResult<usize>;
+    /// The earliest time a notification, delivery or repeat becomes due.
+    async fn next_outbox_due(&self) -> StoreResult<Option<Timestamp>>;
+
+    // ---- offboarding ----
+
+    /// Removes a user and everything of theirs (subscriptions, alerts and their history,
+    /// handler state, policies, contact points, deliveries, silences, tokens) and writes
+    /// an audit record; with `dry_run` only counts.
+    async fn offboard_user(
+        &self,
+        user_id: &str,
+        dry_run: bool,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<OffboardCounts>;
+    async fn list_audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>>;
 }

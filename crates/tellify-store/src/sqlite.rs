@@ -16,7 +16,14 @@ use tellify_engine::alerts::{apply_action, apply_output, Action, Alert, HistoryE
 use tellify_model::StoredEvent;
 use tokio::sync::{mpsc, oneshot};
 
+mod notify;
+
+pub use notify::REMOVED_USER;
+
 use crate::{
+    AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryItem, DeliveryJob,
+    DeliveryQuery, FinishedDelivery, NotifyDirectory, OffboardCounts, PlannerRef, PolicyRecord,
+    Silence,
     AlertChange, AlertQuery, Appended, ClearedFilter, CommitOutcome, EventQuery, Group,
     ProcessingCommit, ProcessingSnapshot, Store, StoreError, StoreResult, Subscription, Token,
     User, Viewer,
@@ -107,7 +114,7 @@ CREATE TABLE processing (
     cursor INTEGER NOT NULL
 );
 INSERT INTO processing (id, cursor) VALUES (1, 0);
-"#];
+"#, notify::MIGRATION];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -570,7 +577,7 @@ fn read_token(row: &rusqlite::Row) -> rusqlite::Result<Token> {
 }
 
 const SUBSCRIPTION_COLUMNS: &str =
-    "id, kind, title, params, owner_user, owner_group, enabled, latching, created, updated";
+    "id, kind, title, params, owner_user, owner_group, enabled, latching, created, updated, policy";
 
 fn read_subscription(row: &rusqlite::Row) -> rusqlite::Result<Subscription> {
     Ok(Subscription {
@@ -584,6 +591,7 @@ fn read_subscription(row: &rusqlite::Row) -> rusqlite::Result<Subscription> {
         latching: row.get(7)?,
         created: parse_time(row.get(8)?)?,
         updated: parse_time(row.get(9)?)?,
+        policy: row.get(10)?,
     })
 }
 
@@ -627,7 +635,12 @@ fn load_alert_by_key(
         .map_err(unavailable)
 }
 
-fn save_alert(connection: &Connection, alert: &Alert, history: &[HistoryEntry]) -> StoreResult<()> {
+/// Saves an alert and its new history; returns the history rows' ids.
+fn save_alert(
+    connection: &Connection,
+    alert: &Alert,
+    history: &[HistoryEntry],
+) -> StoreResult<Vec<i64>> {
     let body = serde_json::to_string(alert).map_err(unavailable)?;
     connection
         .prepare_cached(
@@ -656,6 +669,7 @@ fn save_alert(connection: &Connection, alert: &Alert, history: &[HistoryEntry]) 
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(unavailable)?;
+    let mut ids = Vec::with_capacity(history.len());
     for entry in history {
         insert
             .execute(params![
@@ -666,6 +680,32 @@ fn save_alert(connection: &Connection, alert: &Alert, history: &[HistoryEntry]) 
                 entry.detail.to_string()
             ])
             .map_err(unavailable)?;
+        ids.push(connection.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
+/// Writes the outbox rows an alert change calls for, in the change's transaction.
+fn plan_change(
+    tx: &Connection,
+    planner: &PlannerRef,
+    alert: &Alert,
+    history: &[HistoryEntry],
+    rows: &[i64],
+    now: Timestamp,
+) -> StoreResult<()> {
+    for (entry, row) in history.iter().zip(rows) {
+        if entry.actor != tellify_engine::alerts::ENGINE_ACTOR {
+            continue;
+        }
+        let Some(transition) = notify::notifiable_transition(&entry.action) else {
+            continue;
+        };
+        if transition == "resolved" {
+            notify::stop_repeats(tx, &alert.id)?;
+        }
+        let plan = planner.0.plan(alert, transition, *row, now);
+        notify::write_plan(tx, &plan, now)?;
     }
     Ok(())
 }
@@ -879,6 +919,9 @@ impl Store for SqliteStore {
                     params![group_id, user_id],
                 )
                 .map_err(unavailable)?;
+            if removed == 1 {
+                notify::leave_group(tx, &group_id, &user_id)?;
+            }
             Ok(removed == 1)
         })
         .await
@@ -976,7 +1019,7 @@ impl Store for SqliteStore {
     async fn insert_subscription(&self, subscription: Subscription) -> StoreResult<()> {
         self.write(move |tx| {
             tx.execute(
-                &format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                &format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
                 params![
                     subscription.id,
                     subscription.kind,
@@ -987,7 +1030,8 @@ impl Store for SqliteStore {
                     subscription.enabled,
                     subscription.latching,
                     time_text(subscription.created),
-                    time_text(subscription.updated)
+                    time_text(subscription.updated),
+                    subscription.policy
                 ],
             )
             .map_err(|e| conflict_or_unavailable(e, "subscription"))?;
@@ -1001,7 +1045,7 @@ impl Store for SqliteStore {
             let changed = tx
                 .execute(
                     "UPDATE subscriptions SET kind = ?2, title = ?3, params = ?4, enabled = ?5,
-                         latching = ?6, updated = ?7 WHERE id = ?1",
+                         latching = ?6, updated = ?7, policy = ?8 WHERE id = ?1",
                     params![
                         subscription.id,
                         subscription.kind,
@@ -1009,7 +1053,8 @@ impl Store for SqliteStore {
                         subscription.params.to_string(),
                         subscription.enabled,
                         subscription.latching,
-                        time_text(subscription.updated)
+                        time_text(subscription.updated),
+                        subscription.policy
                     ],
                 )
                 .map_err(unavailable)?;
@@ -1231,7 +1276,10 @@ impl Store for SqliteStore {
                 if let Some((alert, history)) =
                     apply_output(current, &item.output, &item.origin, item.at)
                 {
-                    save_alert(tx, &alert, &history)?;
+                    let rows = save_alert(tx, &alert, &history)?;
+                    if let Some(planner) = &commit.planner {
+                        plan_change(tx, planner, &alert, &history, &rows, item.at)?;
+                    }
                     changes.push(AlertChange { alert, history });
                 }
             }
@@ -1256,5 +1304,137 @@ impl Store for SqliteStore {
             Ok(CommitOutcome { changes, derived })
         })
         .await
+    }
+
+    async fn create_contact_point(&self, point: ContactPoint) -> StoreResult<()> {
+        self.write(move |tx| notify::create_contact_point(tx, &point))
+            .await
+    }
+
+    async fn list_contact_points(&self, user_id: &str) -> StoreResult<Vec<ContactPoint>> {
+        let user_id = user_id.to_string();
+        self.read(move |connection| notify::list_contact_points(connection, Some(&user_id)))
+            .await
+    }
+
+    async fn contact_point(&self, user_id: &str, name: &str) -> StoreResult<Option<ContactPoint>> {
+        let (user_id, name) = (user_id.to_string(), name.to_string());
+        self.read(move |connection| notify::contact_point(connection, &user_id, &name))
+            .await
+    }
+
+    async fn delete_contact_point(&self, user_id: &str, name: &str) -> StoreResult<bool> {
+        let (user_id, name) = (user_id.to_string(), name.to_string());
+        self.write(move |tx| notify::delete_contact_point(tx, &user_id, &name))
+            .await
+    }
+
+    async fn put_policy(&self, policy: PolicyRecord) -> StoreResult<bool> {
+        self.write(move |tx| notify::put_policy(tx, &policy)).await
+    }
+
+    async fn list_policies(&self, user_id: &str) -> StoreResult<Vec<PolicyRecord>> {
+        let user_id = user_id.to_string();
+        self.read(move |connection| notify::list_policies(connection, Some(&user_id)))
+            .await
+    }
+
+    async fn policy(&self, user_id: &str, name: &str) -> StoreResult<Option<PolicyRecord>> {
+        let (user_id, name) = (user_id.to_string(), name.to_string());
+        self.read(move |connection| notify::policy(connection, &user_id, &name))
+            .await
+    }
+
+    async fn delete_policy(&self, user_id: &str, name: &str) -> StoreResult<bool> {
+        let (user_id, name) = (user_id.to_string(), name.to_string());
+        self.write(move |tx| notify::delete_policy(tx, &user_id, &name))
+            .await
+    }
+
+    async fn create_silence(&self, silence: Silence) -> StoreResult<()> {
+        self.write(move |tx| notify::create_silence(tx, &silence))
+            .await
+    }
+
+    async fn list_silences(&self, user_id: &str) -> StoreResult<Vec<Silence>> {
+        let user_id = user_id.to_string();
+        self.read(move |connection| notify::list_silences(connection, Some(&user_id)))
+            .await
+    }
+
+    async fn delete_silence(&self, user_id: &str, id: &str) -> StoreResult<bool> {
+        let (user_id, id) = (user_id.to_string(), id.to_string());
+        self.write(move |tx| notify::delete_silence(tx, &user_id, &id))
+            .await
+    }
+
+    async fn notify_directory(&self) -> StoreResult<NotifyDirectory> {
+        self.read(notify::notify_directory).await
+    }
+
+    async fn take_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        self.write(move |tx| notify::take_deliveries(tx, now, lease_until, limit))
+            .await
+    }
+
+    async fn finish_deliveries(&self, results: Vec<FinishedDelivery>) -> StoreResult<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| notify::finish_deliveries(tx, &results))
+            .await
+    }
+
+    async fn list_deliveries(&self, query: DeliveryQuery) -> StoreResult<Vec<Delivery>> {
+        self.read(move |connection| notify::list_deliveries(connection, &query))
+            .await
+    }
+
+    async fn delivery(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<(Delivery, Vec<DeliveryAttempt>, Vec<DeliveryItem>)>> {
+        let id = id.to_string();
+        self.read(move |connection| notify::delivery(connection, &id))
+            .await
+    }
+
+    async fn plan_repeats(
+        &self,
+        now: Timestamp,
+        planner: PlannerRef,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        // Like processing commits, repeats can be planned again from the durable alerts.
+        self.write_with(Durability::Recomputable, move |tx| {
+            notify::plan_repeats(tx, now, &planner, limit)
+        })
+        .await
+    }
+
+    async fn next_outbox_due(&self) -> StoreResult<Option<Timestamp>> {
+        self.read(notify::next_outbox_due).await
+    }
+
+    async fn offboard_user(
+        &self,
+        user_id: &str,
+        dry_run: bool,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<OffboardCounts> {
+        let (user_id, actor) = (user_id.to_string(), actor.to_string());
+        self.write(move |tx| notify::offboard_user(tx, &user_id, dry_run, &actor, now))
+            .await
+    }
+
+    async fn list_audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        self.read(move |connection| notify::list_audit(connection, limit))
+            .await
     }
 }

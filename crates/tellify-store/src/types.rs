@@ -64,6 +64,9 @@ pub struct Subscription {
     pub owner_group: Option<String>,
     pub enabled: bool,
     pub latching: bool,
+    /// The owner's policy that notifies about its alerts (`default` when `None`).
+    #[serde(default)]
+    pub policy: Option<String>,
     pub created: Timestamp,
     pub updated: Timestamp,
 }
@@ -147,6 +150,8 @@ pub struct ProcessingCommit {
     pub states: Vec<(String, serde_json::Value)>,
     pub outputs: Vec<OutputToApply>,
     pub derived: Vec<StoredEvent>,
+    /// Who hears about the alert changes; without one, nothing is notified.
+    pub planner: Option<crate::PlannerRef>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, Services};
 use crate::auth::{hash_token, new_token, Authenticator};
+use crate::channels::Channels;
+use crate::notify::Notifier;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::stream::Bus;
@@ -29,6 +31,7 @@ pub struct RunningApp {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     worker: JoinHandle<()>,
+    notifier: JoinHandle<()>,
 }
 
 impl RunningApp {
@@ -37,6 +40,7 @@ impl RunningApp {
         let _ = self.shutdown.send(true);
         self.server.await.context("server task panicked")??;
         self.worker.await.context("worker task panicked")?;
+        self.notifier.await.context("notifier task panicked")?;
         Ok(())
     }
 
@@ -45,6 +49,7 @@ impl RunningApp {
         let RunningApp {
             server,
             worker,
+            notifier,
             shutdown,
             ..
         } = self;
@@ -55,8 +60,14 @@ impl RunningApp {
                 anyhow::bail!("http server stopped")
             }
             result = worker => {
+                let _ = shutdown.send(true);
                 result.context("worker task panicked")?;
                 Ok(())
+            }
+            result = notifier => {
+                let _ = shutdown.send(true);
+                result.context("notifier task panicked")?;
+                anyhow::bail!("notifier stopped")
             }
         }
     }
@@ -96,6 +107,22 @@ pub async fn start_with_store(
     )
     .await
     .context("cannot start the worker")?;
+    let http_timeout = std::time::Duration::from_secs(settings.notify.http_timeout_secs.max(1));
+    let channels = Arc::new(
+        Channels::new(&settings.smtp, &settings.sms, http_timeout)
+            .context("cannot set up the notification channels")?,
+    );
+    let (notifier, notifier_handle) = Notifier::start(
+        store.clone(),
+        channels.clone(),
+        registry.clone(),
+        clock.clone(),
+        settings.notify.clone(),
+        settings.public_url.clone(),
+    )
+    .await
+    .context("cannot start the notifier")?;
+    let worker = worker.with_notifier(notifier_handle.clone());
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -109,9 +136,12 @@ pub async fn start_with_store(
         worker: worker_handle,
         auth: Authenticator::default(),
         metrics: telemetry::metrics_handle(),
+        notifier: notifier_handle,
+        channels,
     });
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let worker = tokio::spawn(worker.run(shutdown_receiver.clone()));
+    let notifier = tokio::spawn(notifier.run(shutdown_receiver.clone()));
     let router = api::router(state.clone());
     let mut server_shutdown = shutdown_receiver;
     let server = tokio::spawn(async move {
@@ -135,6 +165,7 @@ pub async fn start_with_store(
         shutdown,
         server,
         worker,
+        notifier,
     })
 }
 

@@ -10,6 +10,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use tellify_model::Limits;
 
+use crate::channels::{SmsSettings, SmtpSettings};
+use crate::notify::NotifySettings;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -22,6 +25,9 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub limits: Limits,
     pub engine: EngineSettings,
+    pub notify: NotifySettings,
+    pub smtp: SmtpSettings,
+    pub sms: SmsSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +60,9 @@ impl Default for Settings {
             ingest: IngestSettings::default(),
             limits: Limits::default(),
             engine: EngineSettings::default(),
+            notify: NotifySettings::default(),
+            smtp: SmtpSettings::default(),
+            sms: SmsSettings::default(),
         }
     }
 }
@@ -116,10 +125,16 @@ mod tests {
                 "listen = \"127.0.0.1:9999\"\n[ingest]\nmax_batch_events = 5\n",
             )?;
             jail.set_env("TELLIFY_LIMITS__MAX_FIELDS", "7");
+            jail.set_env("TELLIFY_SMTP__HOST", "mail.example.com");
+            jail.set_env("TELLIFY_SMTP__SECURITY", "tls");
+            jail.set_env("TELLIFY_SMS__ACCOUNT", "AC123");
             let settings = Settings::load(None).map_err(|e| e.to_string())?;
             assert_eq!(settings.listen.port(), 9999);
             assert_eq!(settings.ingest.max_batch_events, 5);
             assert_eq!(settings.limits.max_fields, 7);
+            assert_eq!(settings.smtp.host.as_deref(), Some("mail.example.com"));
+            assert_eq!(settings.smtp.security, crate::channels::SmtpSecurity::Tls);
+            assert_eq!(settings.sms.account.as_deref(), Some("AC123"));
             jail.create_file("bad.toml", "[ingest]\nmax_batch = 5\n")?;
             let error = Settings::load(Some(Path::new("bad.toml")))
                 .unwrap_err()

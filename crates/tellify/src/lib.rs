@@ -7,10 +7,12 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod channels;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod ingest;
+pub mod notify;
 pub mod stream;
 pub mod telemetry;
 pub mod worker;

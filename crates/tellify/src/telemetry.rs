@@ -12,6 +12,10 @@ pub const DERIVED_DROPPED: &str = "tellify_derived_events_dropped_total";
 pub const ALERT_TRANSITIONS: &str = "tellify_alert_transitions_total";
 pub const PROCESSING_LAG: &str = "tellify_processing_lag_events";
 pub const SUBSCRIPTIONS_ACTIVE: &str = "tellify_subscriptions_active";
+/// Delivery attempts by channel and result (`sent`, `retry`, `failed`).
+pub const DELIVERIES: &str = "tellify_deliveries_total";
+/// Time one delivery attempt took, by channel.
+pub const DELIVERY_SECONDS: &str = "tellify_delivery_seconds";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -17,6 +17,7 @@ use tellify_store::{OutputToApply, ProcessingCommit, Store, StoreResult, Subscri
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::clock::Clock;
+use crate::notify::NotifierHandle;
 use crate::stream::{AlertNotice, Bus, StreamItem};
 use crate::telemetry;
 
@@ -91,6 +92,8 @@ pub struct Worker {
     pending: VecDeque<Arc<StoredEvent>>,
     /// Subscriptions whose handler was rebuilt and whose state must be saved afresh.
     fresh: HashSet<String>,
+    /// Plans notifications inside each commit, when notifications are on.
+    notifier: Option<NotifierHandle>,
 }
 
 /// Most fed events held in memory; beyond it the worker reads the log instead.
@@ -127,6 +130,7 @@ impl Worker {
             feed: store.follow_appends(),
             pending: VecDeque::new(),
             fresh: HashSet::new(),
+            notifier: None,
         };
         worker.load(snapshot).await?;
         let head = store.last_seq().await?;
@@ -137,6 +141,12 @@ impl Worker {
             head: Arc::new(std::sync::atomic::AtomicI64::new(head)),
         };
         Ok((worker, handle))
+    }
+
+    /// Lets every commit write the outbox rows its alert changes call for.
+    pub fn with_notifier(mut self, notifier: NotifierHandle) -> Worker {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Installs every subscription with its state as of `snapshot`.
@@ -266,6 +276,7 @@ impl Worker {
         let now = self.clock.now();
         let mut commit = ProcessingCommit {
             cursor: self.cursor,
+            planner: self.notifier.as_ref().map(NotifierHandle::planner),
             ..Default::default()
         };
         let mut dirty: HashSet<String> = std::mem::take(&mut self.fresh);
@@ -290,6 +301,11 @@ impl Worker {
         let processed = (cursor - self.cursor).max(0);
         self.cursor = cursor;
         metrics::counter!(telemetry::EVENTS_PROCESSED).increment(processed as u64);
+        if !outcome.changes.is_empty() {
+            if let Some(notifier) = &self.notifier {
+                notifier.wake();
+            }
+        }
         for change in outcome.changes {
             for entry in &change.history {
                 metrics::counter!(telemetry::ALERT_TRANSITIONS, "action" => entry.action.clone())

@@ -5,6 +5,7 @@ mod alerts;
 pub mod error;
 mod events;
 mod meta;
+mod notify;
 mod people;
 mod stream;
 mod subscriptions;
@@ -23,6 +24,8 @@ use tellify_store::Store;
 pub use error::{ApiError, ApiResult};
 
 use crate::auth::{Authenticator, Principal, Scope};
+use crate::channels::Channels;
+use crate::notify::NotifierHandle;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::stream::Bus;
@@ -38,6 +41,8 @@ pub struct Services {
     pub worker: WorkerHandle,
     pub auth: Authenticator,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub notifier: NotifierHandle,
+    pub channels: Arc<Channels>,
 }
 
 pub type AppState = Arc<Services>;
@@ -68,7 +73,40 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts/{id}/clear", post(alerts::clear))
         .route("/users", post(people::create_user).get(people::list_users))
         .route("/users/me", get(people::me))
-        .route("/users/{name}", get(people::get_user))
+        .route(
+            "/users/{name}",
+            get(people::get_user).delete(people::offboard_user),
+        )
+        .route("/audit", get(people::list_audit))
+        .route(
+            "/contact-points",
+            post(notify::create_contact_point).get(notify::list_contact_points),
+        )
+        .route(
+            "/contact-points/{name}",
+            get(notify::get_contact_point).delete(notify::delete_contact_point),
+        )
+        .route(
+            "/contact-points/{name}/test",
+            post(notify::test_contact_point),
+        )
+        .route("/policies", get(notify::list_policies))
+        .route(
+            "/policies/{name}",
+            get(notify::get_policy)
+                .put(notify::put_policy)
+                .delete(notify::delete_policy),
+        )
+        .route(
+            "/silences",
+            post(notify::create_silence).get(notify::list_silences),
+        )
+        .route(
+            "/silences/{id}",
+            axum::routing::delete(notify::delete_silence),
+        )
+        .route("/deliveries", get(notify::list_deliveries))
+        .route("/deliveries/{id}", get(notify::get_delivery))
         .route(
             "/groups",
             post(people::create_group).get(people::list_groups),

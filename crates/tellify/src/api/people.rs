@@ -71,6 +71,7 @@ pub async fn create_user(
         created: state.clock.now(),
     };
     state.store.create_user(user.clone()).await?;
+    state.notifier.directory_changed().await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -108,6 +109,90 @@ pub async fn get_user(
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Json(user))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OffboardParams {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+pub struct OffboardReport {
+    user: String,
+    dry_run: bool,
+    /// What went (or, in a dry run, would go), by kind.
+    removed: tellify_store::OffboardCounts,
+}
+
+/// Offboards a user: everything of theirs goes in one transaction, with an audit record.
+/// When this returns, nothing more is sent to them: sends already under way have ended.
+pub async fn offboard_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    super::QueryParams(params): super::QueryParams<OffboardParams>,
+) -> ApiResult<Json<OffboardReport>> {
+    let principal = auth.require(Scope::Admin)?;
+    let user = state
+        .store
+        .user_by_name(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    if user.id == principal.user.id {
+        return Err(ApiError::conflict(
+            "you cannot offboard yourself; ask another admin",
+        ));
+    }
+    let subscriptions: Vec<String> = state
+        .store
+        .list_subscriptions(None)
+        .await?
+        .into_iter()
+        .filter(|s| s.owner_user == user.id)
+        .map(|s| s.id)
+        .collect();
+    let removed = state
+        .store
+        .offboard_user(
+            &user.id,
+            params.dry_run,
+            &principal.user.name,
+            state.clock.now(),
+        )
+        .await?;
+    if !params.dry_run {
+        state.auth.invalidate();
+        for id in &subscriptions {
+            state.worker.subscription_changed(id);
+        }
+        state.notifier.directory_changed().await?;
+        state.notifier.quiesce_user(&user.id).await;
+        tracing::info!(user = %user.name, actor = %principal.user.name, "user offboarded");
+    }
+    Ok(Json(OffboardReport {
+        user: user.name,
+        dry_run: params.dry_run,
+        removed,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    limit: Option<usize>,
+}
+
+pub async fn list_audit(
+    State(state): State<AppState>,
+    auth: Auth,
+    super::QueryParams(params): super::QueryParams<AuditParams>,
+) -> ApiResult<Json<Page<tellify_store::AuditRecord>>> {
+    auth.require(Scope::Admin)?;
+    let limit = super::clamp_limit(params.limit, 100, 1000);
+    let items = state.store.list_audit(limit).await?;
+    Ok(Json(Page { items, next: None }))
 }
 
 #[derive(Deserialize)]
@@ -155,6 +240,7 @@ pub async fn create_group(
         state.store.add_member(&created.id, &user_id).await?;
     }
     state.auth.invalidate();
+    state.notifier.directory_changed().await?;
     let created = state
         .store
         .group_by_name(&request.name)
@@ -221,6 +307,7 @@ pub async fn add_member(
         })?;
     state.store.add_member(&group.id, &user.id).await?;
     state.auth.invalidate();
+    state.notifier.directory_changed().await?;
     let group = state
         .store
         .group_by_name(&name)
@@ -245,10 +332,22 @@ pub async fn remove_member(
         .user_by_name(&user)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
+    let leaving: Vec<String> = state
+        .store
+        .list_subscriptions(None)
+        .await?
+        .into_iter()
+        .filter(|s| s.owner_user == user.id && s.owner_group.as_deref() == Some(&group.id))
+        .map(|s| s.id)
+        .collect();
     if !state.store.remove_member(&group.id, &user.id).await? {
         return Err(ApiError::not_found("membership"));
     }
     state.auth.invalidate();
+    for id in &leaving {
+        state.worker.subscription_changed(id);
+    }
+    state.notifier.directory_changed().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -26,6 +26,8 @@ pub struct CreateRequest {
     latching: bool,
     #[serde(default = "yes")]
     enabled: bool,
+    /// The owner's policy to notify with; `default` when absent.
+    policy: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -35,6 +37,8 @@ pub struct UpdateRequest {
     params: Option<Value>,
     latching: Option<bool>,
     enabled: Option<bool>,
+    /// A policy name, or "" to go back to `default`.
+    policy: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -56,6 +60,7 @@ pub struct SubscriptionView {
     group: Option<String>,
     enabled: bool,
     latching: bool,
+    policy: Option<String>,
     created: jiff::Timestamp,
     updated: jiff::Timestamp,
 }
@@ -93,6 +98,7 @@ fn render(
         group,
         enabled: subscription.enabled,
         latching: subscription.latching,
+        policy: subscription.policy,
         created: subscription.created,
         updated: subscription.updated,
     }
@@ -105,6 +111,19 @@ fn check_title(title: &str, errors: &mut Vec<ParamError>) {
         errors.push(ParamError::new(
             "title",
             format!("must be at most {MAX_TITLE} characters"),
+        ));
+    }
+}
+
+/// Names of policies and contact points: short, plain, usable in a URL path.
+pub(super) fn check_policy_name(name: &str, path: &str, errors: &mut Vec<ParamError>) {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if name.is_empty() || name.len() > 64 || !plain {
+        errors.push(ParamError::new(
+            path,
+            format!("`{name}` is not a valid name (1-64 letters, digits, `-`, `_` or `.`)"),
         ));
     }
 }
@@ -126,6 +145,9 @@ pub async fn create(
     let principal = auth.require(Scope::User)?;
     let mut errors = Vec::new();
     check_title(&request.title, &mut errors);
+    if let Some(policy) = &request.policy {
+        check_policy_name(policy, "policy", &mut errors);
+    }
     if let Err(found) = state.registry.build(&request.kind, &request.params) {
         errors.extend(found);
     }
@@ -154,6 +176,7 @@ pub async fn create(
         owner_group,
         enabled: request.enabled,
         latching: request.latching,
+        policy: request.policy.clone(),
         created: now,
         updated: now,
     };
@@ -162,6 +185,9 @@ pub async fn create(
         .insert_subscription(subscription.clone())
         .await?;
     state.worker.subscription_changed(&subscription.id);
+    if subscription.policy.is_some() {
+        state.notifier.directory_changed().await?;
+    }
     Ok((StatusCode::CREATED, Json(view(&state, subscription).await?)))
 }
 
@@ -225,6 +251,14 @@ pub async fn update(
         }
         subscription.params = params;
     }
+    if let Some(policy) = &request.policy {
+        if policy.is_empty() {
+            subscription.policy = None;
+        } else {
+            check_policy_name(policy, "policy", &mut errors);
+            subscription.policy = Some(policy.clone());
+        }
+    }
     if !errors.is_empty() {
         return Err(ApiError::params(&errors));
     }
@@ -247,6 +281,7 @@ async fn save(
         .update_subscription(subscription.clone())
         .await?;
     state.worker.subscription_changed(&subscription.id);
+    state.notifier.directory_changed().await?;
     Ok(Json(view(state, subscription).await?))
 }
 

@@ -1,0 +1,1064 @@
+//! The notification side of the SQLite store: contact points, policies, silences, the
+//! outbox (notifications → deliveries → attempts), repeats, offboarding and the audit log.
+//!
+//! Everything here runs inside a transaction handed in by the store: on the writer thread
+//! for writes, on a pooled read connection for reads.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension};
+use tellify_engine::alerts::{Alert, AlertState};
+
+use super::{
+    conflict_or_unavailable, parse_time, read_json, read_user, time_text, unavailable, USER_COLUMNS,
+};
+use crate::{
+    AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryItem, DeliveryJob,
+    DeliveryOutcome, DeliveryQuery, DeliveryStatus, FinishedDelivery, NotifyDirectory,
+    OffboardCounts, Plan, PlannerRef, PolicyRecord, Silence, StoreError, StoreResult,
+};
+
+pub(super) const MIGRATION: &str = r#"
+ALTER TABLE subscriptions ADD COLUMN policy TEXT;
+CREATE TABLE contact_points (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    address TEXT NOT NULL,
+    secret TEXT,
+    created TEXT NOT NULL,
+    UNIQUE (user_id, name)
+);
+CREATE TABLE policies (
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    rules TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (user_id, name)
+);
+CREATE TABLE silences (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    filter TEXT NOT NULL,
+    starts TEXT NOT NULL,
+    ends TEXT NOT NULL,
+    comment TEXT,
+    created TEXT NOT NULL
+);
+CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    contact_point_id TEXT NOT NULL,
+    contact_point TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error TEXT,
+    receipt TEXT,
+    items INTEGER NOT NULL,
+    subject TEXT,
+    created TEXT NOT NULL,
+    sent_at TEXT
+);
+CREATE INDEX deliveries_due ON deliveries(next_attempt_ms) WHERE status IN ('pending', 'sending');
+CREATE INDEX deliveries_user ON deliveries(user_id, id);
+CREATE TABLE notifications (
+    id INTEGER PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    contact_point_id TEXT NOT NULL,
+    alert_id TEXT NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+    owner_group TEXT,
+    transition TEXT NOT NULL,
+    due_ms INTEGER NOT NULL,
+    delivery_id TEXT,
+    alert TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX notifications_due ON notifications(due_ms) WHERE delivery_id IS NULL;
+CREATE INDEX notifications_delivery ON notifications(delivery_id);
+CREATE INDEX notifications_user ON notifications(user_id);
+CREATE INDEX notifications_alert ON notifications(alert_id);
+CREATE TABLE delivery_attempts (
+    id INTEGER PRIMARY KEY,
+    delivery_id TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    at TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id);
+CREATE TABLE repeats (
+    alert_id TEXT NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    next_ms INTEGER NOT NULL,
+    every_ms INTEGER NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (alert_id, user_id)
+);
+CREATE INDEX repeats_due ON repeats(next_ms);
+CREATE TABLE audit (
+    id TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"#;
+
+/// Most notifications ganged in one call; the rest wait for the next round.
+const MAX_GANG: usize = 50_000;
+
+/// What a user removed from tellify leaves behind where others' records named them.
+pub const REMOVED_USER: &str = "removed-user";
+
+fn millis(time: Timestamp) -> i64 {
+    time.as_millisecond()
+}
+
+fn from_millis(ms: i64) -> rusqlite::Result<Timestamp> {
+    Timestamp::from_millisecond(ms).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, Box::new(error))
+    })
+}
+
+// ---- contact points, policies, silences ----
+
+const CONTACT_COLUMNS: &str = "id, user_id, name, kind, address, secret, created";
+
+fn read_contact(row: &rusqlite::Row) -> rusqlite::Result<ContactPoint> {
+    Ok(ContactPoint {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        name: row.get(2)?,
+        kind: row.get(3)?,
+        address: row.get(4)?,
+        secret: row.get(5)?,
+        created: parse_time(row.get(6)?)?,
+    })
+}
+
+pub(super) fn create_contact_point(tx: &Connection, point: &ContactPoint) -> StoreResult<()> {
+    tx.execute(
+        &format!("INSERT INTO contact_points ({CONTACT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        params![
+            point.id,
+            point.user_id,
+            point.name,
+            point.kind,
+            point.address,
+            point.secret,
+            time_text(point.created)
+        ],
+    )
+    .map_err(|error| conflict_or_unavailable(error, "contact point"))?;
+    Ok(())
+}
+
+pub(super) fn list_contact_points(
+    connection: &Connection,
+    user_id: Option<&str>,
+) -> StoreResult<Vec<ContactPoint>> {
+    let mut statement = connection
+        .prepare_cached(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM contact_points WHERE ?1 IS NULL OR user_id = ?1
+             ORDER BY user_id, name"
+        ))
+        .map_err(unavailable)?;
+    let rows = statement
+        .query_map([user_id], read_contact)
+        .map_err(unavailable)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+}
+
+pub(super) fn contact_point(
+    connection: &Connection,
+    user_id: &str,
+    name: &str,
+) -> StoreResult<Option<ContactPoint>> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM contact_points WHERE user_id = ?1 AND name = ?2"
+        ))
+        .map_err(unavailable)?
+        .query_row(params![user_id, name], read_contact)
+        .optional()
+        .map_err(unavailable)
+}
+
+pub(super) fn delete_contact_point(tx: &Connection, user_id: &str, name: &str) -> StoreResult<bool> {
+    let Some(point) = contact_point(tx, user_id, name)? else {
+        return Ok(false);
+    };
+    // Nothing more goes to an address the user took away.
+    tx.execute(
+        "DELETE FROM notifications WHERE contact_point_id = ?1 AND (delivery_id IS NULL
+             OR delivery_id IN (SELECT id FROM deliveries WHERE status IN ('pending', 'sending')))",
+        [&point.id],
+    )
+    .map_err(unavailable)?;
+    tx.execute(
+        "DELETE FROM deliveries WHERE contact_point_id = ?1 AND status IN ('pending', 'sending')",
+        [&point.id],
+    )
+    .map_err(unavailable)?;
+    tx.execute("DELETE FROM contact_points WHERE id = ?1", [&point.id])
+        .map_err(unavailable)?;
+    Ok(true)
+}
+
+fn read_policy(row: &rusqlite::Row) -> rusqlite::Result<PolicyRecord> {
+    Ok(PolicyRecord {
+        user_id: row.get(0)?,
+        name: row.get(1)?,
+        rules: read_json(row.get(2)?)?,
+        updated: parse_time(row.get(3)?)?,
+    })
+}
+
+pub(super) fn put_policy(tx: &Connection, policy: &PolicyRecord) -> StoreResult<bool> {
+    let existed = tx
+        .prepare_cached("SELECT 1 FROM policies WHERE user_id = ?1 AND name = ?2")
+        .map_err(unavailable)?
+        .exists(params![policy.user_id, policy.name])
+        .map_err(unavailable)?;
+    tx.execute(
+        "INSERT INTO policies (user_id, name, rules, updated) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (user_id, name) DO UPDATE SET rules = excluded.rules, updated = excluded.updated",
+        params![
+            policy.user_id,
+            policy.name,
+            policy.rules.to_string(),
+            time_text(policy.updated)
+        ],
+    )
+    .map_err(unavailable)?;
+    Ok(!existed)
+}
+
+pub(super) fn list_policies(
+    connection: &Connection,
+    user_id: Option<&str>,
+) -> StoreResult<Vec<PolicyRecord>> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT user_id, name, rules, updated FROM policies WHERE ?1 IS NULL OR user_id = ?1
+             ORDER BY user_id, name",
+        )
+        .map_err(unavailable)?;
+    let rows = statement
+        .query_map([user_id], read_policy)
+        .map_err(unavailable)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+}
+
+pub(super) fn policy(
+    connection: &Connection,
+    user_id: &str,
+    name: &str,
+) -> StoreResult<Option<PolicyRecord>> {
+    connection
+        .prepare_cached(
+            "SELECT user_id, name, rules, updated FROM policies WHERE user_id = ?1 AND name = ?2",
+        )
+        .map_err(unavailable)?
+        .query_row(params![user_id, name], read_policy)
+        .optional()
+        .map_err(unavailable)
+}
+
+pub(super) fn delete_policy(tx: &Connection, user_id: &str, name: &str) -> StoreResult<bool> {
+    let removed = tx
+        .execute(
+            "DELETE FROM policies WHERE user_id = ?1 AND name = ?2",
+            params![user_id, name],
+        )
+        .map_err(unavailable)?;
+    Ok(removed == 1)
+}
+
+const SILENCE_COLUMNS: &str = "id, user_id, filter, starts, ends, comment, created";
+
+fn read_silence(row: &rusqlite::Row) -> rusqlite::Result<Silence> {
+    Ok(Silence {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        filter: row.get(2)?,
+        starts: parse_time(row.get(3)?)?,
+        ends: parse_time(row.get(4)?)?,
+        comment: row.get(5)?,
+        created: parse_time(row.get(6)?)?,
+    })
+}
+
+pub(super) fn create_silence(tx: &Connection, silence: &Silence) -> StoreResult<()> {
+    tx.execute(
+        &format!("INSERT INTO silences ({SILENCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        params![
+            silence.id,
+            silence.user_id,
+            silence.filter,
+            time_text(silence.starts),
+            time_text(silence.ends),
+            silence.comment,
+            time_text(silence.created)
+        ],
+    )
+    .map_err(|error| conflict_or_unavailable(error, "silence"))?;
+    Ok(())
+}
+
+pub(super) fn list_silences(
+    connection: &Connection,
+    user_id: Option<&str>,
+) -> StoreResult<Vec<Silence>> {
+    let mut statement = connection
+        .prepare_cached(&format!(
+            "SELECT {SILENCE_COLUMNS} FROM silences WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id"
+        ))
+        .map_err(unavailable)?;
+    let rows = statement
+        .query_map([user_id], read_silence)
+        .map_err(unavailable)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+}
+
+pub(super) fn delete_silence(tx: &Connection, user_id: &str, id: &str) -> StoreResult<bool> {
+    let removed = tx
+        .execute(
+            "DELETE FROM silences WHERE id = ?1 AND user_id = ?2",
+            params![id, user_id],
+        )
+        .map_err(unavailable)?;
+    Ok(removed == 1)
+}
+
+pub(super) fn notify_directory(connection: &Connection) -> StoreResult<NotifyDirectory> {
+    let mut users = Vec::new();
+    {
+        let mut statement = connection
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))
+            .map_err(unavailable)?;
+        for row in statement.query_map([], read_user).map_err(unavailable)? {
+            users.push(row.map_err(unavailable)?);
+        }
+    }
+    let mut members: HashMap<String, Vec<String>> = HashMap::new();
+    {
+        let mut statement = connection
+            .prepare_cached("SELECT group_id, user_id FROM group_members ORDER BY group_id, user_id")
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .map_err(unavailable)?;
+        for row in rows {
+            let (group, user) = row.map_err(unavailable)?;
+            members.entry(group).or_default().push(user);
+        }
+    }
+    let mut subscription_policies = Vec::new();
+    {
+        let mut statement = connection
+            .prepare_cached("SELECT id, policy FROM subscriptions WHERE policy IS NOT NULL")
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .map_err(unavailable)?;
+        for row in rows {
+            subscription_policies.push(row.map_err(unavailable)?);
+        }
+    }
+    let mut groups: Vec<(String, Vec<String>)> = members.into_iter().collect();
+    groups.sort();
+    Ok(NotifyDirectory {
+        users,
+        groups,
+        contact_points: list_contact_points(connection, None)?,
+        policies: list_policies(connection, None)?,
+        silences: list_silences(connection, None)?,
+        subscription_policies,
+    })
+}
+
+// ---- planning: outbox rows in the processing transaction ----
+
+/// The transitions of an alert change that can notify, from its history actions.
+pub(super) fn notifiable_transition(action: &str) -> Option<&'static str> {
+    match action {
+        "fired" => Some("fired"),
+        "severity_raised" | "severity_lowered" => Some("escalated"),
+        "resolved" => Some("resolved"),
+        _ => None,
+    }
+}
+
+/// Writes a plan's notifications (once per idempotency key) and repeat schedules.
+pub(super) fn write_plan(tx: &Connection, plan: &Plan, now: Timestamp) -> StoreResult<usize> {
+    let mut written = 0;
+    let mut insert = tx
+        .prepare_cached(
+            // The planner answers from memory; a contact point (or its user) removed
+            // since is skipped here rather than failing the whole commit.
+            "INSERT INTO notifications (idempotency_key, user_id, contact_point_id, alert_id,
+                 owner_group, transition, due_ms, alert, created)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+             WHERE EXISTS (SELECT 1 FROM contact_points WHERE id = ?3 AND user_id = ?2)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .map_err(unavailable)?;
+    for notification in &plan.notifications {
+        let alert = serde_json::to_string(&notification.alert).map_err(unavailable)?;
+        written += insert
+            .execute(params![
+                notification.idempotency_key,
+                notification.user_id,
+                notification.contact_point_id,
+                notification.alert_id,
+                notification.alert.owner_group,
+                notification.transition,
+                millis(notification.due_at),
+                alert,
+                time_text(now)
+            ])
+            .map_err(unavailable)?;
+    }
+    let mut repeat = tx
+        .prepare_cached(
+            "INSERT INTO repeats (alert_id, user_id, next_ms, every_ms)
+             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2)
+             ON CONFLICT (alert_id, user_id) DO UPDATE SET next_ms = excluded.next_ms,
+                 every_ms = excluded.every_ms",
+        )
+        .map_err(unavailable)?;
+    for schedule in &plan.repeats {
+        repeat
+            .execute(params![
+                schedule.alert_id,
+                schedule.user_id,
+                millis(schedule.next_at),
+                schedule.every_ms
+            ])
+            .map_err(unavailable)?;
+    }
+    Ok(written)
+}
+
+/// A resolved alert repeats no more.
+pub(super) fn stop_repeats(tx: &Connection, alert_id: &str) -> StoreResult<()> {
+    tx.prepare_cached("DELETE FROM repeats WHERE alert_id = ?1")
+        .map_err(unavailable)?
+        .execute([alert_id])
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+fn load_alert(connection: &Connection, id: &str) -> StoreResult<Option<Alert>> {
+    connection
+        .prepare_cached("SELECT body FROM alerts WHERE id = ?1")
+        .map_err(unavailable)?
+        .query_row([id], |row| read_json(row.get(0)?))
+        .optional()
+        .map_err(unavailable)
+}
+
+/// Whether an alert should still make noise about `transition` at `now`: a person who
+/// acknowledged or shelved it since has said they know.
+fn still_notifiable(alert: &Alert, transition: &str, now: Timestamp) -> bool {
+    if transition == "resolved" {
+        return !alert.cleared;
+    }
+    !(alert.cleared || alert.is_acked(now) || alert.is_shelved(now))
+}
+
+pub(super) fn plan_repeats(
+    tx: &Connection,
+    now: Timestamp,
+    planner: &PlannerRef,
+    limit: usize,
+) -> StoreResult<usize> {
+    let due: Vec<(String, String, i64, i64)> = {
+        let mut statement = tx
+            .prepare_cached(
+                "SELECT alert_id, user_id, every_ms, count FROM repeats WHERE next_ms <= ?1
+                 ORDER BY next_ms LIMIT ?2",
+            )
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map(params![millis(now), limit as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .map_err(unavailable)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
+    };
+    let mut written = 0;
+    for (alert_id, user_id, every_ms, count) in due {
+        let alert = load_alert(tx, &alert_id)?;
+        let Some(alert) = alert.filter(|alert| {
+            alert.state == AlertState::Firing && still_notifiable(alert, "repeat", now)
+        }) else {
+            tx.execute(
+                "DELETE FROM repeats WHERE alert_id = ?1 AND user_id = ?2",
+                params![alert_id, user_id],
+            )
+            .map_err(unavailable)?;
+            continue;
+        };
+        let mut plan = planner.0.plan(&alert, "repeat", count + 1, now);
+        plan.notifications.retain(|n| n.user_id == user_id);
+        plan.repeats.retain(|r| r.user_id == user_id);
+        let next_ms = plan
+            .repeats
+            .first()
+            .map(|schedule| millis(schedule.next_at))
+            .unwrap_or(millis(now) + every_ms.max(1000));
+        plan.repeats.clear();
+        written += write_plan(tx, &plan, now)?;
+        tx.execute(
+            "UPDATE repeats SET next_ms = ?3, count = count + 1 WHERE alert_id = ?1 AND user_id = ?2",
+            params![alert_id, user_id, next_ms],
+        )
+        .map_err(unavailable)?;
+    }
+    Ok(written)
+}
+
+// ---- the outbox: gang, lease, finish ----
+
+/// Turns due notifications into deliveries: one per (user, contact point) and due round.
+/// Runs in one transaction on the single writer, so a notification joins one delivery
+/// only, and a digest bucket becomes one message.
+fn gang(tx: &Connection, now: Timestamp) -> StoreResult<()> {
+    type Due = (i64, String, String, String, String);
+    let due: Vec<Due> = {
+        let mut statement = tx
+            .prepare_cached(
+                "SELECT id, user_id, contact_point_id, alert_id, transition FROM notifications
+                 WHERE delivery_id IS NULL AND due_ms <= ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map(params![millis(now), MAX_GANG as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+            })
+            .map_err(unavailable)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
+    };
+    if due.is_empty() {
+        return Ok(());
+    }
+    let mut alerts: HashMap<String, Option<Alert>> = HashMap::new();
+    let mut groups: Vec<((String, String), Vec<i64>)> = Vec::new();
+    let mut group_index: HashMap<(String, String), usize> = HashMap::new();
+    let mut dropped: Vec<i64> = Vec::new();
+    for (id, user_id, contact_point_id, alert_id, transition) in due {
+        if !alerts.contains_key(&alert_id) {
+            let alert = load_alert(tx, &alert_id)?;
+            alerts.insert(alert_id.clone(), alert);
+        }
+        let keep = alerts
+            .get(&alert_id)
+            .and_then(|alert| alert.as_ref())
+            .is_some_and(|alert| still_notifiable(alert, &transition, now));
+        if !keep {
+            dropped.push(id);
+            continue;
+        }
+        let key = (user_id, contact_point_id);
+        let index = *group_index.entry(key.clone()).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[index].1.push(id);
+    }
+    for id in dropped {
+        tx.prepare_cached("DELETE FROM notifications WHERE id = ?1")
+            .map_err(unavailable)?
+            .execute([id])
+            .map_err(unavailable)?;
+    }
+    for ((user_id, contact_point_id), ids) in groups {
+        let point: Option<(String, String)> = tx
+            .prepare_cached("SELECT name, kind FROM contact_points WHERE id = ?1")
+            .map_err(unavailable)?
+            .query_row([&contact_point_id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
+            .map_err(unavailable)?;
+        let Some((name, kind)) = point else {
+            for id in ids {
+                tx.prepare_cached("DELETE FROM notifications WHERE id = ?1")
+                    .map_err(unavailable)?
+                    .execute([id])
+                    .map_err(unavailable)?;
+            }
+            continue;
+        };
+        let delivery_id = tellify_model::new_id();
+        tx.prepare_cached(
+            "INSERT INTO deliveries (id, user_id, contact_point_id, contact_point, kind, status,
+                 attempts, next_attempt_ms, items, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7, ?8)",
+        )
+        .map_err(unavailable)?
+        .execute(params![
+            delivery_id,
+            user_id,
+            contact_point_id,
+            name,
+            kind,
+            millis(now),
+            ids.len() as i64,
+            time_text(now)
+        ])
+        .map_err(unavailable)?;
+        let mut assign = tx
+            .prepare_cached("UPDATE notifications SET delivery_id = ?1 WHERE id = ?2")
+            .map_err(unavailable)?;
+        for id in ids {
+            assign
+                .execute(params![delivery_id, id])
+                .map_err(unavailable)?;
+        }
+    }
+    Ok(())
+}
+
+const DELIVERY_COLUMNS: &str = "id, user_id, contact_point_id, contact_point, kind, status, \
+     attempts, next_attempt_ms, last_error, receipt, items, subject, created, sent_at";
+
+fn read_delivery(row: &rusqlite::Row) -> rusqlite::Result<Delivery> {
+    let status: String = row.get(5)?;
+    let sent_at: Option<String> = row.get(13)?;
+    Ok(Delivery {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        contact_point_id: row.get(2)?,
+        contact_point: row.get(3)?,
+        kind: row.get(4)?,
+        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Failed),
+        attempts: row.get(6)?,
+        next_attempt: from_millis(row.get(7)?)?,
+        last_error: row.get(8)?,
+        receipt: row.get(9)?,
+        items: row.get(10)?,
+        subject: row.get(11)?,
+        created: parse_time(row.get(12)?)?,
+        sent_at: sent_at.map(parse_time).transpose()?,
+    })
+}
+
+fn delivery_items(connection: &Connection, delivery_id: &str) -> StoreResult<Vec<DeliveryItem>> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT alert_id, transition, alert FROM notifications WHERE delivery_id = ?1 ORDER BY id",
+        )
+        .map_err(unavailable)?;
+    let rows = statement
+        .query_map([delivery_id], |row| {
+            Ok(DeliveryItem {
+                alert_id: row.get(0)?,
+                transition: row.get(1)?,
+                alert: read_json(row.get(2)?)?,
+            })
+        })
+        .map_err(unavailable)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+}
+
+pub(super) fn take_deliveries(
+    tx: &Connection,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: usize,
+) -> StoreResult<Vec<DeliveryJob>> {
+    gang(tx, now)?;
+    let due: Vec<Delivery> = {
+        let mut statement = tx
+            .prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                 WHERE status IN ('pending', 'sending') AND next_attempt_ms <= ?1
+                 ORDER BY next_attempt_ms, id LIMIT ?2"
+            ))
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map(params![millis(now), limit as i64], read_delivery)
+            .map_err(unavailable)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
+    };
+    let mut jobs = Vec::with_capacity(due.len());
+    for mut delivery in due {
+        let point = tx
+            .prepare_cached(&format!(
+                "SELECT {CONTACT_COLUMNS} FROM contact_points WHERE id = ?1"
+            ))
+            .map_err(unavailable)?
+            .query_row([&delivery.contact_point_id], read_contact)
+            .optional()
+            .map_err(unavailable)?;
+        let Some(contact_point) = point else {
+            tx.execute(
+                "UPDATE deliveries SET status = 'failed', last_error = 'contact point was removed'
+                 WHERE id = ?1",
+                [&delivery.id],
+            )
+            .map_err(unavailable)?;
+            continue;
+        };
+        tx.prepare_cached(
+            "UPDATE deliveries SET status = 'sending', next_attempt_ms = ?2 WHERE id = ?1",
+        )
+        .map_err(unavailable)?
+        .execute(params![delivery.id, millis(lease_until)])
+        .map_err(unavailable)?;
+        delivery.status = DeliveryStatus::Sending;
+        delivery.next_attempt = lease_until;
+        let items = delivery_items(tx, &delivery.id)?;
+        jobs.push(DeliveryJob {
+            delivery,
+            contact_point,
+            items,
+        });
+    }
+    Ok(jobs)
+}
+
+pub(super) fn finish_deliveries(tx: &Connection, results: &[FinishedDelivery]) -> StoreResult<()> {
+    for result in results {
+        let (status, error, receipt, next_ms, sent_at, ok, detail) = match &result.outcome {
+            DeliveryOutcome::Sent { receipt } => (
+                "sent",
+                None,
+                Some(receipt.as_str()),
+                millis(result.at),
+                Some(time_text(result.at)),
+                true,
+                receipt.as_str(),
+            ),
+            DeliveryOutcome::Retry {
+                error,
+                next_attempt,
+            } => (
+                "pending",
+                Some(error.as_str()),
+                None,
+                millis(*next_attempt),
+                None,
+                false,
+                error.as_str(),
+            ),
+            DeliveryOutcome::Failed { error } => (
+                "failed",
+                Some(error.as_str()),
+                None,
+                millis(result.at),
+                None,
+                false,
+                error.as_str(),
+            ),
+        };
+        let changed = tx
+            .prepare_cached(
+                "UPDATE deliveries SET status = ?2, attempts = attempts + 1,
+                     last_error = COALESCE(?3, last_error), receipt = ?4, next_attempt_ms = ?5,
+                     sent_at = ?6, subject = ?7
+                 WHERE id = ?1 AND status = 'sending'",
+            )
+            .map_err(unavailable)?
+            .execute(params![
+                result.id,
+                status,
+                error,
+                receipt,
+                next_ms,
+                sent_at,
+                result.subject
+            ])
+            .map_err(unavailable)?;
+        if changed == 0 {
+            continue;
+        }
+        tx.prepare_cached(
+            "INSERT INTO delivery_attempts (delivery_id, at, ok, detail) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(unavailable)?
+        .execute(params![result.id, time_text(result.at), ok, detail])
+        .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+pub(super) fn list_deliveries(
+    connection: &Connection,
+    query: &DeliveryQuery,
+) -> StoreResult<Vec<Delivery>> {
+    let mut statement = connection
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR id < ?3)
+               AND (?4 IS NULL OR id IN (SELECT delivery_id FROM notifications WHERE alert_id = ?4))
+             ORDER BY id DESC LIMIT ?5"
+        ))
+        .map_err(unavailable)?;
+    let rows = statement
+        .query_map(
+            params![
+                query.user_id,
+                query.status.map(DeliveryStatus::as_str),
+                query.before_id,
+                query.alert_id,
+                query.limit.max(1) as i64
+            ],
+            read_delivery,
+        )
+        .map_err(unavailable)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+}
+
+pub(super) fn delivery(
+    connection: &Connection,
+    id: &str,
+) -> StoreResult<Option<(Delivery, Vec<DeliveryAttempt>, Vec<DeliveryItem>)>> {
+    let found = connection
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"
+        ))
+        .map_err(unavailable)?
+        .query_row([id], read_delivery)
+        .optional()
+        .map_err(unavailable)?;
+    let Some(delivery) = found else {
+        return Ok(None);
+    };
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT at, ok, detail FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY id",
+        )
+        .map_err(unavailable)?;
+    let attempts = statement
+        .query_map([id], |row| {
+            Ok(DeliveryAttempt {
+                at: parse_time(row.get(0)?)?,
+                ok: row.get(1)?,
+                detail: row.get(2)?,
+            })
+        })
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    let items = delivery_items(connection, id)?;
+    Ok(Some((delivery, attempts, items)))
+}
+
+pub(super) fn next_outbox_due(connection: &Connection) -> StoreResult<Option<Timestamp>> {
+    let earliest: Option<i64> = connection
+        .query_row(
+            "SELECT MIN(due) FROM (
+                 SELECT MIN(due_ms) AS due FROM notifications WHERE delivery_id IS NULL
+                 UNION ALL
+                 SELECT MIN(next_attempt_ms) FROM deliveries WHERE status IN ('pending', 'sending')
+                 UNION ALL
+                 SELECT MIN(next_ms) FROM repeats)",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(unavailable)?;
+    earliest.map(from_millis).transpose().map_err(unavailable)
+}
+
+// ---- offboarding ----
+
+fn count(tx: &Connection, sql: &str, user_id: &str) -> StoreResult<u64> {
+    tx.query_row(sql, [user_id], |row| row.get::<_, i64>(0))
+        .map(|n| n.max(0) as u64)
+        .map_err(unavailable)
+}
+
+pub(super) fn offboard_counts(tx: &Connection, user_id: &str) -> StoreResult<OffboardCounts> {
+    const OWN_ALERTS: &str =
+        "SELECT id FROM alerts WHERE subscription_id IN (SELECT id FROM subscriptions WHERE owner_user = ?1)";
+    Ok(OffboardCounts {
+        subscriptions: count(tx, "SELECT COUNT(*) FROM subscriptions WHERE owner_user = ?1", user_id)?,
+        alerts: count(
+            tx,
+            &format!("SELECT COUNT(*) FROM ({OWN_ALERTS})"),
+            user_id,
+        )?,
+        alert_history: count(
+            tx,
+            &format!("SELECT COUNT(*) FROM alert_history WHERE alert_id IN ({OWN_ALERTS})"),
+            user_id,
+        )?,
+        handler_states: count(
+            tx,
+            "SELECT COUNT(*) FROM handler_state WHERE subscription_id IN
+                 (SELECT id FROM subscriptions WHERE owner_user = ?1)",
+            user_id,
+        )?,
+        policies: count(tx, "SELECT COUNT(*) FROM policies WHERE user_id = ?1", user_id)?,
+        contact_points: count(tx, "SELECT COUNT(*) FROM contact_points WHERE user_id = ?1", user_id)?,
+        pending_deliveries: count(
+            tx,
+            "SELECT COUNT(*) FROM deliveries WHERE user_id = ?1 AND status IN ('pending', 'sending')",
+            user_id,
+        )?,
+        deliveries: count(tx, "SELECT COUNT(*) FROM deliveries WHERE user_id = ?1", user_id)?,
+        notifications: count(tx, "SELECT COUNT(*) FROM notifications WHERE user_id = ?1", user_id)?,
+        silences: count(tx, "SELECT COUNT(*) FROM silences WHERE user_id = ?1", user_id)?,
+        tokens: count(tx, "SELECT COUNT(*) FROM tokens WHERE user_id = ?1", user_id)?,
+        group_memberships: count(tx, "SELECT COUNT(*) FROM group_members WHERE user_id = ?1", user_id)?,
+    })
+}
+
+pub(super) fn offboard_user(
+    tx: &Connection,
+    user_id: &str,
+    dry_run: bool,
+    actor: &str,
+    now: Timestamp,
+) -> StoreResult<OffboardCounts> {
+    let name: String = tx
+        .query_row("SELECT name FROM users WHERE id = ?1", [user_id], |row| row.get(0))
+        .optional()
+        .map_err(unavailable)?
+        .ok_or(StoreError::NotFound)?;
+    let counts = offboard_counts(tx, user_id)?;
+    if dry_run {
+        return Ok(counts);
+    }
+    // Notifications, repeats, attempts and history go with their parents (ON DELETE
+    // CASCADE); the explicit deletes make the order plain.
+    for sql in [
+        "DELETE FROM notifications WHERE user_id = ?1",
+        "DELETE FROM repeats WHERE user_id = ?1",
+        "DELETE FROM deliveries WHERE user_id = ?1",
+        "DELETE FROM subscriptions WHERE owner_user = ?1",
+        "DELETE FROM policies WHERE user_id = ?1",
+        "DELETE FROM contact_points WHERE user_id = ?1",
+        "DELETE FROM silences WHERE user_id = ?1",
+        "DELETE FROM tokens WHERE user_id = ?1",
+        "DELETE FROM group_members WHERE user_id = ?1",
+    ] {
+        tx.execute(sql, [user_id]).map_err(unavailable)?;
+    }
+    // Other people's (group) alerts keep their history, without the person's name.
+    tx.execute(
+        "UPDATE alert_history SET actor = ?3 WHERE actor = ?1 OR actor = ?2",
+        params![name, user_id, REMOVED_USER],
+    )
+    .map_err(unavailable)?;
+    let touched: Vec<(String, String)> = {
+        let mut statement = tx
+            .prepare("SELECT id, body FROM alerts WHERE instr(body, ?1) > 0 OR instr(body, ?2) > 0")
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map(params![name, user_id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(unavailable)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
+    };
+    for (id, body) in touched {
+        let mut alert: Alert = serde_json::from_str(&body).map_err(unavailable)?;
+        let names = |who: &Option<String>| {
+            who.as_deref()
+                .is_some_and(|who| who == name || who == user_id)
+        };
+        if names(&alert.acked_by) {
+            alert.acked_by = Some(REMOVED_USER.to_string());
+        }
+        if names(&alert.shelved_by) {
+            alert.shelved_by = Some(REMOVED_USER.to_string());
+        }
+        let body = serde_json::to_string(&alert).map_err(unavailable)?;
+        tx.execute("UPDATE alerts SET body = ?2 WHERE id = ?1", params![id, body])
+            .map_err(unavailable)?;
+    }
+    tx.execute("DELETE FROM users WHERE id = ?1", [user_id])
+        .map_err(unavailable)?;
+    write_audit(
+        tx,
+        &AuditRecord {
+            id: tellify_model::new_id(),
+            at: now,
+            actor: actor.to_string(),
+            action: "user.offboarded".to_string(),
+            subject: format!("user {name}"),
+            detail: serde_json::to_value(&counts).map_err(unavailable)?,
+        },
+    )?;
+    Ok(counts)
+}
+
+/// After a member leaves a group: their subscriptions of that group go (with their
+/// alerts), and nothing more of the group's alerts is sent to them.
+pub(super) fn leave_group(tx: &Connection, group_id: &str, user_id: &str) -> StoreResult<()> {
+    tx.execute(
+        "DELETE FROM subscriptions WHERE owner_user = ?1 AND owner_group = ?2",
+        params![user_id, group_id],
+    )
+    .map_err(unavailable)?;
+    tx.execute(
+        "DELETE FROM notifications WHERE user_id = ?1 AND owner_group = ?2 AND (delivery_id IS NULL
+             OR delivery_id IN (SELECT id FROM deliveries WHERE status IN ('pending', 'sending')))",
+        params![user_id, group_id],
+    )
+    .map_err(unavailable)?;
+    tx.execute(
+        "DELETE FROM repeats WHERE user_id = ?1
+             AND alert_id IN (SELECT id FROM alerts WHERE owner_group = ?2)",
+        params![user_id, group_id],
+    )
+    .map_err(unavailable)?;
+    // Deliveries left with nothing to say are dropped; the rest carry fewer items.
+    tx.execute(
+        "DELETE FROM deliveries WHERE user_id = ?1 AND status IN ('pending', 'sending')
+             AND NOT EXISTS (SELECT 1 FROM notifications WHERE delivery_id = deliveries.id)",
+        [user_id],
+    )
+    .map_err(unavailable)?;
+    tx.execute(
+        "UPDATE deliveries SET items = (SELECT COUNT(*) FROM notifications WHERE delivery_id = deliveries.id)
+         WHERE user_id = ?1 AND status IN ('pending', 'sending')",
+        [user_id],
+    )
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+pub(super) fn write_audit(tx: &Connection, record: &AuditRecord) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO audit (id, at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            record.id,
+            time_text(record.at),
+            record.actor,
+            record.action,
+            record.subject,
+            record.detail.to_string()
+        ],
+    )
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+pub(super) fn list_audit(connection: &Connection, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT id, at, actor, action, subject, detail FROM audit ORDER BY id DESC LIMIT ?1",
+        )
+        .map_err(unavailable)?;
+    let rows = statement
+        .query_map([limit.max(1) as i64], |row| {
+            Ok(AuditRecord {
+                id: row.get(0)?,
+                at: parse_time(row.get(1)?)?,
+                actor: row.get(2)?,
+                action: row.get(3)?,
+                subject: row.get(4)?,
+                detail: read_json(row.get(5)?)?,
+            })
+        })
+        .map_err(unavailable)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+}

@@ -1,0 +1,499 @@
+//! Notify: turns the durable outbox into messages.
+//!
+//! The worker writes notifications in the same transaction as the alert changes that
+//! cause them (see [`planner`]). The [`Notifier`] then, in a loop: plans repeats that are
+//! due, gangs due notifications into one delivery per user and contact point and leases
+//! them (one store transaction, so nothing joins two deliveries), renders and sends each
+//! delivery on its channel with bounded concurrency, and records every attempt. A
+//! delivery is marked sent only after the channel confirmed it; failures retry with
+//! exponential backoff and jitter up to `notify.max_attempts`.
+//!
+//! The one window for a duplicate is a crash after the channel confirmed and before the
+//! outcome was committed: the lease then runs out and the delivery is sent again. Results
+//! are committed as soon as they arrive (in small batches), and webhooks carry an
+//! `Idempotency-Key` and emails a `Message-ID` derived from the delivery id, so a receiver
+//! can recognise the repeat.
+
+pub mod planner;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tellify_engine::render::{render_message, RenderItem, Rendered, Transition};
+use tellify_engine::Registry;
+use tellify_store::{
+    DeliveryJob, DeliveryOutcome, FinishedDelivery, PlannerRef, Store, StoreResult,
+};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+use crate::channels::{ChannelError, Channels, ContactKind, ContactTarget, OutgoingMessage};
+use crate::clock::Clock;
+use crate::telemetry;
+
+pub use planner::Planner;
+
+/// `[notify]` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySettings {
+    /// Attempts before a delivery is marked failed.
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles with each failure.
+    pub backoff_initial_ms: u64,
+    /// The longest wait between attempts.
+    pub backoff_max_secs: u64,
+    /// Deliveries being sent at once.
+    pub concurrency: usize,
+    /// How long a claimed delivery stays claimed; a sender that dies lets it go after this.
+    pub lease_secs: u64,
+    /// Timeout of one HTTP attempt (SMS, webhook, chat).
+    pub http_timeout_secs: u64,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            max_attempts: 10,
+            backoff_initial_ms: 1000,
+            backoff_max_secs: 600,
+            concurrency: 64,
+            lease_secs: 120,
+            http_timeout_secs: 10,
+        }
+    }
+}
+
+impl NotifySettings {
+    /// The wait before attempt `failures + 1`, with jitter: between half and all of
+    /// `initial * 2^(failures-1)`, capped at the maximum.
+    pub fn backoff(&self, failures: u32, jitter: f64) -> SignedDuration {
+        let exponent = failures.saturating_sub(1).min(30);
+        let base_ms = (self.backoff_initial_ms as f64) * 2f64.powi(exponent as i32);
+        let capped_ms = base_ms.min((self.backoff_max_secs * 1000) as f64);
+        let jittered = capped_ms * (0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+        SignedDuration::from_millis(jittered.max(1.0) as i64)
+    }
+}
+
+/// Counts sends in flight per user, so offboarding can wait for them to end.
+#[derive(Default)]
+struct InFlight {
+    by_user: Mutex<HashMap<String, usize>>,
+    changed: Notify,
+}
+
+impl InFlight {
+    fn add(&self, user_id: &str) {
+        if let Ok(mut map) = self.by_user.lock() {
+            *map.entry(user_id.to_string()).or_default() += 1;
+        }
+    }
+
+    fn remove(&self, user_id: &str) {
+        if let Ok(mut map) = self.by_user.lock() {
+            if let Some(count) = map.get_mut(user_id) {
+                *count -= 1;
+                if *count == 0 {
+                    map.remove(user_id);
+                }
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn busy(&self, user_id: &str) -> bool {
+        self.by_user
+            .lock()
+            .map(|map| map.contains_key(user_id))
+            .unwrap_or(false)
+    }
+}
+
+/// How the rest of the server talks to the notifier.
+#[derive(Clone)]
+pub struct NotifierHandle {
+    wake: Arc<Notify>,
+    planner: Arc<Planner>,
+    store: Arc<dyn Store>,
+    in_flight: Arc<InFlight>,
+    take_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl NotifierHandle {
+    /// Something may be due: look now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The planner the worker hands to its commits.
+    pub fn planner(&self) -> PlannerRef {
+        PlannerRef(self.planner.clone())
+    }
+
+    /// Users, groups, policies, contact points, silences or subscription policies
+    /// changed: the planner rereads them before this returns.
+    pub async fn directory_changed(&self) -> StoreResult<()> {
+        self.planner.reload(self.store.as_ref()).await
+    }
+
+    /// Waits until nothing is being sent to `user_id`. Call after their outbox rows are
+    /// gone: no new send can start, and one that was claimed before is waited for.
+    pub async fn quiesce_user(&self, user_id: &str) {
+        // A claim in progress registers its sends before it lets go of this lock.
+        drop(self.take_lock.lock().await);
+        loop {
+            let changed = self.in_flight.changed.notified();
+            if !self.in_flight.busy(user_id) {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+pub struct Notifier {
+    store: Arc<dyn Store>,
+    channels: Arc<Channels>,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    settings: NotifySettings,
+    link: Option<String>,
+    handle: NotifierHandle,
+}
+
+impl Notifier {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        channels: Arc<Channels>,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        settings: NotifySettings,
+        link: Option<String>,
+    ) -> StoreResult<(Notifier, NotifierHandle)> {
+        let planner = Arc::new(Planner::default());
+        planner.reload(store.as_ref()).await?;
+        let handle = NotifierHandle {
+            wake: Arc::new(Notify::new()),
+            planner,
+            store: store.clone(),
+            in_flight: Arc::new(InFlight::default()),
+            take_lock: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        let notifier = Notifier {
+            store,
+            channels,
+            registry,
+            clock,
+            settings,
+            link,
+            handle: handle.clone(),
+        };
+        Ok((notifier, handle))
+    }
+
+    /// Runs until `shutdown` flips to true; sends in flight then finish on their own.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let notifier = Arc::new(self);
+        let (results, finished) = mpsc::channel::<FinishedDelivery>(4096);
+        let finisher = tokio::spawn(finish_loop(
+            notifier.store.clone(),
+            finished,
+            notifier.handle.wake.clone(),
+        ));
+        let permits = Arc::new(Semaphore::new(notifier.settings.concurrency.max(1)));
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let busy = match notifier.round(&permits, &results).await {
+                Ok(busy) => busy,
+                Err(error) => {
+                    tracing::error!(%error, "notify round failed; retrying shortly");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if busy {
+                continue;
+            }
+            let wait = notifier.idle_wait().await;
+            tokio::select! {
+                _ = notifier.handle.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        drop(results);
+        let _ = finisher.await;
+    }
+
+    /// How long to sleep when nothing is due: until the next due time, but at most a
+    /// second, so an injected clock that jumps ahead is noticed.
+    async fn idle_wait(&self) -> Duration {
+        let now = self.clock.now();
+        match self.store.next_outbox_due().await {
+            Ok(Some(due)) if due > now => {
+                let millis = (due - now).total(jiff::Unit::Millisecond).unwrap_or(1000.0);
+                Duration::from_millis((millis.max(5.0) as u64).min(1000))
+            }
+            Ok(Some(_)) => Duration::from_millis(20),
+            _ => Duration::from_secs(1),
+        }
+    }
+
+    /// Plans due repeats, claims what is due and starts sending it. Returns true when
+    /// there may be more to claim right away.
+    async fn round(
+        self: &Arc<Self>,
+        permits: &Arc<Semaphore>,
+        results: &mpsc::Sender<FinishedDelivery>,
+    ) -> StoreResult<bool> {
+        let now = self.clock.now();
+        self.store
+            .plan_repeats(now, self.handle.planner(), 1000)
+            .await?;
+        let free = permits.available_permits();
+        if free == 0 {
+            // Every sender is busy; a finishing one wakes us.
+            return Ok(false);
+        }
+        let lease = SignedDuration::from_secs(self.settings.lease_secs.max(1) as i64);
+        let lease_until = now.checked_add(lease).unwrap_or(now);
+        let claim = self.handle.take_lock.lock().await;
+        let jobs = self.store.take_deliveries(now, lease_until, free).await?;
+        let taken = jobs.len();
+        for job in jobs {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            self.handle.in_flight.add(&job.delivery.user_id);
+            let notifier = self.clone();
+            let results = results.clone();
+            tokio::spawn(async move {
+                let user_id = job.delivery.user_id.clone();
+                let finished = notifier.send(job).await;
+                notifier.handle.in_flight.remove(&user_id);
+                drop(permit);
+                let _ = results.send(finished).await;
+            });
+        }
+        drop(claim);
+        Ok(taken > 0 && taken == free)
+    }
+
+    /// Renders and sends one delivery, and says how it went.
+    async fn send(&self, job: DeliveryJob) -> FinishedDelivery {
+        let items: Vec<RenderItem> = job
+            .items
+            .iter()
+            .map(|item| RenderItem {
+                alert: item.alert.clone(),
+                transition: item.transition.parse().unwrap_or(Transition::Fired),
+            })
+            .collect();
+        let rendered = render_message(&self.registry, &items, self.link.as_deref());
+        let kind: Option<ContactKind> = job.contact_point.kind.parse().ok();
+        let outcome = match kind {
+            None => DeliveryOutcome::Failed {
+                error: format!("unknown contact point kind `{}`", job.contact_point.kind),
+            },
+            Some(kind) => {
+                let message = outgoing(&job, &rendered, self.link.as_deref());
+                let target = ContactTarget {
+                    kind,
+                    name: job.contact_point.name.clone(),
+                    address: job.contact_point.address.clone(),
+                    secret: job.contact_point.secret.clone(),
+                };
+                let started = std::time::Instant::now();
+                let result = self.channels.get(kind).send(&target, &message).await;
+                metrics::histogram!(telemetry::DELIVERY_SECONDS, "channel" => kind.as_str())
+                    .record(started.elapsed().as_secs_f64());
+                self.outcome(&job, kind, result)
+            }
+        };
+        FinishedDelivery {
+            id: job.delivery.id.clone(),
+            outcome,
+            subject: rendered.subject,
+            at: self.clock.now(),
+        }
+    }
+
+    fn outcome(
+        &self,
+        job: &DeliveryJob,
+        kind: ContactKind,
+        result: Result<crate::channels::Receipt, ChannelError>,
+    ) -> DeliveryOutcome {
+        let attempt = job.delivery.attempts + 1;
+        match result {
+            Ok(receipt) => {
+                metrics::counter!(telemetry::DELIVERIES, "channel" => kind.as_str(), "result" => "sent")
+                    .increment(1);
+                DeliveryOutcome::Sent {
+                    receipt: receipt.detail,
+                }
+            }
+            Err(error) if error.is_retryable() && attempt < self.settings.max_attempts => {
+                let wait = self.settings.backoff(attempt, rand::rng().random::<f64>());
+                let now = self.clock.now();
+                tracing::warn!(delivery = %job.delivery.id, attempt, channel = kind.as_str(), %error, "delivery failed; will retry");
+                metrics::counter!(telemetry::DELIVERIES, "channel" => kind.as_str(), "result" => "retry")
+                    .increment(1);
+                DeliveryOutcome::Retry {
+                    error: error.to_string(),
+                    next_attempt: now.checked_add(wait).unwrap_or(now),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(delivery = %job.delivery.id, attempt, channel = kind.as_str(), %error, "delivery failed for good");
+                metrics::counter!(telemetry::DELIVERIES, "channel" => kind.as_str(), "result" => "failed")
+                    .increment(1);
+                DeliveryOutcome::Failed {
+                    error: error.to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// The message for a delivery: the rendered bodies, and for webhooks a JSON payload
+/// with every alert.
+fn outgoing(job: &DeliveryJob, rendered: &Rendered, link: Option<&str>) -> OutgoingMessage {
+    let alerts: Vec<serde_json::Value> = job
+        .items
+        .iter()
+        .map(|item| {
+            let alert = &item.alert;
+            serde_json::json!({
+                "id": alert.id,
+                "transition": item.transition,
+                "subscription_id": alert.subscription_id,
+                "title": alert.title,
+                "kind": alert.kind,
+                "group_key": alert.group_key,
+                "state": alert.state,
+                "severity": alert.severity,
+                "previous_severity": alert.previous_severity,
+                "message": alert.message,
+                "count": alert.count,
+                "first_seen": alert.first_seen,
+                "last_seen": alert.last_seen,
+                "fields": alert.fields,
+                "url": link.map(|base| format!("{}/api/v1/alerts/{}", base.trim_end_matches('/'), alert.id)),
+            })
+        })
+        .collect();
+    OutgoingMessage {
+        delivery_id: job.delivery.id.clone(),
+        subject: rendered.subject.clone(),
+        text: rendered.text.clone(),
+        html: rendered.html.clone(),
+        sms: rendered.sms.clone(),
+        payload: serde_json::json!({
+            "delivery_id": job.delivery.id,
+            "contact_point": job.contact_point.name,
+            "subject": rendered.subject,
+            "text": rendered.text,
+            "count": alerts.len(),
+            "alerts": alerts,
+        }),
+    }
+}
+
+/// Commits attempt outcomes as they arrive, several per transaction. A failed commit is
+/// retried with the same outcomes; if the process dies first, the leases run out and the
+/// deliveries are sent again (the documented duplicate window).
+async fn finish_loop(
+    store: Arc<dyn Store>,
+    mut finished: mpsc::Receiver<FinishedDelivery>,
+    wake: Arc<Notify>,
+) {
+    let mut batch: Vec<FinishedDelivery> = Vec::new();
+    loop {
+        if batch.is_empty() && finished.recv_many(&mut batch, 512).await == 0 {
+            return;
+        }
+        while batch.len() < 512 {
+            match finished.try_recv() {
+                Ok(result) => batch.push(result),
+                Err(_) => break,
+            }
+        }
+        match store.finish_deliveries(batch.clone()).await {
+            Ok(()) => {
+                batch.clear();
+                wake.notify_one();
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot record delivery outcomes; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Sends a test message to a contact point at once, outside the outbox, and returns the
+/// provider's answer.
+pub async fn send_test(
+    channels: &Channels,
+    point: &tellify_store::ContactPoint,
+    link: Option<&str>,
+) -> Result<String, ChannelError> {
+    let kind: ContactKind = point
+        .kind
+        .parse()
+        .map_err(|error: String| ChannelError::Permanent(error))?;
+    let rendered = tellify_engine::render::render_test(link);
+    let delivery_id = format!("test-{}", tellify_model::new_id());
+    let message = OutgoingMessage {
+        delivery_id: delivery_id.clone(),
+        subject: rendered.subject.clone(),
+        text: rendered.text.clone(),
+        html: rendered.html.clone(),
+        sms: rendered.sms.clone(),
+        payload: serde_json::json!({
+            "delivery_id": delivery_id,
+            "contact_point": point.name,
+            "subject": rendered.subject,
+            "text": rendered.text,
+            "count": 0,
+            "alerts": [],
+            "test": true,
+        }),
+    };
+    let target = ContactTarget {
+        kind,
+        name: point.name.clone(),
+        address: point.address.clone(),
+        secret: point.secret.clone(),
+    };
+    let receipt = channels.get(kind).send(&target, &message).await?;
+    Ok(receipt.detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stops_at_the_cap() {
+        let settings = NotifySettings {
+            backoff_initial_ms: 1000,
+            backoff_max_secs: 60,
+            ..NotifySettings::default()
+        };
+        assert_eq!(settings.backoff(1, 1.0), SignedDuration::from_secs(1));
+        assert_eq!(settings.backoff(2, 1.0), SignedDuration::from_secs(2));
+        assert_eq!(settings.backoff(4, 1.0), SignedDuration::from_secs(8));
+        assert_eq!(settings.backoff(4, 0.0), SignedDuration::from_secs(4));
+        assert_eq!(settings.backoff(20, 1.0), SignedDuration::from_secs(60));
+        let jittered = settings.backoff(3, 0.5);
+        assert!(jittered > SignedDuration::from_secs(2) && jittered < SignedDuration::from_secs(4));
+    }
+}

@@ -1,0 +1,248 @@
+//! The notification planner: given an alert change, who hears about it, on which contact
+//! points, and when. It answers from an in-memory directory of users, policies, contact
+//! points and silences, because it runs inside the processing transaction; the directory
+//! is rebuilt from the store whenever one of those changes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use tellify_engine::alerts::Alert;
+use tellify_engine::filter::{EventContext, Filter};
+use tellify_engine::policy::{due_at, Policy};
+use tellify_model::{StoredEvent, StoredSource};
+use tellify_store::{
+    NewNotification, NotificationPlanner, NotifyDirectory, Plan, RepeatSchedule, Store,
+    StoreResult,
+};
+
+/// One user as the planner sees them.
+struct Person {
+    zone: TimeZone,
+    policies: HashMap<String, Policy>,
+    /// Contact point name → id.
+    contacts: HashMap<String, String>,
+    silences: Vec<ActiveSilence>,
+}
+
+struct ActiveSilence {
+    filter: Filter,
+    starts: Timestamp,
+    ends: Timestamp,
+}
+
+#[derive(Default)]
+struct Directory {
+    people: HashMap<String, Person>,
+    groups: HashMap<String, Vec<String>>,
+    subscription_policies: HashMap<String, String>,
+}
+
+impl Directory {
+    fn build(source: NotifyDirectory) -> Directory {
+        let mut people: HashMap<String, Person> = HashMap::new();
+        for user in source.users {
+            let zone = TimeZone::get(&user.timezone).unwrap_or_else(|error| {
+                tracing::warn!(user = %user.name, %error, "unknown time zone; using UTC");
+                TimeZone::UTC
+            });
+            people.insert(
+                user.id,
+                Person {
+                    zone,
+                    policies: HashMap::new(),
+                    contacts: HashMap::new(),
+                    silences: Vec::new(),
+                },
+            );
+        }
+        for record in source.policies {
+            let Some(person) = people.get_mut(&record.user_id) else {
+                continue;
+            };
+            match Policy::parse(&record.rules) {
+                Ok(policy) => {
+                    person.policies.insert(record.name, policy);
+                }
+                Err(errors) => {
+                    tracing::error!(policy = %record.name, ?errors, "stored policy no longer validates; skipped");
+                }
+            }
+        }
+        for point in source.contact_points {
+            if let Some(person) = people.get_mut(&point.user_id) {
+                person.contacts.insert(point.name, point.id);
+            }
+        }
+        for silence in source.silences {
+            let Some(person) = people.get_mut(&silence.user_id) else {
+                continue;
+            };
+            match Filter::compile(&silence.filter) {
+                Ok(filter) => person.silences.push(ActiveSilence {
+                    filter,
+                    starts: silence.starts,
+                    ends: silence.ends,
+                }),
+                Err(error) => {
+                    tracing::error!(silence = %silence.id, %error, "stored silence filter no longer compiles; skipped");
+                }
+            }
+        }
+        Directory {
+            people,
+            groups: source.groups.into_iter().collect(),
+            subscription_policies: source.subscription_policies.into_iter().collect(),
+        }
+    }
+}
+
+/// The planner the worker hands to every processing commit.
+#[derive(Default)]
+pub struct Planner {
+    directory: RwLock<Arc<Directory>>,
+}
+
+impl Planner {
+    /// Rebuilds the directory from the store.
+    pub async fn reload(&self, store: &dyn Store) -> StoreResult<()> {
+        let directory = Arc::new(Directory::build(store.notify_directory().await?));
+        if let Ok(mut slot) = self.directory.write() {
+            *slot = directory;
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Directory> {
+        match self.directory.read() {
+            Ok(directory) => directory.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// The alert as an event, so silences use the same filter language as subscriptions:
+/// the alert's fields are top-level names, and `title`, `subscription`, `group_key` and
+/// `kind` are added unless a field already has that name.
+pub fn alert_as_event(alert: &Alert) -> StoredEvent {
+    let mut fields = alert.fields.clone();
+    for (name, value) in [
+        ("title", &alert.title),
+        ("subscription", &alert.subscription_id),
+        ("group_key", &alert.group_key),
+        ("kind", &alert.kind),
+    ] {
+        if !fields.contains_key(name) {
+            fields.insert(name.to_string(), serde_json::Value::String(value.clone()));
+        }
+    }
+    StoredEvent {
+        id: alert.id.clone(),
+        seq: 0,
+        time: alert.last_seen,
+        received: alert.last_seen,
+        event_type: Some(alert.kind.clone()),
+        severity: alert.severity,
+        message: Some(alert.message.clone()),
+        source: StoredSource::default(),
+        idempotency_key: None,
+        fields,
+        depth: 0,
+    }
+}
+
+fn silenced(person: &Person, alert: &Alert, now: Timestamp) -> bool {
+    let active: Vec<&ActiveSilence> = person
+        .silences
+        .iter()
+        .filter(|silence| silence.starts <= now && now < silence.ends)
+        .collect();
+    if active.is_empty() {
+        return false;
+    }
+    let event = alert_as_event(alert);
+    let context = EventContext::new(&event);
+    active.iter().any(|silence| silence.filter.matches(&context))
+}
+
+impl NotificationPlanner for Planner {
+    fn plan(&self, alert: &Alert, transition: &str, occurrence: i64, now: Timestamp) -> Plan {
+        let directory = self.current();
+        let recipients: Vec<String> = match &alert.owner_group {
+            Some(group) => directory.groups.get(group).cloned().unwrap_or_default(),
+            None => alert.owner_user.iter().cloned().collect(),
+        };
+        let policy_name = directory
+            .subscription_policies
+            .get(&alert.subscription_id)
+            .map(String::as_str)
+            .unwrap_or("default");
+        let mut plan = Plan::default();
+        for user_id in recipients {
+            let Some(person) = directory.people.get(&user_id) else {
+                continue;
+            };
+            let Some(policy) = person
+                .policies
+                .get(policy_name)
+                .or_else(|| person.policies.get("default"))
+            else {
+                continue;
+            };
+            if transition != "resolved" && (alert.is_acked(now) || alert.is_shelved(now)) {
+                continue;
+            }
+            if silenced(person, alert, now) {
+                continue;
+            }
+            let mut used: HashSet<&str> = HashSet::new();
+            let mut repeat_every: Option<jiff::SignedDuration> = None;
+            for (_, rule) in policy.select(&person.zone, alert.severity, now) {
+                if transition == "resolved" && !rule.notify_resolved {
+                    continue;
+                }
+                if transition == "repeat" && rule.repeat.is_none() {
+                    continue;
+                }
+                if transition != "resolved" {
+                    if let Some(every) = rule.repeat {
+                        repeat_every = Some(repeat_every.map_or(every, |other| other.min(every)));
+                    }
+                }
+                let due = due_at(&rule.mode, &person.zone, now);
+                for name in &rule.contact_points {
+                    let Some(contact_point_id) = person.contacts.get(name) else {
+                        continue;
+                    };
+                    if !used.insert(contact_point_id.as_str()) {
+                        continue;
+                    }
+                    plan.notifications.push(NewNotification {
+                        user_id: user_id.clone(),
+                        contact_point_id: contact_point_id.clone(),
+                        alert_id: alert.id.clone(),
+                        transition: transition.to_string(),
+                        idempotency_key: format!(
+                            "{user_id}:{}:{transition}:{occurrence}:{contact_point_id}",
+                            alert.id
+                        ),
+                        due_at: due,
+                        alert: alert.clone(),
+                    });
+                }
+            }
+            if let Some(every) = repeat_every {
+                if let Ok(next_at) = now.checked_add(every) {
+                    plan.repeats.push(RepeatSchedule {
+                        alert_id: alert.id.clone(),
+                        user_id: user_id.clone(),
+                        next_at,
+                        every_ms: every.as_millis() as i64,
+                    });
+                }
+            }
+        }
+        plan
+    }
+}
