@@ -8,10 +8,10 @@ use tellify_engine::handlers::AlertOutput;
 use tellify_model::{EventInput, Fields, Severity, StoredEvent};
 
 use crate::{
-    ContactPoint, DeliveryOutcome, DeliveryQuery, DeliveryStatus, FinishedDelivery,
-    NewNotification, NotificationPlanner, Plan, PlannerRef, PolicyRecord, RepeatSchedule,
-    AlertQuery, EventQuery, Group, OutputToApply, ProcessingCommit, Store, StoreError,
-    Subscription, Token, User, Viewer,
+    AlertQuery, ContactPoint, DeliveryOutcome, DeliveryQuery, DeliveryStatus, EventQuery,
+    FinishedDelivery, Group, NewNotification, NotificationPlanner, OutputToApply, Plan, PlannerRef,
+    PolicyRecord, ProcessingCommit, RepeatSchedule, Store, StoreError, Subscription, Token, User,
+    Viewer,
 };
 
 /// Runs every check against `store`, which must start empty.
@@ -408,7 +408,11 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
     assert_eq!(jobs[0].items.len(), 2);
     assert_eq!(jobs[0].contact_point.secret.as_deref(), Some("s3cret"));
     assert!(
-        store.take_deliveries(at(101), lease, 10).await.unwrap().is_empty(),
+        store
+            .take_deliveries(at(101), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "a leased delivery is not handed out twice"
     );
     let id = jobs[0].delivery.id.clone();
@@ -424,7 +428,11 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
         }])
         .await
         .unwrap();
-    assert!(store.take_deliveries(at(120), lease, 10).await.unwrap().is_empty());
+    assert!(store
+        .take_deliveries(at(120), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
     let again = store.take_deliveries(at(130), lease, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.attempts, 1);
@@ -472,13 +480,20 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
         .unwrap();
     let leased = store.take_deliveries(at(300), at(400), 10).await.unwrap();
     assert_eq!(leased.len(), 1);
-    assert!(store.take_deliveries(at(399), at(500), 10).await.unwrap().is_empty());
+    assert!(store
+        .take_deliveries(at(399), at(500), 10)
+        .await
+        .unwrap()
+        .is_empty());
     let expired = store.take_deliveries(at(400), at(500), 10).await.unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].delivery.id, leased[0].delivery.id);
 
     // Repeats: due a minute after firing; an acknowledged alert stops repeating.
-    let written = store.plan_repeats(at(161), planner.clone(), 100).await.unwrap();
+    let written = store
+        .plan_repeats(at(161), planner.clone(), 100)
+        .await
+        .unwrap();
     assert_eq!(written, 2, "alerts a and b repeat");
     let alerts = store
         .list_alerts(AlertQuery {
@@ -502,7 +517,13 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
             .await
             .unwrap();
     }
-    assert_eq!(store.plan_repeats(at(1000), planner.clone(), 100).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .plan_repeats(at(1000), planner.clone(), 100)
+            .await
+            .unwrap(),
+        0
+    );
     let pending = store
         .list_deliveries(DeliveryQuery {
             user_id: Some(ann.id.clone()),
@@ -531,7 +552,11 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
     assert_eq!(removed, counts);
     assert!(store.user_by_id(&ann.id).await.unwrap().is_none());
     assert!(store.delivery(&id).await.unwrap().is_none());
-    assert!(store.take_deliveries(at(5000), at(6000), 10).await.unwrap().is_empty());
+    assert!(store
+        .take_deliveries(at(5000), at(6000), 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(store.list_contact_points(&ann.id).await.unwrap().is_empty());
     let audit = store.list_audit(10).await.unwrap();
     assert_eq!(audit.len(), 1);

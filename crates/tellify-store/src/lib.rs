@@ -157,10 +157,7 @@ pub trait Store: Send + Sync + 'static {
     /// offboarded) are ignored.
     async fn finish_deliveries(&self, results: Vec<FinishedDelivery>) -> StoreResult<()>;
     async fn list_deliveries(&self, query: DeliveryQuery) -> StoreResult<Vec<Delivery>>;
-    async fn delivery(
-        &self,
-        id: &str,
-    ) -> StoreResult<Option<(Delivery, Vec<DeliveryAttempt>, Vec<DeliveryItem>)>>;
+    async fn delivery(&self, id: &str) -> StoreResult<Option<DeliveryRecord>>;
     /// Plans repeated notifications for alerts whose repeat time has come: still firing,
     /// unacknowledged and not shelved; others leave the schedule. Returns how many
     /// notifications were written.

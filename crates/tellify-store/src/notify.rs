@@ -196,6 +196,9 @@ pub struct DeliveryItem {
     pub alert: Alert,
 }
 
+/// A delivery with its attempts and the alert transitions it carries.
+pub type DeliveryRecord = (Delivery, Vec<DeliveryAttempt>, Vec<DeliveryItem>);
+
 /// A delivery claimed for sending, with what it carries and where it goes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeliveryJob {
@@ -207,9 +210,16 @@ pub struct DeliveryJob {
 /// How an attempt ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DeliveryOutcome {
-    Sent { receipt: String },
-    Retry { error: String, next_attempt: Timestamp },
-    Failed { error: String },
+    Sent {
+        receipt: String,
+    },
+    Retry {
+        error: String,
+        next_attempt: Timestamp,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// One attempt's outcome, for [`crate::Store::finish_deliveries`].

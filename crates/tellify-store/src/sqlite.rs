@@ -21,18 +21,17 @@ mod notify;
 pub use notify::REMOVED_USER;
 
 use crate::{
-    AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryItem, DeliveryJob,
-    DeliveryQuery, FinishedDelivery, NotifyDirectory, OffboardCounts, PlannerRef, PolicyRecord,
-    Silence,
-    AlertChange, AlertQuery, Appended, ClearedFilter, CommitOutcome, EventQuery, Group,
-    ProcessingCommit, ProcessingSnapshot, Store, StoreError, StoreResult, Subscription, Token,
-    User, Viewer,
+    AlertChange, AlertQuery, Appended, AuditRecord, ClearedFilter, CommitOutcome, ContactPoint,
+    Delivery, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, FinishedDelivery, Group,
+    NotifyDirectory, OffboardCounts, PlannerRef, PolicyRecord, ProcessingCommit,
+    ProcessingSnapshot, Silence, Store, StoreError, StoreResult, Subscription, Token, User, Viewer,
 };
 
 /// Most append requests folded into one transaction.
 const MAX_GROUP_REQUESTS: usize = 256;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -114,7 +113,9 @@ CREATE TABLE processing (
     cursor INTEGER NOT NULL
 );
 INSERT INTO processing (id, cursor) VALUES (1, 0);
-"#, notify::MIGRATION];
+"#,
+    notify::MIGRATION,
+];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -1395,10 +1396,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delivery(
-        &self,
-        id: &str,
-    ) -> StoreResult<Option<(Delivery, Vec<DeliveryAttempt>, Vec<DeliveryItem>)>> {
+    async fn delivery(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
         let id = id.to_string();
         self.read(move |connection| notify::delivery(connection, &id))
             .await

@@ -564,6 +564,7 @@ mod tests {
             owner_group: None,
             enabled: true,
             latching: false,
+            policy: None,
             created: Timestamp::UNIX_EPOCH,
             updated: Timestamp::UNIX_EPOCH,
         }

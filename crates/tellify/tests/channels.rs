@@ -1,15 +1,17 @@
 //! Channels against real servers on 127.0.0.1: a small SMTP server that records what lettre
 //! sends, and an axum server standing in for Twilio, webhook receivers and Slack.
 
-use std::sync::{Arc, Mutex};
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+
+use support::{free_port, HttpSink, RcptReply, Request, SmtpSink};
 
 use tellify::channels::{
     http_client, webhook, Channel, ChannelError, Channels, ChatChannel, ContactKind, ContactTarget,
@@ -44,119 +46,8 @@ fn target(kind: ContactKind, address: &str) -> ContactTarget {
     }
 }
 
-/// A port nothing listens on: bound once to learn a free number, then released.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
 // ---------------------------------------------------------------------------------------------
 // SMTP
-
-#[derive(Clone, Debug, Default)]
-struct ReceivedMail {
-    sender: String,
-    recipients: Vec<String>,
-    data: String,
-}
-
-/// How the test SMTP server answers `RCPT TO`, to provoke each class of failure.
-#[derive(Clone, Copy)]
-enum RcptReply {
-    Accept,
-    Transient,
-    Permanent,
-}
-
-/// A minimal SMTP server (EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) that records every
-/// accepted message. It speaks the protocol over real TCP, so lettre's whole client runs.
-async fn spawn_smtp(rcpt: RcptReply) -> (u16, Arc<Mutex<Vec<ReceivedMail>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
-    let port = listener.local_addr().expect("addr").port();
-    let mails = Arc::new(Mutex::new(Vec::new()));
-    let recorded = mails.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let recorded = recorded.clone();
-            tokio::spawn(async move {
-                let _ = smtp_session(stream, rcpt, recorded).await;
-            });
-        }
-    });
-    (port, mails)
-}
-
-async fn smtp_session(
-    stream: tokio::net::TcpStream,
-    rcpt: RcptReply,
-    mails: Arc<Mutex<Vec<ReceivedMail>>>,
-) -> std::io::Result<()> {
-    let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(reader);
-    writer.write_all(b"220 sink.test ESMTP ready\r\n").await?;
-    let mut current = ReceivedMail::default();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let command = line.trim_end().to_string();
-        let verb = command
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
-        let reply: &[u8] = match verb.as_str() {
-            "EHLO" => b"250-sink.test\r\n250 8BITMIME\r\n",
-            "HELO" => b"250 sink.test\r\n",
-            "MAIL" => {
-                current = ReceivedMail {
-                    sender: command["MAIL FROM:".len()..].to_string(),
-                    ..ReceivedMail::default()
-                };
-                b"250 2.1.0 Ok\r\n"
-            }
-            "RCPT" => match rcpt {
-                RcptReply::Accept => {
-                    current
-                        .recipients
-                        .push(command["RCPT TO:".len()..].to_string());
-                    b"250 2.1.5 Ok\r\n"
-                }
-                RcptReply::Transient => b"451 4.3.0 try again later\r\n",
-                RcptReply::Permanent => b"550 5.1.1 no such user\r\n",
-            },
-            "DATA" => {
-                writer.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
-                let mut data = String::new();
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).await? == 0 {
-                        return Ok(());
-                    }
-                    if line == ".\r\n" {
-                        break;
-                    }
-                    data.push_str(&line);
-                }
-                current.data = data;
-                mails.lock().expect("lock").push(current.clone());
-                b"250 2.0.0 Ok: queued as SINK42\r\n"
-            }
-            "RSET" | "NOOP" => b"250 2.0.0 Ok\r\n",
-            "QUIT" => {
-                writer.write_all(b"221 2.0.0 Bye\r\n").await?;
-                return Ok(());
-            }
-            _ => b"502 5.5.2 command not recognized\r\n",
-        };
-        writer.write_all(reply).await?;
-    }
-}
 
 fn smtp_settings(port: u16) -> SmtpSettings {
     SmtpSettings {
@@ -173,7 +64,8 @@ fn smtp_settings(port: u16) -> SmtpSettings {
 #[tokio::test]
 async fn email_is_delivered_as_multipart_alternative_with_message_id() {
     install_ring();
-    let (port, mails) = spawn_smtp(RcptReply::Accept).await;
+    let smtp = SmtpSink::start().await;
+    let port = smtp.port;
     let channel = EmailChannel::new(&smtp_settings(port)).expect("email channel");
 
     let receipt = channel
@@ -185,11 +77,11 @@ async fn email_is_delivered_as_multipart_alternative_with_message_id() {
         .expect("sent");
 
     assert_eq!(receipt.detail, "250 2.0.0 Ok: queued as SINK42");
-    let mails = mails.lock().expect("lock").clone();
+    let mails = smtp.mails();
     assert_eq!(mails.len(), 1);
     let mail = &mails[0];
-    assert_eq!(mail.sender, "<alerts@tellify.test>");
-    assert_eq!(mail.recipients, vec!["<oncall@example.com>".to_string()]);
+    assert_eq!(mail.from, "alerts@tellify.test");
+    assert_eq!(mail.to, vec!["oncall@example.com".to_string()]);
     let data = &mail.data;
     assert!(
         data.contains("From: Tellify <alerts@tellify.test>\r\n"),
@@ -224,7 +116,8 @@ async fn email_is_delivered_as_multipart_alternative_with_message_id() {
 #[tokio::test]
 async fn email_pooled_connection_is_reused_for_a_second_message() {
     install_ring();
-    let (port, mails) = spawn_smtp(RcptReply::Accept).await;
+    let smtp = SmtpSink::start().await;
+    let port = smtp.port;
     let channel = EmailChannel::new(&smtp_settings(port)).expect("email channel");
     let to = target(ContactKind::Email, "oncall@example.com");
     let mut second = message();
@@ -233,7 +126,7 @@ async fn email_pooled_connection_is_reused_for_a_second_message() {
     channel.send(&to, &message()).await.expect("first");
     channel.send(&to, &second).await.expect("second");
 
-    let mails = mails.lock().expect("lock").clone();
+    let mails = smtp.mails();
     assert_eq!(mails.len(), 2);
     assert!(mails[1].data.contains("Message-ID: <second@tellify>"));
 }
@@ -244,7 +137,7 @@ async fn email_to_a_server_that_is_not_running_is_retryable_and_hides_the_passwo
     let settings = SmtpSettings {
         username: Some("tellify".to_string()),
         password: Some(SMTP_PASSWORD.to_string()),
-        ..smtp_settings(closed_port())
+        ..smtp_settings(free_port())
     };
     let channel = EmailChannel::new(&settings).expect("email channel");
 
@@ -269,14 +162,14 @@ async fn email_rejected_with_5xx_is_permanent_and_4xx_is_retryable() {
     install_ring();
     let to = target(ContactKind::Email, "nobody@example.com");
 
-    let (port, _) = spawn_smtp(RcptReply::Permanent).await;
-    let channel = EmailChannel::new(&smtp_settings(port)).expect("email channel");
+    let smtp = SmtpSink::start_with(RcptReply::Permanent).await;
+    let channel = EmailChannel::new(&smtp_settings(smtp.port)).expect("email channel");
     let error = channel.send(&to, &message()).await.expect_err("550");
     assert!(matches!(error, ChannelError::Permanent(_)), "{error:?}");
     assert!(error.to_string().contains("550"), "{error}");
 
-    let (port, _) = spawn_smtp(RcptReply::Transient).await;
-    let channel = EmailChannel::new(&smtp_settings(port)).expect("email channel");
+    let smtp = SmtpSink::start_with(RcptReply::Transient).await;
+    let channel = EmailChannel::new(&smtp_settings(smtp.port)).expect("email channel");
     let error = channel.send(&to, &message()).await.expect_err("451");
     assert!(error.is_retryable(), "{error:?}");
     assert!(error.to_string().contains("451"), "{error}");
@@ -353,51 +246,15 @@ fn smtp_settings_reject_username_without_password_and_a_bad_sender() {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-#[derive(Clone, Debug)]
-struct ReceivedRequest {
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// An axum server answering every request with `status` and `body` (where `{path}` becomes
-/// the request path, to test that errors scrub it), recording what it received.
-async fn spawn_http(status: StatusCode, body: &str) -> (String, Arc<Mutex<Vec<ReceivedRequest>>>) {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let recorded = received.clone();
-    let body = body.to_string();
-    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, bytes: Bytes| {
-        let recorded = recorded.clone();
-        let body = body.clone();
-        async move {
-            recorded.lock().expect("lock").push(ReceivedRequest {
-                path: uri.path().to_string(),
-                headers,
-                body: bytes,
-            });
-            (status, body.replace("{path}", uri.path()))
-        }
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-    let address = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{address}"), received)
-}
-
 fn client() -> reqwest::Client {
     install_ring();
     http_client(Duration::from_secs(2)).expect("http client")
 }
 
-fn header<'a>(request: &'a ReceivedRequest, name: &str) -> &'a str {
+fn header(request: &Request, name: &str) -> String {
     request
-        .headers
-        .get(name)
+        .header(name)
         .unwrap_or_else(|| panic!("header {name} missing"))
-        .to_str()
-        .expect("ascii header")
 }
 
 // SMS
@@ -422,11 +279,12 @@ fn form_fields(body: &[u8]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn sms_posts_a_form_with_basic_auth_and_returns_the_sid() {
-    let (base, received) = spawn_http(
+    let sink = HttpSink::start(
         StatusCode::CREATED,
         r#"{"sid": "SM0123456789abcdef", "status": "queued"}"#,
     )
     .await;
+    let base = sink.url("");
     let mut long = message();
     long.sms = format!("CRITICAL disk full\r\non db-1\n{}", "x".repeat(400));
 
@@ -436,7 +294,7 @@ async fn sms_posts_a_form_with_basic_auth_and_returns_the_sid() {
         .expect("sent");
 
     assert_eq!(receipt.detail, "201 Created sid=SM0123456789abcdef");
-    let requests = received.lock().expect("lock").clone();
+    let requests = sink.requests();
     assert_eq!(requests.len(), 1);
     let request = &requests[0];
     assert_eq!(request.path, "/2010-04-01/Accounts/AC123/Messages.json");
@@ -470,14 +328,16 @@ async fn sms_posts_a_form_with_basic_auth_and_returns_the_sid() {
 async fn sms_server_error_is_retryable_and_bad_request_is_permanent() {
     let to = target(ContactKind::Sms, "+4915112345678");
 
-    let (base, _) = spawn_http(StatusCode::INTERNAL_SERVER_ERROR, "upstream broke").await;
+    let sink = HttpSink::start(StatusCode::INTERNAL_SERVER_ERROR, "upstream broke").await;
+    let base = sink.url("");
     let error = sms_channel(&base)
         .send(&to, &message())
         .await
         .expect_err("500");
     assert!(error.is_retryable(), "{error:?}");
 
-    let (base, _) = spawn_http(StatusCode::TOO_MANY_REQUESTS, "slow down").await;
+    let sink = HttpSink::start(StatusCode::TOO_MANY_REQUESTS, "slow down").await;
+    let base = sink.url("");
     let error = sms_channel(&base)
         .send(&to, &message())
         .await
@@ -488,7 +348,8 @@ async fn sms_server_error_is_retryable_and_bad_request_is_permanent() {
         r#"{{"code": 21211, "message": "The 'To' number is not valid {SMS_TOKEN}", "more": "{}"}}"#,
         "y".repeat(500)
     );
-    let (base, _) = spawn_http(StatusCode::BAD_REQUEST, &provider_answer).await;
+    let sink = HttpSink::start_templated(StatusCode::BAD_REQUEST, &provider_answer).await;
+    let base = sink.url("");
     let error = sms_channel(&base)
         .send(&to, &message())
         .await
@@ -503,7 +364,7 @@ async fn sms_server_error_is_retryable_and_bad_request_is_permanent() {
 
 #[tokio::test]
 async fn sms_network_failure_is_retryable() {
-    let base = format!("http://127.0.0.1:{}", closed_port());
+    let base = format!("http://127.0.0.1:{}", free_port());
     let error = sms_channel(&base)
         .send(&target(ContactKind::Sms, "+4915112345678"), &message())
         .await
@@ -545,7 +406,8 @@ fn hmac_hex(secret: &str, signed: &[u8]) -> String {
 
 #[tokio::test]
 async fn webhook_posts_the_payload_signed_over_the_exact_bytes() {
-    let (base, received) = spawn_http(StatusCode::OK, "").await;
+    let sink = HttpSink::start(StatusCode::OK, "").await;
+    let base = sink.url("");
     let now: jiff::Timestamp = "2026-11-23T10:00:00Z".parse().expect("timestamp");
     let mut to = target(ContactKind::Webhook, &format!("{base}/hooks/tellify"));
     to.secret = Some("whsec-shared".to_string());
@@ -556,7 +418,7 @@ async fn webhook_posts_the_payload_signed_over_the_exact_bytes() {
         .expect("sent");
 
     assert_eq!(receipt.detail, "200 OK");
-    let requests = received.lock().expect("lock").clone();
+    let requests = sink.requests();
     let request = &requests[0];
     assert_eq!(request.path, "/hooks/tellify");
     assert_eq!(header(request, "content-type"), "application/json");
@@ -590,7 +452,8 @@ async fn webhook_posts_the_payload_signed_over_the_exact_bytes() {
 
 #[tokio::test]
 async fn webhook_without_secret_is_sent_unsigned_with_the_current_time() {
-    let (base, received) = spawn_http(StatusCode::NO_CONTENT, "").await;
+    let sink = HttpSink::start(StatusCode::NO_CONTENT, "").await;
+    let base = sink.url("");
     let before = jiff::Timestamp::now().as_second();
 
     WebhookChannel::new(client())
@@ -598,7 +461,7 @@ async fn webhook_without_secret_is_sent_unsigned_with_the_current_time() {
         .await
         .expect("sent");
 
-    let requests = received.lock().expect("lock").clone();
+    let requests = sink.requests();
     let request = &requests[0];
     assert!(request.headers.get("x-tellify-signature").is_none());
     let timestamp: i64 = header(request, "x-tellify-timestamp")
@@ -621,7 +484,8 @@ async fn webhook_answers_sort_into_retryable_and_permanent() {
         (StatusCode::FOUND, false),
     ];
     for (status, retryable) in cases {
-        let (base, _) = spawn_http(status, "nope").await;
+        let sink = HttpSink::start(status, "nope").await;
+        let base = sink.url("");
         let error = WebhookChannel::new(client())
             .send(
                 &target(ContactKind::Webhook, &format!("{base}/in")),
@@ -643,7 +507,8 @@ const CHAT_PATH: &str = "/services/T0000/B0000/XXXXsecretXXXX";
 
 #[tokio::test]
 async fn chat_posts_text_with_the_subject_in_bold() {
-    let (base, received) = spawn_http(StatusCode::OK, "ok").await;
+    let sink = HttpSink::start(StatusCode::OK, "ok").await;
+    let base = sink.url("");
 
     let receipt = ChatChannel::new(client())
         .send(
@@ -654,7 +519,7 @@ async fn chat_posts_text_with_the_subject_in_bold() {
         .expect("sent");
 
     assert_eq!(receipt.detail, "200 OK ok");
-    let requests = received.lock().expect("lock").clone();
+    let requests = sink.requests();
     let request = &requests[0];
     assert_eq!(request.path, CHAT_PATH);
     assert_eq!(header(request, "content-type"), "application/json");
@@ -667,7 +532,8 @@ async fn chat_posts_text_with_the_subject_in_bold() {
 
 #[tokio::test]
 async fn chat_errors_never_show_the_webhook_path() {
-    let (base, _) = spawn_http(StatusCode::NOT_FOUND, "no_service for {path}").await;
+    let sink = HttpSink::start_templated(StatusCode::NOT_FOUND, "no_service for {path}").await;
+    let base = sink.url("");
     let url = format!("{base}{CHAT_PATH}");
 
     let error = ChatChannel::new(client())
@@ -682,7 +548,7 @@ async fn chat_errors_never_show_the_webhook_path() {
     assert!(!text.contains("XXXXsecretXXXX"), "{text}");
     assert!(!format!("{error:?}").contains("XXXXsecretXXXX"));
 
-    let unreachable = format!("http://127.0.0.1:{}{CHAT_PATH}", closed_port());
+    let unreachable = format!("http://127.0.0.1:{}{CHAT_PATH}", free_port());
     let error = ChatChannel::new(client())
         .send(&target(ContactKind::Chat, &unreachable), &message())
         .await
@@ -693,7 +559,8 @@ async fn chat_errors_never_show_the_webhook_path() {
 
 #[tokio::test]
 async fn chat_server_error_is_retryable() {
-    let (base, _) = spawn_http(StatusCode::BAD_GATEWAY, "").await;
+    let sink = HttpSink::start(StatusCode::BAD_GATEWAY, "").await;
+    let base = sink.url("");
     let error = ChatChannel::new(client())
         .send(
             &target(ContactKind::Chat, &format!("{base}{CHAT_PATH}")),

@@ -464,3 +464,307 @@ async fn without_a_token_or_a_server_the_cli_says_what_is_missing() {
         "{stderr}"
     );
 }
+
+/// A webhook receiver on a free port that accepts everything with 202; the server's
+/// webhook channel posts to it.
+async fn spawn_webhook_receiver() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the receiver");
+    let address = listener.local_addr().expect("receiver address");
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async { axum::http::StatusCode::ACCEPTED }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{address}/hook")
+}
+
+#[tokio::test]
+async fn a_user_sets_up_notifications_and_an_admin_offboards_them() {
+    let server = spawn_server().await;
+    let hook = spawn_webhook_receiver().await;
+    server.ok(ADMIN_TOKEN, &["users", "create", "bob"]).await;
+    let minted = server
+        .ok(
+            ADMIN_TOKEN,
+            &[
+                "tokens", "create", "cli", "--user", "bob", "--scope", "user",
+            ],
+        )
+        .await;
+    let bob = minted.lines().next().expect("secret line").to_string();
+
+    // A webhook gets a signing secret, shown once; listing never shows it again.
+    let created = server
+        .ok(
+            &bob,
+            &[
+                "contacts",
+                "create",
+                "hooks",
+                "--kind",
+                "webhook",
+                "--address",
+                &hook,
+            ],
+        )
+        .await;
+    let mut created_lines = created.lines();
+    assert_eq!(
+        created_lines.next(),
+        Some(format!("created webhook contact point hooks: {hook}").as_str()),
+        "{created}"
+    );
+    let secret = created_lines
+        .next()
+        .and_then(|line| line.strip_prefix("secret: "))
+        .expect("secret line");
+    assert!(
+        secret.starts_with("whsec_") && secret.len() > 20,
+        "{created}"
+    );
+    let listed = server.ok(&bob, &["contacts", "list"]).await;
+    line_with(&listed, &["hooks", "webhook", "yes", &hook]);
+    assert!(!listed.contains(secret), "{listed}");
+
+    // A bad address is refused with the field at fault, and nothing is created.
+    let refused = server
+        .run(
+            &bob,
+            &[
+                "contacts",
+                "create",
+                "work-email",
+                "--kind",
+                "email",
+                "--address",
+                "bob-at-example",
+            ],
+        )
+        .await;
+    assert!(!refused.success && refused.stdout.is_empty());
+    assert!(
+        refused.stderr.starts_with(
+            "error: server answered 422 unprocessable entity: address: must be an email \
+             address like name@example.com"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("\n  - address: must be an email address"),
+        "{}",
+        refused.stderr
+    );
+    server
+        .ok(
+            &bob,
+            &[
+                "contacts",
+                "create",
+                "work-email",
+                "--kind",
+                "email",
+                "--address",
+                "bob@example.com",
+            ],
+        )
+        .await;
+
+    // A test prints the provider's answer, or fails with its error.
+    let tested = server.ok(&bob, &["contacts", "test", "hooks"]).await;
+    assert_eq!(tested.trim(), "test sent to hooks: 202 Accepted");
+    let failed = server.run(&bob, &["contacts", "test", "work-email"]).await;
+    assert!(!failed.success && failed.stdout.is_empty());
+    assert_eq!(
+        failed.stderr.trim(),
+        "error: server answered 502 bad gateway: the test to `work-email` failed: \
+         email is not configured: set [smtp] host"
+    );
+
+    // The one-rule shorthand; the window comes back in its JSON form.
+    let set = server
+        .ok(
+            &bob,
+            &[
+                "policies",
+                "set",
+                "default",
+                "--contact",
+                "work-email",
+                "--contact",
+                "hooks",
+                "--when",
+                "mon-fri 09:00-18:00",
+                "--min-severity",
+                "warning",
+                "--digest",
+                "15m",
+                "--notify-resolved",
+            ],
+        )
+        .await;
+    assert_eq!(
+        set.trim(),
+        "created policy default (1 rule, contact points: hooks,work-email)"
+    );
+    let policy: Value =
+        serde_json::from_str(&server.ok(&bob, &["policies", "get", "default"]).await)
+            .expect("policy json");
+    assert_eq!(policy["name"], "default");
+    assert_eq!(
+        policy["rules"],
+        serde_json::json!([{
+            "when": {"days": ["mon", "tue", "wed", "thu", "fri"], "from": "09:00",
+                     "to": "18:00", "outside": false},
+            "min_severity": "warning",
+            "contact_points": ["work-email", "hooks"],
+            "mode": {"digest": "15m"},
+            "repeat": null,
+            "notify_resolved": true,
+            "continue": false,
+        }])
+    );
+    // Setting it again from the `get` output on stdin replaces it.
+    let replaced = server
+        .run_with_stdin(
+            &bob,
+            &["policies", "set", "default", "--file", "-"],
+            &policy.to_string(),
+        )
+        .await;
+    assert!(replaced.success, "{}", replaced.stderr);
+    assert_eq!(
+        replaced.stdout.trim(),
+        "replaced policy default (1 rule, contact points: hooks,work-email)"
+    );
+    let unknown = server
+        .run(&bob, &["policies", "set", "night", "--contact", "pager"])
+        .await;
+    assert!(!unknown.success);
+    assert!(
+        unknown
+            .stderr
+            .contains("\n  - rules[0].contact_points[0]: you have no contact point named `pager`"),
+        "{}",
+        unknown.stderr
+    );
+    let bad_window = server
+        .run(
+            &bob,
+            &[
+                "policies",
+                "set",
+                "x",
+                "--contact",
+                "hooks",
+                "--when",
+                "someday",
+            ],
+        )
+        .await;
+    assert!(!bad_window.success);
+    assert!(
+        bad_window.stderr.starts_with("error: --when: "),
+        "{}",
+        bad_window.stderr
+    );
+
+    let silenced = server
+        .ok(
+            &bob,
+            &[
+                "silences",
+                "create",
+                "--filter",
+                "block == \"gc_t\"",
+                "--ends",
+                "2h",
+                "--comment",
+                "rebuilding",
+            ],
+        )
+        .await;
+    assert!(silenced.starts_with("created silence "), "{silenced}");
+    let silences = server.ok(&bob, &["silences", "list"]).await;
+    line_with(&silences, &["active", "block == \"gc_t\"", "rebuilding"]);
+
+    // Nothing was sent yet.
+    let deliveries = server.run(&bob, &["deliveries", "list"]).await;
+    assert!(deliveries.success, "{}", deliveries.stderr);
+    assert!(deliveries.stdout.is_empty(), "{}", deliveries.stdout);
+    assert_eq!(deliveries.stderr.trim(), "no deliveries");
+    let as_json: Value =
+        serde_json::from_str(&server.ok(&bob, &["deliveries", "list", "--json"]).await)
+            .expect("deliveries json");
+    assert_eq!(as_json, serde_json::json!({"items": [], "next": null}));
+
+    // An admin sees bob's settings with --user; bob cannot use --user for someone else.
+    let for_bob = server
+        .ok(ADMIN_TOKEN, &["contacts", "list", "--user", "bob"])
+        .await;
+    line_with(&for_bob, &["work-email", "email", "bob@example.com"]);
+    let not_admin = server
+        .run(&bob, &["policies", "list", "--user", "admin"])
+        .await;
+    assert!(!not_admin.success);
+    assert!(
+        not_admin
+            .stderr
+            .starts_with("error: server answered 403 forbidden"),
+        "{}",
+        not_admin.stderr
+    );
+
+    // A dry run counts and removes nothing.
+    let dry = server
+        .ok(ADMIN_TOKEN, &["users", "delete", "bob", "--dry-run"])
+        .await;
+    assert!(
+        dry.starts_with("dry run: deleting user bob would remove\n"),
+        "{dry}"
+    );
+    assert!(
+        line_with(&dry, &["contact points"]).ends_with(" 2"),
+        "{dry}"
+    );
+    assert!(line_with(&dry, &["policies"]).ends_with(" 1"), "{dry}");
+    assert!(line_with(&dry, &["silences"]).ends_with(" 1"), "{dry}");
+    assert!(line_with(&dry, &["tokens"]).ends_with(" 1"), "{dry}");
+    let users = server.ok(ADMIN_TOKEN, &["users", "list"]).await;
+    line_with(&users, &["bob", "user"]);
+    line_with(&server.ok(&bob, &["contacts", "list"]).await, &["hooks"]);
+
+    let deleted = server.ok(ADMIN_TOKEN, &["users", "delete", "bob"]).await;
+    assert!(
+        deleted.starts_with("deleted user bob, removing\n"),
+        "{deleted}"
+    );
+    assert!(
+        line_with(&deleted, &["contact points"]).ends_with(" 2"),
+        "{deleted}"
+    );
+    let users = server.ok(ADMIN_TOKEN, &["users", "list"]).await;
+    assert!(
+        !users.lines().any(|line| line.starts_with("bob ")),
+        "{users}"
+    );
+    let gone = server.run(&bob, &["contacts", "list"]).await;
+    assert!(!gone.success);
+    assert!(
+        gone.stderr.contains("server answered 401 unauthorized"),
+        "{}",
+        gone.stderr
+    );
+    let again = server.run(ADMIN_TOKEN, &["users", "delete", "bob"]).await;
+    assert!(!again.success);
+    assert_eq!(
+        again.stderr.trim(),
+        "error: server answered 404 not found: user not found"
+    );
+}

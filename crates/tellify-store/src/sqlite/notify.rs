@@ -15,8 +15,9 @@ use super::{
 };
 use crate::{
     AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryItem, DeliveryJob,
-    DeliveryOutcome, DeliveryQuery, DeliveryStatus, FinishedDelivery, NotifyDirectory,
-    OffboardCounts, Plan, PlannerRef, PolicyRecord, Silence, StoreError, StoreResult,
+    DeliveryOutcome, DeliveryQuery, DeliveryRecord, DeliveryStatus, FinishedDelivery,
+    NotifyDirectory, OffboardCounts, Plan, PlannerRef, PolicyRecord, Silence, StoreError,
+    StoreResult,
 };
 
 pub(super) const MIGRATION: &str = r#"
@@ -121,7 +122,11 @@ fn millis(time: Timestamp) -> i64 {
 
 fn from_millis(ms: i64) -> rusqlite::Result<Timestamp> {
     Timestamp::from_millisecond(ms).map_err(|error| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, Box::new(error))
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Integer,
+            Box::new(error),
+        )
     })
 }
 
@@ -143,7 +148,9 @@ fn read_contact(row: &rusqlite::Row) -> rusqlite::Result<ContactPoint> {
 
 pub(super) fn create_contact_point(tx: &Connection, point: &ContactPoint) -> StoreResult<()> {
     tx.execute(
-        &format!("INSERT INTO contact_points ({CONTACT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        &format!(
+            "INSERT INTO contact_points ({CONTACT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        ),
         params![
             point.id,
             point.user_id,
@@ -189,7 +196,11 @@ pub(super) fn contact_point(
         .map_err(unavailable)
 }
 
-pub(super) fn delete_contact_point(tx: &Connection, user_id: &str, name: &str) -> StoreResult<bool> {
+pub(super) fn delete_contact_point(
+    tx: &Connection,
+    user_id: &str,
+    name: &str,
+) -> StoreResult<bool> {
     let Some(point) = contact_point(tx, user_id, name)? else {
         return Ok(false);
     };
@@ -349,10 +360,14 @@ pub(super) fn notify_directory(connection: &Connection) -> StoreResult<NotifyDir
     let mut members: HashMap<String, Vec<String>> = HashMap::new();
     {
         let mut statement = connection
-            .prepare_cached("SELECT group_id, user_id FROM group_members ORDER BY group_id, user_id")
+            .prepare_cached(
+                "SELECT group_id, user_id FROM group_members ORDER BY group_id, user_id",
+            )
             .map_err(unavailable)?;
         let rows = statement
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
             .map_err(unavailable)?;
         for row in rows {
             let (group, user) = row.map_err(unavailable)?;
@@ -365,7 +380,9 @@ pub(super) fn notify_directory(connection: &Connection) -> StoreResult<NotifyDir
             .prepare_cached("SELECT id, policy FROM subscriptions WHERE policy IS NOT NULL")
             .map_err(unavailable)?;
         let rows = statement
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
             .map_err(unavailable)?;
         for row in rows {
             subscription_policies.push(row.map_err(unavailable)?);
@@ -541,7 +558,13 @@ fn gang(tx: &Connection, now: Timestamp) -> StoreResult<()> {
             .map_err(unavailable)?;
         let rows = statement
             .query_map(params![millis(now), MAX_GANG as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
             })
             .map_err(unavailable)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
@@ -817,10 +840,7 @@ pub(super) fn list_deliveries(
     rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
 }
 
-pub(super) fn delivery(
-    connection: &Connection,
-    id: &str,
-) -> StoreResult<Option<(Delivery, Vec<DeliveryAttempt>, Vec<DeliveryItem>)>> {
+pub(super) fn delivery(connection: &Connection, id: &str) -> StoreResult<Option<DeliveryRecord>> {
     let found = connection
         .prepare_cached(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"
@@ -920,7 +940,9 @@ pub(super) fn offboard_user(
     now: Timestamp,
 ) -> StoreResult<OffboardCounts> {
     let name: String = tx
-        .query_row("SELECT name FROM users WHERE id = ?1", [user_id], |row| row.get(0))
+        .query_row("SELECT name FROM users WHERE id = ?1", [user_id], |row| {
+            row.get(0)
+        })
         .optional()
         .map_err(unavailable)?
         .ok_or(StoreError::NotFound)?;
@@ -971,8 +993,11 @@ pub(super) fn offboard_user(
             alert.shelved_by = Some(REMOVED_USER.to_string());
         }
         let body = serde_json::to_string(&alert).map_err(unavailable)?;
-        tx.execute("UPDATE alerts SET body = ?2 WHERE id = ?1", params![id, body])
-            .map_err(unavailable)?;
+        tx.execute(
+            "UPDATE alerts SET body = ?2 WHERE id = ?1",
+            params![id, body],
+        )
+        .map_err(unavailable)?;
     }
     tx.execute("DELETE FROM users WHERE id = ?1", [user_id])
         .map_err(unavailable)?;

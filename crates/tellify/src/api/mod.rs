@@ -25,9 +25,9 @@ pub use error::{ApiError, ApiResult};
 
 use crate::auth::{Authenticator, Principal, Scope};
 use crate::channels::Channels;
-use crate::notify::NotifierHandle;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::notify::NotifierHandle;
 use crate::stream::Bus;
 use crate::worker::WorkerHandle;
 

@@ -12,8 +12,8 @@ use tellify_engine::filter::Filter;
 use tellify_engine::policy::Policy;
 use tellify_engine::ParamError;
 use tellify_store::{
-    ContactPoint, Delivery, DeliveryAttempt, DeliveryQuery, DeliveryStatus, PolicyRecord,
-    Silence, User,
+    ContactPoint, Delivery, DeliveryAttempt, DeliveryQuery, DeliveryStatus, PolicyRecord, Silence,
+    User,
 };
 
 use super::subscriptions::check_policy_name;
@@ -115,10 +115,7 @@ pub async fn create_contact_point(
         if kind != Some(ContactKind::Webhook) {
             errors.push(ParamError::new("secret", "only webhooks take a secret"));
         } else if secret.len() < 16 {
-            errors.push(ParamError::new(
-                "secret",
-                "must be at least 16 characters",
-            ));
+            errors.push(ParamError::new("secret", "must be at least 16 characters"));
         }
     }
     if !errors.is_empty() {
@@ -127,7 +124,9 @@ pub async fn create_contact_point(
     let generated = kind == Some(ContactKind::Webhook) && request.secret.is_none();
     let secret = match (kind, request.secret) {
         (Some(ContactKind::Webhook), Some(secret)) => Some(secret),
-        (Some(ContactKind::Webhook), None) => Some(crate::auth::new_token().0.replacen("tfy_", "whsec_", 1)),
+        (Some(ContactKind::Webhook), None) => {
+            Some(crate::auth::new_token().0.replacen("tfy_", "whsec_", 1))
+        }
         _ => None,
     };
     let point = ContactPoint {

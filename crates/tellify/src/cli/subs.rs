@@ -48,6 +48,9 @@ enum SubsCommand {
         /// Keep its alerts firing after the condition clears, until acknowledged.
         #[arg(long)]
         latching: bool,
+        /// Notify with this policy of yours instead of `default`.
+        #[arg(long)]
+        policy: Option<String>,
     },
     /// Change a subscription's title or parameters.
     Update {
@@ -57,6 +60,9 @@ enum SubsCommand {
         /// The new parameters as JSON (or @FILE); they replace the old ones.
         #[arg(long, value_name = "JSON")]
         params: Option<String>,
+        /// Notify with this policy ("" goes back to `default`).
+        #[arg(long)]
+        policy: Option<String>,
     },
     /// Delete a subscription.
     Delete { id: String },
@@ -92,6 +98,7 @@ pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
             params,
             group,
             latching,
+            policy,
         } => {
             let mut body = Map::new();
             body.insert("kind".into(), kind.into());
@@ -103,12 +110,20 @@ pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
                 body.insert("group".into(), group.into());
             }
             body.insert("latching".into(), latching.into());
+            if let Some(policy) = policy {
+                body.insert("policy".into(), policy.into());
+            }
             let created = client
                 .post(&["subscriptions"], Some(&Value::Object(body)))
                 .await?;
             done(&created, "created", json)?;
         }
-        SubsCommand::Update { id, title, params } => {
+        SubsCommand::Update {
+            id,
+            title,
+            params,
+            policy,
+        } => {
             let mut body = Map::new();
             if let Some(title) = title {
                 body.insert("title".into(), title.into());
@@ -116,8 +131,11 @@ pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
             if let Some(params) = params {
                 body.insert("params".into(), json_argument("--params", &params)?);
             }
+            if let Some(policy) = policy {
+                body.insert("policy".into(), policy.into());
+            }
             if body.is_empty() {
-                anyhow::bail!("nothing to update: give --title or --params");
+                anyhow::bail!("nothing to update: give --title, --params or --policy");
             }
             let updated = client
                 .patch(&["subscriptions", &id], &Value::Object(body))
@@ -209,6 +227,7 @@ fn describe(subscription: &Value) -> anyhow::Result<String> {
         ("status", status(subscription)),
         ("owner", text(subscription.get("owner"))),
         ("group", text(subscription.get("group"))),
+        ("policy", text(subscription.get("policy"))),
         ("created", optional_time(subscription.get("created"))),
         ("updated", optional_time(subscription.get("updated"))),
     ];

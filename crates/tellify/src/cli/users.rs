@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::client::Client;
@@ -9,7 +10,23 @@ use super::output::{
     items, key_values, optional_time, print, print_json, print_line, text, truncate, Table,
     MESSAGE_WIDTH,
 };
-use super::Connection;
+use super::{request_json, Connection};
+
+/// What offboarding removes, in the order the counts are shown.
+const OFFBOARD_COUNTS: [&str; 12] = [
+    "subscriptions",
+    "alerts",
+    "alert_history",
+    "handler_states",
+    "policies",
+    "contact_points",
+    "pending_deliveries",
+    "deliveries",
+    "notifications",
+    "silences",
+    "tokens",
+    "group_memberships",
+];
 
 #[derive(clap::Args, Debug)]
 pub struct UsersArgs {
@@ -40,6 +57,14 @@ enum UsersCommand {
         /// Make the user an administrator.
         #[arg(long)]
         admin: bool,
+    },
+    /// Offboard a user (admins only): everything of theirs goes (subscriptions, alerts,
+    /// contact points, policies, deliveries, tokens, ...), with an audit record.
+    Delete {
+        name: String,
+        /// Count what would go, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show who the token belongs to and its scope.
     Me,
@@ -103,6 +128,23 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<ExitCode> {
                     text(user.get("name")),
                     text(user.get("id"))
                 ))?;
+            }
+        }
+        UsersCommand::Delete { name, dry_run } => {
+            let dry_run_text = dry_run.to_string();
+            let report = request_json(
+                &client,
+                &args.connection,
+                Method::DELETE,
+                &["users", &name],
+                &[("dry_run", &dry_run_text)],
+                None,
+            )
+            .await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                print(&describe_offboarding(&report))?;
             }
         }
         UsersCommand::Me => {
@@ -187,6 +229,33 @@ fn describe_user(user: &Value) -> String {
     ])
 }
 
+/// A headline saying what happened (or would have), then one count per kind of thing.
+fn describe_offboarding(report: &Value) -> String {
+    let user = text(report.get("user"));
+    let dry_run = report.get("dry_run").and_then(Value::as_bool) == Some(true);
+    let mut output = if dry_run {
+        format!("dry run: deleting user {user} would remove\n")
+    } else {
+        format!("deleted user {user}, removing\n")
+    };
+    let removed = report.get("removed").unwrap_or(&Value::Null);
+    let labels: Vec<String> = OFFBOARD_COUNTS
+        .iter()
+        .map(|key| key.replace('_', " "))
+        .collect();
+    let pairs: Vec<(&str, String)> = OFFBOARD_COUNTS
+        .iter()
+        .zip(&labels)
+        .map(|(key, label)| (label.as_str(), text(removed.get(*key))))
+        .collect();
+    for line in key_values(&pairs).lines() {
+        output.push_str("  ");
+        output.push_str(line);
+        output.push('\n');
+    }
+    output
+}
+
 fn members(group: &Value) -> String {
     let names: Vec<&str> = group
         .get("members")
@@ -226,4 +295,31 @@ fn group_done(group: &Value, what: &str, json: bool) -> anyhow::Result<()> {
         text(group.get("name")),
         truncate(&members(group), MESSAGE_WIDTH)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offboarding_shows_every_count_and_whether_it_was_a_dry_run() {
+        let report = json!({
+            "user": "bob", "dry_run": true,
+            "removed": {"subscriptions": 2, "alerts": 5, "alert_history": 9,
+                        "handler_states": 2, "policies": 1, "contact_points": 1,
+                        "pending_deliveries": 0, "deliveries": 3, "notifications": 4,
+                        "silences": 0, "tokens": 1, "group_memberships": 1}
+        });
+        let text = describe_offboarding(&report);
+        assert!(
+            text.starts_with("dry run: deleting user bob would remove\n  subscriptions       2\n"),
+            "{text}"
+        );
+        assert!(text.contains("\n  alert history       9\n"), "{text}");
+        assert!(text.ends_with("\n  group memberships   1\n"), "{text}");
+        assert_eq!(text.lines().count(), 13, "{text}");
+        let done = describe_offboarding(&json!({"user": "bob", "dry_run": false}));
+        assert!(done.starts_with("deleted user bob, removing\n"), "{done}");
+        assert!(done.contains("  tokens              -\n"), "{done}");
+    }
 }

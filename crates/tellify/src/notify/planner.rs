@@ -13,8 +13,7 @@ use tellify_engine::filter::{EventContext, Filter};
 use tellify_engine::policy::{due_at, Policy};
 use tellify_model::{StoredEvent, StoredSource};
 use tellify_store::{
-    NewNotification, NotificationPlanner, NotifyDirectory, Plan, RepeatSchedule, Store,
-    StoreResult,
+    NewNotification, NotificationPlanner, NotifyDirectory, Plan, RepeatSchedule, Store, StoreResult,
 };
 
 /// One user as the planner sees them.
@@ -163,7 +162,9 @@ fn silenced(person: &Person, alert: &Alert, now: Timestamp) -> bool {
     }
     let event = alert_as_event(alert);
     let context = EventContext::new(&event);
-    active.iter().any(|silence| silence.filter.matches(&context))
+    active
+        .iter()
+        .any(|silence| silence.filter.matches(&context))
 }
 
 impl NotificationPlanner for Planner {

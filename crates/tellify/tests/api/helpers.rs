@@ -159,6 +159,7 @@ impl TestApp {
     pub async fn advance(&self, by: SignedDuration) {
         self.clock.advance(by);
         self.app.state.worker.wake();
+        self.app.state.notifier.wake();
     }
 
     pub async fn alerts(&self, token: &str, query: &str) -> Vec<Value> {

@@ -2,8 +2,11 @@
 //! store, with an injected clock. One module per area; `helpers` has `spawn_app`.
 
 mod helpers;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod auth_and_errors;
 mod lifecycle;
+mod notify;
 mod stream;
 mod use_cases;
