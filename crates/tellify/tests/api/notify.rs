@@ -290,7 +290,7 @@ async fn smtp_down_for_a_while_delays_but_loses_and_repeats_nothing() {
                "params": {"filter": "status == \"fail\"", "group_by": ["block"]}}),
     )
     .await;
-    for (round, block) in ["b1", "b2", "b3"].iter().enumerate() {
+    for (round, block) in ["blockone", "blocktwo", "blockthree"].iter().enumerate() {
         app.send_lines(&ann, &format!("block:{block} status:fail"))
             .await;
         app.app.state.notifier.wake();
@@ -321,7 +321,7 @@ async fn smtp_down_for_a_while_delays_but_loses_and_repeats_nothing() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let mails = smtp.mails();
     assert_eq!(mails.len(), 3, "nothing sent twice");
-    for block in ["b1", "b2", "b3"] {
+    for block in ["block=blockone", "block=blocktwo", "block=blockthree"] {
         let count = mails.iter().filter(|m| m.data.contains(block)).count();
         assert_eq!(count, 1, "{block} arrives once");
     }
