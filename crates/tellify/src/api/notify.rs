@@ -149,7 +149,7 @@ pub async fn create_contact_point(
             )),
             other => other.into(),
         })?;
-    state.notifier.directory_changed().await?;
+    state.notifier.user_changed(&user.id).await?;
     Ok((StatusCode::CREATED, Json(contact_view(point, generated))))
 }
 
@@ -198,7 +198,7 @@ pub async fn delete_contact_point(
     if !state.store.delete_contact_point(&user.id, &name).await? {
         return Err(ApiError::not_found("contact point"));
     }
-    state.notifier.directory_changed().await?;
+    state.notifier.user_changed(&user.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -303,7 +303,7 @@ pub async fn put_policy(
         updated: state.clock.now(),
     };
     let created = state.store.put_policy(record.clone()).await?;
-    state.notifier.directory_changed().await?;
+    state.notifier.user_changed(&user.id).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -353,7 +353,7 @@ pub async fn delete_policy(
     if !state.store.delete_policy(&user.id, &name).await? {
         return Err(ApiError::not_found("policy"));
     }
-    state.notifier.directory_changed().await?;
+    state.notifier.user_changed(&user.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -422,7 +422,7 @@ pub async fn create_silence(
         created: now,
     };
     state.store.create_silence(silence.clone()).await?;
-    state.notifier.directory_changed().await?;
+    state.notifier.user_changed(&user.id).await?;
     Ok((StatusCode::CREATED, Json(silence)))
 }
 
@@ -446,7 +446,7 @@ pub async fn delete_silence(
     if !state.store.delete_silence(&user.id, &id).await? {
         return Err(ApiError::not_found("silence"));
     }
-    state.notifier.directory_changed().await?;
+    state.notifier.user_changed(&user.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

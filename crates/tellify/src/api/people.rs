@@ -71,7 +71,7 @@ pub async fn create_user(
         created: state.clock.now(),
     };
     state.store.create_user(user.clone()).await?;
-    state.notifier.directory_changed().await?;
+    state.notifier.user_changed(&user.id).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 

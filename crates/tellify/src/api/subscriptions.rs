@@ -185,9 +185,9 @@ pub async fn create(
         .insert_subscription(subscription.clone())
         .await?;
     state.worker.subscription_changed(&subscription.id);
-    if subscription.policy.is_some() {
-        state.notifier.directory_changed().await?;
-    }
+    state
+        .notifier
+        .subscription_policy(&subscription.id, subscription.policy.as_deref());
     Ok((StatusCode::CREATED, Json(view(&state, subscription).await?)))
 }
 
@@ -281,7 +281,9 @@ async fn save(
         .update_subscription(subscription.clone())
         .await?;
     state.worker.subscription_changed(&subscription.id);
-    state.notifier.directory_changed().await?;
+    state
+        .notifier
+        .subscription_policy(&subscription.id, subscription.policy.as_deref());
     Ok(Json(view(state, subscription).await?))
 }
 
@@ -322,5 +324,6 @@ pub async fn delete(
     let subscription = visible(&state, principal, &id).await?;
     state.store.delete_subscription(&subscription.id).await?;
     state.worker.subscription_changed(&subscription.id);
+    state.notifier.subscription_policy(&subscription.id, None);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -205,18 +205,53 @@ impl Client {
     }
 
     async fn json_of(&self, request: RequestBuilder) -> anyhow::Result<Value> {
+        Ok(self.answer_of(request).await?.1)
+    }
+
+    /// The status and JSON answer (`null` for 204 or an empty body) of a successful request.
+    async fn answer_of(&self, request: RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
         let response = self.send(request.timeout(REQUEST_TIMEOUT)).await?;
-        if response.status() == StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
+        let status = response.status();
+        if status == StatusCode::NO_CONTENT {
+            return Ok((status, Value::Null));
         }
         let body = response
             .bytes()
             .await
             .context("the connection broke while reading the answer")?;
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
+            return Ok((status, Value::Null));
         }
-        serde_json::from_slice(&body).context("the server's answer is not JSON")
+        let value = serde_json::from_slice(&body).context("the server's answer is not JSON")?;
+        Ok((status, value))
+    }
+
+    /// Any method with a query (`?user=`, `?dry_run=`) and an optional JSON body; returns
+    /// the status with the answer, so a caller can tell "created" from "replaced".
+    pub async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let url = self.url(segments, query)?;
+        let mut request = self.request(method, url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.answer_of(request).await
+    }
+
+    /// [`Client::call`] for its JSON answer only.
+    pub async fn call_json(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        Ok(self.call(method, segments, query, body).await?.1)
     }
 
     pub async fn get(&self, segments: &[&str], query: &[(&str, &str)]) -> anyhow::Result<Value> {

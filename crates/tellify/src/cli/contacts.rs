@@ -11,7 +11,7 @@ use super::output::{
     items, optional_time, print, print_json, print_line, text, truncate, Table, MESSAGE_WIDTH,
     TITLE_WIDTH,
 };
-use super::{for_user, request_json, Connection};
+use super::{for_user, Connection};
 
 #[derive(clap::Args, Debug)]
 pub struct ContactsArgs {
@@ -76,15 +76,9 @@ pub async fn run(args: ContactsArgs) -> anyhow::Result<ExitCode> {
                 body.insert("secret".into(), secret.into());
             }
             let body = Value::Object(body);
-            let created = request_json(
-                &client,
-                &args.connection,
-                Method::POST,
-                &["contact-points"],
-                &query,
-                Some(&body),
-            )
-            .await?;
+            let created = client
+                .call_json(Method::POST, &["contact-points"], &query, Some(&body))
+                .await?;
             if json {
                 return print_json(&created).map(|()| ExitCode::SUCCESS);
             }
@@ -98,15 +92,9 @@ pub async fn run(args: ContactsArgs) -> anyhow::Result<ExitCode> {
             list(&page)?;
         }
         ContactsCommand::Delete { name } => {
-            request_json(
-                &client,
-                &args.connection,
-                Method::DELETE,
-                &["contact-points", &name],
-                &query,
-                None,
-            )
-            .await?;
+            client
+                .call_json(Method::DELETE, &["contact-points", &name], &query, None)
+                .await?;
             if !json {
                 print_line(&format!("deleted contact point {name}"))?;
             }
@@ -114,15 +102,14 @@ pub async fn run(args: ContactsArgs) -> anyhow::Result<ExitCode> {
         ContactsCommand::Test { name } => {
             // A failed test is a 502 whose detail is the provider's error; it comes back
             // as an error and so a nonzero exit.
-            let result = request_json(
-                &client,
-                &args.connection,
-                Method::POST,
-                &["contact-points", &name, "test"],
-                &query,
-                None,
-            )
-            .await?;
+            let result = client
+                .call_json(
+                    Method::POST,
+                    &["contact-points", &name, "test"],
+                    &query,
+                    None,
+                )
+                .await?;
             if json {
                 return print_json(&result).map(|()| ExitCode::SUCCESS);
             }

@@ -16,12 +16,8 @@ mod tokens;
 mod users;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use reqwest::{Method, StatusCode};
-use serde_json::Value;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -111,67 +107,6 @@ fn for_user(user: Option<&str>) -> Vec<(&'static str, &str)> {
         Some(name) => vec![("user", name)],
         None => Vec::new(),
     }
-}
-
-/// How long one of [`request`]'s requests may take, as for [`client::Client`]'s own.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Sends a request that [`client::Client`] has no method for (PUT, or POST and DELETE with
-/// a query such as `?user=`), through the client's URL building and error handling. It
-/// answers the status with the JSON body, `null` for 204 or an empty body.
-///
-/// This belongs in `client.rs` as `put` and a query argument on `post` and `delete`; it is
-/// here until that file grows them.
-async fn request(
-    client: &client::Client,
-    connection: &Connection,
-    method: Method,
-    segments: &[&str],
-    query: &[(&str, &str)],
-    body: Option<&Value>,
-) -> anyhow::Result<(StatusCode, Value)> {
-    let url = client.url(segments, query)?;
-    let token = connection
-        .token
-        .as_deref()
-        .map(str::trim)
-        .unwrap_or_default();
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("tellify-cli/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot build the HTTP client")?;
-    let mut builder = http
-        .request(method, url)
-        .bearer_auth(token)
-        .timeout(REQUEST_TIMEOUT);
-    if let Some(body) = body {
-        builder = builder.json(body);
-    }
-    let response = client.send(builder).await?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .context("the connection broke while reading the answer")?;
-    if status == StatusCode::NO_CONTENT || bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok((status, Value::Null));
-    }
-    let value = serde_json::from_slice(&bytes).context("the server's answer is not JSON")?;
-    Ok((status, value))
-}
-
-/// [`request`] for its JSON answer only.
-async fn request_json(
-    client: &client::Client,
-    connection: &Connection,
-    method: Method,
-    segments: &[&str],
-    query: &[(&str, &str)],
-    body: Option<&Value>,
-) -> anyhow::Result<Value> {
-    let (_, value) = request(client, connection, method, segments, query, body).await?;
-    Ok(value)
 }
 
 #[cfg(test)]

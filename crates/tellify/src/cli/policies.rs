@@ -13,7 +13,7 @@ use super::output::{
     items, optional_time, print, print_json, print_line, text, truncate, Table, MESSAGE_WIDTH,
     TITLE_WIDTH,
 };
-use super::{for_user, request, request_json, Connection};
+use super::{for_user, Connection};
 
 #[derive(clap::Args, Debug)]
 pub struct PoliciesArgs {
@@ -125,15 +125,9 @@ pub async fn run(args: PoliciesArgs) -> anyhow::Result<ExitCode> {
                     notify_resolved,
                 })?,
             };
-            let (status, policy) = request(
-                &client,
-                &args.connection,
-                Method::PUT,
-                &["policies", &name],
-                &query,
-                Some(&body),
-            )
-            .await?;
+            let (status, policy) = client
+                .call(Method::PUT, &["policies", &name], &query, Some(&body))
+                .await?;
             if json {
                 return print_json(&policy).map(|()| ExitCode::SUCCESS);
             }
@@ -162,15 +156,9 @@ pub async fn run(args: PoliciesArgs) -> anyhow::Result<ExitCode> {
             print_json(&policy)?;
         }
         PoliciesCommand::Delete { name } => {
-            request_json(
-                &client,
-                &args.connection,
-                Method::DELETE,
-                &["policies", &name],
-                &query,
-                None,
-            )
-            .await?;
+            client
+                .call_json(Method::DELETE, &["policies", &name], &query, None)
+                .await?;
             if !json {
                 print_line(&format!("deleted policy {name}"))?;
             }

@@ -11,7 +11,7 @@ use super::output::{
     items, optional_time, print, print_json, print_line, text, truncate, Table, MESSAGE_WIDTH,
     TITLE_WIDTH,
 };
-use super::{for_user, request_json, Connection};
+use super::{for_user, Connection};
 
 #[derive(clap::Args, Debug)]
 pub struct SilencesArgs {
@@ -74,15 +74,9 @@ pub async fn run(args: SilencesArgs) -> anyhow::Result<ExitCode> {
                 body.insert("comment".into(), comment.into());
             }
             let body = Value::Object(body);
-            let silence = request_json(
-                &client,
-                &args.connection,
-                Method::POST,
-                &["silences"],
-                &query,
-                Some(&body),
-            )
-            .await?;
+            let silence = client
+                .call_json(Method::POST, &["silences"], &query, Some(&body))
+                .await?;
             if json {
                 return print_json(&silence).map(|()| ExitCode::SUCCESS);
             }
@@ -102,15 +96,9 @@ pub async fn run(args: SilencesArgs) -> anyhow::Result<ExitCode> {
             list(&page, jiff::Timestamp::now())?;
         }
         SilencesCommand::Delete { id } => {
-            request_json(
-                &client,
-                &args.connection,
-                Method::DELETE,
-                &["silences", &id],
-                &query,
-                None,
-            )
-            .await?;
+            client
+                .call_json(Method::DELETE, &["silences", &id], &query, None)
+                .await?;
             if !json {
                 print_line(&format!("deleted silence {id}"))?;
             }

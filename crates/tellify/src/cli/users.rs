@@ -10,7 +10,7 @@ use super::output::{
     items, key_values, optional_time, print, print_json, print_line, text, truncate, Table,
     MESSAGE_WIDTH,
 };
-use super::{request_json, Connection};
+use super::Connection;
 
 /// What offboarding removes, in the order the counts are shown.
 const OFFBOARD_COUNTS: [&str; 12] = [
@@ -132,15 +132,14 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<ExitCode> {
         }
         UsersCommand::Delete { name, dry_run } => {
             let dry_run_text = dry_run.to_string();
-            let report = request_json(
-                &client,
-                &args.connection,
-                Method::DELETE,
-                &["users", &name],
-                &[("dry_run", &dry_run_text)],
-                None,
-            )
-            .await?;
+            let report = client
+                .call_json(
+                    Method::DELETE,
+                    &["users", &name],
+                    &[("dry_run", &dry_run_text)],
+                    None,
+                )
+                .await?;
             if json {
                 print_json(&report)?;
             } else {

@@ -134,10 +134,22 @@ impl NotifierHandle {
         PlannerRef(self.planner.clone())
     }
 
-    /// Users, groups, policies, contact points, silences or subscription policies
-    /// changed: the planner rereads them before this returns.
+    /// Groups or memberships changed (or a user went): the planner rereads everything
+    /// before this returns.
     pub async fn directory_changed(&self) -> StoreResult<()> {
         self.planner.reload(self.store.as_ref()).await
+    }
+
+    /// One user's time zone, policies, contact points or silences changed: the planner
+    /// rereads them before this returns.
+    pub async fn user_changed(&self, user_id: &str) -> StoreResult<()> {
+        self.planner.reload_user(self.store.as_ref(), user_id).await
+    }
+
+    /// A subscription was saved with `policy` (`None`: the owner's `default`).
+    pub fn subscription_policy(&self, subscription_id: &str, policy: Option<&str>) {
+        self.planner
+            .set_subscription_policy(subscription_id, policy);
     }
 
     /// Waits until nothing is being sent to `user_id`. Call after their outbox rows are

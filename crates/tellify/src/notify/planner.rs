@@ -4,7 +4,7 @@
 //! is rebuilt from the store whenever one of those changes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -38,28 +38,24 @@ struct Directory {
     subscription_policies: HashMap<String, String>,
 }
 
-impl Directory {
-    fn build(source: NotifyDirectory) -> Directory {
-        let mut people: HashMap<String, Person> = HashMap::new();
-        for user in source.users {
-            let zone = TimeZone::get(&user.timezone).unwrap_or_else(|error| {
-                tracing::warn!(user = %user.name, %error, "unknown time zone; using UTC");
-                TimeZone::UTC
-            });
-            people.insert(
-                user.id,
-                Person {
-                    zone,
-                    policies: HashMap::new(),
-                    contacts: HashMap::new(),
-                    silences: Vec::new(),
-                },
-            );
-        }
-        for record in source.policies {
-            let Some(person) = people.get_mut(&record.user_id) else {
-                continue;
-            };
+impl Person {
+    fn build(
+        user: &tellify_store::User,
+        policies: Vec<tellify_store::PolicyRecord>,
+        contact_points: Vec<tellify_store::ContactPoint>,
+        silences: Vec<tellify_store::Silence>,
+    ) -> Person {
+        let zone = TimeZone::get(&user.timezone).unwrap_or_else(|error| {
+            tracing::warn!(user = %user.name, %error, "unknown time zone; using UTC");
+            TimeZone::UTC
+        });
+        let mut person = Person {
+            zone,
+            policies: HashMap::new(),
+            contacts: HashMap::new(),
+            silences: Vec::new(),
+        };
+        for record in policies {
             match Policy::parse(&record.rules) {
                 Ok(policy) => {
                     person.policies.insert(record.name, policy);
@@ -69,15 +65,10 @@ impl Directory {
                 }
             }
         }
-        for point in source.contact_points {
-            if let Some(person) = people.get_mut(&point.user_id) {
-                person.contacts.insert(point.name, point.id);
-            }
+        for point in contact_points {
+            person.contacts.insert(point.name, point.id);
         }
-        for silence in source.silences {
-            let Some(person) = people.get_mut(&silence.user_id) else {
-                continue;
-            };
+        for silence in silences {
             match Filter::compile(&silence.filter) {
                 Ok(filter) => person.silences.push(ActiveSilence {
                     filter,
@@ -89,6 +80,43 @@ impl Directory {
                 }
             }
         }
+        person
+    }
+}
+
+impl Directory {
+    fn build(source: NotifyDirectory) -> Directory {
+        let mut policies: HashMap<String, Vec<tellify_store::PolicyRecord>> = HashMap::new();
+        for record in source.policies {
+            policies
+                .entry(record.user_id.clone())
+                .or_default()
+                .push(record);
+        }
+        let mut contact_points: HashMap<String, Vec<tellify_store::ContactPoint>> = HashMap::new();
+        for point in source.contact_points {
+            contact_points
+                .entry(point.user_id.clone())
+                .or_default()
+                .push(point);
+        }
+        let mut silences: HashMap<String, Vec<tellify_store::Silence>> = HashMap::new();
+        for silence in source.silences {
+            silences
+                .entry(silence.user_id.clone())
+                .or_default()
+                .push(silence);
+        }
+        let mut people = HashMap::new();
+        for user in source.users {
+            let person = Person::build(
+                &user,
+                policies.remove(&user.id).unwrap_or_default(),
+                contact_points.remove(&user.id).unwrap_or_default(),
+                silences.remove(&user.id).unwrap_or_default(),
+            );
+            people.insert(user.id, person);
+        }
         Directory {
             people,
             groups: source.groups.into_iter().collect(),
@@ -98,26 +126,64 @@ impl Directory {
 }
 
 /// The planner the worker hands to every processing commit.
+///
+/// Updates are per user where they can be, so a site with many people does not reread
+/// everyone's settings whenever one person changes theirs.
 #[derive(Default)]
 pub struct Planner {
-    directory: RwLock<Arc<Directory>>,
+    directory: RwLock<Directory>,
 }
 
 impl Planner {
-    /// Rebuilds the directory from the store.
+    /// Rebuilds the whole directory from the store.
     pub async fn reload(&self, store: &dyn Store) -> StoreResult<()> {
-        let directory = Arc::new(Directory::build(store.notify_directory().await?));
-        if let Ok(mut slot) = self.directory.write() {
-            *slot = directory;
-        }
+        let directory = Directory::build(store.notify_directory().await?);
+        *self.write() = directory;
         Ok(())
     }
 
-    fn current(&self) -> Arc<Directory> {
-        match self.directory.read() {
-            Ok(directory) => directory.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+    /// Rereads one user's time zone, policies, contact points and silences (or forgets
+    /// the user when they are gone).
+    pub async fn reload_user(&self, store: &dyn Store, user_id: &str) -> StoreResult<()> {
+        let Some(user) = store.user_by_id(user_id).await? else {
+            self.write().people.remove(user_id);
+            return Ok(());
+        };
+        let person = Person::build(
+            &user,
+            store.list_policies(user_id).await?,
+            store.list_contact_points(user_id).await?,
+            store.list_silences(user_id).await?,
+        );
+        self.write().people.insert(user.id, person);
+        Ok(())
+    }
+
+    /// Records which policy a subscription notifies with (`None`: `default`).
+    pub fn set_subscription_policy(&self, subscription_id: &str, policy: Option<&str>) {
+        let mut directory = self.write();
+        match policy {
+            Some(name) => {
+                directory
+                    .subscription_policies
+                    .insert(subscription_id.to_string(), name.to_string());
+            }
+            None => {
+                directory.subscription_policies.remove(subscription_id);
+            }
         }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Directory> {
+        self.directory
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Directory> {
+        self.directory
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -169,7 +235,7 @@ fn silenced(person: &Person, alert: &Alert, now: Timestamp) -> bool {
 
 impl NotificationPlanner for Planner {
     fn plan(&self, alert: &Alert, transition: &str, occurrence: i64, now: Timestamp) -> Plan {
-        let directory = self.current();
+        let directory = self.read();
         let recipients: Vec<String> = match &alert.owner_group {
             Some(group) => directory.groups.get(group).cloned().unwrap_or_default(),
             None => alert.owner_user.iter().cloned().collect(),
