@@ -1,5 +1,10 @@
 //! `kill -9` of the real server during a stream of ingests: every event that got a 202 is
 //! there after a restart, and processing resumes so each event is processed exactly once.
+//! And `kill -9` while a delivery is being sent: after a restart it is sent again once its
+//! lease runs out, and recorded as sent.
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
@@ -21,12 +26,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("free port")
-}
+use support::{free_port, HttpSink};
 
 async fn start(data: &std::path::Path, port: u16) -> Server {
     // Wrapped at once, so a failed start still kills and reaps the process.
@@ -36,6 +36,8 @@ async fn start(data: &std::path::Path, port: u16) -> Server {
             .arg(data)
             .env("TELLIFY_BOOTSTRAP_TOKEN", TOKEN)
             .env("TELLIFY_LOG", "warn")
+            // A delivery whose sender died is retried after two seconds, not two minutes.
+            .env("TELLIFY_NOTIFY__LEASE_SECS", "2")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -108,13 +110,7 @@ async fn kill_9_loses_no_acknowledged_event_and_processes_each_once() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let pid = server.child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-9", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let _ = server.child.wait();
+    kill_9(&mut server);
     for producer in producers {
         let _ = producer.await;
     }
@@ -194,4 +190,107 @@ async fn kill_9_loses_no_acknowledged_event_and_processes_each_once() {
         stored_total,
         "every stored event counted exactly once by the match alert"
     );
+}
+
+fn kill_9(server: &mut Server) {
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let _ = server.child.wait();
+}
+
+#[tokio::test]
+async fn kill_9_while_sending_resends_the_delivery_after_restart() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let hook = HttpSink::start(reqwest::StatusCode::OK, "got it").await;
+    hook.set_hanging(true);
+    let data = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(data.path(), port).await;
+    let setup = [
+        (
+            "/api/v1/contact-points",
+            json!({"name": "hook", "kind": "webhook", "address": hook.url("/hook")}),
+        ),
+        (
+            "/api/v1/subscriptions",
+            json!({"kind": "match", "title": "fails", "params": {"filter": "status == \"fail\""}}),
+        ),
+    ];
+    for (path, body) in setup {
+        let response = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("setup");
+        assert_eq!(response.status(), 201, "{path}");
+    }
+    let response = client
+        .put(format!("{base}/api/v1/policies/default"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"rules": [{"contact_points": ["hook"]}]}))
+        .send()
+        .await
+        .expect("policy");
+    assert!(response.status().is_success());
+    let response = client
+        .post(format!("{base}/api/v1/events"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body("block:gc_t status:fail")
+        .send()
+        .await
+        .expect("event");
+    assert_eq!(response.status(), 202);
+
+    // The webhook is reached but never answers: the delivery is in flight. Kill it there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hook.arrivals() == 0 {
+        assert!(Instant::now() < deadline, "the delivery never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill_9(&mut server);
+    hook.set_hanging(false);
+
+    let _restarted = start(data.path(), port).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivery = loop {
+        let page: Value = client
+            .get(format!("{base}/api/v1/deliveries"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("deliveries")
+            .json()
+            .await
+            .expect("json");
+        let first = page["items"][0].clone();
+        if first["status"] == "sent" {
+            break first;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not resent after restart: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        delivery["attempts"], 1,
+        "the killed attempt left no outcome"
+    );
+    let answered = hook.requests();
+    assert_eq!(answered.len(), 1, "answered once after the restart");
+    assert_eq!(
+        answered[0].header("idempotency-key").as_deref(),
+        delivery["id"].as_str(),
+        "the resend carries the same key, so a receiver can drop a duplicate"
+    );
+    assert_eq!(hook.arrivals(), 2, "the hung attempt and the resend");
 }

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -214,6 +214,10 @@ pub struct HttpSink {
     pub address: SocketAddr,
     requests: Arc<Mutex<Vec<Request>>>,
     failures_left: Arc<AtomicUsize>,
+    /// While set, requests are taken in but never answered (a receiver that hangs).
+    hanging: Arc<AtomicBool>,
+    /// Every request that reached the sink, answered or not.
+    arrivals: Arc<AtomicUsize>,
 }
 
 impl HttpSink {
@@ -243,13 +247,21 @@ impl HttpSink {
     ) -> HttpSink {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let failures_left = Arc::new(AtomicUsize::new(fail_first));
+        let hanging = Arc::new(AtomicBool::new(false));
+        let arrivals = Arc::new(AtomicUsize::new(0));
         let recorded = requests.clone();
         let failures = failures_left.clone();
+        let (hang, arrived) = (hanging.clone(), arrivals.clone());
         let handler = move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
             let recorded = recorded.clone();
             let failures = failures.clone();
             let answer = answer.clone();
+            let (hang, arrived) = (hang.clone(), arrived.clone());
             async move {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                if hang.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
                 let failing = failures
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                     .is_ok();
@@ -282,6 +294,8 @@ impl HttpSink {
             address,
             requests,
             failures_left,
+            hanging,
+            arrivals,
         }
     }
 
@@ -295,5 +309,13 @@ impl HttpSink {
 
     pub fn fail_next(&self, count: usize) {
         self.failures_left.store(count, Ordering::SeqCst);
+    }
+
+    pub fn set_hanging(&self, hanging: bool) {
+        self.hanging.store(hanging, Ordering::SeqCst);
+    }
+
+    pub fn arrivals(&self) -> usize {
+        self.arrivals.load(Ordering::SeqCst)
     }
 }
