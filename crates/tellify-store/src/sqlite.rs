@@ -1379,8 +1379,13 @@ impl Store for SqliteStore {
         lease_until: Timestamp,
         limit: usize,
     ) -> StoreResult<Vec<DeliveryJob>> {
-        self.write(move |tx| notify::take_deliveries(tx, now, lease_until, limit))
-            .await
+        // No fsync of its own: the claim only guards against a second sender in this
+        // process. After an OS crash that loses it, the deliveries are simply due again,
+        // and the outcome commit (which does fsync) makes the claim durable with it.
+        self.write_with(Durability::Recomputable, move |tx| {
+            notify::take_deliveries(tx, now, lease_until, limit)
+        })
+        .await
     }
 
     async fn finish_deliveries(&self, results: Vec<FinishedDelivery>) -> StoreResult<()> {
