@@ -1,0 +1,1 @@
+//! The producer library: sends events to a tellify server.
