@@ -9,9 +9,9 @@ use tellify_model::{EventInput, Fields, Severity, StoredEvent};
 
 use crate::{
     AlertQuery, ContactPoint, DeliveryOutcome, DeliveryQuery, DeliveryStatus, EventQuery,
-    FinishedDelivery, Group, NewNotification, NotificationPlanner, OutputToApply, Plan, PlannerRef,
-    PolicyRecord, ProcessingCommit, RepeatSchedule, Store, StoreError, Subscription, Token, User,
-    Viewer,
+    EventType, FinishedDelivery, Group, NewNotification, NotificationPlanner, OutputToApply, Plan,
+    PlannerRef, PolicyRecord, ProcessingCommit, RepeatSchedule, Store, StoreError, Subscription,
+    Token, User, Viewer,
 };
 
 /// Runs every check against `store`, which must start empty.
@@ -20,6 +20,7 @@ pub async fn run_all(store: &dyn Store) {
     users_groups_and_tokens(store).await;
     subscriptions_alerts_and_processing(store).await;
     outbox_gangs_leases_retries_repeats_and_offboards(store).await;
+    event_types_registry_and_dedup_windows(store).await;
 }
 
 fn at(seconds: i64) -> Timestamp {
@@ -566,4 +567,169 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
         store.offboard_user(&ann.id, false, "admin", at(2001)).await,
         Err(StoreError::NotFound)
     ));
+}
+
+fn typed_event(event_type: &str, fs: &str, key: Option<&str>, seconds: i64) -> StoredEvent {
+    let mut fields = Fields::new();
+    fields.insert("fs".to_string(), json!(fs));
+    let input = EventInput {
+        event_type: Some(event_type.to_string()),
+        message: Some("disk full".to_string()),
+        idempotency_key: key.map(str::to_string),
+        fields,
+        ..Default::default()
+    };
+    StoredEvent::from_input(input, Some("producer".to_string()), at(seconds), 0)
+}
+
+fn disk_type(interval_secs: Option<i64>) -> EventType {
+    EventType {
+        name: "disk".to_string(),
+        description: "a filesystem filled up".to_string(),
+        category: Some("storage".to_string()),
+        default_severity: Some(Severity::Warning),
+        schema: Some(json!({"type": "object", "required": ["fs"]})),
+        dedup_interval: interval_secs.map(SignedDuration::from_secs),
+        created: at(0),
+        updated: at(0),
+    }
+}
+
+async fn event_types_registry_and_dedup_windows(store: &dyn Store) {
+    // The registry: create, replace (keeping `created`), read, list.
+    assert!(store.put_event_type(disk_type(Some(10))).await.unwrap());
+    let mut replaced = disk_type(Some(10));
+    replaced.description = "a filesystem is nearly full".to_string();
+    replaced.created = at(5);
+    replaced.updated = at(5);
+    assert!(!store.put_event_type(replaced).await.unwrap());
+    let stored = store.event_type("disk").await.unwrap().unwrap();
+    assert_eq!(stored.description, "a filesystem is nearly full");
+    assert_eq!(stored.created, at(0), "replacing keeps the creation time");
+    assert_eq!(stored.updated, at(5));
+    assert_eq!(
+        stored.schema,
+        Some(json!({"type": "object", "required": ["fs"]}))
+    );
+    assert_eq!(stored.dedup_interval, Some(SignedDuration::from_secs(10)));
+    assert_eq!(stored.default_severity, Some(Severity::Warning));
+    let mut plain = disk_type(None);
+    plain.name = "login".to_string();
+    store.put_event_type(plain).await.unwrap();
+    let names: Vec<String> = store
+        .list_event_types()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, vec!["disk", "login"]);
+    assert_eq!(store.event_type("nope").await.unwrap(), None);
+
+    // Three identical events inside the window, in one batch and the next: one stored event,
+    // three log positions.
+    let before = store.last_seq().await.unwrap();
+    let first = store
+        .append_events(vec![
+            typed_event("disk", "/a", None, 100),
+            typed_event("disk", "/a", None, 103),
+        ])
+        .await
+        .unwrap();
+    assert!(!first[0].repeat && !first[0].duplicate);
+    assert!(first[1].repeat && !first[1].duplicate);
+    assert_eq!(
+        first[1].id, first[0].id,
+        "a repeat answers with the first id"
+    );
+    assert!(first[1].seq > first[0].seq);
+    let third = store
+        .append_events(vec![typed_event("disk", "/a", Some("k"), 109)])
+        .await
+        .unwrap();
+    assert!(third[0].repeat);
+    assert_eq!(third[0].id, first[0].id);
+
+    // Idempotency wins over dedup: a retry of the repeat is a duplicate, not a fourth sighting.
+    let retry = store
+        .append_events(vec![typed_event("disk", "/a", Some("k"), 109)])
+        .await
+        .unwrap();
+    assert!(retry[0].duplicate);
+    assert_eq!(retry[0].seq, third[0].seq);
+    assert_eq!(retry[0].id, first[0].id);
+
+    // Other fields, or a type without an interval, are not repeats.
+    let other = store
+        .append_events(vec![
+            typed_event("disk", "/b", None, 104),
+            typed_event("login", "/a", None, 104),
+            typed_event("login", "/a", None, 105),
+        ])
+        .await
+        .unwrap();
+    assert!(other.iter().all(|a| !a.repeat && !a.duplicate));
+
+    // The log holds every occurrence, a repeat as its first event with its own seq and time.
+    let log = store.events_after(before, 100).await.unwrap();
+    let occurrences: Vec<&StoredEvent> = log.iter().filter(|e| e.id == first[0].id).collect();
+    assert_eq!(occurrences.len(), 3, "{log:?}");
+    let seqs: Vec<i64> = occurrences.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![first[0].seq, first[1].seq, third[0].seq]);
+    let times: Vec<Timestamp> = occurrences.iter().map(|e| e.time).collect();
+    assert_eq!(times, vec![at(100), at(103), at(109)]);
+    assert_eq!(occurrences[2].idempotency_key.as_deref(), Some("k"));
+    assert!(occurrences
+        .iter()
+        .all(|e| e.fields["fs"] == json!("/a") && e.message.as_deref() == Some("disk full")));
+    assert_eq!(log.len(), 6);
+    assert!(log.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+
+    // Search lists the first occurrence once, with its repeat count.
+    let listed = store
+        .query_events(EventQuery {
+            since: Some(at(100)),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let disk_a: Vec<_> = listed.iter().filter(|e| e.id == first[0].id).collect();
+    assert_eq!(disk_a.len(), 1);
+    assert_eq!(disk_a[0].repeat_count, 2);
+    assert_eq!(listed.len(), 4);
+    assert_eq!(
+        store
+            .event(&first[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .repeat_count,
+        2
+    );
+
+    // The window is fixed from the first sighting (100 + 10s), not from the last repeat
+    // (109): at 110 a new event is stored and opens a window of its own.
+    let later = store
+        .append_events(vec![
+            typed_event("disk", "/a", None, 110),
+            typed_event("disk", "/a", None, 119),
+        ])
+        .await
+        .unwrap();
+    assert!(!later[0].repeat);
+    assert_ne!(later[0].id, first[0].id);
+    assert!(later[1].repeat);
+    assert_eq!(later[1].id, later[0].id);
+
+    // Deleting the type ends deduplication for it.
+    assert!(store.delete_event_type("disk").await.unwrap());
+    assert!(!store.delete_event_type("disk").await.unwrap());
+    let after_delete = store
+        .append_events(vec![typed_event("disk", "/a", None, 120)])
+        .await
+        .unwrap();
+    assert!(!after_delete[0].repeat);
+    assert_ne!(after_delete[0].id, later[0].id);
+    assert_eq!(store.event_type("disk").await.unwrap(), None);
 }

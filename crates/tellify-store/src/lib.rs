@@ -6,10 +6,12 @@
 //! implementations of the same [`Store`] trait, held to the same [`conformance`] suite.
 
 pub mod conformance;
+mod event_types;
 mod notify;
 pub mod sqlite;
 mod types;
 
+pub use event_types::*;
 pub use notify::*;
 pub use types::*;
 
@@ -57,13 +59,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends events durably, all or none; returns each event's id and position. An
     /// event whose (producer, idempotency key) is already stored is not stored again: its
-    /// existing id comes back with `duplicate: true`.
+    /// existing id comes back with `duplicate: true`. An event of a type with a dedup
+    /// interval that is identical (same [`dedup_key`]) to one first received less than the
+    /// interval before is a repeat: it gets a position of its own but the first event's id,
+    /// with `repeat: true`, and counts towards that event's `repeat_count`.
     async fn append_events(&self, events: Vec<StoredEvent>) -> StoreResult<Vec<Appended>>;
-    /// Events with `seq` greater than `after`, oldest first.
+    /// Events with `seq` greater than `after`, oldest first: every occurrence, a repeat
+    /// presented as its first event (same id and content) with its own `seq`, `time`,
+    /// `received` and idempotency key.
     async fn events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<StoredEvent>>;
-    /// Events newest first, by time range and position.
-    async fn query_events(&self, query: EventQuery) -> StoreResult<Vec<StoredEvent>>;
-    async fn event(&self, id: &str) -> StoreResult<Option<StoredEvent>>;
+    /// Events newest first, by time range and position; each repeated event once, with
+    /// its repeat count.
+    async fn query_events(&self, query: EventQuery) -> StoreResult<Vec<ListedEvent>>;
+    async fn event(&self, id: &str) -> StoreResult<Option<ListedEvent>>;
     /// The position of the newest event (0 when empty).
     async fn last_seq(&self) -> StoreResult<i64>;
 
@@ -183,4 +191,14 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<OffboardCounts>;
     async fn list_audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+
+    // ---- event types ----
+
+    /// Creates or replaces a type (keeping its `created`); returns true when it was
+    /// created. Changing the dedup interval closes the type's open dedup windows.
+    async fn put_event_type(&self, event_type: EventType) -> StoreResult<bool>;
+    async fn event_type(&self, name: &str) -> StoreResult<Option<EventType>>;
+    async fn list_event_types(&self) -> StoreResult<Vec<EventType>>;
+    /// Deletes a type; events already stored keep naming it.
+    async fn delete_event_type(&self, name: &str) -> StoreResult<bool>;
 }

@@ -16,15 +16,17 @@ use tellify_engine::alerts::{apply_action, apply_output, Action, Alert, HistoryE
 use tellify_model::StoredEvent;
 use tokio::sync::{mpsc, oneshot};
 
+mod event_types;
 mod notify;
 
 pub use notify::REMOVED_USER;
 
 use crate::{
     AlertChange, AlertQuery, Appended, AuditRecord, ClearedFilter, CommitOutcome, ContactPoint,
-    Delivery, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, FinishedDelivery, Group,
-    NotifyDirectory, OffboardCounts, PlannerRef, PolicyRecord, ProcessingCommit,
-    ProcessingSnapshot, Silence, Store, StoreError, StoreResult, Subscription, Token, User, Viewer,
+    Delivery, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, EventType, FinishedDelivery,
+    Group, ListedEvent, NotifyDirectory, OffboardCounts, PlannerRef, PolicyRecord,
+    ProcessingCommit, ProcessingSnapshot, Silence, Store, StoreError, StoreResult, Subscription,
+    Token, User, Viewer,
 };
 
 /// Most append requests folded into one transaction.
@@ -115,6 +117,7 @@ CREATE TABLE processing (
 INSERT INTO processing (id, cursor) VALUES (1, 0);
 "#,
     notify::MIGRATION,
+    event_types::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -130,11 +133,13 @@ enum Durability {
     Recomputable,
 }
 
-/// Events with their JSON bodies, encoded on the caller's thread so the single writer
-/// thread only inserts.
+/// Events with their JSON bodies and dedup keys, encoded on the caller's thread so the
+/// single writer thread only runs SQL.
 struct EncodedEvents {
     events: Vec<StoredEvent>,
     bodies: Vec<String>,
+    /// One per event; `None` for an event without a type.
+    dedup_keys: Vec<Option<[u8; 32]>>,
 }
 
 impl EncodedEvents {
@@ -144,7 +149,12 @@ impl EncodedEvents {
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
-        Ok(EncodedEvents { events, bodies })
+        let dedup_keys = events.iter().map(crate::dedup_key).collect();
+        Ok(EncodedEvents {
+            events,
+            bodies,
+            dedup_keys,
+        })
     }
 }
 
@@ -453,7 +463,9 @@ fn append_group(connection: &mut Connection, group: Vec<AppendRequest>, feed: &F
                     if let Ok(appended) = &result {
                         for (mut event, stored) in encoded.events.into_iter().zip(appended) {
                             if !stored.duplicate {
+                                // A repeat reaches the worker as its first occurrence.
                                 event.seq = stored.seq;
+                                event.id.clone_from(&stored.id);
                                 fed.push(Arc::new(event));
                             }
                         }
@@ -472,6 +484,10 @@ fn append_group(connection: &mut Connection, group: Vec<AppendRequest>, feed: &F
     }
 }
 
+/// Inserts events in order. An event of a type with a dedup interval whose key has an open
+/// window (see `sqlite/event_types.rs`) becomes a repeat row of the window's first
+/// occurrence; an already stored (producer, idempotency key) is a duplicate, and that
+/// check wins over dedup because the repeat row carries the key too.
 fn insert_events(connection: &Connection, encoded: &EncodedEvents) -> StoreResult<Vec<Appended>> {
     let events = &encoded.events;
     let mut insert = connection
@@ -481,7 +497,31 @@ fn insert_events(connection: &Connection, encoded: &EncodedEvents) -> StoreResul
         )
         .map_err(unavailable)?;
     let mut appended = Vec::with_capacity(events.len());
-    for (event, body) in events.iter().zip(&encoded.bodies) {
+    for ((event, body), key) in events.iter().zip(&encoded.bodies).zip(&encoded.dedup_keys) {
+        let dedup = match (key, event.event_type.as_deref()) {
+            (Some(key), Some(name)) => {
+                event_types::dedup_interval_ms(connection, name)?.map(|ms| (key, name, ms))
+            }
+            _ => None,
+        };
+        let sighted_ms = event.received.as_millisecond();
+        if let Some((key, _, _)) = dedup {
+            if let Some((original_seq, original_id)) =
+                event_types::open_window(connection, key, sighted_ms)?
+            {
+                if let Some(seq) = event_types::insert_repeat(connection, event, original_seq)? {
+                    appended.push(Appended {
+                        id: original_id,
+                        seq,
+                        duplicate: false,
+                        repeat: true,
+                    });
+                    continue;
+                }
+                appended.push(existing_event(connection, event)?);
+                continue;
+            }
+        }
         let changed = insert
             .execute(params![
                 event.id,
@@ -492,37 +532,52 @@ fn insert_events(connection: &Connection, encoded: &EncodedEvents) -> StoreResul
             ])
             .map_err(unavailable)?;
         if changed == 1 {
+            let seq = connection.last_insert_rowid();
+            if let Some((key, name, interval_ms)) = dedup {
+                let until_ms = sighted_ms.saturating_add(interval_ms);
+                event_types::start_window(connection, key, name, seq, until_ms)?;
+            }
             appended.push(Appended {
                 id: event.id.clone(),
-                seq: connection.last_insert_rowid(),
+                seq,
                 duplicate: false,
+                repeat: false,
             });
             continue;
         }
-        let existing: Option<(String, i64)> = connection
-            .prepare_cached(
-                "SELECT id, seq FROM events WHERE producer IS ?1 AND idempotency_key = ?2",
-            )
-            .map_err(unavailable)?
-            .query_row(
-                params![event.source.producer, event.idempotency_key],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()
-            .map_err(unavailable)?;
-        let Some((id, seq)) = existing else {
-            return Err(StoreError::Conflict(format!(
-                "event id {} already exists",
-                event.id
-            )));
-        };
-        appended.push(Appended {
-            id,
-            seq,
-            duplicate: true,
-        });
+        appended.push(existing_event(connection, event)?);
     }
     Ok(appended)
+}
+
+/// The stored event an event that was not inserted duplicates, by (producer, idempotency
+/// key); a duplicate of a repeat answers with the first occurrence's id.
+fn existing_event(connection: &Connection, event: &StoredEvent) -> StoreResult<Appended> {
+    let existing: Option<(String, i64, bool)> = connection
+        .prepare_cached(
+            "SELECT COALESCE(o.id, e.id), e.seq, e.repeat_of IS NOT NULL FROM events e
+             LEFT JOIN events o ON o.seq = e.repeat_of
+             WHERE e.producer IS ?1 AND e.idempotency_key = ?2",
+        )
+        .map_err(unavailable)?
+        .query_row(
+            params![event.source.producer, event.idempotency_key],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    let Some((id, seq, repeat)) = existing else {
+        return Err(StoreError::Conflict(format!(
+            "event id {} already exists",
+            event.id
+        )));
+    };
+    Ok(Appended {
+        id,
+        seq,
+        duplicate: true,
+        repeat,
+    })
 }
 
 fn read_event(row: &rusqlite::Row) -> rusqlite::Result<StoredEvent> {
@@ -533,6 +588,27 @@ fn read_event(row: &rusqlite::Row) -> rusqlite::Result<StoredEvent> {
     })?;
     event.seq = seq;
     Ok(event)
+}
+
+/// An event row as the log presents it: a repeat (`repeat_of` set) is rebuilt from its
+/// first occurrence. Columns: seq, body, first occurrence's body (or NULL).
+fn read_logged_event(row: &rusqlite::Row) -> rusqlite::Result<StoredEvent> {
+    let original: Option<String> = row.get(2)?;
+    let Some(original) = original else {
+        return read_event(row);
+    };
+    let seq: i64 = row.get(0)?;
+    let occurrence: String = row.get(1)?;
+    let first: StoredEvent = read_json(original)?;
+    event_types::rebuild_repeat(first, seq, occurrence)
+}
+
+/// A first occurrence with its repeat count. Columns: seq, body, repeat_count.
+fn read_listed_event(row: &rusqlite::Row) -> rusqlite::Result<ListedEvent> {
+    Ok(ListedEvent {
+        event: read_event(row)?,
+        repeat_count: row.get(2)?,
+    })
 }
 
 fn time_text(time: Timestamp) -> String {
@@ -733,22 +809,26 @@ impl Store for SqliteStore {
     async fn events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
         self.read(move |connection| {
             let mut statement = connection
-                .prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+                .prepare_cached(
+                    "SELECT e.seq, e.body, o.body FROM events e
+                     LEFT JOIN events o ON o.seq = e.repeat_of
+                     WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2",
+                )
                 .map_err(unavailable)?;
             let rows = statement
-                .query_map(params![after, limit as i64], read_event)
+                .query_map(params![after, limit as i64], read_logged_event)
                 .map_err(unavailable)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
         })
         .await
     }
 
-    async fn query_events(&self, query: EventQuery) -> StoreResult<Vec<StoredEvent>> {
+    async fn query_events(&self, query: EventQuery) -> StoreResult<Vec<ListedEvent>> {
         self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(
-                    "SELECT seq, body FROM events
-                     WHERE seq < ?1 AND time_ms >= ?2 AND time_ms < ?3
+                    "SELECT seq, body, repeat_count FROM events
+                     WHERE seq < ?1 AND time_ms >= ?2 AND time_ms < ?3 AND repeat_of IS NULL
                      ORDER BY seq DESC LIMIT ?4",
                 )
                 .map_err(unavailable)?;
@@ -758,7 +838,7 @@ impl Store for SqliteStore {
             let rows = statement
                 .query_map(
                     params![before, since, until, query.limit as i64],
-                    read_event,
+                    read_listed_event,
                 )
                 .map_err(unavailable)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
@@ -766,14 +846,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn event(&self, id: &str) -> StoreResult<Option<StoredEvent>> {
+    async fn event(&self, id: &str) -> StoreResult<Option<ListedEvent>> {
         let id = id.to_string();
         self.read(move |connection| {
             connection
                 .query_row(
-                    "SELECT seq, body FROM events WHERE id = ?1",
+                    "SELECT seq, body, repeat_count FROM events WHERE id = ?1 AND repeat_of IS NULL",
                     [id],
-                    read_event,
+                    read_listed_event,
                 )
                 .optional()
                 .map_err(unavailable)
@@ -1438,6 +1518,27 @@ impl Store for SqliteStore {
 
     async fn list_audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         self.read(move |connection| notify::list_audit(connection, limit))
+            .await
+    }
+
+    async fn put_event_type(&self, event_type: EventType) -> StoreResult<bool> {
+        self.write(move |tx| event_types::put_event_type(tx, &event_type))
+            .await
+    }
+
+    async fn event_type(&self, name: &str) -> StoreResult<Option<EventType>> {
+        let name = name.to_string();
+        self.read(move |connection| event_types::event_type(connection, &name))
+            .await
+    }
+
+    async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
+        self.read(event_types::list_event_types).await
+    }
+
+    async fn delete_event_type(&self, name: &str) -> StoreResult<bool> {
+        let name = name.to_string();
+        self.write(move |tx| event_types::delete_event_type(tx, &name))
             .await
     }
 }

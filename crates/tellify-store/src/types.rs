@@ -9,6 +9,10 @@ pub struct Appended {
     pub id: String,
     pub seq: i64,
     pub duplicate: bool,
+    /// Stored as a repeat of the event `id` (inside that event's dedup window): the
+    /// occurrence has its own `seq` in the log, but search lists only the first.
+    #[serde(default)]
+    pub repeat: bool,
 }
 
 /// A page of events, newest first.

@@ -67,3 +67,59 @@ async fn the_feed_delivers_appends_in_log_order_without_duplicates() {
     assert_eq!(fed[0].seq, first[0].seq);
     assert!(fed.windows(2).all(|pair| pair[1].seq == pair[0].seq + 1));
 }
+
+#[tokio::test]
+async fn a_repeat_is_fed_exactly_as_the_log_presents_it_after_a_restart() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(directory.path()).unwrap();
+    let start = jiff::Timestamp::now();
+    store
+        .put_event_type(tellify_store::EventType {
+            name: "disk".to_string(),
+            description: String::new(),
+            category: None,
+            default_severity: None,
+            schema: None,
+            dedup_interval: Some(jiff::SignedDuration::from_mins(10)),
+            created: start,
+            updated: start,
+        })
+        .await
+        .unwrap();
+    let mut feed = store.follow_appends().expect("sqlite feeds appends");
+    let event = |seconds: i64| {
+        let input = tellify_model::EventInput {
+            event_type: Some("disk".to_string()),
+            message: Some("full".to_string()),
+            ..Default::default()
+        };
+        let at = start + jiff::SignedDuration::from_secs(seconds);
+        tellify_model::StoredEvent::from_input(input, Some("p".into()), at, 0)
+    };
+    let appended = store
+        .append_events(vec![event(0), event(1), event(2)])
+        .await
+        .unwrap();
+    assert!(!appended[0].repeat && appended[1].repeat && appended[2].repeat);
+    let fed = tokio::time::timeout(std::time::Duration::from_secs(5), feed.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(store);
+    // What a restarted worker reads from the log is what the feed handed over.
+    let reopened = SqliteStore::open(directory.path()).unwrap();
+    let logged = reopened.events_after(0, 10).await.unwrap();
+    let fed: Vec<tellify_model::StoredEvent> = fed.iter().map(|e| (**e).clone()).collect();
+    assert_eq!(fed, logged);
+    assert_eq!(logged.len(), 3);
+    assert!(logged.iter().all(|e| e.id == appended[0].id));
+    let listed = reopened
+        .query_events(tellify_store::EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].repeat_count, 2);
+}

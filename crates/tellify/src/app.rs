@@ -32,6 +32,11 @@ pub struct RunningApp {
     server: JoinHandle<std::io::Result<()>>,
     worker: JoinHandle<()>,
     notifier: JoinHandle<()>,
+    /// One task per configured broker source (`sources`).
+    sources: Vec<JoinHandle<()>>,
+    /// Polls the metric backends of `metric` subscriptions; tests wake it after moving time.
+    pub poller: crate::pollers::PollerHandle,
+    poller_task: JoinHandle<()>,
 }
 
 impl RunningApp {
@@ -41,6 +46,10 @@ impl RunningApp {
         self.server.await.context("server task panicked")??;
         self.worker.await.context("worker task panicked")?;
         self.notifier.await.context("notifier task panicked")?;
+        for source in self.sources {
+            source.await.context("source task panicked")?;
+        }
+        self.poller_task.await.context("poller task panicked")?;
         Ok(())
     }
 
@@ -127,6 +136,12 @@ pub async fn start_with_store(
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
+    let started = clock.now();
+    let event_types = Arc::new(
+        crate::event_types::EventTypes::load(store.as_ref())
+            .await
+            .context("cannot load the event types")?,
+    );
     let state: AppState = Arc::new(Services {
         store,
         registry,
@@ -138,10 +153,31 @@ pub async fn start_with_store(
         metrics: telemetry::metrics_handle(),
         notifier: notifier_handle,
         channels,
+        started,
+        event_types,
     });
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let worker = tokio::spawn(worker.run(shutdown_receiver.clone()));
     let notifier = tokio::spawn(notifier.run(shutdown_receiver.clone()));
+    let sources = match crate::sources::start(
+        &state.settings.sources,
+        state.clone(),
+        shutdown_receiver.clone(),
+    ) {
+        Ok(sources) => sources,
+        Err(error) => {
+            let _ = shutdown.send(true);
+            return Err(error.context("cannot start the sources"));
+        }
+    };
+    let (poller_task, poller) =
+        match crate::pollers::start(state.clone(), shutdown_receiver.clone()) {
+            Ok(started) => started,
+            Err(error) => {
+                let _ = shutdown.send(true);
+                return Err(error.context("cannot start the metric poller"));
+            }
+        };
     let router = api::router(state.clone());
     let mut server_shutdown = shutdown_receiver;
     let server = tokio::spawn(async move {
@@ -166,6 +202,9 @@ pub async fn start_with_store(
         server,
         worker,
         notifier,
+        sources,
+        poller,
+        poller_task,
     })
 }
 

@@ -12,6 +12,8 @@ use tellify_model::Limits;
 
 use crate::channels::{SmsSettings, SmtpSettings};
 use crate::notify::NotifySettings;
+use crate::pollers::PollerSettings;
+use crate::sources::SourcesSettings;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +30,10 @@ pub struct Settings {
     pub notify: NotifySettings,
     pub smtp: SmtpSettings,
     pub sms: SmsSettings,
+    /// Brokers events are consumed from (`[[sources.amqp]]`, `[[sources.nats]]`); none by default.
+    pub sources: SourcesSettings,
+    /// How `metric` subscriptions poll their backends (`[pollers]`).
+    pub pollers: PollerSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +46,9 @@ pub struct IngestSettings {
     /// Most stored events the worker may be behind before ingest answers 503 with
     /// `Retry-After` (0 = never): alerts then stay timely and producers know to back off.
     pub max_backlog_events: usize,
+    /// Accept only events whose `type` is registered (`/api/v1/event-types`), so a typo
+    /// in a producer's type is refused instead of silently matching nothing.
+    pub strict_types: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,6 +72,8 @@ impl Default for Settings {
             notify: NotifySettings::default(),
             smtp: SmtpSettings::default(),
             sms: SmsSettings::default(),
+            sources: SourcesSettings::default(),
+            pollers: PollerSettings::default(),
         }
     }
 }
@@ -73,6 +84,7 @@ impl Default for IngestSettings {
             max_body_bytes: 8 * 1024 * 1024,
             max_batch_events: 10_000,
             max_backlog_events: 2_000_000,
+            strict_types: false,
         }
     }
 }

@@ -1,12 +1,20 @@
 //! Turning a request body into events: JSON (one event or an array), NDJSON, or
 //! `key:value` text lines. A batch is all-or-nothing: any problem rejects the whole
 //! request, and every problem is reported with the line or index and field it is in.
+//! [`store_events`] then stores a parsed batch; the HTTP API and the broker sources both
+//! go through it, so they keep the same durability rule.
 
 use serde::Serialize;
 use serde_json::Value;
-use tellify_model::{parse_kv_line, EventInput, Limits, Severity, Source};
+use tellify_model::{
+    parse_kv_line, EventInput, FieldProblem, Limits, Severity, Source, StoredEvent,
+};
+use tellify_store::{Appended, StoreResult};
 
+use crate::api::Services;
 use crate::config::IngestSettings;
+use crate::stream::StreamItem;
+use crate::telemetry;
 
 /// One thing wrong with an ingest request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -59,11 +67,38 @@ impl Position {
     }
 }
 
+/// A check every parsed event goes through after the envelope rules, which may also
+/// complete the event: the event-type registry (schema, default severity, strict mode)
+/// plugs in here, so its problems carry the same line or index as the others.
+pub trait EventCheck {
+    fn check(&self, event: &mut EventInput) -> Vec<FieldProblem>;
+}
+
+/// Nothing beyond the envelope rules and limits.
+pub struct NoCheck;
+
+impl EventCheck for NoCheck {
+    fn check(&self, _event: &mut EventInput) -> Vec<FieldProblem> {
+        Vec::new()
+    }
+}
+
 pub fn parse_events(
     content_type: &str,
     body: &[u8],
     settings: &IngestSettings,
     limits: &Limits,
+) -> Result<Vec<EventInput>, IngestError> {
+    parse_events_checked(content_type, body, settings, limits, &NoCheck)
+}
+
+/// [`parse_events`], with `check` run on every event; any problem rejects the batch.
+pub fn parse_events_checked(
+    content_type: &str,
+    body: &[u8],
+    settings: &IngestSettings,
+    limits: &Limits,
+    check: &dyn EventCheck,
 ) -> Result<Vec<EventInput>, IngestError> {
     let media = content_type
         .split(';')
@@ -149,18 +184,55 @@ pub fn parse_events(
     if events.is_empty() && problems.is_empty() {
         problems.push(Position::Single.problem(None, "the request holds no events".to_string()));
     }
-    for (position, event) in &events {
-        if let Err(found) = event.validate(limits) {
-            for problem in found {
-                let field = (!problem.field.is_empty()).then_some(problem.field);
-                problems.push(position.problem(field, problem.message));
-            }
+    for (position, event) in &mut events {
+        let mut found = event.validate(limits).err().unwrap_or_default();
+        found.extend(check.check(event));
+        for problem in found {
+            let field = (!problem.field.is_empty()).then_some(problem.field);
+            problems.push(position.problem(field, problem.message));
         }
     }
     if !problems.is_empty() {
         return Err(IngestError::Invalid(problems));
     }
     Ok(events.into_iter().map(|(_, event)| event).collect())
+}
+
+/// Appends `inputs` as events of `producer`, durably, then wakes the worker and feeds the
+/// live stream. When this returns `Ok`, the events are committed: only then may the caller
+/// answer 202 or acknowledge a broker message.
+pub async fn store_events(
+    services: &Services,
+    inputs: Vec<EventInput>,
+    producer: &str,
+) -> StoreResult<Vec<Appended>> {
+    let received = services.clock.now();
+    let events: Vec<StoredEvent> = inputs
+        .into_iter()
+        .map(|input| StoredEvent::from_input(input, Some(producer.to_string()), received, 0))
+        .collect();
+    let publish = services.bus.has_listeners();
+    let kept = if publish { events.clone() } else { Vec::new() };
+    let appended = services.store.append_events(events).await?;
+    if let Some(newest) = appended.iter().map(|a| a.seq).max() {
+        services.worker.appended(newest);
+    }
+    let duplicates = appended.iter().filter(|a| a.duplicate).count();
+    metrics::counter!(telemetry::EVENTS_INGESTED).increment((appended.len() - duplicates) as u64);
+    metrics::counter!(telemetry::EVENTS_DUPLICATE).increment(duplicates as u64);
+    if publish {
+        for (mut event, stored) in kept.into_iter().zip(&appended) {
+            if !stored.duplicate {
+                event.seq = stored.seq;
+                // A repeat goes out under its first occurrence's id, as the worker sees it.
+                event.id.clone_from(&stored.id);
+                services
+                    .bus
+                    .publish(StreamItem::Event(std::sync::Arc::new(event)));
+            }
+        }
+    }
+    Ok(appended)
 }
 
 fn numbered_lines(text: &str) -> Vec<(usize, &str)> {

@@ -14,6 +14,8 @@ pub const PROCESSING_LAG: &str = "tellify_processing_lag_events";
 pub const SUBSCRIPTIONS_ACTIVE: &str = "tellify_subscriptions_active";
 /// Delivery attempts by channel and result (`sent`, `retry`, `failed`).
 pub const DELIVERIES: &str = "tellify_deliveries_total";
+/// Broker messages by source and outcome (`stored`, `dead_lettered`, `retry`).
+pub const SOURCE_MESSAGES: &str = "tellify_source_messages_total";
 /// Time one delivery attempt took, by channel.
 pub const DELIVERY_SECONDS: &str = "tellify_delivery_seconds";
 

@@ -4,8 +4,10 @@
 //! Adding a kind is one new file plus one line in [`Registry::builtin`].
 
 mod absence;
+pub mod alertmanager;
 mod count;
 mod match_kind;
+pub mod metric;
 mod threshold;
 
 use jiff::Timestamp;
@@ -158,6 +160,8 @@ impl Registry {
                 Box::new(threshold::ThresholdKind),
                 Box::new(count::CountKind),
                 Box::new(absence::AbsenceKind),
+                Box::new(alertmanager::AlertmanagerKind),
+                Box::new(metric::MetricKind),
             ],
         }
     }

@@ -6,15 +6,13 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use tellify_engine::filter::{EventContext, Filter};
-use tellify_model::StoredEvent;
-use tellify_store::EventQuery;
+use tellify_store::{EventQuery, ListedEvent};
 
 use super::{
     clamp_limit, parse_time_param, ApiError, ApiResult, AppState, Auth, Page, QueryParams,
 };
 use crate::auth::Scope;
-use crate::ingest::parse_events;
-use crate::stream::StreamItem;
+use crate::ingest::{parse_events_checked, store_events};
 use crate::telemetry;
 
 /// Rows scanned at most per `GET /events` request when a filter is selective.
@@ -47,6 +45,30 @@ pub async fn ingest(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
+    check_backlog(&state)?;
+    let inputs = parse_events_checked(
+        content_type,
+        &body,
+        &state.settings.ingest,
+        &state.settings.limits,
+        &state.event_types.check(state.settings.ingest.strict_types),
+    )
+    .inspect_err(|_| metrics::counter!(telemetry::INGEST_REJECTED).increment(1))?;
+    let appended = store_events(&state, inputs, &principal.user.name).await?;
+    let duplicates = appended.iter().filter(|a| a.duplicate).count();
+    let repeats = appended.iter().filter(|a| a.repeat && !a.duplicate).count();
+    let ids: Vec<&str> = appended.iter().map(|a| a.id.as_str()).collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({"ids": ids, "accepted": ids.len(), "duplicates": duplicates, "repeats": repeats}),
+        ),
+    ))
+}
+
+/// 503 with `Retry-After` while processing is more than `ingest.max_backlog_events` behind,
+/// so alerts stay timely and producers back off; shared by every ingest route.
+pub(super) fn check_backlog(state: &AppState) -> ApiResult<()> {
     let limit = state.settings.ingest.max_backlog_events as i64;
     let backlog = state.worker.backlog();
     if limit > 0 && backlog > limit {
@@ -62,43 +84,7 @@ pub async fn ingest(
         error.retry_after = Some(1);
         return Err(error);
     }
-    let inputs = parse_events(
-        content_type,
-        &body,
-        &state.settings.ingest,
-        &state.settings.limits,
-    )
-    .inspect_err(|_| metrics::counter!(telemetry::INGEST_REJECTED).increment(1))?;
-    let received = state.clock.now();
-    let producer = principal.user.name.clone();
-    let events: Vec<StoredEvent> = inputs
-        .into_iter()
-        .map(|input| StoredEvent::from_input(input, Some(producer.clone()), received, 0))
-        .collect();
-    let publish = state.bus.has_listeners();
-    let kept = if publish { events.clone() } else { Vec::new() };
-    let appended = state.store.append_events(events).await?;
-    if let Some(newest) = appended.iter().map(|a| a.seq).max() {
-        state.worker.appended(newest);
-    }
-    let duplicates = appended.iter().filter(|a| a.duplicate).count();
-    metrics::counter!(telemetry::EVENTS_INGESTED).increment((appended.len() - duplicates) as u64);
-    metrics::counter!(telemetry::EVENTS_DUPLICATE).increment(duplicates as u64);
-    if publish {
-        for (mut event, stored) in kept.into_iter().zip(&appended) {
-            if !stored.duplicate {
-                event.seq = stored.seq;
-                state
-                    .bus
-                    .publish(StreamItem::Event(std::sync::Arc::new(event)));
-            }
-        }
-    }
-    let ids: Vec<&str> = appended.iter().map(|a| a.id.as_str()).collect();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"ids": ids, "accepted": ids.len(), "duplicates": duplicates})),
-    ))
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -115,7 +101,7 @@ pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
     QueryParams(query): QueryParams<ListQuery>,
-) -> ApiResult<Json<Page<StoredEvent>>> {
+) -> ApiResult<Json<Page<ListedEvent>>> {
     auth.require(Scope::User)?;
     let now = state.clock.now();
     let filter = match query.filter.as_deref().filter(|f| !f.trim().is_empty()) {
@@ -147,7 +133,7 @@ pub async fn list(
     };
     // Collect one more match than asked: it tells whether another page follows. A selective
     // filter stops after MAX_SCAN rows and hands back a cursor to scan on from.
-    let mut items: Vec<StoredEvent> = Vec::new();
+    let mut items: Vec<ListedEvent> = Vec::new();
     let mut scanned = 0;
     let page_size = if filter.is_some() { 1000 } else { limit + 1 };
     loop {
@@ -194,7 +180,7 @@ pub async fn get_one(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-) -> ApiResult<Json<StoredEvent>> {
+) -> ApiResult<Json<ListedEvent>> {
     auth.require(Scope::User)?;
     let event = state
         .store

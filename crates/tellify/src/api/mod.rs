@@ -1,8 +1,10 @@
 //! The HTTP API under `/api/v1`, plus `/healthz`, `/metrics` and `/api/openapi.json`.
 //! Only this module (and a future `web/`) knows HTTP shapes.
 
+mod alertmanager;
 mod alerts;
 pub mod error;
+mod event_types;
 mod events;
 mod meta;
 mod notify;
@@ -43,6 +45,10 @@ pub struct Services {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub notifier: NotifierHandle,
     pub channels: Arc<Channels>,
+    /// When this server started, for the Alertmanager-compatible `/api/v2/status`.
+    pub started: jiff::Timestamp,
+    /// Registered event types with their compiled schemas, for the ingest check.
+    pub event_types: Arc<crate::event_types::EventTypes>,
 }
 
 pub type AppState = Arc<Services>;
@@ -51,6 +57,13 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/events", post(events::ingest).get(events::list))
         .route("/events/{id}", get(events::get_one))
+        .route("/event-types", get(event_types::list))
+        .route(
+            "/event-types/{name}",
+            get(event_types::get_one)
+                .put(event_types::put)
+                .delete(event_types::delete),
+        )
         .route("/handler-kinds", get(meta::handler_kinds))
         .route(
             "/subscriptions",
@@ -124,8 +137,25 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens/{id}", axum::routing::delete(people::revoke_token))
         .route("/stream", get(stream::stream))
         .fallback(meta::not_found);
+    // The Prometheus Alertmanager API v2, for Prometheus servers and amtool.
+    let alertmanager_v2 = Router::new()
+        .route(
+            "/alerts",
+            get(alertmanager::list_alerts).post(alertmanager::post_alerts),
+        )
+        .route("/status", get(alertmanager::status))
+        .route(
+            "/silences",
+            get(alertmanager::list_silences).post(alertmanager::post_silence),
+        )
+        .route(
+            "/silence/{id}",
+            get(alertmanager::get_silence).delete(alertmanager::delete_silence),
+        )
+        .fallback(meta::not_found);
     Router::new()
         .nest("/api/v1", api)
+        .nest("/api/v2", alertmanager_v2)
         .route("/api/openapi.json", get(meta::openapi))
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))

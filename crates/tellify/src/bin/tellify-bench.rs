@@ -20,6 +20,14 @@
 //!   from the first to the last delivery at the sink.
 //! - `notify-latency`: the same users; a steady 200 events/s, each opening a new alert for
 //!   a random user; milliseconds from sending the event to its webhook arriving.
+//! - `spool-replay`: the producer library (`tellify-client`) spools `--spool-events`
+//!   events to a temporary directory while no server answers, then replays them to the
+//!   server in batches of `--spool-batch`, in order; events/s of the replay.
+//! - `am-ingest`: Prometheus-style alerts posted to the Alertmanager API
+//!   (`POST /api/v2/alerts`), `--batch-size` (100) per request over
+//!   `--batched-connections` (8), 10,000 distinct alerts re-sent over and over, with one
+//!   `alertmanager` subscription (`bench alertmanager`) that keeps an alert per
+//!   fingerprint; alerts/s.
 //!
 //! Example:
 //!
@@ -120,6 +128,12 @@ struct Args {
     /// `notify` modes: longest wait, in seconds, for the webhooks after the events went in.
     #[arg(long, default_value_t = 600)]
     notify_timeout: u64,
+    /// `spool-replay` mode: events to spool, then replay.
+    #[arg(long, env = "TELLIFY_BENCH_SPOOL_EVENTS", default_value_t = 100_000)]
+    spool_events: usize,
+    /// `spool-replay` mode: events per replayed request.
+    #[arg(long, default_value_t = tellify_client::DEFAULT_REPLAY_BATCH)]
+    spool_batch: usize,
     /// The runs, in order.
     #[arg(required = true, value_enum)]
     modes: Vec<Mode>,
@@ -132,6 +146,8 @@ enum Mode {
     Latency,
     Notify,
     NotifyLatency,
+    SpoolReplay,
+    AmIngest,
 }
 
 impl Mode {
@@ -142,6 +158,8 @@ impl Mode {
             Mode::Latency => "latency",
             Mode::Notify => "notify",
             Mode::NotifyLatency => "notify-latency",
+            Mode::SpoolReplay => "spool-replay",
+            Mode::AmIngest => "am-ingest",
         }
     }
 }
@@ -227,6 +245,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 (report.summary_line(), report.to_json())
             }
             (Mode::Notify | Mode::NotifyLatency, None) => bail!("notify setup missing"),
+            (Mode::AmIngest, _) => {
+                let report = run_am_ingest(&client, &target, &args).await?;
+                (report.summary_line(), report.to_json())
+            }
+            (Mode::SpoolReplay, _) => {
+                let report = run_spool_replay(&target, &args).await?;
+                (report.summary_line(), report.to_json())
+            }
         };
         say(line);
         runs.push(value);
@@ -626,6 +652,7 @@ fn request_bodies(mode: Mode, args: &Args, count: usize) -> Vec<Bytes> {
                 }
                 Bytes::from(body)
             }
+            Mode::AmIngest => alertmanager_batch(args.batch_size.max(1)),
             _ => Bytes::from(event()),
         })
         .collect()
@@ -648,7 +675,16 @@ async fn run_throughput(target: &Target, mode: Mode, args: &Args) -> anyhow::Res
             "application/x-ndjson",
             args.batch_size.max(1) as u64,
         ),
+        Mode::AmIngest => (
+            args.batched_connections,
+            "application/json",
+            args.batch_size.max(1) as u64,
+        ),
         _ => (args.single_connections, "application/json", 1),
+    };
+    let path = match mode {
+        Mode::AmIngest => "/api/v2/alerts",
+        _ => "/api/v1/events",
     };
     let bodies = Arc::new(request_bodies(mode, args, 512));
     let duration = Duration::from_secs(args.duration);
@@ -660,7 +696,7 @@ async fn run_throughput(target: &Target, mode: Mode, args: &Args) -> anyhow::Res
         // One client per connection, so the load is exactly `connections` keep-alive
         // connections rather than whatever a shared pool decides.
         let client = plain_client()?;
-        let url = target.url("/api/v1/events");
+        let url = target.url(path);
         let authorization = target.authorization.clone();
         let bodies = bodies.clone();
         tasks.spawn(async move {
@@ -740,6 +776,56 @@ async fn run_throughput(target: &Target, mode: Mode, args: &Args) -> anyhow::Res
         drain,
         cpu,
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Alertmanager API ingest
+
+/// Title of the `alertmanager` subscription the `am-ingest` run feeds.
+const AM_TITLE: &str = "bench alertmanager";
+
+/// `am-ingest`: makes sure the `alertmanager` subscription exists, then posts alerts.
+async fn run_am_ingest(
+    client: &reqwest::Client,
+    target: &Target,
+    args: &Args,
+) -> anyhow::Result<RunReport> {
+    if !subscription_titles(client, target)
+        .await?
+        .contains(AM_TITLE)
+    {
+        let body = json!({"kind": "alertmanager", "title": AM_TITLE, "params": {}});
+        create_subscription(client, target, body).await?;
+    }
+    run_throughput(target, Mode::AmIngest, args).await
+}
+
+/// One `POST /api/v2/alerts` body as Prometheus sends it: `size` firing alerts drawn from
+/// 10,000 label sets (10 alert names on 1,000 instances), `endsAt` ten minutes ahead.
+fn alertmanager_batch(size: usize) -> Bytes {
+    let mut random = rand::rng();
+    let now = jiff::Timestamp::now();
+    let ends = now + jiff::SignedDuration::from_mins(10);
+    let alerts: Vec<Value> = (0..size)
+        .map(|_| {
+            let name = random.random_range(0..10);
+            let instance = random.random_range(0..1000);
+            let critical = random.random_bool(0.01);
+            json!({
+                "labels": {
+                    "alertname": format!("BenchAlert{name}"),
+                    "instance": format!("host{instance}:9100"),
+                    "job": "node",
+                    "severity": if critical { "critical" } else { "warning" },
+                },
+                "annotations": {"summary": format!("bench alert {name} on host{instance}")},
+                "startsAt": now.to_string(),
+                "endsAt": ends.to_string(),
+                "generatorURL": "http://prometheus.bench:9090/graph?g0.expr=up",
+            })
+        })
+        .collect();
+    Bytes::from(Value::Array(alerts).to_string())
 }
 
 fn truncate(text: &str, limit: usize) -> &str {
@@ -1898,6 +1984,135 @@ async fn run_notify_latency(
         end_to_end_ms: Some(Percentiles::of(tally.end_to_end_ms)),
         drain,
         cpu,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Spool replay
+
+/// What the `spool-replay` run measured.
+struct SpoolReplayReport {
+    events: usize,
+    batch: usize,
+    spool_bytes: u64,
+    spool_seconds: f64,
+    replay_seconds: f64,
+    replayed: u64,
+    duplicates: u64,
+    drain: DrainReport,
+}
+
+impl SpoolReplayReport {
+    fn replay_rate(&self) -> f64 {
+        if self.replay_seconds > 0.0 {
+            self.replayed as f64 / self.replay_seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn summary_line(&self) -> String {
+        format!(
+            "spool-replay events={} batch={} spooled in {:.2} s ({:.0} ev/s, {} bytes) | \
+             replayed={} duplicates={} in {:.2} s rate={:.0} ev/s | {}",
+            self.events,
+            self.batch,
+            self.spool_seconds,
+            self.events as f64 / self.spool_seconds.max(f64::EPSILON),
+            self.spool_bytes,
+            self.replayed,
+            self.duplicates,
+            self.replay_seconds,
+            self.replay_rate(),
+            self.drain.summary()
+        )
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "mode": Mode::SpoolReplay.name(),
+            "events": self.events,
+            "batch": self.batch,
+            "spool_bytes": self.spool_bytes,
+            "spool_seconds": self.spool_seconds,
+            "replay_seconds": self.replay_seconds,
+            "replayed": self.replayed,
+            "duplicates": self.duplicates,
+            "replay_events_per_second": self.replay_rate(),
+            "drain": self.drain.to_json(),
+        })
+    }
+}
+
+/// Spools the events through a client whose server refuses connections (a port nobody
+/// listens on), so every one takes the real spool path, then replays them to the server.
+async fn run_spool_replay(target: &Target, args: &Args) -> anyhow::Result<SpoolReplayReport> {
+    let prefix = run_prefix(Mode::SpoolReplay);
+    let dir = std::env::temp_dir().join(format!("tellify-bench-{prefix}"));
+    let token = args.token.trim();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .context("cannot find a free port")?
+        .port();
+    let offline = tellify_client::Client::builder(format!("http://127.0.0.1:{closed_port}"), token)
+        .spool(&dir)
+        .max_spool_bytes(u64::MAX)
+        .build()?;
+    let blocks = args.blocks.unwrap_or(args.subscriptions).max(1);
+    let started = Instant::now();
+    let mut n = 0usize;
+    while n < args.spool_events {
+        let count = 1000.min(args.spool_events - n);
+        let mut events = Vec::with_capacity(count);
+        for i in n..n + count {
+            let mut event = tellify_model::EventInput {
+                event_type: Some("bench".to_string()),
+                ..Default::default()
+            };
+            event.fields.insert("run".to_string(), json!(prefix));
+            event.fields.insert("n".to_string(), json!(i));
+            event
+                .fields
+                .insert("block".to_string(), json!(format!("b{}", i % blocks)));
+            event.fields.insert("status".to_string(), json!("pass"));
+            events.push(event);
+        }
+        match offline.send_batch(events).await? {
+            tellify_client::SendOutcome::Spooled { .. } => {}
+            tellify_client::SendOutcome::Sent(_) => bail!("a closed port took events"),
+        }
+        n += count;
+    }
+    let spool_seconds = started.elapsed().as_secs_f64();
+    let spool_bytes = offline
+        .spool_status()
+        .await?
+        .map(|status| status.pending_bytes)
+        .unwrap_or(0);
+    // Releases the spool's lock for the replaying client.
+    drop(offline);
+
+    let online = tellify_client::Client::builder(&target.base, token)
+        .spool(&dir)
+        .max_spool_bytes(u64::MAX)
+        .replay_batch(args.spool_batch)
+        .build()?;
+    let started = Instant::now();
+    let replayed = online.replay().await;
+    let replay_seconds = started.elapsed().as_secs_f64();
+    drop(online);
+    let _ = std::fs::remove_dir_all(&dir);
+    let replayed = replayed?;
+    let drain = wait_for_drain(target, Duration::from_secs(args.drain_timeout)).await?;
+    Ok(SpoolReplayReport {
+        events: args.spool_events,
+        batch: args.spool_batch,
+        spool_bytes,
+        spool_seconds,
+        replay_seconds,
+        replayed: replayed.replayed,
+        duplicates: replayed.duplicates,
+        drain,
     })
 }
 

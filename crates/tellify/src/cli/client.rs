@@ -269,21 +269,6 @@ impl Client {
         self.json_of(request).await
     }
 
-    /// POSTs a body that is already encoded, with its content type.
-    pub async fn post_raw(
-        &self,
-        segments: &[&str],
-        content_type: &str,
-        body: String,
-    ) -> anyhow::Result<Value> {
-        let url = self.url(segments, &[])?;
-        let request = self
-            .request(Method::POST, url)
-            .header(CONTENT_TYPE, content_type)
-            .body(body);
-        self.json_of(request).await
-    }
-
     pub async fn patch(&self, segments: &[&str], body: &Value) -> anyhow::Result<Value> {
         let url = self.url(segments, &[])?;
         self.json_of(self.request(Method::PATCH, url).json(body))

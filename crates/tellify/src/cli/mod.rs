@@ -10,6 +10,7 @@ mod policies;
 mod send;
 mod serve;
 mod silences;
+mod spool;
 mod subs;
 mod tail;
 mod tokens;
@@ -70,6 +71,8 @@ pub enum Command {
     Silences(silences::SilencesArgs),
     /// List and show notification deliveries and their attempts.
     Deliveries(deliveries::DeliveriesArgs),
+    /// Show and replay a producer's disk spool (`tellify send --spool DIR`).
+    Spool(spool::SpoolArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -85,6 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policies(args) => policies::run(args).await,
         Command::Silences(args) => silences::run(args).await,
         Command::Deliveries(args) => deliveries::run(args).await,
+        Command::Spool(args) => spool::run(args).await,
     };
     match result {
         // The reader went away (`tellify tail | head`): nothing is wrong.

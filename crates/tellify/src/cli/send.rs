@@ -1,15 +1,19 @@
-//! `tellify send`: posts events to `POST /api/v1/events` — key:value words as one text
-//! line, a JSON event or array with `--json`, or stdin lines in batches.
+//! `tellify send`: sends events through the producer library (`tellify-client`) —
+//! key:value words as one event, a JSON event or array with `--json`, or stdin lines in
+//! batches. With `--spool DIR` events the server cannot take are kept on disk and
+//! replayed in order later (`tellify spool replay`), instead of failing the command.
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
+use tellify_client::{EventInput, SendOutcome, SpoolReason, DEFAULT_MAX_SPOOL_BYTES};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::client::{json_argument, Client};
+use super::client::json_argument;
 use super::Connection;
 
 /// A partial stdin batch is sent once no new line has come for this long, so a slow
@@ -20,7 +24,8 @@ const IDLE_FLUSH: Duration = Duration::from_millis(200);
 #[command(after_help = "Examples:
   tellify send project:vr0 block:gc_t status:fail tns:-50
   tellify send --json '{\"type\": \"deploy\", \"fields\": {\"version\": \"1.2\"}}'
-  tail -f build.log | tellify send")]
+  tail -f build.log | tellify send
+  tail -f build.log | tellify send --spool /var/spool/tellify-build")]
 pub struct SendArgs {
     #[command(flatten)]
     connection: Connection,
@@ -43,53 +48,163 @@ pub struct SendArgs {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000)
     )]
     batch: usize,
+    /// Keep events in this spool directory (created if needed) when the server cannot be
+    /// reached or answers 5xx, and succeed; while the spool holds events, new ones join
+    /// it to keep their order. Whatever it holds is sent first when the server is back.
+    #[arg(long, env = "TELLIFY_SPOOL", value_name = "DIR")]
+    spool: Option<PathBuf>,
+    /// The largest the spool file may grow; a send that does not fit fails, naming it.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_SPOOL_BYTES)]
+    spool_max_bytes: u64,
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args.connection)?;
+    let client = producer(
+        &args.connection,
+        args.spool.as_deref(),
+        args.spool_max_bytes,
+        None,
+    )?;
+    let mut tally = Tally::default();
+    if args.spool.is_some() {
+        replay_first(&client).await;
+    }
     if let Some(json) = &args.json {
-        let value = json_argument("--json", json)?;
-        let body = serde_json::to_string(&value)?;
-        let answer = post(&client, "application/json", body).await?;
-        print_ids(&answer, args.quiet)?;
+        let events = json_events(&json_argument("--json", json)?)?;
+        let outcome = client.send_batch(events).await?;
+        tally.record(outcome, args.quiet)?;
+        tally.finish(args.spool.as_deref());
         return Ok(ExitCode::SUCCESS);
     }
     if !args.words.is_empty() {
         let line = kv_line(&args.words)?;
-        let answer = post(&client, "text/plain", line).await?;
-        print_ids(&answer, args.quiet)?;
+        let event = tellify_model::parse_kv_line(&line)
+            .map_err(|error| anyhow::anyhow!("the words are not key:value text: {error}"))?;
+        let outcome = client.send(event).await?;
+        tally.record(outcome, args.quiet)?;
+        tally.finish(args.spool.as_deref());
         return Ok(ExitCode::SUCCESS);
     }
-    send_stdin(&client, args.batch, args.quiet).await?;
+    let result = send_stdin(&client, args.batch, args.quiet, &mut tally).await;
+    // Say what was spooled even when a later line failed: those events are kept.
+    tally.finish(args.spool.as_deref());
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn post(client: &Client, content_type: &str, body: String) -> anyhow::Result<Value> {
-    client.post_raw(&["events"], content_type, body).await
+/// A producer client for the connection, with a spool when one is given.
+pub(super) fn producer(
+    connection: &Connection,
+    spool: Option<&Path>,
+    spool_max_bytes: u64,
+    replay_batch: Option<usize>,
+) -> anyhow::Result<tellify_client::Client> {
+    let token = connection
+        .token
+        .as_deref()
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .context("no API token: pass --token or set TELLIFY_TOKEN")?;
+    let mut builder = tellify_client::Client::builder(&connection.server, token)
+        .user_agent(concat!("tellify-cli/", env!("CARGO_PKG_VERSION")))
+        .max_spool_bytes(spool_max_bytes);
+    if let Some(dir) = spool {
+        builder = builder.spool(dir);
+    }
+    if let Some(events) = replay_batch {
+        builder = builder.replay_batch(events);
+    }
+    Ok(builder.build()?)
 }
 
-fn print_ids(answer: &Value, quiet: bool) -> anyhow::Result<()> {
-    if quiet {
-        return Ok(());
+/// Sends what an earlier run spooled before anything new, so a producer that only ever
+/// runs `tellify send --spool` drains its spool once the server is back.
+async fn replay_first(client: &tellify_client::Client) {
+    match client.replay().await {
+        Ok(report) if report.replayed > 0 => eprintln!(
+            "sent {} events from the spool first ({} already stored)",
+            report.replayed, report.duplicates
+        ),
+        Ok(_) => {}
+        // Still away: the new events join the spool behind the old ones.
+        Err(error) if error.is_retryable() => {}
+        Err(error) => eprintln!("warning: the spool could not be replayed: {error}"),
     }
-    let ids = answer
-        .get("ids")
-        .and_then(Value::as_array)
-        .context("the server's answer has no `ids`")?;
-    let mut text = String::new();
-    for id in ids {
-        text.push_str(id.as_str().unwrap_or_default());
-        text.push('\n');
+}
+
+/// Turns `--json` (one event or an array) into events.
+fn json_events(value: &Value) -> anyhow::Result<Vec<EventInput>> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                serde_json::from_value(item.clone())
+                    .with_context(|| format!("--json event [{index}] is not an event"))
+            })
+            .collect(),
+        single => Ok(vec![
+            serde_json::from_value(single.clone()).context("--json is not an event")?
+        ]),
     }
-    super::output::print(&text)?;
-    let duplicates = answer
-        .get("duplicates")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    if duplicates > 0 {
-        eprintln!("{duplicates} of these were already stored (same idempotency key)");
+}
+
+/// What the sends came to, reported once at the end.
+#[derive(Default)]
+struct Tally {
+    spooled: usize,
+    /// Why the first spooled events were spooled.
+    reason: Option<String>,
+}
+
+impl Tally {
+    fn record(&mut self, outcome: SendOutcome, quiet: bool) -> anyhow::Result<()> {
+        match outcome {
+            SendOutcome::Sent(receipt) => {
+                if !quiet {
+                    let mut text = String::new();
+                    for id in &receipt.ids {
+                        text.push_str(id);
+                        text.push('\n');
+                    }
+                    super::output::print(&text)?;
+                }
+                if receipt.duplicates > 0 {
+                    eprintln!(
+                        "{} of these were already stored (same idempotency key)",
+                        receipt.duplicates
+                    );
+                }
+            }
+            SendOutcome::Spooled { events, reason } => {
+                self.spooled += events;
+                if self.reason.is_none() {
+                    self.reason = Some(match reason {
+                        SpoolReason::Unavailable(why) => why,
+                        SpoolReason::Behind { pending } => {
+                            format!("the spool already held {pending} events")
+                        }
+                    });
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn finish(&self, spool: Option<&Path>) {
+        let (Some(dir), true) = (spool, self.spooled > 0) else {
+            return;
+        };
+        eprintln!(
+            "spooled {} events in {} ({}); `tellify spool replay --spool {}` sends them",
+            self.spooled,
+            dir.display(),
+            self.reason
+                .as_deref()
+                .unwrap_or("the server is unavailable"),
+            dir.display()
+        );
+    }
 }
 
 /// Joins words into one key:value line, quoting any word that holds whitespace so it
@@ -157,55 +272,47 @@ impl LineKind {
         }
     }
 
-    fn content_type(self) -> &'static str {
+    fn parse(self, line: &str) -> anyhow::Result<EventInput> {
         match self {
-            LineKind::Json => "application/x-ndjson",
-            LineKind::KeyValue => "text/plain",
+            LineKind::Json => serde_json::from_str(line).map_err(anyhow::Error::from),
+            LineKind::KeyValue => tellify_model::parse_kv_line(line).map_err(anyhow::Error::from),
         }
     }
 }
 
-/// Stdin lines waiting to be sent. Blank lines inside a batch are kept so the server's
-/// line numbers count from `first_line` without gaps.
+/// Stdin events waiting to be sent, each with its stdin line number.
+#[derive(Default)]
 struct Batch {
-    first_line: usize,
-    last_line: usize,
-    text: String,
-    events: usize,
+    events: Vec<EventInput>,
+    lines: Vec<usize>,
 }
 
-impl Batch {
-    fn new() -> Batch {
-        Batch {
-            first_line: 0,
-            last_line: 0,
-            text: String::new(),
-            events: 0,
-        }
-    }
-}
-
-async fn send_stdin(client: &Client, batch_size: usize, quiet: bool) -> anyhow::Result<()> {
+async fn send_stdin(
+    client: &tellify_client::Client,
+    batch_size: usize,
+    quiet: bool,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
     if std::io::stdin().is_terminal() {
         eprintln!("reading events from stdin, one per line (Ctrl-D to end)");
     }
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut batch = Batch::new();
+    let mut batch = Batch::default();
     // The kind of the first event line and its number: every later line must match it.
     let mut mode: Option<(LineKind, usize)> = None;
     let mut number = 0usize;
-    let mut sent = 0usize;
+    let mut handled = 0usize;
     loop {
-        let next = if batch.events > 0 {
+        let next = if batch.events.is_empty() {
+            lines.next_line().await
+        } else {
             match tokio::time::timeout(IDLE_FLUSH, lines.next_line()).await {
                 Ok(next) => next,
                 Err(_idle) => {
-                    sent += flush(client, &mut batch, mode, quiet).await?;
+                    handled += flush(client, &mut batch, quiet, tally).await?;
                     continue;
                 }
             }
-        } else {
-            lines.next_line().await
         };
         let Some(line) = next.context("cannot read stdin")? else {
             break;
@@ -213,21 +320,17 @@ async fn send_stdin(client: &Client, batch_size: usize, quiet: bool) -> anyhow::
         number += 1;
         let trimmed = line.trim();
         if trimmed.is_empty() {
-            if batch.events > 0 {
-                batch.text.push('\n');
-                batch.last_line = number;
-            }
             continue;
         }
         let kind = LineKind::of(trimmed);
+        let already = if handled > 0 {
+            format!(" ({handled} events before it were already handled)")
+        } else {
+            String::new()
+        };
         match mode {
             None => mode = Some((kind, number)),
             Some((first_kind, first_number)) if first_kind != kind => {
-                let already = if sent > 0 {
-                    format!(" ({sent} events before it were already stored)")
-                } else {
-                    String::new()
-                };
                 anyhow::bail!(
                     "stdin line {number} is {} but line {first_number} is {}; send only \
                      JSON lines or only key:value lines{already}",
@@ -237,19 +340,17 @@ async fn send_stdin(client: &Client, batch_size: usize, quiet: bool) -> anyhow::
             }
             Some(_) => {}
         }
-        if batch.events == 0 {
-            batch.first_line = number;
-        }
-        batch.text.push_str(trimmed);
-        batch.text.push('\n');
-        batch.last_line = number;
-        batch.events += 1;
-        if batch.events >= batch_size {
-            sent += flush(client, &mut batch, mode, quiet).await?;
+        let event = kind
+            .parse(trimmed)
+            .with_context(|| format!("stdin line {number} is not an event{already}"))?;
+        batch.events.push(event);
+        batch.lines.push(number);
+        if batch.events.len() >= batch_size {
+            handled += flush(client, &mut batch, quiet, tally).await?;
         }
     }
-    sent += flush(client, &mut batch, mode, quiet).await?;
-    if sent == 0 {
+    handled += flush(client, &mut batch, quiet, tally).await?;
+    if handled == 0 {
         anyhow::bail!("no events to send: give key:value words, --json, or lines on stdin");
     }
     Ok(())
@@ -257,33 +358,48 @@ async fn send_stdin(client: &Client, batch_size: usize, quiet: bool) -> anyhow::
 
 /// Sends the batch, if it holds any event, and returns how many events it held.
 async fn flush(
-    client: &Client,
+    client: &tellify_client::Client,
     batch: &mut Batch,
-    mode: Option<(LineKind, usize)>,
     quiet: bool,
+    tally: &mut Tally,
 ) -> anyhow::Result<usize> {
-    let Some((kind, _)) = mode else {
-        return Ok(0);
-    };
-    if batch.events == 0 {
+    if batch.events.is_empty() {
         return Ok(0);
     }
-    let full = std::mem::replace(batch, Batch::new());
-    let answer = post(client, kind.content_type(), full.text)
-        .await
-        .with_context(|| {
-            if full.first_line > 1 {
-                format!(
-                    "stdin lines {}-{} were not stored (line numbers below count from stdin \
-                     line {})",
-                    full.first_line, full.last_line, full.first_line
-                )
-            } else {
-                format!("stdin lines 1-{} were not stored", full.last_line)
-            }
-        })?;
-    print_ids(&answer, quiet)?;
-    Ok(full.events)
+    let full = std::mem::take(batch);
+    let count = full.events.len();
+    let (first, last) = (
+        full.lines.first().copied().unwrap_or(0),
+        full.lines.last().copied().unwrap_or(0),
+    );
+    match client.send_batch(full.events).await {
+        Ok(outcome) => tally.record(outcome, quiet)?,
+        Err(tellify_client::Error::Rejected(mut rejection)) => {
+            renumber(&mut rejection.problems, &full.lines);
+            return Err(anyhow::Error::new(rejection)
+                .context(format!("stdin lines {first}-{last} were not stored")));
+        }
+        Err(error) => {
+            return Err(anyhow::Error::new(error)
+                .context(format!("stdin lines {first}-{last} were not stored")))
+        }
+    }
+    Ok(count)
+}
+
+/// The server numbers the events of a request from 1; the user wants stdin lines.
+fn renumber(problems: &mut [Value], stdin_lines: &[usize]) {
+    for problem in problems {
+        let Some(line) = problem.get("line").and_then(Value::as_u64) else {
+            continue;
+        };
+        let Some(stdin_line) = stdin_lines.get((line as usize).wrapping_sub(1)) else {
+            continue;
+        };
+        if let Some(object) = problem.as_object_mut() {
+            object.insert("line".to_string(), Value::from(*stdin_line));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -326,6 +442,29 @@ mod tests {
     fn a_word_with_a_line_break_is_refused() {
         let error = kv_line(&words(&["a:1\nb:2"])).unwrap_err().to_string();
         assert!(error.contains("line break"), "{error}");
+    }
+
+    #[test]
+    fn problems_name_stdin_lines_not_request_lines() {
+        let mut problems = vec![
+            serde_json::json!({"line": 2, "message": "bad"}),
+            serde_json::json!({"message": "no line"}),
+        ];
+        renumber(&mut problems, &[3, 7]);
+        assert_eq!(problems[0]["line"], 7);
+        assert!(problems[1].get("line").is_none());
+    }
+
+    #[test]
+    fn json_events_take_one_event_or_an_array() {
+        let one = json_events(&serde_json::json!({"type": "deploy"})).unwrap();
+        assert_eq!(one[0].event_type.as_deref(), Some("deploy"));
+        let two = json_events(&serde_json::json!([{"message": "a"}, {"message": "b"}])).unwrap();
+        assert_eq!(two.len(), 2);
+        let error = json_events(&serde_json::json!([{"message": "a"}, {"bogus": 1}]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("event [1]"), "{error}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod helpers;
 mod support;
 
 mod auth_and_errors;
+mod event_types;
 mod lifecycle;
 mod notify;
 mod stream;

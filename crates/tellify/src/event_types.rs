@@ -1,0 +1,271 @@
+//! The event-type registry in memory: every registered type with its JSON Schema compiled
+//! once, so ingest checks an event without a database read or a schema compile.
+//!
+//! Loaded at start and refreshed (awaited) by every API call that changes a type, so the
+//! copy here is never behind what the API answered. Dedup windows are not kept here: they
+//! live in the store and are consulted on its writer thread, which survives restarts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+use tellify_model::{EventInput, FieldProblem};
+use tellify_store::{EventType, Store, StoreResult};
+
+use crate::ingest::EventCheck;
+
+/// A registered type, ready to check events.
+pub struct CompiledType {
+    pub record: EventType,
+    validator: Option<jsonschema::Validator>,
+}
+
+/// Every registered type by name.
+#[derive(Default)]
+pub struct EventTypes {
+    types: RwLock<HashMap<String, Arc<CompiledType>>>,
+}
+
+impl EventTypes {
+    /// Reads and compiles every type in the store.
+    pub async fn load(store: &dyn Store) -> StoreResult<EventTypes> {
+        let registry = EventTypes::default();
+        let mut types = HashMap::new();
+        for record in store.list_event_types().await? {
+            types.insert(record.name.clone(), Arc::new(compile(record)));
+        }
+        if let Ok(mut slot) = registry.types.write() {
+            *slot = types;
+        }
+        Ok(registry)
+    }
+
+    /// Rereads one type after a change (`None` in the store removes it here too).
+    pub async fn refresh(&self, store: &dyn Store, name: &str) -> StoreResult<()> {
+        let record = store.event_type(name).await?;
+        if let Ok(mut types) = self.types.write() {
+            match record {
+                Some(record) => {
+                    types.insert(name.to_string(), Arc::new(compile(record)));
+                }
+                None => {
+                    types.remove(name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<CompiledType>> {
+        self.types.read().ok()?.get(name).cloned()
+    }
+
+    /// The ingest check for this registry; with `strict`, every event must name a
+    /// registered type.
+    pub fn check(&self, strict: bool) -> TypeCheck<'_> {
+        TypeCheck {
+            types: self,
+            strict,
+        }
+    }
+}
+
+/// Compiles a type's schema. A stored schema always compiled when it was registered; if
+/// it no longer does (a library upgrade), the type keeps working without field checks
+/// rather than refusing every event of it.
+fn compile(record: EventType) -> CompiledType {
+    let validator = match record.schema.as_ref().map(compile_schema) {
+        Some(Ok(validator)) => Some(validator),
+        Some(Err(error)) => {
+            tracing::error!(event_type = %record.name, %error, "stored schema does not compile; fields are not checked");
+            None
+        }
+        None => None,
+    };
+    CompiledType { record, validator }
+}
+
+/// Compiles a JSON Schema for an event's `fields`, or says why it is not one.
+pub fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err("must be a JSON Schema object".to_string());
+    }
+    jsonschema::validator_for(schema).map_err(|error| error.to_string())
+}
+
+impl CompiledType {
+    /// Every way `fields` fails the type's schema, each with its path (`fields.usage`).
+    pub fn field_problems(&self, fields: &Value) -> Vec<FieldProblem> {
+        let Some(validator) = &self.validator else {
+            return Vec::new();
+        };
+        let name = &self.record.name;
+        let mut problems = Vec::new();
+        for error in validator.iter_errors(fields) {
+            let mut path = String::from("fields");
+            let pointer = error.instance_path().to_string();
+            for segment in pointer.split('/').filter(|s| !s.is_empty()) {
+                path.push('.');
+                path.push_str(&segment.replace("~1", "/").replace("~0", "~"));
+            }
+            match error.kind() {
+                jsonschema::error::ValidationErrorKind::Required { property } => {
+                    let property = property
+                        .as_str()
+                        .map_or_else(|| property.to_string(), str::to_string);
+                    problems.push(FieldProblem {
+                        field: format!("{path}.{property}"),
+                        message: format!("is required by event type `{name}`"),
+                    });
+                }
+                jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    for property in unexpected {
+                        problems.push(FieldProblem {
+                            field: format!("{path}.{property}"),
+                            message: format!("is not a field of event type `{name}`"),
+                        });
+                    }
+                }
+                _ => problems.push(FieldProblem {
+                    field: path,
+                    message: format!("{error} (event type `{name}`)"),
+                }),
+            }
+        }
+        problems
+    }
+}
+
+/// Checks each event of a batch against its registered type, and fills in the type's
+/// default severity where the producer sent none.
+pub struct TypeCheck<'a> {
+    types: &'a EventTypes,
+    strict: bool,
+}
+
+impl EventCheck for TypeCheck<'_> {
+    fn check(&self, event: &mut EventInput) -> Vec<FieldProblem> {
+        let Some(name) = event.event_type.as_deref() else {
+            if self.strict {
+                return vec![FieldProblem {
+                    field: "type".to_string(),
+                    message: "is required: only events of registered types are accepted \
+                              (ingest.strict_types)"
+                        .to_string(),
+                }];
+            }
+            return Vec::new();
+        };
+        let Some(registered) = self.types.get(name) else {
+            if self.strict {
+                return vec![FieldProblem {
+                    field: "type".to_string(),
+                    message: format!(
+                        "event type `{name}` is not registered; only events of registered \
+                         types are accepted (ingest.strict_types; see GET /api/v1/event-types)"
+                    ),
+                }];
+            }
+            return Vec::new();
+        };
+        if event.severity.is_none() {
+            event.severity = registered.record.default_severity;
+        }
+        // Lend the fields to the validator as a JSON value without copying them.
+        let fields = Value::Object(std::mem::take(&mut event.fields));
+        let problems = registered.field_problems(&fields);
+        if let Value::Object(fields) = fields {
+            event.fields = fields;
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::Timestamp;
+    use serde_json::json;
+    use tellify_model::Severity;
+
+    fn registry(schema: Value) -> EventTypes {
+        let record = EventType {
+            name: "disk".to_string(),
+            description: String::new(),
+            category: None,
+            default_severity: Some(Severity::Warning),
+            schema: Some(schema),
+            dedup_interval: None,
+            created: Timestamp::UNIX_EPOCH,
+            updated: Timestamp::UNIX_EPOCH,
+        };
+        let registry = EventTypes::default();
+        registry
+            .types
+            .write()
+            .unwrap()
+            .insert("disk".to_string(), Arc::new(compile(record)));
+        registry
+    }
+
+    fn input(json: Value) -> EventInput {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn every_schema_failure_names_its_field() {
+        let registry = registry(json!({
+            "type": "object",
+            "required": ["fs", "usage"],
+            "properties": {"usage": {"type": "number"}, "mount": {"type": "object", "properties": {"ro": {"type": "boolean"}}}},
+            "additionalProperties": false
+        }));
+        let mut event = input(
+            json!({"type": "disk", "fields": {"usage": "high", "colour": 1, "mount": {"ro": 3}}}),
+        );
+        let problems = registry.check(false).check(&mut event);
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert!(fields.contains(&"fields.fs"), "{problems:?}");
+        assert!(fields.contains(&"fields.usage"), "{problems:?}");
+        assert!(fields.contains(&"fields.colour"), "{problems:?}");
+        assert!(fields.contains(&"fields.mount.ro"), "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(
+            event.fields["usage"],
+            json!("high"),
+            "fields are handed back"
+        );
+    }
+
+    #[test]
+    fn the_default_severity_fills_only_a_missing_one() {
+        let registry = registry(json!({"type": "object"}));
+        let mut without = input(json!({"type": "disk"}));
+        assert!(registry.check(false).check(&mut without).is_empty());
+        assert_eq!(without.severity, Some(Severity::Warning));
+        let mut with = input(json!({"type": "disk", "severity": "critical"}));
+        registry.check(false).check(&mut with);
+        assert_eq!(with.severity, Some(Severity::Critical));
+    }
+
+    #[test]
+    fn strict_rejects_unregistered_and_missing_types_only_when_on() {
+        let registry = registry(json!(true));
+        let mut unknown = input(json!({"type": "dsik", "message": "x"}));
+        assert!(registry.check(false).check(&mut unknown).is_empty());
+        let problems = registry.check(true).check(&mut unknown);
+        assert_eq!(problems[0].field, "type");
+        assert!(problems[0].message.contains("`dsik` is not registered"));
+        let mut untyped = input(json!({"message": "x"}));
+        assert_eq!(registry.check(true).check(&mut untyped)[0].field, "type");
+        let mut known = input(json!({"type": "disk"}));
+        assert!(registry.check(true).check(&mut known).is_empty());
+    }
+
+    #[test]
+    fn a_schema_that_is_not_one_is_refused() {
+        assert!(compile_schema(&json!("object")).is_err());
+        assert!(compile_schema(&json!({"type": "no-such-type"})).is_err());
+        assert!(compile_schema(&json!({"type": "object"})).is_ok());
+    }
+}
