@@ -21,6 +21,7 @@ pub async fn run_all(store: &dyn Store) {
     subscriptions_alerts_and_processing(store).await;
     outbox_gangs_leases_retries_repeats_and_offboards(store).await;
     event_types_registry_and_dedup_windows(store).await;
+    export_positions_and_alert_changes_in_order(store).await;
 }
 
 fn at(seconds: i64) -> Timestamp {
@@ -732,4 +733,125 @@ async fn event_types_registry_and_dedup_windows(store: &dyn Store) {
     assert!(!after_delete[0].repeat);
     assert_ne!(after_delete[0].id, later[0].id);
     assert_eq!(store.event_type("disk").await.unwrap(), None);
+}
+
+/// Exporters resume after the last position they handled: alert changes come back in
+/// the order they were recorded, and a position is never handed out twice, also after the
+/// newest history rows were deleted with their subscription.
+async fn export_positions_and_alert_changes_in_order(store: &dyn Store) {
+    assert_eq!(
+        store.export_position("syslog:a/events").await.unwrap(),
+        None
+    );
+    store
+        .save_export_position("syslog:a/events", 5)
+        .await
+        .unwrap();
+    store
+        .save_export_position("syslog:a/events", 7)
+        .await
+        .unwrap();
+    store
+        .save_export_position("syslog:a/alerts", 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.export_position("syslog:a/events").await.unwrap(),
+        Some(7)
+    );
+    assert_eq!(
+        store.export_position("syslog:a/alerts").await.unwrap(),
+        Some(2)
+    );
+
+    let owner = user("exporter-owner");
+    store.create_user(owner.clone()).await.unwrap();
+    let subscription = |title: &str| Subscription {
+        id: tellify_model::new_id(),
+        kind: "match".to_string(),
+        title: title.to_string(),
+        params: json!({"filter": "true"}),
+        owner_user: owner.id.clone(),
+        owner_group: None,
+        enabled: true,
+        latching: false,
+        policy: None,
+        created: at(0),
+        updated: at(0),
+    };
+    let fire = |subscription: &Subscription, severity: Severity, message: &str| OutputToApply {
+        origin: subscription.origin(),
+        output: AlertOutput::Fire {
+            group_key: "g".to_string(),
+            severity,
+            message: message.to_string(),
+            fields: Fields::new(),
+            event_id: None,
+        },
+        at: at(100),
+    };
+    let start = store.last_alert_change().await.unwrap();
+    let first = subscription("exported");
+    store.insert_subscription(first.clone()).await.unwrap();
+    let cursor = store.load_processing().await.unwrap().cursor;
+    store
+        .commit_processing(ProcessingCommit {
+            cursor,
+            outputs: vec![
+                fire(&first, Severity::Warning, "warm"),
+                fire(&first, Severity::Critical, "hot"),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let changes = store.alert_changes_after(start, 100).await.unwrap();
+    let actions: Vec<&str> = changes.iter().map(|c| c.entry.action.as_str()).collect();
+    assert_eq!(actions, vec!["fired", "severity_raised"]);
+    assert!(changes[0].position > start && changes[0].position < changes[1].position);
+    assert_eq!(changes[0].alert.subscription_id, first.id);
+    assert_eq!(
+        changes[0].alert.severity,
+        Severity::Critical,
+        "the alert as it is now"
+    );
+    assert_eq!(changes[0].entry.detail["message"], json!("warm"));
+    assert_eq!(
+        store.last_alert_change().await.unwrap(),
+        changes[1].position
+    );
+    let paged = store
+        .alert_changes_after(changes[0].position, 1)
+        .await
+        .unwrap();
+    assert_eq!(paged.len(), 1);
+    assert_eq!(paged[0].position, changes[1].position);
+
+    // The newest rows go away with their subscription; the next change must still come
+    // after every position an exporter may already have passed.
+    let passed = changes[1].position;
+    assert!(store.delete_subscription(&first.id).await.unwrap());
+    assert!(store
+        .alert_changes_after(start, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let second = subscription("after the delete");
+    store.insert_subscription(second.clone()).await.unwrap();
+    store
+        .commit_processing(ProcessingCommit {
+            cursor,
+            outputs: vec![fire(&second, Severity::Info, "again")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let after_delete = store.alert_changes_after(passed, 100).await.unwrap();
+    assert_eq!(
+        after_delete.len(),
+        1,
+        "a reused position would hide the change"
+    );
+    assert!(after_delete[0].position > passed);
+    assert_eq!(after_delete[0].alert.subscription_id, second.id);
 }

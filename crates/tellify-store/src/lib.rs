@@ -7,11 +7,13 @@
 
 pub mod conformance;
 mod event_types;
+mod export;
 mod notify;
 pub mod sqlite;
 mod types;
 
 pub use event_types::*;
+pub use export::*;
 pub use notify::*;
 pub use types::*;
 
@@ -201,4 +203,21 @@ pub trait Store: Send + Sync + 'static {
     async fn list_event_types(&self) -> StoreResult<Vec<EventType>>;
     /// Deletes a type; events already stored keep naming it.
     async fn delete_event_type(&self, name: &str) -> StoreResult<bool>;
+
+    // ---- exporters (syslog) ----
+
+    /// Alert history rows with a position greater than `after`, oldest first, each with its
+    /// alert. Positions only grow and are never reused, so a reader that resumes after
+    /// the last position it handled misses nothing.
+    async fn alert_changes_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<LoggedAlertChange>>;
+    /// The position of the newest alert history row (0 when there is none).
+    async fn last_alert_change(&self) -> StoreResult<i64>;
+    /// Where the exporter stream `name` stopped, if it ever saved a position.
+    async fn export_position(&self, name: &str) -> StoreResult<Option<i64>>;
+    /// Saves where the exporter stream `name` stopped, durably before returning.
+    async fn save_export_position(&self, name: &str, position: i64) -> StoreResult<()>;
 }

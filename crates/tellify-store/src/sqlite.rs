@@ -17,6 +17,7 @@ use tellify_model::StoredEvent;
 use tokio::sync::{mpsc, oneshot};
 
 mod event_types;
+mod export;
 mod notify;
 
 pub use notify::REMOVED_USER;
@@ -118,6 +119,7 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
 "#,
     notify::MIGRATION,
     event_types::MIGRATION,
+    export::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -327,7 +329,7 @@ impl SqliteStore {
         let (reply, answer) = oneshot::channel();
         let run: Job = Box::new(move |connection: &mut Connection| {
             let result = (|| {
-                let transaction = connection.transaction().map_err(unavailable)?;
+                let transaction = begin(connection)?;
                 let value = job(&transaction)?;
                 transaction.commit().map_err(unavailable)?;
                 Ok(value)
@@ -431,13 +433,23 @@ fn migrate(connection: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// Starts a write transaction holding the write lock from its first statement. A deferred
+/// transaction whose first statement reads (a dedup lookup, an alert load) upgrades to a
+/// write later, and if the WAL moved meanwhile (a checkpoint) SQLite answers "database is
+/// locked" at once, without waiting on the busy timeout.
+fn begin(connection: &mut Connection) -> StoreResult<Transaction<'_>> {
+    connection
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(unavailable)
+}
+
 type AppendRequest = (EncodedEvents, oneshot::Sender<StoreResult<Vec<Appended>>>);
 
 /// Writes several append requests in one transaction, each in a savepoint.
 fn append_group(connection: &mut Connection, group: Vec<AppendRequest>, feed: &Feed) {
     let mut results: Vec<StoreResult<Vec<Appended>>> = Vec::with_capacity(group.len());
     let outcome = (|| -> StoreResult<()> {
-        let mut transaction = connection.transaction().map_err(unavailable)?;
+        let mut transaction = begin(connection)?;
         for (encoded, _) in &group {
             let mut savepoint = transaction.savepoint().map_err(unavailable)?;
             match insert_events(&savepoint, encoded) {
@@ -1540,5 +1552,25 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.write(move |tx| event_types::delete_event_type(tx, &name))
             .await
+    }
+
+    async fn alert_changes_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<crate::LoggedAlertChange>> {
+        self.read_alert_changes_after(after, limit).await
+    }
+
+    async fn last_alert_change(&self) -> StoreResult<i64> {
+        self.read_last_alert_change().await
+    }
+
+    async fn export_position(&self, name: &str) -> StoreResult<Option<i64>> {
+        self.read_export_position(name).await
+    }
+
+    async fn save_export_position(&self, name: &str, position: i64) -> StoreResult<()> {
+        self.write_export_position(name, position).await
     }
 }

@@ -4,6 +4,7 @@
 //! Adding a kind is one new file plus one line in [`Registry::builtin`].
 
 mod absence;
+pub mod alerta;
 pub mod alertmanager;
 mod count;
 mod match_kind;
@@ -162,6 +163,7 @@ impl Registry {
                 Box::new(absence::AbsenceKind),
                 Box::new(alertmanager::AlertmanagerKind),
                 Box::new(metric::MetricKind),
+                Box::new(alerta::AlertaKind),
             ],
         }
     }

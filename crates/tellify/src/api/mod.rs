@@ -6,6 +6,7 @@ mod alerts;
 pub mod error;
 mod event_types;
 mod events;
+mod import;
 mod meta;
 mod notify;
 mod people;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/subscriptions/{id}/enable", post(subscriptions::enable))
         .route("/subscriptions/{id}/disable", post(subscriptions::disable))
+        .route("/subscriptions/import", post(import::import))
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}", get(alerts::get_one))
         .route("/alerts/{id}/ack", post(alerts::ack))

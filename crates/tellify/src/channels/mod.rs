@@ -11,11 +11,13 @@
 
 pub mod chat;
 pub mod email;
+pub mod engine;
 pub mod sms;
 pub mod webhook;
 
 pub use chat::ChatChannel;
 pub use email::EmailChannel;
+pub use engine::EngineChannel;
 pub use sms::SmsChannel;
 pub use webhook::WebhookChannel;
 
@@ -34,15 +36,18 @@ pub enum ContactKind {
     Sms,
     Webhook,
     Chat,
+    /// An HTTP JSON metrics engine's `/notify` and `/resolve`.
+    Engine,
 }
 
 impl ContactKind {
     /// Every kind, in the order the API documents them.
-    pub const ALL: [ContactKind; 4] = [
+    pub const ALL: [ContactKind; 5] = [
         ContactKind::Email,
         ContactKind::Sms,
         ContactKind::Webhook,
         ContactKind::Chat,
+        ContactKind::Engine,
     ];
 
     /// The name used in configuration, the API and the database.
@@ -52,6 +57,7 @@ impl ContactKind {
             ContactKind::Sms => "sms",
             ContactKind::Webhook => "webhook",
             ContactKind::Chat => "chat",
+            ContactKind::Engine => "engine",
         }
     }
 }
@@ -165,6 +171,7 @@ pub struct Channels {
     sms: SmsChannel,
     webhook: WebhookChannel,
     chat: ChatChannel,
+    engine: EngineChannel,
 }
 
 impl Channels {
@@ -180,7 +187,8 @@ impl Channels {
             email: EmailChannel::new(smtp).context("invalid [smtp] settings")?,
             sms: SmsChannel::new(sms, client.clone()).context("invalid [sms] settings")?,
             webhook: WebhookChannel::new(client.clone()),
-            chat: ChatChannel::new(client),
+            chat: ChatChannel::new(client.clone()),
+            engine: EngineChannel::new(client),
         })
     }
 
@@ -190,6 +198,7 @@ impl Channels {
             ContactKind::Sms => &self.sms,
             ContactKind::Webhook => &self.webhook,
             ContactKind::Chat => &self.chat,
+            ContactKind::Engine => &self.engine,
         }
     }
 
@@ -198,7 +207,7 @@ impl Channels {
     }
 }
 
-/// Builds the HTTP client that SMS, webhooks and chat share.
+/// Builds the HTTP client that SMS, webhooks, chat and engines share.
 ///
 /// Redirects are not followed: a redirect would turn the POST into a GET or carry a signed
 /// payload to a host the user never registered. reqwest is built without a TLS provider of its

@@ -72,6 +72,25 @@ enum SubsCommand {
     Disable { id: String },
     /// List the handler kinds and their parameters.
     Kinds,
+    /// Import an HTTP JSON engine's alert definitions as metric subscriptions; running it
+    /// again updates them.
+    #[command(
+        after_help = "Example:\n  tellify subs import --backend http-json --url http://engine:8000"
+    )]
+    Import {
+        /// The engine's kind; only `http-json` publishes definitions.
+        #[arg(long, default_value = "http-json")]
+        backend: String,
+        /// The engine's base URL; its `GET /alerts` lists the definitions.
+        #[arg(long)]
+        url: String,
+        /// Make them subscriptions of a group you belong to.
+        #[arg(long)]
+        group: Option<String>,
+        /// Notify with this policy of yours instead of `default`.
+        #[arg(long)]
+        policy: Option<String>,
+    },
 }
 
 pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
@@ -165,8 +184,44 @@ pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
             }
             print(&describe_kinds(&kinds))?;
         }
+        SubsCommand::Import {
+            backend,
+            url,
+            group,
+            policy,
+        } => {
+            let mut body = Map::new();
+            body.insert("backend".into(), backend.into());
+            body.insert("url".into(), url.into());
+            if let Some(group) = group {
+                body.insert("group".into(), group.into());
+            }
+            if let Some(policy) = policy {
+                body.insert("policy".into(), policy.into());
+            }
+            let result = client
+                .post(&["subscriptions", "import"], Some(&Value::Object(body)))
+                .await?;
+            if json {
+                return print_json(&result).map(|()| ExitCode::SUCCESS);
+            }
+            print_line(&format!(
+                "imported {} subscriptions: {} created, {} updated",
+                items_in(&result),
+                text(result.get("created")),
+                text(result.get("updated"))
+            ))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many subscription ids an import answered with.
+fn items_in(result: &Value) -> usize {
+    result
+        .get("subscriptions")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
 }
 
 fn done(subscription: &Value, what: &str, json: bool) -> anyhow::Result<()> {

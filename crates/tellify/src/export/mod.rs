@@ -1,0 +1,63 @@
+//! Exporters: tellify's own events and alert changes, forwarded to other systems as they
+//! happen. Today that is syslog (`[[export.syslog]]`, see [`syslog`]).
+//!
+//! An exporter never keeps its progress in memory only. Each stream it forwards (the
+//! event log, the alert history) has a saved position in the store
+//! ([`tellify_store::Store::export_position`]); the exporter reads what comes after it,
+//! sends it, and only then saves the new position. After an outage of the receiver or a
+//! restart of tellify it therefore resumes where the receiver stopped hearing from it.
+//! A crash between sending and saving sends the last batch once more, so receivers see
+//! each message at least once, and carry ids to recognise the repeat.
+
+pub mod syslog;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::AppState;
+
+/// `[export]`: where tellify forwards its events and alert changes. Nothing by default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportSettings {
+    /// `[[export.syslog]]`: RFC 5424 syslog receivers, over TCP or UDP.
+    pub syslog: Vec<syslog::SyslogSettings>,
+}
+
+/// Checks every exporter's settings (all problems at once, each with its path) and starts
+/// one task per exporter; each runs until `shutdown` flips to true.
+pub fn start(
+    services: AppState,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut problems = Vec::new();
+    let mut exporters = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (index, settings) in services.settings.export.syslog.iter().enumerate() {
+        let path = format!("export.syslog[{index}]");
+        match syslog::SyslogExporter::new(settings) {
+            Ok(exporter) => {
+                if !names.insert(exporter.name().to_string()) {
+                    problems.push(format!(
+                        "{path}.name: `{}` is used by another exporter (their saved positions would clash)",
+                        exporter.name()
+                    ));
+                }
+                exporters.push(exporter);
+            }
+            Err(found) => problems.extend(
+                found
+                    .into_iter()
+                    .map(|problem| format!("{path}.{problem}")),
+            ),
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("invalid export settings: {}", problems.join("; "));
+    }
+    Ok(exporters
+        .into_iter()
+        .map(|exporter| tokio::spawn(exporter.run(services.clone(), shutdown.clone())))
+        .collect())
+}
