@@ -37,6 +37,8 @@ pub struct RunningApp {
     /// Polls the metric backends of `metric` subscriptions; tests wake it after moving time.
     pub poller: crate::pollers::PollerHandle,
     poller_task: JoinHandle<()>,
+    /// One task per configured exporter (`export`).
+    exporters: Vec<JoinHandle<()>>,
 }
 
 impl RunningApp {
@@ -50,6 +52,9 @@ impl RunningApp {
             source.await.context("source task panicked")?;
         }
         self.poller_task.await.context("poller task panicked")?;
+        for exporter in self.exporters {
+            exporter.await.context("exporter task panicked")?;
+        }
         Ok(())
     }
 
@@ -178,6 +183,13 @@ pub async fn start_with_store(
                 return Err(error.context("cannot start the metric poller"));
             }
         };
+    let exporters = match crate::export::start(state.clone(), shutdown_receiver.clone()) {
+        Ok(exporters) => exporters,
+        Err(error) => {
+            let _ = shutdown.send(true);
+            return Err(error.context("cannot start the exporters"));
+        }
+    };
     let router = api::router(state.clone());
     let mut server_shutdown = shutdown_receiver;
     let server = tokio::spawn(async move {
@@ -205,6 +217,7 @@ pub async fn start_with_store(
         sources,
         poller,
         poller_task,
+        exporters,
     })
 }
 

@@ -34,6 +34,10 @@ pub struct Settings {
     pub sources: SourcesSettings,
     /// How `metric` subscriptions poll their backends (`[pollers]`).
     pub pollers: PollerSettings,
+    /// The Alerta-compatible API (`[alerta]`: `prefix`, default `/alerta/api`).
+    pub alerta: crate::api::alerta::AlertaSettings,
+    /// Where events and alert changes are forwarded (`[[export.syslog]]`); nowhere by default.
+    pub export: crate::export::ExportSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,6 +78,8 @@ impl Default for Settings {
             sms: SmsSettings::default(),
             sources: SourcesSettings::default(),
             pollers: PollerSettings::default(),
+            alerta: crate::api::alerta::AlertaSettings::default(),
+            export: crate::export::ExportSettings::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod event_types;
+pub mod export;
 pub mod ingest;
 pub mod notify;
 pub mod pollers;

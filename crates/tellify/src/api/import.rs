@@ -263,7 +263,7 @@ async fn fetch_definitions(url: &str, timeout: Duration) -> ApiResult<Value> {
     }
     if !status.is_success() {
         let text = String::from_utf8_lossy(&bytes);
-        let snippet = crate::channels::answer_snippet(&text, &[]);
+        let snippet = crate::channels::answer_snippet(&text, &[engine.path()]);
         return Err(bad_gateway(format!(
             "engine at {origin} answered {status} to GET /alerts: {snippet}"
         )));

@@ -1,6 +1,7 @@
 //! The HTTP API under `/api/v1`, plus `/healthz`, `/metrics` and `/api/openapi.json`.
 //! Only this module (and a future `web/`) knows HTTP shapes.
 
+pub mod alerta;
 mod alertmanager;
 mod alerts;
 pub mod error;
@@ -155,13 +156,15 @@ pub fn router(state: AppState) -> Router {
             get(alertmanager::get_silence).delete(alertmanager::delete_silence),
         )
         .fallback(meta::not_found);
-    Router::new()
+    let router = Router::new()
         .nest("/api/v1", api)
         .nest("/api/v2", alertmanager_v2)
         .route("/api/openapi.json", get(meta::openapi))
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))
-        .fallback(meta::not_found)
+        .fallback(meta::not_found);
+    // Alerta's API, for the `alerta` CLI, under the configurable `alerta.prefix`.
+    alerta::nested(router, &state.settings.alerta.prefix)
         .layer(axum::extract::DefaultBodyLimit::max(
             state.settings.ingest.max_body_bytes,
         ))

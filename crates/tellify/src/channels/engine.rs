@@ -253,7 +253,8 @@ mod tests {
 
     #[test]
     fn the_address_is_a_base_url() {
-        let channel = EngineChannel::new(reqwest::Client::new());
+        let client = super::super::http_client(std::time::Duration::from_secs(1)).unwrap();
+        let channel = EngineChannel::new(client);
         assert!(channel.check_address("http://engine:8000").is_ok());
         assert!(channel.check_address("https://engine/base/").is_ok());
         assert!(channel.check_address("ftp://engine").is_err());

@@ -37,10 +37,10 @@ enum ContactsCommand {
     Create {
         /// 1 to 64 letters, digits, '-', '_' or '.'; policies refer to it by this name.
         name: String,
-        #[arg(long, value_parser = ["email", "sms", "webhook", "chat"])]
+        #[arg(long, value_parser = ["email", "sms", "webhook", "chat", "engine"])]
         kind: String,
-        /// An email address, an E.164 phone number (+4915112345678), or an http(s) URL
-        /// for webhook and chat.
+        /// An email address, an E.164 phone number (+4915112345678), an http(s) URL
+        /// for webhook and chat, or an HTTP JSON engine's base URL for engine.
         #[arg(long, value_name = "ADDR")]
         address: String,
         /// Webhooks: the HMAC signing secret (at least 16 characters); one is generated

@@ -63,7 +63,7 @@ pub enum Command {
     Users(users::UsersArgs),
     /// Manage API tokens.
     Tokens(tokens::TokensArgs),
-    /// Manage contact points: where notifications go (email, sms, webhook, chat).
+    /// Manage contact points: where notifications go (email, sms, webhook, chat, engine).
     Contacts(contacts::ContactsArgs),
     /// Manage notification policies: when and how each contact point is notified.
     Policies(policies::PoliciesArgs),

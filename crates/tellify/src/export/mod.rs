@@ -46,11 +46,9 @@ pub fn start(
                 }
                 exporters.push(exporter);
             }
-            Err(found) => problems.extend(
-                found
-                    .into_iter()
-                    .map(|problem| format!("{path}.{problem}")),
-            ),
+            Err(found) => {
+                problems.extend(found.into_iter().map(|problem| format!("{path}.{problem}")))
+            }
         }
     }
     if !problems.is_empty() {

@@ -1,0 +1,411 @@
+//! The Alerta-compatible API against the real `alerta` CLI (PyPI package `alerta`):
+//! sending, duplicates, severity changes, correlation, closing, heartbeats and bad keys,
+//! each checked both in the CLI's output (Alerta's answer) and in what tellify stored.
+//!
+//! `scripts/test` installs the CLI into `target/alerta-venv`; `TELLIFY_ALERTA_CLI` names
+//! another one. Without it the tests fail and say so.
+
+#[allow(dead_code)]
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use std::path::PathBuf;
+
+use helpers::{eventually, spawn_app, TestApp};
+use jiff::SignedDuration;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// The `alerta` executable, or a failure that says how to get it.
+fn alerta_cli() -> PathBuf {
+    let path = match std::env::var_os("TELLIFY_ALERTA_CLI") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/alerta-venv/bin/alerta"
+        )),
+    };
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test, which installs the `alerta` CLI from PyPI into \
+         target/alerta-venv (python3 -m venv target/alerta-venv && \
+         target/alerta-venv/bin/pip install alerta), or set TELLIFY_ALERTA_CLI",
+        path.display()
+    );
+    path
+}
+
+/// What one CLI run printed.
+struct Run {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `alerta` against the app with `key` as its API key, isolated from the user's
+/// `~/.alerta.conf` and `~/.netrc`.
+async fn alerta(app: &TestApp, key: &str, args: &[&str]) -> Run {
+    let home = tempfile::tempdir().expect("temp home");
+    let endpoint = app.url("/alerta/api");
+    let output = tokio::process::Command::new(alerta_cli())
+        .arg("--endpoint-url")
+        .arg(&endpoint)
+        .args(args)
+        .env("HOME", home.path())
+        .env("ALERTA_CONF_FILE", home.path().join("alerta.conf"))
+        .env("ALERTA_API_KEY", key)
+        // With TERM set and stdin not a terminal, `alerta send` reads alerts from stdin.
+        .env_remove("TERM")
+        .env_remove("PS1")
+        .stdin(std::process::Stdio::null())
+        .env_remove("ALERTA_ENDPOINT")
+        .env_remove("ALERTA_DEFAULT_PROFILE")
+        .output()
+        .await
+        .expect("the alerta CLI runs");
+    Run {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    }
+}
+
+/// Runs `alerta` and expects it to succeed, returning what it printed.
+async fn alerta_ok(app: &TestApp, key: &str, args: &[&str]) -> String {
+    let run = alerta(app, key, args).await;
+    assert!(
+        run.success && !run.stdout.starts_with("ERROR"),
+        "alerta {args:?} failed: {}{}",
+        run.stdout,
+        run.stderr
+    );
+    run.stdout
+}
+
+/// The `(id, message)` of `alerta send`'s `ID (MESSAGE)` line.
+fn sent(stdout: &str) -> (String, String) {
+    let (id, rest) = stdout.split_once(' ').expect("`ID (MESSAGE)`");
+    let message = rest.trim_start_matches('(').trim_end_matches(')');
+    (id.to_string(), message.to_string())
+}
+
+async fn events_of_type(app: &TestApp, event_type: &str) -> Vec<Value> {
+    let body = app.get_json(&app.admin, "/api/v1/events?limit=100").await;
+    body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|event| event["type"] == event_type)
+        .cloned()
+        .collect()
+}
+
+async fn alerta_alerts(app: &TestApp, token: &str) -> Vec<Value> {
+    let mut alerts = app.alerts(token, "").await;
+    alerts.retain(|alert| alert["kind"] == "alerta");
+    alerts
+}
+
+const SEND_MAJOR: [&str; 13] = [
+    "send",
+    "-r",
+    "web01",
+    "-e",
+    "HttpError",
+    "-E",
+    "Production",
+    "-s",
+    "major",
+    "-S",
+    "Web",
+    "-t",
+    "500 errors",
+];
+
+#[tokio::test]
+async fn send_duplicate_and_close_with_the_cli() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "alerta", "title": "alerta", "params": {"filter": "environment == \"Production\""}}),
+    )
+    .await;
+
+    let (id, message) = sent(&alerta_ok(&app, &app.admin, &SEND_MAJOR).await);
+    assert_eq!(message, "indeterminate -> major");
+    app.settle().await;
+    let events = events_of_type(&app, "alerta").await;
+    assert_eq!(events.len(), 1);
+    let fields = &events[0]["fields"];
+    assert_eq!(events[0]["severity"], "critical");
+    assert_eq!(events[0]["message"], "500 errors");
+    assert_eq!(fields["resource"], "web01");
+    assert_eq!(fields["event"], "HttpError");
+    assert_eq!(fields["environment"], "Production");
+    assert_eq!(fields["service"], json!(["Web"]));
+    assert_eq!(fields["alerta_severity"], "major");
+    assert_eq!(fields["alerta_status"], "open");
+    assert_eq!(fields["alerta_id"], id.as_str());
+    assert_eq!(fields["timeout"], 86400);
+    let alerts = alerta_alerts(&app, &ann).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["state"], "firing");
+    assert_eq!(alerts[0]["severity"], "critical");
+    assert_eq!(alerts[0]["count"], 1);
+    assert_eq!(
+        alerts[0]["group_key"],
+        "environment=Production resource=web01 event=HttpError"
+    );
+
+    // The same alert again is a duplicate: Alerta's answer counts it, the alert too.
+    let (again, message) = sent(&alerta_ok(&app, &app.admin, &SEND_MAJOR).await);
+    assert_eq!(
+        (again.as_str(), message.as_str()),
+        (id.as_str(), "1 duplicates")
+    );
+    app.settle().await;
+    let alerts = alerta_alerts(&app, &ann).await;
+    assert_eq!((alerts.len(), &alerts[0]["count"]), (1, &json!(2)));
+
+    // Another severity is a change, with the previous severity.
+    let mut minor = SEND_MAJOR;
+    minor[8] = "minor";
+    let (changed, message) = sent(&alerta_ok(&app, &app.admin, &minor).await);
+    assert_eq!(
+        (changed.as_str(), message.as_str()),
+        (id.as_str(), "major -> minor")
+    );
+    app.settle().await;
+    let alerts = alerta_alerts(&app, &ann).await;
+    assert_eq!(alerts[0]["severity"], "warning");
+
+    // A normal severity closes it, and the tellify alert resolves.
+    let mut normal = SEND_MAJOR;
+    normal[8] = "normal";
+    let (closed, message) = sent(&alerta_ok(&app, &app.admin, &normal).await);
+    assert_eq!(
+        (closed.as_str(), message.as_str()),
+        (id.as_str(), "minor -> normal")
+    );
+    app.settle().await;
+    let alerts = alerta_alerts(&app, &ann).await;
+    assert_eq!(alerts[0]["state"], "resolved", "{alerts:?}");
+    let events = events_of_type(&app, "alerta").await;
+    assert_eq!(events[0]["fields"]["alerta_status"], "closed");
+
+    // Another environment is another alert, which this subscription does not follow.
+    let mut staging = SEND_MAJOR;
+    staging[6] = "Staging";
+    let (other, message) = sent(&alerta_ok(&app, &app.admin, &staging).await);
+    assert_ne!(other, id);
+    assert_eq!(message, "indeterminate -> major");
+    app.settle().await;
+    assert_eq!(alerta_alerts(&app, &ann).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_correlated_event_replaces_the_alert_and_its_ok_resolves_it() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "alerta", "title": "alerta", "params": {}}),
+    )
+    .await;
+    let send = |event: &'static str, severity: &'static str| {
+        let app = &app;
+        async move {
+            let args = [
+                "send",
+                "-r",
+                "db01",
+                "-e",
+                event,
+                "-E",
+                "Production",
+                "-s",
+                severity,
+                "-C",
+                "NodeDown",
+                "-C",
+                "NodeUp",
+                "-C",
+                "NodeSlow",
+            ];
+            let out = alerta_ok(app, &app.admin, &args).await;
+            app.settle().await;
+            sent(&out)
+        }
+    };
+    let (id, _) = send("NodeDown", "critical").await;
+    let (slow, message) = send("NodeSlow", "minor").await;
+    assert_eq!(
+        (slow.as_str(), message.as_str()),
+        (id.as_str(), "critical -> minor")
+    );
+    let alerts = alerta_alerts(&app, &ann).await;
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one alert across correlated events: {alerts:?}"
+    );
+    assert_eq!(alerts[0]["severity"], "warning");
+    assert_eq!(alerts[0]["previous_severity"], "critical");
+    assert_eq!(alerts[0]["fields"]["event"], "NodeSlow");
+
+    let (up, message) = send("NodeUp", "ok").await;
+    assert_eq!(
+        (up.as_str(), message.as_str()),
+        (id.as_str(), "minor -> ok")
+    );
+    let alerts = alerta_alerts(&app, &ann).await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["state"], "resolved");
+}
+
+#[tokio::test]
+async fn an_alert_expires_after_its_timeout() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "alerta", "title": "alerta", "params": {}}),
+    )
+    .await;
+    let args = [
+        "send",
+        "-r",
+        "web02",
+        "-e",
+        "Slow",
+        "-s",
+        "warning",
+        "--timeout",
+        "120",
+    ];
+    alerta_ok(&app, &app.admin, &args).await;
+    app.settle().await;
+    assert_eq!(alerta_alerts(&app, &ann).await[0]["state"], "firing");
+    app.advance(SignedDuration::from_secs(121)).await;
+    eventually("the alert to expire", || async {
+        let alerts = alerta_alerts(&app, &ann).await;
+        (alerts[0]["state"] == "resolved").then_some(())
+    })
+    .await;
+    // After the timeout the same alert starts anew.
+    let (_, message) = sent(&alerta_ok(&app, &app.admin, &args).await);
+    assert_eq!(message, "indeterminate -> warning");
+}
+
+#[tokio::test]
+async fn heartbeats_are_stored_and_an_absence_subscription_notices_them_stop() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "absence", "title": "origin1 alive", "params": {
+            "filter": "event.type == \"alerta.heartbeat\" && origin == \"origin1\"",
+            "interval": "5m"}}),
+    )
+    .await;
+    let id = alerta_ok(
+        &app,
+        &app.admin,
+        &["heartbeat", "-O", "origin1", "-T", "london"],
+    )
+    .await;
+    app.settle().await;
+    let beats = events_of_type(&app, "alerta.heartbeat").await;
+    assert_eq!(beats.len(), 1);
+    assert_eq!(beats[0]["id"], id.as_str());
+    assert_eq!(beats[0]["fields"]["origin"], "origin1");
+    assert_eq!(beats[0]["fields"]["tags"], json!(["london"]));
+    assert!(app.alerts(&ann, "state=firing").await.is_empty());
+    app.advance(SignedDuration::from_secs(301)).await;
+    let alerts = eventually("the missing heartbeat alert", || async {
+        let alerts = app.alerts(&ann, "state=firing").await;
+        (!alerts.is_empty()).then_some(alerts)
+    })
+    .await;
+    assert_eq!(alerts[0]["kind"], "absence");
+}
+
+#[tokio::test]
+async fn bad_keys_and_bad_alerts_are_refused_in_alertas_shape() {
+    let app = spawn_app().await;
+    let run = alerta(&app, "tfy_not_a_token", &SEND_MAJOR).await;
+    assert!(!run.success, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("ERROR: unknown or revoked token"),
+        "{}",
+        run.stderr
+    );
+    let response = app
+        .client
+        .post(app.url("/alerta/api/alert"))
+        .header("authorization", "Key tfy_not_a_token")
+        .json(&json!({"resource": "web01", "event": "HttpError"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["code"], 401);
+
+    let run = alerta(
+        &app,
+        &app.admin,
+        &["send", "-r", "web01", "-e", "X", "-s", "loud"],
+    )
+    .await;
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("severity: `loud` is not one of"),
+        "{}",
+        run.stderr
+    );
+    // Bearer works too, and every problem is reported at once.
+    let response = app
+        .post(
+            &app.admin,
+            "/alerta/api/alert",
+            json!({"tags": "x", "timeout": -1}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["message"],
+        "resource: is required; event: is required; tags: must be a list of strings; \
+         timeout: must be a whole number of seconds, 0 or more"
+    );
+    assert!(events_of_type(&app, "alerta").await.is_empty());
+}
+
+#[tokio::test]
+async fn the_prefix_is_configurable() {
+    let app = helpers::spawn_app_with(|settings| {
+        settings.alerta.prefix = "/compat/alerta/".to_string().try_into().expect("prefix");
+    })
+    .await;
+    let response = app
+        .client
+        .get(app.url("/compat/alerta/config"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["alarm_model"]["severity"]["major"], 2);
+    let response = app
+        .client
+        .get(app.url("/alerta/api/config"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let bad: Result<tellify::api::alerta::AlertaPrefix, String> = "alerta".to_string().try_into();
+    assert!(bad.is_err());
+}
