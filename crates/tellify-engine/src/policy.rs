@@ -16,7 +16,7 @@ use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::{SignedDuration, Timestamp, Zoned};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tellify_model::Severity;
+use tellify_model::{DurationRange, Severity, MAX_DURATION};
 
 use crate::validation::ParamError;
 
@@ -71,18 +71,80 @@ pub enum Mode {
     HoldUntil(Time),
 }
 
+/// The ranges of a policy's intervals. A `repeat` or `digest` of a nanosecond would make
+/// the notifier call a webhook thousands of times a second and fill the store, so each has
+/// a floor (the operator's `notify.min_repeat` and `notify.min_digest`, default one minute)
+/// and a ceiling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyLimits {
+    pub repeat: DurationRange,
+    pub digest: DurationRange,
+}
+
+impl PolicyLimits {
+    /// The longest `repeat`: a monthly reminder.
+    pub const MAX_REPEAT: SignedDuration = SignedDuration::from_hours(24 * 31);
+    /// The longest `digest` period: a weekly digest.
+    pub const MAX_DIGEST: SignedDuration = SignedDuration::from_hours(24 * 7);
+
+    /// Limits with these floors (each clamped to at least one second and at most the
+    /// ceiling).
+    pub fn with_floors(min_repeat: SignedDuration, min_digest: SignedDuration) -> PolicyLimits {
+        let floor = |min: SignedDuration, max: SignedDuration| {
+            DurationRange::new(min.clamp(SignedDuration::from_secs(1), max), max)
+        };
+        PolicyLimits {
+            repeat: floor(min_repeat, Self::MAX_REPEAT),
+            digest: floor(min_digest, Self::MAX_DIGEST),
+        }
+    }
+}
+
+impl Default for PolicyLimits {
+    /// Floors of one minute.
+    fn default() -> PolicyLimits {
+        PolicyLimits::with_floors(SignedDuration::from_mins(1), SignedDuration::from_mins(1))
+    }
+}
+
 impl Policy {
+    /// Parses and validates a policy under the default [`PolicyLimits`].
+    pub fn parse(value: &Value) -> Result<Policy, Vec<ParamError>> {
+        Policy::parse_with(value, &PolicyLimits::default())
+    }
+
     /// Parses and validates a policy, returning every failure with its path, such as
     /// `rules[1].when.from: invalid time `25:00` (use HH:MM)` or `rules[0].colour: unknown
     /// key`, so a user can fix the whole document in one round.
-    pub fn parse(value: &Value) -> Result<Policy, Vec<ParamError>> {
+    pub fn parse_with(value: &Value, limits: &PolicyLimits) -> Result<Policy, Vec<ParamError>> {
         let mut errors = Vec::new();
-        let rules = parse_rules(value, &mut errors);
+        let rules = parse_rules(value, limits, &mut errors);
         if errors.is_empty() {
             Ok(Policy { rules })
         } else {
             Err(errors)
         }
+    }
+
+    /// Parses a stored policy, which was valid when it was saved: intervals below today's
+    /// floors (an operator may have raised them since) are raised to the floor instead of
+    /// refusing the whole policy, so one person's old policy never stops their
+    /// notifications, nor the server.
+    pub fn parse_stored(value: &Value, limits: &PolicyLimits) -> Result<Policy, Vec<ParamError>> {
+        let lenient = PolicyLimits {
+            repeat: DurationRange::new(SignedDuration::from_secs(1), limits.repeat.max.max(MAX_DURATION)),
+            digest: DurationRange::new(SignedDuration::from_secs(1), limits.digest.max.max(MAX_DURATION)),
+        };
+        let mut policy = Policy::parse_with(value, &lenient)?;
+        for rule in &mut policy.rules {
+            if let Some(repeat) = &mut rule.repeat {
+                *repeat = (*repeat).clamp(limits.repeat.min, limits.repeat.max);
+            }
+            if let Mode::Digest(period) = &mut rule.mode {
+                *period = (*period).clamp(limits.digest.min, limits.digest.max);
+            }
+        }
+        Ok(policy)
     }
 
     /// The policy in its public JSON shape, with every default written out so a user
@@ -360,7 +422,7 @@ const RULE_KEYS: [&str; 7] = [
 const WINDOW_KEYS: [&str; 4] = ["days", "from", "to", "outside"];
 const MODE_KEYS: [&str; 2] = ["digest", "hold_until"];
 
-fn parse_rules(value: &Value, errors: &mut Vec<ParamError>) -> Vec<Rule> {
+fn parse_rules(value: &Value, limits: &PolicyLimits, errors: &mut Vec<ParamError>) -> Vec<Rule> {
     let Some(object) = value.as_object() else {
         errors.push(ParamError::new("policy", "expected an object with `rules`"));
         return Vec::new();
@@ -388,14 +450,19 @@ fn parse_rules(value: &Value, errors: &mut Vec<ParamError>) -> Vec<Rule> {
     }
     let mut rules = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
-        if let Some(rule) = parse_rule(item, &format!("rules[{index}]"), errors) {
+        if let Some(rule) = parse_rule(item, &format!("rules[{index}]"), limits, errors) {
             rules.push(rule);
         }
     }
     rules
 }
 
-fn parse_rule(value: &Value, path: &str, errors: &mut Vec<ParamError>) -> Option<Rule> {
+fn parse_rule(
+    value: &Value,
+    path: &str,
+    limits: &PolicyLimits,
+    errors: &mut Vec<ParamError>,
+) -> Option<Rule> {
     let Some(object) = value.as_object() else {
         errors.push(ParamError::new(path, "expected an object"));
         return None;
@@ -409,10 +476,10 @@ fn parse_rule(value: &Value, path: &str, errors: &mut Vec<ParamError>) -> Option
     };
     let min_severity = parse_severity(object.get("min_severity"), path, errors);
     let contact_points = parse_contact_points(object.get("contact_points"), path, errors);
-    let mode = parse_mode(object.get("mode"), &format!("{path}.mode"), errors);
+    let mode = parse_mode(object.get("mode"), &format!("{path}.mode"), limits, errors);
     let repeat = match object.get("repeat") {
         None | Some(Value::Null) => None,
-        Some(Value::String(text)) => match tellify_model::parse_duration(text) {
+        Some(Value::String(text)) => match limits.repeat.parse(text) {
             Ok(duration) => Some(duration),
             Err(error) => {
                 errors.push(ParamError::new(format!("{path}.repeat"), error.to_string()));
@@ -537,7 +604,12 @@ fn parse_bool(value: Option<&Value>, path: &str, key: &str, errors: &mut Vec<Par
     }
 }
 
-fn parse_mode(value: Option<&Value>, path: &str, errors: &mut Vec<ParamError>) -> Mode {
+fn parse_mode(
+    value: Option<&Value>,
+    path: &str,
+    limits: &PolicyLimits,
+    errors: &mut Vec<ParamError>,
+) -> Mode {
     let usage = "use \"now\", {\"digest\": \"15m\"} or {\"hold_until\": \"06:00\"}";
     let object = match value {
         None | Some(Value::Null) => return Mode::Now,
@@ -573,7 +645,7 @@ fn parse_mode(value: Option<&Value>, path: &str, errors: &mut Vec<ParamError>) -
                 ));
                 return Mode::Now;
             };
-            match tellify_model::parse_duration(text) {
+            match limits.digest.parse(text) {
                 Ok(period) => Mode::Digest(period),
                 Err(error) => {
                     errors.push(ParamError::new(digest_path, error.to_string()));

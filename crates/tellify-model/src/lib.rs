@@ -9,7 +9,9 @@ pub mod id;
 pub mod kv;
 pub mod severity;
 
-pub use duration::{parse_duration, DurationError};
+pub use duration::{
+    earlier, format_duration, later, parse_duration, DurationError, DurationRange, MAX_DURATION,
+};
 pub use event::{EventInput, FieldProblem, Fields, Limits, Source, StoredEvent, StoredSource};
 pub use id::new_id;
 pub use kv::{parse_kv_line, KvError};

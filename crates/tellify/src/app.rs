@@ -108,6 +108,10 @@ pub async fn start_with_store(
     clock: Arc<dyn Clock>,
     bootstrap: Option<String>,
 ) -> anyhow::Result<RunningApp> {
+    settings
+        .notify
+        .policy_limits()
+        .context("invalid [notify] settings")?;
     let bootstrap_token = bootstrap_admin(store.as_ref(), clock.as_ref(), bootstrap).await?;
     let registry = Arc::new(Registry::builtin());
     let bus = Bus::default();

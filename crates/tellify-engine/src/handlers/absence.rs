@@ -2,6 +2,7 @@
 //! group key that has been seen, and resolves on the next one. Driven by server-side
 //! ticks, not by a client cron.
 
+use tellify_model::later;
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
@@ -15,7 +16,7 @@ use super::{
 };
 use crate::dispatch::DispatchHints;
 use crate::filter::{EventContext, Filter};
-use crate::validation::{duration_param, ParamError};
+use crate::validation::{duration_param, ParamError, ABSENCE_INTERVAL};
 
 pub struct AbsenceKind;
 
@@ -80,7 +81,12 @@ impl HandlerKind for AbsenceKind {
         let parsed: Params = parse_params(&self.param_schema(), params)?;
         let mut errors = Vec::new();
         let filter = compile_filter(parsed.filter.as_deref(), &mut errors);
-        let interval = duration_param(Some(&parsed.interval), "params.interval", &mut errors);
+        let interval = duration_param(
+            Some(&parsed.interval),
+            "params.interval",
+            ABSENCE_INTERVAL,
+            &mut errors,
+        );
         match (filter, interval) {
             (Some(filter), Some(interval)) if errors.is_empty() => Ok(Box::new(Absence {
                 filter,
@@ -132,7 +138,7 @@ impl Handler for Absence {
 
     fn on_tick(&mut self, now: Timestamp, out: &mut Outputs) {
         for (key, beat) in self.beats.iter_mut() {
-            if beat.firing || beat.last_seen + self.interval > now {
+            if beat.firing || later(beat.last_seen, self.interval) > now {
                 continue;
             }
             beat.firing = true;
@@ -155,7 +161,7 @@ impl Handler for Absence {
         self.beats
             .values()
             .filter(|beat| !beat.firing)
-            .map(|beat| beat.last_seen + self.interval)
+            .map(|beat| later(beat.last_seen, self.interval))
             .min()
     }
 

@@ -7,6 +7,7 @@
 //! within `resolve_timeout` — the rules Alertmanager itself applies, so a Prometheus that
 //! goes away cannot leave an alert firing forever.
 
+use tellify_model::later;
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
@@ -20,7 +21,7 @@ use super::{
 };
 use crate::dispatch::DispatchHints;
 use crate::filter::{EventContext, Filter};
-use crate::validation::{duration_param, ParamError};
+use crate::validation::{duration_param, ParamError, RESOLVE_TIMEOUT};
 
 /// The event type the Alertmanager-compatible API stores.
 pub const EVENT_TYPE: &str = "alertmanager";
@@ -151,6 +152,7 @@ impl HandlerKind for AlertmanagerKind {
         let resolve_timeout = duration_param(
             parsed.resolve_timeout.as_deref(),
             "params.resolve_timeout",
+            RESOLVE_TIMEOUT,
             &mut errors,
         )
         .unwrap_or(DEFAULT_RESOLVE_TIMEOUT);
@@ -212,7 +214,7 @@ impl Handler for Alertmanager {
             }
             return;
         }
-        let deadline = ends_at.unwrap_or(now + self.resolve_timeout);
+        let deadline = ends_at.unwrap_or_else(|| later(now, self.resolve_timeout));
         let message = event.message.as_deref().unwrap_or("alert");
         if let Some(tracked) = self.tracked.get_mut(&fingerprint) {
             if tracked.severity == Some(event.severity) && tracked.message == message {

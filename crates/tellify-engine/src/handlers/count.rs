@@ -2,6 +2,7 @@
 //! time window or per sequence key; fires once when the count exceeds `limit` and can
 //! emit a derived event that other subscriptions see.
 
+use tellify_model::later;
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
@@ -16,7 +17,7 @@ use super::{
 };
 use crate::dispatch::DispatchHints;
 use crate::filter::{EventContext, Filter};
-use crate::validation::{duration_param, ParamError};
+use crate::validation::{duration_param, ParamError, COUNT_WINDOW};
 
 /// Most entries kept per group; beyond it the oldest are dropped.
 const MAX_ENTRIES: usize = 10_000;
@@ -116,7 +117,12 @@ impl HandlerKind for CountKind {
         let parsed: Params = parse_params(&self.param_schema(), params)?;
         let mut errors = Vec::new();
         let filter = compile_filter(parsed.filter.as_deref(), &mut errors);
-        let window = duration_param(parsed.window.as_deref(), "params.window", &mut errors);
+        let window = duration_param(
+            parsed.window.as_deref(),
+            "params.window",
+            COUNT_WINDOW,
+            &mut errors,
+        );
         match filter {
             Some(filter) if errors.is_empty() => Ok(Box::new(Count {
                 filter,
@@ -137,7 +143,8 @@ impl HandlerKind for CountKind {
 impl Count {
     fn prune(&self, group: &mut GroupState, now_ms: i64) {
         if let Some(window) = self.window {
-            let horizon = now_ms - window.as_millis() as i64;
+            let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+            let horizon = now_ms.saturating_sub(window_ms);
             group.entries.retain(|(_, time)| *time > horizon);
         }
     }
@@ -295,7 +302,7 @@ impl Handler for Count {
             .filter_map(|group| group.entries.iter().map(|(_, time)| *time).min())
             .min()
             .and_then(|oldest| Timestamp::from_millisecond(oldest).ok())
-            .map(|oldest| oldest + window)
+            .map(|oldest| later(oldest, window))
     }
 
     fn save_state(&self) -> Value {

@@ -12,6 +12,7 @@
 //! group key `""`) the handler keeps the last known level (OK, WARN, CRITICAL), whether
 //! the series is UNKNOWN, and the consecutive failures. A failed poll never resolves.
 
+use tellify_model::later;
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
@@ -22,7 +23,7 @@ use tellify_model::{Fields, Severity, StoredEvent};
 use super::{parse_params, AlertOutput, Handler, HandlerKind, Outputs};
 use crate::dispatch::{DispatchHints, IndexValue};
 use crate::filter::EventContext;
-use crate::validation::{duration_param, ParamError};
+use crate::validation::{duration_param, ParamError, POLL_INTERVAL, REPEAT_INTERVAL};
 
 /// The event type of poll results.
 pub const RESULT_EVENT_TYPE: &str = "tellify.metric";
@@ -235,6 +236,7 @@ impl HandlerKind for MetricKind {
         let repeat_interval = duration_param(
             parsed.repeat_interval.as_deref(),
             "params.repeat_interval",
+            REPEAT_INTERVAL,
             &mut errors,
         );
         if let Some(repeat) = repeat_interval {
@@ -269,12 +271,17 @@ fn parse(params: &Value) -> Result<(PollSpec, Params), Vec<ParamError>> {
     if let Some(problem) = url_problem(&url) {
         errors.push(ParamError::new("params.url", problem));
     }
-    let interval = duration_param(Some(&parsed.interval), "params.interval", &mut errors);
+    let interval = duration_param(
+        Some(&parsed.interval),
+        "params.interval",
+        POLL_INTERVAL,
+        &mut errors,
+    );
     if interval.is_some_and(|interval| interval < MIN_INTERVAL) {
         errors.push(ParamError::new("params.interval", "must be at least 1s"));
     }
     if let Some(text) = parsed.repeat_interval.as_deref() {
-        if let Err(error) = tellify_model::parse_duration(text) {
+        if let Err(error) = REPEAT_INTERVAL.parse(text) {
             errors.push(ParamError::new("params.repeat_interval", error.to_string()));
         }
     }
@@ -543,7 +550,7 @@ impl Handler for Metric {
             .series
             .iter()
             .filter(|(_, series)| {
-                series.open && series.last_fired.is_some_and(|last| last + repeat <= now)
+                series.open && series.last_fired.is_some_and(|last| later(last, repeat) <= now)
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -563,7 +570,7 @@ impl Handler for Metric {
         self.series
             .values()
             .filter(|series| series.open)
-            .filter_map(|series| series.last_fired.map(|last| last + repeat))
+            .filter_map(|series| series.last_fired.map(|last| later(last, repeat)))
             .min()
     }
 

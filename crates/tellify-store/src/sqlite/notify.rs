@@ -530,7 +530,7 @@ pub(super) fn plan_repeats(
             .repeats
             .first()
             .map(|schedule| millis(schedule.next_at))
-            .unwrap_or(millis(now) + every_ms.max(1000));
+            .unwrap_or(millis(now).saturating_add(every_ms.max(1000)));
         plan.repeats.clear();
         written += write_plan(tx, &plan, now)?;
         tx.execute(

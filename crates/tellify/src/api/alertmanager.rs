@@ -482,7 +482,8 @@ impl AmAlert {
     }
 
     fn effective_end(&self) -> Timestamp {
-        self.ends_at.unwrap_or(self.updated_at + RESOLVE_TIMEOUT)
+        self.ends_at
+            .unwrap_or_else(|| tellify_model::later(self.updated_at, RESOLVE_TIMEOUT))
     }
 
     fn to_json(&self, silenced_by: &[&str]) -> Value {
@@ -773,6 +774,9 @@ fn parse_postable_silence(body: &[u8], now: Timestamp) -> ApiResult<PostableSile
         }
         if ends <= now {
             fail("endsAt", "must be in the future".to_string());
+        }
+        if let Err(message) = super::check_horizon("endsAt", ends, now) {
+            fail("endsAt", message);
         }
     }
     match (starts, ends) {

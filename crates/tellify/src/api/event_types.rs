@@ -12,6 +12,12 @@ use tellify_model::Severity;
 use tellify_store::EventType;
 
 use super::{ApiError, ApiResult, AppState, Auth, JsonBody, Page};
+
+/// How long identical events are folded into one: up to a week.
+const DEDUP_INTERVAL: tellify_model::DurationRange = tellify_model::DurationRange::new(
+    jiff::SignedDuration::from_secs(1),
+    jiff::SignedDuration::from_hours(24 * 7),
+);
 use crate::auth::Scope;
 use crate::event_types::compile_schema;
 
@@ -166,7 +172,7 @@ fn parse_definition(name: &str, body: &Value) -> Result<EventType, Vec<ParamErro
                 Ok(_) => record.schema = Some(schema.clone()),
                 Err(message) => fail(format!("not a valid JSON Schema: {message}")),
             },
-            ("dedup_interval", Value::String(text)) => match tellify_model::parse_duration(text) {
+            ("dedup_interval", Value::String(text)) => match DEDUP_INTERVAL.parse(text) {
                 Ok(interval) => record.dedup_interval = Some(interval),
                 Err(error) => fail(error.to_string()),
             },

@@ -267,7 +267,8 @@ pub async fn put_policy(
     let user = subject(&state, &auth, query.user.as_deref()).await?;
     let mut errors = Vec::new();
     check_policy_name(&name, "name", &mut errors);
-    let policy = match Policy::parse(&body) {
+    let limits = state.settings.notify.policy_limits().unwrap_or_default();
+    let policy = match Policy::parse_with(&body, &limits) {
         Ok(policy) => Some(policy),
         Err(found) => {
             errors.extend(found);

@@ -23,6 +23,7 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use tellify_engine::policy::PolicyLimits;
 use tellify_engine::render::{render_message, RenderItem, Rendered, Transition};
 use tellify_engine::Registry;
 use tellify_store::{
@@ -52,6 +53,10 @@ pub struct NotifySettings {
     pub lease_secs: u64,
     /// Timeout of one HTTP attempt (SMS, webhook, chat).
     pub http_timeout_secs: u64,
+    /// The shortest `repeat` a policy may ask for (`90s`, `5m`); at least one second.
+    pub min_repeat: String,
+    /// The shortest `digest` period a policy may ask for.
+    pub min_digest: String,
 }
 
 impl Default for NotifySettings {
@@ -63,11 +68,22 @@ impl Default for NotifySettings {
             concurrency: 64,
             lease_secs: 120,
             http_timeout_secs: 10,
+            min_repeat: "1m".to_string(),
+            min_digest: "1m".to_string(),
         }
     }
 }
 
 impl NotifySettings {
+    /// The policy floors these settings ask for; a bad value names its key.
+    pub fn policy_limits(&self) -> anyhow::Result<PolicyLimits> {
+        let min_repeat = tellify_model::parse_duration(&self.min_repeat)
+            .map_err(|error| anyhow::anyhow!("notify.min_repeat: {error}"))?;
+        let min_digest = tellify_model::parse_duration(&self.min_digest)
+            .map_err(|error| anyhow::anyhow!("notify.min_digest: {error}"))?;
+        Ok(PolicyLimits::with_floors(min_repeat, min_digest))
+    }
+
     /// The wait before attempt `failures + 1`, with jitter: between half and all of
     /// `initial * 2^(failures-1)`, capped at the maximum.
     pub fn backoff(&self, failures: u32, jitter: f64) -> SignedDuration {
@@ -186,7 +202,10 @@ impl Notifier {
         settings: NotifySettings,
         link: Option<String>,
     ) -> StoreResult<(Notifier, NotifierHandle)> {
-        let planner = Arc::new(Planner::default());
+        // `app::start` refuses settings whose floors do not parse, so the default here is
+        // only for callers that skipped that check (tests building a notifier directly).
+        let limits = settings.policy_limits().unwrap_or_default();
+        let planner = Arc::new(Planner::new(limits));
         planner.reload(store.as_ref()).await?;
         let handle = NotifierHandle {
             wake: Arc::new(Notify::new()),

@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use tellify_engine::alerts::Alert;
 use tellify_engine::filter::{EventContext, Filter};
-use tellify_engine::policy::{due_at, Policy};
+use tellify_engine::policy::{due_at, Policy, PolicyLimits};
 use tellify_model::{StoredEvent, StoredSource};
 use tellify_store::{
     NewNotification, NotificationPlanner, NotifyDirectory, Plan, RepeatSchedule, Store, StoreResult,
@@ -40,6 +40,7 @@ struct Directory {
 
 impl Person {
     fn build(
+        limits: &PolicyLimits,
         user: &tellify_store::User,
         policies: Vec<tellify_store::PolicyRecord>,
         contact_points: Vec<tellify_store::ContactPoint>,
@@ -56,7 +57,7 @@ impl Person {
             silences: Vec::new(),
         };
         for record in policies {
-            match Policy::parse(&record.rules) {
+            match Policy::parse_stored(&record.rules, limits) {
                 Ok(policy) => {
                     person.policies.insert(record.name, policy);
                 }
@@ -85,7 +86,7 @@ impl Person {
 }
 
 impl Directory {
-    fn build(source: NotifyDirectory) -> Directory {
+    fn build(limits: &PolicyLimits, source: NotifyDirectory) -> Directory {
         let mut policies: HashMap<String, Vec<tellify_store::PolicyRecord>> = HashMap::new();
         for record in source.policies {
             policies
@@ -110,6 +111,7 @@ impl Directory {
         let mut people = HashMap::new();
         for user in source.users {
             let person = Person::build(
+                limits,
                 &user,
                 policies.remove(&user.id).unwrap_or_default(),
                 contact_points.remove(&user.id).unwrap_or_default(),
@@ -132,12 +134,21 @@ impl Directory {
 #[derive(Default)]
 pub struct Planner {
     directory: RwLock<Directory>,
+    /// The operator's floors for `repeat` and `digest`, applied to stored policies too.
+    limits: PolicyLimits,
 }
 
 impl Planner {
+    pub fn new(limits: PolicyLimits) -> Planner {
+        Planner {
+            directory: RwLock::default(),
+            limits,
+        }
+    }
+
     /// Rebuilds the whole directory from the store.
     pub async fn reload(&self, store: &dyn Store) -> StoreResult<()> {
-        let directory = Directory::build(store.notify_directory().await?);
+        let directory = Directory::build(&self.limits, store.notify_directory().await?);
         *self.write() = directory;
         Ok(())
     }
@@ -150,6 +161,7 @@ impl Planner {
             return Ok(());
         };
         let person = Person::build(
+            &self.limits,
             &user,
             store.list_policies(user_id).await?,
             store.list_contact_points(user_id).await?,
