@@ -132,8 +132,14 @@ impl Policy {
     /// notifications, nor the server.
     pub fn parse_stored(value: &Value, limits: &PolicyLimits) -> Result<Policy, Vec<ParamError>> {
         let lenient = PolicyLimits {
-            repeat: DurationRange::new(SignedDuration::from_secs(1), limits.repeat.max.max(MAX_DURATION)),
-            digest: DurationRange::new(SignedDuration::from_secs(1), limits.digest.max.max(MAX_DURATION)),
+            repeat: DurationRange::new(
+                SignedDuration::from_secs(1),
+                limits.repeat.max.max(MAX_DURATION),
+            ),
+            digest: DurationRange::new(
+                SignedDuration::from_secs(1),
+                limits.digest.max.max(MAX_DURATION),
+            ),
         };
         let mut policy = Policy::parse_with(value, &lenient)?;
         for rule in &mut policy.rules {

@@ -70,7 +70,11 @@ impl DurationRange {
         if duration < self.min || duration > self.max {
             return Err(DurationError {
                 text: text.to_string(),
-                reason: format!("must be between {} and {}", self.describe_min(), self.describe_max()),
+                reason: format!(
+                    "must be between {} and {}",
+                    self.describe_min(),
+                    self.describe_max()
+                ),
             });
         }
         Ok(())
@@ -104,20 +108,22 @@ pub fn format_duration(duration: SignedDuration) -> String {
 /// `time + duration`, or the latest representable time when that overflows: a deadline
 /// that far out never comes, which is what an absurd duration means.
 pub fn later(time: Timestamp, duration: SignedDuration) -> Timestamp {
-    time.checked_add(duration).unwrap_or(if duration.is_negative() {
-        Timestamp::MIN
-    } else {
-        Timestamp::MAX
-    })
+    time.checked_add(duration)
+        .unwrap_or(if duration.is_negative() {
+            Timestamp::MIN
+        } else {
+            Timestamp::MAX
+        })
 }
 
 /// `time - duration`, saturating at the ends of the timestamp range.
 pub fn earlier(time: Timestamp, duration: SignedDuration) -> Timestamp {
-    time.checked_sub(duration).unwrap_or(if duration.is_negative() {
-        Timestamp::MAX
-    } else {
-        Timestamp::MIN
-    })
+    time.checked_sub(duration)
+        .unwrap_or(if duration.is_negative() {
+            Timestamp::MAX
+        } else {
+            Timestamp::MIN
+        })
 }
 
 #[cfg(test)]
@@ -164,7 +170,10 @@ mod tests {
 
     #[test]
     fn ranges_name_both_ends() {
-        let range = DurationRange::new(SignedDuration::from_mins(1), SignedDuration::from_hours(24 * 7));
+        let range = DurationRange::new(
+            SignedDuration::from_mins(1),
+            SignedDuration::from_hours(24 * 7),
+        );
         assert_eq!(range.parse("5m").unwrap(), SignedDuration::from_mins(5));
         let error = range.parse("1ns").unwrap_err().to_string();
         assert!(error.contains("between 1m and 7d"), "{error}");
@@ -175,7 +184,10 @@ mod tests {
     fn formatting_reads_back() {
         for text in ["90s", "15m", "1h30m", "2d", "3660d"] {
             let duration = parse_duration(text).unwrap();
-            assert_eq!(parse_duration(&format_duration(duration)).unwrap(), duration);
+            assert_eq!(
+                parse_duration(&format_duration(duration)).unwrap(),
+                duration
+            );
         }
         assert_eq!(format_duration(SignedDuration::from_secs(5400)), "1h30m");
     }
@@ -186,6 +198,9 @@ mod tests {
         let huge = SignedDuration::MAX;
         assert_eq!(later(now, huge), Timestamp::MAX);
         assert_eq!(earlier(now, huge), Timestamp::MIN);
-        assert_eq!(later(now, SignedDuration::from_secs(60)), "2026-12-06T00:01:00Z".parse().unwrap());
+        assert_eq!(
+            later(now, SignedDuration::from_secs(60)),
+            "2026-12-06T00:01:00Z".parse().unwrap()
+        );
     }
 }

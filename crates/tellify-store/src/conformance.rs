@@ -170,6 +170,7 @@ async fn subscriptions_alerts_and_processing(store: &dyn Store) {
         policy: None,
         created: at(0),
         updated: at(0),
+        health: None,
     };
     store
         .insert_subscription(subscription.clone())
@@ -368,6 +369,7 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
         policy: Some("default".to_string()),
         created: at(0),
         updated: at(0),
+        health: None,
     };
     store
         .insert_subscription(subscription.clone())
@@ -778,6 +780,7 @@ async fn export_positions_and_alert_changes_in_order(store: &dyn Store) {
         policy: None,
         created: at(0),
         updated: at(0),
+        health: None,
     };
     let fire = |subscription: &Subscription, severity: Severity, message: &str| OutputToApply {
         origin: subscription.origin(),

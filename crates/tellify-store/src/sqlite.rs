@@ -120,6 +120,7 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
     notify::MIGRATION,
     event_types::MIGRATION,
     export::MIGRATION,
+    "ALTER TABLE subscriptions ADD COLUMN health TEXT;",
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -666,7 +667,11 @@ fn read_token(row: &rusqlite::Row) -> rusqlite::Result<Token> {
 }
 
 const SUBSCRIPTION_COLUMNS: &str =
-    "id, kind, title, params, owner_user, owner_group, enabled, latching, created, updated, policy";
+    "id, kind, title, params, owner_user, owner_group, enabled, latching, created, updated, policy, health";
+
+fn health_text(health: Option<&crate::SubscriptionHealth>) -> Option<String> {
+    health.map(|health| serde_json::json!(health).to_string())
+}
 
 fn read_subscription(row: &rusqlite::Row) -> rusqlite::Result<Subscription> {
     Ok(Subscription {
@@ -681,6 +686,10 @@ fn read_subscription(row: &rusqlite::Row) -> rusqlite::Result<Subscription> {
         created: parse_time(row.get(8)?)?,
         updated: parse_time(row.get(9)?)?,
         policy: row.get(10)?,
+        // Unreadable health is dropped rather than failing every read of subscriptions.
+        health: row
+            .get::<_, Option<String>>(11)?
+            .and_then(|text| serde_json::from_str(&text).ok()),
     })
 }
 
@@ -1112,7 +1121,7 @@ impl Store for SqliteStore {
     async fn insert_subscription(&self, subscription: Subscription) -> StoreResult<()> {
         self.write(move |tx| {
             tx.execute(
-                &format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                &format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
                 params![
                     subscription.id,
                     subscription.kind,
@@ -1124,7 +1133,8 @@ impl Store for SqliteStore {
                     subscription.latching,
                     time_text(subscription.created),
                     time_text(subscription.updated),
-                    subscription.policy
+                    subscription.policy,
+                    health_text(subscription.health.as_ref())
                 ],
             )
             .map_err(|e| conflict_or_unavailable(e, "subscription"))?;
@@ -1138,7 +1148,7 @@ impl Store for SqliteStore {
             let changed = tx
                 .execute(
                     "UPDATE subscriptions SET kind = ?2, title = ?3, params = ?4, enabled = ?5,
-                         latching = ?6, updated = ?7, policy = ?8 WHERE id = ?1",
+                         latching = ?6, updated = ?7, policy = ?8, health = ?9 WHERE id = ?1",
                     params![
                         subscription.id,
                         subscription.kind,
@@ -1147,7 +1157,8 @@ impl Store for SqliteStore {
                         subscription.enabled,
                         subscription.latching,
                         time_text(subscription.updated),
-                        subscription.policy
+                        subscription.policy,
+                        health_text(subscription.health.as_ref())
                     ],
                 )
                 .map_err(unavailable)?;
@@ -1386,6 +1397,20 @@ impl Store for SqliteStore {
                 )
                 .map_err(unavailable)?
                 .execute(params![subscription_id, state.to_string()])
+                .map_err(unavailable)?;
+            }
+            for update in &commit.health {
+                let disable = update.health.as_ref().is_some_and(|health| health.disabled);
+                tx.prepare_cached(
+                    "UPDATE subscriptions SET health = ?2,
+                         enabled = CASE WHEN ?3 THEN 0 ELSE enabled END WHERE id = ?1",
+                )
+                .map_err(unavailable)?
+                .execute(params![
+                    update.subscription_id,
+                    health_text(update.health.as_ref()),
+                    disable
+                ])
                 .map_err(unavailable)?;
             }
             let derived = insert_events(tx, &EncodedEvents::encode(commit.derived)?)?;

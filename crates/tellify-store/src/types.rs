@@ -73,6 +73,33 @@ pub struct Subscription {
     pub policy: Option<String>,
     pub created: Timestamp,
     pub updated: Timestamp,
+    /// Set while the subscription is failing (its handler erred, panicked or ran over its
+    /// budget on an event), and kept with `disabled` when it failed too often in a row.
+    #[serde(default)]
+    pub health: Option<SubscriptionHealth>,
+}
+
+/// Why a subscription is failing; shown to its owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionHealth {
+    /// Failures in a row; a success clears the record.
+    pub failures: u32,
+    /// The last failure, in tellify's words (never the text of an event).
+    pub last_error: String,
+    /// The first failure of this run.
+    pub since: Timestamp,
+    pub last_at: Timestamp,
+    /// The worker disabled the subscription after too many failures in a row.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// A change to a subscription's health, committed with the processing that found it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthUpdate {
+    pub subscription_id: String,
+    /// `None`: it works again. With `disabled`, the subscription is switched off too.
+    pub health: Option<SubscriptionHealth>,
 }
 
 impl Subscription {
@@ -156,6 +183,8 @@ pub struct ProcessingCommit {
     pub derived: Vec<StoredEvent>,
     /// Who hears about the alert changes; without one, nothing is notified.
     pub planner: Option<crate::PlannerRef>,
+    /// Subscriptions that started failing, failed again, or recovered.
+    pub health: Vec<HealthUpdate>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -140,7 +140,13 @@ pub async fn start_with_store(
     )
     .await
     .context("cannot start the notifier")?;
-    let worker = worker.with_notifier(notifier_handle.clone());
+    let worker =
+        worker
+            .with_notifier(notifier_handle.clone())
+            .with_limits(crate::worker::WorkerLimits {
+                max_failures: settings.engine.max_subscription_failures.max(1),
+                budget: std::time::Duration::from_millis(settings.engine.handler_budget_ms.max(1)),
+            });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

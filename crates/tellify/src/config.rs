@@ -62,6 +62,12 @@ pub struct EngineSettings {
     pub max_derived_depth: u32,
     /// Events processed per transaction.
     pub batch_size: usize,
+    /// Failures in a row (errors, panics, inputs over `handler_budget_ms`) after which a
+    /// subscription is disabled with its reason.
+    pub max_subscription_failures: u32,
+    /// The longest one subscription may take over one event or timer, in milliseconds,
+    /// before that counts as a failure.
+    pub handler_budget_ms: u64,
 }
 
 impl Default for Settings {
@@ -100,6 +106,8 @@ impl Default for EngineSettings {
         EngineSettings {
             max_derived_depth: 8,
             batch_size: 2000,
+            max_subscription_failures: 5,
+            handler_budget_ms: 250,
         }
     }
 }

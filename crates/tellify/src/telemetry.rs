@@ -12,6 +12,12 @@ pub const DERIVED_DROPPED: &str = "tellify_derived_events_dropped_total";
 pub const ALERT_TRANSITIONS: &str = "tellify_alert_transitions_total";
 pub const PROCESSING_LAG: &str = "tellify_processing_lag_events";
 pub const SUBSCRIPTIONS_ACTIVE: &str = "tellify_subscriptions_active";
+/// Handler failures (errors, panics, runs over budget) by outcome (`failing`, `disabled`).
+pub const SUBSCRIPTION_FAILURES: &str = "tellify_subscription_failures_total";
+/// Subscriptions currently marked failing (disabled ones included).
+pub const SUBSCRIPTIONS_FAILING: &str = "tellify_subscriptions_failing";
+/// Requests whose handler panicked (answered 500).
+pub const HTTP_PANICS: &str = "tellify_http_panics_total";
 /// Delivery attempts by channel and result (`sent`, `retry`, `failed`).
 pub const DELIVERIES: &str = "tellify_deliveries_total";
 /// Broker messages by source and outcome (`stored`, `dead_lettered`, `retry`).

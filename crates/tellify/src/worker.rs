@@ -3,17 +3,30 @@
 //! and commits alert changes, handler state, derived events and the new cursor in one
 //! transaction. A restart resumes from the cursor, so no event is processed twice or
 //! skipped.
+//!
+//! **Invariant:** one subscription's failure stays with it. Every call into a handler
+//! (build, event, tick, deadline) runs under `catch_unwind` and is timed; a handler that
+//! panics, reports a failure, or runs over [`WorkerLimits::budget`] on one input marks only
+//! that subscription failing (its outputs for that input are dropped unless the input only
+//! ran long), the cursor moves on, and after [`WorkerLimits::max_failures`] failures in a
+//! row the subscription is disabled with its reason. A stored subscription that no longer
+//! builds is disabled the same way at start, so no user's data can stop the worker or a
+//! restart.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
-use std::time::Duration;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use tellify_engine::filter::EventContext;
 use tellify_engine::handlers::{Handler, Outputs, Registry};
 use tellify_engine::DispatchIndex;
 use tellify_model::StoredEvent;
-use tellify_store::{OutputToApply, ProcessingCommit, Store, StoreResult, Subscription};
+use tellify_store::{
+    HealthUpdate, OutputToApply, ProcessingCommit, Store, StoreResult, Subscription,
+    SubscriptionHealth,
+};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::clock::Clock;
@@ -29,7 +42,41 @@ pub struct WorkerHandle {
     progress: watch::Receiver<i64>,
     /// The newest log position ingest has reported.
     head: Arc<std::sync::atomic::AtomicI64>,
+    /// The most expensive subscriptions, refreshed about once a second.
+    costs: Arc<Mutex<Vec<SubscriptionCost>>>,
 }
+
+/// Processing time spent in one subscription's handler since the server started.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SubscriptionCost {
+    pub subscription_id: String,
+    /// Events and ticks handled.
+    pub calls: u64,
+    pub total_micros: u64,
+    pub max_micros: u64,
+}
+
+/// How much a subscription may cost and fail before it is switched off.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerLimits {
+    /// Failures in a row after which a subscription is disabled.
+    pub max_failures: u32,
+    /// The longest one handler call (one event or tick) may take before it counts as a
+    /// failure.
+    pub budget: Duration,
+}
+
+impl Default for WorkerLimits {
+    fn default() -> Self {
+        WorkerLimits {
+            max_failures: 5,
+            budget: Duration::from_millis(250),
+        }
+    }
+}
+
+/// How many subscriptions [`WorkerHandle::costliest`] keeps.
+const COSTS_KEPT: usize = 100;
 
 impl WorkerHandle {
     /// Ingest stored events up to `seq`.
@@ -59,6 +106,14 @@ impl WorkerHandle {
     /// The last event position processed.
     pub fn processed(&self) -> i64 {
         *self.progress.borrow()
+    }
+
+    /// The subscriptions that took the most processing time, costliest first.
+    pub fn costliest(&self) -> Vec<SubscriptionCost> {
+        self.costs
+            .lock()
+            .map(|costs| costs.clone())
+            .unwrap_or_default()
     }
 
     /// Waits until every event up to `seq` is processed (or the worker stopped).
@@ -94,6 +149,14 @@ pub struct Worker {
     fresh: HashSet<String>,
     /// Plans notifications inside each commit, when notifications are on.
     notifier: Option<NotifierHandle>,
+    limits: WorkerLimits,
+    /// Failing subscriptions (from the store at load, then as found).
+    health: HashMap<String, SubscriptionHealth>,
+    /// Health changes found outside a commit (at load), written by the next one.
+    health_pending: Vec<HealthUpdate>,
+    costs: HashMap<String, SubscriptionCost>,
+    shared_costs: Arc<Mutex<Vec<SubscriptionCost>>>,
+    costs_published: Instant,
 }
 
 /// Most fed events held in memory; beyond it the worker reads the log instead.
@@ -131,6 +194,12 @@ impl Worker {
             pending: VecDeque::new(),
             fresh: HashSet::new(),
             notifier: None,
+            limits: WorkerLimits::default(),
+            health: HashMap::new(),
+            health_pending: Vec::new(),
+            costs: HashMap::new(),
+            shared_costs: Arc::new(Mutex::new(Vec::new())),
+            costs_published: Instant::now(),
         };
         worker.load(snapshot).await?;
         let head = store.last_seq().await?;
@@ -139,8 +208,15 @@ impl Worker {
             changes: changes_sender,
             progress: progress_receiver,
             head: Arc::new(std::sync::atomic::AtomicI64::new(head)),
+            costs: worker.shared_costs.clone(),
         };
         Ok((worker, handle))
+    }
+
+    /// Sets how much a subscription may cost and fail.
+    pub fn with_limits(mut self, limits: WorkerLimits) -> Worker {
+        self.limits = limits;
+        self
     }
 
     /// Lets every commit write the outbox rows its alert changes call for.
@@ -156,8 +232,13 @@ impl Worker {
         self.deadlines.clear();
         self.pending.clear();
         self.fresh.clear();
+        self.health.clear();
+        self.health_pending.clear();
         self.cursor = snapshot.cursor;
         for subscription in self.store.list_subscriptions(None).await? {
+            if let Some(health) = &subscription.health {
+                self.health.insert(subscription.id.clone(), health.clone());
+            }
             let state = snapshot.states.get(&subscription.id);
             self.install(subscription, state);
         }
@@ -177,23 +258,42 @@ impl Worker {
         if !subscription.enabled {
             return;
         }
-        let mut handler = match self
-            .registry
-            .build(&subscription.kind, &subscription.params)
-        {
-            Ok(handler) => handler,
-            Err(errors) => {
-                tracing::error!(subscription = %id, ?errors, "stored subscription no longer validates; skipped");
+        let registry = &self.registry;
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            let mut handler = registry.build(&subscription.kind, &subscription.params)?;
+            if let Some(state) = state {
+                if let Err(error) = handler.load_state(state) {
+                    tracing::warn!(subscription = %id, %error, "handler state unreadable; starting afresh");
+                }
+            }
+            let hints = handler.dispatch_hints();
+            let deadline = handler.next_deadline();
+            Ok::<_, Vec<tellify_engine::ParamError>>((handler, hints, deadline))
+        }));
+        let (handler, hints, deadline) = match built {
+            Ok(Ok(built)) => built,
+            Ok(Err(errors)) => {
+                let errors: Vec<String> = errors
+                    .iter()
+                    .map(|error| format!("{}: {}", error.path, error.message))
+                    .collect();
+                tracing::error!(subscription = %id, ?errors, "stored subscription no longer validates; disabled");
+                let reason = format!("its parameters are no longer valid: {}", errors.join("; "));
+                self.disable_at_load(&id, reason);
+                return;
+            }
+            Err(payload) => {
+                let reason = format!(
+                    "its handler panicked while starting: {}",
+                    panic_text(&*payload)
+                );
+                tracing::error!(subscription = %id, %reason, "subscription disabled");
+                self.disable_at_load(&id, reason);
                 return;
             }
         };
-        if let Some(state) = state {
-            if let Err(error) = handler.load_state(state) {
-                tracing::warn!(subscription = %id, %error, "handler state unreadable; starting afresh");
-            }
-        }
-        self.index.insert(id.clone(), &handler.dispatch_hints());
-        if let Some(deadline) = handler.next_deadline() {
+        self.index.insert(id.clone(), &hints);
+        if let Some(deadline) = deadline {
             self.deadlines.insert(id.clone(), deadline);
         }
         self.subscriptions.insert(
@@ -206,6 +306,123 @@ impl Worker {
         metrics::gauge!(telemetry::SUBSCRIPTIONS_ACTIVE).set(self.subscriptions.len() as f64);
     }
 
+    /// Disables a subscription that cannot even start; the next commit records why.
+    fn disable_at_load(&mut self, id: &str, reason: String) {
+        let now = self.clock.now();
+        let health = SubscriptionHealth {
+            failures: self.limits.max_failures.max(1),
+            last_error: reason,
+            since: now,
+            last_at: now,
+            disabled: true,
+        };
+        self.health.insert(id.to_string(), health.clone());
+        self.health_pending.push(HealthUpdate {
+            subscription_id: id.to_string(),
+            health: Some(health),
+        });
+        metrics::counter!(telemetry::SUBSCRIPTION_FAILURES, "outcome" => "disabled").increment(1);
+        self.publish_failing_gauge();
+    }
+
+    /// Records one failure of a subscription for the commit under way; past the limit the
+    /// subscription is disabled and leaves the dispatch index at once.
+    fn record_failure(
+        &mut self,
+        id: &str,
+        reason: String,
+        now: Timestamp,
+        commit: &mut ProcessingCommit,
+    ) {
+        let health = self
+            .health
+            .entry(id.to_string())
+            .or_insert_with(|| SubscriptionHealth {
+                failures: 0,
+                last_error: String::new(),
+                since: now,
+                last_at: now,
+                disabled: false,
+            });
+        health.failures = health.failures.saturating_add(1);
+        health.last_error = reason;
+        health.last_at = now;
+        let disabled = health.failures >= self.limits.max_failures;
+        health.disabled = disabled;
+        let update = HealthUpdate {
+            subscription_id: id.to_string(),
+            health: Some(health.clone()),
+        };
+        commit
+            .health
+            .retain(|earlier| earlier.subscription_id != id);
+        commit.health.push(update);
+        let outcome = if disabled { "disabled" } else { "failing" };
+        tracing::warn!(subscription = id, outcome, reason = %self.health[id].last_error, "subscription failed");
+        metrics::counter!(telemetry::SUBSCRIPTION_FAILURES, "outcome" => outcome).increment(1);
+        if disabled {
+            self.remove(id);
+        }
+        self.publish_failing_gauge();
+    }
+
+    /// A failing subscription handled an input well: it works again.
+    fn record_success(&mut self, id: &str, commit: &mut ProcessingCommit) {
+        if self.health.is_empty() || self.health.remove(id).is_none() {
+            return;
+        }
+        commit
+            .health
+            .retain(|earlier| earlier.subscription_id != id);
+        commit.health.push(HealthUpdate {
+            subscription_id: id.to_string(),
+            health: None,
+        });
+        self.publish_failing_gauge();
+    }
+
+    fn publish_failing_gauge(&self) {
+        metrics::gauge!(telemetry::SUBSCRIPTIONS_FAILING).set(self.health.len() as f64);
+    }
+
+    /// Adds one handler call's time to its subscription and judges it against the budget:
+    /// the reason when the call ran long (its outputs still stand).
+    fn account(&mut self, id: &str, elapsed: Duration) -> Option<String> {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let cost = self
+            .costs
+            .entry(id.to_string())
+            .or_insert_with(|| SubscriptionCost {
+                subscription_id: id.to_string(),
+                ..SubscriptionCost::default()
+            });
+        cost.calls += 1;
+        cost.total_micros = cost.total_micros.saturating_add(micros);
+        cost.max_micros = cost.max_micros.max(micros);
+        (elapsed > self.limits.budget).then(|| {
+            format!(
+                "one input took {} ms, over the budget of {} ms",
+                elapsed.as_millis(),
+                self.limits.budget.as_millis()
+            )
+        })
+    }
+
+    /// Shares the costliest subscriptions with [`WorkerHandle::costliest`], at most once
+    /// a second.
+    fn publish_costs(&mut self) {
+        if self.costs_published.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.costs_published = Instant::now();
+        let mut costliest: Vec<SubscriptionCost> = self.costs.values().cloned().collect();
+        costliest.sort_by(|a, b| b.total_micros.cmp(&a.total_micros));
+        costliest.truncate(COSTS_KEPT);
+        if let Ok(mut shared) = self.shared_costs.lock() {
+            *shared = costliest;
+        }
+    }
+
     fn remove(&mut self, id: &str) {
         let key = id.to_string();
         self.index.remove(&key);
@@ -216,8 +433,21 @@ impl Worker {
     async fn reload(&mut self, id: String) -> StoreResult<()> {
         let Some(subscription) = self.store.subscription(&id).await? else {
             self.remove(&id);
+            if self.health.remove(&id).is_some() {
+                self.publish_failing_gauge();
+            }
             return Ok(());
         };
+        // The owner fixed or re-enabled it (which clears its health), or it is still failing.
+        match &subscription.health {
+            Some(health) => {
+                self.health.insert(id.clone(), health.clone());
+            }
+            None => {
+                self.health.remove(&id);
+            }
+        }
+        self.publish_failing_gauge();
         // Keep the running handler (and its state) when only the title, latching or
         // enabled flag changed; new parameters start with fresh state.
         if let Some(loaded) = self.subscriptions.get_mut(&id) {
@@ -279,13 +509,19 @@ impl Worker {
             planner: self.notifier.as_ref().map(NotifierHandle::planner),
             ..Default::default()
         };
+        commit.health = std::mem::take(&mut self.health_pending);
         let mut dirty: HashSet<String> = std::mem::take(&mut self.fresh);
         for event in &events {
             self.process_event(event, now, &mut commit, &mut dirty);
             commit.cursor = event.seq;
         }
         self.fire_deadlines(now, &mut commit, &mut dirty);
-        if commit.cursor == self.cursor && commit.outputs.is_empty() && dirty.is_empty() {
+        self.publish_costs();
+        if commit.cursor == self.cursor
+            && commit.outputs.is_empty()
+            && dirty.is_empty()
+            && commit.health.is_empty()
+        {
             return Ok(false);
         }
         for id in &dirty {
@@ -388,14 +624,45 @@ impl Worker {
             let Some(loaded) = self.subscriptions.get_mut(&id) else {
                 continue;
             };
-            let mut outputs = Outputs::default();
-            loaded.handler.on_event(event, &context, now, &mut outputs);
+            let started = Instant::now();
+            let called = catch_unwind(AssertUnwindSafe(|| {
+                let mut outputs = Outputs::default();
+                loaded.handler.on_event(event, &context, now, &mut outputs);
+                (outputs, loaded.handler.next_deadline())
+            }));
+            let slow = self.account(&id, started.elapsed());
+            let (mut outputs, deadline) = match called {
+                Ok(called) => called,
+                Err(payload) => {
+                    let reason = format!(
+                        "its handler panicked on event {}: {}",
+                        event.id,
+                        panic_text(&*payload)
+                    );
+                    self.record_failure(&id, reason, now, commit);
+                    continue;
+                }
+            };
+            if let Some(reason) = outputs.failure.take() {
+                let reason = format!("event {}: {reason}", event.id);
+                self.record_failure(&id, reason, now, commit);
+                continue;
+            }
+            match slow {
+                Some(reason) => {
+                    self.record_failure(&id, format!("event {}: {reason}", event.id), now, commit);
+                }
+                None => self.record_success(&id, commit),
+            }
+            let Some(loaded) = self.subscriptions.get(&id) else {
+                // Disabled just now for running over budget too often.
+                continue;
+            };
             let nothing_happened =
                 outputs.alerts.is_empty() && outputs.derived.is_empty() && !outputs.state_changed;
             if nothing_happened {
                 continue;
             }
-            let deadline = loaded.handler.next_deadline();
             let origin = (!outputs.alerts.is_empty()).then(|| loaded.subscription.origin());
             match deadline {
                 Some(deadline) => self.deadlines.insert(id.clone(), deadline),
@@ -422,10 +689,39 @@ impl Worker {
                 self.deadlines.remove(&id);
                 continue;
             };
-            let mut outputs = Outputs::default();
-            loaded.handler.on_tick(now, &mut outputs);
+            let started = Instant::now();
+            let called = catch_unwind(AssertUnwindSafe(|| {
+                let mut outputs = Outputs::default();
+                loaded.handler.on_tick(now, &mut outputs);
+                (outputs, loaded.handler.next_deadline())
+            }));
+            let slow = self.account(&id, started.elapsed());
+            let (mut outputs, deadline) = match called {
+                Ok(called) => called,
+                Err(payload) => {
+                    // Forget the deadline until the next event sets one again, so a
+                    // broken tick is not retried in a loop.
+                    self.deadlines.remove(&id);
+                    let reason =
+                        format!("its handler panicked on a timer: {}", panic_text(&*payload));
+                    self.record_failure(&id, reason, now, commit);
+                    continue;
+                }
+            };
+            if let Some(reason) = outputs.failure.take() {
+                self.deadlines.remove(&id);
+                self.record_failure(&id, format!("timer: {reason}"), now, commit);
+                continue;
+            }
+            match slow {
+                Some(reason) => self.record_failure(&id, format!("timer: {reason}"), now, commit),
+                None => self.record_success(&id, commit),
+            }
+            let Some(loaded) = self.subscriptions.get(&id) else {
+                continue;
+            };
             let origin = (!outputs.alerts.is_empty()).then(|| loaded.subscription.origin());
-            match loaded.handler.next_deadline() {
+            match deadline {
                 Some(deadline) => self.deadlines.insert(id.clone(), deadline),
                 None => self.deadlines.remove(&id),
             };
@@ -478,6 +774,17 @@ impl Worker {
             ));
         }
     }
+}
+
+/// The message of a panic, as far as it has one.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        return (*text).to_string();
+    }
+    if let Some(text) = payload.downcast_ref::<String>() {
+        return text.clone();
+    }
+    "no message".to_string()
 }
 
 #[cfg(test)]
@@ -538,6 +845,200 @@ mod tests {
         }
     }
 
+    /// A kind whose handler panics on every event (`{"panic": true}`), takes N ms
+    /// (`{"sleep_ms": N}`), or does nothing.
+    struct Broken;
+    struct BrokenHandler {
+        panic: bool,
+        sleep_ms: u64,
+    }
+
+    impl HandlerKind for Broken {
+        fn name(&self) -> &'static str {
+            "broken"
+        }
+        fn title(&self) -> &'static str {
+            "Broken"
+        }
+        fn description(&self) -> &'static str {
+            "panics, or runs long"
+        }
+        fn required_fields(&self) -> &'static str {
+            "none"
+        }
+        fn param_schema(&self) -> Value {
+            json!({"type": "object"})
+        }
+        fn build(&self, params: &Value) -> Result<Box<dyn Handler>, Vec<ParamError>> {
+            Ok(Box::new(BrokenHandler {
+                panic: params["panic"].as_bool().unwrap_or(false),
+                sleep_ms: params["sleep_ms"].as_u64().unwrap_or(0),
+            }))
+        }
+    }
+
+    impl Handler for BrokenHandler {
+        fn dispatch_hints(&self) -> DispatchHints {
+            DispatchHints::default()
+        }
+        fn on_event(
+            &mut self,
+            event: &StoredEvent,
+            _: &EventContext,
+            now: Timestamp,
+            _: &mut Outputs,
+        ) {
+            std::thread::sleep(Duration::from_millis(self.sleep_ms));
+            if self.panic {
+                // What the count kind did with a window of 175307616h.
+                let _ = now + jiff::SignedDuration::MAX;
+            }
+        }
+        fn save_state(&self) -> Value {
+            Value::Null
+        }
+        fn load_state(&mut self, _: &Value) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    async fn append(store: &Arc<dyn Store>, message: &str) {
+        let input = EventInput {
+            message: Some(message.into()),
+            ..EventInput::default()
+        };
+        store
+            .append_events(vec![StoredEvent::from_input(
+                input,
+                None,
+                Timestamp::UNIX_EPOCH,
+                0,
+            )])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_fails_alone_and_is_disabled_after_repeated_failures() {
+        let (_directory, store) = store_with_user().await;
+        store
+            .insert_subscription(subscription("broken", "broken", json!({"panic": true})))
+            .await
+            .unwrap();
+        store
+            .insert_subscription(subscription("echo", "echo", json!({})))
+            .await
+            .unwrap();
+        let registry = Arc::new(Registry::with_kinds(vec![Box::new(Echo), Box::new(Broken)]));
+        let clock = Arc::new(crate::clock::ManualClock::new(Timestamp::UNIX_EPOCH));
+        let limits = WorkerLimits {
+            max_failures: 3,
+            budget: Duration::from_secs(60),
+        };
+        let (worker, _handle) =
+            Worker::start(store.clone(), registry, clock, Bus::default(), 100, 1)
+                .await
+                .unwrap();
+        let mut worker = worker.with_limits(limits);
+
+        append(&store, "first").await;
+        while worker.step().await.unwrap() {}
+        let broken = store.subscription("broken").await.unwrap().unwrap();
+        let health = broken.health.expect("marked failing");
+        assert_eq!(health.failures, 2, "the event and the echo's derived event");
+        assert!(
+            health.last_error.contains("panicked"),
+            "{}",
+            health.last_error
+        );
+        assert!(broken.enabled, "two failures do not disable");
+        let events = store.events_after(0, 100).await.unwrap();
+        assert_eq!(
+            events.len(),
+            2,
+            "the echo subscription still processed the event"
+        );
+        assert_eq!(worker.cursor, events[1].seq, "and the cursor moved past it");
+
+        append(&store, "second").await;
+        append(&store, "third").await;
+        while worker.step().await.unwrap() {}
+        let broken = store.subscription("broken").await.unwrap().unwrap();
+        let health = broken.health.expect("still failing");
+        assert_eq!(health.failures, 3);
+        assert!(health.disabled);
+        assert!(!broken.enabled, "disabled at the third failure in a row");
+        assert!(!worker
+            .index
+            .candidates(&events[0])
+            .contains(&"broken".to_string()));
+
+        // A restart loads the disabled subscription quietly and never calls it again.
+        append(&store, "fourth").await;
+        let registry = Arc::new(Registry::with_kinds(vec![Box::new(Echo), Box::new(Broken)]));
+        let clock = Arc::new(crate::clock::ManualClock::new(Timestamp::UNIX_EPOCH));
+        let (mut worker, _handle) =
+            Worker::start(store.clone(), registry, clock, Bus::default(), 100, 1)
+                .await
+                .unwrap();
+        while worker.step().await.unwrap() {}
+        let after = store.subscription("broken").await.unwrap().unwrap();
+        assert_eq!(after.health.map(|h| h.failures), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_handler_over_its_budget_is_marked_failing_and_recovers_when_fast_again() {
+        let (_directory, store) = store_with_user().await;
+        store
+            .insert_subscription(subscription("slow", "broken", json!({"sleep_ms": 30})))
+            .await
+            .unwrap();
+        let registry = Arc::new(Registry::with_kinds(vec![Box::new(Broken)]));
+        let clock = Arc::new(crate::clock::ManualClock::new(Timestamp::UNIX_EPOCH));
+        let (worker, handle) =
+            Worker::start(store.clone(), registry, clock, Bus::default(), 100, 1)
+                .await
+                .unwrap();
+        let mut worker = worker.with_limits(WorkerLimits {
+            max_failures: 5,
+            budget: Duration::from_millis(5),
+        });
+        append(&store, "slow one").await;
+        while worker.step().await.unwrap() {}
+        let health = store
+            .subscription("slow")
+            .await
+            .unwrap()
+            .unwrap()
+            .health
+            .expect("failing");
+        assert!(
+            health.last_error.contains("over the budget of 5 ms"),
+            "{}",
+            health.last_error
+        );
+        worker.costs_published = Instant::now() - Duration::from_secs(2);
+        worker.publish_costs();
+        let costs = handle.costliest();
+        assert_eq!(costs[0].subscription_id, "slow");
+        assert!(costs[0].max_micros >= 30_000, "{costs:?}");
+
+        // Once it handles an event within budget again, the record is cleared.
+        let mut fast = store.subscription("slow").await.unwrap().unwrap();
+        fast.params = json!({"sleep_ms": 0});
+        store.update_subscription(fast).await.unwrap();
+        handle.subscription_changed("slow");
+        append(&store, "fast one").await;
+        while worker.step().await.unwrap() {}
+        assert!(store
+            .subscription("slow")
+            .await
+            .unwrap()
+            .unwrap()
+            .health
+            .is_none());
+    }
+
     /// A fresh on-disk store holding the user `u`.
     async fn store_with_user() -> (tempfile::TempDir, Arc<dyn Store>) {
         let directory = tempfile::tempdir().unwrap();
@@ -567,6 +1068,7 @@ mod tests {
             policy: None,
             created: Timestamp::UNIX_EPOCH,
             updated: Timestamp::UNIX_EPOCH,
+            health: None,
         }
     }
 

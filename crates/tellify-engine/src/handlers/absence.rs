@@ -2,8 +2,8 @@
 //! group key that has been seen, and resolves on the next one. Driven by server-side
 //! ticks, not by a client cron.
 
-use tellify_model::later;
 use std::collections::BTreeMap;
+use tellify_model::later;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};

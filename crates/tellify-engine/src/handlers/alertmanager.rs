@@ -7,8 +7,8 @@
 //! within `resolve_timeout` — the rules Alertmanager itself applies, so a Prometheus that
 //! goes away cannot leave an alert firing forever.
 
-use tellify_model::later;
 use std::collections::BTreeMap;
+use tellify_model::later;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};

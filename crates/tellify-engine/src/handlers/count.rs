@@ -2,8 +2,8 @@
 //! time window or per sequence key; fires once when the count exceeds `limit` and can
 //! emit a derived event that other subscriptions see.
 
-use tellify_model::later;
 use std::collections::BTreeMap;
+use tellify_model::later;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};

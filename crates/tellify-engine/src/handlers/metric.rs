@@ -12,8 +12,8 @@
 //! group key `""`) the handler keeps the last known level (OK, WARN, CRITICAL), whether
 //! the series is UNKNOWN, and the consecutive failures. A failed poll never resolves.
 
-use tellify_model::later;
 use std::collections::BTreeMap;
+use tellify_model::later;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -550,7 +550,10 @@ impl Handler for Metric {
             .series
             .iter()
             .filter(|(_, series)| {
-                series.open && series.last_fired.is_some_and(|last| later(last, repeat) <= now)
+                series.open
+                    && series
+                        .last_fired
+                        .is_some_and(|last| later(last, repeat) <= now)
             })
             .map(|(key, _)| key.clone())
             .collect();

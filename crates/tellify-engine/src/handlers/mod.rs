@@ -53,6 +53,9 @@ pub struct Outputs {
     pub derived: Vec<EventInput>,
     /// The handler's state changed and must be saved.
     pub state_changed: bool,
+    /// The handler could not do its work on this input (its filter ran over budget, say):
+    /// the worker then ignores the other outputs and marks the subscription failing.
+    pub failure: Option<String>,
 }
 
 /// A kind of handler: its description, parameter schema and validator.

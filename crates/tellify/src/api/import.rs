@@ -184,6 +184,7 @@ pub async fn import(
                     policy: request.policy.clone(),
                     created: now,
                     updated: now,
+                    health: None,
                 };
                 state
                     .store

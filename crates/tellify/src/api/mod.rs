@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/subscriptions/{id}/enable", post(subscriptions::enable))
         .route("/subscriptions/{id}/disable", post(subscriptions::disable))
         .route("/subscriptions/import", post(import::import))
+        .route("/subscriptions/costs", get(subscriptions::costs))
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}", get(alerts::get_one))
         .route("/alerts/{id}/ack", post(alerts::ack))
@@ -168,7 +169,39 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             state.settings.ingest.max_body_bytes,
         ))
+        .layer(axum::middleware::from_fn(catch_panics))
         .with_state(state)
+}
+
+/// A request handler that panics answers 500 with problem+json, and the server lives on:
+/// the panic is logged and counted (`tellify_http_panics_total`), nothing of it reaches
+/// the client.
+async fn catch_panics(request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use futures_util::FutureExt;
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|text| text.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(%method, %path, panic = %message, "request handler panicked");
+            metrics::counter!(crate::telemetry::HTTP_PANICS).increment(1);
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                "the server failed on this request; it has been logged",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// The authenticated caller, from `Authorization: Bearer <token>`.
@@ -327,7 +360,11 @@ pub fn parse_future_param(
 }
 
 /// Refuses a time further ahead than [`MAX_HORIZON`], naming the field and the limit.
-pub fn check_horizon(name: &str, time: jiff::Timestamp, now: jiff::Timestamp) -> Result<(), String> {
+pub fn check_horizon(
+    name: &str,
+    time: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> Result<(), String> {
     if time > tellify_model::later(now, MAX_HORIZON) {
         return Err(format!(
             "`{name}`: must be at most {} from now (got {time})",

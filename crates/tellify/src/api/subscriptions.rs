@@ -6,7 +6,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tellify_engine::ParamError;
-use tellify_store::Subscription;
+use tellify_store::{Subscription, SubscriptionHealth};
 
 use super::{ApiError, ApiResult, AppState, Auth, JsonBody, Page};
 use crate::auth::{Principal, Scope};
@@ -63,6 +63,10 @@ pub struct SubscriptionView {
     policy: Option<String>,
     created: jiff::Timestamp,
     updated: jiff::Timestamp,
+    /// Present while it is failing: the last error, how often in a row, and whether the
+    /// server disabled it for failing too often.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<SubscriptionHealth>,
 }
 
 async fn view(state: &AppState, subscription: Subscription) -> ApiResult<SubscriptionView> {
@@ -101,6 +105,7 @@ fn render(
         policy: subscription.policy,
         created: subscription.created,
         updated: subscription.updated,
+        health: subscription.health,
     }
 }
 
@@ -179,6 +184,7 @@ pub async fn create(
         policy: request.policy.clone(),
         created: now,
         updated: now,
+        health: None,
     };
     state
         .store
@@ -249,6 +255,10 @@ pub async fn update(
         if let Err(found) = state.registry.build(&subscription.kind, &params) {
             errors.extend(found);
         }
+        if params != subscription.params {
+            // New parameters deserve a fresh start.
+            subscription.health = None;
+        }
         subscription.params = params;
     }
     if let Some(policy) = &request.policy {
@@ -266,6 +276,9 @@ pub async fn update(
         subscription.latching = latching;
     }
     if let Some(enabled) = request.enabled {
+        if enabled && !subscription.enabled {
+            subscription.health = None;
+        }
         subscription.enabled = enabled;
     }
     save(&state, subscription).await
@@ -295,6 +308,10 @@ async fn set_enabled(
 ) -> ApiResult<Json<SubscriptionView>> {
     let principal = auth.require(Scope::User)?;
     let mut subscription = visible(&state, principal, &id).await?;
+    if enabled && !subscription.enabled {
+        // Switching a subscription back on is the owner saying "try again".
+        subscription.health = None;
+    }
     subscription.enabled = enabled;
     save(&state, subscription).await
 }
@@ -326,4 +343,52 @@ pub async fn delete(
     state.worker.subscription_changed(&subscription.id);
     state.notifier.subscription_policy(&subscription.id, None);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// One row of `GET /api/v1/subscriptions/costs`.
+#[derive(Serialize)]
+pub struct CostView {
+    id: String,
+    title: Option<String>,
+    owner: Option<String>,
+    calls: u64,
+    total_ms: f64,
+    max_ms: f64,
+    mean_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<SubscriptionHealth>,
+}
+
+/// `GET /api/v1/subscriptions/costs` (admins): the subscriptions that took the most
+/// processing time since the server started, costliest first, with their health.
+pub async fn costs(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Page<CostView>>> {
+    let principal = auth.require(Scope::User)?;
+    if !principal.is_admin() {
+        return Err(ApiError::forbidden("only admins see processing costs"));
+    }
+    let users: HashMap<String, String> = state
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.name))
+        .collect();
+    let mut items = Vec::new();
+    for cost in state.worker.costliest() {
+        let subscription = state.store.subscription(&cost.subscription_id).await?;
+        let mean_us = cost.total_micros.checked_div(cost.calls).unwrap_or(0);
+        items.push(CostView {
+            title: subscription.as_ref().map(|s| s.title.clone()),
+            owner: subscription
+                .as_ref()
+                .and_then(|s| users.get(&s.owner_user).cloned()),
+            health: subscription.and_then(|s| s.health),
+            id: cost.subscription_id,
+            calls: cost.calls,
+            total_ms: cost.total_micros as f64 / 1000.0,
+            max_ms: cost.max_micros as f64 / 1000.0,
+            mean_us,
+        });
+    }
+    Ok(Json(Page { items, next: None }))
 }

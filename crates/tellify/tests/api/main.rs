@@ -8,6 +8,7 @@ mod support;
 mod auth_and_errors;
 mod event_types;
 mod lifecycle;
+mod limits;
 mod notify;
 mod stream;
 mod use_cases;
