@@ -8,10 +8,10 @@ use tellify_engine::handlers::AlertOutput;
 use tellify_model::{EventInput, Fields, Severity, StoredEvent};
 
 use crate::{
-    AlertQuery, ContactPoint, DeliveryOutcome, DeliveryQuery, DeliveryStatus, EventQuery,
-    EventType, FinishedDelivery, Group, NewNotification, NotificationPlanner, OutputToApply, Plan,
-    PlannerRef, PolicyRecord, ProcessingCommit, RepeatSchedule, Store, StoreError, Subscription,
-    Token, User, Viewer,
+    AlertQuery, ContactPoint, DeliveryHold, DeliveryOutcome, DeliveryQuery, DeliveryStatus,
+    EventQuery, EventType, FinishedDelivery, Group, NewNotification, NotificationPlanner,
+    OutputToApply, Plan, PlannerRef, PolicyRecord, ProcessingCommit, RepeatSchedule, Store,
+    StoreError, Subscription, Token, User, Viewer,
 };
 
 /// Runs every check against `store`, which must start empty.
@@ -407,13 +407,33 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
         .unwrap();
     assert_eq!(store.next_outbox_due().await.unwrap(), Some(at(100)));
     let lease = at(200);
-    let jobs = store.take_deliveries(at(100), lease, 10).await.unwrap();
+    // Over their rate limit, a contact point's (or a user's) notifications wait in the outbox.
+    for hold in [
+        DeliveryHold {
+            contact_points: vec![point.id.clone()],
+            ..Default::default()
+        },
+        DeliveryHold {
+            users: vec![ann.id.clone()],
+            ..Default::default()
+        },
+    ] {
+        let held = store
+            .take_deliveries(at(100), lease, 10, &hold)
+            .await
+            .unwrap();
+        assert!(held.is_empty(), "held back, not ganged: {hold:?}");
+    }
+    let jobs = store
+        .take_deliveries(at(100), lease, 10, &DeliveryHold::default())
+        .await
+        .unwrap();
     assert_eq!(jobs.len(), 1, "one delivery per user and contact point");
     assert_eq!(jobs[0].items.len(), 2);
     assert_eq!(jobs[0].contact_point.secret.as_deref(), Some("s3cret"));
     assert!(
         store
-            .take_deliveries(at(101), lease, 10)
+            .take_deliveries(at(101), lease, 10, &DeliveryHold::default())
             .await
             .unwrap()
             .is_empty(),
@@ -433,11 +453,14 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
         .await
         .unwrap();
     assert!(store
-        .take_deliveries(at(120), lease, 10)
+        .take_deliveries(at(120), lease, 10, &DeliveryHold::default())
         .await
         .unwrap()
         .is_empty());
-    let again = store.take_deliveries(at(130), lease, 10).await.unwrap();
+    let again = store
+        .take_deliveries(at(130), lease, 10, &DeliveryHold::default())
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.attempts, 1);
     store
@@ -482,14 +505,20 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
         })
         .await
         .unwrap();
-    let leased = store.take_deliveries(at(300), at(400), 10).await.unwrap();
+    let leased = store
+        .take_deliveries(at(300), at(400), 10, &DeliveryHold::default())
+        .await
+        .unwrap();
     assert_eq!(leased.len(), 1);
     assert!(store
-        .take_deliveries(at(399), at(500), 10)
+        .take_deliveries(at(399), at(500), 10, &DeliveryHold::default())
         .await
         .unwrap()
         .is_empty());
-    let expired = store.take_deliveries(at(400), at(500), 10).await.unwrap();
+    let expired = store
+        .take_deliveries(at(400), at(500), 10, &DeliveryHold::default())
+        .await
+        .unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].delivery.id, leased[0].delivery.id);
 
@@ -557,7 +586,7 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
     assert!(store.user_by_id(&ann.id).await.unwrap().is_none());
     assert!(store.delivery(&id).await.unwrap().is_none());
     assert!(store
-        .take_deliveries(at(5000), at(6000), 10)
+        .take_deliveries(at(5000), at(6000), 10, &DeliveryHold::default())
         .await
         .unwrap()
         .is_empty());

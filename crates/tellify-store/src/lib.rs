@@ -156,11 +156,16 @@ pub trait Store: Send + Sync + 'static {
     /// point; a notification joins exactly one delivery), then leases up to `limit` due
     /// deliveries until `lease_until` and returns them with their items. A delivery whose
     /// lease ran out (its sender died) is due again.
+    ///
+    /// Notifications for the users and contact points in `hold` (over their rate limit)
+    /// are not ganged now: they stay in the outbox and join the next delivery once the hold
+    /// lifts, so what was held back goes out summarised in one message, never dropped.
     async fn take_deliveries(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
         limit: usize,
+        hold: &DeliveryHold,
     ) -> StoreResult<Vec<DeliveryJob>>;
     /// Records the outcomes of attempts, in one durable transaction; a delivery is `sent`
     /// only through this call. Outcomes for deliveries that are gone (their user was

@@ -3,6 +3,13 @@
 //! the audit log.
 
 use jiff::Timestamp;
+
+/// Users and contact points whose new messages wait (they reached their rate limit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryHold {
+    pub users: Vec<String>,
+    pub contact_points: Vec<String>,
+}
 use serde::{Deserialize, Serialize};
 use tellify_engine::alerts::Alert;
 

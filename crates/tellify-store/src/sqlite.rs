@@ -24,10 +24,10 @@ pub use notify::REMOVED_USER;
 
 use crate::{
     AlertChange, AlertQuery, Appended, AuditRecord, ClearedFilter, CommitOutcome, ContactPoint,
-    Delivery, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, EventType, FinishedDelivery,
-    Group, ListedEvent, NotifyDirectory, OffboardCounts, PlannerRef, PolicyRecord,
-    ProcessingCommit, ProcessingSnapshot, Silence, Store, StoreError, StoreResult, Subscription,
-    Token, User, Viewer,
+    Delivery, DeliveryHold, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, EventType,
+    FinishedDelivery, Group, ListedEvent, NotifyDirectory, OffboardCounts, PlannerRef,
+    PolicyRecord, ProcessingCommit, ProcessingSnapshot, Silence, Store, StoreError, StoreResult,
+    Subscription, Token, User, Viewer,
 };
 
 /// Most append requests folded into one transaction.
@@ -1495,12 +1495,14 @@ impl Store for SqliteStore {
         now: Timestamp,
         lease_until: Timestamp,
         limit: usize,
+        hold: &DeliveryHold,
     ) -> StoreResult<Vec<DeliveryJob>> {
+        let hold = hold.clone();
         // No fsync of its own: the claim only guards against a second sender in this
         // process. After an OS crash that loses it, the deliveries are simply due again,
         // and the outcome commit (which does fsync) makes the claim durable with it.
         self.write_with(Durability::Recomputable, move |tx| {
-            notify::take_deliveries(tx, now, lease_until, limit)
+            notify::take_deliveries(tx, now, lease_until, limit, &hold)
         })
         .await
     }

@@ -112,6 +112,10 @@ pub async fn start_with_store(
         .notify
         .policy_limits()
         .context("invalid [notify] settings")?;
+    settings
+        .notify
+        .rate_window()
+        .context("invalid [notify] settings")?;
     let bootstrap_token = bootstrap_admin(store.as_ref(), clock.as_ref(), bootstrap).await?;
     let registry = Arc::new(Registry::builtin());
     let bus = Bus::default();

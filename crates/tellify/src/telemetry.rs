@@ -16,6 +16,8 @@ pub const SUBSCRIPTIONS_ACTIVE: &str = "tellify_subscriptions_active";
 pub const SUBSCRIPTION_FAILURES: &str = "tellify_subscription_failures_total";
 /// Subscriptions currently marked failing (disabled ones included).
 pub const SUBSCRIPTIONS_FAILING: &str = "tellify_subscriptions_failing";
+/// Users and contact points whose new messages are held back by a rate limit.
+pub const DELIVERY_HOLDS: &str = "tellify_delivery_holds";
 /// Requests whose handler panicked (answered 500).
 pub const HTTP_PANICS: &str = "tellify_http_panics_total";
 /// Delivery attempts by channel and result (`sent`, `retry`, `failed`).

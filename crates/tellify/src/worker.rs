@@ -881,13 +881,7 @@ mod tests {
         fn dispatch_hints(&self) -> DispatchHints {
             DispatchHints::default()
         }
-        fn on_event(
-            &mut self,
-            event: &StoredEvent,
-            _: &EventContext,
-            now: Timestamp,
-            _: &mut Outputs,
-        ) {
+        fn on_event(&mut self, _: &StoredEvent, _: &EventContext, now: Timestamp, _: &mut Outputs) {
             std::thread::sleep(Duration::from_millis(self.sleep_ms));
             if self.panic {
                 // What the count kind did with a window of 175307616h.

@@ -14,7 +14,7 @@ use super::{
     conflict_or_unavailable, parse_time, read_json, read_user, time_text, unavailable, USER_COLUMNS,
 };
 use crate::{
-    AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryItem, DeliveryJob,
+    AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryHold, DeliveryItem, DeliveryJob,
     DeliveryOutcome, DeliveryQuery, DeliveryRecord, DeliveryStatus, FinishedDelivery,
     NotifyDirectory, OffboardCounts, Plan, PlannerRef, PolicyRecord, Silence, StoreError,
     StoreResult,
@@ -547,25 +547,33 @@ pub(super) fn plan_repeats(
 /// Turns due notifications into deliveries: one per (user, contact point) and due round.
 /// Runs in one transaction on the single writer, so a notification joins one delivery
 /// only, and a digest bucket becomes one message.
-fn gang(tx: &Connection, now: Timestamp) -> StoreResult<()> {
+fn gang(tx: &Connection, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()> {
+    let held_users = serde_json::json!(hold.users).to_string();
+    let held_points = serde_json::json!(hold.contact_points).to_string();
     type Due = (i64, String, String, String, String);
     let due: Vec<Due> = {
         let mut statement = tx
             .prepare_cached(
                 "SELECT id, user_id, contact_point_id, alert_id, transition FROM notifications
-                 WHERE delivery_id IS NULL AND due_ms <= ?1 ORDER BY id LIMIT ?2",
+                 WHERE delivery_id IS NULL AND due_ms <= ?1
+                   AND user_id NOT IN (SELECT value FROM json_each(?3))
+                   AND contact_point_id NOT IN (SELECT value FROM json_each(?4))
+                 ORDER BY id LIMIT ?2",
             )
             .map_err(unavailable)?;
         let rows = statement
-            .query_map(params![millis(now), MAX_GANG as i64], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
-            })
+            .query_map(
+                params![millis(now), MAX_GANG as i64, held_users, held_points],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
+            )
             .map_err(unavailable)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
     };
@@ -695,8 +703,9 @@ pub(super) fn take_deliveries(
     now: Timestamp,
     lease_until: Timestamp,
     limit: usize,
+    hold: &DeliveryHold,
 ) -> StoreResult<Vec<DeliveryJob>> {
-    gang(tx, now)?;
+    gang(tx, now, hold)?;
     let due: Vec<Delivery> = {
         let mut statement = tx
             .prepare_cached(&format!(

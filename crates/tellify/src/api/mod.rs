@@ -377,3 +377,50 @@ pub fn check_horizon(
 pub fn clamp_limit(limit: Option<usize>, default: usize, max: usize) -> usize {
     limit.unwrap_or(default).clamp(1, max)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_problem_json_and_the_server_lives_on() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let router = axum::Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("boom at {}", 1);
+                    }
+                    "unreachable"
+                }),
+            )
+            .route("/fine", get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn(super::catch_panics));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let client = reqwest::Client::new();
+        let response = client
+            .get(format!("http://{address}/boom"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 500);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let body = response.text().await.unwrap();
+        assert!(
+            !body.contains("boom"),
+            "nothing of the panic reaches the client: {body}"
+        );
+        let response = client
+            .get(format!("http://{address}/fine"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "the server lives on");
+    }
+}

@@ -255,14 +255,33 @@ fn list(page: &Value) -> anyhow::Result<()> {
     print(&table.render())
 }
 
-/// `enabled` or `disabled`, plus `latching` when it latches.
+/// `enabled` or `disabled`, plus `latching` when it latches and `failing` (or
+/// `disabled,failed`) while its handler fails.
 fn status(subscription: &Value) -> String {
     let enabled = subscription.get("enabled").and_then(Value::as_bool) == Some(true);
     let mut status = if enabled { "enabled" } else { "disabled" }.to_string();
     if subscription.get("latching").and_then(Value::as_bool) == Some(true) {
         status.push_str(",latching");
     }
+    if let Some(health) = subscription.get("health").filter(|h| h.is_object()) {
+        let disabled = health.get("disabled").and_then(Value::as_bool) == Some(true);
+        status.push_str(if disabled { ",failed" } else { ",failing" });
+    }
     status
+}
+
+/// The last failure and how often in a row, for `subs get`.
+fn health_text(subscription: &Value) -> String {
+    let Some(health) = subscription.get("health").filter(|h| h.is_object()) else {
+        return String::new();
+    };
+    let failures = health.get("failures").and_then(Value::as_u64).unwrap_or(0);
+    let error = text(health.get("last_error"));
+    if health.get("disabled").and_then(Value::as_bool) == Some(true) {
+        format!("disabled after {failures} failures in a row: {error} (fix it, then `tellify subs enable`)")
+    } else {
+        format!("{failures} failure(s) in a row: {error}")
+    }
 }
 
 /// `user` or `user/group` for a group subscription.
@@ -280,6 +299,7 @@ fn describe(subscription: &Value) -> anyhow::Result<String> {
         ("kind", text(subscription.get("kind"))),
         ("title", text(subscription.get("title"))),
         ("status", status(subscription)),
+        ("health", health_text(subscription)),
         ("owner", text(subscription.get("owner"))),
         ("group", text(subscription.get("group"))),
         ("policy", text(subscription.get("policy"))),
@@ -379,5 +399,8 @@ mod tests {
             json!({"owner": "alice", "group": "cad", "enabled": false, "latching": true});
         assert_eq!(owner(&subscription), "alice/cad");
         assert_eq!(status(&subscription), "disabled,latching");
+        let failing = json!({"enabled": false, "health": {"failures": 5, "last_error": "its handler panicked", "disabled": true}});
+        assert_eq!(status(&failing), "disabled,failed");
+        assert!(health_text(&failing).contains("after 5 failures in a row: its handler panicked"));
     }
 }

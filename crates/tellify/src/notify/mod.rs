@@ -27,7 +27,7 @@ use tellify_engine::policy::PolicyLimits;
 use tellify_engine::render::{render_message, RenderItem, Rendered, Transition};
 use tellify_engine::Registry;
 use tellify_store::{
-    DeliveryJob, DeliveryOutcome, FinishedDelivery, PlannerRef, Store, StoreResult,
+    DeliveryHold, DeliveryJob, DeliveryOutcome, FinishedDelivery, PlannerRef, Store, StoreResult,
 };
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
@@ -57,6 +57,14 @@ pub struct NotifySettings {
     pub min_repeat: String,
     /// The shortest `digest` period a policy may ask for.
     pub min_digest: String,
+    /// The window of the delivery rate limits (`10m`).
+    pub rate_window: String,
+    /// New messages one contact point may get per `rate_window` (0: no limit). Beyond it
+    /// notifications wait in the outbox and go out together, summarised in one message,
+    /// once the window allows: held back, never dropped.
+    pub max_per_contact_point: u32,
+    /// New messages one user may get per `rate_window`, over all their contact points.
+    pub max_per_user: u32,
 }
 
 impl Default for NotifySettings {
@@ -70,6 +78,9 @@ impl Default for NotifySettings {
             http_timeout_secs: 10,
             min_repeat: "1m".to_string(),
             min_digest: "1m".to_string(),
+            rate_window: "10m".to_string(),
+            max_per_contact_point: 30,
+            max_per_user: 100,
         }
     }
 }
@@ -82,6 +93,12 @@ impl NotifySettings {
         let min_digest = tellify_model::parse_duration(&self.min_digest)
             .map_err(|error| anyhow::anyhow!("notify.min_digest: {error}"))?;
         Ok(PolicyLimits::with_floors(min_repeat, min_digest))
+    }
+
+    /// The window of the delivery rate limits; a bad value names its key.
+    pub fn rate_window(&self) -> anyhow::Result<SignedDuration> {
+        tellify_model::parse_duration(&self.rate_window)
+            .map_err(|error| anyhow::anyhow!("notify.rate_window: {error}"))
     }
 
     /// The wait before attempt `failures + 1`, with jitter: between half and all of
@@ -191,6 +208,9 @@ pub struct Notifier {
     settings: NotifySettings,
     link: Option<String>,
     handle: NotifierHandle,
+    rates: Mutex<RateBook>,
+    /// Whether the last claim held anyone back (see [`Notifier::idle_wait`]).
+    holding: std::sync::atomic::AtomicBool,
 }
 
 impl Notifier {
@@ -222,6 +242,8 @@ impl Notifier {
             settings,
             link,
             handle: handle.clone(),
+            rates: Mutex::new(RateBook::default()),
+            holding: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((notifier, handle))
     }
@@ -271,6 +293,11 @@ impl Notifier {
                 let millis = (due - now).total(jiff::Unit::Millisecond).unwrap_or(1000.0);
                 Duration::from_millis((millis.max(5.0) as u64).min(1000))
             }
+            // What is due may be held back by a rate limit: look again in a second rather
+            // than claiming in a tight loop (new work wakes the notifier anyway).
+            Ok(Some(_)) if self.holding.load(std::sync::atomic::Ordering::Relaxed) => {
+                Duration::from_secs(1)
+            }
             Ok(Some(_)) => Duration::from_millis(20),
             _ => Duration::from_secs(1),
         }
@@ -295,8 +322,13 @@ impl Notifier {
         let lease = SignedDuration::from_secs(self.settings.lease_secs.max(1) as i64);
         let lease_until = now.checked_add(lease).unwrap_or(now);
         let claim = self.handle.take_lock.lock().await;
-        let jobs = self.store.take_deliveries(now, lease_until, free).await?;
+        let hold = self.hold(now);
+        let jobs = self
+            .store
+            .take_deliveries(now, lease_until, free, &hold)
+            .await?;
         let taken = jobs.len();
+        self.count_new_messages(&jobs, now);
         for job in jobs {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
@@ -314,6 +346,39 @@ impl Notifier {
         }
         drop(claim);
         Ok(taken > 0 && taken == free)
+    }
+
+    /// The users and contact points at their rate limit right now.
+    fn hold(&self, now: jiff::Timestamp) -> DeliveryHold {
+        let window = self
+            .settings
+            .rate_window()
+            .unwrap_or(SignedDuration::from_mins(10));
+        let hold = match self.rates.lock() {
+            Ok(mut rates) => rates.hold(
+                tellify_model::earlier(now, window),
+                self.settings.max_per_user,
+                self.settings.max_per_contact_point,
+            ),
+            Err(_) => DeliveryHold::default(),
+        };
+        let holding = !(hold.users.is_empty() && hold.contact_points.is_empty());
+        self.holding
+            .store(holding, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!(telemetry::DELIVERY_HOLDS)
+            .set((hold.users.len() + hold.contact_points.len()) as f64);
+        hold
+    }
+
+    /// Counts each new message (a first attempt) against its user's and contact point's
+    /// rate; retries of a message already counted are not new messages.
+    fn count_new_messages(&self, jobs: &[DeliveryJob], now: jiff::Timestamp) {
+        let Ok(mut rates) = self.rates.lock() else {
+            return;
+        };
+        for job in jobs.iter().filter(|job| job.delivery.attempts == 0) {
+            rates.record(&job.delivery.user_id, &job.delivery.contact_point_id, now);
+        }
     }
 
     /// Renders and sends one delivery, and says how it went.
@@ -527,4 +592,58 @@ mod tests {
         let jittered = settings.backoff(3, 0.5);
         assert!(jittered > SignedDuration::from_secs(2) && jittered < SignedDuration::from_secs(4));
     }
+}
+
+/// When recent new messages went out, per user and per contact point, for the rate limits.
+/// In memory: a restart forgets it, which at worst lets one window's worth through again.
+#[derive(Default)]
+struct RateBook {
+    users: HashMap<String, std::collections::VecDeque<jiff::Timestamp>>,
+    contact_points: HashMap<String, std::collections::VecDeque<jiff::Timestamp>>,
+}
+
+impl RateBook {
+    fn record(&mut self, user_id: &str, contact_point_id: &str, at: jiff::Timestamp) {
+        self.users
+            .entry(user_id.to_string())
+            .or_default()
+            .push_back(at);
+        self.contact_points
+            .entry(contact_point_id.to_string())
+            .or_default()
+            .push_back(at);
+    }
+
+    /// Forgets what went out before `since` and names who is at their limit (0: none).
+    fn hold(
+        &mut self,
+        since: jiff::Timestamp,
+        max_per_user: u32,
+        max_per_point: u32,
+    ) -> DeliveryHold {
+        DeliveryHold {
+            users: at_limit(&mut self.users, since, max_per_user),
+            contact_points: at_limit(&mut self.contact_points, since, max_per_point),
+        }
+    }
+}
+
+fn at_limit(
+    sent: &mut HashMap<String, std::collections::VecDeque<jiff::Timestamp>>,
+    since: jiff::Timestamp,
+    max: u32,
+) -> Vec<String> {
+    sent.retain(|_, times| {
+        while times.front().is_some_and(|time| *time < since) {
+            times.pop_front();
+        }
+        !times.is_empty()
+    });
+    if max == 0 {
+        return Vec::new();
+    }
+    sent.iter()
+        .filter(|(_, times)| times.len() >= max as usize)
+        .map(|(id, _)| id.clone())
+        .collect()
 }

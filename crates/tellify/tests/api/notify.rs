@@ -776,3 +776,51 @@ async fn offboarding_removes_everything_and_pending_digests_never_go_out() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(hook.requests().iter().all(|r| r.path != "/ann"));
 }
+
+#[tokio::test]
+async fn a_contact_point_over_its_rate_gets_what_was_held_back_in_one_summary_later() {
+    let hook = HttpSink::start(StatusCode::OK, "thanks").await;
+    let app = spawn_app_with(|settings| {
+        settings.notify.max_per_contact_point = 2;
+        settings.notify.rate_window = "10m".to_string();
+    })
+    .await;
+    let ann = app.user("ann").await;
+    contact(&app, &ann, "hook", "webhook", &hook.url("/hooks/tellify")).await;
+    put_policy(&app, &ann, "default", json!([{"contact_points": ["hook"]}])).await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "match", "title": "storm",
+               "params": {"filter": "status == \"fail\"", "group_by": ["block"]}}),
+    )
+    .await;
+    for block in ["a", "b"] {
+        app.send_lines(&ann, &format!("block:{block} status:fail"))
+            .await;
+        app.app.state.notifier.wake();
+        eventually("a message per alert while under the rate", || async {
+            (hook.requests().len() == if block == "a" { 1 } else { 2 }).then_some(())
+        })
+        .await;
+    }
+    // The storm goes on: three more alerts within the window are held back, not sent.
+    app.send_lines(
+        &ann,
+        "block:c status:fail\nblock:d status:fail\nblock:e status:fail",
+    )
+    .await;
+    app.app.state.notifier.wake();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(hook.requests().len(), 2, "held back at the limit");
+    // When the window has passed, everything held back goes out in one message.
+    app.advance(SignedDuration::from_mins(11)).await;
+    let summary = eventually("the summary", || async { hook.requests().get(2).cloned() }).await;
+    let body = summary.json();
+    assert_eq!(body["count"], 3, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        hook.requests().len(),
+        3,
+        "one message for the three, nothing dropped"
+    );
+}
