@@ -1716,6 +1716,30 @@ mod tests {
     }
 
     #[test]
+    fn repeat_and_digest_have_floors_and_ceilings_and_stored_policies_are_raised_to_them() {
+        let policy = json!({"rules": [{"contact_points": ["a"], "repeat": "1ns", "mode": {"digest": "1s"}}]});
+        let errors = Policy::parse(&policy).unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, vec!["rules[0].mode.digest", "rules[0].repeat"]);
+        assert!(
+            errors[1].message.contains("between 1m and 31d"),
+            "{errors:?}"
+        );
+        let limits =
+            PolicyLimits::with_floors(SignedDuration::from_mins(5), SignedDuration::from_mins(10));
+        let too_often =
+            json!({"rules": [{"contact_points": ["a"], "repeat": "2m", "mode": {"digest": "3m"}}]});
+        assert!(Policy::parse_with(&too_often, &limits).is_err());
+        // Saved before the operator raised the floors: raised, not refused.
+        let stored = Policy::parse_stored(&too_often, &limits).unwrap();
+        assert_eq!(stored.rules[0].repeat, Some(SignedDuration::from_mins(5)));
+        assert_eq!(
+            stored.rules[0].mode,
+            Mode::Digest(SignedDuration::from_mins(10))
+        );
+    }
+
+    #[test]
     fn durations_print_in_a_form_that_parses_back() {
         for minutes in [1, 15, 60, 90, 61, 24 * 60, 48 * 60 + 1] {
             let duration = SignedDuration::from_mins(minutes);
