@@ -10,5 +10,6 @@ mod event_types;
 mod lifecycle;
 mod limits;
 mod notify;
+mod route_table;
 mod stream;
 mod use_cases;
