@@ -97,16 +97,16 @@ impl HandlerKind for CountKind {
                 "group_by": group_by_schema(),
                 "window": {"type": "string", "description": "sliding window such as 10m; without it the count runs per group (and sequence)"},
                 "sequence": {"type": "string", "minLength": 1, "description": "field whose new value restarts the count"},
-                "limit": {"type": "integer", "minimum": 0, "description": "fires when the count exceeds this"},
+                "limit": {"type": "integer", "minimum": 0, "maximum": MAX_ENTRIES - 1, "description": "fires when the count exceeds this"},
                 "severity": severity_schema(),
                 "emit": {
                     "type": "object",
                     "additionalProperties": false,
                     "required": ["type"],
                     "properties": {
-                        "type": {"type": "string", "minLength": 1},
+                        "type": {"type": "string", "minLength": 1, "maxLength": 128},
                         "severity": severity_schema(),
-                        "message": {"type": "string"}
+                        "message": {"type": "string", "maxLength": 1024}
                     }
                 }
             }
