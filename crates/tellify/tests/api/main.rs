@@ -9,5 +9,6 @@ mod auth_and_errors;
 mod event_types;
 mod lifecycle;
 mod notify;
+mod outbound;
 mod stream;
 mod use_cases;
