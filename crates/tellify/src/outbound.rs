@@ -104,7 +104,7 @@ impl OutboundGuard {
     /// Whether `host` (as it appears in a URL) is an allowed host name, which skips the check.
     pub fn allows_host(&self, host: &str) -> bool {
         let host = normal_host(host);
-        self.inner.hosts.iter().any(|allowed| *allowed == host)
+        self.inner.hosts.contains(&host)
     }
 
     /// The check a URL can get before any DNS: an IP-literal host must be allowed. The url
@@ -287,9 +287,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let host = name.as_str().to_string();
         Box::pin(async move {
             // Port 0: the connector puts the URL's port on every address.
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if guard.allows_host(&host) {
                 let addresses: reqwest::dns::Addrs = Box::new(found.into_iter());
                 return Ok(addresses);
@@ -363,9 +362,12 @@ impl Network {
 
     fn contains(&self, address: IpAddr) -> bool {
         match (self.address, address) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                same_prefix(u128::from(network.to_bits()), u128::from(address.to_bits()), 32, self.prefix)
-            }
+            (IpAddr::V4(network), IpAddr::V4(address)) => same_prefix(
+                u128::from(network.to_bits()),
+                u128::from(address.to_bits()),
+                32,
+                self.prefix,
+            ),
             (IpAddr::V6(network), IpAddr::V6(address)) => {
                 same_prefix(network.to_bits(), address.to_bits(), 128, self.prefix)
             }
@@ -401,9 +403,17 @@ fn refusal_v4(address: Ipv4Addr) -> Option<&'static str> {
         ([172, 16, 0, 0], 12, "a private address"),
         ([192, 168, 0, 0], 16, "a private address"),
         ([100, 64, 0, 0], 10, "a shared (carrier-grade nat) address"),
-        ([169, 254, 169, 254], 32, "a link-local address (cloud metadata)"),
+        (
+            [169, 254, 169, 254],
+            32,
+            "a link-local address (cloud metadata)",
+        ),
         ([169, 254, 0, 0], 16, "a link-local address"),
-        ([192, 0, 0, 0], 24, "a reserved address (ietf protocol assignments)"),
+        (
+            [192, 0, 0, 0],
+            24,
+            "a reserved address (ietf protocol assignments)",
+        ),
         ([192, 0, 2, 0], 24, "a documentation address"),
         ([198, 51, 100, 0], 24, "a documentation address"),
         ([203, 0, 113, 0], 24, "a documentation address"),
@@ -437,14 +447,46 @@ fn refusal_v6(address: Ipv6Addr) -> Option<String> {
             128,
             "a unique local address (cloud metadata)",
         ),
-        (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, "a unique local address"),
-        (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "a link-local address"),
-        (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10, "a site-local address"),
-        (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "a multicast address"),
-        (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32, "a documentation address"),
-        (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20, "a documentation address"),
-        (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 32, "a teredo tunnel address"),
-        (Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0), 48, "a benchmarking address"),
+        (
+            Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
+            7,
+            "a unique local address",
+        ),
+        (
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+            10,
+            "a link-local address",
+        ),
+        (
+            Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0),
+            10,
+            "a site-local address",
+        ),
+        (
+            Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0),
+            8,
+            "a multicast address",
+        ),
+        (
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+            32,
+            "a documentation address",
+        ),
+        (
+            Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0),
+            20,
+            "a documentation address",
+        ),
+        (
+            Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
+            32,
+            "a teredo tunnel address",
+        ),
+        (
+            Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0),
+            48,
+            "a benchmarking address",
+        ),
     ];
     for (network, prefix, reason) in RANGES {
         if in_v6(address, *network, *prefix) {
@@ -588,7 +630,9 @@ mod tests {
         assert!(guard.check_address("10.1.200.3".parse().unwrap()).is_ok());
         assert!(guard.check_address("10.2.0.1".parse().unwrap()).is_err());
         assert!(guard.check_address("::1".parse().unwrap()).is_ok());
-        assert!(guard.check_address("::ffff:127.0.0.9".parse().unwrap()).is_ok());
+        assert!(guard
+            .check_address("::ffff:127.0.0.9".parse().unwrap())
+            .is_ok());
         assert!(guard.allows_host("prometheus.internal"));
         assert!(guard.allows_host("PROMETHEUS.internal."));
         assert!(!guard.allows_host("other.internal"));

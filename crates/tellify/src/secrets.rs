@@ -13,15 +13,20 @@ pub const MASK: &str = "***";
 /// `text` with every form of every secret replaced by [`MASK`]. Secrets shorter than two
 /// characters are skipped: masking every `a` would garble the text and hide nothing.
 pub fn mask(text: &str, secrets: &[&str]) -> String {
+    // Every form of every secret, longest first: a secret can sit inside another's encoding
+    // (the base64 of `user:password` ends in the base64 of `password` when the user part is
+    // a multiple of three bytes long), and masking the shorter first would leave the rest.
+    let mut forms: Vec<String> = secrets
+        .iter()
+        .filter(|secret| secret.chars().count() >= 2)
+        .flat_map(|secret| encodings(secret))
+        .collect();
+    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    forms.dedup();
     let mut masked = text.to_string();
-    for secret in secrets {
-        if secret.chars().count() < 2 {
-            continue;
-        }
-        for form in encodings(secret) {
-            if !form.is_empty() && masked.contains(&form) {
-                masked = masked.replace(&form, MASK);
-            }
+    for form in forms {
+        if !form.is_empty() && masked.contains(&form) {
+            masked = masked.replace(&form, MASK);
         }
     }
     masked
@@ -33,13 +38,12 @@ pub fn basic_credentials(user: &str, password: &str) -> String {
     format!("{user}:{password}")
 }
 
-/// Every spelling of `secret` that [`mask`] hides, longest first so a longer form is
-/// replaced before a shorter one inside it.
+/// Every spelling of `secret` that [`mask`] hides.
 fn encodings(secret: &str) -> Vec<String> {
     let bytes = secret.as_bytes();
     let standard = base64(bytes, STANDARD);
     let url_safe = base64(bytes, URL_SAFE);
-    let mut forms = vec![
+    vec![
         secret.to_string(),
         percent_encode(bytes, false, true),
         percent_encode(bytes, false, false),
@@ -49,10 +53,7 @@ fn encodings(secret: &str) -> Vec<String> {
         url_safe.trim_end_matches('=').to_string(),
         standard,
         url_safe,
-    ];
-    forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
-    forms.dedup();
-    forms
+    ]
 }
 
 const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -65,7 +66,12 @@ fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
         let b0 = chunk[0];
         let b1 = chunk.get(1).copied().unwrap_or(0);
         let b2 = chunk.get(2).copied().unwrap_or(0);
-        let symbols = [b0 >> 2, ((b0 & 0x03) << 4) | (b1 >> 4), ((b1 & 0x0f) << 2) | (b2 >> 6), b2 & 0x3f];
+        let symbols = [
+            b0 >> 2,
+            ((b0 & 0x03) << 4) | (b1 >> 4),
+            ((b1 & 0x0f) << 2) | (b2 >> 6),
+            b2 & 0x3f,
+        ];
         for (index, symbol) in symbols.iter().enumerate() {
             if index <= chunk.len() {
                 out.push(char::from(alphabet[usize::from(*symbol)]));
@@ -110,7 +116,10 @@ mod tests {
 
     #[test]
     fn the_plain_secret_is_masked() {
-        assert_eq!(mask(&format!("bad token {TOKEN}!"), &[TOKEN]), "bad token ***!");
+        assert_eq!(
+            mask(&format!("bad token {TOKEN}!"), &[TOKEN]),
+            "bad token ***!"
+        );
     }
 
     #[test]
@@ -118,11 +127,11 @@ mod tests {
         // printf 'AC123:tok-en_1' | base64  ->  QUMxMjM6dG9rLWVuXzE=
         let pair = basic_credentials("AC123", "tok-en_1");
         let header = "Authorization: Basic QUMxMjM6dG9rLWVuXzE=";
-        assert_eq!(mask(header, &["tok-en_1", &pair]), "Authorization: Basic ***");
         assert_eq!(
-            mask("Basic QUMxMjM6dG9rLWVuXzE", &[&pair]),
-            "Basic ***"
+            mask(header, &["tok-en_1", &pair]),
+            "Authorization: Basic ***"
         );
+        assert_eq!(mask("Basic QUMxMjM6dG9rLWVuXzE", &[&pair]), "Basic ***");
     }
 
     #[test]

@@ -286,8 +286,11 @@ fn sms_channel(base: &str) -> SmsChannel {
         token: Some(SMS_TOKEN.to_string()),
         from: Some("+4930123456".to_string()),
     };
-    SmsChannel::new(&settings, OutboundClient::unguarded(Duration::from_secs(2)).expect("client"))
-        .expect("sms channel")
+    SmsChannel::new(
+        &settings,
+        OutboundClient::unguarded(Duration::from_secs(2)).expect("client"),
+    )
+    .expect("sms channel")
 }
 
 fn form_fields(body: &[u8]) -> Vec<(String, String)> {
@@ -718,7 +721,10 @@ async fn by_default_a_webhook_to_loopback_is_refused_for_good_and_never_sent() {
             .send(&target(ContactKind::Webhook, &url), &message())
             .await
             .expect_err("refused");
-        assert!(matches!(error, ChannelError::Permanent(_)), "{url}: {error:?}");
+        assert!(
+            matches!(error, ChannelError::Permanent(_)),
+            "{url}: {error:?}"
+        );
         let text = error.to_string();
         assert!(text.contains("is a loopback address"), "{url}: {text}");
         assert!(text.contains("[outbound] allow"), "{url}: {text}");
@@ -743,10 +749,19 @@ async fn the_allow_list_lets_ranges_addresses_and_names_through() {
     let sink = HttpSink::start(StatusCode::OK, "").await;
     let port = sink.address.port();
     let cases = [
-        (vec!["127.0.0.0/8"], format!("http://127.0.0.1:{port}/range")),
-        (vec!["127.0.0.1"], format!("http://127.0.0.1:{port}/address")),
+        (
+            vec!["127.0.0.0/8"],
+            format!("http://127.0.0.1:{port}/range"),
+        ),
+        (
+            vec!["127.0.0.1"],
+            format!("http://127.0.0.1:{port}/address"),
+        ),
         (vec!["localhost"], format!("http://localhost:{port}/name")),
-        (vec!["127.0.0.0/8", "::1"], format!("http://localhost:{port}/resolved")),
+        (
+            vec!["127.0.0.0/8", "::1"],
+            format!("http://localhost:{port}/resolved"),
+        ),
     ];
     for (allow, url) in cases {
         let guard = OutboundGuard::new(&OutboundSettings {

@@ -453,8 +453,7 @@ async fn an_answer_larger_than_the_cap_fails_the_poll() {
     let items = events["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{events}");
     assert_eq!(
-        items[0]["fields"]["error"],
-        "answer larger than 1048576 bytes",
+        items[0]["fields"]["error"], "answer larger than 1048576 bytes",
         "{events}"
     );
     // A failure that waiting cannot mend is not retried.
@@ -463,10 +462,8 @@ async fn an_answer_larger_than_the_cap_fails_the_poll() {
 
 #[tokio::test]
 async fn a_backend_name_that_resolves_to_loopback_is_refused_at_poll_time() {
-    let (engine, calls) = spawn_answering(StatusCode::OK, || {
-        axum::body::Body::from(r#"{"value": 1}"#)
-    })
-    .await;
+    let (engine, calls) =
+        spawn_answering(StatusCode::OK, || axum::body::Body::from(r#"{"value": 1}"#)).await;
     let by_name = engine.replace("127.0.0.1", "localhost");
     let app = spawn_app_with(|settings| {
         settings.outbound.allow.clear();

@@ -9,9 +9,9 @@
 //! nothing else of its answer, and every error is masked with the token and the basic-auth
 //! pair, since providers and proxies have been seen echoing the `Authorization` header.
 
+use super::MAX_ANSWER_BYTES;
 use super::{check_http_url, endpoint_origin, one_line, request_error, status_error, Channel};
 use super::{ChannelError, ContactKind, ContactTarget, OutgoingMessage, Receipt, SmsSettings};
-use super::MAX_ANSWER_BYTES;
 use crate::outbound::OutboundClient;
 
 /// Longest SMS body sent, in characters.

@@ -83,7 +83,10 @@ pub(crate) async fn query(
 
 fn known_error_type(error_type: Option<&str>) -> Option<&'static str> {
     let error_type = error_type?;
-    ERROR_TYPES.iter().copied().find(|known| *known == error_type)
+    ERROR_TYPES
+        .iter()
+        .copied()
+        .find(|known| *known == error_type)
 }
 
 fn parse(body: &[u8]) -> Result<Vec<Sample>, PollError> {
@@ -104,8 +107,8 @@ fn parse(body: &[u8]) -> Result<Vec<Sample>, PollError> {
     };
     match data.result_type.as_str() {
         "vector" => {
-            let samples: Vec<VectorSample> = serde_json::from_value(data.result)
-                .map_err(|error| {
+            let samples: Vec<VectorSample> =
+                serde_json::from_value(data.result).map_err(|error| {
                     PollError::retryable(format!("malformed vector ({})", json_problem(&error)))
                 })?;
             Ok(samples
@@ -117,8 +120,8 @@ fn parse(body: &[u8]) -> Result<Vec<Sample>, PollError> {
                 .collect())
         }
         "scalar" => {
-            let (_, text): (Value, String) = serde_json::from_value(data.result)
-                .map_err(|error| {
+            let (_, text): (Value, String) =
+                serde_json::from_value(data.result).map_err(|error| {
                     PollError::retryable(format!("malformed scalar ({})", json_problem(&error)))
                 })?;
             Ok(vec![Sample {
@@ -168,7 +171,9 @@ mod tests {
         assert!(!error.message.contains("SECRET"), "{}", error.message);
         let odd = parse(br#"{"status":"error","errorType":"SECRET"}"#).unwrap_err();
         assert!(!odd.message.contains("SECRET"), "{}", odd.message);
-        let quoted = parse(br#"{"status":"success","data":{"resultType":"vector","result":"SECRET"}}"#).unwrap_err();
+        let quoted =
+            parse(br#"{"status":"success","data":{"resultType":"vector","result":"SECRET"}}"#)
+                .unwrap_err();
         assert!(!quoted.message.contains("SECRET"), "{}", quoted.message);
         let matrix = parse(br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#)
             .unwrap_err();

@@ -13,7 +13,12 @@ async fn spawn_guarded() -> TestApp {
     spawn_app_with(|settings| settings.outbound.allow.clear()).await
 }
 
-async fn create_contact(app: &TestApp, token: &str, kind: &str, address: &str) -> reqwest::Response {
+async fn create_contact(
+    app: &TestApp,
+    token: &str,
+    kind: &str,
+    address: &str,
+) -> reqwest::Response {
     app.post(
         token,
         "/api/v1/contact-points",
@@ -29,20 +34,64 @@ async fn contact_points_at_internal_addresses_are_refused_when_created() {
     let app = spawn_guarded().await;
     let ann = app.user("ann").await;
     let refused = [
-        ("webhook", format!("http://127.0.0.1:{port}/hook"), "127.0.0.1 is a loopback address"),
-        ("webhook", format!("http://[::1]:{port}/hook"), "::1 is a loopback address"),
-        ("webhook", format!("http://0.0.0.0:{port}/hook"), "0.0.0.0 is an unspecified address"),
-        ("webhook", format!("http://2130706433:{port}/hook"), "127.0.0.1 is a loopback address"),
-        ("webhook", format!("http://0x7f.1:{port}/hook"), "127.0.0.1 is a loopback address"),
-        ("webhook", "http://169.254.169.254/latest/meta-data/".to_string(), "cloud metadata"),
-        ("webhook", "http://[fd00:ec2::254]/".to_string(), "cloud metadata"),
-        ("webhook", "http://10.1.2.3/hook".to_string(), "10.1.2.3 is a private address"),
-        ("chat", "http://192.168.1.1/services/T0/B0/xyz".to_string(), "a private address"),
-        ("engine", "http://100.64.0.1:8000".to_string(), "carrier-grade nat"),
+        (
+            "webhook",
+            format!("http://127.0.0.1:{port}/hook"),
+            "127.0.0.1 is a loopback address",
+        ),
+        (
+            "webhook",
+            format!("http://[::1]:{port}/hook"),
+            "::1 is a loopback address",
+        ),
+        (
+            "webhook",
+            format!("http://0.0.0.0:{port}/hook"),
+            "0.0.0.0 is an unspecified address",
+        ),
+        (
+            "webhook",
+            format!("http://2130706433:{port}/hook"),
+            "127.0.0.1 is a loopback address",
+        ),
+        (
+            "webhook",
+            format!("http://0x7f.1:{port}/hook"),
+            "127.0.0.1 is a loopback address",
+        ),
+        (
+            "webhook",
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            "cloud metadata",
+        ),
+        (
+            "webhook",
+            "http://[fd00:ec2::254]/".to_string(),
+            "cloud metadata",
+        ),
+        (
+            "webhook",
+            "http://10.1.2.3/hook".to_string(),
+            "10.1.2.3 is a private address",
+        ),
+        (
+            "chat",
+            "http://192.168.1.1/services/T0/B0/xyz".to_string(),
+            "a private address",
+        ),
+        (
+            "engine",
+            "http://100.64.0.1:8000".to_string(),
+            "carrier-grade nat",
+        ),
     ];
     for (kind, address, reason) in refused {
         let (status, body) = problem(create_contact(&app, &ann, kind, &address).await).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{address}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{address}: {body}"
+        );
         let detail = body["detail"].as_str().unwrap_or_default();
         assert!(detail.contains("address: "), "{address}: {detail}");
         assert!(detail.contains(reason), "{address}: {detail}");
@@ -50,7 +99,10 @@ async fn contact_points_at_internal_addresses_are_refused_when_created() {
             detail.contains("(an operator can allow it with [outbound] allow)"),
             "{detail}"
         );
-        assert!(!detail.contains("xyz"), "the chat path is a secret: {detail}");
+        assert!(
+            !detail.contains("xyz"),
+            "the chat path is a secret: {detail}"
+        );
     }
     let listed = app.get_json(&ann, "/api/v1/contact-points").await;
     assert_eq!(listed["items"], json!([]), "{listed}");
@@ -169,7 +221,10 @@ async fn metric_subscriptions_and_imports_at_internal_addresses_are_refused() {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let detail = body["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("url: 169.254.169.254 is a link-local address"), "{detail}");
+    assert!(
+        detail.contains("url: 169.254.169.254 is a link-local address"),
+        "{detail}"
+    );
 }
 
 #[tokio::test]
@@ -189,7 +244,10 @@ async fn an_import_by_a_name_that_resolves_to_loopback_is_refused_and_quotes_not
     .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     let detail: &str = body["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("refused") && detail.contains("loopback"), "{detail}");
+    assert!(
+        detail.contains("refused") && detail.contains("loopback"),
+        "{detail}"
+    );
     assert_eq!(sink.arrivals(), 0);
 
     // Allowed, but answering an error page: the status only.
