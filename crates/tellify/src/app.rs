@@ -130,8 +130,10 @@ pub async fn start_with_store(
     .await
     .context("cannot start the worker")?;
     let http_timeout = std::time::Duration::from_secs(settings.notify.http_timeout_secs.max(1));
+    let outbound = crate::outbound::OutboundGuard::new(&settings.outbound)
+        .context("invalid [outbound] settings")?;
     let channels = Arc::new(
-        Channels::new(&settings.smtp, &settings.sms, http_timeout)
+        Channels::new(&settings.smtp, &settings.sms, http_timeout, &outbound)
             .context("cannot set up the notification channels")?,
     );
     let (notifier, notifier_handle) = Notifier::start(
@@ -172,6 +174,7 @@ pub async fn start_with_store(
         metrics: telemetry::metrics_handle(),
         notifier: notifier_handle,
         channels,
+        outbound,
         started,
         event_types,
     });

@@ -12,6 +12,7 @@ use tellify_model::Limits;
 
 use crate::channels::{SmsSettings, SmtpSettings};
 use crate::notify::NotifySettings;
+use crate::outbound::OutboundSettings;
 use crate::pollers::PollerSettings;
 use crate::sources::SourcesSettings;
 
@@ -38,6 +39,9 @@ pub struct Settings {
     pub alerta: crate::api::alerta::AlertaSettings,
     /// Where events and alert changes are forwarded (`[[export.syslog]]`); nowhere by default.
     pub export: crate::export::ExportSettings,
+    /// What calls to user-supplied URLs may reach besides public addresses
+    /// (`[outbound] allow = ["10.1.0.0/16", "prometheus.internal"]`); nothing by default.
+    pub outbound: OutboundSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -86,6 +90,7 @@ impl Default for Settings {
             pollers: PollerSettings::default(),
             alerta: crate::api::alerta::AlertaSettings::default(),
             export: crate::export::ExportSettings::default(),
+            outbound: OutboundSettings::default(),
         }
     }
 }
@@ -166,6 +171,37 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(error.contains("max_batch"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail dictates the closure's error type
+    fn the_outbound_allow_list_comes_from_the_file_or_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let settings = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(settings.outbound.allow.is_empty());
+            jail.create_file(
+                "tellify.toml",
+                "[outbound]\nallow = [\"10.1.0.0/16\", \"prometheus.internal\"]\n",
+            )?;
+            let settings = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                settings.outbound.allow,
+                vec!["10.1.0.0/16".to_string(), "prometheus.internal".to_string()]
+            );
+            jail.set_env("TELLIFY_OUTBOUND__ALLOW", r#"["127.0.0.0/8", "::1"]"#);
+            let settings = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                settings.outbound.allow,
+                vec!["127.0.0.0/8".to_string(), "::1".to_string()]
+            );
+            crate::outbound::OutboundGuard::new(&settings.outbound).map_err(|e| e.to_string())?;
+            jail.create_file("bad.toml", "[outbound]\nallowed = []\n")?;
+            let error = Settings::load(Some(Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("allowed"), "{error}");
             Ok(())
         });
     }

@@ -14,10 +14,11 @@ use tokio::net::TcpListener;
 use support::{free_port, HttpSink, RcptReply, Request, SmtpSink};
 
 use tellify::channels::{
-    http_client, webhook, Channel, ChannelError, Channels, ChatChannel, ContactKind, ContactTarget,
+    webhook, Channel, ChannelError, Channels, ChatChannel, ContactKind, ContactTarget,
     EmailChannel, OutgoingMessage, SmsChannel, SmsSettings, SmtpSecurity, SmtpSettings,
     WebhookChannel,
 };
+use tellify::outbound::{OutboundClient, OutboundGuard, OutboundSettings};
 
 const SMTP_PASSWORD: &str = "smtp-pa55word";
 const SMS_TOKEN: &str = "tok-secret";
@@ -213,6 +214,7 @@ async fn email_without_host_is_not_configured() {
         &SmtpSettings::default(),
         &SmsSettings::default(),
         Duration::from_secs(2),
+        &OutboundGuard::default(),
     )
     .expect("channels");
 
@@ -246,9 +248,27 @@ fn smtp_settings_reject_username_without_password_and_a_bad_sender() {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-fn client() -> reqwest::Client {
+/// The guarded client with loopback allowed, since the sinks listen on 127.0.0.1.
+fn client() -> OutboundClient {
     install_ring();
-    http_client(Duration::from_secs(2)).expect("http client")
+    loopback_guard()
+        .client(Duration::from_secs(2))
+        .expect("http client")
+}
+
+fn loopback_guard() -> OutboundGuard {
+    OutboundGuard::new(&OutboundSettings {
+        allow: vec!["127.0.0.0/8".to_string(), "::1".to_string()],
+    })
+    .expect("guard")
+}
+
+/// The guard as it is by default: nothing internal allowed.
+fn default_client() -> OutboundClient {
+    install_ring();
+    OutboundGuard::default()
+        .client(Duration::from_secs(2))
+        .expect("http client")
 }
 
 fn header(request: &Request, name: &str) -> String {
@@ -266,7 +286,11 @@ fn sms_channel(base: &str) -> SmsChannel {
         token: Some(SMS_TOKEN.to_string()),
         from: Some("+4930123456".to_string()),
     };
-    SmsChannel::new(&settings, client()).expect("sms channel")
+    SmsChannel::new(
+        &settings,
+        OutboundClient::unguarded(Duration::from_secs(2)).expect("client"),
+    )
+    .expect("sms channel")
 }
 
 fn form_fields(body: &[u8]) -> Vec<(String, String)> {
@@ -518,7 +542,8 @@ async fn chat_posts_text_with_the_subject_in_bold() {
         .await
         .expect("sent");
 
-    assert_eq!(receipt.detail, "200 OK ok");
+    // Only the status: what answers a user's URL is not shown to the user.
+    assert_eq!(receipt.detail, "200 OK");
     let requests = sink.requests();
     let request = &requests[0];
     assert_eq!(request.path, CHAT_PATH);
@@ -609,6 +634,7 @@ fn addresses_are_checked_per_kind() {
         &SmtpSettings::default(),
         &SmsSettings::default(),
         Duration::from_secs(2),
+        &OutboundGuard::default(),
     )
     .expect("channels");
     for kind in [
@@ -626,7 +652,7 @@ fn addresses_are_checked_per_kind() {
         (ContactKind::Sms, "+4915112345678"),
         (ContactKind::Sms, "+14155550123"),
         (ContactKind::Webhook, "https://example.com/hooks/tellify"),
-        (ContactKind::Webhook, "http://127.0.0.1:9000/in"),
+        (ContactKind::Webhook, "http://localhost:9000/in"),
         (
             ContactKind::Chat,
             "https://hooks.slack.com/services/T0/B0/xyz",
@@ -653,6 +679,12 @@ fn addresses_are_checked_per_kind() {
         (ContactKind::Webhook, "ftp://example.com/in"),
         (ContactKind::Webhook, "example.com/in"),
         (ContactKind::Webhook, ""),
+        (ContactKind::Webhook, "http://127.0.0.1:9000/in"),
+        (ContactKind::Webhook, "http://[::1]:9000/in"),
+        (ContactKind::Webhook, "http://2130706433:9000/in"),
+        (ContactKind::Webhook, "http://169.254.169.254/latest"),
+        (ContactKind::Chat, "http://10.0.0.1/services/T0/B0/xyz"),
+        (ContactKind::Engine, "http://0.0.0.0:8000"),
         (ContactKind::Chat, "mailto:ops@example.com"),
     ];
     for (kind, address) in bad {
@@ -669,4 +701,119 @@ fn addresses_are_checked_per_kind() {
         )
         .expect_err("bad scheme");
     assert!(!error.contains("xyz"), "{error}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbound guard and answers
+
+#[tokio::test]
+async fn by_default_a_webhook_to_loopback_is_refused_for_good_and_never_sent() {
+    let sink = HttpSink::start(StatusCode::OK, "").await;
+    let port = sink.address.port();
+    let literals = [
+        format!("http://127.0.0.1:{port}/in"),
+        format!("http://2130706433:{port}/in"),
+        format!("http://0x7f.1:{port}/in"),
+        format!("http://[::ffff:127.0.0.1]:{port}/in"),
+    ];
+    for url in literals {
+        let error = WebhookChannel::new(default_client())
+            .send(&target(ContactKind::Webhook, &url), &message())
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(error, ChannelError::Permanent(_)),
+            "{url}: {error:?}"
+        );
+        let text = error.to_string();
+        assert!(text.contains("is a loopback address"), "{url}: {text}");
+        assert!(text.contains("[outbound] allow"), "{url}: {text}");
+    }
+    // A name is judged on what it resolves to, at connect time.
+    let error = WebhookChannel::new(default_client())
+        .send(
+            &target(ContactKind::Webhook, &format!("http://localhost:{port}/in")),
+            &message(),
+        )
+        .await
+        .expect_err("refused after resolving");
+    assert!(matches!(error, ChannelError::Permanent(_)), "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains("localhost ("), "{text}");
+    assert!(text.contains("is a loopback address"), "{text}");
+    assert_eq!(sink.arrivals(), 0, "the sink was reached");
+}
+
+#[tokio::test]
+async fn the_allow_list_lets_ranges_addresses_and_names_through() {
+    let sink = HttpSink::start(StatusCode::OK, "").await;
+    let port = sink.address.port();
+    let cases = [
+        (
+            vec!["127.0.0.0/8"],
+            format!("http://127.0.0.1:{port}/range"),
+        ),
+        (
+            vec!["127.0.0.1"],
+            format!("http://127.0.0.1:{port}/address"),
+        ),
+        (vec!["localhost"], format!("http://localhost:{port}/name")),
+        (
+            vec!["127.0.0.0/8", "::1"],
+            format!("http://localhost:{port}/resolved"),
+        ),
+    ];
+    for (allow, url) in cases {
+        let guard = OutboundGuard::new(&OutboundSettings {
+            allow: allow.iter().map(|entry| entry.to_string()).collect(),
+        })
+        .expect("guard");
+        install_ring();
+        let client = guard.client(Duration::from_secs(2)).expect("client");
+        WebhookChannel::new(client)
+            .send(&target(ContactKind::Webhook, &url), &message())
+            .await
+            .unwrap_or_else(|error| panic!("{allow:?} {url}: {error}"));
+    }
+    let paths: Vec<String> = sink.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/range", "/address", "/name", "/resolved"]);
+}
+
+#[tokio::test]
+async fn a_webhook_error_never_quotes_what_answered() {
+    let sink = HttpSink::start(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal page: db_password=SECRET-FROM-INSIDE",
+    )
+    .await;
+    let mut to = target(ContactKind::Webhook, &sink.url("/in"));
+    to.secret = Some("whsec-0123456789abcdef".to_string());
+    let error = WebhookChannel::new(client())
+        .send(&to, &message())
+        .await
+        .expect_err("500");
+    let text = error.to_string();
+    assert!(text.contains("500"), "{text}");
+    assert!(!text.contains("SECRET-FROM-INSIDE"), "{text}");
+    assert!(!text.contains("internal page"), "{text}");
+}
+
+#[tokio::test]
+async fn an_sms_refusal_names_the_code_and_never_the_echoed_authorization() {
+    // What a provider (or a proxy in front of it) might echo: the basic-auth header, the
+    // token URL-encoded, and the token itself.
+    let basic = "QUMxMjM6dG9rLXNlY3JldA=="; // base64 of "AC123:tok-secret"
+    let answer = format!(
+        r#"{{"code": 20003, "message": "Authenticate: Basic {basic} token={SMS_TOKEN} t=tok%2Dsecret"}}"#
+    );
+    let sink = HttpSink::start_templated(StatusCode::UNAUTHORIZED, answer).await;
+    let error = sms_channel(&sink.url(""))
+        .send(&target(ContactKind::Sms, "+4915112345678"), &message())
+        .await
+        .expect_err("401");
+    let text = error.to_string();
+    assert!(text.contains("401") && text.contains("20003"), "{text}");
+    for leaked in [basic, "QUMxMjM6dG9rLXNlY3JldA", SMS_TOKEN, "Authenticate"] {
+        assert!(!text.contains(leaked), "{leaked} in {text}");
+    }
 }

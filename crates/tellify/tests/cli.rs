@@ -44,6 +44,8 @@ async fn spawn_server() -> Server {
         .arg(dir.path().join("data"))
         .current_dir(dir.path())
         .env("TELLIFY_BOOTSTRAP_TOKEN", ADMIN_TOKEN)
+        // The webhook receiver listens on loopback; this is also the documented env form.
+        .env("TELLIFY_OUTBOUND__ALLOW", r#"["127.0.0.0/8", "::1"]"#)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

@@ -38,6 +38,8 @@ async fn start(data: &std::path::Path, port: u16) -> Server {
             .env("TELLIFY_LOG", "warn")
             // A delivery whose sender died is retried after two seconds, not two minutes.
             .env("TELLIFY_NOTIFY__LEASE_SECS", "2")
+            // The webhook sink listens on loopback, which the outbound guard refuses by default.
+            .env("TELLIFY_OUTBOUND__ALLOW", r#"["127.0.0.0/8", "::1"]"#)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

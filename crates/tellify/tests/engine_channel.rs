@@ -302,9 +302,17 @@ fn engine_target(address: &str) -> ContactTarget {
     }
 }
 
+/// The guard with the test engines' loopback addresses allowed.
+fn loopback_guard() -> tellify::outbound::OutboundGuard {
+    tellify::outbound::OutboundGuard::new(&tellify::outbound::OutboundSettings {
+        allow: vec!["127.0.0.0/8".to_string(), "::1".to_string()],
+    })
+    .unwrap()
+}
+
 fn channel() -> EngineChannel {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    EngineChannel::new(tellify::channels::http_client(Duration::from_secs(5)).unwrap())
+    EngineChannel::new(loopback_guard().client(Duration::from_secs(5)).unwrap())
 }
 
 #[tokio::test]
@@ -315,6 +323,7 @@ async fn the_channel_notifies_and_resolves_and_sorts_failures() {
         &SmtpSettings::default(),
         &SmsSettings::default(),
         Duration::from_secs(5),
+        &loopback_guard(),
     )
     .unwrap();
     let message = engine_message(json!([

@@ -368,3 +368,122 @@ async fn prometheus_series_alert_apart_and_repeat_while_not_ok() {
     let alert = alert_of(&app, &subscription, a).await.unwrap();
     assert_eq!(actions(&alert), ["fired", "resolved"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// What a poll may show and read
+
+const FAILED_POLLS: &str =
+    "/api/v1/events?filter=event.type%20%3D%3D%20%22tellify.metric%22%20%26%26%20ok%20%3D%3D%20false";
+
+/// A backend answering every path with `status` and `body`; counts its calls.
+async fn spawn_answering(
+    status: StatusCode,
+    body: impl Fn() -> axum::body::Body + Clone + Send + Sync + 'static,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let router = Router::new().fallback(move || {
+        let body = body.clone();
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (status, body())
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (format!("http://{address}"), calls)
+}
+
+#[tokio::test]
+async fn a_failed_poll_is_recorded_without_the_backends_text() {
+    let (engine, _) = spawn_answering(StatusCode::INTERNAL_SERVER_ERROR, || {
+        axum::body::Body::from("internal page: password=SECRET-ENGINE-TEXT")
+    })
+    .await;
+    let (prometheus, _) = spawn_answering(StatusCode::BAD_REQUEST, || {
+        axum::body::Body::from(
+            r#"{"status":"error","errorType":"bad_data","error":"SECRET-PROMETHEUS-TEXT"}"#,
+        )
+    })
+    .await;
+    let app = spawn().await;
+    let ann = app.user("ann").await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "metric", "title": "engine",
+               "params": metric_params(&engine, "http-json", "load", 5.0, 10.0)}),
+    )
+    .await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "metric", "title": "prometheus",
+               "params": metric_params(&prometheus, "prometheus", "up", 5.0, 10.0)}),
+    )
+    .await;
+    poll_once(&app, 2).await;
+
+    let events = app.get_json(&app.admin, FAILED_POLLS).await;
+    let text = events.to_string();
+    assert_eq!(events["items"].as_array().unwrap().len(), 2, "{events}");
+    assert!(text.contains("http 500"), "{text}");
+    assert!(text.contains("http 400 (prometheus bad_data)"), "{text}");
+    assert!(!text.contains("SECRET"), "{text}");
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_the_cap_fails_the_poll() {
+    // 64 MiB in 64 KiB chunks, without a length: the poller must stop reading by itself.
+    let (engine, _) = spawn_answering(StatusCode::OK, || {
+        let chunk = bytes::Bytes::from(vec![b' '; 64 * 1024]);
+        let chunks = std::iter::repeat_n(chunk, 1024).map(Ok::<_, std::io::Error>);
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+    })
+    .await;
+    let app = spawn().await;
+    app.subscribe(
+        &app.admin,
+        json!({"kind": "metric", "title": "huge",
+               "params": metric_params(&engine, "http-json", "load", 5.0, 10.0)}),
+    )
+    .await;
+    poll_once(&app, 1).await;
+    let events = app.get_json(&app.admin, FAILED_POLLS).await;
+    let items = events["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{events}");
+    assert_eq!(
+        items[0]["fields"]["error"], "answer larger than 1048576 bytes",
+        "{events}"
+    );
+    // A failure that waiting cannot mend is not retried.
+    assert_eq!(items[0]["fields"]["attempts"], 1, "{events}");
+}
+
+#[tokio::test]
+async fn a_backend_name_that_resolves_to_loopback_is_refused_at_poll_time() {
+    let (engine, calls) =
+        spawn_answering(StatusCode::OK, || axum::body::Body::from(r#"{"value": 1}"#)).await;
+    let by_name = engine.replace("127.0.0.1", "localhost");
+    let app = spawn_app_with(|settings| {
+        settings.outbound.allow.clear();
+        settings.pollers.backoff_initial_ms = 5;
+        settings.pollers.timeout_secs = 5;
+    })
+    .await;
+    app.subscribe(
+        &app.admin,
+        json!({"kind": "metric", "title": "inside",
+               "params": metric_params(&by_name, "http-json", "load", 5.0, 10.0)}),
+    )
+    .await;
+    poll_once(&app, 1).await;
+    let events = app.get_json(&app.admin, FAILED_POLLS).await;
+    let items = events["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{events}");
+    let error = items[0]["fields"]["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("refused: localhost ("), "{error}");
+    assert!(error.contains("is a loopback address"), "{error}");
+    assert_eq!(items[0]["fields"]["attempts"], 1, "{events}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

@@ -44,6 +44,8 @@ async fn spawn(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         data: data.path().to_path_buf(),
         ..Settings::default()
     };
+    // Local test servers listen on loopback, which the outbound guard refuses by default.
+    settings.outbound.allow = vec!["127.0.0.0/8".to_string(), "::1".to_string()];
     adjust(&mut settings);
     let clock = Arc::new(ManualClock::new(
         "2026-11-23T09:00:00Z".parse().expect("time"),

@@ -32,6 +32,8 @@ async fn start_app(data: &Path, token: &str, syslog: SyslogSettings) -> App {
         data: data.to_path_buf(),
         ..Settings::default()
     };
+    // Local test servers listen on loopback, which the outbound guard refuses by default.
+    settings.outbound.allow = vec!["127.0.0.0/8".to_string(), "::1".to_string()];
     settings.export.syslog = vec![syslog];
     let clock = Arc::new(ManualClock::new(
         "2026-11-23T09:00:00Z".parse().expect("time"),

@@ -31,8 +31,8 @@ const HTTP_JSON: &str = "http-json";
 const MAX_DEFINITIONS: usize = 1000;
 
 /// Most bytes of the engine's `/alerts` answer read, so a misbehaving engine cannot make
-/// the server buffer without bound.
-const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+/// the server buffer without bound (a thousand definitions take a few hundred KiB).
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// Longest subscription title, as for subscriptions created directly.
 const MAX_TITLE: usize = 200;
@@ -81,6 +81,8 @@ pub async fn import(
     let url = request.url.trim().trim_end_matches('/').to_string();
     if let Err(problem) = check_base_url(&url) {
         errors.push(ParamError::new("url", problem));
+    } else if let Err(problem) = state.outbound.check_url_text(&url) {
+        errors.push(ParamError::new("url", problem));
     }
     if let Some(policy) = &request.policy {
         check_policy_name(policy, "policy", &mut errors);
@@ -102,7 +104,7 @@ pub async fn import(
     }
 
     let timeout = Duration::from_secs(state.settings.pollers.timeout_secs.max(1));
-    let answer = fetch_definitions(&url, timeout).await?;
+    let answer = fetch_definitions(&state, &url, timeout).await?;
     let definitions = read_definitions(&state, &url, &answer)?;
 
     let viewer = principal.viewer();
@@ -213,13 +215,15 @@ fn check_base_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `GET {url}/alerts`, read up to [`MAX_ANSWER_BYTES`]. Any failure of the engine is a
-/// 502 naming only the engine's `scheme://host`, like the channels do.
-async fn fetch_definitions(url: &str, timeout: Duration) -> ApiResult<Value> {
-    let engine =
-        reqwest::Url::parse(url).map_err(|_| ApiError::unprocessable("url: is not a valid url"))?;
+/// `GET {url}/alerts` through the outbound guard, read up to [`MAX_ANSWER_BYTES`]. Any
+/// failure of the engine is a 502 naming only the engine's `scheme://host` and what went
+/// wrong in tellify's words; the answer itself is never quoted, since the URL is the
+/// caller's choice and may point at a page only this server can read.
+async fn fetch_definitions(state: &AppState, url: &str, timeout: Duration) -> ApiResult<Value> {
+    let engine = reqwest::Url::parse(&format!("{url}/alerts"))
+        .map_err(|_| ApiError::unprocessable("url: is not a valid url"))?;
     let origin = crate::channels::endpoint_origin(&engine);
-    let client = crate::channels::http_client(timeout).map_err(|error| {
+    let client = state.outbound.client(timeout).map_err(|error| {
         tracing::error!(error = %format!("{error:#}"), "cannot build the import http client");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -227,13 +231,17 @@ async fn fetch_definitions(url: &str, timeout: Duration) -> ApiResult<Value> {
             "cannot reach the engine from this server",
         )
     })?;
-    let mut response = client
-        .get(format!("{url}/alerts"))
+    let response = client
+        .get(engine)
+        .map_err(|denied| bad_gateway(format!("engine at {origin} refused: {denied}")))?
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
         .map_err(|error| {
             let error = error.without_url();
+            if let Some(denied) = crate::outbound::denied_by_guard(&error) {
+                return bad_gateway(format!("engine at {origin} refused: {denied}"));
+            }
             let cause = if error.is_timeout() {
                 "timed out".to_string()
             } else {
@@ -242,36 +250,17 @@ async fn fetch_definitions(url: &str, timeout: Duration) -> ApiResult<Value> {
             bad_gateway(format!("engine at {origin} did not answer: {cause}"))
         })?;
     let status = response.status();
-    let mut bytes = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                bytes.extend_from_slice(&chunk);
-                if bytes.len() > MAX_ANSWER_BYTES {
-                    return Err(bad_gateway(format!(
-                        "engine at {origin} answered more than {MAX_ANSWER_BYTES} bytes"
-                    )));
-                }
-            }
-            Ok(None) => break,
-            Err(error) => {
-                return Err(bad_gateway(format!(
-                    "engine at {origin} broke off its answer: {}",
-                    crate::channels::error_chain(&error.without_url())
-                )))
-            }
-        }
-    }
     if !status.is_success() {
-        let text = String::from_utf8_lossy(&bytes);
-        let snippet = crate::channels::answer_snippet(&text, &[engine.path()]);
         return Err(bad_gateway(format!(
-            "engine at {origin} answered {status} to GET /alerts: {snippet}"
+            "engine at {origin} answered {status} to GET /alerts"
         )));
     }
-    serde_json::from_slice(&bytes).map_err(|error| {
+    let bytes = crate::outbound::read_capped(response, MAX_ANSWER_BYTES)
+        .await
+        .map_err(|error| bad_gateway(format!("engine at {origin}: {error}")))?;
+    serde_json::from_slice(&bytes).map_err(|_| {
         bad_gateway(format!(
-            "engine at {origin} answered GET /alerts with something that is not json: {error}"
+            "engine at {origin} answered GET /alerts with something that is not json"
         ))
     })
 }

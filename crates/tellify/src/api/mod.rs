@@ -47,6 +47,8 @@ pub struct Services {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub notifier: NotifierHandle,
     pub channels: Arc<Channels>,
+    /// The guard every call to a user-supplied URL goes through ([`crate::outbound`]).
+    pub outbound: crate::outbound::OutboundGuard,
     /// When this server started, for the Alertmanager-compatible `/api/v2/status`.
     pub started: jiff::Timestamp,
     /// Registered event types with their compiled schemas, for the ingest check.

@@ -206,12 +206,13 @@ pub async fn delete_contact_point(
 pub struct TestResult {
     ok: bool,
     contact_point: String,
-    /// The provider's answer.
+    /// The provider's receipt: its status (and an SMS provider's message id), never its body.
     answer: String,
 }
 
-/// "Send me a test": sends at once and shows the provider's answer; a failure is a 502
-/// whose detail is the provider's error.
+/// "Send me a test": sends at once and shows the provider's receipt; a failure is a 502
+/// whose detail is the channel's tellify-written error (a status, a refusal by the outbound
+/// guard, a timeout), never the body of what answered.
 pub async fn test_contact_point(
     State(state): State<AppState>,
     auth: Auth,

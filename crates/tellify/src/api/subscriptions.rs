@@ -133,6 +133,21 @@ pub(super) fn check_policy_name(name: &str, path: &str, errors: &mut Vec<ParamEr
     }
 }
 
+/// A `metric` subscription's backend URL must pass the outbound guard: the server polls it
+/// by itself. The engine checks its syntax (reported as `params.url` already, then not
+/// again); a name is judged when it is resolved, at every poll.
+fn check_outbound_url(state: &AppState, kind: &str, params: &Value, errors: &mut Vec<ParamError>) {
+    if kind != "metric" || errors.iter().any(|error| error.path == "params.url") {
+        return;
+    }
+    let Some(url) = params.get("url").and_then(Value::as_str) else {
+        return;
+    };
+    if let Err(problem) = state.outbound.check_url_text(url.trim()) {
+        errors.push(ParamError::new("params.url", problem));
+    }
+}
+
 /// Loads a subscription the caller may see; anything else is a 404.
 async fn visible(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Subscription> {
     let subscription = state.store.subscription(id).await?;
@@ -156,6 +171,7 @@ pub async fn create(
     if let Err(found) = state.registry.build(&request.kind, &request.params) {
         errors.extend(found);
     }
+    check_outbound_url(&state, &request.kind, &request.params, &mut errors);
     let mut owner_group = None;
     if let Some(name) = &request.group {
         match state.store.group_by_name(name).await? {
@@ -259,6 +275,7 @@ pub async fn update(
             // New parameters deserve a fresh start.
             subscription.health = None;
         }
+        check_outbound_url(&state, &subscription.kind, &params, &mut errors);
         subscription.params = params;
     }
     if let Some(policy) = &request.policy {

@@ -1,23 +1,19 @@
 //! Chat through Slack- or Mattermost-style incoming webhooks.
 //!
 //! Both take `{"text": ...}` with `*bold*` markup. The webhook URL is the only credential such
-//! a hook has, so errors name only its `scheme://host` and scrub its path from any answer
-//! they quote.
+//! a hook has, so errors name only its `scheme://host` and never quote an answer.
 
-use super::{answer_snippet, check_http_url, endpoint_origin, one_line, read_answer};
-use super::{request_error, status_error, Channel, ChannelError, ContactKind, ContactTarget};
-use super::{OutgoingMessage, Receipt};
+use super::{denied_error, endpoint_origin, request_error, status_error, Channel, ChannelError};
+use super::{ContactKind, ContactTarget, OutgoingMessage, Receipt};
+use crate::outbound::OutboundClient;
 
-/// Longest provider answer kept in a receipt (Slack answers "ok").
-const MAX_RECEIPT_ANSWER_CHARS: usize = 100;
-
-/// Posts to chat webhooks through the shared HTTP client.
+/// Posts to chat webhooks through the shared guarded HTTP client.
 pub struct ChatChannel {
-    client: reqwest::Client,
+    client: OutboundClient,
 }
 
 impl ChatChannel {
-    pub fn new(client: reqwest::Client) -> ChatChannel {
+    pub fn new(client: OutboundClient) -> ChatChannel {
         ChatChannel { client }
     }
 }
@@ -34,7 +30,7 @@ impl Channel for ChatChannel {
     }
 
     fn check_address(&self, address: &str) -> Result<(), String> {
-        check_http_url(address)
+        self.client.check_url_text(address)
     }
 
     async fn send(
@@ -50,25 +46,19 @@ impl Channel for ChatChannel {
         let response = self
             .client
             .post(url.clone())
+            .map_err(|denied| denied_error(ContactKind::Chat, &origin, &denied))?
             .json(&chat_payload(message))
             .send()
             .await
-            .map_err(|error| request_error(ContactKind::Chat, &origin, error))?;
+            .map_err(|error| request_error(ContactKind::Chat, &origin, error).masked(&hide))?;
         let status = response.status();
-        let answer = read_answer(response).await;
-        let snippet = answer_snippet(&answer, &hide);
         if !status.is_success() {
-            return Err(status_error(ContactKind::Chat, &origin, status, &snippet));
+            return Err(status_error(ContactKind::Chat, &origin, status));
         }
-        let answer = one_line(&snippet);
-        let detail = if answer.is_empty() {
-            status.to_string()
-        } else {
-            format!(
-                "{status} {}",
-                super::cut_chars(&answer, MAX_RECEIPT_ANSWER_CHARS)
-            )
-        };
-        Ok(Receipt { detail })
+        // The answer ("ok" from Slack) is not shown: the URL is the user's choice, and so
+        // is what answers it.
+        Ok(Receipt {
+            detail: status.to_string(),
+        })
     }
 }

@@ -24,8 +24,9 @@ pub struct EmailChannel {
     server: String,
     /// Bounds a whole send, because lettre's own timeout covers only the connect.
     deadline: Duration,
-    /// Kept only to scrub it from any error text a server might echo it in.
-    password: Option<String>,
+    /// The password, and the forms SMTP AUTH sends it in (PLAIN's `\0user\0password`), kept
+    /// only to mask them in any error text a server might echo them in.
+    secrets: Vec<String>,
 }
 
 impl EmailChannel {
@@ -41,7 +42,7 @@ impl EmailChannel {
                 from,
                 server: String::new(),
                 deadline,
-                password: None,
+                secrets: Vec::new(),
             });
         };
         if host.trim().is_empty() {
@@ -55,18 +56,24 @@ impl EmailChannel {
                 .map_err(|error| anyhow::anyhow!("cannot set up tls for {host}: {error}"))?,
         };
         let mut builder = builder.port(settings.port).timeout(Some(deadline));
+        let mut secrets = Vec::new();
         if let Some(username) = &settings.username {
             let Some(password) = &settings.password else {
                 anyhow::bail!("password is required when username is set");
             };
             builder = builder.credentials(Credentials::new(username.clone(), password.clone()));
+            secrets.push(format!("\0{username}\0{password}"));
+            secrets.push(crate::secrets::basic_credentials(username, password));
+        }
+        if let Some(password) = &settings.password {
+            secrets.push(password.clone());
         }
         Ok(EmailChannel {
             transport: Some(builder.build()),
             from,
             server: format!("{host}:{}", settings.port),
             deadline,
-            password: settings.password.clone(),
+            secrets,
         })
     }
 
@@ -116,10 +123,9 @@ impl EmailChannel {
         } else {
             "failed"
         };
-        let mut text = format!("smtp server {} {what}: {}", self.server, error_chain(error));
-        if let Some(password) = self.password.as_deref().filter(|p| !p.is_empty()) {
-            text = text.replace(password, "***");
-        }
+        let text = format!("smtp server {} {what}: {}", self.server, error_chain(error));
+        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        let text = crate::secrets::mask(&text, &secrets);
         if error.is_permanent() {
             ChannelError::Permanent(text)
         } else {

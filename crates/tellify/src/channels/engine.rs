@@ -12,21 +12,21 @@
 use serde_json::{json, Value};
 
 use super::webhook::IDEMPOTENCY_HEADER;
-use super::Receipt;
-use super::{answer_snippet, check_http_url, endpoint_origin, read_answer, request_error};
+use super::{denied_error, endpoint_origin, request_error, Receipt};
 use super::{status_error, Channel, ChannelError, ContactKind, ContactTarget, OutgoingMessage};
+use crate::outbound::OutboundClient;
 
 /// The `alertName` of a test message: notified and resolved at once, so a test leaves no
 /// open alert behind in the engine.
 pub const TEST_ALERT_NAME: &str = "tellify test";
 
-/// Calls an engine's `/notify` and `/resolve` through the shared HTTP client.
+/// Calls an engine's `/notify` and `/resolve` through the shared guarded HTTP client.
 pub struct EngineChannel {
-    client: reqwest::Client,
+    client: OutboundClient,
 }
 
 impl EngineChannel {
-    pub fn new(client: reqwest::Client) -> EngineChannel {
+    pub fn new(client: OutboundClient) -> EngineChannel {
         EngineChannel { client }
     }
 }
@@ -113,7 +113,7 @@ impl Channel for EngineChannel {
     }
 
     fn check_address(&self, address: &str) -> Result<(), String> {
-        check_http_url(address)?;
+        self.client.check_url_text(address)?;
         if address.contains(['?', '#']) {
             return Err("must be a base url without query or fragment".to_string());
         }
@@ -134,11 +134,13 @@ impl Channel for EngineChannel {
         for (index, call) in calls.iter().enumerate() {
             let mut url = base.clone();
             url.set_path(&format!("{base_path}/{}", call.endpoint));
-            let hide = [base_path.as_str()];
             let place = format!("{} {} of {total}", call.endpoint, index + 1);
             let response = self
                 .client
                 .post(url)
+                .map_err(|denied| {
+                    with_place(denied_error(ContactKind::Engine, &origin, &denied), &place)
+                })?
                 .header(
                     IDEMPOTENCY_HEADER,
                     format!("{}.{index}", message.delivery_id),
@@ -147,15 +149,14 @@ impl Channel for EngineChannel {
                 .send()
                 .await
                 .map_err(|error| {
-                    with_place(request_error(ContactKind::Engine, &origin, error), &place)
+                    let error = request_error(ContactKind::Engine, &origin, error);
+                    with_place(error.masked(&[base_path.as_str()]), &place)
                 })?;
             let status = response.status();
             if status.is_success() {
                 continue;
             }
-            let answer = read_answer(response).await;
-            let snippet = answer_snippet(&answer, &hide);
-            let error = status_error(ContactKind::Engine, &origin, status, &snippet);
+            let error = status_error(ContactKind::Engine, &origin, status);
             return Err(with_place(error, &place));
         }
         let noun = if total == 1 { "call" } else { "calls" };
@@ -253,9 +254,11 @@ mod tests {
 
     #[test]
     fn the_address_is_a_base_url() {
-        let client = super::super::http_client(std::time::Duration::from_secs(1)).unwrap();
+        let guard = crate::outbound::OutboundGuard::default();
+        let client = guard.client(std::time::Duration::from_secs(1)).unwrap();
         let channel = EngineChannel::new(client);
         assert!(channel.check_address("http://engine:8000").is_ok());
+        assert!(channel.check_address("http://127.0.0.1:8000").is_err());
         assert!(channel.check_address("https://engine/base/").is_ok());
         assert!(channel.check_address("ftp://engine").is_err());
         assert!(channel.check_address("http://engine/?token=x").is_err());

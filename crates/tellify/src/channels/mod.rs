@@ -8,6 +8,12 @@
 //! Invariant: no error or log line carries a password, a token, a webhook secret or the path
 //! of a webhook URL. Slack-style webhook URLs are secrets in themselves, so HTTP channels name
 //! only `scheme://host` of the endpoint.
+//!
+//! Invariant: no error carries any of a provider's answer beyond its status (and, for the
+//! operator's SMS provider, its numeric error code). A contact point's URL is a user's
+//! choice, so its answer may be an internal page; webhooks, chat and engines go through the
+//! [`crate::outbound`] guard, and every error text is passed through
+//! [`crate::secrets::mask`] with the channel's secrets.
 
 pub mod chat;
 pub mod email;
@@ -27,6 +33,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+
+use crate::outbound::{Denied, OutboundClient, OutboundGuard};
 
 /// The kinds of contact point a user can register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -145,6 +153,22 @@ impl ChannelError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ChannelError::Retryable(_))
     }
+
+    /// The same error with every form of every secret in its text masked
+    /// ([`crate::secrets::mask`]).
+    pub fn masked(self, secrets: &[&str]) -> ChannelError {
+        match self {
+            ChannelError::Retryable(text) => {
+                ChannelError::Retryable(crate::secrets::mask(&text, secrets))
+            }
+            ChannelError::Permanent(text) => {
+                ChannelError::Permanent(crate::secrets::mask(&text, secrets))
+            }
+            ChannelError::NotConfigured(text) => {
+                ChannelError::NotConfigured(crate::secrets::mask(&text, secrets))
+            }
+        }
+    }
 }
 
 /// One way of reaching a person.
@@ -164,7 +188,7 @@ pub trait Channel: Send + Sync {
     ) -> Result<Receipt, ChannelError>;
 }
 
-/// Every channel, built once from settings (the SMTP connection pool and the HTTP client are
+/// Every channel, built once from settings (the SMTP connection pool and the HTTP clients are
 /// shared).
 pub struct Channels {
     email: EmailChannel,
@@ -177,18 +201,23 @@ pub struct Channels {
 impl Channels {
     /// Builds every channel. A channel whose settings are missing still exists and answers
     /// [`ChannelError::NotConfigured`], so the rest of the service runs without it.
+    ///
+    /// Webhooks, chat and engines call URLs users chose, so they share the `guard`'s client;
+    /// the SMS provider is the operator's choice and is called without it.
     pub fn new(
         smtp: &SmtpSettings,
         sms: &SmsSettings,
         http_timeout: Duration,
+        guard: &OutboundGuard,
     ) -> anyhow::Result<Channels> {
-        let client = http_client(http_timeout)?;
+        let guarded = guard.client(http_timeout)?;
+        let operator = OutboundClient::unguarded(http_timeout)?;
         Ok(Channels {
             email: EmailChannel::new(smtp).context("invalid [smtp] settings")?,
-            sms: SmsChannel::new(sms, client.clone()).context("invalid [sms] settings")?,
-            webhook: WebhookChannel::new(client.clone()),
-            chat: ChatChannel::new(client.clone()),
-            engine: EngineChannel::new(client),
+            sms: SmsChannel::new(sms, operator).context("invalid [sms] settings")?,
+            webhook: WebhookChannel::new(guarded.clone()),
+            chat: ChatChannel::new(guarded.clone()),
+            engine: EngineChannel::new(guarded),
         })
     }
 
@@ -205,26 +234,6 @@ impl Channels {
     pub fn check_address(&self, kind: ContactKind, address: &str) -> Result<(), String> {
         self.get(kind).check_address(address)
     }
-}
-
-/// Builds the HTTP client that SMS, webhooks, chat and engines share.
-///
-/// Redirects are not followed: a redirect would turn the POST into a GET or carry a signed
-/// payload to a host the user never registered. reqwest is built without a TLS provider of its
-/// own and panics when none is installed, so the project's one provider (ring) is installed
-/// here if `main` or a test has not done it yet.
-pub fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race against another installer is fine: a provider is then in place.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("tellify/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot build the http client")
 }
 
 /// `[smtp]` settings.
@@ -356,56 +365,29 @@ pub(crate) fn is_retryable_status(status: reqwest::StatusCode) -> bool {
         || status.is_server_error()
 }
 
-/// Most bytes of a provider's answer read for a receipt or an error; a misbehaving endpoint
-/// cannot make us buffer more.
-const MAX_ANSWER_BYTES: usize = 16 * 1024;
+/// Most bytes of a provider's answer read (only the SMS provider's is read, for its message
+/// id and error code); a misbehaving endpoint cannot make us buffer more.
+pub(crate) const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-/// Longest provider answer quoted in an error.
-const MAX_SNIPPET_CHARS: usize = 200;
-
-/// Reads at most [`MAX_ANSWER_BYTES`] of a response body. A body that fails half-way is
-/// returned as far as it came: it only decorates a status that is already known.
-pub(crate) async fn read_answer(mut response: reqwest::Response) -> String {
-    let mut bytes = Vec::new();
-    while bytes.len() < MAX_ANSWER_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    bytes.truncate(MAX_ANSWER_BYTES);
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// A provider's answer made fit for an error message: one line, at most
-/// [`MAX_SNIPPET_CHARS`] characters, with every secret in `hide` replaced by `***`.
-pub(crate) fn answer_snippet(answer: &str, hide: &[&str]) -> String {
-    let mut text = one_line(answer);
-    for secret in hide {
-        if secret.len() > 1 {
-            text = text.replace(secret, "***");
-        }
-    }
-    cut_chars(&text, MAX_SNIPPET_CHARS)
-}
-
-/// The error for a non-2xx answer, sorted by [`is_retryable_status`].
+/// The error for a non-2xx answer, sorted by [`is_retryable_status`]. The answer's body is
+/// not quoted: the endpoint may be an internal page the user should not read through us.
 pub(crate) fn status_error(
     channel: ContactKind,
     origin: &str,
     status: reqwest::StatusCode,
-    snippet: &str,
 ) -> ChannelError {
-    let detail = if snippet.is_empty() {
-        format!("{channel} endpoint {origin} answered {status}")
-    } else {
-        format!("{channel} endpoint {origin} answered {status}: {snippet}")
-    };
+    let detail = format!("{channel} endpoint {origin} answered {status}");
     if is_retryable_status(status) {
         ChannelError::Retryable(detail)
     } else {
         ChannelError::Permanent(detail)
     }
+}
+
+/// The error for a request the outbound guard refused: for good, since the address will
+/// not become allowed by waiting.
+pub(crate) fn denied_error(channel: ContactKind, origin: &str, denied: &Denied) -> ChannelError {
+    ChannelError::Permanent(format!("{channel} request to {origin} refused: {denied}"))
 }
 
 /// The error for a request that got no answer. reqwest's own message names the full URL,
@@ -416,6 +398,9 @@ pub(crate) fn request_error(
     error: reqwest::Error,
 ) -> ChannelError {
     let error = error.without_url();
+    if let Some(denied) = crate::outbound::denied_by_guard(&error) {
+        return denied_error(channel, origin, &denied);
+    }
     if error.is_builder() {
         return ChannelError::Permanent(format!(
             "{channel} request to {origin} is invalid: {}",
@@ -451,11 +436,6 @@ pub(crate) fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The first `max` characters of `text` (characters, not bytes, so UTF-8 is never split).
-pub(crate) fn cut_chars(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,15 +445,6 @@ mod tests {
         for kind in ContactKind::ALL {
             assert_eq!(kind.as_str().parse::<ContactKind>(), Ok(kind));
         }
-    }
-
-    #[test]
-    fn snippet_is_one_line_short_and_hides_secrets() {
-        let answer = format!("no such hook /services/T0/B0/xyz\n{}", "x".repeat(500));
-        let snippet = answer_snippet(&answer, &["/services/T0/B0/xyz"]);
-        assert!(!snippet.contains("xyz"));
-        assert!(!snippet.contains('\n'));
-        assert_eq!(snippet.chars().count(), MAX_SNIPPET_CHARS);
     }
 
     #[test]

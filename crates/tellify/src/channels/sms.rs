@@ -3,17 +3,23 @@
 //! `POST {url}/2010-04-01/Accounts/{account}/Messages.json` with the form fields `To`, `From`
 //! and `Body` and the account and token as basic auth. The body is made one line of at most
 //! 160 characters: one GSM-7 segment, so a notification is never split or billed twice.
+//!
+//! The provider is the operator's, not a user's, so it is called without the outbound guard.
+//! A refusal names the provider's numeric error `code` (Twilio's 21211: invalid number) and
+//! nothing else of its answer, and every error is masked with the token and the basic-auth
+//! pair, since providers and proxies have been seen echoing the `Authorization` header.
 
-use super::{answer_snippet, check_http_url, endpoint_origin, one_line, read_answer};
-use super::{request_error, status_error, Channel, ChannelError, ContactKind, ContactTarget};
-use super::{OutgoingMessage, Receipt, SmsSettings};
+use super::MAX_ANSWER_BYTES;
+use super::{check_http_url, endpoint_origin, one_line, request_error, status_error, Channel};
+use super::{ChannelError, ContactKind, ContactTarget, OutgoingMessage, Receipt, SmsSettings};
+use crate::outbound::OutboundClient;
 
 /// Longest SMS body sent, in characters.
 pub const MAX_SMS_CHARS: usize = 160;
 
 /// Sends SMS through the configured provider.
 pub struct SmsChannel {
-    client: reqwest::Client,
+    client: OutboundClient,
     base: reqwest::Url,
     account: Option<String>,
     token: Option<String>,
@@ -21,8 +27,8 @@ pub struct SmsChannel {
 }
 
 impl SmsChannel {
-    /// Takes the shared HTTP client; fails only on a malformed `url`.
-    pub fn new(settings: &SmsSettings, client: reqwest::Client) -> anyhow::Result<SmsChannel> {
+    /// Takes an HTTP client for the provider; fails only on a malformed `url`.
+    pub fn new(settings: &SmsSettings, client: OutboundClient) -> anyhow::Result<SmsChannel> {
         check_http_url(&settings.url).map_err(|problem| anyhow::anyhow!("url {problem}"))?;
         let base = reqwest::Url::parse(&settings.url)?;
         Ok(SmsChannel {
@@ -71,6 +77,22 @@ impl Channel for SmsChannel {
         message: &OutgoingMessage,
     ) -> Result<Receipt, ChannelError> {
         let (account, token, from) = self.credentials()?;
+        let pair = crate::secrets::basic_credentials(account, token);
+        self.post(target, message, account, token, from)
+            .await
+            .map_err(|error| error.masked(&[token, &pair]))
+    }
+}
+
+impl SmsChannel {
+    async fn post(
+        &self,
+        target: &ContactTarget,
+        message: &OutgoingMessage,
+        account: &str,
+        token: &str,
+        from: &str,
+    ) -> Result<Receipt, ChannelError> {
         let origin = endpoint_origin(&self.base);
         let mut endpoint = self.base.clone();
         // Segments are percent-encoded, so an odd account id cannot change the path.
@@ -88,20 +110,38 @@ impl Channel for SmsChannel {
         let response = self
             .client
             .post(endpoint)
+            .map_err(|denied| super::denied_error(ContactKind::Sms, &origin, &denied))?
             .basic_auth(account, Some(token))
             .form(&form)
             .send()
             .await
             .map_err(|error| request_error(ContactKind::Sms, &origin, error))?;
         let status = response.status();
-        let answer = read_answer(response).await;
+        // The answer only decorates a status that is already known; one too large or broken
+        // off is read as empty.
+        let answer = crate::outbound::read_capped(response, MAX_ANSWER_BYTES)
+            .await
+            .unwrap_or_default();
+        let answer = serde_json::from_slice::<serde_json::Value>(&answer).ok();
         if !status.is_success() {
-            let snippet = answer_snippet(&answer, &[token]);
-            return Err(status_error(ContactKind::Sms, &origin, status, &snippet));
+            let error = status_error(ContactKind::Sms, &origin, status);
+            let code = answer
+                .as_ref()
+                .and_then(|answer| answer.get("code")?.as_u64());
+            return Err(match (code, error) {
+                (Some(code), ChannelError::Retryable(text)) => {
+                    ChannelError::Retryable(format!("{text} (provider error code {code})"))
+                }
+                (Some(code), ChannelError::Permanent(text)) => {
+                    ChannelError::Permanent(format!("{text} (provider error code {code})"))
+                }
+                (_, error) => error,
+            });
         }
-        let sid = serde_json::from_str::<serde_json::Value>(&answer)
-            .ok()
-            .and_then(|value| value.get("sid")?.as_str().map(str::to_string));
+        let sid = answer
+            .as_ref()
+            .and_then(|answer| answer.get("sid")?.as_str())
+            .filter(|sid| sid.len() <= 64 && sid.bytes().all(|byte| byte.is_ascii_alphanumeric()));
         let detail = match sid {
             Some(sid) => format!("{status} sid={sid}"),
             None => status.to_string(),

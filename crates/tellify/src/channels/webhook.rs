@@ -9,9 +9,9 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::Receipt;
-use super::{answer_snippet, check_http_url, endpoint_origin, read_answer, request_error};
+use super::{denied_error, endpoint_origin, request_error, Receipt};
 use super::{status_error, Channel, ChannelError, ContactKind, ContactTarget, OutgoingMessage};
+use crate::outbound::OutboundClient;
 
 /// Header carrying the delivery id.
 pub const DELIVERY_HEADER: &str = "X-Tellify-Delivery";
@@ -44,13 +44,13 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Sends webhooks through the shared HTTP client.
+/// Sends webhooks through the shared guarded HTTP client.
 pub struct WebhookChannel {
-    client: reqwest::Client,
+    client: OutboundClient,
 }
 
 impl WebhookChannel {
-    pub fn new(client: reqwest::Client) -> WebhookChannel {
+    pub fn new(client: OutboundClient) -> WebhookChannel {
         WebhookChannel { client }
     }
 
@@ -63,15 +63,29 @@ impl WebhookChannel {
     ) -> Result<Receipt, ChannelError> {
         let url = reqwest::Url::parse(&target.address)
             .map_err(|_| ChannelError::Permanent("webhook url is not a valid url".to_string()))?;
+        let secret = target.secret.as_deref().unwrap_or_default();
+        let hide = [url.path(), url.query().unwrap_or_default(), secret];
+        self.post(target, message, now, url.clone())
+            .await
+            .map_err(|error| error.masked(&hide))
+    }
+
+    async fn post(
+        &self,
+        target: &ContactTarget,
+        message: &OutgoingMessage,
+        now: jiff::Timestamp,
+        url: reqwest::Url,
+    ) -> Result<Receipt, ChannelError> {
         let origin = endpoint_origin(&url);
-        let hide = [url.path(), url.query().unwrap_or_default()];
         let body = serde_json::to_vec(&message.payload).map_err(|error| {
             ChannelError::Permanent(format!("cannot encode the webhook payload: {error}"))
         })?;
         let timestamp = now.as_second();
         let mut request = self
             .client
-            .post(url.clone())
+            .post(url)
+            .map_err(|denied| denied_error(ContactKind::Webhook, &origin, &denied))?
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(DELIVERY_HEADER, &message.delivery_id)
             .header(IDEMPOTENCY_HEADER, &message.delivery_id)
@@ -90,14 +104,7 @@ impl WebhookChannel {
                 detail: status.to_string(),
             });
         }
-        let answer = read_answer(response).await;
-        let snippet = answer_snippet(&answer, &hide);
-        Err(status_error(
-            ContactKind::Webhook,
-            &origin,
-            status,
-            &snippet,
-        ))
+        Err(status_error(ContactKind::Webhook, &origin, status))
     }
 }
 
@@ -108,7 +115,7 @@ impl Channel for WebhookChannel {
     }
 
     fn check_address(&self, address: &str) -> Result<(), String> {
-        check_http_url(address)
+        self.client.check_url_text(address)
     }
 
     async fn send(

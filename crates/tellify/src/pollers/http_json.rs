@@ -5,31 +5,32 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{truncate, PollError, Reading, Sample};
+use super::{endpoint, json_problem, PollError, Reading, Sample, MAX_ANSWER_BYTES};
+use crate::outbound::{read_capped, OutboundClient};
 
 /// Polls `query` once; a 5xx or a transport failure is retryable, anything the engine
 /// says about the request itself (a 4xx) is not.
 pub(crate) async fn query(
-    client: &reqwest::Client,
+    client: &OutboundClient,
     url: &str,
     query: &str,
     timeout: Duration,
 ) -> Result<Vec<Sample>, PollError> {
     let response = client
-        .get(format!("{url}/query"))
+        .get(endpoint(url, "query")?)
+        .map_err(|denied| PollError::from_denied(&denied))?
         .query(&[("target", query)])
         .timeout(timeout)
         .send()
         .await
-        .map_err(|error| PollError::from_transport(&error))?;
+        .map_err(PollError::from_transport)?;
     let status = response.status();
-    let body = response
-        .text()
-        .await
-        .map_err(|error| PollError::from_transport(&error))?;
     if !status.is_success() {
-        return Err(PollError::from_status(status, &body));
+        return Err(PollError::from_status(status));
     }
+    let body = read_capped(response, MAX_ANSWER_BYTES)
+        .await
+        .map_err(PollError::from_answer)?;
     let value = parse(&body)?;
     Ok(vec![Sample {
         labels: None,
@@ -39,12 +40,9 @@ pub(crate) async fn query(
 
 /// Reads `{"value": <number>}`; a number sent as a string (`"1.5"`, `"NaN"`) is read
 /// like Prometheus values are. A malformed answer may be a passing glitch: retryable.
-fn parse(body: &str) -> Result<Reading, PollError> {
-    let answer: Value = serde_json::from_str(body).map_err(|error| {
-        PollError::retryable(format!(
-            "answer is not json ({error}): {}",
-            truncate(body.trim(), 100)
-        ))
+fn parse(body: &[u8]) -> Result<Reading, PollError> {
+    let answer: Value = serde_json::from_slice(body).map_err(|error| {
+        PollError::retryable(format!("answer is not json ({})", json_problem(&error)))
     })?;
     match answer.get("value") {
         Some(Value::Number(number)) => number
@@ -63,18 +61,18 @@ mod tests {
 
     #[test]
     fn numbers_and_numeric_strings_are_read_and_the_rest_refused() {
-        assert_eq!(parse(r#"{"value": 4.5}"#).unwrap().value, 4.5);
-        assert_eq!(parse(r#"{"value": "7"}"#).unwrap().value, 7.0);
-        assert!(parse(r#"{"value": "NaN"}"#)
+        assert_eq!(parse(br#"{"value": 4.5}"#).unwrap().value, 4.5);
+        assert_eq!(parse(br#"{"value": "7"}"#).unwrap().value, 7.0);
+        assert!(parse(br#"{"value": "NaN"}"#)
             .unwrap_err()
             .message
             .contains("NaN"));
-        assert!(parse(r#"{"value": null}"#)
+        assert!(parse(br#"{"value": null}"#)
             .unwrap_err()
             .message
             .contains("no `value`"));
-        assert!(parse(r#"{"value": [1]}"#).is_err());
-        assert!(parse("<html>")
+        assert!(parse(br#"{"value": [1]}"#).is_err());
+        assert!(parse(b"<html>")
             .unwrap_err()
             .message
             .starts_with("answer is not json"));

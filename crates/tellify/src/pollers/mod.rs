@@ -16,6 +16,11 @@
 //! Scheduling reads the injected [`Clock`], so tests move time and wake the poller
 //! through its [`PollerHandle`]; retries and timeouts run on real time, since they wait
 //! for real servers.
+//!
+//! A backend URL is a user's choice, so polls go through the [`crate::outbound`] guard and
+//! read at most [`MAX_ANSWER_BYTES`]. A failure event is readable by every user, so it says
+//! what happened in tellify's words (a status, a refusal, "answer is not json") and never
+//! quotes the backend's answer.
 
 mod http_json;
 mod prometheus;
@@ -70,6 +75,8 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// Longest error text kept in a result event.
 const MAX_ERROR_CHARS: usize = 500;
+/// Most bytes of a backend's answer read; a longer answer fails the poll.
+pub(crate) const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// How the rest of the server (and tests) talk to the poller.
 #[derive(Clone)]
@@ -103,7 +110,7 @@ pub fn start(
 ) -> anyhow::Result<(JoinHandle<()>, PollerHandle)> {
     let settings = services.settings.pollers.clone();
     let timeout = Duration::from_secs(settings.timeout_secs.max(1));
-    let client = crate::channels::http_client(timeout)?;
+    let client = services.outbound.client(timeout)?;
     let wake = Arc::new(Notify::new());
     let (completed_sender, completed) = watch::channel(0);
     let context = Arc::new(PollContext {
@@ -154,7 +161,7 @@ impl Reading {
             }),
             other => match other.parse::<f64>() {
                 Ok(value) if value.is_finite() => Ok(Reading { value, text: None }),
-                _ => Err(format!("value `{}` is not a number", truncate(other, 64))),
+                _ => Err("value is not a number".to_string()),
             },
         }
     }
@@ -183,14 +190,19 @@ impl PollError {
     }
 
     /// Transport failures (refused, reset, timed out) can pass; a request that cannot be
-    /// built will not.
-    pub fn from_transport(error: &reqwest::Error) -> PollError {
+    /// built, or that the outbound guard refused, will not.
+    pub fn from_transport(error: reqwest::Error) -> PollError {
+        // The URL is left out: the event is readable by users who did not write it.
+        let error = error.without_url();
+        if let Some(denied) = crate::outbound::denied_by_guard(&error) {
+            return PollError::from_denied(&denied);
+        }
         let message = if error.is_timeout() {
             "request timed out".to_string()
         } else if error.is_connect() {
-            format!("cannot connect: {}", error_chain(error))
+            format!("cannot connect: {}", error_chain(&error))
         } else {
-            format!("request failed: {}", error_chain(error))
+            format!("request failed: {}", error_chain(&error))
         };
         if error.is_builder() {
             PollError::permanent(message)
@@ -199,24 +211,53 @@ impl PollError {
         }
     }
 
+    /// The outbound guard refused the backend's address: waiting will not change that.
+    pub fn from_denied(denied: &crate::outbound::Denied) -> PollError {
+        PollError::permanent(format!("refused: {denied}"))
+    }
+
     /// 5xx, 429 and 408 may pass; other statuses are the request's fault and will not.
-    pub fn from_status(status: reqwest::StatusCode, body: &str) -> PollError {
-        let detail = body.trim();
-        let message = if detail.is_empty() {
-            format!("http {}", status.as_u16())
-        } else {
-            format!("http {}: {}", status.as_u16(), truncate(detail, 200))
-        };
+    /// The answer's body is not quoted: it may be an internal page, and the result event
+    /// is readable by every user.
+    pub fn from_status(status: reqwest::StatusCode) -> PollError {
+        let message = format!("http {}", status.as_u16());
         let retryable = status.is_server_error()
             || status == reqwest::StatusCode::TOO_MANY_REQUESTS
             || status == reqwest::StatusCode::REQUEST_TIMEOUT;
         PollError { message, retryable }
     }
+
+    /// Reading the answer failed: too large (for good) or broken off (may pass).
+    pub fn from_answer(error: crate::outbound::AnswerError) -> PollError {
+        match error {
+            crate::outbound::AnswerError::TooLarge(_) => PollError::permanent(error.to_string()),
+            crate::outbound::AnswerError::BrokeOff(_) => PollError::retryable(error.to_string()),
+        }
+    }
+}
+
+/// A JSON parse failure in tellify's words: its kind and place, never the text around it
+/// (serde's own message quotes the values it met).
+pub(crate) fn json_problem(error: &serde_json::Error) -> String {
+    let kind = match error.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("{kind} at line {} column {}", error.line(), error.column())
+}
+
+/// `{base}/{path}` as a URL, or a permanent failure: the base was checked when the
+/// subscription was written, so this only fails for data written before that check.
+pub(crate) fn endpoint(base: &str, path: &str) -> Result<reqwest::Url, PollError> {
+    reqwest::Url::parse(&format!("{base}/{path}"))
+        .map_err(|_| PollError::permanent("backend url is not a valid url"))
 }
 
 struct PollContext {
     services: AppState,
-    client: reqwest::Client,
+    client: crate::outbound::OutboundClient,
     semaphore: Semaphore,
     settings: PollerSettings,
     completed: watch::Sender<u64>,

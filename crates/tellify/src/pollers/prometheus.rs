@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tellify_model::Fields;
 
-use super::{truncate, PollError, Reading, Sample};
+use super::{endpoint, json_problem, PollError, Reading, Sample, MAX_ANSWER_BYTES};
+use crate::outbound::{read_capped, OutboundClient};
 
 #[derive(Deserialize)]
 struct Answer {
@@ -17,8 +18,6 @@ struct Answer {
     data: Option<Data>,
     #[serde(default, rename = "errorType")]
     error_type: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -35,49 +34,72 @@ struct VectorSample {
     value: (Value, String),
 }
 
+/// The error types Prometheus documents; another word in `errorType` is not repeated, since
+/// it is the backend's text and not necessarily Prometheus's.
+const ERROR_TYPES: &[&str] = &[
+    "bad_data",
+    "execution",
+    "canceled",
+    "timeout",
+    "internal",
+    "unavailable",
+    "not_found",
+    "not_acceptable",
+];
+
 /// Polls `query` once. Prometheus answers a bad query with 400 (and a failed execution
-/// with 422): those will not pass by retrying; 5xx (503 while it starts) may.
+/// with 422): those will not pass by retrying; 5xx (503 while it starts) may. Its error
+/// text is not kept (the result event is readable by everyone and the URL may not be a
+/// Prometheus at all), only its documented `errorType`.
 pub(crate) async fn query(
-    client: &reqwest::Client,
+    client: &OutboundClient,
     url: &str,
     query: &str,
     timeout: Duration,
 ) -> Result<Vec<Sample>, PollError> {
     let response = client
-        .get(format!("{url}/api/v1/query"))
+        .get(endpoint(url, "api/v1/query")?)
+        .map_err(|denied| PollError::from_denied(&denied))?
         .query(&[("query", query)])
         .timeout(timeout)
         .send()
         .await
-        .map_err(|error| PollError::from_transport(&error))?;
+        .map_err(PollError::from_transport)?;
     let status = response.status();
-    let body = response
-        .text()
-        .await
-        .map_err(|error| PollError::from_transport(&error))?;
+    let body = read_capped(response, MAX_ANSWER_BYTES).await;
     if !status.is_success() {
-        // Prometheus explains a refused query in its JSON body; say that, not the JSON.
-        let explained = serde_json::from_str::<Answer>(&body)
+        let mut error = PollError::from_status(status);
+        let error_type = body
             .ok()
-            .and_then(|answer| answer.error)
-            .unwrap_or(body);
-        return Err(PollError::from_status(status, &explained));
+            .and_then(|body| serde_json::from_slice::<Answer>(&body).ok())
+            .and_then(|answer| known_error_type(answer.error_type.as_deref()));
+        if let Some(error_type) = error_type {
+            error.message = format!("{} (prometheus {error_type})", error.message);
+        }
+        return Err(error);
     }
-    parse(&body)
+    parse(&body.map_err(PollError::from_answer)?)
 }
 
-fn parse(body: &str) -> Result<Vec<Sample>, PollError> {
-    let answer: Answer = serde_json::from_str(body).map_err(|error| {
+fn known_error_type(error_type: Option<&str>) -> Option<&'static str> {
+    let error_type = error_type?;
+    ERROR_TYPES
+        .iter()
+        .copied()
+        .find(|known| *known == error_type)
+}
+
+fn parse(body: &[u8]) -> Result<Vec<Sample>, PollError> {
+    let answer: Answer = serde_json::from_slice(body).map_err(|error| {
         PollError::retryable(format!(
-            "answer is not a prometheus query result ({error}): {}",
-            truncate(body.trim(), 100)
+            "answer is not a prometheus query result ({})",
+            json_problem(&error)
         ))
     })?;
     if answer.status != "success" {
         return Err(PollError::permanent(format!(
-            "prometheus error {}: {}",
-            answer.error_type.as_deref().unwrap_or("unknown"),
-            answer.error.as_deref().unwrap_or("no detail")
+            "prometheus error {}",
+            known_error_type(answer.error_type.as_deref()).unwrap_or("of an unknown type")
         )));
     }
     let Some(data) = answer.data else {
@@ -85,8 +107,10 @@ fn parse(body: &str) -> Result<Vec<Sample>, PollError> {
     };
     match data.result_type.as_str() {
         "vector" => {
-            let samples: Vec<VectorSample> = serde_json::from_value(data.result)
-                .map_err(|error| PollError::retryable(format!("malformed vector: {error}")))?;
+            let samples: Vec<VectorSample> =
+                serde_json::from_value(data.result).map_err(|error| {
+                    PollError::retryable(format!("malformed vector ({})", json_problem(&error)))
+                })?;
             Ok(samples
                 .into_iter()
                 .map(|sample| Sample {
@@ -96,16 +120,22 @@ fn parse(body: &str) -> Result<Vec<Sample>, PollError> {
                 .collect())
         }
         "scalar" => {
-            let (_, text): (Value, String) = serde_json::from_value(data.result)
-                .map_err(|error| PollError::retryable(format!("malformed scalar: {error}")))?;
+            let (_, text): (Value, String) =
+                serde_json::from_value(data.result).map_err(|error| {
+                    PollError::retryable(format!("malformed scalar ({})", json_problem(&error)))
+                })?;
             Ok(vec![Sample {
                 labels: Some(Fields::new()),
                 value: Reading::parse(&text),
             }])
         }
-        other => Err(PollError::permanent(format!(
-            "query gives a {other}, not an instant vector or scalar"
+        "matrix" | "string" => Err(PollError::permanent(format!(
+            "query gives a {}, not an instant vector or scalar",
+            data.result_type
         ))),
+        _ => Err(PollError::permanent(
+            "query gives an unknown result type, not an instant vector or scalar",
+        )),
     }
 }
 
@@ -119,7 +149,7 @@ mod tests {
             {"metric":{"__name__":"up","job":"a"},"value":[1700000000.1,"1"]},
             {"metric":{"job":"b"},"value":[1700000000.1,"NaN"]},
             {"metric":{"job":"c"},"value":[1700000000.1,"+Inf"]}]}}"#;
-        let samples = parse(body).unwrap();
+        let samples = parse(body.as_bytes()).unwrap();
         assert_eq!(samples.len(), 3);
         assert_eq!(samples[0].labels.as_ref().unwrap()["job"], "a");
         assert_eq!(samples[0].value.as_ref().unwrap().value, 1.0);
@@ -130,16 +160,24 @@ mod tests {
     #[test]
     fn scalars_errors_and_matrices() {
         let scalar =
-            parse(r#"{"status":"success","data":{"resultType":"scalar","result":[1,"2.5"]}}"#)
+            parse(br#"{"status":"success","data":{"resultType":"scalar","result":[1,"2.5"]}}"#)
                 .unwrap();
         assert_eq!(scalar[0].value.as_ref().unwrap().value, 2.5);
         assert!(scalar[0].labels.as_ref().unwrap().is_empty());
-        let error = parse(r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#)
-            .unwrap_err();
-        assert!(!error.retryable && error.message.contains("parse error"));
-        let matrix = parse(r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#)
+        let error =
+            parse(br#"{"status":"error","errorType":"bad_data","error":"parse error SECRET"}"#)
+                .unwrap_err();
+        assert!(!error.retryable && error.message.contains("bad_data"));
+        assert!(!error.message.contains("SECRET"), "{}", error.message);
+        let odd = parse(br#"{"status":"error","errorType":"SECRET"}"#).unwrap_err();
+        assert!(!odd.message.contains("SECRET"), "{}", odd.message);
+        let quoted =
+            parse(br#"{"status":"success","data":{"resultType":"vector","result":"SECRET"}}"#)
+                .unwrap_err();
+        assert!(!quoted.message.contains("SECRET"), "{}", quoted.message);
+        let matrix = parse(br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#)
             .unwrap_err();
         assert!(matrix.message.contains("matrix"));
-        assert!(parse("oops").unwrap_err().retryable);
+        assert!(parse(b"oops").unwrap_err().retryable);
     }
 }

@@ -23,6 +23,8 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Starts the whole server on a free port with a fresh data directory and a manual clock.
+/// The outbound guard allows loopback, where the tests' sinks and backends listen; a test
+/// of the guard itself clears `outbound.allow`.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let data = tempfile::tempdir().expect("temp dir");
@@ -31,6 +33,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         data: data.path().to_path_buf(),
         ..Settings::default()
     };
+    settings.outbound.allow = vec!["127.0.0.0/8".to_string(), "::1".to_string()];
     adjust(&mut settings);
     let clock = Arc::new(ManualClock::new(
         "2026-11-23T09:00:00Z".parse().expect("time"),

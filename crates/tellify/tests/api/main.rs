@@ -11,5 +11,6 @@ mod lifecycle;
 mod limits;
 mod notify;
 mod route_table;
+mod outbound;
 mod stream;
 mod use_cases;
