@@ -38,6 +38,10 @@ pub struct Settings {
     pub alerta: crate::api::alerta::AlertaSettings,
     /// Where events and alert changes are forwarded (`[[export.syslog]]`); nowhere by default.
     pub export: crate::export::ExportSettings,
+    /// Connection limits and timeouts of the HTTP server (`[http]`).
+    pub http: crate::server::HttpSettings,
+    /// The failed-authentication limit (`[auth]`).
+    pub auth: crate::auth::AuthSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,6 +84,8 @@ impl Default for Settings {
             pollers: PollerSettings::default(),
             alerta: crate::api::alerta::AlertaSettings::default(),
             export: crate::export::ExportSettings::default(),
+            http: crate::server::HttpSettings::default(),
+            auth: crate::auth::AuthSettings::default(),
         }
     }
 }
@@ -146,6 +152,8 @@ mod tests {
             jail.set_env("TELLIFY_SMTP__HOST", "mail.example.com");
             jail.set_env("TELLIFY_SMTP__SECURITY", "tls");
             jail.set_env("TELLIFY_SMS__ACCOUNT", "AC123");
+            jail.set_env("TELLIFY_HTTP__MAX_CONNECTIONS", "100");
+            jail.set_env("TELLIFY_AUTH__MAX_FAILURES", "5");
             let settings = Settings::load(None).map_err(|e| e.to_string())?;
             assert_eq!(settings.listen.port(), 9999);
             assert_eq!(settings.ingest.max_batch_events, 5);
@@ -153,6 +161,9 @@ mod tests {
             assert_eq!(settings.smtp.host.as_deref(), Some("mail.example.com"));
             assert_eq!(settings.smtp.security, crate::channels::SmtpSecurity::Tls);
             assert_eq!(settings.sms.account.as_deref(), Some("AC123"));
+            assert_eq!(settings.http.max_connections, 100);
+            assert_eq!(settings.http.idle_timeout_secs, 60);
+            assert_eq!(settings.auth.max_failures, 5);
             jail.create_file("bad.toml", "[ingest]\nmax_batch = 5\n")?;
             let error = Settings::load(Some(Path::new("bad.toml")))
                 .unwrap_err()

@@ -16,6 +16,7 @@ pub mod export;
 pub mod ingest;
 pub mod notify;
 pub mod pollers;
+pub mod server;
 pub mod sources;
 pub mod stream;
 pub mod telemetry;
