@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -340,6 +340,10 @@ struct Phase {
     idle_since: Instant,
     /// When the first byte of the next request's head arrived.
     head_started: Option<Instant>,
+    /// The task of a read that found nothing while a request was in progress, and so
+    /// armed no timer: woken when the request ends, so the idle timer starts then. (hyper
+    /// does not read again on its own after a response when its last read was blocked.)
+    parked_reader: Option<Waker>,
 }
 
 impl ConnectionState {
@@ -349,6 +353,7 @@ impl ConnectionState {
                 in_flight: 0,
                 idle_since: Instant::now(),
                 head_started: None,
+                parked_reader: None,
             }),
         }
     }
@@ -367,10 +372,11 @@ impl ConnectionState {
     }
 
     /// When a read that finds nothing must give up, and why; `None` while a request is in
-    /// progress.
-    fn read_deadline(&self, timeouts: &Timeouts) -> Option<(Instant, &'static str)> {
-        let phase = self.phase();
+    /// progress, when `reader` is kept to be woken at its end.
+    fn read_deadline(&self, timeouts: &Timeouts, reader: &Waker) -> Option<(Instant, &'static str)> {
+        let mut phase = self.phase();
         if phase.in_flight > 0 {
+            phase.parked_reader = Some(reader.clone());
             return None;
         }
         Some(match phase.head_started {
@@ -393,10 +399,16 @@ struct RequestGuard(Arc<ConnectionState>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let mut phase = self.0.phase();
-        phase.in_flight = phase.in_flight.saturating_sub(1);
-        phase.idle_since = Instant::now();
-        phase.head_started = None;
+        let reader = {
+            let mut phase = self.0.phase();
+            phase.in_flight = phase.in_flight.saturating_sub(1);
+            phase.idle_since = Instant::now();
+            phase.head_started = None;
+            phase.parked_reader.take()
+        };
+        if let Some(reader) = reader {
+            reader.wake();
+        }
     }
 }
 
@@ -439,7 +451,7 @@ impl AsyncRead for TimedStream {
             Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
             Poll::Pending => {}
         }
-        let Some((deadline, reason)) = this.state.read_deadline(&this.timeouts) else {
+        let Some((deadline, reason)) = this.state.read_deadline(&this.timeouts, cx.waker()) else {
             return Poll::Pending;
         };
         if this.timer.deadline() != deadline {

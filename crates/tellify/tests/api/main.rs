@@ -6,8 +6,10 @@ mod helpers;
 mod support;
 
 mod auth_and_errors;
+mod connections;
 mod event_types;
 mod lifecycle;
 mod notify;
 mod stream;
+mod token_security;
 mod use_cases;
