@@ -664,7 +664,10 @@ fn read_token(row: &rusqlite::Row) -> rusqlite::Result<Token> {
         scopes: read_json(row.get(3)?)?,
         hash: row.get(4)?,
         created: parse_time(row.get(5)?)?,
-        expires: row.get::<_, Option<String>>(6)?.map(parse_time).transpose()?,
+        expires: row
+            .get::<_, Option<String>>(6)?
+            .map(parse_time)
+            .transpose()?,
     })
 }
 

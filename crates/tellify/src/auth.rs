@@ -198,7 +198,9 @@ pub enum AuthFailure {
     Unknown,
     Expired,
     /// Too many failures from this address; try again after this many seconds.
-    Limited { retry_after: u32 },
+    Limited {
+        retry_after: u32,
+    },
     Store(StoreError),
 }
 
@@ -453,10 +455,16 @@ mod tests {
     fn a_bootstrap_token_needs_length_and_variety() {
         let error = check_bootstrap_token("x").unwrap_err();
         assert!(error.starts_with("TELLIFY_BOOTSTRAP_TOKEN: must be at least 24 characters"));
-        assert!(error.contains("it has 1 characters, 1 different"), "{error}");
+        assert!(
+            error.contains("it has 1 characters, 1 different"),
+            "{error}"
+        );
         assert!(check_bootstrap_token(&"a".repeat(40)).is_err());
         assert!(check_bootstrap_token("abcdefghijabcdefghijabcd").is_ok());
-        assert!(check_bootstrap_token("abcdefghiaabcdefghiaabcd").is_err(), "9 different");
+        assert!(
+            check_bootstrap_token("abcdefghiaabcdefghiaabcd").is_err(),
+            "9 different"
+        );
         assert!(check_bootstrap_token(&new_token().0).is_ok());
     }
 

@@ -86,9 +86,7 @@ impl HttpSettings {
         let mut problems = Vec::new();
         let mut check = |name: &str, value: u64, low: u64, high: u64| {
             if !(low..=high).contains(&value) {
-                problems.push(format!(
-                    "http.{name}: must be {low} to {high} (is {value})"
-                ));
+                problems.push(format!("http.{name}: must be {low} to {high} (is {value})"));
             }
         };
         check(
@@ -373,7 +371,11 @@ impl ConnectionState {
 
     /// When a read that finds nothing must give up, and why; `None` while a request is in
     /// progress, when `reader` is kept to be woken at its end.
-    fn read_deadline(&self, timeouts: &Timeouts, reader: &Waker) -> Option<(Instant, &'static str)> {
+    fn read_deadline(
+        &self,
+        timeouts: &Timeouts,
+        reader: &Waker,
+    ) -> Option<(Instant, &'static str)> {
         let mut phase = self.phase();
         if phase.in_flight > 0 {
             phase.parked_reader = Some(reader.clone());

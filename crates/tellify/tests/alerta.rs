@@ -225,8 +225,11 @@ async fn one_users_post_never_continues_another_users_alert() {
     let app = spawn_app().await;
     let ann = app.user("ann").await;
     let bob = app.user("bob").await;
-    app.subscribe(&ann, json!({"kind": "alerta", "title": "alerta", "params": {}}))
-        .await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "alerta", "title": "alerta", "params": {}}),
+    )
+    .await;
     let alert = |severity: &str| {
         json!({
             "resource": "web01", "event": "HttpError", "environment": "Production",
@@ -248,7 +251,10 @@ async fn one_users_post_never_continues_another_users_alert() {
     assert_eq!(closed["status"], "closed");
     let again = post_alert(&app, &ann, alert("major")).await;
     assert_eq!(again["id"], anns["id"]);
-    assert_eq!(again["duplicateCount"], 1, "ann's alert saw only ann's posts");
+    assert_eq!(
+        again["duplicateCount"], 1,
+        "ann's alert saw only ann's posts"
+    );
     assert_eq!(again["status"], "open");
 
     // A subscription that sees both users' posts keeps their alerts apart too.

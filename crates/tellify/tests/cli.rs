@@ -415,14 +415,28 @@ async fn a_user_subscribes_sends_tails_acks_and_loses_access_when_revoked() {
     let expiring = server
         .ok(
             &alice,
-            &["tokens", "create", "ci", "--scope", "ingest", "--expires", "90d"],
+            &[
+                "tokens",
+                "create",
+                "ci",
+                "--scope",
+                "ingest",
+                "--expires",
+                "90d",
+            ],
         )
         .await;
     assert!(expiring.starts_with("tfy_"), "{expiring}");
     let listed = server.ok(&alice, &["tokens", "list"]).await;
     line_with(&listed, &["ID", "SCOPES", "CREATED", "EXPIRES", "NAME"]);
-    assert!(line_with(&listed, &["user", "laptop"]).contains(" never "), "{listed}");
-    assert!(!line_with(&listed, &["ingest", "ci"]).contains("never"), "{listed}");
+    assert!(
+        line_with(&listed, &["user", "laptop"]).contains(" never "),
+        "{listed}"
+    );
+    assert!(
+        !line_with(&listed, &["ingest", "ci"]).contains("never"),
+        "{listed}"
+    );
     let too_long = server
         .run(&alice, &["tokens", "create", "ci", "--expires", "6000d"])
         .await;

@@ -836,7 +836,10 @@ mod tests {
             panic!("expected a fire: {again:?}")
         };
         assert_eq!(fields[ID_FIELD], "ev0");
-        assert_eq!(fields[DUPLICATE_COUNT_FIELD], 1, "ann's own alert, untouched");
+        assert_eq!(
+            fields[DUPLICATE_COUNT_FIELD], 1,
+            "ann's own alert, untouched"
+        );
         // The API's lookup applies the same rule.
         let ann_alert = AlertaAlert::from_event(&posted_by("ann", 0, "major", correlate)).unwrap();
         let bob_post = Incoming::from_event(&posted_by("bob", 9, "major", json!({}))).unwrap();

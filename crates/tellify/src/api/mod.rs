@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
-use axum::http::{header, StatusCode};
 use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
@@ -177,7 +177,8 @@ pub fn router(state: AppState) -> Router {
 /// to ingest tokens unless it is listed here. The Alerta API's routes that take a token
 /// (`POST {prefix}/alert` and `/heartbeat`) are ingest routes too; they authenticate
 /// through `alerta::AlertaAuth`.
-pub const INGEST_ROUTES: &[(&str, &str)] = &[("POST", "/api/v1/events"), ("POST", "/api/v2/alerts")];
+pub const INGEST_ROUTES: &[(&str, &str)] =
+    &[("POST", "/api/v1/events"), ("POST", "/api/v2/alerts")];
 
 /// The authenticated caller, from `Authorization: Bearer <token>`.
 pub struct Auth(pub Principal);

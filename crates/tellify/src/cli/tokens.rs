@@ -142,11 +142,9 @@ fn scope_list(token: &Value) -> String {
 /// `never`, or the expiry time after `prefix`.
 fn expiry(token: &Value, prefix: &str) -> String {
     match token.get("expires") {
-        Some(Value::String(_)) => {
-            format!("{prefix} {}", optional_time(token.get("expires")))
-                .trim()
-                .to_string()
-        }
+        Some(Value::String(_)) => format!("{prefix} {}", optional_time(token.get("expires")))
+            .trim()
+            .to_string(),
         _ if prefix.is_empty() => "never".to_string(),
         _ => "never expiring".to_string(),
     }

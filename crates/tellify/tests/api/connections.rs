@@ -14,9 +14,7 @@ use crate::helpers::{eventually, spawn_app_with, TestApp};
 const GENEROUS: Duration = Duration::from_secs(15);
 
 async fn connect(app: &TestApp) -> TcpStream {
-    TcpStream::connect(app.app.address)
-        .await
-        .expect("connect")
+    TcpStream::connect(app.app.address).await.expect("connect")
 }
 
 /// Reads until the server closes the connection (or `GENEROUS` passes, which fails),
@@ -143,13 +141,7 @@ async fn the_api_answers_while_2000_idle_and_slow_connections_are_open_and_they_
     assert_eq!(read_until_closed(&mut kept_alive).await, "");
     let closed = futures_util::future::join_all(idle.iter_mut().map(read_until_closed)).await;
     assert!(closed.iter().all(String::is_empty));
-    let stored = app
-        .app
-        .state
-        .store
-        .last_seq()
-        .await
-        .expect("last seq");
+    let stored = app.app.state.store.last_seq().await.expect("last seq");
     assert_eq!(stored, 0, "no half-sent event was stored");
     api_answers(&app).await;
 }
@@ -188,7 +180,11 @@ async fn connections_beyond_the_cap_are_answered_503_and_closed() {
     let mut open = Vec::new();
     for _ in 0..4 {
         let mut stream = connect(&app).await;
-        let answer = exchange(&mut stream, "GET /healthz HTTP/1.1\r\nHost: tellify\r\n\r\n").await;
+        let answer = exchange(
+            &mut stream,
+            "GET /healthz HTTP/1.1\r\nHost: tellify\r\n\r\n",
+        )
+        .await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         open.push(stream);
     }

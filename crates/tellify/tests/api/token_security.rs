@@ -28,18 +28,24 @@ async fn a_weak_bootstrap_token_stops_the_start_and_leaves_nothing_behind() {
     let clock = Arc::new(ManualClock::new(
         "2026-11-23T09:00:00Z".parse().expect("time"),
     ));
-    for weak in ["x", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "tfy_short_token"] {
-        let error = match tellify::app::start(settings.clone(), clock.clone(), Some(weak.into()))
-            .await
-        {
-            Ok(_) => panic!("`{weak}` was accepted as the bootstrap token"),
-            Err(error) => format!("{error:#}"),
-        };
+    for weak in [
+        "x",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "tfy_short_token",
+    ] {
+        let error =
+            match tellify::app::start(settings.clone(), clock.clone(), Some(weak.into())).await {
+                Ok(_) => panic!("`{weak}` was accepted as the bootstrap token"),
+                Err(error) => format!("{error:#}"),
+            };
         assert!(
             error.contains("TELLIFY_BOOTSTRAP_TOKEN: must be at least 24 characters with at least 10 different ones"),
             "{error}"
         );
-        assert!(!error.contains(weak), "the message never shows the token: {error}");
+        assert!(
+            !error.contains(weak),
+            "the message never shows the token: {error}"
+        );
     }
     // Nothing was written, so a strong token works on the next start.
     let strong = "tfy_bootstrap_0123456789abcdef";
@@ -109,8 +115,12 @@ async fn a_token_expires_and_its_expiry_is_listed() {
     let (status, child) = create_token(&app, &expiring, json!({"name": "child"})).await;
     assert_eq!(status, StatusCode::CREATED, "{child}");
     assert_eq!(child["expires"], "2027-02-21T09:00:00Z");
-    let (status, refused) =
-        create_token(&app, &expiring, json!({"name": "longer", "expires": "100d"})).await;
+    let (status, refused) = create_token(
+        &app,
+        &expiring,
+        json!({"name": "longer", "expires": "100d"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
     assert_eq!(refused["errors"][0]["path"], "expires");
 
@@ -130,7 +140,10 @@ async fn a_token_expires_and_its_expiry_is_listed() {
     assert_eq!(body["detail"], "token expired");
     let child = child["token"].as_str().expect("token");
     let (status, body) = problem(app.get(child, "/api/v1/alerts").await).await;
-    assert_eq!((status, &body["detail"]), (StatusCode::UNAUTHORIZED, &json!("token expired")));
+    assert_eq!(
+        (status, &body["detail"]),
+        (StatusCode::UNAUTHORIZED, &json!("token expired"))
+    );
     assert_eq!(
         app.get(&ann, "/api/v1/alerts").await.status(),
         StatusCode::OK,
@@ -142,12 +155,8 @@ async fn a_token_expires_and_its_expiry_is_listed() {
 async fn an_ingest_token_may_only_ingest() {
     let app = spawn_app().await;
     let ann = app.user("ann").await;
-    let (status, created) = create_token(
-        &app,
-        &ann,
-        json!({"name": "farm", "scopes": ["ingest"]}),
-    )
-    .await;
+    let (status, created) =
+        create_token(&app, &ann, json!({"name": "farm", "scopes": ["ingest"]})).await;
     assert_eq!(status, StatusCode::CREATED);
     let ingest = created["token"].as_str().expect("token").to_string();
 
@@ -182,8 +191,14 @@ async fn an_ingest_token_may_only_ingest() {
         assert!(!detail.contains("ann@example.com"));
     }
     for (path, body) in [
-        ("/api/v1/tokens", json!({"name": "more", "scopes": ["ingest"]})),
-        ("/api/v1/subscriptions", json!({"kind": "count", "title": "x", "params": {}})),
+        (
+            "/api/v1/tokens",
+            json!({"name": "more", "scopes": ["ingest"]}),
+        ),
+        (
+            "/api/v1/subscriptions",
+            json!({"kind": "count", "title": "x", "params": {}}),
+        ),
         ("/api/v1/silences", json!({"filter": "true", "ends": "1h"})),
         ("/api/v1/alerts/nope/ack", json!({"expires": "1h"})),
         ("/api/v2/silences", json!({})),
@@ -246,7 +261,10 @@ async fn failed_authentication_is_limited_per_address_until_the_window_ends() {
                 .and_then(|value| value.parse::<u64>().ok());
             let (_, body) = problem(response).await;
             let detail = body["detail"].as_str().expect("detail");
-            assert!(detail.contains("too many failed authentications"), "{detail}");
+            assert!(
+                detail.contains("too many failed authentications"),
+                "{detail}"
+            );
             assert!(!detail.contains("tfy_wrong"), "no secret in the answer");
         }
     }
