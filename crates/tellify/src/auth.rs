@@ -390,10 +390,7 @@ impl FailureLimiter {
             .swept
             .is_none_or(|swept| now.duration_since(swept) >= self.window);
         if sweep_due || state.by_address.len() >= MAX_TRACKED_ADDRESSES {
-            let limiter = &*self;
-            state
-                .by_address
-                .retain(|_, window| now < limiter.ends(window));
+            state.by_address.retain(|_, window| now < self.ends(window));
             state.swept = Some(now);
             if state.by_address.len() >= MAX_TRACKED_ADDRESSES {
                 tracing::warn!(
