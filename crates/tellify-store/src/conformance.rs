@@ -144,12 +144,26 @@ async fn users_groups_and_tokens(store: &dyn Store) {
         scopes: vec!["user".to_string()],
         hash: "abc".to_string(),
         created: at(0),
+        expires: None,
     };
     store.create_token(token.clone()).await.unwrap();
     assert_eq!(
         store.token_by_hash("abc").await.unwrap(),
         Some(token.clone())
     );
+    let expiring = Token {
+        id: tellify_model::new_id(),
+        hash: "def".to_string(),
+        expires: Some(at(3600)),
+        ..token.clone()
+    };
+    store.create_token(expiring.clone()).await.unwrap();
+    assert_eq!(
+        store.token(&expiring.id).await.unwrap(),
+        Some(expiring.clone()),
+        "an expiry survives the round trip"
+    );
+    assert!(store.delete_token(&expiring.id).await.unwrap());
     assert_eq!(store.list_tokens(Some(&ann.id)).await.unwrap().len(), 1);
     assert!(store.delete_token(&token.id).await.unwrap());
     assert_eq!(store.token_by_hash("abc").await.unwrap(), None);

@@ -120,7 +120,10 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
     notify::MIGRATION,
     event_types::MIGRATION,
     export::MIGRATION,
+    // user_version 5: a subscription's health (failing, disabled for failing).
     "ALTER TABLE subscriptions ADD COLUMN health TEXT;",
+    // user_version 6: optional token expiry.
+    "ALTER TABLE tokens ADD COLUMN expires TEXT;",
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -653,7 +656,7 @@ fn read_user(row: &rusqlite::Row) -> rusqlite::Result<User> {
     })
 }
 
-const TOKEN_COLUMNS: &str = "id, user_id, name, scopes, hash, created";
+const TOKEN_COLUMNS: &str = "id, user_id, name, scopes, hash, created, expires";
 
 fn read_token(row: &rusqlite::Row) -> rusqlite::Result<Token> {
     Ok(Token {
@@ -663,6 +666,10 @@ fn read_token(row: &rusqlite::Row) -> rusqlite::Result<Token> {
         scopes: read_json(row.get(3)?)?,
         hash: row.get(4)?,
         created: parse_time(row.get(5)?)?,
+        expires: row
+            .get::<_, Option<String>>(6)?
+            .map(parse_time)
+            .transpose()?,
     })
 }
 
@@ -1047,14 +1054,17 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let scopes = serde_json::to_string(&token.scopes).map_err(unavailable)?;
             tx.execute(
-                &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                &format!(
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
                 params![
                     token.id,
                     token.user_id,
                     token.name,
                     scopes,
                     token.hash,
-                    time_text(token.created)
+                    time_text(token.created),
+                    token.expires.map(time_text)
                 ],
             )
             .map_err(|e| conflict_or_unavailable(e, "token"))?;

@@ -54,6 +54,9 @@ pub struct Token {
     #[serde(skip_serializing)]
     pub hash: String,
     pub created: Timestamp,
+    /// When the token stops working; `None` never. Checked on every request.
+    #[serde(default)]
+    pub expires: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

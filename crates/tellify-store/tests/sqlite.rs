@@ -123,3 +123,47 @@ async fn a_repeat_is_fed_exactly_as_the_log_presents_it_after_a_restart() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].repeat_count, 2);
 }
+
+#[tokio::test]
+async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens() {
+    let directory = tempfile::tempdir().unwrap();
+    let user = tellify_store::User {
+        id: "u1".to_string(),
+        name: "ann".to_string(),
+        email: None,
+        timezone: "UTC".to_string(),
+        admin: false,
+        created: "2026-11-23T09:00:00Z".parse().unwrap(),
+    };
+    let token = tellify_store::Token {
+        id: "t1".to_string(),
+        user_id: "u1".to_string(),
+        name: "old".to_string(),
+        scopes: vec!["user".to_string()],
+        hash: "abc".to_string(),
+        created: "2026-11-23T09:00:00Z".parse().unwrap(),
+        expires: None,
+    };
+    {
+        let store = SqliteStore::open(directory.path()).unwrap();
+        store.create_user(user).await.unwrap();
+        store.create_token(token.clone()).await.unwrap();
+    }
+    // Back to the schema before migrations 5 and 6, as an older tellify left it.
+    let connection = rusqlite::Connection::open(directory.path().join("tellify.db")).unwrap();
+    connection
+        .execute_batch(
+            "ALTER TABLE tokens DROP COLUMN expires; ALTER TABLE subscriptions DROP COLUMN health;
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    drop(connection);
+
+    let store = SqliteStore::open(directory.path()).unwrap();
+    assert_eq!(store.token_by_hash("abc").await.unwrap(), Some(token));
+    let connection = rusqlite::Connection::open(directory.path().join("tellify.db")).unwrap();
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 6);
+}

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tellify_engine::Registry;
 use tellify_store::sqlite::SqliteStore;
 use tellify_store::{Store, Token, User};
@@ -13,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, Services};
-use crate::auth::{hash_token, new_token, Authenticator};
+use crate::auth::{check_bootstrap_token, hash_token, new_token, Authenticator};
 use crate::channels::Channels;
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -116,6 +115,11 @@ pub async fn start_with_store(
         .notify
         .rate_window()
         .context("invalid [notify] settings")?;
+    let mut problems = settings.http.problems();
+    problems.extend(settings.auth.problems());
+    if !problems.is_empty() {
+        anyhow::bail!("invalid configuration: {}", problems.join("; "));
+    }
     let bootstrap_token = bootstrap_admin(store.as_ref(), clock.as_ref(), bootstrap).await?;
     let registry = Arc::new(Registry::builtin());
     let bus = Bus::default();
@@ -153,6 +157,7 @@ pub async fn start_with_store(
                 max_failures: settings.engine.max_subscription_failures.max(1),
                 budget: std::time::Duration::from_millis(settings.engine.handler_budget_ms.max(1)),
             });
+    let file_limit = crate::server::raise_open_file_limit();
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -163,6 +168,7 @@ pub async fn start_with_store(
             .await
             .context("cannot load the event types")?,
     );
+    let auth = Authenticator::new(&settings.auth);
     let state: AppState = Arc::new(Services {
         store,
         registry,
@@ -170,7 +176,7 @@ pub async fn start_with_store(
         settings,
         bus,
         worker: worker_handle,
-        auth: Authenticator::default(),
+        auth,
         metrics: telemetry::metrics_handle(),
         notifier: notifier_handle,
         channels,
@@ -208,19 +214,16 @@ pub async fn start_with_store(
         }
     };
     let router = api::router(state.clone());
-    let mut server_shutdown = shutdown_receiver;
+    let http_settings = state.settings.http.clone();
     let server = tokio::spawn(async move {
-        // Small SSE writes must leave at once, not wait for Nagle's algorithm.
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = server_shutdown.wait_for(|stop| *stop).await;
-            })
-            .await
+        crate::server::serve(
+            listener,
+            router,
+            &http_settings,
+            file_limit,
+            shutdown_receiver,
+        )
+        .await
     });
     tracing::info!(%address, "tellify is listening");
     Ok(RunningApp {
@@ -260,13 +263,18 @@ async fn bootstrap_admin(
         admin: true,
         created: now,
     };
+    let supplied = supplied.filter(|secret| !secret.trim().is_empty());
+    if let Some(secret) = &supplied {
+        // Checked before anything is written, so a corrected value works on the next start.
+        check_bootstrap_token(secret.trim()).map_err(|message| anyhow::anyhow!(message))?;
+    }
     store.create_user(admin.clone()).await?;
     let (secret, hash, generated) = match supplied {
-        Some(secret) if !secret.trim().is_empty() => {
+        Some(secret) => {
             let hash = hash_token(secret.trim());
             (secret.trim().to_string(), hash, false)
         }
-        _ => {
+        None => {
             let (secret, hash) = new_token();
             (secret, hash, true)
         }
@@ -279,6 +287,7 @@ async fn bootstrap_admin(
             scopes: vec!["admin".to_string()],
             hash,
             created: now,
+            expires: None,
         })
         .await?;
     Ok(generated.then_some(secret))

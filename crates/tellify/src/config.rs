@@ -42,6 +42,10 @@ pub struct Settings {
     /// What calls to user-supplied URLs may reach besides public addresses
     /// (`[outbound] allow = ["10.1.0.0/16", "prometheus.internal"]`); nothing by default.
     pub outbound: OutboundSettings,
+    /// Connection limits and timeouts of the HTTP server (`[http]`).
+    pub http: crate::server::HttpSettings,
+    /// The failed-authentication limit (`[auth]`).
+    pub auth: crate::auth::AuthSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,6 +95,8 @@ impl Default for Settings {
             alerta: crate::api::alerta::AlertaSettings::default(),
             export: crate::export::ExportSettings::default(),
             outbound: OutboundSettings::default(),
+            http: crate::server::HttpSettings::default(),
+            auth: crate::auth::AuthSettings::default(),
         }
     }
 }
@@ -159,6 +165,8 @@ mod tests {
             jail.set_env("TELLIFY_SMTP__HOST", "mail.example.com");
             jail.set_env("TELLIFY_SMTP__SECURITY", "tls");
             jail.set_env("TELLIFY_SMS__ACCOUNT", "AC123");
+            jail.set_env("TELLIFY_HTTP__MAX_CONNECTIONS", "100");
+            jail.set_env("TELLIFY_AUTH__MAX_FAILURES", "5");
             let settings = Settings::load(None).map_err(|e| e.to_string())?;
             assert_eq!(settings.listen.port(), 9999);
             assert_eq!(settings.ingest.max_batch_events, 5);
@@ -166,6 +174,9 @@ mod tests {
             assert_eq!(settings.smtp.host.as_deref(), Some("mail.example.com"));
             assert_eq!(settings.smtp.security, crate::channels::SmtpSecurity::Tls);
             assert_eq!(settings.sms.account.as_deref(), Some("AC123"));
+            assert_eq!(settings.http.max_connections, 100);
+            assert_eq!(settings.http.idle_timeout_secs, 60);
+            assert_eq!(settings.auth.max_failures, 5);
             jail.create_file("bad.toml", "[ingest]\nmax_batch = 5\n")?;
             let error = Settings::load(Some(Path::new("bad.toml")))
                 .unwrap_err()

@@ -18,6 +18,7 @@ pub mod notify;
 pub mod outbound;
 pub mod pollers;
 pub mod secrets;
+pub mod server;
 pub mod sources;
 pub mod stream;
 pub mod telemetry;

@@ -26,6 +26,14 @@ pub const DELIVERIES: &str = "tellify_deliveries_total";
 pub const SOURCE_MESSAGES: &str = "tellify_source_messages_total";
 /// Time one delivery attempt took, by channel.
 pub const DELIVERY_SECONDS: &str = "tellify_delivery_seconds";
+/// HTTP connections open now.
+pub const HTTP_CONNECTIONS_OPEN: &str = "tellify_http_connections_open";
+/// Connections answered 503 because `http.max_connections` were open.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "tellify_http_connections_refused_total";
+/// Connections and requests cut by a timeout, by `reason` (`idle`, `header`, `body`).
+pub const HTTP_CONNECTIONS_TIMED_OUT: &str = "tellify_http_timeouts_total";
+/// Failed authentications by `outcome` (`unknown`, `expired`, `limited`).
+pub const AUTH_FAILURES: &str = "tellify_auth_failures_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

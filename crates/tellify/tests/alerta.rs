@@ -155,7 +155,7 @@ async fn send_duplicate_and_close_with_the_cli() {
     assert_eq!(alerts[0]["count"], 1);
     assert_eq!(
         alerts[0]["group_key"],
-        "environment=Production resource=web01 event=HttpError"
+        "environment=Production resource=web01 event=HttpError producer=admin"
     );
 
     // The same alert again is a duplicate: Alerta's answer counts it, the alert too.
@@ -202,6 +202,90 @@ async fn send_duplicate_and_close_with_the_cli() {
     assert_eq!(message, "indeterminate -> major");
     app.settle().await;
     assert_eq!(alerta_alerts(&app, &ann).await.len(), 1);
+}
+
+/// Posts an alert as Alerta's clients do (`Authorization: Key`) and returns the answer's
+/// `alert`.
+async fn post_alert(app: &TestApp, key: &str, body: Value) -> Value {
+    let response = app
+        .client
+        .post(app.url("/alerta/api/alert"))
+        .header("authorization", format!("Key {key}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.expect("json");
+    answer["alert"].clone()
+}
+
+#[tokio::test]
+async fn one_users_post_never_continues_another_users_alert() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    let bob = app.user("bob").await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "alerta", "title": "alerta", "params": {}}),
+    )
+    .await;
+    let alert = |severity: &str| {
+        json!({
+            "resource": "web01", "event": "HttpError", "environment": "Production",
+            "severity": severity, "correlate": ["HttpError", "HttpOK"],
+        })
+    };
+
+    let anns = post_alert(&app, &ann, alert("major")).await;
+    assert_eq!(anns["duplicateCount"], 0);
+    // bob sends the same resource and event: his own new alert, not a duplicate of ann's.
+    let bobs = post_alert(&app, &bob, alert("major")).await;
+    assert_ne!(bobs["id"], anns["id"]);
+    assert_eq!(bobs["duplicateCount"], 0);
+    assert_eq!(bobs["previousSeverity"], "indeterminate");
+    // His correlated `ok` closes his alert, not hers.
+    let ok = json!({"resource": "web01", "event": "HttpOK", "environment": "Production", "severity": "ok"});
+    let closed = post_alert(&app, &bob, ok).await;
+    assert_eq!(closed["id"], bobs["id"]);
+    assert_eq!(closed["status"], "closed");
+    let again = post_alert(&app, &ann, alert("major")).await;
+    assert_eq!(again["id"], anns["id"]);
+    assert_eq!(
+        again["duplicateCount"], 1,
+        "ann's alert saw only ann's posts"
+    );
+    assert_eq!(again["status"], "open");
+
+    // A subscription that sees both users' posts keeps their alerts apart too.
+    app.settle().await;
+    let mut alerts: Vec<(String, String, i64)> = alerta_alerts(&app, &ann)
+        .await
+        .iter()
+        .map(|alert| {
+            (
+                alert["group_key"].as_str().unwrap_or_default().to_string(),
+                alert["state"].as_str().unwrap_or_default().to_string(),
+                alert["count"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    alerts.sort();
+    assert_eq!(
+        alerts,
+        vec![
+            (
+                "environment=Production resource=web01 event=HttpError producer=ann".to_string(),
+                "firing".to_string(),
+                2
+            ),
+            (
+                "environment=Production resource=web01 event=HttpError producer=bob".to_string(),
+                "resolved".to_string(),
+                1
+            ),
+        ]
+    );
 }
 
 #[tokio::test]

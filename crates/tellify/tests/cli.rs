@@ -413,6 +413,44 @@ async fn a_user_subscribes_sends_tails_acks_and_loses_access_when_revoked() {
         "error: server answered 404 not found: alert not found"
     );
 
+    // A token may expire; lists show when.
+    let expiring = server
+        .ok(
+            &alice,
+            &[
+                "tokens",
+                "create",
+                "ci",
+                "--scope",
+                "ingest",
+                "--expires",
+                "90d",
+            ],
+        )
+        .await;
+    assert!(expiring.starts_with("tfy_"), "{expiring}");
+    let listed = server.ok(&alice, &["tokens", "list"]).await;
+    line_with(&listed, &["ID", "SCOPES", "CREATED", "EXPIRES", "NAME"]);
+    assert!(
+        line_with(&listed, &["user", "laptop"]).contains(" never "),
+        "{listed}"
+    );
+    assert!(
+        !line_with(&listed, &["ingest", "ci"]).contains("never"),
+        "{listed}"
+    );
+    let too_long = server
+        .run(&alice, &["tokens", "create", "ci", "--expires", "6000d"])
+        .await;
+    assert!(!too_long.success);
+    assert!(
+        too_long
+            .stderr
+            .contains("expires: must be a duration from 1m to 1825d"),
+        "{}",
+        too_long.stderr
+    );
+
     // Once revoked, the token stops working with a clear message.
     let revoked = server.ok(&alice, &["tokens", "revoke", &token_id]).await;
     assert_eq!(revoked.trim(), format!("revoked token {token_id}"));

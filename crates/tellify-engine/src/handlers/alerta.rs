@@ -4,7 +4,9 @@
 //! `timeout`, ...) plus `alerta_severity`, the sender's own severity name, since
 //! tellify's three severities cannot tell `major` from `critical`.
 //!
-//! An Alerta alert is identified by (environment, resource, event). A re-send with the
+//! An Alerta alert is identified by (environment, resource, event) and its owner, the user
+//! whose token posted it (the event's `source.producer`): one user's post never continues
+//! another user's alert, even with the same environment, resource and event. A re-send with the
 //! same severity is a *duplicate* (its `duplicateCount` goes up); an alert whose event is
 //! the same with another severity, or is named in the `correlate` list of an alert of the
 //! same environment and resource, *replaces* that alert, which keeps its identity and
@@ -151,6 +153,8 @@ impl AlertaSeverity {
 /// What a received alert says, as far as the correlation rules care.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Incoming {
+    /// The user who posted it (the event's producer); `None` for an event without one.
+    pub owner: Option<String>,
     pub environment: String,
     pub resource: String,
     pub event: String,
@@ -177,6 +181,7 @@ impl Incoming {
             _ => Vec::new(),
         };
         Some(Incoming {
+            owner: event.source.producer.clone(),
             environment: text("environment").unwrap_or_default().to_string(),
             resource: text("resource")?.to_string(),
             event: text("event")?.to_string(),
@@ -202,6 +207,10 @@ impl Incoming {
 pub struct AlertaAlert {
     /// The id of the event that opened it; kept through duplicates and correlation.
     pub id: String,
+    /// The user who posted it; only their posts continue it. Absent in state saved before
+    /// alerts had owners, which then no post continues.
+    #[serde(default)]
+    pub owner: Option<String>,
     pub environment: String,
     pub resource: String,
     /// The event it was last sent as: correlation changes it.
@@ -242,11 +251,12 @@ impl AlertaAlert {
         self.expires_at().is_none_or(|end| now < end)
     }
 
-    /// Whether `incoming` continues this alert: the same environment and resource, and
-    /// the same event (a duplicate or a severity change) or an event this alert lists in
-    /// `correlate` (Alerta's correlation).
+    /// Whether `incoming` continues this alert: the same owner, environment and resource,
+    /// and the same event (a duplicate or a severity change) or an event this alert lists
+    /// in `correlate` (Alerta's correlation).
     pub fn continued_by(&self, incoming: &Incoming) -> bool {
-        self.environment == incoming.environment
+        self.owner == incoming.owner
+            && self.environment == incoming.environment
             && self.resource == incoming.resource
             && (self.event == incoming.event || self.correlate.contains(&incoming.event))
     }
@@ -257,6 +267,7 @@ impl AlertaAlert {
         let text = |name: &str| event.fields.get(name).and_then(Value::as_str);
         Some(AlertaAlert {
             id: text(ID_FIELD).unwrap_or(&event.id).to_string(),
+            owner: incoming.owner,
             environment: incoming.environment,
             resource: incoming.resource,
             event: incoming.event,
@@ -306,6 +317,7 @@ pub fn receive(
     let previous = previous.filter(|alert| alert.is_alive(now) && alert.continued_by(incoming));
     let mut alert = AlertaAlert {
         id: event_id.to_string(),
+        owner: incoming.owner.clone(),
         environment: incoming.environment.clone(),
         resource: incoming.resource.clone(),
         event: incoming.event.clone(),
@@ -353,10 +365,25 @@ struct Alerta {
     tracked: BTreeMap<String, Tracked>,
 }
 
-/// The map key of (environment, resource, event); the separator cannot occur in JSON text
-/// that a sender would use, and keeps one environment and resource contiguous.
-fn identity(environment: &str, resource: &str, event: &str) -> String {
-    format!("{environment}\u{1f}{resource}\u{1f}{event}")
+/// The map key of (owner, environment, resource, event); the separator cannot occur in
+/// JSON text that a sender would use, and keeps one owner's environment and resource
+/// contiguous.
+fn identity(owner: Option<&str>, environment: &str, resource: &str, event: &str) -> String {
+    let owner = owner.unwrap_or_default();
+    format!("{owner}\u{1f}{environment}\u{1f}{resource}\u{1f}{event}")
+}
+
+/// The tellify alert of an Alerta alert: its identity, with the owner when there is one, so
+/// two users' alerts of the same name stay two alerts in a subscription that sees both.
+fn group_key(alert: &AlertaAlert) -> String {
+    let mut key = format!(
+        "environment={} resource={} event={}",
+        alert.environment, alert.resource, alert.event
+    );
+    if let Some(owner) = &alert.owner {
+        key.push_str(&format!(" producer={owner}"));
+    }
+    key
 }
 
 impl HandlerKind for AlertaKind {
@@ -408,11 +435,17 @@ impl Alerta {
     /// severity change), else one of the same environment and resource whose `correlate`
     /// names the event.
     fn continued(&self, incoming: &Incoming) -> Option<String> {
-        let exact = identity(&incoming.environment, &incoming.resource, &incoming.event);
+        let owner = incoming.owner.as_deref();
+        let exact = identity(
+            owner,
+            &incoming.environment,
+            &incoming.resource,
+            &incoming.event,
+        );
         if self.tracked.contains_key(&exact) {
             return Some(exact);
         }
-        let prefix = identity(&incoming.environment, &incoming.resource, "");
+        let prefix = identity(owner, &incoming.environment, &incoming.resource, "");
         self.tracked
             .range(prefix.clone()..)
             .take_while(|(key, _)| key.starts_with(&prefix))
@@ -463,15 +496,17 @@ impl Handler for Alerta {
             (Some(tracked), Received::Duplicate | Received::Correlated) => {
                 tracked.group_key.clone()
             }
-            _ => format!(
-                "environment={} resource={} event={}",
-                alert.environment, alert.resource, alert.event
-            ),
+            _ => group_key(&alert),
         };
         if previous_key.is_some() {
             out.state_changed = true;
         }
-        let key = identity(&alert.environment, &alert.resource, &alert.event);
+        let key = identity(
+            alert.owner.as_deref(),
+            &alert.environment,
+            &alert.resource,
+            &alert.event,
+        );
         if alert.closed {
             if received == Received::New {
                 // Closing what was never open here leaves nothing to follow.
@@ -747,6 +782,68 @@ mod tests {
         let soon = alerta_event(599, "HttpError", "major", json!({}));
         let (again, received) = receive(Some(&alert), &incoming(&soon), "b", at(599));
         assert_eq!((again.id.as_str(), received), ("a", Received::Duplicate));
+    }
+
+    #[test]
+    fn one_users_post_never_continues_anothers_alert() {
+        let posted_by = |owner: &str, second: i64, severity: &str, extra: Value| {
+            let mut event = alerta_event(second, "HttpError", severity, extra);
+            event.source.producer = Some(owner.to_string());
+            event
+        };
+        let mut handler = build();
+        let correlate = json!({"correlate": ["HttpError", "HttpOK"]});
+        let ann = feed(
+            handler.as_mut(),
+            &posted_by("ann", 0, "major", correlate.clone()),
+        );
+        assert_eq!(
+            ann.alerts[0].group_key(),
+            "environment=Production resource=web01 event=HttpError producer=ann"
+        );
+        // bob sends the same alert: a new alert of his, not a duplicate of ann's.
+        let bob = feed(handler.as_mut(), &posted_by("bob", 5, "major", json!({})));
+        let AlertOutput::Fire {
+            group_key, fields, ..
+        } = &bob.alerts[0]
+        else {
+            panic!("expected a fire: {bob:?}")
+        };
+        assert_eq!(
+            group_key,
+            "environment=Production resource=web01 event=HttpError producer=bob"
+        );
+        assert_eq!(fields[ID_FIELD], "ev5");
+        assert_eq!(fields[DUPLICATE_COUNT_FIELD], 0);
+        // bob's HttpOK would correlate with ann's alert, which lists it: it does not.
+        let correlated = feed(
+            handler.as_mut(),
+            &posted_by("bob", 6, "normal", json!({"event": "HttpOK"})),
+        );
+        assert!(correlated.alerts.is_empty(), "{correlated:?}");
+        // bob's `ok` closes his own alert only.
+        let closed = feed(handler.as_mut(), &posted_by("bob", 7, "ok", json!({})));
+        assert_eq!(
+            closed.alerts,
+            vec![AlertOutput::Resolve {
+                group_key: "environment=Production resource=web01 event=HttpError producer=bob"
+                    .to_string(),
+                message: Some("closed by severity ok".to_string()),
+            }]
+        );
+        let again = feed(handler.as_mut(), &posted_by("ann", 8, "major", json!({})));
+        let AlertOutput::Fire { fields, .. } = &again.alerts[0] else {
+            panic!("expected a fire: {again:?}")
+        };
+        assert_eq!(fields[ID_FIELD], "ev0");
+        assert_eq!(
+            fields[DUPLICATE_COUNT_FIELD], 1,
+            "ann's own alert, untouched"
+        );
+        // The API's lookup applies the same rule.
+        let ann_alert = AlertaAlert::from_event(&posted_by("ann", 0, "major", correlate)).unwrap();
+        let bob_post = Incoming::from_event(&posted_by("bob", 9, "major", json!({}))).unwrap();
+        assert!(!ann_alert.continued_by(&bob_post));
     }
 
     #[test]

@@ -150,7 +150,8 @@ impl IntoResponse for AlertaError {
 type AlertaResult<T> = Result<T, AlertaError>;
 
 /// The caller, from `Authorization: Key <token>` (how Alerta's clients send an API key)
-/// or `Authorization: Bearer <token>`.
+/// or `Authorization: Bearer <token>`. Any scope passes, `ingest` included: use it only on
+/// routes that ingest (`/alert`, `/heartbeat`; see `api::INGEST_ROUTES`).
 pub struct AlertaAuth(Principal);
 
 impl FromRequestParts<AppState> for AlertaAuth {
@@ -173,15 +174,8 @@ impl FromRequestParts<AppState> for AlertaAuth {
                 ApiError::unauthorized("the Authorization header must be `Key <token>`").into(),
             );
         }
-        match state
-            .auth
-            .resolve(state.store.as_ref(), secret.trim())
-            .await
-            .map_err(ApiError::from)?
-        {
-            Some(principal) => Ok(AlertaAuth(principal)),
-            None => Err(ApiError::unauthorized("unknown or revoked token").into()),
-        }
+        let principal = super::authenticate(parts, state, secret.trim()).await?;
+        Ok(AlertaAuth(principal))
     }
 }
 
@@ -255,7 +249,9 @@ async fn post_alert(
         ApiError::new(rejection.status(), "Bad Request", rejection.body_text())
     })?;
     super::events::check_backlog(&state)?;
-    let posted = parse_alert(&body)?;
+    let mut posted = parse_alert(&body)?;
+    // Alerts are the poster's own: only their later posts continue them.
+    posted.incoming.owner = Some(principal.user.name.clone());
     // One alert at a time, so two copies of the same alert sent at once cannot both
     // read the same predecessor and answer the same duplicateCount. The lock is held
     // across the lookup and the durable append; the CLI sends one alert per call.
@@ -410,6 +406,8 @@ fn parse_alert(body: &[u8]) -> AlertaResult<PostedAlert> {
     };
     Ok(PostedAlert {
         incoming: Incoming {
+            // Set from the caller's token by `post_alert`.
+            owner: None,
             environment,
             resource,
             event,

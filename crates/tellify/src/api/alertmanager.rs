@@ -540,7 +540,7 @@ async fn active_silences(
 /// `GET /api/v2/status`: enough of Alertmanager's status document for amtool and
 /// dashboards: tellify is one ready node with one receiver.
 pub async fn status(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
-    auth.require(Scope::Ingest)?;
+    auth.require(Scope::User)?;
     let original = format!(
         "# tellify {version}: routing is done by tellify subscriptions and policies\n\
          route:\n  receiver: {RECEIVER}\nreceivers:\n- name: {RECEIVER}\n",

@@ -56,7 +56,7 @@ pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
 ) -> ApiResult<Json<Page<EventTypeView>>> {
-    auth.require(Scope::Ingest)?;
+    auth.require(Scope::User)?;
     let items = state
         .store
         .list_event_types()
@@ -73,7 +73,7 @@ pub async fn get_one(
     auth: Auth,
     Path(name): Path<String>,
 ) -> ApiResult<Json<EventTypeView>> {
-    auth.require(Scope::Ingest)?;
+    auth.require(Scope::User)?;
     let record = state
         .store
         .event_type(&name)

@@ -14,11 +14,12 @@ mod people;
 mod stream;
 mod subscriptions;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
@@ -27,7 +28,7 @@ use tellify_store::Store;
 
 pub use error::{ApiError, ApiResult};
 
-use crate::auth::{Authenticator, Principal, Scope};
+use crate::auth::{AuthFailure, Authenticator, Principal, Scope};
 use crate::channels::Channels;
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -205,6 +206,13 @@ async fn catch_panics(request: Request, next: axum::middleware::Next) -> axum::r
         }
     }
 }
+/// The only routes an `ingest` token may call: event ingest. Every other route answers
+/// such a token 403, whatever scope the handler asks for, so a route added later is closed
+/// to ingest tokens unless it is listed here. The Alerta API's routes that take a token
+/// (`POST {prefix}/alert` and `/heartbeat`) are ingest routes too; they authenticate
+/// through `alerta::AlertaAuth`.
+pub const INGEST_ROUTES: &[(&str, &str)] =
+    &[("POST", "/api/v1/events"), ("POST", "/api/v2/alerts")];
 
 /// The authenticated caller, from `Authorization: Bearer <token>`.
 pub struct Auth(pub Principal);
@@ -244,10 +252,55 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
             })?;
-        match state.auth.resolve(state.store.as_ref(), secret).await? {
-            Some(principal) => Ok(Auth(principal)),
-            None => Err(ApiError::unauthorized("unknown or revoked token")),
+        let principal = authenticate(parts, state, secret).await?;
+        if principal.scope == Scope::Ingest && !is_ingest_route(parts) {
+            return Err(ApiError::forbidden(
+                "this token has the `ingest` scope, which may only send events \
+                 (POST /api/v1/events, the Alertmanager and Alerta APIs); this needs `user`",
+            ));
         }
+        Ok(Auth(principal))
+    }
+}
+
+fn is_ingest_route(parts: &Parts) -> bool {
+    let Some(path) = parts.extensions.get::<MatchedPath>() else {
+        return false;
+    };
+    INGEST_ROUTES
+        .iter()
+        .any(|(method, route)| parts.method.as_str() == *method && path.as_str() == *route)
+}
+
+/// Resolves a token sent with a request: 429 when the client's address has failed too
+/// often, 401 for an unknown, revoked or expired token. Shared by every way a token
+/// arrives (`Bearer`, Alerta's `Key`).
+pub async fn authenticate(parts: &Parts, state: &AppState, secret: &str) -> ApiResult<Principal> {
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|connect| connect.0.ip());
+    let now = state.clock.now();
+    match state
+        .auth
+        .authenticate(state.store.as_ref(), secret, client, now)
+        .await
+    {
+        Ok(principal) => Ok(principal),
+        Err(AuthFailure::Unknown) => Err(ApiError::unauthorized("unknown or revoked token")),
+        Err(AuthFailure::Expired) => Err(ApiError::unauthorized("token expired")),
+        Err(AuthFailure::Limited { retry_after }) => {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too Many Requests",
+                format!(
+                    "too many failed authentications from this address; try again in {retry_after} s"
+                ),
+            );
+            error.retry_after = Some(retry_after);
+            Err(error)
+        }
+        Err(AuthFailure::Store(error)) => Err(error.into()),
     }
 }
 

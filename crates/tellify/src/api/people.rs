@@ -9,7 +9,7 @@ use tellify_engine::ParamError;
 use tellify_store::{Group, Token, User};
 
 use super::{ApiError, ApiResult, AppState, Auth, JsonBody, Page, QueryParams};
-use crate::auth::{new_token, Scope};
+use crate::auth::{new_token, parse_token_lifetime, Scope};
 
 fn check_name(name: &str, path: &str, errors: &mut Vec<ParamError>) {
     let valid = !name.is_empty()
@@ -358,6 +358,9 @@ pub struct CreateToken {
     scopes: Option<Vec<String>>,
     /// Admins only: mint the token for this user.
     user: Option<String>,
+    /// How long the token works, from now: a duration from `1m` to `1825d`. When absent
+    /// the token never expires, unless the token creating it does: then it ends with it.
+    expires: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -368,6 +371,7 @@ pub struct CreatedToken {
     name: String,
     scopes: Vec<String>,
     user: String,
+    expires: Option<jiff::Timestamp>,
 }
 
 pub async fn create_token(
@@ -420,6 +424,29 @@ pub async fn create_token(
             _ => {}
         }
     }
+    let now = state.clock.now();
+    let mut expires = None;
+    if let Some(text) = &request.expires {
+        match parse_token_lifetime(text).and_then(|lifetime| {
+            now.checked_add(lifetime)
+                .map_err(|_| "is past the end of time".to_string())
+        }) {
+            Ok(end) => expires = Some(end),
+            Err(message) => errors.push(ParamError::new("expires", message)),
+        }
+    }
+    // A token never outlives the token that creates it, or expiry would be one call away
+    // from undone: without `expires` the new token inherits the creator's end.
+    if let Some(limit) = principal.expires {
+        match expires {
+            None if request.expires.is_none() => expires = Some(limit),
+            Some(end) if end > limit => errors.push(ParamError::new(
+                "expires",
+                format!("must end by {limit}, when the token creating this one expires"),
+            )),
+            _ => {}
+        }
+    }
     if !errors.is_empty() {
         return Err(ApiError::params(&errors));
     }
@@ -430,7 +457,8 @@ pub async fn create_token(
         name: request.name.trim().to_string(),
         scopes: scopes.clone(),
         hash,
-        created: state.clock.now(),
+        created: now,
+        expires,
     };
     state.store.create_token(token.clone()).await?;
     Ok((
@@ -441,6 +469,7 @@ pub async fn create_token(
             name: token.name,
             scopes,
             user: owner.name,
+            expires: token.expires,
         }),
     ))
 }

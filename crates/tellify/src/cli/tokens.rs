@@ -30,7 +30,7 @@ enum TokensCommand {
     /// Create a token. Prints its secret on the first line (shown only this once), then
     /// its id.
     #[command(after_help = "Example:
-  TOKEN=$(tellify tokens create ci --scope ingest | head -n 1)")]
+  TOKEN=$(tellify tokens create ci --scope ingest --expires 90d | head -n 1)")]
     Create {
         /// A name saying what the token is for.
         name: String,
@@ -41,6 +41,10 @@ enum TokensCommand {
         /// Admins: create the token for this user.
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
+        /// How long the token works, from 1m to 1825d (5 years), such as 90d. Without it
+        /// the token never expires (unless the token creating it does; then it ends with it).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
     },
     /// Revoke a token: it stops working at once.
     Revoke { id: String },
@@ -63,7 +67,12 @@ pub async fn run(args: TokensArgs) -> anyhow::Result<ExitCode> {
                 list(&page, owners.as_ref())?;
             }
         }
-        TokensCommand::Create { name, scopes, user } => {
+        TokensCommand::Create {
+            name,
+            scopes,
+            user,
+            expires,
+        } => {
             let mut body = Map::new();
             body.insert("name".into(), name.into());
             if !scopes.is_empty() {
@@ -71,6 +80,9 @@ pub async fn run(args: TokensArgs) -> anyhow::Result<ExitCode> {
             }
             if let Some(user) = user {
                 body.insert("user".into(), user.into());
+            }
+            if let Some(expires) = expires {
+                body.insert("expires".into(), expires.into());
             }
             let created = client.post(&["tokens"], Some(&Value::Object(body))).await?;
             if json {
@@ -82,11 +94,12 @@ pub async fn run(args: TokensArgs) -> anyhow::Result<ExitCode> {
                     .ok_or_else(|| anyhow::anyhow!("the server's answer has no `token`"))?;
                 print(&format!("{secret}\nid: {}\n", text(created.get("id"))))?;
                 eprintln!(
-                    "created token `{}` for {} with scopes {}; keep the secret now, it is \
-                     not shown again",
+                    "created token `{}` for {} with scopes {}, {}; keep the secret now, it \
+                     is not shown again",
                     text(created.get("name")),
                     text(created.get("user")),
-                    scope_list(&created)
+                    scope_list(&created),
+                    expiry(&created, "expiring")
                 );
             }
         }
@@ -126,13 +139,24 @@ fn scope_list(token: &Value) -> String {
     scopes.join(",")
 }
 
+/// `never`, or the expiry time after `prefix`.
+fn expiry(token: &Value, prefix: &str) -> String {
+    match token.get("expires") {
+        Some(Value::String(_)) => format!("{prefix} {}", optional_time(token.get("expires")))
+            .trim()
+            .to_string(),
+        _ if prefix.is_empty() => "never".to_string(),
+        _ => "never expiring".to_string(),
+    }
+}
+
 fn list(page: &Value, owners: Option<&HashMap<String, String>>) -> anyhow::Result<()> {
     let tokens = items(page);
     if tokens.is_empty() {
         eprintln!("no tokens");
         return Ok(());
     }
-    let mut headers = vec!["ID", "SCOPES", "CREATED"];
+    let mut headers = vec!["ID", "SCOPES", "CREATED", "EXPIRES"];
     if owners.is_some() {
         headers.push("USER");
     }
@@ -143,6 +167,7 @@ fn list(page: &Value, owners: Option<&HashMap<String, String>>) -> anyhow::Resul
             text(token.get("id")),
             scope_list(token),
             optional_time(token.get("created")),
+            expiry(token, ""),
         ];
         if let Some(owners) = owners {
             let id = text(token.get("user_id"));

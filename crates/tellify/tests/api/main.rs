@@ -6,11 +6,13 @@ mod helpers;
 mod support;
 
 mod auth_and_errors;
+mod connections;
 mod event_types;
 mod lifecycle;
 mod limits;
 mod notify;
-mod route_table;
 mod outbound;
+mod route_table;
 mod stream;
+mod token_security;
 mod use_cases;
