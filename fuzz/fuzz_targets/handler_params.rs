@@ -5,14 +5,15 @@
 //! of the known kinds), line 2 is the `params` JSON, and every further line is
 //! `<seconds> <event JSON>`: the worker's clock moves to base + seconds (within a
 //! century) and offers the event, or just ticks when the JSON is not an event. The
-//! event's own `time` is the producer's and stays unbounded.
+//! event's own `time` is the producer's and stays unbounded. For the `metric` kind the
+//! events are the poller's results for the subscription's query.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tellify_engine::Registry;
 use tellify_fuzz::{
-    check_state_round_trip, offer, realistic_now, split_first_line, stored_event, tick_if_due,
-    timed_lines,
+    check_state_round_trip, offer, poll_result, realistic_now, split_first_line, stored_event,
+    tick_if_due, timed_lines,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -47,7 +48,13 @@ fuzz_target!(|data: &[u8]| {
     check_state_round_trip(handler.as_mut());
     for (offset, value) in timed_lines(events).take(32) {
         let now = realistic_now(offset);
-        match value.and_then(|value| stored_event(value, now)) {
+        let event = match (kind, value) {
+            // The `metric` kind hears only the poller's results.
+            ("metric", Some(value)) => poll_result(&params, value, now),
+            (_, Some(value)) => stored_event(value, now),
+            (_, None) => None,
+        };
+        match event {
             Some(event) => {
                 offer(handler.as_mut(), &event, now);
             }

@@ -51,6 +51,27 @@ pub fn input_to_stored(input: EventInput, received: Timestamp) -> Option<StoredE
     Some(StoredEvent::from_input(input, None, received, 0))
 }
 
+/// A `tellify.metric` poll result as the server's poller appends it for the `metric`
+/// subscription with these parameters: the poller is the only producer the `metric` kind
+/// listens to, so events from the ingest API cannot reach it. `value` supplies the
+/// result's fields (`ok`, `value`, `labels`, `error`); its `time` stays the fuzzer's.
+pub fn poll_result(params: &Value, value: Value, received: Timestamp) -> Option<StoredEvent> {
+    use tellify_engine::handlers::metric::{PollSpec, POLLER_PRODUCER, RESULT_EVENT_TYPE};
+    let spec = PollSpec::from_params(params).ok()?;
+    let mut input: EventInput = serde_json::from_value(value).ok()?;
+    input.event_type = Some(RESULT_EVENT_TYPE.to_string());
+    input
+        .fields
+        .insert("poll_key".to_string(), Value::String(spec.key));
+    input.validate(&Limits::default()).ok()?;
+    Some(StoredEvent::from_input(
+        input,
+        Some(POLLER_PRODUCER.to_string()),
+        received,
+        0,
+    ))
+}
+
 /// Offers `event` to `handler` as the worker does, then ticks it if a deadline has come,
 /// and checks that its state survives a save and load.
 pub fn offer(handler: &mut dyn Handler, event: &StoredEvent, now: Timestamp) -> Outputs {
