@@ -662,10 +662,15 @@ mod tests {
     fn a_duplicate_of_a_stored_count_at_the_maximum_stays_at_the_maximum() {
         // Found by the `alerta_payload` fuzz target: an `alerta` event stored through
         // the events API can carry any count.
-        let stored = alerta_event(0, "HttpError", "major", json!({DUPLICATE_COUNT_FIELD: u64::MAX}));
+        let stored = alerta_event(
+            0,
+            "HttpError",
+            "major",
+            json!({DUPLICATE_COUNT_FIELD: u64::MAX}),
+        );
         let previous = AlertaAlert::from_event(&stored).unwrap();
-        let incoming = Incoming::from_event(&alerta_event(1, "HttpError", "major", json!({})))
-            .unwrap();
+        let incoming =
+            Incoming::from_event(&alerta_event(1, "HttpError", "major", json!({}))).unwrap();
         let (alert, received) = receive(Some(&previous), &incoming, "ev1", at(1));
         assert_eq!(received, Received::Duplicate);
         assert_eq!(alert.duplicate_count, u64::MAX);
