@@ -336,7 +336,9 @@ pub fn receive(
     alert.id.clone_from(&previous.id);
     if previous.event == incoming.event && previous.severity == incoming.severity {
         alert.previous_severity = previous.previous_severity;
-        alert.duplicate_count = previous.duplicate_count + 1;
+        // The count comes from a stored event, which any user can write through the
+        // events API: it may already be at the maximum.
+        alert.duplicate_count = previous.duplicate_count.saturating_add(1);
         alert.repeat = true;
         return (alert, Received::Duplicate);
     }
@@ -689,6 +691,24 @@ mod tests {
         assert_eq!(*severity, Severity::Warning);
         assert_eq!(fields[PREVIOUS_SEVERITY_FIELD], "major");
         assert_eq!(fields[DUPLICATE_COUNT_FIELD], 0);
+    }
+
+    #[test]
+    fn a_duplicate_of_a_stored_count_at_the_maximum_stays_at_the_maximum() {
+        // Found by the `alerta_payload` fuzz target: an `alerta` event stored through
+        // the events API can carry any count.
+        let stored = alerta_event(
+            0,
+            "HttpError",
+            "major",
+            json!({DUPLICATE_COUNT_FIELD: u64::MAX}),
+        );
+        let previous = AlertaAlert::from_event(&stored).unwrap();
+        let incoming =
+            Incoming::from_event(&alerta_event(1, "HttpError", "major", json!({}))).unwrap();
+        let (alert, received) = receive(Some(&previous), &incoming, "ev1", at(1));
+        assert_eq!(received, Received::Duplicate);
+        assert_eq!(alert.duplicate_count, u64::MAX);
     }
 
     #[test]

@@ -649,3 +649,23 @@ async fn post_heartbeat(
         },
     })))
 }
+
+/// The pure steps of `POST {prefix}/alert` in the order [`post_alert`] takes them, with
+/// `previous` standing in for the stored alert it continues: read the body, apply
+/// Alerta's rules, build the event and check it, and build the answer's `alert`. For the
+/// fuzz targets (`fuzz/`), which cannot reach a private function.
+#[doc(hidden)]
+pub fn post_alert_offline(
+    body: &[u8],
+    previous: Option<&AlertaAlert>,
+    event_id: &str,
+    now: Timestamp,
+    limits: &tellify_model::Limits,
+) -> Result<(EventInput, Value), AlertaError> {
+    let posted = parse_alert(body)?;
+    let (alert, _) = receive(previous, &posted.incoming, event_id, now);
+    let mut input = posted_to_event(&posted, &alert);
+    check_event(&mut input, limits, &crate::ingest::NoCheck)?;
+    let answer = alert_json(&posted, &alert, event_id, now);
+    Ok((input, answer))
+}

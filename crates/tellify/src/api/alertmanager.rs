@@ -1012,6 +1012,14 @@ fn check_matcher_name(name: &str) -> Result<(), String> {
             "`{name}` is a reserved word in tellify's filter language and cannot be matched"
         ));
     }
+    // In a filter, `event` is the envelope (`event.type`, ...), which hides a label of that
+    // name: a matcher on it would never select anything.
+    if name == "event" {
+        return Err(
+            "`event` names the event envelope in tellify's filter language and cannot be matched"
+                .to_string(),
+        );
+    }
     Ok(())
 }
 
@@ -1206,6 +1214,17 @@ mod tests {
         assert_eq!(cel_to_matchers("severity >= 2"), None);
         assert!(parse_matcher_list("alertname").is_err());
         assert!(parse_matcher_list("namespace=\"x\"").is_err());
+    }
+
+    #[test]
+    fn a_label_named_event_cannot_be_matched() {
+        // Found by the `alertmanager_payload` fuzz target: `event == "x"` compares the
+        // envelope, not the label, so the matcher (a silence) never selected anything.
+        let error = parse_matcher_list("event=\"x\"").unwrap_err();
+        assert!(error.contains("envelope"), "{error}");
+        let error =
+            Matcher::from_json(&serde_json::json!({"name": "event", "value": "x"})).unwrap_err();
+        assert_eq!(error.0, ".name");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! Only this module (and a future `web/`) knows HTTP shapes.
 
 pub mod alerta;
-mod alertmanager;
+#[doc(hidden)]
+pub mod alertmanager;
 mod alerts;
 pub mod error;
 mod event_types;
