@@ -19,15 +19,16 @@ use tokio::sync::{mpsc, oneshot};
 mod event_types;
 mod export;
 mod notify;
+mod search;
 
 pub use notify::REMOVED_USER;
 
 use crate::{
     AlertChange, AlertQuery, Appended, AuditRecord, ClearedFilter, CommitOutcome, ContactPoint,
-    Delivery, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, EventType, FinishedDelivery,
-    Group, ListedEvent, NotifyDirectory, OffboardCounts, PlannerRef, PolicyRecord,
-    ProcessingCommit, ProcessingSnapshot, Silence, Store, StoreError, StoreResult, Subscription,
-    Token, User, Viewer,
+    Delivery, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, EventSearch, EventType,
+    FinishedDelivery, Group, ListedEvent, NotifyDirectory, OffboardCounts, PlannerRef,
+    PolicyRecord, ProcessingCommit, ProcessingSnapshot, SearchStep, Silence, Store, StoreError,
+    StoreResult, Subscription, Token, User, Viewer,
 };
 
 /// Most append requests folded into one transaction.
@@ -120,6 +121,7 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
     notify::MIGRATION,
     event_types::MIGRATION,
     export::MIGRATION,
+    search::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -856,6 +858,11 @@ impl Store for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
         })
         .await
+    }
+
+    async fn search_events(&self, search: EventSearch) -> StoreResult<SearchStep> {
+        self.read(move |connection| search::search(connection, &search))
+            .await
     }
 
     async fn event(&self, id: &str) -> StoreResult<Option<ListedEvent>> {

@@ -27,6 +27,8 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub limits: Limits,
     pub engine: EngineSettings,
+    /// Bounds on event search (`[search]`).
+    pub search: crate::api::SearchSettings,
     pub notify: NotifySettings,
     pub smtp: SmtpSettings,
     pub sms: SmsSettings,
@@ -62,6 +64,9 @@ pub struct EngineSettings {
     pub max_derived_depth: u32,
     /// Events processed per transaction.
     pub batch_size: usize,
+    /// Longest one filter evaluation may take, in milliseconds; a subscription whose
+    /// filter takes longer is marked failing (see `filter_budget`).
+    pub filter_budget_ms: u64,
 }
 
 impl Default for Settings {
@@ -73,6 +78,7 @@ impl Default for Settings {
             ingest: IngestSettings::default(),
             limits: Limits::default(),
             engine: EngineSettings::default(),
+            search: Default::default(),
             notify: NotifySettings::default(),
             smtp: SmtpSettings::default(),
             sms: SmsSettings::default(),
@@ -100,6 +106,7 @@ impl Default for EngineSettings {
         EngineSettings {
             max_derived_depth: 8,
             batch_size: 2000,
+            filter_budget_ms: 5,
         }
     }
 }
@@ -124,9 +131,15 @@ impl Settings {
             "log",
         ]);
         figment = figment.merge(environment);
-        figment
+        let settings: Settings = figment
             .extract()
-            .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))
+            .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
+        // The filter cost bound assumes no event carries a longer list.
+        let ceiling = tellify_model::MAX_LIST_ITEMS_CEILING;
+        if settings.limits.max_list_items > ceiling {
+            anyhow::bail!("invalid configuration: limits.max_list_items must be at most {ceiling}");
+        }
+        Ok(settings)
     }
 }
 

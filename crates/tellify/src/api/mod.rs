@@ -26,6 +26,7 @@ use tellify_engine::Registry;
 use tellify_store::Store;
 
 pub use error::{ApiError, ApiResult};
+pub use events::SearchSettings;
 
 use crate::auth::{Authenticator, Principal, Scope};
 use crate::channels::Channels;

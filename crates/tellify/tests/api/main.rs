@@ -7,6 +7,7 @@ mod support;
 
 mod auth_and_errors;
 mod event_types;
+mod filter_budget;
 mod lifecycle;
 mod notify;
 mod stream;
