@@ -675,6 +675,9 @@ mod tests {
             "xs.map(a, xs.map(b, a * b)).size() > 0".to_string(),
             r#"ys.all(a, a.matches("^word-[0-9]+-x+$"))"#.to_string(),
             r#"message.matches("^(m+)+$")"#.to_string(),
+            r#"message.matches("(?:m{100}){100}")"#.to_string(),
+            r#"message.matches("\\w{1000}\\w{1000}")"#.to_string(),
+            r#"message.matches("(?:\\pL{50}|\\pN{50}){40}")"#.to_string(),
         ];
         let mut long_body = String::from("a >= 0");
         while long_body.len() < 3900 {

@@ -886,7 +886,7 @@ async fn event_search_pushes_predicates_down_and_resumes_in_bounded_steps(store:
         ..Default::default()
     };
     let even = store.search_events(search.clone()).await.unwrap();
-    assert_eq!(numbers(&even), (0..30).rev().step_by(2).collect::<Vec<_>>());
+    assert_eq!(numbers(&even), (0..30).rev().filter(|n| n % 2 == 0).collect::<Vec<_>>());
     assert_eq!(even.examined, 15, "only events of the type are looked at");
     assert_eq!(even.resume_before, None);
     let sharded = store
@@ -929,7 +929,7 @@ async fn event_search_pushes_predicates_down_and_resumes_in_bounded_steps(store:
             None => break,
         }
     }
-    assert_eq!(found, (0..30).rev().step_by(2).collect::<Vec<_>>());
+    assert_eq!(found, (0..30).rev().filter(|n| n % 2 == 0).collect::<Vec<_>>());
     assert!(steps >= 4, "{steps}");
     // A full page resumes after its last event.
     let page = store

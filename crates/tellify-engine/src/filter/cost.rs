@@ -255,8 +255,8 @@ impl Walker {
             return Err(refuse(
                 expr,
                 format!(
-                    "too costly: nested comprehensions (all, exists, exists_one, map, filter): \
-                     at most {MAX_COMPREHENSION_NESTING} levels"
+                    "too costly: nested comprehensions: at most {MAX_COMPREHENSION_NESTING} \
+                     levels of all, exists, exists_one, map and filter"
                 ),
             ));
         }
