@@ -526,9 +526,8 @@ mod tests {
 
     /// The filter from the finding (nested `all()` over a list, 0.4 s per event on main).
     fn nested_all_filter() -> String {
-        let mut filter = String::from(
-            "xs.all(a, xs.all(b, xs.all(c, a + b + c >= 0 && a * b * c >= 0 && ",
-        );
+        let mut filter =
+            String::from("xs.all(a, xs.all(b, xs.all(c, a + b + c >= 0 && a * b * c >= 0 && ");
         while filter.len() < 700 {
             filter.push_str("(a - b + c) * (b - c + a) >= -1000000 && ");
         }
@@ -545,7 +544,11 @@ mod tests {
                 && error.message.contains("at most 2 levels"),
             "{error}"
         );
-        assert_eq!((error.line, error.column), (1, 27), "points at the third level");
+        assert_eq!(
+            (error.line, error.column),
+            (1, 27),
+            "points at the third level"
+        );
         let mapped = refusal("xs.map(a, xs.map(b, xs.exists(c, c == a + b))).size() > 0");
         assert!(mapped.message.contains("nested comprehensions"), "{mapped}");
         assert!(Filter::compile("xs.all(a, [1, 2, 3].exists(b, a > b))").is_ok());
@@ -562,7 +565,8 @@ mod tests {
         let error = refusal(&source);
         assert_eq!(error.kind, FilterErrorKind::TooCostly);
         assert!(
-            error.message.contains("estimated cost") && error.message.contains("exceeds the budget of 1e5"),
+            error.message.contains("estimated cost")
+                && error.message.contains("exceeds the budget of 1e5"),
             "{error}"
         );
         let cheap = Filter::compile(r#"xs.all(a, a in ys) && host == "cad""#).unwrap();
@@ -573,18 +577,28 @@ mod tests {
 
     #[test]
     fn literals_patterns_and_depth_are_bounded() {
-        let items: Vec<String> = (0..=cost::MAX_LITERAL_ITEMS).map(|i| i.to_string()).collect();
+        let items: Vec<String> = (0..=cost::MAX_LITERAL_ITEMS)
+            .map(|i| i.to_string())
+            .collect();
         let error = refusal(&format!("n in [{}]", items.join(", ")));
         assert!(error.message.contains("literal has 101 items"), "{error}");
         let error = refusal("message.matches(pattern)");
         assert!(error.message.contains("literal pattern"), "{error}");
         assert!(Filter::compile(r#"message.matches("^disk [0-9]+% full$")"#).is_ok());
+        // Short, yet megabytes compiled: cel would compile it on every evaluation.
+        let error = refusal(r#"message.matches("\\w{1000}\\w{1000}")"#);
+        assert!(error.message.contains("compiles to more than 256 KiB"), "{error}");
+        let error = refusal(r#"message.matches("(unclosed")"#);
+        assert!(error.message.contains("not a regular expression"), "{error}");
         assert!(Filter::compile(r#"alertname == "x" && job.matches("^(?:api|web)$")"#).is_ok());
         // cel's own parser recursion limit (96) applies to what nests in the grammar...
         let parenthesised = format!("{}n{} > 0", "(".repeat(300), ")".repeat(300));
         let error = refusal(&parenthesised);
         assert_eq!(error.kind, FilterErrorKind::Invalid);
-        assert!(error.message.to_lowercase().contains("recursion limit"), "{error}");
+        assert!(
+            error.message.to_lowercase().contains("recursion limit"),
+            "{error}"
+        );
         // ...and the estimate's own depth limit to the chains the parser reads in a loop,
         // which the interpreter would recurse through, up to the longest filter there is.
         let chain = format!("n{} > 0", "+n".repeat((MAX_FILTER_BYTES - 8) / 2));
@@ -635,8 +649,16 @@ mod tests {
                 budget_nanos: 5_000_000
             }
         );
-        assert!(error.to_string().contains("more than the budget of 5000 µs"), "{error}");
-        assert!(context.take_over_budget().is_none(), "evaluate reports, it does not record");
+        assert!(
+            error
+                .to_string()
+                .contains("more than the budget of 5000 µs"),
+            "{error}"
+        );
+        assert!(
+            context.take_over_budget().is_none(),
+            "evaluate reports, it does not record"
+        );
         assert!(!filter.matches(&context), "over budget counts as no match");
         assert_eq!(context.take_over_budget(), Some(error));
         assert_eq!(context.take_over_budget(), None, "taken once");
@@ -662,7 +684,9 @@ mod tests {
     #[ignore]
     fn calibrate_cost_units() {
         let numbers: Vec<i64> = (0..100).collect();
-        let words: Vec<String> = (0..100).map(|i| format!("word-{i}-{}", "x".repeat(60))).collect();
+        let words: Vec<String> = (0..100)
+            .map(|i| format!("word-{i}-{}", "x".repeat(60)))
+            .collect();
         let event = event(json!({"xs": numbers, "ys": words, "message": "m".repeat(8000)}));
         let mut candidates = vec![
             nested_all_filter(),
@@ -678,6 +702,9 @@ mod tests {
             r#"message.matches("(?:m{100}){100}")"#.to_string(),
             r#"message.matches("\\w{1000}\\w{1000}")"#.to_string(),
             r#"message.matches("(?:\\pL{50}|\\pN{50}){40}")"#.to_string(),
+            r#"message.matches("\\w{5}")"#.to_string(),
+            r#"message.matches("\\w{40}")"#.to_string(),
+            r#"message.matches("\\w{150}")"#.to_string(),
         ];
         let mut long_body = String::from("a >= 0");
         while long_body.len() < 3900 {

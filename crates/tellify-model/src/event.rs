@@ -375,7 +375,10 @@ mod tests {
         let problems = input.validate(&Limits::default()).unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].field, "fields.nested.xs");
-        assert_eq!(problems[0].message, "has 101 items, more than the limit of 100");
+        assert_eq!(
+            problems[0].message,
+            "has 101 items, more than the limit of 100"
+        );
         let mut shorter = input.clone();
         shorter.fields["nested"]["xs"] = serde_json::json!((0..97).collect::<Vec<u32>>());
         assert!(shorter.validate(&Limits::default()).is_ok());

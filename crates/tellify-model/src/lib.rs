@@ -11,7 +11,8 @@ pub mod severity;
 
 pub use duration::{parse_duration, DurationError};
 pub use event::{
-    EventInput, FieldProblem, Fields, Limits, Source, StoredEvent, StoredSource, MAX_LIST_ITEMS_CEILING,
+    EventInput, FieldProblem, Fields, Limits, Source, StoredEvent, StoredSource,
+    MAX_LIST_ITEMS_CEILING,
 };
 pub use id::new_id;
 pub use kv::{parse_kv_line, KvError};

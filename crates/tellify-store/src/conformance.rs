@@ -9,9 +9,9 @@ use tellify_model::{EventInput, Fields, Severity, StoredEvent};
 
 use crate::{
     AlertQuery, ContactPoint, DeliveryOutcome, DeliveryQuery, DeliveryStatus, EventQuery,
-    EventSearch, EventType, FinishedDelivery, Group, NewNotification, NotificationPlanner, OutputToApply, Plan,
-    PlannerRef, PolicyRecord, ProcessingCommit, RepeatSchedule, Store, StoreError, Subscription,
-    Token, User, Viewer,
+    EventSearch, EventType, FinishedDelivery, Group, NewNotification, NotificationPlanner,
+    OutputToApply, Plan, PlannerRef, PolicyRecord, ProcessingCommit, RepeatSchedule, Store,
+    StoreError, Subscription, Token, User, Viewer,
 };
 
 /// Runs every check against `store`, which must start empty.
@@ -862,7 +862,14 @@ async fn event_search_pushes_predicates_down_and_resumes_in_bounded_steps(store:
     let events: Vec<StoredEvent> = (0..30)
         .map(|n: i64| {
             let input = EventInput {
-                event_type: Some(if n % 2 == 0 { "search.even" } else { "search.odd" }.to_string()),
+                event_type: Some(
+                    if n % 2 == 0 {
+                        "search.even"
+                    } else {
+                        "search.odd"
+                    }
+                    .to_string(),
+                ),
                 fields: json!({"n": n, "shard": format!("s{}", n % 3), "ok": n % 4 == 0})
                     .as_object()
                     .cloned()
@@ -886,7 +893,10 @@ async fn event_search_pushes_predicates_down_and_resumes_in_bounded_steps(store:
         ..Default::default()
     };
     let even = store.search_events(search.clone()).await.unwrap();
-    assert_eq!(numbers(&even), (0..30).rev().filter(|n| n % 2 == 0).collect::<Vec<_>>());
+    assert_eq!(
+        numbers(&even),
+        (0..30).rev().filter(|n| n % 2 == 0).collect::<Vec<_>>()
+    );
     assert_eq!(even.examined, 15, "only events of the type are looked at");
     assert_eq!(even.resume_before, None);
     let sharded = store
@@ -929,7 +939,10 @@ async fn event_search_pushes_predicates_down_and_resumes_in_bounded_steps(store:
             None => break,
         }
     }
-    assert_eq!(found, (0..30).rev().filter(|n| n % 2 == 0).collect::<Vec<_>>());
+    assert_eq!(
+        found,
+        (0..30).rev().filter(|n| n % 2 == 0).collect::<Vec<_>>()
+    );
     assert!(steps >= 4, "{steps}");
     // A full page resumes after its last event.
     let page = store

@@ -7,7 +7,7 @@
 //! filter whose estimate exceeds [`MAX_COST`] is refused, so are comprehensions nested
 //! deeper than [`MAX_COMPREHENSION_NESTING`], literals larger than [`MAX_LITERAL_ITEMS`],
 //! expressions deeper than [`MAX_EXPRESSION_DEPTH`] and `matches` with a pattern that is
-//! not a literal.
+//! not a literal or compiles to more than [`MAX_PATTERN_KIB`].
 //!
 //! The estimate rests on the shape of what an event can carry: no list longer than
 //! [`ASSUMED_LIST_ITEMS`] (the ingest limit `limits.max_list_items` may not be set higher)
@@ -40,9 +40,12 @@ pub const MAX_COST: f64 = 100_000.0;
 const BYTES_PER_UNIT: f64 = 4096.0;
 /// What copying or comparing one value of a list or map costs.
 const UNITS_PER_VALUE: f64 = 0.1;
-/// What compiling a regular expression costs, per byte of its pattern: cel compiles the
-/// pattern again on every evaluation.
-const REGEX_UNITS_PER_BYTE: f64 = 20.0;
+/// The largest compiled form of a `matches` pattern, in KiB. cel compiles the pattern
+/// again on every evaluation, in time proportional to this size: a short pattern can
+/// compile to megabytes (`\w{1000}`), so the size is measured, not guessed.
+pub const MAX_PATTERN_KIB: usize = 256;
+/// What compiling a regular expression costs per KiB of its compiled form.
+const REGEX_UNITS_PER_KIB: f64 = 35.0;
 /// The fixed part of compiling a regular expression.
 const REGEX_BASE_UNITS: f64 = 100.0;
 
@@ -349,32 +352,27 @@ impl Walker {
                 (joined.weight(), joined)
             }
             "_[_]" => (1.0, first.element().union(Shape::EVENT)),
-            "contains" | "startsWith" | "endsWith" => (
-                (first.bytes + second.bytes) / BYTES_PER_UNIT,
-                Shape::SCALAR,
-            ),
+            "contains" | "startsWith" | "endsWith" => {
+                ((first.bytes + second.bytes) / BYTES_PER_UNIT, Shape::SCALAR)
+            }
             "matches" => {
                 let pattern = call.args.last().and_then(|argument| match &argument.expr {
-                    Expr::Literal(LiteralValue::String(text)) => Some(text.inner().len()),
+                    Expr::Literal(LiteralValue::String(text)) => Some(text.inner()),
                     _ => None,
                 });
-                let Some(pattern_bytes) = pattern else {
+                let Some(pattern) = pattern else {
                     return Err(refuse(
                         expr,
                         "`matches` needs a literal pattern (a string in quotes)".to_string(),
                     ));
                 };
+                let compile_cost = pattern_cost(pattern).map_err(|message| refuse(expr, message))?;
                 let subject = if call.target.is_some() || call.args.len() > 1 {
                     first.bytes
                 } else {
                     0.0
                 };
-                (
-                    REGEX_BASE_UNITS
-                        + REGEX_UNITS_PER_BYTE * pattern_bytes as f64
-                        + subject / BYTES_PER_UNIT,
-                    Shape::SCALAR,
-                )
+                (compile_cost + subject / BYTES_PER_UNIT, Shape::SCALAR)
             }
             "string" | "bytes" | "int" | "uint" | "double" | "bool" | "dyn" | "type"
             | "timestamp" | "duration" => (
@@ -393,6 +391,28 @@ impl Walker {
         };
         Ok((cost + extra, shape))
     }
+}
+
+/// What compiling `pattern` costs, from the smallest of a few size limits it compiles
+/// within; each trial is itself bounded by its limit.
+fn pattern_cost(pattern: &str) -> Result<f64, String> {
+    for kib in [4, 16, 64, MAX_PATTERN_KIB] {
+        match regex::RegexBuilder::new(pattern)
+            .size_limit(kib * 1024)
+            .build()
+        {
+            Ok(_) => return Ok(REGEX_BASE_UNITS + REGEX_UNITS_PER_KIB * kib as f64),
+            Err(regex::Error::CompiledTooBig(_)) => continue,
+            Err(error) => {
+                let reason = error.to_string();
+                let last = reason.lines().last().unwrap_or_default().trim().to_string();
+                return Err(format!("`matches` pattern is not a regular expression: {last}"));
+            }
+        }
+    }
+    Err(format!(
+        "too costly: `matches` pattern compiles to more than {MAX_PATTERN_KIB} KiB"
+    ))
 }
 
 fn literal_shape(literal: &LiteralValue) -> Shape {

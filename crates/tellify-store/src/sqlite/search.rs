@@ -125,7 +125,9 @@ fn choose_path(
                 (SELECT 1 FROM events WHERE time_ms >= ?1 AND time_ms < ?2 LIMIT ?3)",
         )
         .and_then(|mut statement| {
-            statement.query_row(rusqlite::params![since, until, budget + 1], |row| row.get(0))
+            statement.query_row(rusqlite::params![since, until, budget + 1], |row| {
+                row.get(0)
+            })
         })
         .map_err(unavailable)?;
     Ok(if in_range <= budget {
@@ -191,7 +193,9 @@ mod tests {
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap();
         let rows = statement
-            .query_map(params_from_iter(values.iter()), |row| row.get::<_, String>(3))
+            .query_map(params_from_iter(values.iter()), |row| {
+                row.get::<_, String>(3)
+            })
             .unwrap();
         rows.collect::<Result<Vec<_>, _>>().unwrap().join("\n")
     }

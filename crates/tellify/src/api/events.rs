@@ -187,6 +187,11 @@ pub async fn list(
     let mut examined = 0;
     loop {
         let rows_left = budget.max_rows_examined.saturating_sub(examined);
+        let max_examined = rows_left.clamp(1, ROWS_PER_STEP);
+        // With a filter the store cannot tell which of its rows will match: it hands back
+        // every row that passed what it could check, and the filter picks.
+        let wanted = limit + 1 - items.len();
+        let step_limit = if filter.is_some() { max_examined } else { wanted };
         let step = state
             .store
             .search_events(EventSearch {
@@ -195,12 +200,11 @@ pub async fn list(
                 before_seq: before,
                 event_type: event_type.clone(),
                 field_equals: field_equals.clone(),
-                limit: limit + 1 - items.len(),
-                max_examined: rows_left.clamp(1, ROWS_PER_STEP),
+                limit: step_limit,
+                max_examined,
             })
             .await?;
         examined += step.examined;
-        let wanted = limit + 1 - items.len();
         let (kept, unfinished) = match &filter {
             Some(filter) => {
                 let filter = filter.clone();

@@ -46,7 +46,10 @@ async fn a_nested_comprehension_filter_is_refused_wherever_a_filter_is_written()
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(paths(&body), vec!["params.filter"], "{body}");
     let message = body["errors"][0]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("nested comprehensions: at most 2 levels"), "{body}");
+    assert!(
+        message.contains("nested comprehensions: at most 2 levels"),
+        "{body}"
+    );
 
     // An update may not bring it in either.
     let id = app
@@ -78,14 +81,14 @@ async fn a_nested_comprehension_filter_is_refused_wherever_a_filter_is_written()
     let (status, body) = problem(response).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(paths(&body), vec!["filter"], "{body}");
-    let search = format!(
-        "/api/v1/events?filter={}",
-        url_escape(&filter)
-    );
+    let search = format!("/api/v1/events?filter={}", url_escape(&filter));
     let (status, body) = problem(app.get(&ann, &search).await).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["errors"][0]["field"], "filter", "{body}");
-    assert!(body["detail"].as_str().unwrap_or_default().contains("nested comprehensions"));
+    assert!(body["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("nested comprehensions"));
 }
 
 #[tokio::test]
@@ -103,7 +106,10 @@ async fn ingest_refuses_a_list_longer_than_the_limit_naming_the_field() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let text = body.to_string();
     assert!(text.contains("fields.xs"), "{body}");
-    assert!(text.contains("has 101 items, more than the limit of 100"), "{body}");
+    assert!(
+        text.contains("has 101 items, more than the limit of 100"),
+        "{body}"
+    );
     let response = app
         .post(
             &app.admin,
@@ -117,7 +123,11 @@ async fn ingest_refuses_a_list_longer_than_the_limit_naming_the_field() {
 async fn ingest_numbered(app: &crate::helpers::TestApp, count: usize, rare_every: usize) {
     let events: Vec<Value> = (0..count)
         .map(|n| {
-            let kind = if n % rare_every == 0 { "rare" } else { "common" };
+            let kind = if n % rare_every == 0 {
+                "rare"
+            } else {
+                "common"
+            };
             json!({"type": kind, "fields": {"n": n, "xs": [n % 7, n % 11, n % 13]}})
         })
         .collect();
@@ -129,7 +139,12 @@ async fn ingest_numbered(app: &crate::helpers::TestApp, count: usize, rare_every
 fn numbers(page: &Value) -> Vec<u64> {
     page["items"]
         .as_array()
-        .map(|items| items.iter().filter_map(|e| e["fields"]["n"].as_u64()).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|e| e["fields"]["n"].as_u64())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -207,7 +222,10 @@ fn url_escape(text: &str) -> String {
 #[tokio::test]
 #[ignore]
 async fn measure_search_with_and_without_the_budget() {
-    for (label, time_budget_ms) in [("unbounded (as on main)", 600_000), ("default budget", 1000)] {
+    for (label, time_budget_ms) in [
+        ("unbounded (as on main)", 600_000),
+        ("default budget", 1000),
+    ] {
         let app = spawn_app_with(|settings| {
             settings.search.time_budget_ms = time_budget_ms;
             settings.ingest.max_backlog_events = 0;
