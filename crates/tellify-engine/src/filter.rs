@@ -587,9 +587,15 @@ mod tests {
         assert!(Filter::compile(r#"message.matches("^disk [0-9]+% full$")"#).is_ok());
         // Short, yet megabytes compiled: cel would compile it on every evaluation.
         let error = refusal(r#"message.matches("\\w{1000}\\w{1000}")"#);
-        assert!(error.message.contains("compiles to more than 256 KiB"), "{error}");
+        assert!(
+            error.message.contains("compiles to more than 256 KiB"),
+            "{error}"
+        );
         let error = refusal(r#"message.matches("(unclosed")"#);
-        assert!(error.message.contains("not a regular expression"), "{error}");
+        assert!(
+            error.message.contains("not a regular expression"),
+            "{error}"
+        );
         assert!(Filter::compile(r#"alertname == "x" && job.matches("^(?:api|web)$")"#).is_ok());
         // cel's own parser recursion limit (96) applies to what nests in the grammar...
         let parenthesised = format!("{}n{} > 0", "(".repeat(300), ")".repeat(300));

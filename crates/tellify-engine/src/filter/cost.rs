@@ -366,7 +366,8 @@ impl Walker {
                         "`matches` needs a literal pattern (a string in quotes)".to_string(),
                     ));
                 };
-                let compile_cost = pattern_cost(pattern).map_err(|message| refuse(expr, message))?;
+                let compile_cost =
+                    pattern_cost(pattern).map_err(|message| refuse(expr, message))?;
                 let subject = if call.target.is_some() || call.args.len() > 1 {
                     first.bytes
                 } else {
@@ -406,7 +407,9 @@ fn pattern_cost(pattern: &str) -> Result<f64, String> {
             Err(error) => {
                 let reason = error.to_string();
                 let last = reason.lines().last().unwrap_or_default().trim().to_string();
-                return Err(format!("`matches` pattern is not a regular expression: {last}"));
+                return Err(format!(
+                    "`matches` pattern is not a regular expression: {last}"
+                ));
             }
         }
     }

@@ -191,7 +191,11 @@ pub async fn list(
         // With a filter the store cannot tell which of its rows will match: it hands back
         // every row that passed what it could check, and the filter picks.
         let wanted = limit + 1 - items.len();
-        let step_limit = if filter.is_some() { max_examined } else { wanted };
+        let step_limit = if filter.is_some() {
+            max_examined
+        } else {
+            wanted
+        };
         let step = state
             .store
             .search_events(EventSearch {
