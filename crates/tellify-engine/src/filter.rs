@@ -5,7 +5,15 @@
 //! `message`, `host` and `component` are also top-level unless a field has that name.
 //!
 //! A missing field makes the expression false, never an error at run time.
+//!
+//! **Invariant:** a filter's cost is bounded before it is accepted. [`Filter::compile`]
+//! refuses what could be slow on some event (see [`cost`]): comprehensions nested more
+//! than two deep, large literals, deep trees, non-literal regular expressions and any
+//! filter whose estimated cost exceeds the budget. As a second line, an evaluation can be
+//! timed against a run-time budget by an [`EvaluationMeter`] the caller passes in; the
+//! engine itself never reads a clock.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -14,7 +22,9 @@ use tellify_model::StoredEvent;
 
 use crate::dispatch::IndexValue;
 
-/// Longest filter accepted, in bytes; CEL's cost is linear in the expression and the input.
+pub mod cost;
+
+/// Longest filter accepted, in bytes.
 pub const MAX_FILTER_BYTES: usize = 4096;
 
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
@@ -25,6 +35,7 @@ pub struct Filter {
     source: String,
     program: Program,
     equalities: Vec<(String, IndexValue)>,
+    estimated_cost: f64,
 }
 
 /// A filter that does not compile, with where the problem is (1-based).
@@ -34,6 +45,39 @@ pub struct FilterError {
     pub line: usize,
     pub column: usize,
     pub message: String,
+    pub kind: FilterErrorKind,
+}
+
+/// Why a filter was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterErrorKind {
+    /// Not a filter: a syntax error, empty or too long.
+    Invalid,
+    /// A valid expression whose cost is not bounded well enough (see [`cost`]).
+    TooCostly,
+}
+
+/// One evaluation took longer than the run-time budget. The filter counts as not
+/// matching; the caller decides what happens to its owner (the worker marks the
+/// subscription failing).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "filter evaluation took {} µs, more than the budget of {} µs",
+    elapsed_nanos / 1000,
+    budget_nanos / 1000
+)]
+pub struct BudgetExceeded {
+    pub elapsed_nanos: u64,
+    pub budget_nanos: u64,
+}
+
+/// Times evaluations for the run-time budget. The engine never reads a clock: the
+/// binary passes one in (a monotonic clock in production, a scripted one in tests).
+pub trait EvaluationMeter {
+    /// A reading of a monotonic clock, in nanoseconds from any fixed origin.
+    fn now_nanos(&self) -> u64;
+    /// The longest one evaluation may take, in nanoseconds.
+    fn budget_nanos(&self) -> u64;
 }
 
 impl Filter {
@@ -46,6 +90,7 @@ impl Filter {
                     "filter is {} bytes, more than the limit of {MAX_FILTER_BYTES}",
                     source.len()
                 ),
+                kind: FilterErrorKind::Invalid,
             });
         }
         if source.trim().is_empty() {
@@ -53,6 +98,7 @@ impl Filter {
                 line: 1,
                 column: 1,
                 message: "filter is empty (use `true` to match every event)".to_string(),
+                kind: FilterErrorKind::Invalid,
             });
         }
         let program = ENV.compile(source).map_err(|errors| {
@@ -70,6 +116,20 @@ impl Filter {
                     "syntax error: {}",
                     message.trim_start_matches("Syntax error: ")
                 ),
+                kind: FilterErrorKind::Invalid,
+            }
+        })?;
+        let estimated_cost = cost::estimate(program.expression()).map_err(|refusal| {
+            let offset = program
+                .source_info()
+                .offset_for(refusal.expr_id)
+                .map_or(0, |(start, _)| start as usize);
+            let (line, column) = line_and_column(source, offset);
+            FilterError {
+                line,
+                column,
+                message: refusal.message,
+                kind: FilterErrorKind::TooCostly,
             }
         })?;
         let mut equalities = Vec::new();
@@ -78,11 +138,17 @@ impl Filter {
             source: source.to_string(),
             program,
             equalities,
+            estimated_cost,
         })
     }
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The static estimate of one evaluation, in cost units (at most [`cost::MAX_COST`]).
+    pub fn estimated_cost(&self) -> f64 {
+        self.estimated_cost
     }
 
     /// `name == literal` predicates that must all hold for the filter to be true.
@@ -95,11 +161,43 @@ impl Filter {
     ///
     /// The equality predicates are checked against the event first: when one of them is
     /// certainly false, so is the whole conjunction, and CEL is not run at all.
+    ///
+    /// An evaluation over the run-time budget counts as false and is recorded in the
+    /// context, for the caller to collect with [`EventContext::take_over_budget`].
     pub fn matches(&self, context: &EventContext) -> bool {
-        if self.rejects(context.event) {
-            return false;
+        match self.evaluate(context) {
+            Ok(matched) => matched,
+            Err(over_budget) => {
+                context.over_budget.set(Some(over_budget));
+                false
+            }
         }
-        matches!(self.program.execute(context.cel()), Ok(Value::Bool(true)))
+    }
+
+    /// Like [`Filter::matches`], with an evaluation over the budget of the context's
+    /// meter (if it has one) as an error.
+    pub fn evaluate(&self, context: &EventContext) -> Result<bool, BudgetExceeded> {
+        if self.rejects(context.event) {
+            return Ok(false);
+        }
+        let cel_context = context.cel();
+        let Some(meter) = context.meter else {
+            return Ok(matches!(
+                self.program.execute(cel_context),
+                Ok(Value::Bool(true))
+            ));
+        };
+        let started = meter.now_nanos();
+        let matched = matches!(self.program.execute(cel_context), Ok(Value::Bool(true)));
+        let elapsed_nanos = meter.now_nanos().saturating_sub(started);
+        let budget_nanos = meter.budget_nanos();
+        if elapsed_nanos > budget_nanos {
+            return Err(BudgetExceeded {
+                elapsed_nanos,
+                budget_nanos,
+            });
+        }
+        Ok(matched)
     }
 
     fn rejects(&self, event: &StoredEvent) -> bool {
@@ -107,6 +205,18 @@ impl Filter {
             .iter()
             .any(|(name, expected)| certainly_differs(event, name, expected))
     }
+}
+
+/// 1-based line and column of a byte offset in `source`.
+fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
+    let before = source.get(..offset.min(source.len())).unwrap_or(source);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |text| text.chars().count())
+        + 1;
+    (line, column)
 }
 
 /// Walks the top-level `&&` chain and records `ident == literal` (either order).
@@ -215,6 +325,8 @@ fn certainly_differs(event: &StoredEvent, name: &str, expected: &IndexValue) -> 
 pub struct EventContext<'a> {
     event: &'a StoredEvent,
     context: std::cell::OnceCell<Context<'static, 'static>>,
+    meter: Option<&'a dyn EvaluationMeter>,
+    over_budget: Cell<Option<BudgetExceeded>>,
 }
 
 impl<'a> EventContext<'a> {
@@ -222,7 +334,21 @@ impl<'a> EventContext<'a> {
         EventContext {
             event,
             context: std::cell::OnceCell::new(),
+            meter: None,
+            over_budget: Cell::new(None),
         }
+    }
+
+    /// Times every evaluation against `meter`'s budget.
+    pub fn with_meter(mut self, meter: &'a dyn EvaluationMeter) -> EventContext<'a> {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// The last evaluation over the budget since the previous call, if any. The worker
+    /// asks after offering the event to each subscription, so it knows whose filter it was.
+    pub fn take_over_budget(&self) -> Option<BudgetExceeded> {
+        self.over_budget.take()
     }
 
     pub fn event(&self) -> &StoredEvent {
@@ -388,6 +514,228 @@ mod tests {
                 );
                 assert_eq!(filter.matches(&context), by_cel, "{source} on {fields}");
             }
+        }
+    }
+
+    fn refusal(filter: &str) -> FilterError {
+        match Filter::compile(filter) {
+            Ok(_) => panic!("accepted: {filter}"),
+            Err(error) => error,
+        }
+    }
+
+    /// The filter from the finding (nested `all()` over a list, 0.4 s per event on main).
+    fn nested_all_filter() -> String {
+        let mut filter =
+            String::from("xs.all(a, xs.all(b, xs.all(c, a + b + c >= 0 && a * b * c >= 0 && ");
+        while filter.len() < 700 {
+            filter.push_str("(a - b + c) * (b - c + a) >= -1000000 && ");
+        }
+        filter.push_str("true)))");
+        filter
+    }
+
+    #[test]
+    fn nested_comprehensions_are_refused_at_compile_time() {
+        let error = refusal(&nested_all_filter());
+        assert_eq!(error.kind, FilterErrorKind::TooCostly);
+        assert!(
+            error.message.contains("nested comprehensions")
+                && error.message.contains("at most 2 levels"),
+            "{error}"
+        );
+        assert_eq!(
+            (error.line, error.column),
+            (1, 27),
+            "points at the third level"
+        );
+        let mapped = refusal("xs.map(a, xs.map(b, xs.exists(c, c == a + b))).size() > 0");
+        assert!(mapped.message.contains("nested comprehensions"), "{mapped}");
+        assert!(Filter::compile("xs.all(a, [1, 2, 3].exists(b, a > b))").is_ok());
+        assert!(Filter::compile("xs.exists(a, a > 1) && ys.exists(b, b > 1)").is_ok());
+    }
+
+    #[test]
+    fn a_filter_whose_estimate_exceeds_the_budget_is_refused() {
+        let mut body = String::from("a != b");
+        for _ in 0..40 {
+            body.push_str(" && a.contains(b)");
+        }
+        let source = format!("xs.all(a, ys.all(b, {body}))");
+        let error = refusal(&source);
+        assert_eq!(error.kind, FilterErrorKind::TooCostly);
+        assert!(
+            error.message.contains("estimated cost")
+                && error.message.contains("exceeds the budget of 1e5"),
+            "{error}"
+        );
+        let cheap = Filter::compile(r#"xs.all(a, a in ys) && host == "cad""#).unwrap();
+        assert!(cheap.estimated_cost() <= cost::MAX_COST);
+        let plain = Filter::compile(r#"block == "gc_t" && tns < 0"#).unwrap();
+        assert!(plain.estimated_cost() < 100.0, "{}", plain.estimated_cost());
+    }
+
+    #[test]
+    fn literals_patterns_and_depth_are_bounded() {
+        let items: Vec<String> = (0..=cost::MAX_LITERAL_ITEMS)
+            .map(|i| i.to_string())
+            .collect();
+        let error = refusal(&format!("n in [{}]", items.join(", ")));
+        assert!(error.message.contains("literal has 101 items"), "{error}");
+        let error = refusal("message.matches(pattern)");
+        assert!(error.message.contains("literal pattern"), "{error}");
+        assert!(Filter::compile(r#"message.matches("^disk [0-9]+% full$")"#).is_ok());
+        // Short, yet megabytes compiled: cel would compile it on every evaluation.
+        let error = refusal(r#"message.matches("\\w{1000}\\w{1000}")"#);
+        assert!(
+            error.message.contains("compiles to more than 256 KiB"),
+            "{error}"
+        );
+        let error = refusal(r#"message.matches("(unclosed")"#);
+        assert!(
+            error.message.contains("not a regular expression"),
+            "{error}"
+        );
+        assert!(Filter::compile(r#"alertname == "x" && job.matches("^(?:api|web)$")"#).is_ok());
+        // cel's own parser recursion limit (96) applies to what nests in the grammar...
+        let parenthesised = format!("{}n{} > 0", "(".repeat(300), ")".repeat(300));
+        let error = refusal(&parenthesised);
+        assert_eq!(error.kind, FilterErrorKind::Invalid);
+        assert!(
+            error.message.to_lowercase().contains("recursion limit"),
+            "{error}"
+        );
+        // ...and the estimate's own depth limit to the chains the parser reads in a loop,
+        // which the interpreter would recurse through, up to the longest filter there is.
+        let chain = format!("n{} > 0", "+n".repeat((MAX_FILTER_BYTES - 8) / 2));
+        let error = refusal(&chain);
+        assert_eq!(error.kind, FilterErrorKind::TooCostly);
+        assert!(error.message.contains("nests deeper than 64"), "{error}");
+        let selections = format!("a{} == 1", ".b".repeat(100));
+        let error = refusal(&selections);
+        assert_eq!(error.kind, FilterErrorKind::TooCostly);
+        assert!(error.message.contains("nests deeper than 64"), "{error}");
+        assert!(Filter::compile(&format!("a{} == 1", ".b".repeat(30))).is_ok());
+    }
+
+    /// A meter whose clock moves by `step` nanoseconds on every reading.
+    struct ScriptedMeter {
+        now: Cell<u64>,
+        step: u64,
+        budget: u64,
+    }
+
+    impl EvaluationMeter for ScriptedMeter {
+        fn now_nanos(&self) -> u64 {
+            let now = self.now.get() + self.step;
+            self.now.set(now);
+            now
+        }
+
+        fn budget_nanos(&self) -> u64 {
+            self.budget
+        }
+    }
+
+    #[test]
+    fn an_evaluation_over_the_budget_is_reported_as_a_budget_error() {
+        let filter = Filter::compile("xs.exists(x, x > 2)").unwrap();
+        let event = event(json!({"xs": [1, 2, 3]}));
+        let slow = ScriptedMeter {
+            now: Cell::new(0),
+            step: 7_000_000,
+            budget: 5_000_000,
+        };
+        let context = EventContext::new(&event).with_meter(&slow);
+        let error = filter.evaluate(&context).unwrap_err();
+        assert_eq!(
+            error,
+            BudgetExceeded {
+                elapsed_nanos: 7_000_000,
+                budget_nanos: 5_000_000
+            }
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("more than the budget of 5000 µs"),
+            "{error}"
+        );
+        assert!(
+            context.take_over_budget().is_none(),
+            "evaluate reports, it does not record"
+        );
+        assert!(!filter.matches(&context), "over budget counts as no match");
+        assert_eq!(context.take_over_budget(), Some(error));
+        assert_eq!(context.take_over_budget(), None, "taken once");
+        let fast = ScriptedMeter {
+            now: Cell::new(0),
+            step: 1_000,
+            budget: 5_000_000,
+        };
+        let context = EventContext::new(&event).with_meter(&fast);
+        assert_eq!(filter.evaluate(&context), Ok(true));
+        assert!(filter.matches(&context));
+        assert_eq!(context.take_over_budget(), None);
+        // The equality fast path never runs CEL, so it is never over budget.
+        let prefiltered = Filter::compile(r#"kind == "x" && xs.exists(x, x > 2)"#).unwrap();
+        let context = EventContext::new(&event).with_meter(&slow);
+        assert_eq!(prefiltered.evaluate(&context), Ok(false));
+    }
+
+    /// Prints estimated cost and measured time of the most expensive shapes of filter the
+    /// budget admits; run by hand to calibrate `cost::MAX_COST` (see docs/security-cel.md):
+    /// `cargo test --release -p tellify-engine calibrate -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn calibrate_cost_units() {
+        let numbers: Vec<i64> = (0..100).collect();
+        let words: Vec<String> = (0..100)
+            .map(|i| format!("word-{i}-{}", "x".repeat(60)))
+            .collect();
+        let event = event(json!({"xs": numbers, "ys": words, "message": "m".repeat(8000)}));
+        let mut candidates = vec![
+            nested_all_filter(),
+            "xs.all(a, xs.all(b, a + b >= 0))".to_string(),
+            "xs.all(a, a in ys)".to_string(),
+            "xs.exists(a, ys.exists(b, b < a))".to_string(),
+            "xs.all(a, ys.exists(b, a == b))".to_string(),
+            "xs.all(a, xs.all(b, a + b >= 0 && a - b <= 1000 && a * b >= 0))".to_string(),
+            "ys.all(a, ys.all(b, a == b || a.contains(b) || b.startsWith(a)))".to_string(),
+            "xs.map(a, xs.map(b, a * b)).size() > 0".to_string(),
+            r#"ys.all(a, a.matches("^word-[0-9]+-x+$"))"#.to_string(),
+            r#"message.matches("^(m+)+$")"#.to_string(),
+            r#"message.matches("(?:m{100}){100}")"#.to_string(),
+            r#"message.matches("\\w{1000}\\w{1000}")"#.to_string(),
+            r#"message.matches("(?:\\pL{50}|\\pN{50}){40}")"#.to_string(),
+            r#"message.matches("\\w{5}")"#.to_string(),
+            r#"message.matches("\\w{40}")"#.to_string(),
+            r#"message.matches("\\w{150}")"#.to_string(),
+        ];
+        let mut long_body = String::from("a >= 0");
+        while long_body.len() < 3900 {
+            long_body.push_str(" && a + 1 > 0");
+        }
+        candidates.push(format!("xs.all(a, {long_body})"));
+        for source in candidates {
+            let estimate = match Filter::compile(&source) {
+                Ok(filter) => format!("{:.0}", filter.estimated_cost()),
+                Err(error) => format!("refused: {}", error.message),
+            };
+            let program = ENV.compile(&source).unwrap();
+            let context = EventContext::new(&event);
+            let cel = context.cel();
+            let started = std::time::Instant::now();
+            let rounds = 5;
+            for _ in 0..rounds {
+                let _ = program.execute(cel);
+            }
+            let per_evaluation = started.elapsed() / rounds;
+            println!(
+                "{:>10.3} ms  {estimate:>40}  {}",
+                per_evaluation.as_secs_f64() * 1000.0,
+                &source[..source.len().min(70)]
+            );
         }
     }
 

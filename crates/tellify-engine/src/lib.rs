@@ -12,6 +12,8 @@ pub mod validation;
 
 pub use alerts::{Action, Alert, AlertState, HistoryEntry};
 pub use dispatch::{DispatchHints, DispatchIndex, IndexValue};
-pub use filter::{EventContext, Filter, FilterError};
+pub use filter::{
+    BudgetExceeded, EvaluationMeter, EventContext, Filter, FilterError, FilterErrorKind,
+};
 pub use handlers::{AlertOutput, Handler, HandlerKind, Outputs, Registry};
 pub use validation::ParamError;

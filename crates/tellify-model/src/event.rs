@@ -49,7 +49,15 @@ pub struct Limits {
     pub max_string_bytes: usize,
     /// Longest field name, in bytes.
     pub max_key_bytes: usize,
+    /// Most list items in one event, in any one list and in all of its lists together.
+    /// Filters iterate and compare lists, so their cost bound rests on this: it may be
+    /// lowered, not raised above [`MAX_LIST_ITEMS_CEILING`].
+    pub max_list_items: usize,
 }
+
+/// The highest `max_list_items` an operator may set: the filter cost bound in the engine
+/// assumes no event carries a longer list.
+pub const MAX_LIST_ITEMS_CEILING: usize = 100;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -58,6 +66,7 @@ impl Default for Limits {
             max_depth: 4,
             max_string_bytes: 8192,
             max_key_bytes: 128,
+            max_list_items: MAX_LIST_ITEMS_CEILING,
         }
     }
 }
@@ -117,14 +126,23 @@ impl EventInput {
                 push("type", "must not be empty".to_string());
             }
         }
-        let mut count = 0usize;
-        check_object(&self.fields, "fields", 1, limits, &mut count, &mut push);
-        if count > limits.max_fields {
+        let mut tally = Tally::default();
+        check_object(&self.fields, "fields", 1, limits, &mut tally, &mut push);
+        if tally.fields > limits.max_fields {
             push(
                 "fields",
                 format!(
-                    "has {count} fields, more than the limit of {}",
-                    limits.max_fields
+                    "has {} fields, more than the limit of {}",
+                    tally.fields, limits.max_fields
+                ),
+            );
+        }
+        if tally.list_items > limits.max_list_items && !tally.long_list {
+            push(
+                "fields",
+                format!(
+                    "lists hold {} items in all, more than the limit of {}",
+                    tally.list_items, limits.max_list_items
                 ),
             );
         }
@@ -136,16 +154,25 @@ impl EventInput {
     }
 }
 
+/// What an event's fields hold, counted while they are checked.
+#[derive(Default)]
+struct Tally {
+    fields: usize,
+    list_items: usize,
+    /// One list alone is over the limit (and was reported with its path).
+    long_list: bool,
+}
+
 fn check_object(
     object: &Fields,
     path: &str,
     depth: usize,
     limits: &Limits,
-    count: &mut usize,
+    count: &mut Tally,
     push: &mut impl FnMut(&str, String),
 ) {
     for (key, value) in object {
-        *count += 1;
+        count.fields += 1;
         let child = format!("{path}.{key}");
         if key.is_empty() {
             push(path, "a field name must not be empty".to_string());
@@ -169,7 +196,7 @@ fn check_value(
     path: &str,
     depth: usize,
     limits: &Limits,
-    count: &mut usize,
+    count: &mut Tally,
     push: &mut impl FnMut(&str, String),
 ) {
     match value {
@@ -192,6 +219,19 @@ fn check_value(
             check_object(inner, path, depth + 1, limits, count, push);
         }
         serde_json::Value::Array(items) => {
+            count.list_items += items.len();
+            if items.len() > limits.max_list_items {
+                count.long_list = true;
+                push(
+                    path,
+                    format!(
+                        "has {} items, more than the limit of {}",
+                        items.len(),
+                        limits.max_list_items
+                    ),
+                );
+                return;
+            }
             if depth >= limits.max_depth {
                 push(
                     path,
@@ -309,6 +349,7 @@ mod tests {
             max_depth: 2,
             max_string_bytes: 5,
             max_key_bytes: 3,
+            max_list_items: 100,
         };
         let input = event(
             r#"{"message": "too long text", "fields": {"a": 1, "long": 2, "n": {"m": {"x": 1}}}}"#,
@@ -319,5 +360,37 @@ mod tests {
         assert!(fields.contains(&"fields.long"), "{problems:?}");
         assert!(fields.contains(&"fields.n.m"), "{problems:?}");
         assert!(fields.contains(&"fields"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_list_longer_than_the_limit_is_refused_with_its_path() {
+        let items: Vec<u32> = (0..101).collect();
+        let input = EventInput {
+            fields: serde_json::json!({"ok": [1, 2, 3], "nested": {"xs": items}})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let problems = input.validate(&Limits::default()).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "fields.nested.xs");
+        assert_eq!(
+            problems[0].message,
+            "has 101 items, more than the limit of 100"
+        );
+        let mut shorter = input.clone();
+        shorter.fields["nested"]["xs"] = serde_json::json!((0..97).collect::<Vec<u32>>());
+        assert!(shorter.validate(&Limits::default()).is_ok());
+        // The limit holds for all lists together, nested ones included.
+        shorter
+            .fields
+            .insert("more".to_string(), serde_json::json!([[1], [2]]));
+        let problems = shorter.validate(&Limits::default()).unwrap_err();
+        assert_eq!(problems[0].field, "fields");
+        assert_eq!(
+            problems[0].message,
+            "lists hold 104 items in all, more than the limit of 100"
+        );
     }
 }

@@ -12,7 +12,10 @@ pub mod severity;
 pub use duration::{
     earlier, format_duration, later, parse_duration, DurationError, DurationRange, MAX_DURATION,
 };
-pub use event::{EventInput, FieldProblem, Fields, Limits, Source, StoredEvent, StoredSource};
+pub use event::{
+    EventInput, FieldProblem, Fields, Limits, Source, StoredEvent, StoredSource,
+    MAX_LIST_ITEMS_CEILING,
+};
 pub use id::new_id;
 pub use kv::{parse_kv_line, KvError};
 pub use severity::Severity;

@@ -9,9 +9,9 @@ use tellify_model::{EventInput, Fields, Severity, StoredEvent};
 
 use crate::{
     AlertQuery, ContactPoint, DeliveryHold, DeliveryOutcome, DeliveryQuery, DeliveryStatus,
-    EventQuery, EventType, FinishedDelivery, Group, NewNotification, NotificationPlanner,
-    OutputToApply, Plan, PlannerRef, PolicyRecord, ProcessingCommit, RepeatSchedule, Store,
-    StoreError, Subscription, Token, User, Viewer,
+    EventQuery, EventSearch, EventType, FinishedDelivery, Group, NewNotification,
+    NotificationPlanner, OutputToApply, Plan, PlannerRef, PolicyRecord, ProcessingCommit,
+    RepeatSchedule, Store, StoreError, Subscription, Token, User, Viewer,
 };
 
 /// Runs every check against `store`, which must start empty.
@@ -22,6 +22,7 @@ pub async fn run_all(store: &dyn Store) {
     outbox_gangs_leases_retries_repeats_and_offboards(store).await;
     event_types_registry_and_dedup_windows(store).await;
     export_positions_and_alert_changes_in_order(store).await;
+    event_search_pushes_predicates_down_and_resumes_in_bounded_steps(store).await;
 }
 
 fn at(seconds: i64) -> Timestamp {
@@ -900,4 +901,127 @@ async fn export_positions_and_alert_changes_in_order(store: &dyn Store) {
     );
     assert!(after_delete[0].position > passed);
     assert_eq!(after_delete[0].alert.subscription_id, second.id);
+}
+
+async fn event_search_pushes_predicates_down_and_resumes_in_bounded_steps(store: &dyn Store) {
+    use tellify_engine::IndexValue;
+    let events: Vec<StoredEvent> = (0..30)
+        .map(|n: i64| {
+            let input = EventInput {
+                event_type: Some(
+                    if n % 2 == 0 {
+                        "search.even"
+                    } else {
+                        "search.odd"
+                    }
+                    .to_string(),
+                ),
+                fields: json!({"n": n, "shard": format!("s{}", n % 3), "ok": n % 4 == 0})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            StoredEvent::from_input(input, Some("p".to_string()), at(50_000 + n), 0)
+        })
+        .collect();
+    store.append_events(events).await.unwrap();
+    let numbers = |step: &crate::SearchStep| -> Vec<i64> {
+        step.events
+            .iter()
+            .map(|e| e.fields["n"].as_i64().unwrap())
+            .collect()
+    };
+    let search = EventSearch {
+        event_type: Some("search.even".to_string()),
+        limit: 100,
+        max_examined: 1000,
+        ..Default::default()
+    };
+    let even = store.search_events(search.clone()).await.unwrap();
+    assert_eq!(
+        numbers(&even),
+        (0..30).rev().filter(|n| n % 2 == 0).collect::<Vec<_>>()
+    );
+    assert_eq!(even.examined, 15, "only events of the type are looked at");
+    assert_eq!(even.resume_before, None);
+    let sharded = store
+        .search_events(EventSearch {
+            field_equals: vec![
+                ("shard".to_string(), IndexValue::Str("s0".to_string())),
+                ("ok".to_string(), IndexValue::Bool(true)),
+            ],
+            ..search.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(numbers(&sharded), vec![24, 12, 0]);
+    let exact = store
+        .search_events(EventSearch {
+            field_equals: vec![("n".to_string(), IndexValue::Int(4))],
+            ..search.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(numbers(&exact), vec![4]);
+    // Four rows a step: the search goes on from each step's cursor and misses nothing.
+    let mut found = Vec::new();
+    let mut before = None;
+    let mut steps = 0;
+    loop {
+        let step = store
+            .search_events(EventSearch {
+                before_seq: before,
+                max_examined: 4,
+                ..search.clone()
+            })
+            .await
+            .unwrap();
+        assert!(step.examined <= 4, "{}", step.examined);
+        found.extend(numbers(&step));
+        steps += 1;
+        match step.resume_before {
+            Some(resume) => before = Some(resume),
+            None => break,
+        }
+    }
+    assert_eq!(
+        found,
+        (0..30).rev().filter(|n| n % 2 == 0).collect::<Vec<_>>()
+    );
+    assert!(steps >= 4, "{steps}");
+    // A full page resumes after its last event.
+    let page = store
+        .search_events(EventSearch {
+            limit: 2,
+            ..search.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(numbers(&page), vec![28, 26]);
+    assert_eq!(page.resume_before, Some(page.events[1].seq));
+    // A time range, with room to take it whole and with a step too small for it.
+    for max_examined in [1000, 3] {
+        let mut found = Vec::new();
+        let mut before = None;
+        loop {
+            let step = store
+                .search_events(EventSearch {
+                    since: Some(at(50_010)),
+                    until: Some(at(50_020)),
+                    before_seq: before,
+                    limit: 100,
+                    max_examined,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            found.extend(numbers(&step));
+            match step.resume_before {
+                Some(resume) => before = Some(resume),
+                None => break,
+            }
+        }
+        assert_eq!(found, (10..20).rev().collect::<Vec<_>>(), "{max_examined}");
+    }
 }

@@ -73,6 +73,9 @@ pub trait Store: Send + Sync + 'static {
     /// Events newest first, by time range and position; each repeated event once, with
     /// its repeat count.
     async fn query_events(&self, query: EventQuery) -> StoreResult<Vec<ListedEvent>>;
+    /// One bounded step of a search (see [`EventSearch`]): at most `limit` events, having
+    /// looked at no more than about `max_examined` rows, and where to go on from.
+    async fn search_events(&self, search: EventSearch) -> StoreResult<SearchStep>;
     async fn event(&self, id: &str) -> StoreResult<Option<ListedEvent>>;
     /// The position of the newest event (0 when empty).
     async fn last_seq(&self) -> StoreResult<i64>;

@@ -19,15 +19,16 @@ use tokio::sync::{mpsc, oneshot};
 mod event_types;
 mod export;
 mod notify;
+mod search;
 
 pub use notify::REMOVED_USER;
 
 use crate::{
     AlertChange, AlertQuery, Appended, AuditRecord, ClearedFilter, CommitOutcome, ContactPoint,
-    Delivery, DeliveryHold, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, EventType,
-    FinishedDelivery, Group, ListedEvent, NotifyDirectory, OffboardCounts, PlannerRef,
-    PolicyRecord, ProcessingCommit, ProcessingSnapshot, Silence, Store, StoreError, StoreResult,
-    Subscription, Token, User, Viewer,
+    Delivery, DeliveryHold, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, EventSearch,
+    EventType, FinishedDelivery, Group, ListedEvent, NotifyDirectory, OffboardCounts, PlannerRef,
+    PolicyRecord, ProcessingCommit, ProcessingSnapshot, SearchStep, Silence, Store, StoreError,
+    StoreResult, Subscription, Token, User, Viewer,
 };
 
 /// Most append requests folded into one transaction.
@@ -124,6 +125,8 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
     "ALTER TABLE subscriptions ADD COLUMN health TEXT;",
     // user_version 6: optional token expiry.
     "ALTER TABLE tokens ADD COLUMN expires TEXT;",
+    // user_version 7: the type index of event search.
+    search::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -872,6 +875,11 @@ impl Store for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
         })
         .await
+    }
+
+    async fn search_events(&self, search: EventSearch) -> StoreResult<SearchStep> {
+        self.read(move |connection| search::search(connection, &search))
+            .await
     }
 
     async fn event(&self, id: &str) -> StoreResult<Option<ListedEvent>> {

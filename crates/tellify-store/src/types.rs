@@ -4,6 +4,8 @@ use tellify_engine::alerts::{Alert, AlertOrigin, AlertState, HistoryEntry};
 use tellify_engine::handlers::AlertOutput;
 use tellify_model::{Severity, StoredEvent};
 
+use crate::ListedEvent;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appended {
     pub id: String,
@@ -23,6 +25,39 @@ pub struct EventQuery {
     /// Only events with a smaller `seq` (the cursor).
     pub before_seq: Option<i64>,
     pub limit: usize,
+}
+
+/// One bounded step of an event search, newest first. What SQL can answer is pushed
+/// down: the type through an index, the time range, and `field == literal` predicates as
+/// a pre-filter on the stored body. The caller still applies its full filter to what
+/// comes back: the pre-filter never drops an event the filter would accept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventSearch {
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    /// Only events with a smaller `seq` (the cursor).
+    pub before_seq: Option<i64>,
+    /// Only events of this type.
+    pub event_type: Option<String>,
+    /// Only events whose field `name` (a top-level field) equals the value.
+    pub field_equals: Vec<(String, tellify_engine::IndexValue)>,
+    /// Most events returned.
+    pub limit: usize,
+    /// Most rows the store may look at in this step: bounds how long it holds a read
+    /// connection, however selective the search.
+    pub max_examined: usize,
+}
+
+/// What one step of a search found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SearchStep {
+    /// Events that passed the pushed-down predicates, newest first.
+    pub events: Vec<ListedEvent>,
+    /// Rows looked at (an upper bound).
+    pub examined: usize,
+    /// The cursor to search on from (events with a smaller `seq`), or `None` when the
+    /// search reached the start of the log.
+    pub resume_before: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,6 +28,8 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub limits: Limits,
     pub engine: EngineSettings,
+    /// Bounds on event search (`[search]`).
+    pub search: crate::api::SearchSettings,
     pub notify: NotifySettings,
     pub smtp: SmtpSettings,
     pub sms: SmsSettings,
@@ -76,6 +78,9 @@ pub struct EngineSettings {
     /// The longest one subscription may take over one event or timer, in milliseconds,
     /// before that counts as a failure.
     pub handler_budget_ms: u64,
+    /// Longest one filter evaluation may take, in milliseconds; a subscription whose
+    /// filter takes longer is marked failing (see `filter_budget`).
+    pub filter_budget_ms: u64,
 }
 
 impl Default for Settings {
@@ -87,6 +92,7 @@ impl Default for Settings {
             ingest: IngestSettings::default(),
             limits: Limits::default(),
             engine: EngineSettings::default(),
+            search: Default::default(),
             notify: NotifySettings::default(),
             smtp: SmtpSettings::default(),
             sms: SmsSettings::default(),
@@ -119,6 +125,7 @@ impl Default for EngineSettings {
             batch_size: 2000,
             max_subscription_failures: 5,
             handler_budget_ms: 250,
+            filter_budget_ms: 5,
         }
     }
 }
@@ -143,9 +150,15 @@ impl Settings {
             "log",
         ]);
         figment = figment.merge(environment);
-        figment
+        let settings: Settings = figment
             .extract()
-            .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))
+            .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
+        // The filter cost bound assumes no event carries a longer list.
+        let ceiling = tellify_model::MAX_LIST_ITEMS_CEILING;
+        if settings.limits.max_list_items > ceiling {
+            anyhow::bail!("invalid configuration: limits.max_list_items must be at most {ceiling}");
+        }
+        Ok(settings)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod event_types;
 pub mod export;
+pub mod filter_budget;
 pub mod ingest;
 pub mod notify;
 pub mod outbound;

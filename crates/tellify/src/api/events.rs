@@ -3,20 +3,19 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
-use tellify_engine::filter::{EventContext, Filter};
-use tellify_store::{EventQuery, ListedEvent};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::{
-    clamp_limit, parse_time_param, ApiError, ApiResult, AppState, Auth, Page, QueryParams,
-};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tellify_engine::filter::{EventContext, Filter, FilterErrorKind};
+use tellify_engine::IndexValue;
+use tellify_store::{EventSearch, ListedEvent};
+
+use super::{clamp_limit, parse_time_param, ApiError, ApiResult, AppState, Auth, QueryParams};
 use crate::auth::Scope;
 use crate::ingest::{parse_events_checked, store_events};
 use crate::telemetry;
-
-/// Rows scanned at most per `GET /events` request when a filter is selective.
-const MAX_SCAN: usize = 20_000;
 
 /// `POST /api/v1/events`: stores the events durably, then answers 202 with their ids.
 pub async fn ingest(
@@ -96,20 +95,66 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+/// How far one `GET /api/v1/events` may go (`[search]`): past either bound it answers
+/// with what it found and a cursor, so a search never holds the server for long.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchSettings {
+    /// Longest one request may search, in milliseconds.
+    pub time_budget_ms: u64,
+    /// Most stored events one request may look at.
+    pub max_rows_examined: usize,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            time_budget_ms: 1000,
+            max_rows_examined: 20_000,
+        }
+    }
+}
+
+/// Rows one store step looks at: one step holds a read connection for a few milliseconds.
+const ROWS_PER_STEP: usize = 1000;
+
+/// A page of events. `next` resumes the search; `partial` says it stopped at its budget
+/// (time or rows) rather than at a full page or the start of the log.
+#[derive(Serialize)]
+pub struct EventPage {
+    pub items: Vec<ListedEvent>,
+    pub next: Option<String>,
+    pub partial: bool,
+    /// Stored events looked at (an upper bound).
+    pub examined: usize,
+}
+
 /// `GET /api/v1/events`: newest first, filtered with the subscription filter language.
+///
+/// The search goes back through the log in bounded store steps: the filter's type and
+/// `field == literal` predicates are pushed into the store, the rest of the filter runs on
+/// a blocking thread. It stops at a full page, at the start of the log, or at the
+/// `[search]` budget, whichever comes first; `next` then says where to go on.
 pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
     QueryParams(query): QueryParams<ListQuery>,
-) -> ApiResult<Json<Page<ListedEvent>>> {
+) -> ApiResult<Json<EventPage>> {
     auth.require(Scope::User)?;
     let now = state.clock.now();
     let filter = match query.filter.as_deref().filter(|f| !f.trim().is_empty()) {
-        Some(source) => Some(Filter::compile(source).map_err(|error| {
-            ApiError::bad_request(format!("`filter`: {error}")).with_errors(&[json!({
-                "field": "filter", "line": error.line, "column": error.column, "message": error.message
-            })])
-        })?),
+        Some(source) => Some(Arc::new(Filter::compile(source).map_err(|error| {
+            let problem = json!({
+                "field": "filter", "path": "filter", "line": error.line,
+                "column": error.column, "message": error.message
+            });
+            let detail = format!("`filter`: {error}");
+            match error.kind {
+                FilterErrorKind::TooCostly => ApiError::unprocessable(detail),
+                FilterErrorKind::Invalid => ApiError::bad_request(detail),
+            }
+            .with_errors(&[problem])
+        })?)),
         None => None,
     };
     let since = query
@@ -131,49 +176,142 @@ pub async fn list(
         })?),
         None => None,
     };
-    // Collect one more match than asked: it tells whether another page follows. A selective
-    // filter stops after MAX_SCAN rows and hands back a cursor to scan on from.
+    let (event_type, field_equals) = match &filter {
+        Some(filter) => pushdown(filter),
+        None => (None, Vec::new()),
+    };
+    let budget = &state.settings.search;
+    let deadline = Instant::now() + Duration::from_millis(budget.time_budget_ms);
+    // Collect one more match than asked: it tells whether another page follows.
     let mut items: Vec<ListedEvent> = Vec::new();
-    let mut scanned = 0;
-    let page_size = if filter.is_some() { 1000 } else { limit + 1 };
+    let mut examined = 0;
     loop {
-        let rows = state
+        let rows_left = budget.max_rows_examined.saturating_sub(examined);
+        let max_examined = rows_left.clamp(1, ROWS_PER_STEP);
+        // With a filter the store cannot tell which of its rows will match: it hands back
+        // every row that passed what it could check, and the filter picks.
+        let wanted = limit + 1 - items.len();
+        let step_limit = if filter.is_some() {
+            max_examined
+        } else {
+            wanted
+        };
+        let step = state
             .store
-            .query_events(EventQuery {
+            .search_events(EventSearch {
                 since,
                 until,
                 before_seq: before,
-                limit: page_size,
+                event_type: event_type.clone(),
+                field_equals: field_equals.clone(),
+                limit: step_limit,
+                max_examined,
             })
             .await?;
-        let exhausted = rows.len() < page_size;
-        for event in rows {
-            scanned += 1;
-            before = Some(event.seq);
-            let keep = match &filter {
-                Some(filter) => filter.matches(&EventContext::new(&event)),
-                None => true,
-            };
-            if keep {
-                items.push(event);
-                if items.len() > limit {
-                    break;
-                }
+        examined += step.examined;
+        let (kept, unfinished) = match &filter {
+            Some(filter) => {
+                let filter = filter.clone();
+                tokio::task::spawn_blocking(move || {
+                    evaluate_until(&filter, step.events, wanted, deadline)
+                })
+                .await
+                .map_err(|error| {
+                    tracing::error!(%error, "event search evaluation stopped");
+                    ApiError::new(
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal Server Error",
+                        "the search failed",
+                    )
+                })?
             }
-        }
+            None => (step.events, None),
+        };
+        items.extend(kept);
         if items.len() > limit {
             items.truncate(limit);
             let next = items.last().map(|event| event.seq.to_string());
-            return Ok(Json(Page { items, next }));
+            return Ok(Json(EventPage {
+                items,
+                next,
+                partial: false,
+                examined,
+            }));
         }
-        if exhausted {
-            return Ok(Json(Page { items, next: None }));
+        if let Some(seq) = unfinished {
+            // Stopped by the deadline before this event: the next page starts with it.
+            return Ok(partial_page(items, seq.saturating_add(1), examined));
         }
-        if scanned >= MAX_SCAN {
-            let next = before.map(|seq| seq.to_string());
-            return Ok(Json(Page { items, next }));
+        let Some(resume) = step.resume_before else {
+            return Ok(Json(EventPage {
+                items,
+                next: None,
+                partial: false,
+                examined,
+            }));
+        };
+        before = Some(resume);
+        // Checked after a step, so every request moves the cursor on.
+        if examined >= budget.max_rows_examined || Instant::now() >= deadline {
+            return Ok(partial_page(items, resume, examined));
         }
     }
+}
+
+fn partial_page(items: Vec<ListedEvent>, before: i64, examined: usize) -> Json<EventPage> {
+    Json(EventPage {
+        items,
+        next: Some(before.to_string()),
+        partial: true,
+        examined,
+    })
+}
+
+/// The filter's predicates the store can apply: `event.type == "x"` through its type
+/// index, `name == literal` on ordinary top-level fields as a pre-filter. The names that
+/// fall back to the envelope when no field has them (`severity`, `host`, ...) stay with
+/// CEL, so the pre-filter never drops an event the filter accepts.
+fn pushdown(filter: &Filter) -> (Option<String>, Vec<(String, IndexValue)>) {
+    let mut event_type = None;
+    let mut field_equals = Vec::new();
+    for (name, value) in filter.equalities() {
+        match (name.as_str(), value) {
+            ("event.type", IndexValue::Str(kind)) if event_type.is_none() => {
+                event_type = Some(kind.clone())
+            }
+            ("severity" | "message" | "host" | "component", _) => {}
+            (field, _) if !field.starts_with("event.") => {
+                field_equals.push((field.to_string(), value.clone()))
+            }
+            _ => {}
+        }
+    }
+    (event_type, field_equals)
+}
+
+/// Runs the filter over `events` (newest first) until `wanted` match or the deadline
+/// passes; returns the matches and, when stopped by the deadline, the `seq` of the first
+/// event not looked at. The first event is always looked at, so a search makes progress
+/// however small its budget.
+fn evaluate_until(
+    filter: &Filter,
+    events: Vec<ListedEvent>,
+    wanted: usize,
+    deadline: Instant,
+) -> (Vec<ListedEvent>, Option<i64>) {
+    let mut kept = Vec::new();
+    for (index, event) in events.into_iter().enumerate() {
+        if kept.len() >= wanted {
+            break;
+        }
+        if index > 0 && Instant::now() >= deadline {
+            return (kept, Some(event.seq));
+        }
+        if filter.matches(&EventContext::new(&event)) {
+            kept.push(event);
+        }
+    }
+    (kept, None)
 }
 
 pub async fn get_one(

@@ -28,6 +28,7 @@ use tellify_engine::Registry;
 use tellify_store::Store;
 
 pub use error::{ApiError, ApiResult};
+pub use events::SearchSettings;
 
 use crate::auth::{AuthFailure, Authenticator, Principal, Scope};
 use crate::channels::Channels;

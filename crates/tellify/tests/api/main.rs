@@ -8,6 +8,7 @@ mod support;
 mod auth_and_errors;
 mod connections;
 mod event_types;
+mod filter_budget;
 mod lifecycle;
 mod limits;
 mod notify;
