@@ -150,13 +150,15 @@ pub async fn start_with_store(
     )
     .await
     .context("cannot start the notifier")?;
-    let worker =
-        worker
-            .with_notifier(notifier_handle.clone())
-            .with_limits(crate::worker::WorkerLimits {
-                max_failures: settings.engine.max_subscription_failures.max(1),
-                budget: std::time::Duration::from_millis(settings.engine.handler_budget_ms.max(1)),
-            });
+    let engine = &settings.engine;
+    let limits = crate::worker::WorkerLimits {
+        max_failures: engine.max_subscription_failures.max(1),
+        budget: std::time::Duration::from_millis(engine.handler_budget_ms.max(1)),
+        filter_budget: std::time::Duration::from_millis(engine.filter_budget_ms.max(1)),
+    };
+    let worker = worker
+        .with_notifier(notifier_handle.clone())
+        .with_limits(limits);
     let file_limit = crate::server::raise_open_file_limit();
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

@@ -64,6 +64,9 @@ pub struct WorkerLimits {
     /// The longest one handler call (one event or tick) may take before it counts as a
     /// failure.
     pub budget: Duration,
+    /// The longest one filter evaluation may take (`engine.filter_budget_ms`); over it the
+    /// filter counts as not matching and the subscription as failing.
+    pub filter_budget: Duration,
 }
 
 impl Default for WorkerLimits {
@@ -71,6 +74,7 @@ impl Default for WorkerLimits {
         WorkerLimits {
             max_failures: 5,
             budget: Duration::from_millis(250),
+            filter_budget: Duration::from_millis(5),
         }
     }
 }
@@ -157,6 +161,8 @@ pub struct Worker {
     costs: HashMap<String, SubscriptionCost>,
     shared_costs: Arc<Mutex<Vec<SubscriptionCost>>>,
     costs_published: Instant,
+    /// Times every filter evaluation against its budget.
+    filter_meter: crate::filter_budget::WallClockMeter,
 }
 
 /// Most fed events held in memory; beyond it the worker reads the log instead.
@@ -200,6 +206,9 @@ impl Worker {
             costs: HashMap::new(),
             shared_costs: Arc::new(Mutex::new(Vec::new())),
             costs_published: Instant::now(),
+            filter_meter: crate::filter_budget::WallClockMeter::new(
+                WorkerLimits::default().filter_budget,
+            ),
         };
         worker.load(snapshot).await?;
         let head = store.last_seq().await?;
@@ -216,6 +225,7 @@ impl Worker {
     /// Sets how much a subscription may cost and fail.
     pub fn with_limits(mut self, limits: WorkerLimits) -> Worker {
         self.limits = limits;
+        self.filter_meter = crate::filter_budget::WallClockMeter::new(limits.filter_budget);
         self
     }
 
@@ -619,7 +629,8 @@ impl Worker {
         if candidates.is_empty() {
             return;
         }
-        let context = EventContext::new(event);
+        let meter = self.filter_meter.clone();
+        let context = EventContext::new(event).with_meter(&meter);
         for id in candidates {
             let Some(loaded) = self.subscriptions.get_mut(&id) else {
                 continue;
@@ -643,6 +654,9 @@ impl Worker {
                     continue;
                 }
             };
+            if let Some(over) = context.take_over_budget() {
+                outputs.failure.get_or_insert_with(|| over.to_string());
+            }
             if let Some(reason) = outputs.failure.take() {
                 let reason = format!("event {}: {reason}", event.id);
                 self.record_failure(&id, reason, now, commit);
@@ -928,6 +942,7 @@ mod tests {
         let limits = WorkerLimits {
             max_failures: 3,
             budget: Duration::from_secs(60),
+            filter_budget: Duration::from_secs(60),
         };
         let (worker, _handle) =
             Worker::start(store.clone(), registry, clock, Bus::default(), 100, 1)
@@ -996,6 +1011,7 @@ mod tests {
         let mut worker = worker.with_limits(WorkerLimits {
             max_failures: 5,
             budget: Duration::from_millis(5),
+            filter_budget: Duration::from_secs(60),
         });
         append(&store, "slow one").await;
         while worker.step().await.unwrap() {}
@@ -1031,6 +1047,60 @@ mod tests {
             .unwrap()
             .health
             .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_filter_over_its_run_time_budget_marks_its_subscription_failing() {
+        let (_directory, store) = store_with_user().await;
+        store
+            .insert_subscription(subscription(
+                "costly",
+                "match",
+                json!({"filter": "size(message) > 0 || size(message) == 0"}),
+            ))
+            .await
+            .unwrap();
+        let clock = Arc::new(crate::clock::ManualClock::new(Timestamp::UNIX_EPOCH));
+        let (worker, _handle) = Worker::start(
+            store.clone(),
+            Arc::new(Registry::builtin()),
+            clock,
+            Bus::default(),
+            100,
+            1,
+        )
+        .await
+        .unwrap();
+        // A zero budget: every evaluation runs over it.
+        let mut worker = worker.with_limits(WorkerLimits {
+            filter_budget: Duration::ZERO,
+            ..WorkerLimits::default()
+        });
+        append(&store, "anything").await;
+        while worker.step().await.unwrap() {}
+        let health = store
+            .subscription("costly")
+            .await
+            .unwrap()
+            .unwrap()
+            .health
+            .expect("failing");
+        assert!(
+            health.last_error.contains("budget"),
+            "{}",
+            health.last_error
+        );
+        let alerts = store
+            .list_alerts(tellify_store::AlertQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            alerts.is_empty(),
+            "an evaluation over budget does not match"
+        );
     }
 
     /// A fresh on-disk store holding the user `u`.
