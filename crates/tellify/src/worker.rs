@@ -426,7 +426,7 @@ impl Worker {
         }
         self.costs_published = Instant::now();
         let mut costliest: Vec<SubscriptionCost> = self.costs.values().cloned().collect();
-        costliest.sort_by(|a, b| b.total_micros.cmp(&a.total_micros));
+        costliest.sort_by_key(|cost| std::cmp::Reverse(cost.total_micros));
         costliest.truncate(COSTS_KEPT);
         if let Ok(mut shared) = self.shared_costs.lock() {
             *shared = costliest;
