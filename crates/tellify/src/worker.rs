@@ -641,33 +641,20 @@ impl Worker {
                 loaded.handler.on_event(event, &context, now, &mut outputs);
                 (outputs, loaded.handler.next_deadline())
             }));
-            let slow = self.account(&id, started.elapsed());
-            let (mut outputs, deadline) = match called {
-                Ok(called) => called,
-                Err(payload) => {
-                    let reason = format!(
-                        "its handler panicked on event {}: {}",
-                        event.id,
-                        panic_text(&*payload)
-                    );
-                    self.record_failure(&id, reason, now, commit);
-                    continue;
-                }
-            };
-            if let Some(over) = context.take_over_budget() {
-                outputs.failure.get_or_insert_with(|| over.to_string());
-            }
-            if let Some(reason) = outputs.failure.take() {
-                let reason = format!("event {}: {reason}", event.id);
-                self.record_failure(&id, reason, now, commit);
+            let over_budget = context.take_over_budget().map(|over| over.to_string());
+            let what = format!("event {}", event.id);
+            let judged = self.judge(
+                &id,
+                &what,
+                called,
+                started.elapsed(),
+                over_budget,
+                now,
+                commit,
+            );
+            let Some((outputs, deadline)) = judged else {
                 continue;
-            }
-            match slow {
-                Some(reason) => {
-                    self.record_failure(&id, format!("event {}: {reason}", event.id), now, commit);
-                }
-                None => self.record_success(&id, commit),
-            }
+            };
             let Some(loaded) = self.subscriptions.get(&id) else {
                 // Disabled just now for running over budget too often.
                 continue;
@@ -709,28 +696,13 @@ impl Worker {
                 loaded.handler.on_tick(now, &mut outputs);
                 (outputs, loaded.handler.next_deadline())
             }));
-            let slow = self.account(&id, started.elapsed());
-            let (mut outputs, deadline) = match called {
-                Ok(called) => called,
-                Err(payload) => {
-                    // Forget the deadline until the next event sets one again, so a
-                    // broken tick is not retried in a loop.
-                    self.deadlines.remove(&id);
-                    let reason =
-                        format!("its handler panicked on a timer: {}", panic_text(&*payload));
-                    self.record_failure(&id, reason, now, commit);
-                    continue;
-                }
-            };
-            if let Some(reason) = outputs.failure.take() {
+            let judged = self.judge(&id, "a timer", called, started.elapsed(), None, now, commit);
+            let Some((outputs, deadline)) = judged else {
+                // Forget the deadline until the next event sets one again, so a broken
+                // tick is not retried in a loop.
                 self.deadlines.remove(&id);
-                self.record_failure(&id, format!("timer: {reason}"), now, commit);
                 continue;
-            }
-            match slow {
-                Some(reason) => self.record_failure(&id, format!("timer: {reason}"), now, commit),
-                None => self.record_success(&id, commit),
-            }
+            };
             let Some(loaded) = self.subscriptions.get(&id) else {
                 continue;
             };
@@ -741,6 +713,41 @@ impl Worker {
             };
             self.absorb(&id, origin, outputs, 0, now, commit, dirty);
         }
+    }
+
+    /// Judges one timed handler call on `what` (an event, a timer): a panic, a reported
+    /// failure or a filter over budget is a failure whose outputs are dropped (`None`); a
+    /// call over the handler budget is a failure whose outputs stand; anything else is a
+    /// success, which clears a failing record.
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &mut self,
+        id: &str,
+        what: &str,
+        called: std::thread::Result<(Outputs, Option<Timestamp>)>,
+        elapsed: Duration,
+        filter_over_budget: Option<String>,
+        now: Timestamp,
+        commit: &mut ProcessingCommit,
+    ) -> Option<(Outputs, Option<Timestamp>)> {
+        let slow = self.account(id, elapsed);
+        let (mut outputs, deadline) = match called {
+            Ok(called) => called,
+            Err(payload) => {
+                let reason = format!("its handler panicked on {what}: {}", panic_text(&*payload));
+                self.record_failure(id, reason, now, commit);
+                return None;
+            }
+        };
+        if let Some(reason) = outputs.failure.take().or(filter_over_budget) {
+            self.record_failure(id, format!("{what}: {reason}"), now, commit);
+            return None;
+        }
+        match slow {
+            Some(reason) => self.record_failure(id, format!("{what}: {reason}"), now, commit),
+            None => self.record_success(id, commit),
+        }
+        Some((outputs, deadline))
     }
 
     #[allow(clippy::too_many_arguments)]
