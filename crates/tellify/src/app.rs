@@ -11,7 +11,8 @@ use tellify_store::{Store, Token, User};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState, Services};
+use crate::api;
+use crate::services::{AppState, Services};
 use crate::auth::{check_bootstrap_token, hash_token, new_token, Authenticator};
 use crate::channels::Channels;
 use crate::clock::Clock;

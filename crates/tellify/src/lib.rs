@@ -20,6 +20,7 @@ pub mod outbound;
 pub mod pollers;
 pub mod secrets;
 pub mod server;
+pub mod services;
 pub mod sources;
 pub mod stream;
 pub mod telemetry;

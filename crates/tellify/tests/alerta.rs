@@ -6,8 +6,7 @@
 //! another one. Without it the tests fail and say so.
 
 #[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
+use crate::helpers;
 
 use std::path::PathBuf;
 

@@ -7,10 +7,8 @@
 //! tests fail and say so.
 
 #[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-#[path = "support/mod.rs"]
-mod support;
+use crate::helpers;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

@@ -1,8 +1,7 @@
 //! Channels against real servers on 127.0.0.1: a small SMTP server that records what lettre
 //! sends, and an axum server standing in for Twilio, webhook receivers and Slack.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

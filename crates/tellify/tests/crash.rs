@@ -3,8 +3,7 @@
 //! And `kill -9` while a delivery is being sent: after a restart it is sent again once its
 //! lease runs out, and recorded as sent.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};

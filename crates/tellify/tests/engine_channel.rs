@@ -3,8 +3,7 @@
 //! `POST /resolve`. A local fake engine records every call; time is the manual clock.
 
 #[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
+use crate::helpers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

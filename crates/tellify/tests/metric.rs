@@ -4,8 +4,7 @@
 //! one interval and wakes the poller, so every step is exactly one poll.
 
 #[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
+use crate::helpers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,7 @@
 //! down are spooled; a replay killed with `kill -9` halfway and started again stores
 //! every event exactly once, in the order it was sent.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

@@ -28,6 +28,7 @@ use tellify_engine::Registry;
 use tellify_store::Store;
 
 pub use error::{ApiError, ApiResult};
+pub use crate::services::{AppState, Services};
 pub use events::SearchSettings;
 
 use crate::auth::{AuthFailure, Authenticator, Principal, Scope};
@@ -38,27 +39,6 @@ use crate::notify::NotifierHandle;
 use crate::stream::Bus;
 use crate::worker::WorkerHandle;
 
-/// Everything a request handler may need.
-pub struct Services {
-    pub store: Arc<dyn Store>,
-    pub registry: Arc<Registry>,
-    pub clock: Arc<dyn Clock>,
-    pub settings: Settings,
-    pub bus: Bus,
-    pub worker: WorkerHandle,
-    pub auth: Authenticator,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    pub notifier: NotifierHandle,
-    pub channels: Arc<Channels>,
-    /// The guard every call to a user-supplied URL goes through ([`crate::outbound`]).
-    pub outbound: crate::outbound::OutboundGuard,
-    /// When this server started, for the Alertmanager-compatible `/api/v2/status`.
-    pub started: jiff::Timestamp,
-    /// Registered event types with their compiled schemas, for the ingest check.
-    pub event_types: Arc<crate::event_types::EventTypes>,
-}
-
-pub type AppState = Arc<Services>;
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::AppState;
+use crate::services::AppState;
 
 /// `[export]`: where tellify forwards its events and alert changes. Nothing by default.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -30,7 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::watch;
 
-use crate::api::AppState;
+use crate::services::AppState;
 
 /// `[[export.syslog]]`: one syslog receiver.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -39,7 +39,7 @@ use tellify_model::{EventInput, Fields, Severity, Source, StoredEvent};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::api::AppState;
+use crate::services::AppState;
 
 /// `[pollers]` settings: how the server polls metric backends for `metric` subscriptions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::AppState;
+use crate::services::AppState;
 use crate::ingest::{parse_events_checked, store_events, IngestError, Problem};
 use crate::telemetry;
 

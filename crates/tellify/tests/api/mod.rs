@@ -1,9 +1,5 @@
 //! End-to-end tests of the HTTP API against the real router, worker and an on-disk SQLite
-//! store, with an injected clock. One module per area; `helpers` has `spawn_app`.
-
-mod helpers;
-#[path = "../support/mod.rs"]
-mod support;
+//! store, with an injected clock. One module per area; `crate::helpers` has `spawn_app`.
 
 mod auth_and_errors;
 mod connections;

@@ -11,7 +11,7 @@ use tellify_model::{
 };
 use tellify_store::{Appended, StoreResult};
 
-use crate::api::Services;
+use crate::services::Services;
 use crate::config::IngestSettings;
 use crate::stream::StreamItem;
 use crate::telemetry;

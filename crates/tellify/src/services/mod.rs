@@ -1,0 +1,39 @@
+//! The app-wide service bundle every stage shares: the store, the engine registry, the
+//! clock, settings, the live stream, the worker and notifier handles, the authenticator,
+//! channels, the outbound guard and the event-type cache. It lives outside `api/` so that
+//! ingest, sources, pollers and exports need not import the HTTP layer.
+
+use std::sync::Arc;
+
+use tellify_engine::Registry;
+use tellify_store::Store;
+
+use crate::auth::Authenticator;
+use crate::channels::Channels;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::notify::NotifierHandle;
+use crate::stream::Bus;
+use crate::worker::WorkerHandle;
+
+/// Everything a request handler may need.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Settings,
+    pub bus: Bus,
+    pub worker: WorkerHandle,
+    pub auth: Authenticator,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub notifier: NotifierHandle,
+    pub channels: Arc<Channels>,
+    /// The guard every call to a user-supplied URL goes through ([`crate::outbound`]).
+    pub outbound: crate::outbound::OutboundGuard,
+    /// When this server started, for the Alertmanager-compatible `/api/v2/status`.
+    pub started: jiff::Timestamp,
+    /// Registered event types with their compiled schemas, for the ingest check.
+    pub event_types: Arc<crate::event_types::EventTypes>,
+}
+
+pub type AppState = Arc<Services>;

@@ -1,0 +1,20 @@
+//! Every integration test of `crates/tellify`, built as one test binary (one link step
+//! instead of one per file). One module per area; `helpers` starts an app in-process
+//! (`spawn_app`), `support` has the real SMTP server and HTTP sink.
+
+mod helpers;
+mod support;
+
+mod api;
+mod alerta;
+mod alertmanager;
+mod channels;
+mod cli;
+mod crash;
+mod engine_channel;
+mod metric;
+mod openapi;
+mod sources;
+mod spool;
+mod syslog;
+mod tidy;
