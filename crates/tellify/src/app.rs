@@ -12,12 +12,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api;
-use crate::services::{AppState, Services};
 use crate::auth::{check_bootstrap_token, hash_token, new_token, Authenticator};
 use crate::channels::Channels;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::notify::Notifier;
+use crate::services::{AppState, Services};
 use crate::stream::Bus;
 use crate::telemetry;
 use crate::worker::Worker;

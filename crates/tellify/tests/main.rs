@@ -5,9 +5,9 @@
 mod helpers;
 mod support;
 
-mod api;
 mod alerta;
 mod alertmanager;
+mod api;
 mod channels;
 mod cli;
 mod crash;

@@ -16,7 +16,6 @@ mod stream;
 mod subscriptions;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
@@ -24,21 +23,12 @@ use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
-use tellify_engine::Registry;
-use tellify_store::Store;
 
-pub use error::{ApiError, ApiResult};
 pub use crate::services::{AppState, Services};
+pub use error::{ApiError, ApiResult};
 pub use events::SearchSettings;
 
-use crate::auth::{AuthFailure, Authenticator, Principal, Scope};
-use crate::channels::Channels;
-use crate::clock::Clock;
-use crate::config::Settings;
-use crate::notify::NotifierHandle;
-use crate::stream::Bus;
-use crate::worker::WorkerHandle;
-
+use crate::auth::{AuthFailure, Principal, Scope};
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()

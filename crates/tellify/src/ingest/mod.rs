@@ -11,8 +11,8 @@ use tellify_model::{
 };
 use tellify_store::{Appended, StoreResult};
 
-use crate::services::Services;
 use crate::config::IngestSettings;
+use crate::services::Services;
 use crate::stream::StreamItem;
 use crate::telemetry;
 

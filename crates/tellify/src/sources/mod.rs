@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::services::AppState;
 use crate::ingest::{parse_events_checked, store_events, IngestError, Problem};
+use crate::services::AppState;
 use crate::telemetry;
 
 /// The header a dead-lettered message carries its reason in.
