@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backoff;
 pub mod channels;
 pub mod cli;
 pub mod clock;

@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tellify_engine::filter::{EventContext, Filter};
 use tellify_model::{Severity, StoredEvent};
@@ -30,6 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::watch;
 
+use crate::backoff::{Backoff, Jitter, Streak};
 use crate::services::AppState;
 
 /// `[[export.syslog]]`: one syslog receiver.
@@ -225,12 +225,18 @@ impl SyslogExporter {
     /// receiver that is away is retried with backoff, without moving the positions.
     pub async fn run(self, services: AppState, mut shutdown: watch::Receiver<bool>) {
         let store = services.store.clone();
+        let initial = Duration::from_millis(self.settings.retry_initial_ms.max(1));
         let mut state = RunState {
             positions: None,
             connection: None,
-            backoff: Backoff::new(
-                Duration::from_millis(self.settings.retry_initial_ms.max(1)),
-                Duration::from_millis(self.settings.retry_max_ms.max(1)),
+            // Jitter (between half and all of the step), so several exporters do not
+            // reconnect in lockstep.
+            backoff: Streak::new(
+                Backoff::new(
+                    initial,
+                    Duration::from_millis(self.settings.retry_max_ms).max(initial),
+                ),
+                Jitter::Random,
             ),
         };
         tracing::info!(exporter = %self.name, address = %self.settings.address, "syslog export started");
@@ -416,7 +422,7 @@ struct Positions {
 struct RunState {
     positions: Option<Positions>,
     connection: Option<Connection>,
-    backoff: Backoff,
+    backoff: Streak,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -689,38 +695,6 @@ fn facility_code(name: &str) -> Option<u8> {
         _ => return None,
     };
     Some(code)
-}
-
-/// Doubling waits with jitter (between half and all of the step), so several exporters
-/// do not reconnect in lockstep.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max: max.max(initial),
-            current: Duration::ZERO,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        self.current = if self.current.is_zero() {
-            self.initial
-        } else {
-            (self.current * 2).min(self.max)
-        };
-        let half = self.current / 2;
-        half + half.mul_f64(rand::rng().random::<f64>())
-    }
-
-    fn reset(&mut self) {
-        self.current = Duration::ZERO;
-    }
 }
 
 #[cfg(test)]

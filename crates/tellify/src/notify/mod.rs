@@ -31,6 +31,7 @@ use tellify_store::{
 };
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
+use crate::backoff::Backoff;
 use crate::channels::{ChannelError, Channels, ContactKind, ContactTarget, OutgoingMessage};
 use crate::clock::Clock;
 use crate::telemetry;
@@ -104,11 +105,12 @@ impl NotifySettings {
     /// The wait before attempt `failures + 1`, with jitter: between half and all of
     /// `initial * 2^(failures-1)`, capped at the maximum.
     pub fn backoff(&self, failures: u32, jitter: f64) -> SignedDuration {
-        let exponent = failures.saturating_sub(1).min(30);
-        let base_ms = (self.backoff_initial_ms as f64) * 2f64.powi(exponent as i32);
-        let capped_ms = base_ms.min((self.backoff_max_secs * 1000) as f64);
-        let jittered = capped_ms * (0.5 + 0.5 * jitter.clamp(0.0, 1.0));
-        SignedDuration::from_millis(jittered.max(1.0) as i64)
+        let wait = Backoff::new(
+            Duration::from_millis(self.backoff_initial_ms),
+            Duration::from_secs(self.backoff_max_secs),
+        )
+        .delay(failures, jitter);
+        SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX)
     }
 }
 

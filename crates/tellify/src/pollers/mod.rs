@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -39,6 +38,7 @@ use tellify_model::{EventInput, Fields, Severity, Source, StoredEvent};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::backoff::Backoff;
 use crate::services::AppState;
 
 /// `[pollers]` settings: how the server polls metric backends for `metric` subscriptions.
@@ -441,11 +441,7 @@ impl PollContext {
             if !error.retryable || attempts > self.settings.retries {
                 break Err(error);
             }
-            let wait = backoff(
-                self.settings.backoff_initial_ms,
-                attempts,
-                rand::rng().random::<f64>(),
-            );
+            let wait = attempt_backoff(self.settings.backoff_initial_ms).jittered(attempts);
             if tokio::time::Instant::now() + wait >= deadline {
                 break Err(error);
             }
@@ -560,13 +556,11 @@ fn result_events(
     events
 }
 
-/// The wait before attempt `failures + 1`: between half and all of
-/// `initial * 2^(failures-1)`, so retries of many polls do not arrive in step.
-fn backoff(initial_ms: u64, failures: u32, jitter: f64) -> Duration {
-    let exponent = failures.saturating_sub(1).min(20);
-    let base = (initial_ms.max(1) as f64) * 2f64.powi(exponent as i32);
-    let jittered = base * (0.5 + 0.5 * jitter.clamp(0.0, 1.0));
-    Duration::from_millis(jittered.max(1.0) as u64)
+/// The waits between attempts of one poll: between half and all of
+/// `initial * 2^(failures-1)`, so retries of many polls do not arrive in step. No cap of
+/// its own: a poll's attempts end with its interval.
+fn attempt_backoff(initial_ms: u64) -> Backoff {
+    Backoff::uncapped(Duration::from_millis(initial_ms.max(1)))
 }
 
 /// Where inside its interval a key polls: a stable hash of the key, so polls spread
@@ -672,9 +666,18 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter() {
-        assert_eq!(backoff(100, 1, 1.0), Duration::from_millis(100));
-        assert_eq!(backoff(100, 1, 0.0), Duration::from_millis(50));
-        assert_eq!(backoff(100, 3, 1.0), Duration::from_millis(400));
+        assert_eq!(
+            attempt_backoff(100).delay(1, 1.0),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            attempt_backoff(100).delay(1, 0.0),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            attempt_backoff(100).delay(3, 1.0),
+            Duration::from_millis(400)
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::backoff::{Backoff, Jitter, Streak};
 use crate::ingest::{parse_events_checked, store_events, IngestError, Problem};
 use crate::services::AppState;
 use crate::telemetry;
@@ -94,8 +95,8 @@ pub trait Source: Send + 'static {
 pub struct SourceContext {
     pub ingest: Ingest,
     pub shutdown: watch::Receiver<bool>,
-    reconnect: Backoff,
-    store_retry: Backoff,
+    reconnect: Streak,
+    store_retry: Streak,
 }
 
 impl SourceContext {
@@ -151,7 +152,7 @@ impl SourceContext {
     /// The delay a broker should wait before delivering a message again after
     /// [`Outcome::Unavailable`] (JetStream nak delay).
     pub fn redelivery_delay(&self) -> Duration {
-        self.store_retry.current.max(Duration::from_secs(1))
+        self.store_retry.current_step().max(Duration::from_secs(1))
     }
 
     /// Sleeps `delay` unless shutdown comes first; `false` means shutdown.
@@ -277,6 +278,12 @@ pub fn start(
     Ok(tasks)
 }
 
+/// Exponential backoff without jitter: each source has one connection, so there is no
+/// herd to spread out.
+fn unjittered(initial: Duration, cap: Duration) -> Streak {
+    Streak::new(Backoff::new(initial, cap), Jitter::None)
+}
+
 /// Runs `source` until shutdown, reconnecting with exponential backoff (100 ms doubling
 /// up to 30 s) whenever the broker goes away, so a broker restart needs no tellify restart.
 pub async fn supervise(
@@ -287,8 +294,8 @@ pub async fn supervise(
     let mut context = SourceContext {
         ingest,
         shutdown,
-        reconnect: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
-        store_retry: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+        reconnect: unjittered(Duration::from_millis(100), Duration::from_secs(30)),
+        store_retry: unjittered(Duration::from_millis(200), Duration::from_secs(30)),
     };
     loop {
         if context.stopping() {
@@ -311,37 +318,6 @@ pub async fn supervise(
         }
     }
     tracing::info!(source = source.name(), "source stopped");
-}
-
-/// Exponential backoff without jitter: each source has one connection, so there is no
-/// herd to spread out.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            current: Duration::ZERO,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        self.current = if self.current.is_zero() {
-            self.initial
-        } else {
-            (self.current * 2).min(self.max)
-        };
-        self.current
-    }
-
-    fn reset(&mut self) {
-        self.current = Duration::ZERO;
-    }
 }
 
 /// The reason put into `x-tellify-error`: every problem with its line, index and field,
@@ -444,7 +420,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let mut backoff = unjittered(Duration::from_millis(100), Duration::from_millis(350));
         let delays: Vec<u128> = (0..4).map(|_| backoff.next_delay().as_millis()).collect();
         assert_eq!(delays, vec![100, 200, 350, 350]);
         backoff.reset();
