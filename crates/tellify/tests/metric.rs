@@ -486,3 +486,50 @@ async fn a_backend_name_that_resolves_to_loopback_is_refused_at_poll_time() {
     assert_eq!(items[0]["fields"]["attempts"], 1, "{events}");
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// The value of an unlabelled counter in `/metrics` text (0 while it was never counted).
+async fn counter(app: &TestApp, name: &str) -> u64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|value| value.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_poll_result_reaches_the_live_stream_and_the_ingest_metrics() {
+    let backend: Shared = Arc::default();
+    backend.lock().unwrap().value = 7.5;
+    let url = spawn_backend(backend.clone()).await;
+    let app = spawn().await;
+    app.subscribe(
+        &app.admin,
+        json!({"kind": "metric", "title": "load",
+               "params": metric_params(&url, "http-json", "load", 5.0, 10.0)}),
+    )
+    .await;
+    let mut stream = crate::api::stream::open(&app, &app.admin, "").await;
+    let ingested_before = counter(&app, "tellify_events_ingested_total").await;
+
+    poll_once(&app, 1).await;
+
+    let mut seen = String::new();
+    crate::api::stream::read_until(&mut stream, &mut seen, "\"poll_key\"").await;
+    assert!(seen.contains("event: event"), "{seen}");
+    assert!(seen.contains("tellify.metric"), "{seen}");
+    assert!(seen.contains("\"value\":7.5"), "the poll's reading: {seen}");
+    // Each test runs in its own process under nextest, so only this app counts here.
+    let ingested_after = counter(&app, "tellify_events_ingested_total").await;
+    assert!(
+        ingested_after > ingested_before,
+        "the poll result is counted as ingested: {ingested_before} -> {ingested_after}"
+    );
+}

@@ -122,6 +122,12 @@ impl From<tellify_store::StoreError> for AlertaError {
     }
 }
 
+impl From<crate::ingest::StoreEventsError> for AlertaError {
+    fn from(error: crate::ingest::StoreEventsError) -> AlertaError {
+        AlertaError(error.into())
+    }
+}
+
 impl IntoResponse for AlertaError {
     fn into_response(self) -> Response {
         let status = self.0.status;
@@ -248,7 +254,6 @@ async fn post_alert(
     let body = body.map_err(|rejection| {
         ApiError::new(rejection.status(), "Bad Request", rejection.body_text())
     })?;
-    super::events::check_backlog(&state)?;
     let mut posted = parse_alert(&body)?;
     // Alerts are the poster's own: only their later posts continue them.
     posted.incoming.owner = Some(principal.user.name.clone());
@@ -578,7 +583,6 @@ async fn post_heartbeat(
     let body = body.map_err(|rejection| {
         ApiError::new(rejection.status(), "Bad Request", rejection.body_text())
     })?;
-    super::events::check_backlog(&state)?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|error| ApiError::bad_request(format!("invalid JSON: {error}")))?;
     let Value::Object(heartbeat) = value else {

@@ -29,7 +29,6 @@ use tellify_store::{EventQuery, Silence};
 use super::{ApiError, ApiResult, AppState, Auth};
 use crate::auth::Scope;
 use crate::ingest::{store_events, EventCheck, IngestError, Problem};
-use crate::telemetry;
 
 /// Alertmanager's default: an alert sent without `endsAt` counts as resolved this long
 /// after its last copy.
@@ -57,7 +56,6 @@ pub async fn post_alerts(
     let body = body.map_err(|rejection| {
         ApiError::new(rejection.status(), "Bad Request", rejection.body_text())
     })?;
-    super::events::check_backlog(&state)?;
     let now = state.clock.now();
     let inputs = alerts_to_events(
         &body,
@@ -66,7 +64,7 @@ pub async fn post_alerts(
         &state.settings.limits,
         &state.event_types.check(state.settings.ingest.strict_types),
     )
-    .inspect_err(|_| metrics::counter!(telemetry::INGEST_REJECTED).increment(1))?;
+    .inspect_err(|_| crate::ingest::count_rejected())?;
     if inputs.is_empty() {
         return Ok(StatusCode::OK);
     }

@@ -14,8 +14,7 @@ use tellify_store::{EventSearch, ListedEvent};
 
 use super::{clamp_limit, parse_time_param, ApiError, ApiResult, AppState, Auth, QueryParams};
 use crate::auth::Scope;
-use crate::ingest::{parse_events_checked, store_events};
-use crate::telemetry;
+use crate::ingest::{count_rejected, parse_events_checked, store_events, StoreEventsError};
 
 /// `POST /api/v1/events`: stores the events durably, then answers 202 with their ids.
 pub async fn ingest(
@@ -44,7 +43,6 @@ pub async fn ingest(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    check_backlog(&state)?;
     let inputs = parse_events_checked(
         content_type,
         &body,
@@ -52,7 +50,7 @@ pub async fn ingest(
         &state.settings.limits,
         &state.event_types.check(state.settings.ingest.strict_types),
     )
-    .inspect_err(|_| metrics::counter!(telemetry::INGEST_REJECTED).increment(1))?;
+    .inspect_err(|_| count_rejected())?;
     let appended = store_events(&state, inputs, &principal.user.name).await?;
     let duplicates = appended.iter().filter(|a| a.duplicate).count();
     let repeats = appended.iter().filter(|a| a.repeat && !a.duplicate).count();
@@ -65,25 +63,23 @@ pub async fn ingest(
     ))
 }
 
-/// 503 with `Retry-After` while processing is more than `ingest.max_backlog_events` behind,
-/// so alerts stay timely and producers back off; shared by every ingest route.
-pub(super) fn check_backlog(state: &AppState) -> ApiResult<()> {
-    let limit = state.settings.ingest.max_backlog_events as i64;
-    let backlog = state.worker.backlog();
-    if limit > 0 && backlog > limit {
-        metrics::counter!(telemetry::INGEST_REJECTED).increment(1);
-        let mut error = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Service Unavailable",
-            format!(
-                "processing is {backlog} events behind (limit {limit}, ingest.max_backlog_events); \
-                 nothing was stored, retry shortly"
-            ),
-        );
-        error.retry_after = Some(1);
-        return Err(error);
+/// A batch `ingest::store_events` did not store: a backlog is 503 with `Retry-After`, so
+/// producers back off and alerts stay timely; a store failure maps as everywhere.
+impl From<StoreEventsError> for ApiError {
+    fn from(error: StoreEventsError) -> ApiError {
+        match error {
+            StoreEventsError::Backlog { .. } => {
+                let mut refused = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service Unavailable",
+                    format!("{error}; nothing was stored, retry shortly"),
+                );
+                refused.retry_after = Some(1);
+                refused
+            }
+            StoreEventsError::Store(error) => error.into(),
+        }
     }
-    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -1,15 +1,18 @@
 //! Turning a request body into events: JSON (one event or an array), NDJSON, or
 //! `key:value` text lines. A batch is all-or-nothing: any problem rejects the whole
 //! request, and every problem is reported with the line or index and field it is in.
-//! [`store_events`] then stores a parsed batch; the HTTP API and the broker sources both
-//! go through it, so they keep the same durability rule.
+//! [`store_events`] then stores a parsed batch. It is the only way events enter the log:
+//! the HTTP API, the Alertmanager and Alerta APIs, broker sources and metric pollers all
+//! go through it, so they share one durability rule, one backlog check, one publish to
+//! the live stream and one set of ingest metrics (`tests/tidy.rs` keeps `append_events`
+//! inside this module).
 
 use serde::Serialize;
 use serde_json::Value;
 use tellify_model::{
     parse_kv_line, EventInput, FieldProblem, Limits, Severity, Source, StoredEvent,
 };
-use tellify_store::{Appended, StoreResult};
+use tellify_store::{Appended, StoreError};
 
 use crate::config::IngestSettings;
 use crate::services::Services;
@@ -198,14 +201,40 @@ pub fn parse_events_checked(
     Ok(events.into_iter().map(|(_, event)| event).collect())
 }
 
-/// Appends `inputs` as events of `producer`, durably, then wakes the worker and feeds the
-/// live stream. When this returns `Ok`, the events are committed: only then may the caller
-/// answer 202 or acknowledge a broker message.
+/// Why [`store_events`] stored nothing of a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreEventsError {
+    /// Processing is more than `ingest.max_backlog_events` behind: the producer should
+    /// retry shortly, so alerts stay timely.
+    #[error("processing is {backlog} events behind (limit {limit}, ingest.max_backlog_events)")]
+    Backlog { backlog: i64, limit: i64 },
+    /// The store failed or refused the batch.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl StoreEventsError {
+    /// Whether the same batch may be stored later (a backlog, an unavailable store).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreEventsError::Backlog { .. } => true,
+            StoreEventsError::Store(error) => error.is_retryable(),
+        }
+    }
+}
+
+/// The one way events enter the log, for every producer: HTTP ingest, the Alertmanager
+/// and Alerta APIs, broker sources and metric pollers. It refuses the batch while
+/// processing is too far behind (`ingest.max_backlog_events`), appends `inputs` as events
+/// of `producer`, durably, wakes the worker, counts them in the ingest metrics and feeds
+/// the live stream. When this returns `Ok`, the events are committed: only then may the
+/// caller answer 202 or acknowledge a broker message.
 pub async fn store_events(
     services: &Services,
     inputs: Vec<EventInput>,
     producer: &str,
-) -> StoreResult<Vec<Appended>> {
+) -> Result<Vec<Appended>, StoreEventsError> {
+    check_backlog(services)?;
     let received = services.clock.now();
     let events: Vec<StoredEvent> = inputs
         .into_iter()
@@ -233,6 +262,25 @@ pub async fn store_events(
         }
     }
     Ok(appended)
+}
+
+/// Counts one batch refused before anything of it was stored (it did not parse, broke a
+/// limit or a schema, or came during a backlog). Every way in calls this, so
+/// `tellify_ingest_rejected_total` means the same for all of them.
+pub fn count_rejected() {
+    metrics::counter!(telemetry::INGEST_REJECTED).increment(1);
+}
+
+/// The one backlog check: refuses new events while processing is more than
+/// `ingest.max_backlog_events` behind (0 turns the check off).
+fn check_backlog(services: &Services) -> Result<(), StoreEventsError> {
+    let limit = services.settings.ingest.max_backlog_events as i64;
+    let backlog = services.worker.backlog();
+    if limit > 0 && backlog > limit {
+        count_rejected();
+        return Err(StoreEventsError::Backlog { backlog, limit });
+    }
+    Ok(())
 }
 
 fn numbered_lines(text: &str) -> Vec<(usize, &str)> {

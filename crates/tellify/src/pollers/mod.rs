@@ -34,11 +34,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tellify_engine::handlers::metric::{Backend, PollSpec, POLLER_PRODUCER, RESULT_EVENT_TYPE};
-use tellify_model::{EventInput, Fields, Severity, Source, StoredEvent};
+use tellify_model::{EventInput, Fields, Severity, Source};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::backoff::Backoff;
+use crate::ingest::store_events;
 use crate::services::AppState;
 
 /// `[pollers]` settings: how the server polls metric backends for `metric` subscriptions.
@@ -452,22 +453,11 @@ impl PollContext {
         if let Err(error) = &outcome {
             tracing::warn!(attempts, key = %spec.key, backend = spec.backend.as_str(), error = %error.message, "poll failed");
         }
-        let received = self.services.clock.now();
-        let events = result_events(spec, slot, attempts, outcome)
-            .into_iter()
-            .map(|input| {
-                StoredEvent::from_input(input, Some(POLLER_PRODUCER.to_string()), received, 0)
-            })
-            .collect();
-        match self.services.store.append_events(events).await {
-            Ok(appended) => {
-                if let Some(newest) = appended.iter().map(|a| a.seq).max() {
-                    self.services.worker.appended(newest);
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, key = %spec.key, "cannot store the poll result; the next poll tries again");
-            }
+        let events = result_events(spec, slot, attempts, outcome);
+        // The one ingest path: the results reach the live stream and the ingest metrics
+        // like any producer's events.
+        if let Err(error) = store_events(&self.services, events, POLLER_PRODUCER).await {
+            tracing::error!(%error, key = %spec.key, "cannot store the poll result; the next poll tries again");
         }
         self.completed.send_modify(|count| *count += 1);
     }

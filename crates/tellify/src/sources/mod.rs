@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::backoff::{Backoff, Jitter, Streak};
-use crate::ingest::{parse_events_checked, store_events, IngestError, Problem};
+use crate::ingest::{count_rejected, parse_events_checked, store_events, IngestError, Problem};
 use crate::services::AppState;
 use crate::telemetry;
 
@@ -207,7 +207,7 @@ impl Ingest {
         ) {
             Ok(inputs) => inputs,
             Err(error) => {
-                metrics::counter!(telemetry::INGEST_REJECTED).increment(1);
+                count_rejected();
                 return Outcome::Rejected(describe(&error));
             }
         };
@@ -223,14 +223,6 @@ impl Ingest {
                     });
                 }
             }
-        }
-        let limit = settings.ingest.max_backlog_events as i64;
-        let backlog = self.services.worker.backlog();
-        if limit > 0 && backlog > limit {
-            metrics::counter!(telemetry::INGEST_REJECTED).increment(1);
-            return Outcome::Unavailable(format!(
-                "processing is {backlog} events behind (limit {limit}, ingest.max_backlog_events)"
-            ));
         }
         match store_events(&self.services, inputs, &self.producer).await {
             Ok(appended) => {

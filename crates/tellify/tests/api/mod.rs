@@ -10,6 +10,6 @@ mod limits;
 mod notify;
 mod outbound;
 mod route_table;
-mod stream;
+pub(crate) mod stream;
 mod token_security;
 mod use_cases;

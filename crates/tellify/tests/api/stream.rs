@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::helpers::{spawn_app, TestApp};
 
 /// Collects server-sent text from the stream until `until` appears (or 5 s pass).
-async fn read_until(
+pub(crate) async fn read_until(
     stream: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
     seen: &mut String,
     until: &str,
@@ -23,7 +23,7 @@ async fn read_until(
     }
 }
 
-async fn open(
+pub(crate) async fn open(
     app: &TestApp,
     token: &str,
     query: &str,
