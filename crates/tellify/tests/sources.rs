@@ -369,6 +369,66 @@ async fn amqp_messages_become_events_and_are_acknowledged_after_storing() {
         .await;
 }
 
+/// The number in the `/metrics` line that starts with `series` (0 while never counted).
+fn metric(app: &TestApp, series: &str) -> u64 {
+    app.app
+        .state
+        .metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse::<f64>().expect("a number") as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn amqp_messages_wait_with_the_broker_while_processing_is_behind() {
+    let rabbit = Rabbit::connect().await;
+    let exchange = unique("exchange");
+    let queue = unique("backlog");
+    rabbit.declare(&exchange, &queue, "alerts.#").await;
+    let app = spawn(|settings| {
+        settings.ingest.max_backlog_events = 100;
+        settings.sources.amqp = vec![amqp_source(&exchange, &queue, "alerts.#", Format::Json)];
+    })
+    .await;
+    // Pretend ingest stored far more than the worker has processed.
+    app.app.state.worker.appended(10_000);
+    let producer = format!("amqp:{queue}");
+    let retries =
+        format!("tellify_source_messages_total{{source=\"{producer}\",outcome=\"retry\"}}");
+    let rejected_before = metric(&app, "tellify_ingest_rejected_total");
+    rabbit
+        .publish(
+            &exchange,
+            "alerts.disk",
+            r#"{"type": "disk"}"#,
+            Some("late-1"),
+        )
+        .await;
+
+    // The one ingest path refuses it as retryable: left for redelivery, counted as a
+    // rejected batch, neither stored nor dead-lettered.
+    eventually("the message handed back to the broker", || async {
+        (metric(&app, &retries) >= 1).then_some(())
+    })
+    .await;
+    assert!(metric(&app, "tellify_ingest_rejected_total") > rejected_before);
+    assert!(
+        stored(&app).await.is_empty(),
+        "nothing stored during the backlog"
+    );
+    app.app.stop().await.expect("stops");
+    assert_eq!(
+        rabbit.ready(&queue).await,
+        1,
+        "the message waits in its queue"
+    );
+    let dead_letters = format!("{queue}.dead-letter");
+    assert_eq!(rabbit.ready(&dead_letters).await, 0, "not dead-lettered");
+    rabbit.delete(&exchange, &[&queue, &dead_letters]).await;
+}
+
 #[tokio::test]
 async fn amqp_broken_messages_go_to_the_dead_letter_queue_with_the_reason() {
     let rabbit = Rabbit::connect().await;
