@@ -1,8 +1,10 @@
 //! Pollers: the IO half of the `metric` subscription kind. The engine is pure, so this
-//! task queries the metrics backends and appends each outcome to the event log as a
-//! `tellify.metric` event; the `metric` handler turns those into alerts like any event.
-//! Poll results are therefore durable, processed exactly once, and visible in
-//! `GET /api/v1/events`.
+//! task queries the metrics backends and stores each outcome as a `tellify.metric` event
+//! through [`store_events`], the ingest path every producer takes; the `metric` handler
+//! turns those into alerts like any event. Poll results are therefore durable, processed
+//! exactly once, visible in `GET /api/v1/events` and on the live stream, and counted in
+//! the ingest metrics. While processing is too far behind (`ingest.max_backlog_events`) a
+//! result is refused and dropped like a failed append: the next slot polls again.
 //!
 //! Every few seconds (and whenever woken) the poller lists the enabled `metric`
 //! subscriptions and schedules each distinct poll key (backend, url, query) at the
