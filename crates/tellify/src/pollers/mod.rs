@@ -15,12 +15,12 @@
 //! backoff and jitter, but never past the interval, so the next poll is never delayed.
 //! A poll that still fails is appended as a failure (`ok: false`), never as OK.
 //!
-//! Scheduling reads the injected [`Clock`], so tests move time and wake the poller
-//! through its [`PollerHandle`]; retries and timeouts run on real time, since they wait
-//! for real servers.
+//! Scheduling reads the injected [`Clock`](crate::clock::Clock), so tests move time and
+//! wake the poller through its [`PollerHandle`]; retries and timeouts run on real time,
+//! since they wait for real servers.
 //!
 //! A backend URL is a user's choice, so polls go through the [`crate::outbound`] guard and
-//! read at most [`MAX_ANSWER_BYTES`]. A failure event is readable by every user, so it says
+//! read at most `MAX_ANSWER_BYTES`. A failure event is readable by every user, so it says
 //! what happened in tellify's words (a status, a refusal, "answer is not json") and never
 //! quotes the backend's answer.
 
