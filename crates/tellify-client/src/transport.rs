@@ -4,13 +4,10 @@
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
 use serde_json::Value;
 
 use crate::error::{Error, Rejection};
-
-/// Longest non-JSON error body quoted in an error, in characters.
-const MAX_QUOTED_BODY: usize = 300;
 
 /// What the server said when it stored a request's events.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,8 +109,8 @@ impl Transport {
             .and_then(|value| value.to_str().ok())
             .and_then(|text| text.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let rejection = rejection_of(response).await;
-        if is_transient(status) {
+        let rejection = Rejection::from_response(response).await;
+        if rejection.is_transient() {
             return Err(Error::Unavailable {
                 reason: rejection.to_string(),
                 retry_after,
@@ -121,12 +118,6 @@ impl Transport {
         }
         Err(Error::Rejected(rejection))
     }
-}
-
-fn is_transient(status: StatusCode) -> bool {
-    status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
 }
 
 fn receipt_of(answer: &Value) -> Receipt {
@@ -144,40 +135,6 @@ fn receipt_of(answer: &Value) -> Receipt {
         .and_then(Value::as_u64)
         .unwrap_or(0);
     Receipt { ids, duplicates }
-}
-
-async fn rejection_of(response: reqwest::Response) -> Rejection {
-    let status = response.status().as_u16();
-    let is_json = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.contains("json"));
-    let body = response.text().await.unwrap_or_default();
-    let parsed = is_json
-        .then(|| serde_json::from_str::<Value>(&body).ok())
-        .flatten();
-    match parsed {
-        Some(problem) => Rejection {
-            status,
-            detail: problem
-                .get("detail")
-                .and_then(Value::as_str)
-                .or_else(|| problem.get("title").and_then(Value::as_str))
-                .unwrap_or("")
-                .to_string(),
-            problems: problem
-                .get("errors")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        },
-        None => Rejection {
-            status,
-            detail: body.trim().chars().take(MAX_QUOTED_BODY).collect(),
-            problems: Vec::new(),
-        },
-    }
 }
 
 /// "error sending request: connection refused" rather than only the outermost part.
@@ -225,14 +182,6 @@ mod tests {
         .err()
         .unwrap();
         assert!(matches!(error, Error::Config(_)), "{error}");
-    }
-
-    #[test]
-    fn only_server_trouble_is_transient() {
-        assert!(is_transient(StatusCode::SERVICE_UNAVAILABLE));
-        assert!(is_transient(StatusCode::TOO_MANY_REQUESTS));
-        assert!(!is_transient(StatusCode::UNPROCESSABLE_ENTITY));
-        assert!(!is_transient(StatusCode::UNAUTHORIZED));
     }
 
     #[test]

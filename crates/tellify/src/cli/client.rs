@@ -1,22 +1,21 @@
 //! A small client for the tellify HTTP API, shared by the client subcommands: it knows
 //! the base URL and the bearer token, speaks JSON, and turns `application/problem+json`
-//! answers into [`ApiError`]s that name the status, the detail and every listed problem.
+//! answers into [`ApiError`]s that name the status, the detail and every listed problem
+//! (read by `tellify_client::Rejection`, the producer library's reader).
 
 use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context;
-use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde_json::Value;
+use tellify_client::Rejection;
 
 use super::Connection;
 
 /// How long an ordinary request may take; the event stream has no limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest non-JSON error body quoted in an error message, in characters.
-const MAX_QUOTED_BODY: usize = 300;
 
 pub struct Client {
     http: reqwest::Client,
@@ -27,110 +26,25 @@ pub struct Client {
     token: String,
 }
 
-/// A non-2xx answer from the server.
+/// A non-2xx answer from the server, read by the client library's problem+json reader;
+/// shown with a 401 hint that names where the CLI takes its token from.
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    /// The problem's `detail`, or the start of a body that was not problem+json.
-    pub detail: String,
-    /// The problem's `errors` entries, one per thing wrong.
-    pub errors: Vec<Value>,
-}
+pub struct ApiError(pub Rejection);
 
 impl std::error::Error for ApiError {}
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reason = self
-            .status
-            .canonical_reason()
-            .unwrap_or("error")
-            .to_ascii_lowercase();
-        write!(f, "server answered {} {reason}", self.status.as_u16())?;
-        if !self.detail.is_empty() {
-            write!(f, ": {}", self.detail)?;
-        }
-        if self.status == StatusCode::UNAUTHORIZED {
-            write!(f, " (check --token or TELLIFY_TOKEN)")?;
-        }
-        for entry in &self.errors {
-            write!(f, "\n  - {}", describe_problem(entry))?;
-        }
-        Ok(())
+        self.0
+            .with_unauthorized_hint("check --token or TELLIFY_TOKEN")
+            .fmt(f)
     }
 }
 
 impl ApiError {
     /// Whether asking again unchanged could succeed (the server or a proxy was unwell).
     pub fn is_transient(&self) -> bool {
-        self.status.is_server_error()
-            || self.status == StatusCode::TOO_MANY_REQUESTS
-            || self.status == StatusCode::REQUEST_TIMEOUT
-    }
-
-    async fn from_response(response: Response) -> ApiError {
-        let status = response.status();
-        let is_json = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.contains("json"));
-        let body = response.text().await.unwrap_or_default();
-        let parsed = is_json
-            .then(|| serde_json::from_str::<Value>(&body).ok())
-            .flatten();
-        match parsed {
-            Some(problem) => ApiError {
-                status,
-                detail: problem
-                    .get("detail")
-                    .and_then(Value::as_str)
-                    .or_else(|| problem.get("title").and_then(Value::as_str))
-                    .unwrap_or("")
-                    .to_string(),
-                errors: problem
-                    .get("errors")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-            },
-            None => ApiError {
-                status,
-                detail: super::output::truncate(body.trim(), MAX_QUOTED_BODY),
-                errors: Vec::new(),
-            },
-        }
-    }
-}
-
-/// One entry of a problem's `errors`: where (`path`, `line`, `index`, `field`, `column`)
-/// and what (`message`); anything else is shown as JSON.
-fn describe_problem(entry: &Value) -> String {
-    let Some(message) = entry.get("message").and_then(Value::as_str) else {
-        return entry.to_string();
-    };
-    let mut place = Vec::new();
-    if let Some(path) = entry.get("path").and_then(Value::as_str) {
-        if !path.is_empty() {
-            place.push(path.to_string());
-        }
-    }
-    if let Some(line) = entry.get("line").and_then(Value::as_u64) {
-        place.push(format!("line {line}"));
-    }
-    if let Some(index) = entry.get("index").and_then(Value::as_u64) {
-        place.push(format!("event [{index}]"));
-    }
-    if let Some(field) = entry.get("field").and_then(Value::as_str) {
-        place.push(format!("field `{field}`"));
-    }
-    if let Some(column) = entry.get("column").and_then(Value::as_u64) {
-        place.push(format!("column {column}"));
-    }
-    if place.is_empty() {
-        message.to_string()
-    } else {
-        format!("{}: {message}", place.join(", "))
+        self.0.is_transient()
     }
 }
 
@@ -201,7 +115,7 @@ impl Client {
         if response.status().is_success() {
             return Ok(response);
         }
-        Err(ApiError::from_response(response).await.into())
+        Err(ApiError(Rejection::from_response(response).await).into())
     }
 
     async fn json_of(&self, request: RequestBuilder) -> anyhow::Result<Value> {
@@ -353,16 +267,30 @@ mod tests {
     }
 
     #[test]
+    fn a_401_names_where_the_token_comes_from() {
+        let error = ApiError(Rejection::from_body(
+            401,
+            true,
+            r#"{"title":"Unauthorized","detail":"token expired"}"#,
+        ));
+        assert_eq!(
+            error.to_string(),
+            "server answered 401 unauthorized: token expired (check --token or TELLIFY_TOKEN)"
+        );
+        assert!(!error.is_transient());
+    }
+
+    #[test]
     fn problems_name_status_detail_and_each_entry() {
-        let error = ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
+        let error = ApiError(Rejection {
+            status: 422,
             detail: "params.filter: bad".to_string(),
-            errors: vec![
+            problems: vec![
                 json!({"path": "params.filter", "message": "bad"}),
                 json!({"line": 2, "field": "severity", "message": "unknown"}),
                 json!("odd"),
             ],
-        };
+        });
         assert_eq!(
             error.to_string(),
             "server answered 422 unprocessable entity: params.filter: bad\n  \
