@@ -41,4 +41,4 @@ pub use replay::{ReplayReport, ReplayTask};
 pub use spool::SpoolStatus;
 pub use sse::{SseItem, SseParser};
 pub use tellify_model::EventInput;
-pub use transport::Receipt;
+pub use transport::{ApiRoot, Receipt, ServerUrlError};

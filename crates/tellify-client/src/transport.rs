@@ -18,6 +18,73 @@ pub struct Receipt {
     pub duplicates: u64,
 }
 
+/// Where a server's API lives, from a server given as `host:port` or as a URL: `http://`
+/// is added when there is no scheme, a path prefix (`https://h/tellify/`) is kept, a query
+/// and a fragment are dropped. The producer library and the `tellify` CLI both read
+/// `--server` with it.
+#[derive(Clone, Debug)]
+pub struct ApiRoot {
+    /// `<server>/api/v1`, without a trailing slash.
+    pub api: Url,
+    /// The server as given, with the scheme added: for messages.
+    pub server: String,
+}
+
+/// A `--server` that cannot be the root of an API.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerUrlError {
+    #[error("`{server}` is not a server URL such as http://host:8080")]
+    NotAUrl {
+        server: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("`{server}` cannot be a base URL")]
+    CannotBeABase { server: String },
+}
+
+impl ApiRoot {
+    pub fn parse(server: &str) -> Result<ApiRoot, ServerUrlError> {
+        let server = server.trim();
+        let with_scheme = if server.contains("://") {
+            server.to_string()
+        } else {
+            format!("http://{server}")
+        };
+        let mut api = Url::parse(&with_scheme).map_err(|error| ServerUrlError::NotAUrl {
+            server: server.to_string(),
+            source: Box::new(error),
+        })?;
+        api.set_query(None);
+        api.set_fragment(None);
+        api.path_segments_mut()
+            .map_err(|()| ServerUrlError::CannotBeABase {
+                server: server.to_string(),
+            })?
+            .pop_if_empty()
+            .extend(["api", "v1"]);
+        Ok(ApiRoot {
+            api,
+            server: with_scheme,
+        })
+    }
+
+    /// The URL of an endpoint under `/api/v1` from its path segments (each one escaped),
+    /// plus a query.
+    pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, ServerUrlError> {
+        let mut url = self.api.clone();
+        url.path_segments_mut()
+            .map_err(|()| ServerUrlError::CannotBeABase {
+                server: self.server.clone(),
+            })?
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+}
+
 pub(crate) struct Transport {
     http: reqwest::Client,
     events: Url,
@@ -38,24 +105,10 @@ impl Transport {
         if token.is_empty() {
             return Err(Error::Config("the API token is empty".to_string()));
         }
-        let server = server.trim();
-        let with_scheme = if server.contains("://") {
-            server.to_string()
-        } else {
-            format!("http://{server}")
-        };
-        let mut events = Url::parse(&with_scheme).map_err(|_| {
-            Error::Config(format!(
-                "`{server}` is not a server URL such as http://host:8080"
-            ))
-        })?;
-        events.set_query(None);
-        events.set_fragment(None);
-        events
-            .path_segments_mut()
-            .map_err(|()| Error::Config(format!("`{server}` cannot be a base URL")))?
-            .pop_if_empty()
-            .extend(["api", "v1", "events"]);
+        let root = ApiRoot::parse(server).map_err(|error| Error::Config(error.to_string()))?;
+        let events = root
+            .url(&["events"], &[])
+            .map_err(|error| Error::Config(error.to_string()))?;
         // reqwest is built without a TLS provider of its own; a producer that installed
         // none would otherwise panic on its first https request.
         if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -70,7 +123,7 @@ impl Transport {
         Ok(Transport {
             http,
             events,
-            server: with_scheme,
+            server: root.server,
             token: token.to_string(),
         })
     }
@@ -168,6 +221,26 @@ mod tests {
             transport.events.as_str(),
             "http://h:8080/tellify/api/v1/events"
         );
+    }
+
+    #[test]
+    fn the_api_root_escapes_segments_and_names_a_bad_server() {
+        let root = ApiRoot::parse(" 127.0.0.1:9/x/?a=b#c ").unwrap();
+        assert_eq!(root.server, "http://127.0.0.1:9/x/?a=b#c");
+        let url = root
+            .url(&["alerts", "a/b"], &[("filter", "a == \"b c\"")])
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/x/api/v1/alerts/a%2Fb?filter=a+%3D%3D+%22b+c%22"
+        );
+        let error = ApiRoot::parse("http://").err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "`http://` is not a server URL such as http://host:8080"
+        );
+        let error = ApiRoot::parse("urn:x://y").err().unwrap();
+        assert_eq!(error.to_string(), "`urn:x://y` cannot be a base URL");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde_json::Value;
-use tellify_client::Rejection;
+use tellify_client::{ApiRoot, Rejection};
 
 use super::Connection;
 
@@ -19,10 +19,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Client {
     http: reqwest::Client,
-    /// `<server>/api/v1`, without a trailing slash.
-    api: Url,
-    /// The server as the user gave it, for error messages.
-    server: String,
+    /// `<server>/api/v1`, and the server as the user gave it, for error messages.
+    root: ApiRoot,
     token: String,
 }
 
@@ -57,20 +55,7 @@ impl Client {
             .filter(|token| !token.is_empty())
             .context("no API token: pass --token or set TELLIFY_TOKEN")?
             .to_string();
-        let server = connection.server.trim();
-        let with_scheme = if server.contains("://") {
-            server.to_string()
-        } else {
-            format!("http://{server}")
-        };
-        let mut api = Url::parse(&with_scheme)
-            .with_context(|| format!("`{server}` is not a server URL such as http://host:8080"))?;
-        api.set_query(None);
-        api.set_fragment(None);
-        api.path_segments_mut()
-            .map_err(|()| anyhow::anyhow!("`{server}` cannot be a base URL"))?
-            .pop_if_empty()
-            .extend(["api", "v1"]);
+        let root = ApiRoot::parse(&connection.server)?;
         // reqwest is built without a default TLS provider; `main` installs ring, and this
         // keeps other callers (tests, embedders) from a panic when they did not.
         if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -81,24 +66,12 @@ impl Client {
             .user_agent(concat!("tellify-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Client {
-            http,
-            api,
-            server: with_scheme,
-            token,
-        })
+        Ok(Client { http, root, token })
     }
 
     /// The URL of an API endpoint from its path segments (each one escaped), plus a query.
     pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> anyhow::Result<Url> {
-        let mut url = self.api.clone();
-        url.path_segments_mut()
-            .map_err(|()| anyhow::anyhow!("the server URL cannot be a base URL"))?
-            .extend(segments);
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        Ok(url)
+        Ok(self.root.url(segments, query)?)
     }
 
     fn request(&self, method: Method, url: Url) -> RequestBuilder {
@@ -111,7 +84,7 @@ impl Client {
         let response = request
             .send()
             .await
-            .with_context(|| format!("cannot reach the tellify server at {}", self.server))?;
+            .with_context(|| format!("cannot reach the tellify server at {}", self.root.server))?;
         if response.status().is_success() {
             return Ok(response);
         }
