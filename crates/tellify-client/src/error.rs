@@ -4,7 +4,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
+
+/// Longest non-JSON error body quoted in a [`Rejection`], in characters.
+const MAX_QUOTED_BODY: usize = 300;
 
 /// Everything the client can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -78,38 +82,132 @@ impl Error {
     }
 }
 
-/// A 4xx answer: the status, the problem's `detail` and its `errors` entries.
+/// A non-2xx answer read as `application/problem+json`: the status, the problem's
+/// `detail` and its `errors` entries. The library returns it for a 4xx as
+/// [`Error::Rejected`]; the `tellify` CLI reads every error answer of the API with it.
 #[derive(Clone, Debug)]
 pub struct Rejection {
     pub status: u16,
-    /// The problem's `detail`, or the start of a body that was not problem+json.
+    /// The problem's `detail` (its `title` without one), or the start of a body that was
+    /// not problem+json, on one line.
     pub detail: String,
     /// The problem's `errors` entries (`{"line", "field", "message"}` and the like), one
     /// per thing wrong; a `line` counts the events of the request from 1.
     pub problems: Vec<Value>,
 }
 
+impl Rejection {
+    /// Reads an error answer's body; a body that cannot be read counts as empty.
+    pub async fn from_response(response: reqwest::Response) -> Rejection {
+        let status = response.status().as_u16();
+        let is_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.contains("json"));
+        let body = response.text().await.unwrap_or_default();
+        Rejection::from_body(status, is_json, &body)
+    }
+
+    /// An answer whose `Content-Type` mentions JSON is read as a problem; any other body
+    /// (a proxy's HTML page, plain text) is quoted, shortened to one line.
+    pub fn from_body(status: u16, is_json: bool, body: &str) -> Rejection {
+        let parsed = is_json
+            .then(|| serde_json::from_str::<Value>(body).ok())
+            .flatten();
+        let Some(problem) = parsed else {
+            return Rejection {
+                status,
+                detail: one_line(body.trim(), MAX_QUOTED_BODY),
+                problems: Vec::new(),
+            };
+        };
+        Rejection {
+            status,
+            detail: problem
+                .get("detail")
+                .and_then(Value::as_str)
+                .or_else(|| problem.get("title").and_then(Value::as_str))
+                .unwrap_or("")
+                .to_string(),
+            problems: problem
+                .get("errors")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Whether asking again unchanged could succeed: 5xx, 408 and 429 (the server or a
+    /// proxy was unwell or busy).
+    pub fn is_transient(&self) -> bool {
+        is_transient_status(self.status)
+    }
+
+    /// The message with `hint` in parentheses after a 401's detail, for callers that
+    /// know where the token came from (`check --token or TELLIFY_TOKEN`); [`Display`]
+    /// says `check the token`.
+    ///
+    /// [`Display`]: fmt::Display
+    pub fn with_unauthorized_hint<'a>(&'a self, hint: &'a str) -> impl fmt::Display + 'a {
+        HintedRejection {
+            rejection: self,
+            hint,
+        }
+    }
+}
+
+/// 5xx, 408 and 429: answers that say "not now" rather than "not this".
+fn is_transient_status(status: u16) -> bool {
+    (500..600).contains(&status) || status == 408 || status == 429
+}
+
 impl std::error::Error for Rejection {}
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reason = reqwest::StatusCode::from_u16(self.status)
+        self.with_unauthorized_hint("check the token").fmt(f)
+    }
+}
+
+struct HintedRejection<'a> {
+    rejection: &'a Rejection,
+    hint: &'a str,
+}
+
+impl fmt::Display for HintedRejection<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rejection = self.rejection;
+        let reason = reqwest::StatusCode::from_u16(rejection.status)
             .ok()
             .and_then(|status| status.canonical_reason())
             .unwrap_or("error")
             .to_ascii_lowercase();
-        write!(f, "server answered {} {reason}", self.status)?;
-        if !self.detail.is_empty() {
-            write!(f, ": {}", self.detail)?;
+        write!(f, "server answered {} {reason}", rejection.status)?;
+        if !rejection.detail.is_empty() {
+            write!(f, ": {}", rejection.detail)?;
         }
-        if self.status == 401 {
-            write!(f, " (check the token)")?;
+        if rejection.status == 401 {
+            write!(f, " ({})", self.hint)?;
         }
-        for entry in &self.problems {
+        for entry in &rejection.problems {
             write!(f, "\n  - {}", describe_problem(entry))?;
         }
         Ok(())
     }
+}
+
+/// `text` with control characters as spaces, cut to `max` characters with an ellipsis.
+fn one_line(text: &str, max: usize) -> String {
+    let single_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if single_line.chars().count() <= max {
+        return single_line;
+    }
+    let kept: String = single_line.chars().take(max.saturating_sub(1)).collect();
+    format!("{kept}…")
 }
 
 /// One entry of a problem's `errors`: where (`path`, `line`, `index`, `field`, `column`)
@@ -163,6 +261,68 @@ mod tests {
             "server answered 422 unprocessable entity: 2 problems\n  \
              - line 2, field `severity`: unknown\n  - \"odd\""
         );
+    }
+
+    #[test]
+    fn a_problem_answer_gives_detail_or_title_and_its_errors() {
+        let body = r#"{"title":"Unprocessable Entity","detail":"1 problem",
+                       "errors":[{"path":"params.filter","message":"bad"}]}"#;
+        let rejection = Rejection::from_body(422, true, body);
+        assert_eq!(rejection.detail, "1 problem");
+        assert_eq!(
+            rejection.problems,
+            vec![json!({"path": "params.filter", "message": "bad"})]
+        );
+        let rejection = Rejection::from_body(404, true, r#"{"title":"Not Found"}"#);
+        assert_eq!(rejection.detail, "Not Found");
+        assert!(rejection.problems.is_empty());
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_problem_is_quoted_on_one_line_and_cut() {
+        let rejection = Rejection::from_body(502, false, "  <html>\n<b>bad gateway</b>\n");
+        assert_eq!(rejection.detail, "<html> <b>bad gateway</b>");
+        let rejection = Rejection::from_body(400, true, "not json");
+        assert_eq!(
+            rejection.detail, "not json",
+            "a JSON label on non-JSON is quoted"
+        );
+        let long = "x".repeat(1000);
+        let detail = Rejection::from_body(500, false, &long).detail;
+        assert_eq!(detail.chars().count(), MAX_QUOTED_BODY);
+        assert!(detail.ends_with('…'), "{detail}");
+    }
+
+    #[test]
+    fn a_401_carries_the_callers_hint() {
+        let rejection = Rejection::from_body(401, true, r#"{"detail":"token expired"}"#);
+        assert_eq!(
+            rejection.to_string(),
+            "server answered 401 unauthorized: token expired (check the token)"
+        );
+        assert_eq!(
+            rejection
+                .with_unauthorized_hint("check --token or TELLIFY_TOKEN")
+                .to_string(),
+            "server answered 401 unauthorized: token expired (check --token or TELLIFY_TOKEN)"
+        );
+        assert!(!rejection.is_transient());
+    }
+
+    #[test]
+    fn only_server_trouble_is_transient() {
+        for status in [500, 502, 503, 408, 429] {
+            assert!(
+                Rejection::from_body(status, false, "").is_transient(),
+                "{status}"
+            );
+        }
+        for status in [400, 401, 403, 404, 409, 422] {
+            assert!(
+                !Rejection::from_body(status, false, "").is_transient(),
+                "{status}"
+            );
+        }
     }
 
     #[test]

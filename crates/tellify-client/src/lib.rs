@@ -29,6 +29,7 @@ mod client;
 mod error;
 mod replay;
 mod spool;
+mod sse;
 mod transport;
 
 pub use client::{
@@ -38,5 +39,6 @@ pub use client::{
 pub use error::{Error, Rejection};
 pub use replay::{ReplayReport, ReplayTask};
 pub use spool::SpoolStatus;
+pub use sse::{SseItem, SseParser};
 pub use tellify_model::EventInput;
-pub use transport::Receipt;
+pub use transport::{ApiRoot, Receipt, ServerUrlError};

@@ -4,13 +4,10 @@
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
 use serde_json::Value;
 
 use crate::error::{Error, Rejection};
-
-/// Longest non-JSON error body quoted in an error, in characters.
-const MAX_QUOTED_BODY: usize = 300;
 
 /// What the server said when it stored a request's events.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,6 +16,73 @@ pub struct Receipt {
     pub ids: Vec<String>,
     /// Events the server already had under the same idempotency key.
     pub duplicates: u64,
+}
+
+/// Where a server's API lives, from a server given as `host:port` or as a URL: `http://`
+/// is added when there is no scheme, a path prefix (`https://h/tellify/`) is kept, a query
+/// and a fragment are dropped. The producer library and the `tellify` CLI both read
+/// `--server` with it.
+#[derive(Clone, Debug)]
+pub struct ApiRoot {
+    /// `<server>/api/v1`, without a trailing slash.
+    pub api: Url,
+    /// The server as given, with the scheme added: for messages.
+    pub server: String,
+}
+
+/// A `--server` that cannot be the root of an API.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerUrlError {
+    #[error("`{server}` is not a server URL such as http://host:8080")]
+    NotAUrl {
+        server: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("`{server}` cannot be a base URL")]
+    CannotBeABase { server: String },
+}
+
+impl ApiRoot {
+    pub fn parse(server: &str) -> Result<ApiRoot, ServerUrlError> {
+        let server = server.trim();
+        let with_scheme = if server.contains("://") {
+            server.to_string()
+        } else {
+            format!("http://{server}")
+        };
+        let mut api = Url::parse(&with_scheme).map_err(|error| ServerUrlError::NotAUrl {
+            server: server.to_string(),
+            source: Box::new(error),
+        })?;
+        api.set_query(None);
+        api.set_fragment(None);
+        api.path_segments_mut()
+            .map_err(|()| ServerUrlError::CannotBeABase {
+                server: server.to_string(),
+            })?
+            .pop_if_empty()
+            .extend(["api", "v1"]);
+        Ok(ApiRoot {
+            api,
+            server: with_scheme,
+        })
+    }
+
+    /// The URL of an endpoint under `/api/v1` from its path segments (each one escaped),
+    /// plus a query.
+    pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, ServerUrlError> {
+        let mut url = self.api.clone();
+        url.path_segments_mut()
+            .map_err(|()| ServerUrlError::CannotBeABase {
+                server: self.server.clone(),
+            })?
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
 }
 
 pub(crate) struct Transport {
@@ -41,24 +105,10 @@ impl Transport {
         if token.is_empty() {
             return Err(Error::Config("the API token is empty".to_string()));
         }
-        let server = server.trim();
-        let with_scheme = if server.contains("://") {
-            server.to_string()
-        } else {
-            format!("http://{server}")
-        };
-        let mut events = Url::parse(&with_scheme).map_err(|_| {
-            Error::Config(format!(
-                "`{server}` is not a server URL such as http://host:8080"
-            ))
-        })?;
-        events.set_query(None);
-        events.set_fragment(None);
-        events
-            .path_segments_mut()
-            .map_err(|()| Error::Config(format!("`{server}` cannot be a base URL")))?
-            .pop_if_empty()
-            .extend(["api", "v1", "events"]);
+        let root = ApiRoot::parse(server).map_err(|error| Error::Config(error.to_string()))?;
+        let events = root
+            .url(&["events"], &[])
+            .map_err(|error| Error::Config(error.to_string()))?;
         // reqwest is built without a TLS provider of its own; a producer that installed
         // none would otherwise panic on its first https request.
         if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -73,7 +123,7 @@ impl Transport {
         Ok(Transport {
             http,
             events,
-            server: with_scheme,
+            server: root.server,
             token: token.to_string(),
         })
     }
@@ -112,8 +162,8 @@ impl Transport {
             .and_then(|value| value.to_str().ok())
             .and_then(|text| text.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let rejection = rejection_of(response).await;
-        if is_transient(status) {
+        let rejection = Rejection::from_response(response).await;
+        if rejection.is_transient() {
             return Err(Error::Unavailable {
                 reason: rejection.to_string(),
                 retry_after,
@@ -121,12 +171,6 @@ impl Transport {
         }
         Err(Error::Rejected(rejection))
     }
-}
-
-fn is_transient(status: StatusCode) -> bool {
-    status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
 }
 
 fn receipt_of(answer: &Value) -> Receipt {
@@ -144,40 +188,6 @@ fn receipt_of(answer: &Value) -> Receipt {
         .and_then(Value::as_u64)
         .unwrap_or(0);
     Receipt { ids, duplicates }
-}
-
-async fn rejection_of(response: reqwest::Response) -> Rejection {
-    let status = response.status().as_u16();
-    let is_json = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.contains("json"));
-    let body = response.text().await.unwrap_or_default();
-    let parsed = is_json
-        .then(|| serde_json::from_str::<Value>(&body).ok())
-        .flatten();
-    match parsed {
-        Some(problem) => Rejection {
-            status,
-            detail: problem
-                .get("detail")
-                .and_then(Value::as_str)
-                .or_else(|| problem.get("title").and_then(Value::as_str))
-                .unwrap_or("")
-                .to_string(),
-            problems: problem
-                .get("errors")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        },
-        None => Rejection {
-            status,
-            detail: body.trim().chars().take(MAX_QUOTED_BODY).collect(),
-            problems: Vec::new(),
-        },
-    }
 }
 
 /// "error sending request: connection refused" rather than only the outermost part.
@@ -214,6 +224,26 @@ mod tests {
     }
 
     #[test]
+    fn the_api_root_escapes_segments_and_names_a_bad_server() {
+        let root = ApiRoot::parse(" 127.0.0.1:9/x/?a=b#c ").unwrap();
+        assert_eq!(root.server, "http://127.0.0.1:9/x/?a=b#c");
+        let url = root
+            .url(&["alerts", "a/b"], &[("filter", "a == \"b c\"")])
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/x/api/v1/alerts/a%2Fb?filter=a+%3D%3D+%22b+c%22"
+        );
+        let error = ApiRoot::parse("http://").err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "`http://` is not a server URL such as http://host:8080"
+        );
+        let error = ApiRoot::parse("urn:x://y").err().unwrap();
+        assert_eq!(error.to_string(), "`urn:x://y` cannot be a base URL");
+    }
+
+    #[test]
     fn an_empty_token_is_a_configuration_error() {
         let error = Transport::new(
             "http://h",
@@ -225,14 +255,6 @@ mod tests {
         .err()
         .unwrap();
         assert!(matches!(error, Error::Config(_)), "{error}");
-    }
-
-    #[test]
-    fn only_server_trouble_is_transient() {
-        assert!(is_transient(StatusCode::SERVICE_UNAVAILABLE));
-        assert!(is_transient(StatusCode::TOO_MANY_REQUESTS));
-        assert!(!is_transient(StatusCode::UNPROCESSABLE_ENTITY));
-        assert!(!is_transient(StatusCode::UNAUTHORIZED));
     }
 
     #[test]

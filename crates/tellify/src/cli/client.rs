@@ -1,136 +1,48 @@
 //! A small client for the tellify HTTP API, shared by the client subcommands: it knows
 //! the base URL and the bearer token, speaks JSON, and turns `application/problem+json`
-//! answers into [`ApiError`]s that name the status, the detail and every listed problem.
+//! answers into [`ApiError`]s that name the status, the detail and every listed problem
+//! (read by `tellify_client::Rejection`, the producer library's reader).
 
 use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context;
-use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde_json::Value;
+use tellify_client::{ApiRoot, Rejection};
 
 use super::Connection;
 
 /// How long an ordinary request may take; the event stream has no limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest non-JSON error body quoted in an error message, in characters.
-const MAX_QUOTED_BODY: usize = 300;
 
 pub struct Client {
     http: reqwest::Client,
-    /// `<server>/api/v1`, without a trailing slash.
-    api: Url,
-    /// The server as the user gave it, for error messages.
-    server: String,
+    /// `<server>/api/v1`, and the server as the user gave it, for error messages.
+    root: ApiRoot,
     token: String,
 }
 
-/// A non-2xx answer from the server.
+/// A non-2xx answer from the server, read by the client library's problem+json reader;
+/// shown with a 401 hint that names where the CLI takes its token from.
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    /// The problem's `detail`, or the start of a body that was not problem+json.
-    pub detail: String,
-    /// The problem's `errors` entries, one per thing wrong.
-    pub errors: Vec<Value>,
-}
+pub struct ApiError(pub Rejection);
 
 impl std::error::Error for ApiError {}
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reason = self
-            .status
-            .canonical_reason()
-            .unwrap_or("error")
-            .to_ascii_lowercase();
-        write!(f, "server answered {} {reason}", self.status.as_u16())?;
-        if !self.detail.is_empty() {
-            write!(f, ": {}", self.detail)?;
-        }
-        if self.status == StatusCode::UNAUTHORIZED {
-            write!(f, " (check --token or TELLIFY_TOKEN)")?;
-        }
-        for entry in &self.errors {
-            write!(f, "\n  - {}", describe_problem(entry))?;
-        }
-        Ok(())
+        self.0
+            .with_unauthorized_hint("check --token or TELLIFY_TOKEN")
+            .fmt(f)
     }
 }
 
 impl ApiError {
     /// Whether asking again unchanged could succeed (the server or a proxy was unwell).
     pub fn is_transient(&self) -> bool {
-        self.status.is_server_error()
-            || self.status == StatusCode::TOO_MANY_REQUESTS
-            || self.status == StatusCode::REQUEST_TIMEOUT
-    }
-
-    async fn from_response(response: Response) -> ApiError {
-        let status = response.status();
-        let is_json = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.contains("json"));
-        let body = response.text().await.unwrap_or_default();
-        let parsed = is_json
-            .then(|| serde_json::from_str::<Value>(&body).ok())
-            .flatten();
-        match parsed {
-            Some(problem) => ApiError {
-                status,
-                detail: problem
-                    .get("detail")
-                    .and_then(Value::as_str)
-                    .or_else(|| problem.get("title").and_then(Value::as_str))
-                    .unwrap_or("")
-                    .to_string(),
-                errors: problem
-                    .get("errors")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-            },
-            None => ApiError {
-                status,
-                detail: super::output::truncate(body.trim(), MAX_QUOTED_BODY),
-                errors: Vec::new(),
-            },
-        }
-    }
-}
-
-/// One entry of a problem's `errors`: where (`path`, `line`, `index`, `field`, `column`)
-/// and what (`message`); anything else is shown as JSON.
-fn describe_problem(entry: &Value) -> String {
-    let Some(message) = entry.get("message").and_then(Value::as_str) else {
-        return entry.to_string();
-    };
-    let mut place = Vec::new();
-    if let Some(path) = entry.get("path").and_then(Value::as_str) {
-        if !path.is_empty() {
-            place.push(path.to_string());
-        }
-    }
-    if let Some(line) = entry.get("line").and_then(Value::as_u64) {
-        place.push(format!("line {line}"));
-    }
-    if let Some(index) = entry.get("index").and_then(Value::as_u64) {
-        place.push(format!("event [{index}]"));
-    }
-    if let Some(field) = entry.get("field").and_then(Value::as_str) {
-        place.push(format!("field `{field}`"));
-    }
-    if let Some(column) = entry.get("column").and_then(Value::as_u64) {
-        place.push(format!("column {column}"));
-    }
-    if place.is_empty() {
-        message.to_string()
-    } else {
-        format!("{}: {message}", place.join(", "))
+        self.0.is_transient()
     }
 }
 
@@ -143,20 +55,7 @@ impl Client {
             .filter(|token| !token.is_empty())
             .context("no API token: pass --token or set TELLIFY_TOKEN")?
             .to_string();
-        let server = connection.server.trim();
-        let with_scheme = if server.contains("://") {
-            server.to_string()
-        } else {
-            format!("http://{server}")
-        };
-        let mut api = Url::parse(&with_scheme)
-            .with_context(|| format!("`{server}` is not a server URL such as http://host:8080"))?;
-        api.set_query(None);
-        api.set_fragment(None);
-        api.path_segments_mut()
-            .map_err(|()| anyhow::anyhow!("`{server}` cannot be a base URL"))?
-            .pop_if_empty()
-            .extend(["api", "v1"]);
+        let root = ApiRoot::parse(&connection.server)?;
         // reqwest is built without a default TLS provider; `main` installs ring, and this
         // keeps other callers (tests, embedders) from a panic when they did not.
         if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -167,24 +66,12 @@ impl Client {
             .user_agent(concat!("tellify-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Client {
-            http,
-            api,
-            server: with_scheme,
-            token,
-        })
+        Ok(Client { http, root, token })
     }
 
     /// The URL of an API endpoint from its path segments (each one escaped), plus a query.
     pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> anyhow::Result<Url> {
-        let mut url = self.api.clone();
-        url.path_segments_mut()
-            .map_err(|()| anyhow::anyhow!("the server URL cannot be a base URL"))?
-            .extend(segments);
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        Ok(url)
+        Ok(self.root.url(segments, query)?)
     }
 
     fn request(&self, method: Method, url: Url) -> RequestBuilder {
@@ -197,11 +84,11 @@ impl Client {
         let response = request
             .send()
             .await
-            .with_context(|| format!("cannot reach the tellify server at {}", self.server))?;
+            .with_context(|| format!("cannot reach the tellify server at {}", self.root.server))?;
         if response.status().is_success() {
             return Ok(response);
         }
-        Err(ApiError::from_response(response).await.into())
+        Err(ApiError(Rejection::from_response(response).await).into())
     }
 
     async fn json_of(&self, request: RequestBuilder) -> anyhow::Result<Value> {
@@ -353,16 +240,30 @@ mod tests {
     }
 
     #[test]
+    fn a_401_names_where_the_token_comes_from() {
+        let error = ApiError(Rejection::from_body(
+            401,
+            true,
+            r#"{"title":"Unauthorized","detail":"token expired"}"#,
+        ));
+        assert_eq!(
+            error.to_string(),
+            "server answered 401 unauthorized: token expired (check --token or TELLIFY_TOKEN)"
+        );
+        assert!(!error.is_transient());
+    }
+
+    #[test]
     fn problems_name_status_detail_and_each_entry() {
-        let error = ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
+        let error = ApiError(Rejection {
+            status: 422,
             detail: "params.filter: bad".to_string(),
-            errors: vec![
+            problems: vec![
                 json!({"path": "params.filter", "message": "bad"}),
                 json!({"line": 2, "field": "severity", "message": "unknown"}),
                 json!("odd"),
             ],
-        };
+        });
         assert_eq!(
             error.to_string(),
             "server answered 422 unprocessable entity: params.filter: bad\n  \

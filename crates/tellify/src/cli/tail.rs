@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
+use tellify_client::{SseItem, SseParser};
 
 use super::client::{ApiError, Client};
 use super::output::{fields_text, local_time, print_line, text, truncate};
@@ -132,10 +133,7 @@ async fn follow(
         }
     };
     let mut body = response.bytes_stream();
-    let mut parser = SseParser {
-        last_id: last_id.clone(),
-        ..SseParser::default()
-    };
+    let mut parser = SseParser::resuming_after(last_id.clone());
     let mut connected = false;
     loop {
         let chunk = match tokio::time::timeout(IDLE_LIMIT, body.next()).await {
@@ -160,8 +158,8 @@ async fn follow(
             Ok(Some(Ok(chunk))) => chunk,
         };
         let items = parser.push(&chunk);
-        if parser.last_id.is_some() {
-            last_id.clone_from(&parser.last_id);
+        if parser.last_id() != last_id.as_deref() {
+            *last_id = parser.last_id().map(str::to_string);
         }
         for item in items {
             match item.event.as_str() {
@@ -272,115 +270,10 @@ fn alert_line(notice: &Value) -> String {
     parts.join("  ")
 }
 
-/// One server-sent event: its `event:` name (`message` if none) and its `data:` lines.
-#[derive(Debug, PartialEq, Eq)]
-struct SseItem {
-    event: String,
-    data: String,
-}
-
-/// Splits a `text/event-stream` body into items as bytes arrive, per the WHATWG rules:
-/// `field: value` lines, `:` comments, a blank line ends an item.
-#[derive(Default)]
-struct SseParser {
-    /// Bytes of a line not yet ended.
-    pending: Vec<u8>,
-    /// The last `id:` seen; sent back as `Last-Event-ID` on reconnect so nothing is missed.
-    last_id: Option<String>,
-    event: String,
-    data: Vec<String>,
-}
-
-impl SseParser {
-    fn push(&mut self, chunk: &[u8]) -> Vec<SseItem> {
-        let mut items = Vec::new();
-        for &byte in chunk {
-            if byte != b'\n' {
-                self.pending.push(byte);
-                continue;
-            }
-            let mut line = std::mem::take(&mut self.pending);
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            if let Some(item) = self.line(&String::from_utf8_lossy(&line)) {
-                items.push(item);
-            }
-        }
-        items
-    }
-
-    fn line(&mut self, line: &str) -> Option<SseItem> {
-        if line.is_empty() {
-            let event = std::mem::take(&mut self.event);
-            let data = std::mem::take(&mut self.data);
-            if data.is_empty() {
-                return None;
-            }
-            let event = if event.is_empty() {
-                "message".to_string()
-            } else {
-                event
-            };
-            return Some(SseItem {
-                event,
-                data: data.join("\n"),
-            });
-        }
-        if line.starts_with(':') {
-            return None;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
-        };
-        match field {
-            "event" => self.event = value.to_string(),
-            "data" => self.data.push(value.to_string()),
-            "id" => self.last_id = Some(value.to_string()),
-            _ => {}
-        }
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn items_end_at_blank_lines_even_across_chunks() {
-        let mut parser = SseParser::default();
-        assert!(parser.push(b"event: ready\ndata: {}\n").is_empty());
-        let items = parser.push(b"\n: keep-alive\n\nevent: event\r\nid: 7\r\ndata: {\"a\":");
-        assert_eq!(
-            items,
-            vec![SseItem {
-                event: "ready".into(),
-                data: "{}".into()
-            }]
-        );
-        assert_eq!(
-            parser.last_id.as_deref(),
-            Some("7"),
-            "the id is kept for Last-Event-ID"
-        );
-        let items = parser.push(b"1}\r\ndata:2\r\n\r\ndata: plain\n\n");
-        assert_eq!(
-            items,
-            vec![
-                SseItem {
-                    event: "event".into(),
-                    data: "{\"a\":1}\n2".into()
-                },
-                SseItem {
-                    event: "message".into(),
-                    data: "plain".into()
-                }
-            ]
-        );
-    }
 
     #[test]
     fn event_lines_show_type_message_and_fields() {
