@@ -367,7 +367,7 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
         .put_policy(PolicyRecord {
             user_id: ann.id.clone(),
             name: "default".to_string(),
-            rules: json!({"rules": []}),
+            policy: tellify_engine::policy::Policy { rules: Vec::new() },
             updated: at(0),
         })
         .await

@@ -37,3 +37,14 @@ pub struct Services {
 }
 
 pub type AppState = Arc<Services>;
+
+pub mod caches;
+pub mod error;
+pub mod event_types;
+pub mod import;
+pub mod notify;
+pub mod people;
+pub mod subscriptions;
+pub mod validate;
+
+pub use error::{ServiceError, ServiceResult};
