@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tellify_store::{Group, Token, User};
 
-use super::{ApiError, ApiResult, AppState, Auth, JsonBody, Page, QueryParams};
+use super::{ApiResult, AppState, Auth, JsonBody, Page, QueryParams};
 use crate::auth::Scope;
 use crate::services::people;
 
@@ -41,12 +41,7 @@ pub async fn create_user(
 }
 
 pub async fn list_users(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Page<User>>> {
-    let principal = auth.require(Scope::User)?;
-    let items = if principal.is_admin() {
-        state.store.list_users().await?
-    } else {
-        vec![principal.user.clone()]
-    };
+    let items = people::list_users(&state, &auth.0).await?;
     Ok(Json(Page { items, next: None }))
 }
 
@@ -64,15 +59,7 @@ pub async fn get_user(
     auth: Auth,
     Path(name): Path<String>,
 ) -> ApiResult<Json<User>> {
-    let principal = auth.require(Scope::User)?;
-    if !principal.is_admin() && principal.user.name != name {
-        return Err(ApiError::not_found("user"));
-    }
-    let user = state
-        .store
-        .user_by_name(&name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+    let user = people::user(&state, &auth.0, &name).await?;
     Ok(Json(user))
 }
 
@@ -153,11 +140,7 @@ pub async fn list_groups(
     State(state): State<AppState>,
     auth: Auth,
 ) -> ApiResult<Json<Page<Group>>> {
-    let principal = auth.require(Scope::User)?;
-    let mut items = state.store.list_groups().await?;
-    if !principal.is_admin() {
-        items.retain(|group| principal.group_ids.contains(&group.id));
-    }
+    let items = people::list_groups(&state, &auth.0).await?;
     Ok(Json(Page { items, next: None }))
 }
 
@@ -257,24 +240,7 @@ pub async fn list_tokens(
     auth: Auth,
     QueryParams(query): QueryParams<TokenQuery>,
 ) -> ApiResult<Json<Page<Token>>> {
-    let principal = auth.require(Scope::User)?;
-    let own = query.user.as_deref() == Some(principal.user.name.as_str());
-    let items = match query.user.as_deref() {
-        None => state.store.list_tokens(Some(&principal.user.id)).await?,
-        Some(_) if own => state.store.list_tokens(Some(&principal.user.id)).await?,
-        Some(_) if !principal.is_admin() => {
-            return Err(ApiError::forbidden("only admins can list others' tokens"))
-        }
-        Some("*") => state.store.list_tokens(None).await?,
-        Some(name) => {
-            let user = state
-                .store
-                .user_by_name(name)
-                .await?
-                .ok_or_else(|| ApiError::not_found("user"))?;
-            state.store.list_tokens(Some(&user.id)).await?
-        }
-    };
+    let items = people::list_tokens(&state, &auth.0, query.user.as_deref()).await?;
     Ok(Json(Page { items, next: None }))
 }
 

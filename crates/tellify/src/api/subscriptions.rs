@@ -133,9 +133,7 @@ pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
 ) -> ApiResult<Json<Page<SubscriptionView>>> {
-    let principal = auth.require(Scope::User)?;
-    let viewer = (!principal.is_admin()).then(|| principal.viewer());
-    let subscriptions = state.store.list_subscriptions(viewer.as_ref()).await?;
+    let subscriptions = subscriptions::list(&state, &auth.0).await?;
     let users: HashMap<String, String> = state
         .store
         .list_users()

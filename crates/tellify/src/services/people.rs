@@ -10,6 +10,28 @@ use super::validate::{check_name, PERSON_NAME};
 use super::Services;
 use crate::auth::{new_token, parse_token_lifetime, Principal, Scope};
 
+/// The users the caller may see: everyone for an admin, else themselves.
+pub async fn list_users(services: &Services, principal: &Principal) -> ServiceResult<Vec<User>> {
+    require(principal, Scope::User)?;
+    if principal.is_admin() {
+        return Ok(services.store.list_users().await?);
+    }
+    Ok(vec![principal.user.clone()])
+}
+
+/// A user by name: admins see anyone, others only themselves.
+pub async fn user(services: &Services, principal: &Principal, name: &str) -> ServiceResult<User> {
+    require(principal, Scope::User)?;
+    if !principal.is_admin() && principal.user.name != name {
+        return Err(ServiceError::NotFound("user"));
+    }
+    services
+        .store
+        .user_by_name(name)
+        .await?
+        .ok_or(ServiceError::NotFound("user"))
+}
+
 /// A user to create (admins only).
 pub struct NewUser {
     pub name: String,
@@ -141,6 +163,16 @@ pub async fn create_group(
     }
     caches::people_changed(services).await?;
     group_named(services, &request.name).await
+}
+
+/// The groups the caller may see: every group for an admin, else the groups they are in.
+pub async fn list_groups(services: &Services, principal: &Principal) -> ServiceResult<Vec<Group>> {
+    require(principal, Scope::User)?;
+    let mut groups = services.store.list_groups().await?;
+    if !principal.is_admin() {
+        groups.retain(|group| principal.group_ids.contains(&group.id));
+    }
+    Ok(groups)
 }
 
 /// A group the caller may see: admins see every group, others the groups they are in.
@@ -349,6 +381,36 @@ pub async fn create_token(
         secret,
         owner,
     })
+}
+
+/// Tokens (never their secrets): the caller's own by default or when `user` is their
+/// name; admins may name another user, or `*` for everyone's.
+pub async fn list_tokens(
+    services: &Services,
+    principal: &Principal,
+    user: Option<&str>,
+) -> ServiceResult<Vec<Token>> {
+    require(principal, Scope::User)?;
+    let own = user == Some(principal.user.name.as_str());
+    let tokens = match user {
+        None => services.store.list_tokens(Some(&principal.user.id)).await?,
+        Some(_) if own => services.store.list_tokens(Some(&principal.user.id)).await?,
+        Some(_) if !principal.is_admin() => {
+            return Err(ServiceError::Forbidden(
+                "only admins can list others' tokens".to_string(),
+            ))
+        }
+        Some("*") => services.store.list_tokens(None).await?,
+        Some(name) => {
+            let found = services
+                .store
+                .user_by_name(name)
+                .await?
+                .ok_or(ServiceError::NotFound("user"))?;
+            services.store.list_tokens(Some(&found.id)).await?
+        }
+    };
+    Ok(tokens)
 }
 
 /// Revokes a token of the caller's (admins: anyone's); it stops working at once.

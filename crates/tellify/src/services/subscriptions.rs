@@ -53,6 +53,14 @@ pub async fn visible(
     }
 }
 
+/// The subscriptions the caller may see: every one for an admin, else their own and their
+/// groups'.
+pub async fn list(services: &Services, principal: &Principal) -> ServiceResult<Vec<Subscription>> {
+    require(principal, Scope::User)?;
+    let viewer = (!principal.is_admin()).then(|| principal.viewer());
+    Ok(services.store.list_subscriptions(viewer.as_ref()).await?)
+}
+
 pub async fn create(
     services: &Services,
     principal: &Principal,
