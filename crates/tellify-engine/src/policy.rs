@@ -87,6 +87,17 @@ impl PolicyLimits {
     /// The longest `digest` period: a weekly digest.
     pub const MAX_DIGEST: SignedDuration = SignedDuration::from_hours(24 * 7);
 
+    /// The widest limits a policy may ever have been saved under: floors of one second,
+    /// ceilings of [`MAX_DURATION`]. Stored policies are read with these, so a floor an
+    /// operator raised later never refuses one (see [`Policy::raise_to_floors`]).
+    pub fn widest() -> PolicyLimits {
+        let range = DurationRange::new(SignedDuration::from_secs(1), MAX_DURATION);
+        PolicyLimits {
+            repeat: range,
+            digest: range,
+        }
+    }
+
     /// Limits with these floors (each clamped to at least one second and at most the
     /// ceiling).
     pub fn with_floors(min_repeat: SignedDuration, min_digest: SignedDuration) -> PolicyLimits {
@@ -131,18 +142,15 @@ impl Policy {
     /// refusing the whole policy, so one person's old policy never stops their
     /// notifications, nor the server.
     pub fn parse_stored(value: &Value, limits: &PolicyLimits) -> Result<Policy, Vec<ParamError>> {
-        let lenient = PolicyLimits {
-            repeat: DurationRange::new(
-                SignedDuration::from_secs(1),
-                limits.repeat.max.max(MAX_DURATION),
-            ),
-            digest: DurationRange::new(
-                SignedDuration::from_secs(1),
-                limits.digest.max.max(MAX_DURATION),
-            ),
-        };
-        let mut policy = Policy::parse_with(value, &lenient)?;
-        for rule in &mut policy.rules {
+        let policy = Policy::parse_with(value, &PolicyLimits::widest())?;
+        Ok(policy.raise_to_floors(limits))
+    }
+
+    /// The policy with every `repeat` and digest period moved into `limits`: how a policy
+    /// read with [`PolicyLimits::widest`] meets the operator's floors of today without
+    /// being parsed again.
+    pub fn raise_to_floors(mut self, limits: &PolicyLimits) -> Policy {
+        for rule in &mut self.rules {
             if let Some(repeat) = &mut rule.repeat {
                 *repeat = (*repeat).clamp(limits.repeat.min, limits.repeat.max);
             }
@@ -150,7 +158,7 @@ impl Policy {
                 *period = (*period).clamp(limits.digest.min, limits.digest.max);
             }
         }
-        Ok(policy)
+        self
     }
 
     /// The policy in its public JSON shape, with every default written out so a user

@@ -367,7 +367,10 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
         .put_policy(PolicyRecord {
             user_id: ann.id.clone(),
             name: "default".to_string(),
-            rules: json!({"rules": []}),
+            policy: tellify_engine::policy::Policy::parse(
+                &json!({"rules": [{"contact_points": ["hook"]}]}),
+            )
+            .unwrap(),
             updated: at(0),
         })
         .await

@@ -40,12 +40,17 @@ impl std::fmt::Debug for ContactPoint {
     }
 }
 
-/// A user's named policy; `rules` is the validated JSON of `tellify_engine::policy::Policy`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A user's named policy, parsed once: when it is written (against the operator's limits
+/// of the day) and when it is read back (with [`PolicyLimits::widest`], so a floor raised
+/// since never refuses it; the planner raises it to today's floors). Stored as the
+/// policy's public JSON shape.
+///
+/// [`PolicyLimits::widest`]: tellify_engine::policy::PolicyLimits::widest
+#[derive(Clone, Debug, PartialEq)]
 pub struct PolicyRecord {
     pub user_id: String,
     pub name: String,
-    pub rules: serde_json::Value,
+    pub policy: tellify_engine::policy::Policy,
     pub updated: Timestamp,
 }
 

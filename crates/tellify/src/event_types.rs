@@ -1,9 +1,10 @@
 //! The event-type registry in memory: every registered type with its JSON Schema compiled
 //! once, so ingest checks an event without a database read or a schema compile.
 //!
-//! Loaded at start and refreshed (awaited) by every API call that changes a type, so the
-//! copy here is never behind what the API answered. Dedup windows are not kept here: they
-//! live in the store and are consulted on its writer thread, which survives restarts.
+//! Loaded at start and refreshed (awaited) by the service layer on every change to a type
+//! (`services::caches::event_type_changed`), so the copy here is never behind what the
+//! API answered. Dedup windows are not kept here: they live in the store and are consulted
+//! on its writer thread, which survives restarts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

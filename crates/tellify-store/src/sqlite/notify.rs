@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use tellify_engine::alerts::{Alert, AlertState};
+use tellify_engine::policy::{Policy, PolicyLimits};
 
 use super::{
     conflict_or_unavailable, parse_time, read_json, read_user, time_text, unavailable, USER_COLUMNS,
@@ -221,13 +222,25 @@ pub(super) fn delete_contact_point(
     Ok(true)
 }
 
-fn read_policy(row: &rusqlite::Row) -> rusqlite::Result<PolicyRecord> {
-    Ok(PolicyRecord {
-        user_id: row.get(0)?,
-        name: row.get(1)?,
-        rules: read_json(row.get(2)?)?,
-        updated: parse_time(row.get(3)?)?,
-    })
+/// A policy row, parsed; `None` (logged) for one that no longer parses at all, so one
+/// person's unreadable policy never stops the others' notifications.
+fn read_policy(row: &rusqlite::Row) -> rusqlite::Result<Option<PolicyRecord>> {
+    let user_id: String = row.get(0)?;
+    let name: String = row.get(1)?;
+    let rules: serde_json::Value = read_json(row.get(2)?)?;
+    let updated = parse_time(row.get(3)?)?;
+    match Policy::parse_stored(&rules, &PolicyLimits::widest()) {
+        Ok(policy) => Ok(Some(PolicyRecord {
+            user_id,
+            name,
+            policy,
+            updated,
+        })),
+        Err(errors) => {
+            tracing::error!(user_id = %user_id, policy = %name, ?errors, "stored policy no longer validates; skipped");
+            Ok(None)
+        }
+    }
 }
 
 pub(super) fn put_policy(tx: &Connection, policy: &PolicyRecord) -> StoreResult<bool> {
@@ -242,7 +255,7 @@ pub(super) fn put_policy(tx: &Connection, policy: &PolicyRecord) -> StoreResult<
         params![
             policy.user_id,
             policy.name,
-            policy.rules.to_string(),
+            policy.policy.to_json().to_string(),
             time_text(policy.updated)
         ],
     )
@@ -263,7 +276,8 @@ pub(super) fn list_policies(
     let rows = statement
         .query_map([user_id], read_policy)
         .map_err(unavailable)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+    let rows = rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?;
+    Ok(rows.into_iter().flatten().collect())
 }
 
 pub(super) fn policy(
@@ -278,6 +292,7 @@ pub(super) fn policy(
         .map_err(unavailable)?
         .query_row(params![user_id, name], read_policy)
         .optional()
+        .map(Option::flatten)
         .map_err(unavailable)
 }
 

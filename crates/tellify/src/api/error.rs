@@ -10,6 +10,7 @@ use tellify_engine::ParamError;
 use tellify_store::StoreError;
 
 use crate::ingest::{IngestError, Problem};
+use crate::services::ServiceError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -178,3 +179,24 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> ApiError {
+        match error {
+            ServiceError::NotFound(what) => ApiError::not_found(what),
+            ServiceError::Invalid(errors) => ApiError::params(&errors),
+            ServiceError::Unprocessable(detail) => ApiError::unprocessable(detail),
+            ServiceError::Conflict(detail) => ApiError::conflict(detail),
+            ServiceError::Forbidden(detail) => ApiError::forbidden(detail),
+            ServiceError::Upstream(detail) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "Bad Gateway", detail)
+            }
+            ServiceError::Internal(detail) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                detail,
+            ),
+            ServiceError::Store(error) => error.into(),
+        }
+    }
+}

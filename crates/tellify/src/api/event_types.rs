@@ -6,23 +6,14 @@ use axum::http::StatusCode;
 use axum::Json;
 use jiff::SignedDuration;
 use serde::Serialize;
-use serde_json::{Map, Value};
-use tellify_engine::ParamError;
+use serde_json::Value;
 use tellify_model::Severity;
 use tellify_store::EventType;
 
 use super::{ApiError, ApiResult, AppState, Auth, JsonBody, Page};
 
-/// How long identical events are folded into one: up to a week.
-const DEDUP_INTERVAL: tellify_model::DurationRange = tellify_model::DurationRange::new(
-    jiff::SignedDuration::from_secs(1),
-    jiff::SignedDuration::from_hours(24 * 7),
-);
 use crate::auth::Scope;
-use crate::event_types::compile_schema;
-
-/// Longest type name, in bytes.
-const MAX_NAME_BYTES: usize = 128;
+use crate::services::event_types;
 
 /// An event type as the API shows it.
 #[derive(Serialize)]
@@ -90,22 +81,7 @@ pub async fn put(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<(StatusCode, Json<EventTypeView>)> {
-    auth.require(Scope::Admin)?;
-    let now = state.clock.now();
-    let mut record = parse_definition(&name, &body).map_err(|errors| ApiError::params(&errors))?;
-    record.created = now;
-    record.updated = now;
-    let created = state.store.put_event_type(record).await?;
-    // The ingest check must know the new definition before this call answers.
-    state
-        .event_types
-        .refresh(state.store.as_ref(), &name)
-        .await?;
-    let stored = state
-        .store
-        .event_type(&name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("event type"))?;
+    let (stored, created) = event_types::put(&state, &auth.0, &name, &body).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -121,98 +97,8 @@ pub async fn delete(
     auth: Auth,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    auth.require(Scope::Admin)?;
-    let removed = state.store.delete_event_type(&name).await?;
-    state
-        .event_types
-        .refresh(state.store.as_ref(), &name)
-        .await?;
-    if !removed {
-        return Err(ApiError::not_found("event type"));
-    }
+    event_types::delete(&state, &auth.0, &name).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Reads a type definition from a request body, collecting every problem with its path.
-/// The times are left for the caller to set.
-fn parse_definition(name: &str, body: &Value) -> Result<EventType, Vec<ParamError>> {
-    let mut errors = Vec::new();
-    check_name(name, &mut errors);
-    let empty = Map::new();
-    let object = match body {
-        Value::Object(object) => object,
-        _ => {
-            errors.push(ParamError::new("", "the body must be a JSON object"));
-            &empty
-        }
-    };
-    let mut record = EventType {
-        name: name.to_string(),
-        description: String::new(),
-        category: None,
-        default_severity: None,
-        schema: None,
-        dedup_interval: None,
-        created: jiff::Timestamp::UNIX_EPOCH,
-        updated: jiff::Timestamp::UNIX_EPOCH,
-    };
-    for (key, value) in object {
-        let mut fail = |message: String| errors.push(ParamError::new(key.as_str(), message));
-        match (key.as_str(), value) {
-            (_, Value::Null) if key != "name" => {}
-            ("name", Value::String(text)) if text == name => {}
-            ("name", _) => fail(format!("must be `{name}`, the name in the path, or absent")),
-            ("description", Value::String(text)) => record.description = text.clone(),
-            ("category", Value::String(text)) => record.category = Some(text.clone()),
-            ("default_severity", Value::String(text)) => match text.parse::<Severity>() {
-                Ok(severity) => record.default_severity = Some(severity),
-                Err(message) => fail(message),
-            },
-            ("schema", schema) => match compile_schema(schema) {
-                Ok(_) => record.schema = Some(schema.clone()),
-                Err(message) => fail(format!("not a valid JSON Schema: {message}")),
-            },
-            ("dedup_interval", Value::String(text)) => match DEDUP_INTERVAL.parse(text) {
-                Ok(interval) => record.dedup_interval = Some(interval),
-                Err(error) => fail(error.to_string()),
-            },
-            ("description" | "category" | "default_severity" | "dedup_interval", _) => {
-                fail("must be a string".to_string())
-            }
-            (other, _) => fail(format!(
-                "unknown key `{other}`; an event type has description, category, \
-                 default_severity, schema and dedup_interval"
-            )),
-        }
-    }
-    if errors.is_empty() {
-        Ok(record)
-    } else {
-        Err(errors)
-    }
-}
-
-fn check_name(name: &str, errors: &mut Vec<ParamError>) {
-    if name.is_empty() {
-        errors.push(ParamError::new("name", "must not be empty"));
-        return;
-    }
-    if name.len() > MAX_NAME_BYTES {
-        errors.push(ParamError::new(
-            "name",
-            format!(
-                "is {} bytes, more than the limit of {MAX_NAME_BYTES}",
-                name.len()
-            ),
-        ));
-    }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
-    if !name.chars().all(allowed) {
-        errors.push(ParamError::new(
-            "name",
-            format!("`{name}` may hold only letters, digits and `.`, `_`, `-`, `:`"),
-        ));
-    }
 }
 
 /// Writes an interval the way people type one: `90s`, `10m`, `1h30m`, `500ms`.
@@ -236,41 +122,6 @@ fn format_interval(interval: SignedDuration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_definition_reports_every_problem_with_its_path() {
-        let errors = parse_definition(
-            "disk full",
-            &json!({"default_severity": "fatal", "schema": {"type": 5}, "dedup_interval": "soon",
-                    "description": 3, "colour": "red", "name": "other"}),
-        )
-        .unwrap_err();
-        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
-        for path in [
-            "name",
-            "default_severity",
-            "schema",
-            "dedup_interval",
-            "description",
-            "colour",
-        ] {
-            assert!(paths.contains(&path), "{path} missing from {errors:?}");
-        }
-    }
-
-    #[test]
-    fn a_good_definition_parses() {
-        let record = parse_definition(
-            "disk",
-            &json!({"description": "d", "category": "storage", "default_severity": "warn",
-                    "schema": {"type": "object"}, "dedup_interval": "10m", "name": "disk"}),
-        )
-        .unwrap();
-        assert_eq!(record.default_severity, Some(Severity::Warning));
-        assert_eq!(record.dedup_interval, Some(SignedDuration::from_mins(10)));
-        assert_eq!(record.category.as_deref(), Some("storage"));
-    }
 
     #[test]
     fn intervals_are_written_as_typed() {

@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
+pub use crate::services::validate::{check_horizon, MAX_HORIZON};
 pub use crate::services::{AppState, Services};
 pub use error::{ApiError, ApiResult};
 pub use events::SearchSettings;
@@ -336,42 +337,13 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
-/// How far ahead a person may set a time (an ack's expiry, a shelve, a silence's end):
-/// a year and a day. Longer than that is "forever", which clearing or unshelving says
-/// better, and it keeps every later addition to such a time far from overflow.
-pub const MAX_HORIZON: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 366);
-
-/// Parses a time: RFC 3339, or a duration counted back from `now` (`10m` ago) when
-/// `ahead` is false, forward (`in 1h`) when it is true. Durations are bounded by
-/// [`tellify_model::MAX_DURATION`] and the arithmetic saturates, so no input can panic.
-fn parse_when(
-    name: &str,
-    text: &str,
-    now: jiff::Timestamp,
-    ahead: bool,
-) -> Result<jiff::Timestamp, String> {
-    if let Ok(time) = text.parse::<jiff::Timestamp>() {
-        return Ok(time);
-    }
-    match tellify_model::parse_duration(text) {
-        Ok(duration) if ahead => Ok(tellify_model::later(now, duration)),
-        Ok(duration) => Ok(tellify_model::earlier(now, duration)),
-        Err(error) if text.trim().chars().next().is_some_and(|c| c.is_ascii_digit()) && !text.contains('-') => {
-            Err(format!("`{name}`: {error}"))
-        }
-        Err(_) => Err(format!(
-            "`{name}`: `{text}` is neither an RFC 3339 time (2026-11-23T18:00:00Z) nor a duration (10m, 2h)"
-        )),
-    }
-}
-
 /// A query parameter such as `since`: RFC 3339, or a duration meaning "that long ago".
 pub fn parse_time_param(
     name: &str,
     text: &str,
     now: jiff::Timestamp,
 ) -> ApiResult<jiff::Timestamp> {
-    parse_when(name, text, now, false).map_err(ApiError::bad_request)
+    crate::services::validate::parse_when(name, text, now, false).map_err(ApiError::bad_request)
 }
 
 /// A body field such as `until`: RFC 3339, or a duration from now; at most
@@ -381,24 +353,7 @@ pub fn parse_future_param(
     text: &str,
     now: jiff::Timestamp,
 ) -> ApiResult<jiff::Timestamp> {
-    let time = parse_when(name, text, now, true).map_err(ApiError::unprocessable)?;
-    check_horizon(name, time, now).map_err(ApiError::unprocessable)?;
-    Ok(time)
-}
-
-/// Refuses a time further ahead than [`MAX_HORIZON`], naming the field and the limit.
-pub fn check_horizon(
-    name: &str,
-    time: jiff::Timestamp,
-    now: jiff::Timestamp,
-) -> Result<(), String> {
-    if time > tellify_model::later(now, MAX_HORIZON) {
-        return Err(format!(
-            "`{name}`: must be at most {} from now (got {time})",
-            tellify_model::format_duration(MAX_HORIZON)
-        ));
-    }
-    Ok(())
+    crate::services::validate::parse_future(name, text, now).map_err(ApiError::unprocessable)
 }
 
 pub fn clamp_limit(limit: Option<usize>, default: usize, max: usize) -> usize {

@@ -8,21 +8,14 @@ use axum::Json;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tellify_engine::filter::Filter;
-use tellify_engine::policy::Policy;
-use tellify_engine::ParamError;
 use tellify_store::{
     ContactPoint, Delivery, DeliveryAttempt, DeliveryQuery, DeliveryStatus, PolicyRecord, Silence,
     User,
 };
 
-use super::subscriptions::check_policy_name;
-use super::{
-    clamp_limit, parse_future_param, ApiError, ApiResult, AppState, Auth, JsonBody, Page,
-    QueryParams,
-};
+use super::{clamp_limit, ApiError, ApiResult, AppState, Auth, JsonBody, Page, QueryParams};
 use crate::auth::Scope;
-use crate::channels::ContactKind;
+use crate::services::notify;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -33,23 +26,7 @@ pub struct ForUser {
 
 /// The user a request is about: the caller, or for an admin the one named in `?user=`.
 async fn subject(state: &AppState, auth: &Auth, wanted: Option<&str>) -> ApiResult<User> {
-    let principal = auth.require(Scope::User)?;
-    let Some(name) = wanted else {
-        return Ok(principal.user.clone());
-    };
-    if name == principal.user.name {
-        return Ok(principal.user.clone());
-    }
-    if !principal.is_admin() {
-        return Err(ApiError::forbidden(
-            "only an admin may manage another user's notifications",
-        ));
-    }
-    state
-        .store
-        .user_by_name(name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))
+    Ok(notify::subject(state, &auth.0, wanted).await?)
 }
 
 // ---- contact points ----
@@ -96,60 +73,19 @@ pub async fn create_contact_point(
     QueryParams(query): QueryParams<ForUser>,
     JsonBody(request): JsonBody<CreateContactPoint>,
 ) -> ApiResult<(StatusCode, Json<ContactPointView>)> {
-    let user = subject(&state, &auth, query.user.as_deref()).await?;
-    let mut errors = Vec::new();
-    check_policy_name(&request.name, "name", &mut errors);
-    let kind: Option<ContactKind> = match request.kind.parse() {
-        Ok(kind) => Some(kind),
-        Err(error) => {
-            errors.push(ParamError::new("kind", error));
-            None
-        }
-    };
-    if let Some(kind) = kind {
-        if let Err(error) = state.channels.check_address(kind, request.address.trim()) {
-            errors.push(ParamError::new("address", error));
-        }
-    }
-    if let Some(secret) = &request.secret {
-        if kind != Some(ContactKind::Webhook) {
-            errors.push(ParamError::new("secret", "only webhooks take a secret"));
-        } else if secret.len() < 16 {
-            errors.push(ParamError::new("secret", "must be at least 16 characters"));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::params(&errors));
-    }
-    let generated = kind == Some(ContactKind::Webhook) && request.secret.is_none();
-    let secret = match (kind, request.secret) {
-        (Some(ContactKind::Webhook), Some(secret)) => Some(secret),
-        (Some(ContactKind::Webhook), None) => {
-            Some(crate::auth::new_token().0.replacen("tfy_", "whsec_", 1))
-        }
-        _ => None,
-    };
-    let point = ContactPoint {
-        id: tellify_model::new_id(),
-        user_id: user.id.clone(),
-        name: request.name,
-        kind: request.kind,
-        address: request.address.trim().to_string(),
-        secret,
-        created: state.clock.now(),
-    };
-    state
-        .store
-        .create_contact_point(point.clone())
-        .await
-        .map_err(|error| match error {
-            tellify_store::StoreError::Conflict(_) => ApiError::conflict(format!(
-                "a contact point named `{}` already exists",
-                point.name
-            )),
-            other => other.into(),
-        })?;
-    state.notifier.user_changed(&user.id).await?;
+    let created = notify::create_contact_point(
+        &state,
+        &auth.0,
+        query.user.as_deref(),
+        notify::NewContactPoint {
+            name: request.name,
+            kind: request.kind,
+            address: request.address,
+            secret: request.secret,
+        },
+    )
+    .await?;
+    let (point, generated) = (created.point, created.generated_secret);
     Ok((StatusCode::CREATED, Json(contact_view(point, generated))))
 }
 
@@ -169,22 +105,13 @@ pub async fn list_contact_points(
     Ok(Json(Page { items, next: None }))
 }
 
-async fn own_contact_point(state: &AppState, user: &User, name: &str) -> ApiResult<ContactPoint> {
-    state
-        .store
-        .contact_point(&user.id, name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("contact point"))
-}
-
 pub async fn get_contact_point(
     State(state): State<AppState>,
     auth: Auth,
     Path(name): Path<String>,
     QueryParams(query): QueryParams<ForUser>,
 ) -> ApiResult<Json<ContactPointView>> {
-    let user = subject(&state, &auth, query.user.as_deref()).await?;
-    let point = own_contact_point(&state, &user, &name).await?;
+    let point = notify::contact_point(&state, &auth.0, query.user.as_deref(), &name).await?;
     Ok(Json(contact_view(point, false)))
 }
 
@@ -194,11 +121,7 @@ pub async fn delete_contact_point(
     Path(name): Path<String>,
     QueryParams(query): QueryParams<ForUser>,
 ) -> ApiResult<StatusCode> {
-    let user = subject(&state, &auth, query.user.as_deref()).await?;
-    if !state.store.delete_contact_point(&user.id, &name).await? {
-        return Err(ApiError::not_found("contact point"));
-    }
-    state.notifier.user_changed(&user.id).await?;
+    notify::delete_contact_point(&state, &auth.0, query.user.as_deref(), &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -219,8 +142,7 @@ pub async fn test_contact_point(
     Path(name): Path<String>,
     QueryParams(query): QueryParams<ForUser>,
 ) -> ApiResult<Json<TestResult>> {
-    let user = subject(&state, &auth, query.user.as_deref()).await?;
-    let point = own_contact_point(&state, &user, &name).await?;
+    let point = notify::contact_point(&state, &auth.0, query.user.as_deref(), &name).await?;
     let link = state.settings.public_url.as_deref();
     match crate::notify::send_test(&state.channels, &point, link).await {
         Ok(answer) => Ok(Json(TestResult {
@@ -246,11 +168,14 @@ pub struct PolicyView {
 }
 
 fn policy_view(record: PolicyRecord) -> PolicyView {
-    let rules = record
-        .rules
-        .get("rules")
-        .cloned()
-        .unwrap_or(Value::Array(Vec::new()));
+    let rules = Value::Array(
+        record
+            .policy
+            .rules
+            .iter()
+            .map(|rule| rule.to_json())
+            .collect(),
+    );
     PolicyView {
         name: record.name,
         rules,
@@ -265,47 +190,8 @@ pub async fn put_policy(
     QueryParams(query): QueryParams<ForUser>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<(StatusCode, Json<PolicyView>)> {
-    let user = subject(&state, &auth, query.user.as_deref()).await?;
-    let mut errors = Vec::new();
-    check_policy_name(&name, "name", &mut errors);
-    let limits = state.settings.notify.policy_limits().unwrap_or_default();
-    let policy = match Policy::parse_with(&body, &limits) {
-        Ok(policy) => Some(policy),
-        Err(found) => {
-            errors.extend(found);
-            None
-        }
-    };
-    if let Some(policy) = &policy {
-        let known: std::collections::HashSet<String> = state
-            .store
-            .list_contact_points(&user.id)
-            .await?
-            .into_iter()
-            .map(|point| point.name)
-            .collect();
-        for (rule_index, rule) in policy.rules.iter().enumerate() {
-            for (point_index, point) in rule.contact_points.iter().enumerate() {
-                if !known.contains(point) {
-                    errors.push(ParamError::new(
-                        format!("rules[{rule_index}].contact_points[{point_index}]"),
-                        format!("you have no contact point named `{point}`"),
-                    ));
-                }
-            }
-        }
-    }
-    let Some(policy) = policy.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::params(&errors));
-    };
-    let record = PolicyRecord {
-        user_id: user.id.clone(),
-        name,
-        rules: policy.to_json(),
-        updated: state.clock.now(),
-    };
-    let created = state.store.put_policy(record.clone()).await?;
-    state.notifier.user_changed(&user.id).await?;
+    let (record, created) =
+        notify::put_policy(&state, &auth.0, query.user.as_deref(), &name, &body).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -351,11 +237,7 @@ pub async fn delete_policy(
     Path(name): Path<String>,
     QueryParams(query): QueryParams<ForUser>,
 ) -> ApiResult<StatusCode> {
-    let user = subject(&state, &auth, query.user.as_deref()).await?;
-    if !state.store.delete_policy(&user.id, &name).await? {
-        return Err(ApiError::not_found("policy"));
-    }
-    state.notifier.user_changed(&user.id).await?;
+    notify::delete_policy(&state, &auth.0, query.user.as_deref(), &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -380,51 +262,18 @@ pub async fn create_silence(
     QueryParams(query): QueryParams<ForUser>,
     JsonBody(request): JsonBody<CreateSilence>,
 ) -> ApiResult<(StatusCode, Json<Silence>)> {
-    let user = subject(&state, &auth, query.user.as_deref()).await?;
-    let now = state.clock.now();
-    let mut errors = Vec::new();
-    if let Err(error) = Filter::compile(&request.filter) {
-        errors.push(ParamError::new("filter", error.to_string()));
-    }
-    let starts = match &request.starts {
-        Some(text) => match parse_future_param("starts", text, now) {
-            Ok(time) => Some(time),
-            Err(error) => {
-                errors.push(ParamError::new("starts", error.detail));
-                None
-            }
+    let silence = notify::create_silence(
+        &state,
+        &auth.0,
+        query.user.as_deref(),
+        notify::NewSilence {
+            filter: request.filter,
+            starts: request.starts,
+            ends: request.ends,
+            comment: request.comment,
         },
-        None => Some(now),
-    };
-    let ends = match parse_future_param("ends", &request.ends, now) {
-        Ok(time) => Some(time),
-        Err(error) => {
-            errors.push(ParamError::new("ends", error.detail));
-            None
-        }
-    };
-    if let (Some(starts), Some(ends)) = (starts, ends) {
-        if ends <= starts {
-            errors.push(ParamError::new("ends", "must be after `starts`"));
-        }
-    }
-    let (Some(starts), Some(ends)) = (starts, ends) else {
-        return Err(ApiError::params(&errors));
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::params(&errors));
-    }
-    let silence = Silence {
-        id: tellify_model::new_id(),
-        user_id: user.id.clone(),
-        filter: request.filter,
-        starts,
-        ends,
-        comment: request.comment,
-        created: now,
-    };
-    state.store.create_silence(silence.clone()).await?;
-    state.notifier.user_changed(&user.id).await?;
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(silence)))
 }
 
@@ -444,11 +293,7 @@ pub async fn delete_silence(
     Path(id): Path<String>,
     QueryParams(query): QueryParams<ForUser>,
 ) -> ApiResult<StatusCode> {
-    let user = subject(&state, &auth, query.user.as_deref()).await?;
-    if !state.store.delete_silence(&user.id, &id).await? {
-        return Err(ApiError::not_found("silence"));
-    }
-    state.notifier.user_changed(&user.id).await?;
+    notify::delete_silence(&state, &auth.0, query.user.as_deref(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

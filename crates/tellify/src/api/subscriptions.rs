@@ -5,13 +5,11 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tellify_engine::ParamError;
 use tellify_store::{Subscription, SubscriptionHealth};
 
 use super::{ApiError, ApiResult, AppState, Auth, JsonBody, Page};
-use crate::auth::{Principal, Scope};
-
-const MAX_TITLE: usize = 200;
+use crate::auth::Scope;
+use crate::services::subscriptions;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,107 +107,25 @@ fn render(
     }
 }
 
-fn check_title(title: &str, errors: &mut Vec<ParamError>) {
-    if title.trim().is_empty() {
-        errors.push(ParamError::new("title", "must not be empty"));
-    } else if title.chars().count() > MAX_TITLE {
-        errors.push(ParamError::new(
-            "title",
-            format!("must be at most {MAX_TITLE} characters"),
-        ));
-    }
-}
-
-/// Names of policies and contact points: short, plain, usable in a URL path.
-pub(super) fn check_policy_name(name: &str, path: &str, errors: &mut Vec<ParamError>) {
-    let plain = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if name.is_empty() || name.len() > 64 || !plain {
-        errors.push(ParamError::new(
-            path,
-            format!("`{name}` is not a valid name (1-64 letters, digits, `-`, `_` or `.`)"),
-        ));
-    }
-}
-
-/// A `metric` subscription's backend URL must pass the outbound guard: the server polls it
-/// by itself. The engine checks its syntax (reported as `params.url` already, then not
-/// again); a name is judged when it is resolved, at every poll.
-fn check_outbound_url(state: &AppState, kind: &str, params: &Value, errors: &mut Vec<ParamError>) {
-    if kind != "metric" || errors.iter().any(|error| error.path == "params.url") {
-        return;
-    }
-    let Some(url) = params.get("url").and_then(Value::as_str) else {
-        return;
-    };
-    if let Err(problem) = state.outbound.check_url_text(url.trim()) {
-        errors.push(ParamError::new("params.url", problem));
-    }
-}
-
-/// Loads a subscription the caller may see; anything else is a 404.
-async fn visible(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Subscription> {
-    let subscription = state.store.subscription(id).await?;
-    match subscription {
-        Some(s) if principal.can_see(Some(&s.owner_user), s.owner_group.as_deref()) => Ok(s),
-        _ => Err(ApiError::not_found("subscription")),
-    }
-}
-
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
     JsonBody(request): JsonBody<CreateRequest>,
 ) -> ApiResult<(StatusCode, Json<SubscriptionView>)> {
-    let principal = auth.require(Scope::User)?;
-    let mut errors = Vec::new();
-    check_title(&request.title, &mut errors);
-    if let Some(policy) = &request.policy {
-        check_policy_name(policy, "policy", &mut errors);
-    }
-    if let Err(found) = state.registry.build(&request.kind, &request.params) {
-        errors.extend(found);
-    }
-    check_outbound_url(&state, &request.kind, &request.params, &mut errors);
-    let mut owner_group = None;
-    if let Some(name) = &request.group {
-        match state.store.group_by_name(name).await? {
-            Some(group) if principal.is_admin() || principal.group_ids.contains(&group.id) => {
-                owner_group = Some(group.id)
-            }
-            _ => errors.push(ParamError::new(
-                "group",
-                format!("you are not a member of a group named `{name}`"),
-            )),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::params(&errors));
-    }
-    let now = state.clock.now();
-    let subscription = Subscription {
-        id: tellify_model::new_id(),
-        kind: request.kind,
-        title: request.title.trim().to_string(),
-        params: request.params,
-        owner_user: principal.user.id.clone(),
-        owner_group,
-        enabled: request.enabled,
-        latching: request.latching,
-        policy: request.policy.clone(),
-        created: now,
-        updated: now,
-        health: None,
-    };
-    state
-        .store
-        .insert_subscription(subscription.clone())
-        .await?;
-    state.worker.subscription_changed(&subscription.id);
-    state
-        .notifier
-        .subscription_policy(&subscription.id, subscription.policy.as_deref());
+    let subscription = subscriptions::create(
+        &state,
+        &auth.0,
+        subscriptions::NewSubscription {
+            kind: request.kind,
+            title: request.title,
+            params: request.params,
+            group: request.group,
+            latching: request.latching,
+            enabled: request.enabled,
+            policy: request.policy,
+        },
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(view(&state, subscription).await?)))
 }
 
@@ -217,9 +133,7 @@ pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
 ) -> ApiResult<Json<Page<SubscriptionView>>> {
-    let principal = auth.require(Scope::User)?;
-    let viewer = (!principal.is_admin()).then(|| principal.viewer());
-    let subscriptions = state.store.list_subscriptions(viewer.as_ref()).await?;
+    let subscriptions = subscriptions::list(&state, &auth.0).await?;
     let users: HashMap<String, String> = state
         .store
         .list_users()
@@ -249,8 +163,7 @@ pub async fn get_one(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SubscriptionView>> {
-    let principal = auth.require(Scope::User)?;
-    let subscription = visible(&state, principal, &id).await?;
+    let subscription = subscriptions::visible(&state, &auth.0, &id).await?;
     Ok(Json(view(&state, subscription).await?))
 }
 
@@ -260,61 +173,15 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(request): JsonBody<UpdateRequest>,
 ) -> ApiResult<Json<SubscriptionView>> {
-    let principal = auth.require(Scope::User)?;
-    let mut subscription = visible(&state, principal, &id).await?;
-    let mut errors = Vec::new();
-    if let Some(title) = &request.title {
-        check_title(title, &mut errors);
-        subscription.title = title.trim().to_string();
-    }
-    if let Some(params) = request.params {
-        if let Err(found) = state.registry.build(&subscription.kind, &params) {
-            errors.extend(found);
-        }
-        if params != subscription.params {
-            // New parameters deserve a fresh start.
-            subscription.health = None;
-        }
-        check_outbound_url(&state, &subscription.kind, &params, &mut errors);
-        subscription.params = params;
-    }
-    if let Some(policy) = &request.policy {
-        if policy.is_empty() {
-            subscription.policy = None;
-        } else {
-            check_policy_name(policy, "policy", &mut errors);
-            subscription.policy = Some(policy.clone());
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::params(&errors));
-    }
-    if let Some(latching) = request.latching {
-        subscription.latching = latching;
-    }
-    if let Some(enabled) = request.enabled {
-        if enabled && !subscription.enabled {
-            subscription.health = None;
-        }
-        subscription.enabled = enabled;
-    }
-    save(&state, subscription).await
-}
-
-async fn save(
-    state: &AppState,
-    mut subscription: Subscription,
-) -> ApiResult<Json<SubscriptionView>> {
-    subscription.updated = state.clock.now();
-    state
-        .store
-        .update_subscription(subscription.clone())
-        .await?;
-    state.worker.subscription_changed(&subscription.id);
-    state
-        .notifier
-        .subscription_policy(&subscription.id, subscription.policy.as_deref());
-    Ok(Json(view(state, subscription).await?))
+    let changes = subscriptions::SubscriptionChanges {
+        title: request.title,
+        params: request.params,
+        latching: request.latching,
+        enabled: request.enabled,
+        policy: request.policy,
+    };
+    let subscription = subscriptions::update(&state, &auth.0, &id, changes).await?;
+    Ok(Json(view(&state, subscription).await?))
 }
 
 async fn set_enabled(
@@ -323,14 +190,8 @@ async fn set_enabled(
     id: String,
     enabled: bool,
 ) -> ApiResult<Json<SubscriptionView>> {
-    let principal = auth.require(Scope::User)?;
-    let mut subscription = visible(&state, principal, &id).await?;
-    if enabled && !subscription.enabled {
-        // Switching a subscription back on is the owner saying "try again".
-        subscription.health = None;
-    }
-    subscription.enabled = enabled;
-    save(&state, subscription).await
+    let subscription = subscriptions::set_enabled(&state, &auth.0, &id, enabled).await?;
+    Ok(Json(view(&state, subscription).await?))
 }
 
 pub async fn enable(
@@ -354,11 +215,7 @@ pub async fn delete(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let principal = auth.require(Scope::User)?;
-    let subscription = visible(&state, principal, &id).await?;
-    state.store.delete_subscription(&subscription.id).await?;
-    state.worker.subscription_changed(&subscription.id);
-    state.notifier.subscription_policy(&subscription.id, None);
+    subscriptions::delete(&state, &auth.0, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -56,15 +56,11 @@ impl Person {
             contacts: HashMap::new(),
             silences: Vec::new(),
         };
+        // Parsed once when the store read them; only today's floors are applied here.
         for record in policies {
-            match Policy::parse_stored(&record.rules, limits) {
-                Ok(policy) => {
-                    person.policies.insert(record.name, policy);
-                }
-                Err(errors) => {
-                    tracing::error!(policy = %record.name, ?errors, "stored policy no longer validates; skipped");
-                }
-            }
+            person
+                .policies
+                .insert(record.name, record.policy.raise_to_floors(limits));
         }
         for point in contact_points {
             person.contacts.insert(point.name, point.id);

@@ -2,6 +2,13 @@
 //! clock, settings, the live stream, the worker and notifier handles, the authenticator,
 //! channels, the outbound guard and the event-type cache. It lives outside `api/` so that
 //! ingest, sources, pollers and exports need not import the HTTP layer.
+//!
+//! Below the bundle, the service layer: every change to users, groups, tokens,
+//! subscriptions, contact points, policies, silences and event types goes through one of
+//! the submodules, which checks who is asking, validates, writes, records the audit entry
+//! where one is kept, and refreshes the caches the write affects ([`caches`]) before it
+//! returns. The faces (the API today, the dashboard next) only translate requests and
+//! [`ServiceError`]s; no face writes these or touches a cache itself.
 
 use std::sync::Arc;
 
@@ -37,3 +44,14 @@ pub struct Services {
 }
 
 pub type AppState = Arc<Services>;
+
+pub mod caches;
+pub mod error;
+pub mod event_types;
+pub mod import;
+pub mod notify;
+pub mod people;
+pub mod subscriptions;
+pub mod validate;
+
+pub use error::{ServiceError, ServiceResult};

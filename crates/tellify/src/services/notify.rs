@@ -1,0 +1,349 @@
+//! A person's notification settings: contact points, policies and silences. Everyone
+//! manages their own; an admin may act for another user. Each write refreshes the
+//! planner's copy of that user before it returns, so the next alert is planned with it.
+
+use std::collections::HashSet;
+
+use jiff::Timestamp;
+use serde_json::Value;
+use tellify_engine::filter::Filter;
+use tellify_engine::policy::Policy;
+use tellify_engine::ParamError;
+use tellify_store::{ContactPoint, PolicyRecord, Silence, StoreError, User};
+
+use super::caches;
+use super::error::{require, ServiceError, ServiceResult};
+use super::validate::{check_name, parse_future, SETTING_NAME};
+use super::Services;
+use crate::auth::{Principal, Scope};
+use crate::channels::ContactKind;
+
+/// The user a call is about: the caller, or for an admin the user named `wanted`.
+/// Anyone else asking for another user is refused; an unknown user is "not found".
+pub async fn subject(
+    services: &Services,
+    principal: &Principal,
+    wanted: Option<&str>,
+) -> ServiceResult<User> {
+    require(principal, Scope::User)?;
+    let Some(name) = wanted else {
+        return Ok(principal.user.clone());
+    };
+    if name == principal.user.name {
+        return Ok(principal.user.clone());
+    }
+    if !principal.is_admin() {
+        return Err(ServiceError::Forbidden(
+            "only an admin may manage another user's notifications".to_string(),
+        ));
+    }
+    services
+        .store
+        .user_by_name(name)
+        .await?
+        .ok_or(ServiceError::NotFound("user"))
+}
+
+// ---- contact points ----
+
+/// A contact point to create.
+pub struct NewContactPoint {
+    pub name: String,
+    /// `email`, `sms`, `webhook`, `chat` or `engine`.
+    pub kind: String,
+    pub address: String,
+    /// Webhooks: the HMAC signing secret; one is generated when absent.
+    pub secret: Option<String>,
+}
+
+/// A created contact point, and whether its secret was generated (and so must be shown
+/// to the caller this once).
+pub struct CreatedContactPoint {
+    pub point: ContactPoint,
+    pub generated_secret: bool,
+}
+
+pub async fn create_contact_point(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+    request: NewContactPoint,
+) -> ServiceResult<CreatedContactPoint> {
+    let user = subject(services, principal, for_user).await?;
+    let mut errors = Vec::new();
+    check_name(&request.name, "name", &SETTING_NAME, &mut errors);
+    let kind: Option<ContactKind> = match request.kind.parse() {
+        Ok(kind) => Some(kind),
+        Err(error) => {
+            errors.push(ParamError::new("kind", error));
+            None
+        }
+    };
+    if let Some(kind) = kind {
+        if let Err(error) = services
+            .channels
+            .check_address(kind, request.address.trim())
+        {
+            errors.push(ParamError::new("address", error));
+        }
+    }
+    if let Some(secret) = &request.secret {
+        if kind != Some(ContactKind::Webhook) {
+            errors.push(ParamError::new("secret", "only webhooks take a secret"));
+        } else if secret.len() < 16 {
+            errors.push(ParamError::new("secret", "must be at least 16 characters"));
+        }
+    }
+    ServiceError::check(errors)?;
+    let generated_secret = kind == Some(ContactKind::Webhook) && request.secret.is_none();
+    let secret = match (kind, request.secret) {
+        (Some(ContactKind::Webhook), Some(secret)) => Some(secret),
+        (Some(ContactKind::Webhook), None) => {
+            Some(crate::auth::new_token().0.replacen("tfy_", "whsec_", 1))
+        }
+        _ => None,
+    };
+    let point = ContactPoint {
+        id: tellify_model::new_id(),
+        user_id: user.id.clone(),
+        name: request.name,
+        kind: request.kind,
+        address: request.address.trim().to_string(),
+        secret,
+        created: services.clock.now(),
+    };
+    services
+        .store
+        .create_contact_point(point.clone())
+        .await
+        .map_err(|error| match error {
+            StoreError::Conflict(_) => ServiceError::Conflict(format!(
+                "a contact point named `{}` already exists",
+                point.name
+            )),
+            other => other.into(),
+        })?;
+    caches::user_settings_changed(services, &user.id).await?;
+    Ok(CreatedContactPoint {
+        point,
+        generated_secret,
+    })
+}
+
+/// One of the user's contact points.
+pub async fn contact_point(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+    name: &str,
+) -> ServiceResult<ContactPoint> {
+    let user = subject(services, principal, for_user).await?;
+    services
+        .store
+        .contact_point(&user.id, name)
+        .await?
+        .ok_or(ServiceError::NotFound("contact point"))
+}
+
+/// Deletes a contact point; deliveries to it that are not yet sent go with it.
+pub async fn delete_contact_point(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+    name: &str,
+) -> ServiceResult<()> {
+    let user = subject(services, principal, for_user).await?;
+    if !services.store.delete_contact_point(&user.id, name).await? {
+        return Err(ServiceError::NotFound("contact point"));
+    }
+    caches::user_settings_changed(services, &user.id).await?;
+    Ok(())
+}
+
+// ---- policies ----
+
+/// Creates or replaces the user's policy `name` from its JSON shape: parsed once here
+/// against the operator's limits, every contact point it names checked to exist. Returns
+/// the stored record and whether it is new.
+pub async fn put_policy(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+    name: &str,
+    body: &Value,
+) -> ServiceResult<(PolicyRecord, bool)> {
+    let user = subject(services, principal, for_user).await?;
+    let mut errors = Vec::new();
+    check_name(name, "name", &SETTING_NAME, &mut errors);
+    let limits = services.settings.notify.policy_limits().unwrap_or_default();
+    let policy = match Policy::parse_with(body, &limits) {
+        Ok(policy) => Some(policy),
+        Err(found) => {
+            errors.extend(found);
+            None
+        }
+    };
+    if let Some(policy) = &policy {
+        let known: HashSet<String> = services
+            .store
+            .list_contact_points(&user.id)
+            .await?
+            .into_iter()
+            .map(|point| point.name)
+            .collect();
+        for (rule_index, rule) in policy.rules.iter().enumerate() {
+            for (point_index, point) in rule.contact_points.iter().enumerate() {
+                if !known.contains(point) {
+                    errors.push(ParamError::new(
+                        format!("rules[{rule_index}].contact_points[{point_index}]"),
+                        format!("you have no contact point named `{point}`"),
+                    ));
+                }
+            }
+        }
+    }
+    let Some(policy) = policy.filter(|_| errors.is_empty()) else {
+        return Err(ServiceError::Invalid(errors));
+    };
+    let record = PolicyRecord {
+        user_id: user.id.clone(),
+        name: name.to_string(),
+        policy,
+        updated: services.clock.now(),
+    };
+    let created = services.store.put_policy(record.clone()).await?;
+    caches::user_settings_changed(services, &user.id).await?;
+    Ok((record, created))
+}
+
+pub async fn delete_policy(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+    name: &str,
+) -> ServiceResult<()> {
+    let user = subject(services, principal, for_user).await?;
+    if !services.store.delete_policy(&user.id, name).await? {
+        return Err(ServiceError::NotFound("policy"));
+    }
+    caches::user_settings_changed(services, &user.id).await?;
+    Ok(())
+}
+
+// ---- silences ----
+
+/// A silence as a person writes it: times as RFC 3339 or a duration from now.
+pub struct NewSilence {
+    /// A CEL expression over the alert.
+    pub filter: String,
+    /// Now when absent.
+    pub starts: Option<String>,
+    pub ends: String,
+    pub comment: Option<String>,
+}
+
+pub async fn create_silence(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+    request: NewSilence,
+) -> ServiceResult<Silence> {
+    let user = subject(services, principal, for_user).await?;
+    let now = services.clock.now();
+    let mut errors = Vec::new();
+    if let Err(error) = Filter::compile(&request.filter) {
+        errors.push(ParamError::new("filter", error.to_string()));
+    }
+    let starts = match &request.starts {
+        Some(text) => match parse_future("starts", text, now) {
+            Ok(time) => Some(time),
+            Err(error) => {
+                errors.push(ParamError::new("starts", error));
+                None
+            }
+        },
+        None => Some(now),
+    };
+    let ends = match parse_future("ends", &request.ends, now) {
+        Ok(time) => Some(time),
+        Err(error) => {
+            errors.push(ParamError::new("ends", error));
+            None
+        }
+    };
+    if let (Some(starts), Some(ends)) = (starts, ends) {
+        if ends <= starts {
+            errors.push(ParamError::new("ends", "must be after `starts`"));
+        }
+    }
+    let (Some(starts), Some(ends)) = (starts, ends) else {
+        return Err(ServiceError::Invalid(errors));
+    };
+    ServiceError::check(errors)?;
+    let silence = Silence {
+        id: tellify_model::new_id(),
+        user_id: user.id.clone(),
+        filter: request.filter,
+        starts,
+        ends,
+        comment: request.comment,
+        created: now,
+    };
+    services.store.create_silence(silence.clone()).await?;
+    caches::user_settings_changed(services, &user.id).await?;
+    Ok(silence)
+}
+
+/// A silence whose filter and times a face has already worked out (the Alertmanager API
+/// turns matchers into CEL): written for the caller, replacing their silence `replaces`
+/// when given (a missing one is "not found").
+pub struct SilenceWrite {
+    pub replaces: Option<String>,
+    pub filter: String,
+    pub starts: Timestamp,
+    pub ends: Timestamp,
+    pub comment: Option<String>,
+}
+
+pub async fn write_silence(
+    services: &Services,
+    principal: &Principal,
+    request: SilenceWrite,
+) -> ServiceResult<Silence> {
+    let user = subject(services, principal, None).await?;
+    let id = match &request.replaces {
+        Some(id) => {
+            if !services.store.delete_silence(&user.id, id).await? {
+                return Err(ServiceError::NotFound("silence"));
+            }
+            id.clone()
+        }
+        None => tellify_model::new_id(),
+    };
+    let silence = Silence {
+        id,
+        user_id: user.id.clone(),
+        filter: request.filter,
+        starts: request.starts,
+        ends: request.ends,
+        comment: request.comment,
+        created: services.clock.now(),
+    };
+    services.store.create_silence(silence.clone()).await?;
+    caches::user_settings_changed(services, &user.id).await?;
+    Ok(silence)
+}
+
+pub async fn delete_silence(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+    id: &str,
+) -> ServiceResult<()> {
+    let user = subject(services, principal, for_user).await?;
+    if !services.store.delete_silence(&user.id, id).await? {
+        return Err(ServiceError::NotFound("silence"));
+    }
+    caches::user_settings_changed(services, &user.id).await?;
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! Subscriptions: create, change, switch on and off, delete. Each checks that the caller
+//! may see the subscription (owner, member of its group, or admin; anything else is "not
+//! found"), validates the parameters against the kind, writes, and tells the worker and
+//! the planner in the same call. Imports of engine definitions are in [`super::import`].
+
+use serde_json::Value;
+use tellify_engine::ParamError;
+use tellify_store::Subscription;
+
+use super::caches;
+use super::error::{require, ServiceError, ServiceResult};
+use super::people::owning_group;
+use super::validate::{check_name, SETTING_NAME};
+use super::Services;
+use crate::auth::{Principal, Scope};
+
+/// Longest subscription title, in characters.
+pub const MAX_TITLE: usize = 200;
+
+/// A subscription to create, owned by the caller (and a group of theirs, if named).
+pub struct NewSubscription {
+    pub kind: String,
+    pub title: String,
+    pub params: Value,
+    pub group: Option<String>,
+    pub latching: bool,
+    pub enabled: bool,
+    /// The owner's policy to notify with; `default` when absent.
+    pub policy: Option<String>,
+}
+
+/// Changes to a subscription; `None` leaves a field as it is.
+#[derive(Default)]
+pub struct SubscriptionChanges {
+    pub title: Option<String>,
+    pub params: Option<Value>,
+    pub latching: Option<bool>,
+    pub enabled: Option<bool>,
+    /// A policy name, or "" to go back to `default`.
+    pub policy: Option<String>,
+}
+
+/// A subscription the caller may see; anything else is "not found".
+pub async fn visible(
+    services: &Services,
+    principal: &Principal,
+    id: &str,
+) -> ServiceResult<Subscription> {
+    require(principal, Scope::User)?;
+    match services.store.subscription(id).await? {
+        Some(s) if principal.can_see(Some(&s.owner_user), s.owner_group.as_deref()) => Ok(s),
+        _ => Err(ServiceError::NotFound("subscription")),
+    }
+}
+
+/// The subscriptions the caller may see: every one for an admin, else their own and their
+/// groups'.
+pub async fn list(services: &Services, principal: &Principal) -> ServiceResult<Vec<Subscription>> {
+    require(principal, Scope::User)?;
+    let viewer = (!principal.is_admin()).then(|| principal.viewer());
+    Ok(services.store.list_subscriptions(viewer.as_ref()).await?)
+}
+
+pub async fn create(
+    services: &Services,
+    principal: &Principal,
+    request: NewSubscription,
+) -> ServiceResult<Subscription> {
+    require(principal, Scope::User)?;
+    let mut errors = Vec::new();
+    check_title(&request.title, &mut errors);
+    if let Some(policy) = &request.policy {
+        check_name(policy, "policy", &SETTING_NAME, &mut errors);
+    }
+    if let Err(found) = services.registry.build(&request.kind, &request.params) {
+        errors.extend(found);
+    }
+    check_outbound_url(services, &request.kind, &request.params, &mut errors);
+    let owner_group = owning_group(
+        services,
+        principal,
+        request.group.as_deref(),
+        "group",
+        &mut errors,
+    )
+    .await?;
+    ServiceError::check(errors)?;
+    let now = services.clock.now();
+    let subscription = Subscription {
+        id: tellify_model::new_id(),
+        kind: request.kind,
+        title: request.title.trim().to_string(),
+        params: request.params,
+        owner_user: principal.user.id.clone(),
+        owner_group,
+        enabled: request.enabled,
+        latching: request.latching,
+        policy: request.policy,
+        created: now,
+        updated: now,
+        health: None,
+    };
+    insert(services, subscription).await
+}
+
+pub async fn update(
+    services: &Services,
+    principal: &Principal,
+    id: &str,
+    changes: SubscriptionChanges,
+) -> ServiceResult<Subscription> {
+    let mut subscription = visible(services, principal, id).await?;
+    let mut errors = Vec::new();
+    if let Some(title) = &changes.title {
+        check_title(title, &mut errors);
+        subscription.title = title.trim().to_string();
+    }
+    if let Some(params) = changes.params {
+        if let Err(found) = services.registry.build(&subscription.kind, &params) {
+            errors.extend(found);
+        }
+        if params != subscription.params {
+            // New parameters deserve a fresh start.
+            subscription.health = None;
+        }
+        check_outbound_url(services, &subscription.kind, &params, &mut errors);
+        subscription.params = params;
+    }
+    if let Some(policy) = &changes.policy {
+        if policy.is_empty() {
+            subscription.policy = None;
+        } else {
+            check_name(policy, "policy", &SETTING_NAME, &mut errors);
+            subscription.policy = Some(policy.clone());
+        }
+    }
+    ServiceError::check(errors)?;
+    if let Some(latching) = changes.latching {
+        subscription.latching = latching;
+    }
+    if let Some(enabled) = changes.enabled {
+        if enabled && !subscription.enabled {
+            subscription.health = None;
+        }
+        subscription.enabled = enabled;
+    }
+    save(services, subscription).await
+}
+
+/// Switches a subscription on or off. Switching it back on is the owner saying "try
+/// again": its failure record is cleared.
+pub async fn set_enabled(
+    services: &Services,
+    principal: &Principal,
+    id: &str,
+    enabled: bool,
+) -> ServiceResult<Subscription> {
+    let mut subscription = visible(services, principal, id).await?;
+    if enabled && !subscription.enabled {
+        subscription.health = None;
+    }
+    subscription.enabled = enabled;
+    save(services, subscription).await
+}
+
+pub async fn delete(services: &Services, principal: &Principal, id: &str) -> ServiceResult<()> {
+    let subscription = visible(services, principal, id).await?;
+    services.store.delete_subscription(&subscription.id).await?;
+    caches::subscription_gone(services, &subscription.id);
+    Ok(())
+}
+
+/// Writes a changed subscription (stamped now) and tells the caches.
+pub(super) async fn save(
+    services: &Services,
+    mut subscription: Subscription,
+) -> ServiceResult<Subscription> {
+    subscription.updated = services.clock.now();
+    services
+        .store
+        .update_subscription(subscription.clone())
+        .await?;
+    caches::subscription_saved(services, &subscription);
+    Ok(subscription)
+}
+
+/// Inserts a new subscription and tells the caches.
+pub(super) async fn insert(
+    services: &Services,
+    subscription: Subscription,
+) -> ServiceResult<Subscription> {
+    services
+        .store
+        .insert_subscription(subscription.clone())
+        .await?;
+    caches::subscription_saved(services, &subscription);
+    Ok(subscription)
+}
+
+fn check_title(title: &str, errors: &mut Vec<ParamError>) {
+    if title.trim().is_empty() {
+        errors.push(ParamError::new("title", "must not be empty"));
+    } else if title.chars().count() > MAX_TITLE {
+        errors.push(ParamError::new(
+            "title",
+            format!("must be at most {MAX_TITLE} characters"),
+        ));
+    }
+}
+
+/// A `metric` subscription's backend URL must pass the outbound guard: the server polls it
+/// by itself. The engine checks its syntax (reported as `params.url` already, then not
+/// again); a name is judged when it is resolved, at every poll.
+fn check_outbound_url(
+    services: &Services,
+    kind: &str,
+    params: &Value,
+    errors: &mut Vec<ParamError>,
+) {
+    if kind != "metric" || errors.iter().any(|error| error.path == "params.url") {
+        return;
+    }
+    let Some(url) = params.get("url").and_then(Value::as_str) else {
+        return;
+    };
+    if let Err(problem) = services.outbound.check_url_text(url.trim()) {
+        errors.push(ParamError::new("params.url", problem));
+    }
+}
