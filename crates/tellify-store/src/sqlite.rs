@@ -18,12 +18,14 @@ use tokio::sync::{mpsc, oneshot};
 
 mod event_types;
 mod export;
+mod keyed;
 mod notify;
 mod search;
 
 pub use notify::REMOVED_USER;
 
 use crate::{
+    KeyedEventQuery,
     AlertChange, AlertQuery, Appended, AuditRecord, ClearedFilter, CommitOutcome, ContactPoint,
     Delivery, DeliveryHold, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, EventSearch,
     EventType, FinishedDelivery, Group, ListedEvent, NotifyDirectory, OffboardCounts, PlannerRef,
@@ -127,6 +129,8 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
     "ALTER TABLE tokens ADD COLUMN expires TEXT;",
     // user_version 7: the type index of event search.
     search::MIGRATION,
+    // user_version 8: keyed lookups of the compatibility APIs.
+    keyed::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -879,6 +883,11 @@ impl Store for SqliteStore {
 
     async fn search_events(&self, search: EventSearch) -> StoreResult<SearchStep> {
         self.read(move |connection| search::search(connection, &search))
+            .await
+    }
+
+    async fn keyed_events(&self, query: KeyedEventQuery) -> StoreResult<Vec<StoredEvent>> {
+        self.read(move |connection| keyed::keyed_events(connection, &query))
             .await
     }
 

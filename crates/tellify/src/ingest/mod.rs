@@ -4,6 +4,9 @@
 //! [`store_events`] then stores a parsed batch; the HTTP API and the broker sources both
 //! go through it, so they keep the same durability rule.
 
+pub mod alerta;
+pub mod alertmanager;
+
 use serde::Serialize;
 use serde_json::Value;
 use tellify_model::{
