@@ -316,5 +316,4 @@ mod tests {
         assert!(!check("job=~\"no\""), "regexes are anchored");
         assert!(!check("alertname!=DiskFull"));
     }
-
 }

@@ -1070,7 +1070,10 @@ pub async fn keyed_lookups_find_the_newest_event_of_a_key(store: &dyn Store) {
         limit: 10,
     };
     let messages = |events: Vec<StoredEvent>| -> Vec<String> {
-        events.into_iter().filter_map(|event| event.message).collect()
+        events
+            .into_iter()
+            .filter_map(|event| event.message)
+            .collect()
     };
     assert_eq!(
         messages(store.keyed_events(query("HttpError", 0)).await.unwrap()),

@@ -25,12 +25,11 @@ mod search;
 pub use notify::REMOVED_USER;
 
 use crate::{
-    KeyedEventQuery,
     AlertChange, AlertQuery, Appended, AuditRecord, ClearedFilter, CommitOutcome, ContactPoint,
     Delivery, DeliveryHold, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, EventSearch,
-    EventType, FinishedDelivery, Group, ListedEvent, NotifyDirectory, OffboardCounts, PlannerRef,
-    PolicyRecord, ProcessingCommit, ProcessingSnapshot, SearchStep, Silence, Store, StoreError,
-    StoreResult, Subscription, Token, User, Viewer,
+    EventType, FinishedDelivery, Group, KeyedEventQuery, ListedEvent, NotifyDirectory,
+    OffboardCounts, PlannerRef, PolicyRecord, ProcessingCommit, ProcessingSnapshot, SearchStep,
+    Silence, Store, StoreError, StoreResult, Subscription, Token, User, Viewer,
 };
 
 /// Most append requests folded into one transaction.

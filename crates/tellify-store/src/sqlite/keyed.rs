@@ -39,7 +39,9 @@ pub(super) fn keyed_events(
         None => "events_time",
     };
     for (field, value) in &query.equal {
-        parameters.push(SqlValue::Text(fields_path(field).ok_or_else(|| bad_path(field))?));
+        parameters.push(SqlValue::Text(
+            fields_path(field).ok_or_else(|| bad_path(field))?,
+        ));
         let path = parameters.len();
         parameters.push(SqlValue::Text(value.clone()));
         conditions.push(format!("json_extract(body, ?{path}) = ?{}", path + 1));
@@ -49,7 +51,9 @@ pub(super) fn keyed_events(
         let text = parameters.len();
         let mut any = Vec::new();
         for field in fields {
-            parameters.push(SqlValue::Text(fields_path(field).ok_or_else(|| bad_path(field))?));
+            parameters.push(SqlValue::Text(
+                fields_path(field).ok_or_else(|| bad_path(field))?,
+            ));
             // json_each over a text yields that text; over a list, its items.
             any.push(format!(
                 "EXISTS (SELECT 1 FROM json_each(body, ?{}) WHERE json_each.value = ?{text})",
@@ -70,7 +74,9 @@ pub(super) fn keyed_events(
              ORDER BY seq DESC LIMIT ?{limit}"
         ),
         Some(per) => {
-            parameters.push(SqlValue::Text(fields_path(per).ok_or_else(|| bad_path(per))?));
+            parameters.push(SqlValue::Text(
+                fields_path(per).ok_or_else(|| bad_path(per))?,
+            ));
             let per = parameters.len();
             // SQLite takes the bare `body` from the row that holds max(seq).
             format!(

@@ -1,18 +1,19 @@
 //! The Prometheus Alertmanager API v2, so a Prometheus server can name tellify as its
-//! Alertmanager and `amtool` works against it: `/api/v2/alerts`, `/api/v2/status`,
-//! `/api/v2/silences` and `/api/v2/silence/{id}`, authenticated with tellify tokens sent
-//! as `Authorization: Bearer`.
+//! Alertmanager, `amtool` works against it and dashboards that read Alertmanager's API
+//! (karma, Grafana's Alertmanager data source) list tellify's alerts: `/api/v2/alerts`,
+//! `/api/v2/alerts/groups`, `/api/v2/receivers`, `/api/v2/status`, `/api/v2/silences` and
+//! `/api/v2/silence/{id}`, authenticated with tellify tokens sent as `Authorization:
+//! Bearer`.
 //!
-//! Nothing here has tables of its own. A posted alert becomes an event of type
-//! `alertmanager` (labels as top-level fields, the rest under `alertmanager`), stored
-//! through the same durable path as `POST /api/v1/events`, so it is searchable and
-//! subscriptions of kind `alertmanager` turn it into tellify alerts. `GET /api/v2/alerts`
-//! reads the newest copy of each alert back from the event log. Silences are the
-//! caller's tellify silences whose filter is the canonical CEL form of Alertmanager
-//! matchers (`name == "v" && name.matches("^(?:re)$")`), which this module also parses
-//! back.
+//! Nothing here has tables of its own, and only routing, extraction and answers live
+//! here. A posted alert becomes an event of type `alertmanager` through
+//! `ingest::alertmanager`, so it is searchable and subscriptions of kind `alertmanager`
+//! turn it into tellify alerts. `GET /api/v2/alerts` and `/alerts/groups` read the newest
+//! copy of each alert back from the event log with one keyed store lookup. Silences are
+//! the caller's tellify silences whose filter is the canonical CEL form of Alertmanager
+//! matchers (`tellify_engine::matchers`).
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -20,15 +21,17 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use jiff::{SignedDuration, Timestamp};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tellify_engine::filter::{EventContext, Filter};
-use tellify_engine::handlers::alertmanager::{fingerprint, labels_of, EVENT_TYPE, META_FIELD};
-use tellify_model::{EventInput, Fields, Limits, Severity, StoredEvent};
-use tellify_store::{EventQuery, Silence};
+use tellify_engine::handlers::alertmanager::{labels_of, EVENT_TYPE, META_FIELD};
+use tellify_engine::matchers::{cel_to_matchers, matchers_to_cel, parse_matcher_list, Matcher};
+use tellify_model::{EventInput, Fields, StoredEvent};
+use tellify_store::{KeyedEventQuery, Silence};
 
 use super::{ApiError, ApiResult, AppState, Auth};
-use crate::auth::Scope;
-use crate::ingest::{store_events, EventCheck, IngestError, Problem};
+use crate::auth::{Principal, Scope};
+use crate::ingest::alertmanager::alerts_to_events;
+use crate::ingest::store_events;
 use crate::telemetry;
 
 /// Alertmanager's default: an alert sent without `endsAt` counts as resolved this long
@@ -37,10 +40,8 @@ const RESOLVE_TIMEOUT: SignedDuration = SignedDuration::from_secs(300);
 /// How far back `GET /api/v2/alerts` looks for alerts. Prometheus re-sends firing alerts
 /// every minute, so an alert whose newest copy is older than this has long ended.
 const ALERT_WINDOW: SignedDuration = SignedDuration::from_secs(3600);
-/// Most events `GET /api/v2/alerts` reads; bounds its cost under heavy ingest.
-const MAX_SCAN: usize = 200_000;
-/// `0001-01-01T00:00:00Z`, Go's zero `time.Time`, in Unix seconds.
-const GO_ZERO_TIME_SECONDS: i64 = -62_135_596_800;
+/// Most alerts `GET /api/v2/alerts` reads back; bounds its cost under heavy ingest.
+const MAX_ALERTS: usize = 10_000;
 /// The one receiver tellify reports: who is told is decided by subscriptions and policies.
 const RECEIVER: &str = "tellify";
 
@@ -83,9 +84,69 @@ pub async fn list_alerts(
 ) -> ApiResult<Json<Vec<Value>>> {
     let principal = auth.require(Scope::User)?;
     let query = AlertQuery::parse(raw.as_deref())?;
+    let alerts = shown_alerts(&state, principal, &query).await?;
+    Ok(Json(
+        alerts
+            .iter()
+            .map(|(alert, silenced_by)| alert.to_json(silenced_by))
+            .collect(),
+    ))
+}
+
+/// `GET /api/v2/alerts/groups` (same query as `/alerts`): the alerts of `/alerts` in
+/// Alertmanager's `alertGroups` shape, grouped by `alertname` (an alert without one is in
+/// the group with no labels), all for the one receiver; groups in label order.
+pub async fn list_alert_groups(
+    State(state): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Vec<Value>>> {
+    let principal = auth.require(Scope::User)?;
+    let query = AlertQuery::parse(raw.as_deref())?;
+    let alerts = shown_alerts(&state, principal, &query).await?;
+    let mut groups: BTreeMap<Option<String>, Vec<Value>> = BTreeMap::new();
+    for (alert, silenced_by) in &alerts {
+        let name = alert
+            .labels
+            .get(GROUP_BY)
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        groups
+            .entry(name)
+            .or_default()
+            .push(alert.to_json(silenced_by));
+    }
+    let groups = groups
+        .into_iter()
+        .map(|(name, alerts)| {
+            let labels = match name {
+                Some(name) => json!({ GROUP_BY: name }),
+                None => json!({}),
+            };
+            json!({"labels": labels, "receiver": {"name": RECEIVER}, "alerts": alerts})
+        })
+        .collect();
+    Ok(Json(groups))
+}
+
+/// The label `/api/v2/alerts/groups` groups by, Alertmanager's usual `group_by`.
+const GROUP_BY: &str = "alertname";
+
+/// `GET /api/v2/receivers`: the one receiver tellify reports.
+pub async fn list_receivers(auth: Auth) -> ApiResult<Json<Vec<Value>>> {
+    auth.require(Scope::User)?;
+    Ok(Json(vec![json!({ "name": RECEIVER })]))
+}
+
+/// The alerts a query shows, each with the ids of the caller's silences that silence it.
+async fn shown_alerts(
+    state: &AppState,
+    principal: &Principal,
+    query: &AlertQuery,
+) -> ApiResult<Vec<(AmAlert, Vec<String>)>> {
     let now = state.clock.now();
-    let silences = active_silences(&state, &principal.user.id, now).await?;
-    let newest = newest_alerts(&state, now).await?;
+    let silences = active_silences(state, &principal.user.id, now).await?;
+    let newest = newest_alerts(state, now).await?;
     let mut alerts = Vec::new();
     for event in newest {
         let Some(alert) = AmAlert::from_event(&event) else {
@@ -99,22 +160,21 @@ pub async fn list_alerts(
         if !query.matchers.iter().all(|filter| filter.matches(&context)) {
             continue;
         }
-        let silenced_by: Vec<&str> = silences
+        let silenced_by: Vec<String> = silences
             .iter()
             .filter(|(_, filter)| filter.matches(&context))
-            .map(|(id, _)| id.as_str())
+            .map(|(id, _)| id.clone())
             .collect();
         let shown = if silenced_by.is_empty() {
             query.active
         } else {
             query.silenced
         };
-        if !shown {
-            continue;
+        if shown {
+            alerts.push((alert, silenced_by));
         }
-        alerts.push(alert.to_json(&silenced_by));
     }
-    Ok(Json(alerts))
+    Ok(alerts)
 }
 
 /// The query of `GET /api/v2/alerts`, read by hand because `filter` repeats.
@@ -159,45 +219,22 @@ impl AlertQuery {
     }
 }
 
-/// The newest `alertmanager` event of each fingerprint within [`ALERT_WINDOW`].
+/// The newest `alertmanager` event of each fingerprint within [`ALERT_WINDOW`], newest
+/// first.
 async fn newest_alerts(state: &AppState, now: Timestamp) -> ApiResult<Vec<StoredEvent>> {
-    let mut newest: Vec<StoredEvent> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut before = None;
-    let mut scanned = 0;
-    loop {
-        let rows = state
-            .store
-            .query_events(EventQuery {
-                since: Some(now - ALERT_WINDOW),
-                until: None,
-                before_seq: before,
-                limit: 1000,
-            })
-            .await?;
-        let exhausted = rows.len() < 1000;
-        for event in rows {
-            scanned += 1;
-            before = Some(event.seq);
-            if event.event_type.as_deref() != Some(EVENT_TYPE) {
-                continue;
-            }
-            let Some(fingerprint) = event
-                .fields
-                .get(META_FIELD)
-                .and_then(|meta| meta.get("fingerprint"))
-                .and_then(Value::as_str)
-            else {
-                continue;
-            };
-            if seen.insert(fingerprint.to_string()) {
-                newest.push(event.event);
-            }
-        }
-        if exhausted || scanned >= MAX_SCAN {
-            return Ok(newest);
-        }
-    }
+    let newest = state
+        .store
+        .keyed_events(KeyedEventQuery {
+            event_type: EVENT_TYPE.to_string(),
+            producer: None,
+            since: now - ALERT_WINDOW,
+            equal: Vec::new(),
+            names: None,
+            newest_per: Some(format!("{META_FIELD}.fingerprint")),
+            limit: MAX_ALERTS,
+        })
+        .await?;
+    Ok(newest)
 }
 
 /// An alert as read back from its newest event.
@@ -243,7 +280,7 @@ impl AmAlert {
             .unwrap_or_else(|| tellify_model::later(self.updated_at, RESOLVE_TIMEOUT))
     }
 
-    fn to_json(&self, silenced_by: &[&str]) -> Value {
+    fn to_json(&self, silenced_by: &[String]) -> Value {
         let state = if silenced_by.is_empty() {
             "active"
         } else {
@@ -300,7 +337,7 @@ pub async fn status(State(state): State<AppState>, auth: Auth) -> ApiResult<Json
     auth.require(Scope::User)?;
     let original = format!(
         "# tellify {version}: routing is done by tellify subscriptions and policies\n\
-         route:\n  receiver: {RECEIVER}\nreceivers:\n- name: {RECEIVER}\n",
+         route:\n  receiver: {RECEIVER}\n  group_by: [{GROUP_BY}]\nreceivers:\n- name: {RECEIVER}\n",
         version = env!("CARGO_PKG_VERSION")
     );
     Ok(Json(json!({
@@ -549,7 +586,8 @@ fn parse_postable_silence(body: &[u8], now: Timestamp) -> ApiResult<PostableSile
     }
 }
 
-fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
+/// The query string as name-value pairs in order (a name may repeat).
+pub(super) fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
     let Some(raw) = raw else {
         return Ok(Vec::new());
     };
@@ -579,14 +617,9 @@ fn parse_bool(name: &str, value: &str) -> ApiResult<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::NoCheck;
 
     fn now() -> Timestamp {
         "2026-11-23T09:00:00Z".parse().unwrap()
-    }
-
-    fn convert(body: &str) -> Result<Vec<EventInput>, IngestError> {
-        alerts_to_events(body.as_bytes(), now(), 1000, &Limits::default(), &NoCheck)
     }
 
     #[test]

@@ -392,5 +392,4 @@ mod tests {
         assert_eq!(problems[0].index, Some(1));
         assert_eq!(problems[0].field.as_deref(), Some("labels.alertname"));
     }
-
 }
