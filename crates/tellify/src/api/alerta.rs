@@ -100,8 +100,8 @@ impl From<AlertaPrefix> for String {
     }
 }
 
-/// `router` with the Alerta routes nested under `prefix`. They are documented in
-/// `openapi.json` under the default prefix.
+/// `router` with the Alerta routes nested under `prefix`. They are not in
+/// `openapi.json`, whose paths are fixed; docs/integrations.md documents them.
 pub fn nested(router: Router<AppState>, prefix: &AlertaPrefix) -> Router<AppState> {
     let alerta = Router::new()
         .route("/config", get(config))
