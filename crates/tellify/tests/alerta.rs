@@ -642,6 +642,26 @@ async fn query_ack_shelve_unshelve_close_and_delete_with_the_cli() {
         tellify_alert(&app, &ann, &db_id).await["shelved_until"],
         Value::Null
     );
+    // Acting on what a filter selects asks for the count first, then the alerts.
+    alerta_ok(
+        &app,
+        &ann,
+        &["shelve", "-f", "resource=db01", "--timeout", "60"],
+    )
+    .await;
+    assert_ne!(
+        tellify_alert(&app, &ann, &db_id).await["shelved_until"],
+        Value::Null
+    );
+    assert_eq!(
+        tellify_alert(&app, &ann, &web_id).await["shelved_until"],
+        Value::Null
+    );
+    alerta_ok(&app, &ann, &["unshelve", "-f", "resource=db01"]).await;
+    assert_eq!(
+        tellify_alert(&app, &ann, &db_id).await["shelved_until"],
+        Value::Null
+    );
 
     // `close` with the id `alerta send` printed clears the alert it names.
     assert_ne!(sent_web, web_id);

@@ -1,7 +1,7 @@
 //! Alerta's API, so the `alerta` CLI and Alerta integrations can send to tellify and
 //! work its alerts, under `alerta.prefix` (default `/alerta/api`):
 //! `POST {prefix}/alert`, `POST {prefix}/heartbeat`, `GET {prefix}/alerts` (`alerta
-//! query`), `PUT {prefix}/alert/{id}/action` (`alerta ack|shelve|unshelve|close`),
+//! query`) and `/alerts/count`, `PUT {prefix}/alert/{id}/action` (`alerta ack|shelve|unshelve|close`),
 //! `DELETE {prefix}/alert/{id}` (`alerta delete`) and the public `GET {prefix}/config` the
 //! CLI reads before every command. Callers authenticate with tellify tokens through the
 //! API's one extractor ([`super::Auth`]), which also takes Alerta's spelling,
@@ -108,6 +108,7 @@ pub fn nested(router: Router<AppState>, prefix: &AlertaPrefix) -> Router<AppStat
         .route("/alert", post(post_alert))
         .route("/heartbeat", post(post_heartbeat))
         .route("/alerts", get(list_alerts))
+        .route("/alerts/count", get(count_alerts))
         .route("/alert/{id}/action", put(alert_action))
         .route("/alert/{id}", axum::routing::delete(delete_alert))
         .fallback(not_found);
@@ -354,10 +355,42 @@ async fn list_alerts(
     RawQuery(raw): RawQuery,
 ) -> AlertaResult<Json<Value>> {
     let principal = auth.require(Scope::User)?;
-    let filters = parse_filters(raw.as_deref())?;
     let now = state.clock.now();
+    let alerts = selected_alerts(&state, principal, raw.as_deref(), now).await?;
+    let mut answer = counts(&alerts);
+    answer["alerts"] = json!(alerts);
+    answer["page"] = json!(1);
+    answer["pageSize"] = json!(MAX_ALERTS);
+    answer["pages"] = json!(1);
+    answer["more"] = json!(false);
+    answer["lastTime"] = json!(alerta_time(now));
+    answer["autoRefresh"] = json!(true);
+    Ok(Json(answer))
+}
+
+/// `GET {prefix}/alerts/count` (same filters as `/alerts`): what the CLI asks before
+/// acting on the alerts a filter selects (`alerta ack -f resource=web01`).
+async fn count_alerts(
+    State(state): State<AppState>,
+    auth: AlertaAuth,
+    RawQuery(raw): RawQuery,
+) -> AlertaResult<Json<Value>> {
+    let principal = auth.require(Scope::User)?;
+    let now = state.clock.now();
+    let alerts = selected_alerts(&state, principal, raw.as_deref(), now).await?;
+    Ok(Json(counts(&alerts)))
+}
+
+/// The caller's `alerta` alerts the query's filters select, in Alerta's shape.
+async fn selected_alerts(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+    now: Timestamp,
+) -> AlertaResult<Vec<Value>> {
+    let filters = parse_filters(raw)?;
     let mut alerts = Vec::new();
-    for alert in visible_alerta_alerts(&state, principal).await? {
+    for alert in visible_alerta_alerts(state, principal).await? {
         let alert = alert.at(now);
         let shaped = listed_alert_json(&alert, now);
         let selected = filters.iter().all(|(name, values)| {
@@ -369,10 +402,14 @@ async fn list_alerts(
             alerts.push(shaped);
         }
     }
-    let total = alerts.len();
+    Ok(alerts)
+}
+
+/// `{"status", "total", "severityCounts", "statusCounts"}` of shaped alerts.
+fn counts(alerts: &[Value]) -> Value {
     let mut severity_counts = Map::new();
     let mut status_counts = Map::new();
-    for alert in &alerts {
+    for alert in alerts {
         for (counts, key) in [
             (&mut severity_counts, "severity"),
             (&mut status_counts, "status"),
@@ -382,19 +419,12 @@ async fn list_alerts(
             counts.insert(name, json!(count + 1));
         }
     }
-    Ok(Json(json!({
+    json!({
         "status": "ok",
-        "alerts": alerts,
-        "total": total,
-        "page": 1,
-        "pageSize": MAX_ALERTS,
-        "pages": 1,
-        "more": false,
+        "total": alerts.len(),
         "severityCounts": severity_counts,
         "statusCounts": status_counts,
-        "lastTime": alerta_time(now),
-        "autoRefresh": true,
-    })))
+    })
 }
 
 /// The query's filters by name; `q` (Alerta's query language) and unknown names are

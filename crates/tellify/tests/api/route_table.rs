@@ -347,6 +347,7 @@ const TABLE: &[Row] = &[
     ("DELETE", "/api/v2/silence/{id}",                      [A, A, A, 403, 404, 404, 200, 404]),
     ("DELETE", "/alerta/api/alert/{id}",                    [A, A, A, 403, 404, 200, 200, 200]),
     ("GET",   "/alerta/api/alerts",                        [A, A, A, 403, 200, 200, 200, 200]),
+    ("GET",   "/alerta/api/alerts/count",                  [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/alerta/api/config",                        [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET",   "/api/openapi.json",                         [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET",   "/api/v1/alerts",                            [A, A, A, 403, 200, 200, 200, 200]),
