@@ -10,10 +10,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
-use tellify::api::alertmanager::{
-    alerts_to_events, cel_to_matchers, matchers_to_cel, parse_matcher_list,
-};
+use tellify::ingest::alertmanager::alerts_to_events;
 use tellify::ingest::NoCheck;
+use tellify_engine::matchers::{cel_to_matchers, matchers_to_cel, parse_matcher_list};
 use tellify_engine::{EventContext, Filter, Registry};
 use tellify_fuzz::{base_time, input_to_stored, offer, realistic_end, stored_event, tick_if_due};
 use tellify_model::Limits;

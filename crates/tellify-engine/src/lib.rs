@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod dispatch;
 pub mod filter;
 pub mod handlers;
+pub mod matchers;
 pub mod policy;
 pub mod render;
 pub mod validation;

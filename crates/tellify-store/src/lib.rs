@@ -8,12 +8,14 @@
 pub mod conformance;
 mod event_types;
 mod export;
+mod keyed;
 mod notify;
 pub mod sqlite;
 mod types;
 
 pub use event_types::*;
 pub use export::*;
+pub use keyed::KeyedEventQuery;
 pub use notify::*;
 pub use types::*;
 
@@ -77,6 +79,9 @@ pub trait Store: Send + Sync + 'static {
     /// looked at no more than about `max_examined` rows, and where to go on from.
     async fn search_events(&self, search: EventSearch) -> StoreResult<SearchStep>;
     async fn event(&self, id: &str) -> StoreResult<Option<ListedEvent>>;
+    /// The newest events of one type matching a key (see [`KeyedEventQuery`]), newest
+    /// first, answered from an index rather than by paging through the log.
+    async fn keyed_events(&self, query: KeyedEventQuery) -> StoreResult<Vec<StoredEvent>>;
     /// The position of the newest event (0 when empty).
     async fn last_seq(&self) -> StoreResult<i64>;
 

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod event_types;
 mod export;
+mod keyed;
 mod notify;
 mod search;
 
@@ -26,9 +27,9 @@ pub use notify::REMOVED_USER;
 use crate::{
     AlertChange, AlertQuery, Appended, AuditRecord, ClearedFilter, CommitOutcome, ContactPoint,
     Delivery, DeliveryHold, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, EventSearch,
-    EventType, FinishedDelivery, Group, ListedEvent, NotifyDirectory, OffboardCounts, PlannerRef,
-    PolicyRecord, ProcessingCommit, ProcessingSnapshot, SearchStep, Silence, Store, StoreError,
-    StoreResult, Subscription, Token, User, Viewer,
+    EventType, FinishedDelivery, Group, KeyedEventQuery, ListedEvent, NotifyDirectory,
+    OffboardCounts, PlannerRef, PolicyRecord, ProcessingCommit, ProcessingSnapshot, SearchStep,
+    Silence, Store, StoreError, StoreResult, Subscription, Token, User, Viewer,
 };
 
 /// Most append requests folded into one transaction.
@@ -127,6 +128,8 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
     "ALTER TABLE tokens ADD COLUMN expires TEXT;",
     // user_version 7: the type index of event search.
     search::MIGRATION,
+    // user_version 8: keyed lookups of the compatibility APIs.
+    keyed::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -879,6 +882,11 @@ impl Store for SqliteStore {
 
     async fn search_events(&self, search: EventSearch) -> StoreResult<SearchStep> {
         self.read(move |connection| search::search(connection, &search))
+            .await
+    }
+
+    async fn keyed_events(&self, query: KeyedEventQuery) -> StoreResult<Vec<StoredEvent>> {
+        self.read(move |connection| keyed::keyed_events(connection, &query))
             .await
     }
 

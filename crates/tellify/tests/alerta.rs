@@ -492,3 +492,272 @@ async fn the_prefix_is_configurable() {
     let bad: Result<tellify::api::alerta::AlertaPrefix, String> = "alerta".to_string().try_into();
     assert!(bad.is_err());
 }
+
+/// `alerta --json query` as `key` sees it, with the CLI's filter arguments.
+async fn query_json(app: &TestApp, key: &str, filters: &[&str]) -> Vec<Value> {
+    let mut args = vec!["--json", "query"];
+    args.extend_from_slice(filters);
+    let out = alerta_ok(app, key, &args).await;
+    serde_json::from_str(&out).unwrap_or_else(|error| panic!("{error}: {out}"))
+}
+
+/// The tellify alert `id` as `token` sees it.
+async fn tellify_alert(app: &TestApp, token: &str, id: &str) -> Value {
+    app.get_json(token, &format!("/api/v1/alerts/{id}")).await
+}
+
+#[tokio::test]
+async fn query_ack_shelve_unshelve_close_and_delete_with_the_cli() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    let bob = app.user("bob").await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "alerta", "title": "alerta", "params": {}}),
+    )
+    .await;
+    let send = |args: &'static [&'static str]| {
+        let app = &app;
+        let ann = ann.clone();
+        async move {
+            let out = alerta_ok(app, &ann, args).await;
+            app.settle().await;
+            sent(&out).0
+        }
+    };
+    let web = &[
+        "send",
+        "-r",
+        "web01",
+        "-e",
+        "HttpError",
+        "-s",
+        "major",
+        "-S",
+        "Web",
+    ];
+    let sent_web = send(web).await;
+    send(web).await;
+    let db = &["send", "-r", "db01", "-e", "NodeDown", "-s", "critical"];
+    let sent_db = send(db).await;
+    send(&["send", "-r", "db01", "-e", "NodeDown", "-s", "minor"]).await;
+
+    let listed = query_json(&app, &ann, &[]).await;
+    let by_resource = |resource: &str| -> Value {
+        listed
+            .iter()
+            .find(|alert| alert["resource"] == resource)
+            .cloned()
+            .unwrap_or_else(|| panic!("{resource} not in {listed:?}"))
+    };
+    let web01 = by_resource("web01");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(
+        (
+            &web01["duplicateCount"],
+            &web01["previousSeverity"],
+            &web01["severity"],
+            &web01["status"],
+            &web01["service"],
+        ),
+        (
+            &json!(1),
+            &json!("indeterminate"),
+            &json!("major"),
+            &json!("open"),
+            &json!(["Web"])
+        )
+    );
+    let db01 = by_resource("db01");
+    assert_eq!(
+        (
+            &db01["duplicateCount"],
+            &db01["previousSeverity"],
+            &db01["severity"]
+        ),
+        (&json!(0), &json!("critical"), &json!("minor"))
+    );
+    // The CLI's own table and detail views read the same answer.
+    let table = alerta_ok(&app, &ann, &["query"]).await;
+    assert!(table.contains("web01") && table.contains("db01"), "{table}");
+    let full = alerta_ok(&app, &ann, &["query", "--full"]).await;
+    assert!(full.contains("critical -> minor"), "{full}");
+    // Filters select; a filter this API does not know is refused with what it knows.
+    let only_db = query_json(&app, &ann, &["-f", "resource=db01"]).await;
+    assert_eq!(only_db.len(), 1);
+    assert_eq!(only_db[0]["event"], "NodeDown");
+    let run = alerta(&app, &ann, &["query", "-f", "colour=red"]).await;
+    assert!(
+        run.stderr.contains("`colour`: not a filter of this API"),
+        "{}",
+        run.stderr
+    );
+    // Another user sees none of ann's alerts.
+    assert!(query_json(&app, &bob, &[]).await.is_empty());
+
+    let web_id = web01["id"].as_str().expect("id").to_string();
+    let db_id = db01["id"].as_str().expect("id").to_string();
+    // bob's actions on ann's alert change nothing (the CLI skips the 404) ...
+    alerta_ok(&app, &bob, &["ack", "-i", &web_id]).await;
+    assert_eq!(tellify_alert(&app, &ann, &web_id).await["acked"], false);
+    let response = app
+        .client
+        .put(app.url(&format!("/alerta/api/alert/{web_id}/action")))
+        .header("authorization", format!("Key {bob}"))
+        .json(&json!({"action": "ack"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "error");
+
+    // ... while ann's act, by the short id the table shows.
+    alerta_ok(&app, &ann, &["ack", "-i", &web_id[..8], "--text", "on it"]).await;
+    let acked = tellify_alert(&app, &ann, &web_id).await;
+    assert_eq!(
+        (&acked["acked"], &acked["ack_note"]),
+        (&json!(true), &json!("on it"))
+    );
+    assert_eq!(
+        query_json(&app, &ann, &["-i", &web_id]).await[0]["status"],
+        "ack"
+    );
+
+    alerta_ok(&app, &ann, &["shelve", "-i", &db_id, "--timeout", "600"]).await;
+    let shelved = tellify_alert(&app, &ann, &db_id).await;
+    let until: jiff::Timestamp = shelved["shelved_until"]
+        .as_str()
+        .expect("shelved_until")
+        .parse()
+        .expect("time");
+    let now = tellify::clock::Clock::now(app.clock.as_ref());
+    assert_eq!(until, now + SignedDuration::from_secs(600));
+    assert_eq!(
+        query_json(&app, &ann, &["-f", "resource=db01"]).await[0]["status"],
+        "shelved"
+    );
+    alerta_ok(&app, &ann, &["unshelve", "-i", &db_id]).await;
+    assert_eq!(
+        tellify_alert(&app, &ann, &db_id).await["shelved_until"],
+        Value::Null
+    );
+    // Acting on what a filter selects asks for the count first, then the alerts.
+    alerta_ok(
+        &app,
+        &ann,
+        &["shelve", "-f", "resource=db01", "--timeout", "60"],
+    )
+    .await;
+    assert_ne!(
+        tellify_alert(&app, &ann, &db_id).await["shelved_until"],
+        Value::Null
+    );
+    assert_eq!(
+        tellify_alert(&app, &ann, &web_id).await["shelved_until"],
+        Value::Null
+    );
+    alerta_ok(&app, &ann, &["unshelve", "-f", "resource=db01"]).await;
+    assert_eq!(
+        tellify_alert(&app, &ann, &db_id).await["shelved_until"],
+        Value::Null
+    );
+
+    // `close` with the id `alerta send` printed clears the alert it names.
+    assert_ne!(sent_web, web_id);
+    alerta_ok(&app, &ann, &["close", "-i", &sent_web]).await;
+    let closed = tellify_alert(&app, &ann, &web_id).await;
+    assert_eq!(
+        (&closed["cleared"], &closed["state"]),
+        (&json!(true), &json!("resolved"))
+    );
+    let left = query_json(&app, &ann, &[]).await;
+    assert_eq!(left.len(), 1, "a closed alert leaves the list: {left:?}");
+
+    // `delete` clears too, and deleting again still succeeds.
+    alerta_ok(&app, &ann, &["delete", "-i", &sent_db]).await;
+    assert_eq!(tellify_alert(&app, &ann, &db_id).await["cleared"], true);
+    assert!(query_json(&app, &ann, &[]).await.is_empty());
+    for _ in 0..2 {
+        let response = app
+            .client
+            .delete(app.url(&format!("/alerta/api/alert/{db_id}")))
+            .header("authorization", format!("Key {ann}"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let response = app
+        .client
+        .delete(app.url("/alerta/api/alert/nothing-of-that-name"))
+        .header("authorization", format!("Key {ann}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = app
+        .client
+        .put(app.url(&format!("/alerta/api/alert/{db_id}/action")))
+        .header("authorization", format!("Key {ann}"))
+        .json(&json!({"action": "explode"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["message"],
+        "action: `explode` is not one of ack, shelve, unshelve, close"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_posts_of_one_alert_count_every_duplicate() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    let mut posts = tokio::task::JoinSet::new();
+    for copy in 0..8 {
+        // Half the copies of one alert, half each an alert of its own.
+        let resource = if copy % 2 == 0 {
+            "web01".to_string()
+        } else {
+            format!("host{copy}")
+        };
+        let client = app.client.clone();
+        let url = app.url("/alerta/api/alert");
+        let ann = ann.clone();
+        posts.spawn(async move {
+            let response = client
+                .post(url)
+                .header("authorization", format!("Key {ann}"))
+                .json(&json!({"resource": resource, "event": "HttpError", "severity": "major"}))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(response.status(), StatusCode::OK);
+            let answer: Value = response.json().await.expect("json");
+            answer["alert"].clone()
+        });
+    }
+    let mut web01_counts = Vec::new();
+    let mut web01_ids = std::collections::BTreeSet::new();
+    let mut others = Vec::new();
+    while let Some(alert) = posts.join_next().await {
+        let alert = alert.expect("post");
+        if alert["resource"] == "web01" {
+            web01_counts.push(alert["duplicateCount"].as_u64().expect("count"));
+            web01_ids.insert(alert["id"].as_str().expect("id").to_string());
+        } else {
+            others.push(alert["duplicateCount"].as_u64().expect("count"));
+        }
+    }
+    web01_counts.sort();
+    assert_eq!(
+        web01_counts,
+        vec![0, 1, 2, 3],
+        "each copy of one alert sent at once counts once"
+    );
+    assert_eq!(web01_ids.len(), 1, "all copies continue one alert");
+    assert_eq!(others, vec![0, 0, 0, 0]);
+}

@@ -493,3 +493,103 @@ impl ClockNow for TestApp {
         self.clock.now()
     }
 }
+
+#[tokio::test]
+async fn alert_groups_and_receivers_have_alertmanagers_shapes() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    let now = app.clock_now();
+    let later = (now + SignedDuration::from_mins(30)).to_string();
+    let alert = |name: Option<&str>, instance: &str| {
+        let mut labels = json!({"instance": instance, "severity": "critical"});
+        if let Some(name) = name {
+            labels["alertname"] = json!(name);
+        }
+        json!({"labels": labels, "annotations": {"summary": format!("{instance} down")},
+               "startsAt": now.to_string(), "endsAt": later})
+    };
+    let response = post_alerts(
+        &app,
+        &app.admin,
+        json!([
+            alert(Some("NodeDown"), "cad"),
+            alert(Some("DiskFull"), "cad"),
+            alert(Some("NodeDown"), "sarc"),
+            alert(None, "lone"),
+        ]),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // A re-send is the same alert: still one entry, with the newer copy's time.
+    app.advance(SignedDuration::from_secs(60)).await;
+    let response = post_alerts(&app, &app.admin, json!([alert(Some("NodeDown"), "cad")])).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let groups = app.get_json(&ann, "/api/v2/alerts/groups").await;
+    let groups = groups.as_array().expect("an array of alert groups");
+    let summary: Vec<(Value, Vec<&str>)> = groups
+        .iter()
+        .map(|group| {
+            assert_eq!(group["receiver"], json!({"name": "tellify"}));
+            let mut instances: Vec<&str> = group["alerts"]
+                .as_array()
+                .expect("alerts")
+                .iter()
+                .map(|alert| alert["labels"]["instance"].as_str().expect("instance"))
+                .collect();
+            instances.sort();
+            (group["labels"].clone(), instances)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (json!({}), vec!["lone"]),
+            (json!({"alertname": "DiskFull"}), vec!["cad"]),
+            (json!({"alertname": "NodeDown"}), vec!["cad", "sarc"]),
+        ]
+    );
+    // Each alert in a group is a full gettableAlert, as in `/api/v2/alerts`.
+    let node_down = &groups[2]["alerts"];
+    let cad = node_down
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .find(|alert| alert["labels"]["instance"] == "cad")
+        .expect("cad");
+    for key in [
+        "labels",
+        "annotations",
+        "startsAt",
+        "endsAt",
+        "updatedAt",
+        "generatorURL",
+        "fingerprint",
+        "receivers",
+        "status",
+    ] {
+        assert!(cad.get(key).is_some(), "{key} missing in {cad}");
+    }
+    assert_eq!(cad["updatedAt"], app.clock_now().to_string());
+    assert_eq!(
+        cad["status"],
+        json!({"state": "active", "silencedBy": [], "inhibitedBy": []})
+    );
+    assert_eq!(cad["receivers"], json!([{"name": "tellify"}]));
+
+    // The same filters as `/api/v2/alerts`.
+    let filtered = app
+        .get_json(&ann, "/api/v2/alerts/groups?filter=instance%3D%22sarc%22")
+        .await;
+    assert_eq!(filtered.as_array().map(Vec::len), Some(1));
+    assert_eq!(filtered[0]["labels"], json!({"alertname": "NodeDown"}));
+    let (status, body) = problem(app.get(&ann, "/api/v2/alerts/groups?filter=1bad").await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let receivers = app.get_json(&ann, "/api/v2/receivers").await;
+    assert_eq!(receivers, json!([{"name": "tellify"}]));
+    let (status, _) = problem(app.get("", "/api/v2/receivers").await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = problem(app.get("tfy_nope", "/api/v2/alerts/groups").await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

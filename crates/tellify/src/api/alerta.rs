@@ -1,47 +1,51 @@
-//! Alerta's API, so the `alerta` CLI and Alerta integrations can send to tellify:
-//! `POST {prefix}/alert`, `POST {prefix}/heartbeat` and the public `GET {prefix}/config`
-//! the CLI reads before every command, under `alerta.prefix` (default `/alerta/api`).
-//! Callers authenticate with tellify tokens sent as Alerta does, `Authorization: Key
-//! <token>`, or as `Bearer`.
+//! Alerta's API, so the `alerta` CLI and Alerta integrations can send to tellify and
+//! work its alerts, under `alerta.prefix` (default `/alerta/api`):
+//! `POST {prefix}/alert`, `POST {prefix}/heartbeat`, `GET {prefix}/alerts` (`alerta
+//! query`) and `/alerts/count`, `PUT {prefix}/alert/{id}/action` (`alerta ack|shelve|unshelve|close`),
+//! `DELETE {prefix}/alert/{id}` (`alerta delete`) and the public `GET {prefix}/config` the
+//! CLI reads before every command. Callers authenticate with tellify tokens through the
+//! API's one extractor ([`super::Auth`]), which also takes Alerta's spelling,
+//! `Authorization: Key <token>`.
 //!
-//! Nothing here has tables of its own. A posted alert becomes an event of type `alerta`
-//! (Alerta's fields as top-level fields), stored through the same durable path as
-//! `POST /api/v1/events`; subscriptions of kind `alerta` turn it into tellify alerts.
-//! Alerta answers with the alert's `duplicateCount` and `previousSeverity`, which do not
-//! depend on any subscription, so the answer is computed here with the engine's
-//! correlation rules from the newest stored event of the same alert, and written into
-//! the new event so that the next lookup finds it in one step. Errors come back in
-//! Alerta's shape (`{"status": "error", "message": ...}`) because the CLI ignores
-//! anything else and would report success.
+//! Nothing here has tables of its own, and only routing, extraction and answers live
+//! here: a posted alert becomes an event through `ingest::alerta`, and subscriptions of
+//! kind `alerta` turn such events into tellify alerts. Those alerts are what `GET /alerts`
+//! lists and what the actions act on, with tellify's ownership rules (404 for what the
+//! caller may not see). Errors come back in Alerta's shape (`{"status": "error",
+//! "message": ...}`) because the CLI ignores anything else and would report success.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use tellify_engine::alerts::{Action, Alert, AlertState};
 use tellify_engine::handlers::alerta::{
-    receive, AlertaAlert, AlertaSeverity, Incoming, DEFAULT_TIMEOUT_SECONDS, EVENT_TYPE,
-    HEARTBEAT_TYPE, SEVERITY_FIELD,
+    receive, AlertaAlert, AlertaSeverity, DUPLICATE_COUNT_FIELD, ID_FIELD, PREVIOUS_SEVERITY_FIELD,
+    SEVERITY_FIELD,
 };
-use tellify_model::{EventInput, Fields, Severity};
-use tellify_store::EventQuery;
+use tellify_model::EventInput;
+use tellify_store::{AlertQuery, ClearedFilter};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Auth};
 use crate::auth::{Principal, Scope};
-use crate::ingest::{store_events, EventCheck};
+use crate::ingest::alerta::{
+    check_event, parse_alert, parse_heartbeat, posted_to_event, receive_alert, receive_heartbeat,
+    AlertaIngestError, PostedAlert,
+};
 
-/// How far back a posted alert looks for the alert it continues. Alerta's default
-/// timeout is a day; an alert with a longer timeout not re-sent for a day starts anew.
-const LOOKBACK: SignedDuration = SignedDuration::from_secs(86_400);
-/// Most events one lookup reads; bounds its cost under heavy ingest.
-const MAX_SCAN: usize = 100_000;
-/// Used when an alert names no environment: Alerta's `DEFAULT_ENVIRONMENT`.
-const DEFAULT_ENVIRONMENT: &str = "Production";
+/// The routes under the prefix that an `ingest` token may call (see
+/// [`super::INGEST_ROUTES`]): they only send.
+pub const INGEST_PATHS: [&str; 2] = ["/alert", "/heartbeat"];
+/// Most alerts `GET {prefix}/alerts` answers with, and looks through to resolve an id.
+const MAX_ALERTS: usize = 1000;
+/// How long `alerta shelve` shelves when it names no timeout: the CLI's own default.
+const DEFAULT_SHELVE_SECONDS: u64 = 7200;
 
 /// `[alerta]`: the Alerta-compatible API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,6 +107,10 @@ pub fn nested(router: Router<AppState>, prefix: &AlertaPrefix) -> Router<AppStat
         .route("/config", get(config))
         .route("/alert", post(post_alert))
         .route("/heartbeat", post(post_heartbeat))
+        .route("/alerts", get(list_alerts))
+        .route("/alerts/count", get(count_alerts))
+        .route("/alert/{id}/action", put(alert_action))
+        .route("/alert/{id}", axum::routing::delete(delete_alert))
         .fallback(not_found);
     router.nest(prefix.as_str(), alerta)
 }
@@ -113,6 +121,15 @@ pub struct AlertaError(ApiError);
 impl From<ApiError> for AlertaError {
     fn from(error: ApiError) -> AlertaError {
         AlertaError(error)
+    }
+}
+
+impl From<AlertaIngestError> for AlertaError {
+    fn from(error: AlertaIngestError) -> AlertaError {
+        match error {
+            AlertaIngestError::Invalid(message) => AlertaError(ApiError::bad_request(message)),
+            AlertaIngestError::Store(error) => AlertaError(error.into()),
+        }
     }
 }
 
@@ -155,10 +172,9 @@ impl IntoResponse for AlertaError {
 
 type AlertaResult<T> = Result<T, AlertaError>;
 
-/// The caller, from `Authorization: Key <token>` (how Alerta's clients send an API key)
-/// or `Authorization: Bearer <token>`. Any scope passes, `ingest` included: use it only on
-/// routes that ingest (`/alert`, `/heartbeat`; see `api::INGEST_ROUTES`).
-pub struct AlertaAuth(Principal);
+/// The caller, through the API's one extractor ([`Auth`]: `Bearer` or Alerta's `Key`),
+/// with its errors in Alerta's shape.
+pub struct AlertaAuth(Auth);
 
 impl FromRequestParts<AppState> for AlertaAuth {
     type Rejection = AlertaError;
@@ -167,35 +183,13 @@ impl FromRequestParts<AppState> for AlertaAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header_value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Key <token>` header"))?;
-        let (scheme, secret) = header_value.split_once(' ').ok_or_else(|| {
-            ApiError::unauthorized("the Authorization header must be `Key <token>`")
-        })?;
-        if !scheme.eq_ignore_ascii_case("key") && !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(
-                ApiError::unauthorized("the Authorization header must be `Key <token>`").into(),
-            );
-        }
-        let principal = super::authenticate(parts, state, secret.trim()).await?;
-        Ok(AlertaAuth(principal))
+        Ok(AlertaAuth(Auth::from_request_parts(parts, state).await?))
     }
 }
 
 impl AlertaAuth {
     fn require(&self, scope: Scope) -> AlertaResult<&Principal> {
-        if self.0.has(scope) {
-            return Ok(&self.0);
-        }
-        Err(ApiError::forbidden(format!(
-            "this token has the `{}` scope; this needs `{}`",
-            self.0.scope.as_str(),
-            scope.as_str()
-        ))
-        .into())
+        Ok(self.0.require(scope)?)
     }
 }
 
@@ -228,21 +222,6 @@ async fn not_found() -> AlertaError {
     AlertaError(ApiError::not_found("resource"))
 }
 
-/// A posted alert, checked; what the event and the answer are made of.
-struct PostedAlert {
-    incoming: Incoming,
-    service: Vec<String>,
-    tags: Vec<String>,
-    correlate_given: Vec<String>,
-    attributes: Map<String, Value>,
-    group: Option<String>,
-    value: Option<String>,
-    text: Option<String>,
-    origin: Option<String>,
-    alert_type: Option<String>,
-    create_time: Option<String>,
-}
-
 /// `POST {prefix}/alert`: stores the alert as an `alerta` event, durably, then answers
 /// as Alerta does, with the alert after Alerta's duplicate and correlation rules.
 async fn post_alert(
@@ -251,280 +230,24 @@ async fn post_alert(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> AlertaResult<Json<Value>> {
     let principal = auth.require(Scope::Ingest)?;
-    let body = body.map_err(|rejection| {
-        ApiError::new(rejection.status(), "Bad Request", rejection.body_text())
-    })?;
-    let mut posted = parse_alert(&body)?;
-    // Alerts are the poster's own: only their later posts continue them.
-    posted.incoming.owner = Some(principal.user.name.clone());
-    // One alert at a time, so two copies of the same alert sent at once cannot both
-    // read the same predecessor and answer the same duplicateCount. The lock is held
-    // across the lookup and the durable append; the CLI sends one alert per call.
-    let _serial = SERIAL.lock().await;
-    let now = state.clock.now();
-    let previous = find_previous(&state, &posted.incoming, now).await?;
-    let new_id = tellify_model::new_id();
-    let (alert, _) = receive(previous.as_ref(), &posted.incoming, &new_id, now);
-    let mut input = posted_to_event(&posted, &alert);
-    let check = state.event_types.check(state.settings.ingest.strict_types);
-    check_event(&mut input, &state.settings.limits, &check)?;
-    let appended = store_events(&state, vec![input], &principal.user.name).await?;
-    let event_id = appended
-        .first()
-        .map(|stored| stored.id.clone())
-        .unwrap_or_default();
-    let answer = alert_json(&posted, &alert, &event_id, now);
+    let body = read_body(body)?;
+    let posted = parse_alert(&body).map_err(ApiError::bad_request)?;
+    let received = receive_alert(&state, posted.clone(), &principal.user.name).await?;
+    let answer = alert_json(
+        &posted,
+        &received.alert,
+        &received.event_id,
+        state.clock.now(),
+    );
     Ok(Json(
-        json!({"status": "ok", "id": alert.id, "alert": answer}),
+        json!({"status": "ok", "id": received.alert.id, "alert": answer}),
     ))
 }
 
-/// Serialises alert posts; see [`post_alert`].
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The newest alert `incoming` continues (same environment and resource, and the same
-/// event or one it correlates with), from the events of the last [`LOOKBACK`].
-async fn find_previous(
-    state: &AppState,
-    incoming: &Incoming,
-    now: Timestamp,
-) -> AlertaResult<Option<AlertaAlert>> {
-    let mut before = None;
-    let mut scanned = 0;
-    loop {
-        let rows = state
-            .store
-            .query_events(EventQuery {
-                since: Some(now - LOOKBACK),
-                until: None,
-                before_seq: before,
-                limit: 1000,
-            })
-            .await?;
-        let exhausted = rows.len() < 1000;
-        for event in rows {
-            scanned += 1;
-            before = Some(event.seq);
-            let Some(alert) = AlertaAlert::from_event(&event.event) else {
-                continue;
-            };
-            if alert.continued_by(incoming) {
-                return Ok(Some(alert));
-            }
-        }
-        if exhausted || scanned >= MAX_SCAN {
-            return Ok(None);
-        }
-    }
-}
-
-/// Checks the envelope rules, limits and a registered `alerta` type's schema, as
-/// `POST /api/v1/events` does.
-fn check_event(
-    input: &mut EventInput,
-    limits: &tellify_model::Limits,
-    check: &dyn EventCheck,
-) -> AlertaResult<()> {
-    let mut found = input.validate(limits).err().unwrap_or_default();
-    found.extend(check.check(input));
-    if found.is_empty() {
-        return Ok(());
-    }
-    let summary: Vec<String> = found
-        .iter()
-        .map(|problem| {
-            let field = problem
-                .field
-                .strip_prefix("fields.")
-                .unwrap_or(&problem.field);
-            format!("{field}: {}", problem.message)
-        })
-        .collect();
-    Err(ApiError::bad_request(summary.join("; ")).into())
-}
-
-/// Reads a posted alert, reporting every problem at once.
-fn parse_alert(body: &[u8]) -> AlertaResult<PostedAlert> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| ApiError::bad_request(format!("invalid JSON: {error}")))?;
-    let Value::Object(alert) = value else {
-        return Err(ApiError::bad_request("the body must be a JSON object").into());
-    };
-    let mut problems = Vec::new();
-    let resource = required_text(&alert, "resource", &mut problems);
-    let event = required_text(&alert, "event", &mut problems);
-    let environment = optional_text(&alert, "environment", &mut problems)
-        .unwrap_or_else(|| DEFAULT_ENVIRONMENT.to_string());
-    let severity = match optional_text(&alert, "severity", &mut problems) {
-        None => Some(AlertaSeverity::Normal),
-        Some(name) => {
-            let parsed = AlertaSeverity::parse(&name);
-            if parsed.is_none() {
-                let known: Vec<&str> = AlertaSeverity::ALL.iter().map(|s| s.as_str()).collect();
-                problems.push(format!(
-                    "severity: `{name}` is not one of {}",
-                    known.join(", ")
-                ));
-            }
-            parsed
-        }
-    };
-    let status = optional_text(&alert, "status", &mut problems);
-    let correlate = text_list(&alert, "correlate", &mut problems);
-    let service = text_list(&alert, "service", &mut problems);
-    let tags = text_list(&alert, "tags", &mut problems);
-    let attributes = match alert.get("attributes") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(attributes)) => attributes.clone(),
-        Some(_) => {
-            problems.push("attributes: must be a JSON object".to_string());
-            Map::new()
-        }
-    };
-    let timeout_seconds = match alert.get("timeout") {
-        None | Some(Value::Null) => DEFAULT_TIMEOUT_SECONDS,
-        Some(value) => match value.as_u64() {
-            Some(seconds) => seconds,
-            None => {
-                problems.push("timeout: must be a whole number of seconds, 0 or more".into());
-                DEFAULT_TIMEOUT_SECONDS
-            }
-        },
-    };
-    // Alerta's `value` is text, but senders often put a number there.
-    let value = match alert.get("value") {
-        Some(Value::Number(number)) => Some(number.to_string()),
-        _ => optional_text(&alert, "value", &mut problems),
-    };
-    let group = optional_text(&alert, "group", &mut problems);
-    let text = optional_text(&alert, "text", &mut problems);
-    let origin = optional_text(&alert, "origin", &mut problems);
-    let alert_type = optional_text(&alert, "type", &mut problems);
-    let create_time = alert
-        .get("createTime")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let (Some(resource), Some(event), Some(severity), true) =
-        (resource, event, severity, problems.is_empty())
-    else {
-        return Err(ApiError::bad_request(problems.join("; ")).into());
-    };
-    Ok(PostedAlert {
-        incoming: Incoming {
-            // Set from the caller's token by `post_alert`.
-            owner: None,
-            environment,
-            resource,
-            event,
-            severity,
-            correlate: correlate.clone(),
-            status_closed: status.as_deref() == Some("closed"),
-            timeout_seconds,
-        },
-        service,
-        tags,
-        correlate_given: correlate,
-        attributes,
-        group,
-        value,
-        text,
-        origin,
-        alert_type,
-        create_time,
+fn read_body(body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> AlertaResult<Bytes> {
+    body.map_err(|rejection| {
+        ApiError::new(rejection.status(), "Bad Request", rejection.body_text()).into()
     })
-}
-
-fn required_text(
-    alert: &Map<String, Value>,
-    name: &str,
-    problems: &mut Vec<String>,
-) -> Option<String> {
-    let found = optional_text(alert, name, problems);
-    if found.is_none() && !problems.iter().any(|p| p.starts_with(name)) {
-        problems.push(format!("{name}: is required"));
-    }
-    found
-}
-
-/// A string field; `null`, absent and empty all mean "not given".
-fn optional_text(
-    alert: &Map<String, Value>,
-    name: &str,
-    problems: &mut Vec<String>,
-) -> Option<String> {
-    match alert.get(name) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(text)) if text.is_empty() => None,
-        Some(Value::String(text)) => Some(text.clone()),
-        Some(_) => {
-            problems.push(format!("{name}: must be a string"));
-            None
-        }
-    }
-}
-
-fn text_list(alert: &Map<String, Value>, name: &str, problems: &mut Vec<String>) -> Vec<String> {
-    match alert.get(name) {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => {
-            let texts: Vec<String> = items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect();
-            if texts.len() != items.len() {
-                problems.push(format!("{name}: must be a list of strings"));
-            }
-            texts
-        }
-        Some(_) => {
-            problems.push(format!("{name}: must be a list of strings"));
-            Vec::new()
-        }
-    }
-}
-
-/// The event stored for a posted alert: Alerta's fields as top-level fields, the
-/// severity mapped to tellify's, and the computed state (see `AlertaAlert::write_state`).
-fn posted_to_event(posted: &PostedAlert, alert: &AlertaAlert) -> EventInput {
-    let incoming = &posted.incoming;
-    let mut fields = Fields::new();
-    fields.insert("resource".into(), json!(incoming.resource));
-    fields.insert("event".into(), json!(incoming.event));
-    fields.insert("environment".into(), json!(incoming.environment));
-    fields.insert(SEVERITY_FIELD.into(), json!(incoming.severity.as_str()));
-    fields.insert("service".into(), json!(posted.service));
-    fields.insert("tags".into(), json!(posted.tags));
-    fields.insert("correlate".into(), json!(posted.correlate_given));
-    fields.insert(
-        "attributes".into(),
-        Value::Object(posted.attributes.clone()),
-    );
-    fields.insert("timeout".into(), json!(incoming.timeout_seconds));
-    let optional = [
-        ("group", &posted.group),
-        ("value", &posted.value),
-        ("text", &posted.text),
-        ("origin", &posted.origin),
-        ("type", &posted.alert_type),
-    ];
-    for (name, value) in optional {
-        if let Some(value) = value {
-            fields.insert(name.to_string(), json!(value));
-        }
-    }
-    alert.write_state(&mut fields);
-    let message = posted
-        .text
-        .clone()
-        .unwrap_or_else(|| format!("{} on {}", incoming.event, incoming.resource));
-    EventInput {
-        event_type: Some(EVENT_TYPE.to_string()),
-        severity: Some(incoming.severity.severity()),
-        message: Some(message),
-        fields,
-        ..Default::default()
-    }
 }
 
 /// Alerta's time format, which its CLI parses strictly: `2026-11-23T09:00:00.000Z`.
@@ -534,11 +257,7 @@ fn alerta_time(time: Timestamp) -> String {
 
 /// The `alert` of the answer, in Alerta's shape.
 fn alert_json(posted: &PostedAlert, alert: &AlertaAlert, event_id: &str, now: Timestamp) -> Value {
-    let trend = match alert.severity.code().cmp(&alert.previous_severity.code()) {
-        std::cmp::Ordering::Less => "moreSevere",
-        std::cmp::Ordering::Greater => "lessSevere",
-        std::cmp::Ordering::Equal => "noChange",
-    };
+    let trend = trend(alert.severity, alert.previous_severity);
     let status = if alert.closed { "closed" } else { "open" };
     json!({
         "id": alert.id,
@@ -580,72 +299,23 @@ async fn post_heartbeat(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> AlertaResult<Json<Value>> {
     let principal = auth.require(Scope::Ingest)?;
-    let body = body.map_err(|rejection| {
-        ApiError::new(rejection.status(), "Bad Request", rejection.body_text())
-    })?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|error| ApiError::bad_request(format!("invalid JSON: {error}")))?;
-    let Value::Object(heartbeat) = value else {
-        return Err(ApiError::bad_request("the body must be a JSON object").into());
-    };
-    let mut problems = Vec::new();
-    let origin = required_text(&heartbeat, "origin", &mut problems);
-    let tags = text_list(&heartbeat, "tags", &mut problems);
-    let attributes = match heartbeat.get("attributes") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(attributes)) => attributes.clone(),
-        Some(_) => {
-            problems.push("attributes: must be a JSON object".to_string());
-            Map::new()
-        }
-    };
-    let timeout = match heartbeat.get("timeout") {
-        None | Some(Value::Null) => Some(DEFAULT_TIMEOUT_SECONDS),
-        Some(value) => value.as_u64(),
-    };
-    if timeout.is_none() {
-        problems.push("timeout: must be a whole number of seconds, 0 or more".to_string());
-    }
-    let (Some(origin), Some(timeout), true) = (origin, timeout, problems.is_empty()) else {
-        return Err(ApiError::bad_request(problems.join("; ")).into());
-    };
-    let mut fields = Fields::new();
-    fields.insert("origin".into(), json!(origin));
-    fields.insert("tags".into(), json!(tags));
-    fields.insert("attributes".into(), Value::Object(attributes.clone()));
-    fields.insert("timeout".into(), json!(timeout));
-    let mut input = EventInput {
-        event_type: Some(HEARTBEAT_TYPE.to_string()),
-        severity: Some(Severity::Info),
-        message: Some(format!("heartbeat from {origin}")),
-        fields,
-        ..Default::default()
-    };
-    let check = state.event_types.check(state.settings.ingest.strict_types);
-    check_event(&mut input, &state.settings.limits, &check)?;
-    let appended = store_events(&state, vec![input], &principal.user.name).await?;
-    let id = appended
-        .first()
-        .map(|stored| stored.id.clone())
-        .unwrap_or_default();
+    let body = read_body(body)?;
+    let heartbeat = parse_heartbeat(&body).map_err(ApiError::bad_request)?;
+    let id = receive_heartbeat(&state, &heartbeat, &principal.user.name).await?;
     let now = alerta_time(state.clock.now());
-    let create_time = heartbeat
-        .get("createTime")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| now.clone());
+    let create_time = heartbeat.create_time.clone().unwrap_or_else(|| now.clone());
     Ok(Json(json!({
         "status": "ok",
         "id": id,
         "heartbeat": {
             "id": id,
             "href": null,
-            "origin": origin,
-            "tags": tags,
-            "attributes": attributes,
+            "origin": heartbeat.origin,
+            "tags": heartbeat.tags,
+            "attributes": heartbeat.attributes,
             "type": "Heartbeat",
             "createTime": create_time,
-            "timeout": timeout,
+            "timeout": heartbeat.timeout,
             "maxLatency": 2000,
             "receiveTime": now,
             "status": "ok",
@@ -654,10 +324,370 @@ async fn post_heartbeat(
     })))
 }
 
-/// The pure steps of `POST {prefix}/alert` in the order [`post_alert`] takes them, with
-/// `previous` standing in for the stored alert it continues: read the body, apply
-/// Alerta's rules, build the event and check it, and build the answer's `alert`. For the
-/// fuzz targets (`fuzz/`), which cannot reach a private function.
+// ---- reading and working alerts ----
+
+/// What `GET {prefix}/alerts` may filter on (`alerta query -f name=value`); several values
+/// of one name are alternatives, as in Alerta.
+const FILTERS: [&str; 8] = [
+    "id",
+    "resource",
+    "event",
+    "environment",
+    "severity",
+    "status",
+    "service",
+    "group",
+];
+/// Parameters the CLI sends that change only paging and presentation, which tellify
+/// answers in one page.
+const IGNORED: [&str; 7] = [
+    "page",
+    "page-size",
+    "sort-by",
+    "reverse",
+    "show-raw-data",
+    "show-history",
+    "from-date",
+];
+
+/// `GET {prefix}/alerts`: the tellify alerts of kind `alerta` the caller may see and has
+/// not cleared, in Alerta's shape, with each alert's `duplicateCount` and
+/// `previousSeverity` as its last post answered them.
+async fn list_alerts(
+    State(state): State<AppState>,
+    auth: AlertaAuth,
+    RawQuery(raw): RawQuery,
+) -> AlertaResult<Json<Value>> {
+    let principal = auth.require(Scope::User)?;
+    let now = state.clock.now();
+    let alerts = selected_alerts(&state, principal, raw.as_deref(), now).await?;
+    let mut answer = counts(&alerts);
+    answer["alerts"] = json!(alerts);
+    answer["page"] = json!(1);
+    answer["pageSize"] = json!(MAX_ALERTS);
+    answer["pages"] = json!(1);
+    answer["more"] = json!(false);
+    answer["lastTime"] = json!(alerta_time(now));
+    answer["autoRefresh"] = json!(true);
+    Ok(Json(answer))
+}
+
+/// `GET {prefix}/alerts/count` (same filters as `/alerts`): what the CLI asks before
+/// acting on the alerts a filter selects (`alerta ack -f resource=web01`).
+async fn count_alerts(
+    State(state): State<AppState>,
+    auth: AlertaAuth,
+    RawQuery(raw): RawQuery,
+) -> AlertaResult<Json<Value>> {
+    let principal = auth.require(Scope::User)?;
+    let now = state.clock.now();
+    let alerts = selected_alerts(&state, principal, raw.as_deref(), now).await?;
+    Ok(Json(counts(&alerts)))
+}
+
+/// The caller's `alerta` alerts the query's filters select, in Alerta's shape.
+async fn selected_alerts(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+    now: Timestamp,
+) -> AlertaResult<Vec<Value>> {
+    let filters = parse_filters(raw)?;
+    let mut alerts = Vec::new();
+    for alert in visible_alerta_alerts(state, principal).await? {
+        let alert = alert.at(now);
+        let shaped = listed_alert_json(&alert, now);
+        let selected = filters.iter().all(|(name, values)| {
+            values
+                .iter()
+                .any(|value| filter_matches(&alert, &shaped, name, value))
+        });
+        if selected {
+            alerts.push(shaped);
+        }
+    }
+    Ok(alerts)
+}
+
+/// `{"status", "total", "severityCounts", "statusCounts"}` of shaped alerts.
+fn counts(alerts: &[Value]) -> Value {
+    let mut severity_counts = Map::new();
+    let mut status_counts = Map::new();
+    for alert in alerts {
+        for (counts, key) in [
+            (&mut severity_counts, "severity"),
+            (&mut status_counts, "status"),
+        ] {
+            let name = alert[key].as_str().unwrap_or("unknown").to_string();
+            let count = counts.get(&name).and_then(Value::as_u64).unwrap_or(0);
+            counts.insert(name, json!(count + 1));
+        }
+    }
+    json!({
+        "status": "ok",
+        "total": alerts.len(),
+        "severityCounts": severity_counts,
+        "statusCounts": status_counts,
+    })
+}
+
+/// The query's filters by name; `q` (Alerta's query language) and unknown names are
+/// refused with what is accepted.
+fn parse_filters(raw: Option<&str>) -> AlertaResult<Vec<(String, Vec<String>)>> {
+    let mut filters: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, value) in super::alertmanager::query_pairs(raw)? {
+        if IGNORED.contains(&name.as_str()) {
+            continue;
+        }
+        if name == "q" {
+            return Err(ApiError::bad_request(
+                "`q`: Alerta's query language is not supported; filter with \
+                 name=value (alerta query -f resource=web01)",
+            )
+            .into());
+        }
+        if !FILTERS.contains(&name.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "`{name}`: not a filter of this API; filter on one of {}",
+                FILTERS.join(", ")
+            ))
+            .into());
+        }
+        match filters.iter_mut().find(|(known, _)| *known == name) {
+            Some((_, values)) => values.push(value),
+            None => filters.push((name, vec![value])),
+        }
+    }
+    Ok(filters)
+}
+
+fn filter_matches(alert: &Alert, shaped: &Value, name: &str, value: &str) -> bool {
+    match name {
+        "id" => names_alert(alert, value),
+        "service" => shaped["service"]
+            .as_array()
+            .is_some_and(|services| services.iter().any(|s| s == value)),
+        _ => shaped[name].as_str() == Some(value),
+    }
+}
+
+/// Whether `id` names the alert: its tellify id, the first 8 or more characters of it (the
+/// CLI's short ids), or the Alerta id that `alerta send` printed for it.
+fn names_alert(alert: &Alert, id: &str) -> bool {
+    alert.id == id
+        || (id.len() >= 8 && alert.id.starts_with(id))
+        || alert.fields.get(ID_FIELD).and_then(Value::as_str) == Some(id)
+}
+
+/// The caller's visible, uncleared alerts of kind `alerta`, newest first.
+async fn visible_alerta_alerts(
+    state: &AppState,
+    principal: &Principal,
+) -> AlertaResult<Vec<Alert>> {
+    let viewer = (!principal.is_admin()).then(|| principal.viewer());
+    let mut alerts = state
+        .store
+        .list_alerts(AlertQuery {
+            viewer,
+            state: None,
+            subscription_id: None,
+            severity: None,
+            cleared: ClearedFilter::Exclude,
+            before_id: None,
+            limit: MAX_ALERTS,
+        })
+        .await?;
+    alerts.retain(|alert| alert.kind == tellify_engine::handlers::alerta::EVENT_TYPE);
+    Ok(alerts)
+}
+
+/// The tellify alerts `id` names for the caller (see [`names_alert`]): the alert of that
+/// id, of any kind, if the caller may see it; else every visible `alerta` alert it names
+/// (one Alerta alert followed by several subscriptions is several tellify alerts). None is
+/// 404, as for what the caller may not see.
+async fn alerts_named(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> AlertaResult<Vec<String>> {
+    if let Some(alert) = state.store.alert(id).await? {
+        if principal.can_see(alert.owner_user.as_deref(), alert.owner_group.as_deref()) {
+            return Ok(vec![alert.id]);
+        }
+    }
+    let named: Vec<String> = visible_alerta_alerts(state, principal)
+        .await?
+        .into_iter()
+        .filter(|alert| names_alert(alert, id))
+        .map(|alert| alert.id)
+        .collect();
+    if named.is_empty() {
+        return Err(ApiError::not_found("alert").into());
+    }
+    Ok(named)
+}
+
+/// The body of `PUT {prefix}/alert/{id}/action`, as the CLI sends it.
+#[derive(Deserialize)]
+struct ActionRequest {
+    action: String,
+    #[serde(default)]
+    text: Option<String>,
+    /// Seconds a shelve lasts (the CLI's `--timeout`).
+    #[serde(default)]
+    timeout: Option<u64>,
+}
+
+/// `PUT {prefix}/alert/{id}/action`: `ack`, `shelve` (for `timeout` seconds, 2 h unless
+/// given), `unshelve` and `close`, as tellify's acknowledge, shelve, unshelve and clear.
+async fn alert_action(
+    State(state): State<AppState>,
+    auth: AlertaAuth,
+    Path(id): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> AlertaResult<Json<Value>> {
+    let principal = auth.require(Scope::User)?.clone();
+    let body = read_body(body)?;
+    let request: ActionRequest = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))?;
+    let now = state.clock.now();
+    let text = request.text.filter(|text| !text.trim().is_empty());
+    let action = match request.action.as_str() {
+        "ack" => Action::Ack {
+            note: text,
+            expires: None,
+        },
+        "shelve" => {
+            let seconds = request.timeout.unwrap_or(DEFAULT_SHELVE_SECONDS);
+            let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+            let until = tellify_model::later(now, SignedDuration::from_secs(seconds));
+            super::check_horizon("timeout", until, now).map_err(ApiError::bad_request)?;
+            Action::Shelve {
+                until: Some(until),
+                oneshot: false,
+                reason: text,
+            }
+        }
+        "unshelve" => Action::Unshelve,
+        "close" => Action::Clear,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "action: `{other}` is not one of ack, shelve, unshelve, close"
+            ))
+            .into())
+        }
+    };
+    for alert_id in alerts_named(&state, &principal, &id).await? {
+        let _changed = super::alerts::act(
+            state.clone(),
+            Auth(principal.clone()),
+            alert_id,
+            action.clone(),
+        )
+        .await?;
+    }
+    Ok(Json(json!({"status": "ok"})))
+}
+
+/// `DELETE {prefix}/alert/{id}`: tellify keeps no alert without its history, so deleting
+/// clears the alert (as `close` does), which takes it out of `GET {prefix}/alerts`.
+/// Deleting what is already cleared succeeds.
+async fn delete_alert(
+    State(state): State<AppState>,
+    auth: AlertaAuth,
+    Path(id): Path<String>,
+) -> AlertaResult<Json<Value>> {
+    let principal = auth.require(Scope::User)?.clone();
+    for alert_id in alerts_named(&state, &principal, &id).await? {
+        let cleared = super::alerts::act(
+            state.clone(),
+            Auth(principal.clone()),
+            alert_id,
+            Action::Clear,
+        )
+        .await;
+        match cleared {
+            Ok(_) => {}
+            Err(error) if error.status == StatusCode::CONFLICT => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(Json(json!({"status": "ok"})))
+}
+
+/// A tellify alert of kind `alerta` in Alerta's shape. Alerta's fields come from the
+/// event that last fired it; the status is tellify's: cleared or resolved is `closed`,
+/// then `shelved`, `ack`, `open`.
+fn listed_alert_json(alert: &Alert, now: Timestamp) -> Value {
+    let fields = &alert.fields;
+    let text = |name: &str| fields.get(name).and_then(Value::as_str);
+    let list = |name: &str| match fields.get(name) {
+        Some(Value::Array(items)) => Value::Array(items.clone()),
+        _ => json!([]),
+    };
+    let severity = text(SEVERITY_FIELD)
+        .and_then(AlertaSeverity::parse)
+        .unwrap_or(AlertaSeverity::Indeterminate);
+    let previous = text(PREVIOUS_SEVERITY_FIELD)
+        .and_then(AlertaSeverity::parse)
+        .unwrap_or(AlertaSeverity::Indeterminate);
+    let duplicate_count = fields
+        .get(DUPLICATE_COUNT_FIELD)
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let status = if alert.cleared || alert.state == AlertState::Resolved {
+        "closed"
+    } else if alert.is_shelved(now) {
+        "shelved"
+    } else if alert.acked {
+        "ack"
+    } else {
+        "open"
+    };
+    json!({
+        "id": alert.id,
+        "href": null,
+        "resource": text("resource").unwrap_or_default(),
+        "event": text("event").unwrap_or_default(),
+        "environment": text("environment").unwrap_or_default(),
+        "severity": severity.as_str(),
+        "previousSeverity": previous.as_str(),
+        "trendIndication": trend(severity, previous),
+        "correlate": list("correlate"),
+        "status": status,
+        "service": list("service"),
+        "group": text("group").unwrap_or("Misc"),
+        "value": text("value").unwrap_or("n/a"),
+        "text": text("text").unwrap_or(&alert.message),
+        "tags": list("tags"),
+        "attributes": fields.get("attributes").cloned().unwrap_or(json!({})),
+        "origin": text("origin"),
+        "type": text("type").unwrap_or("exceptionAlert"),
+        "createTime": alerta_time(alert.first_seen),
+        "timeout": fields.get("timeout").and_then(Value::as_u64),
+        "rawData": null,
+        "customer": null,
+        "duplicateCount": duplicate_count,
+        "repeat": duplicate_count > 0,
+        "receiveTime": alerta_time(alert.first_seen),
+        "lastReceiveId": alert.event_id,
+        "lastReceiveTime": alerta_time(alert.last_seen),
+        "history": [],
+    })
+}
+
+fn trend(severity: AlertaSeverity, previous: AlertaSeverity) -> &'static str {
+    match severity.code().cmp(&previous.code()) {
+        std::cmp::Ordering::Less => "moreSevere",
+        std::cmp::Ordering::Greater => "lessSevere",
+        std::cmp::Ordering::Equal => "noChange",
+    }
+}
+
+/// The pure steps of `POST {prefix}/alert` in the order it takes them, with `previous`
+/// standing in for the stored alert it continues: read the body, apply Alerta's rules,
+/// build the event and check it, and build the answer's `alert`. For the fuzz targets
+/// (`fuzz/`).
 #[doc(hidden)]
 pub fn post_alert_offline(
     body: &[u8],
@@ -666,10 +696,10 @@ pub fn post_alert_offline(
     now: Timestamp,
     limits: &tellify_model::Limits,
 ) -> Result<(EventInput, Value), AlertaError> {
-    let posted = parse_alert(body)?;
+    let posted = parse_alert(body).map_err(ApiError::bad_request)?;
     let (alert, _) = receive(previous, &posted.incoming, event_id, now);
     let mut input = posted_to_event(&posted, &alert);
-    check_event(&mut input, limits, &crate::ingest::NoCheck)?;
+    check_event(&mut input, limits, &crate::ingest::NoCheck).map_err(ApiError::bad_request)?;
     let answer = alert_json(&posted, &alert, event_id, now);
     Ok((input, answer))
 }

@@ -1,18 +1,19 @@
 //! The Prometheus Alertmanager API v2, so a Prometheus server can name tellify as its
-//! Alertmanager and `amtool` works against it: `/api/v2/alerts`, `/api/v2/status`,
-//! `/api/v2/silences` and `/api/v2/silence/{id}`, authenticated with tellify tokens sent
-//! as `Authorization: Bearer`.
+//! Alertmanager, `amtool` works against it and dashboards that read Alertmanager's API
+//! (karma, Grafana's Alertmanager data source) list tellify's alerts: `/api/v2/alerts`,
+//! `/api/v2/alerts/groups`, `/api/v2/receivers`, `/api/v2/status`, `/api/v2/silences` and
+//! `/api/v2/silence/{id}`, authenticated with tellify tokens sent as `Authorization:
+//! Bearer`.
 //!
-//! Nothing here has tables of its own. A posted alert becomes an event of type
-//! `alertmanager` (labels as top-level fields, the rest under `alertmanager`), stored
-//! through the same durable path as `POST /api/v1/events`, so it is searchable and
-//! subscriptions of kind `alertmanager` turn it into tellify alerts. `GET /api/v2/alerts`
-//! reads the newest copy of each alert back from the event log. Silences are the
-//! caller's tellify silences whose filter is the canonical CEL form of Alertmanager
-//! matchers (`name == "v" && name.matches("^(?:re)$")`), which this module also parses
-//! back.
+//! Nothing here has tables of its own, and only routing, extraction and answers live
+//! here. A posted alert becomes an event of type `alertmanager` through
+//! `ingest::alertmanager`, so it is searchable and subscriptions of kind `alertmanager`
+//! turn it into tellify alerts. `GET /api/v2/alerts` and `/alerts/groups` read the newest
+//! copy of each alert back from the event log with one keyed store lookup. Silences are
+//! the caller's tellify silences whose filter is the canonical CEL form of Alertmanager
+//! matchers (`tellify_engine::matchers`).
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -20,15 +21,18 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use jiff::{SignedDuration, Timestamp};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tellify_engine::filter::{EventContext, Filter};
-use tellify_engine::handlers::alertmanager::{fingerprint, labels_of, EVENT_TYPE, META_FIELD};
-use tellify_model::{EventInput, Fields, Limits, Severity, StoredEvent};
-use tellify_store::{EventQuery, Silence};
+use tellify_engine::handlers::alertmanager::{labels_of, EVENT_TYPE, META_FIELD};
+use tellify_engine::matchers::{cel_to_matchers, matchers_to_cel, parse_matcher_list, Matcher};
+use tellify_model::{EventInput, Fields, StoredEvent};
+use tellify_store::{KeyedEventQuery, Silence};
 
 use super::{ApiError, ApiResult, AppState, Auth};
-use crate::auth::Scope;
-use crate::ingest::{store_events, EventCheck, IngestError, Problem};
+use crate::auth::{Principal, Scope};
+use crate::ingest::alertmanager::alerts_to_events;
+use crate::ingest::store_events;
+use crate::telemetry;
 
 /// Alertmanager's default: an alert sent without `endsAt` counts as resolved this long
 /// after its last copy.
@@ -36,10 +40,8 @@ const RESOLVE_TIMEOUT: SignedDuration = SignedDuration::from_secs(300);
 /// How far back `GET /api/v2/alerts` looks for alerts. Prometheus re-sends firing alerts
 /// every minute, so an alert whose newest copy is older than this has long ended.
 const ALERT_WINDOW: SignedDuration = SignedDuration::from_secs(3600);
-/// Most events `GET /api/v2/alerts` reads; bounds its cost under heavy ingest.
-const MAX_SCAN: usize = 200_000;
-/// `0001-01-01T00:00:00Z`, Go's zero `time.Time`, in Unix seconds.
-const GO_ZERO_TIME_SECONDS: i64 = -62_135_596_800;
+/// Most alerts `GET /api/v2/alerts` reads back; bounds its cost under heavy ingest.
+const MAX_ALERTS: usize = 10_000;
 /// The one receiver tellify reports: who is told is decided by subscriptions and policies.
 const RECEIVER: &str = "tellify";
 
@@ -72,249 +74,6 @@ pub async fn post_alerts(
     Ok(StatusCode::OK)
 }
 
-/// Turns an Alertmanager `postableAlerts` body into events, reporting every problem with
-/// the alert's index and the field (`[2] labels.alertname`). `check` is the event-type
-/// registry's check, as for `POST /api/v1/events`, so a registered `alertmanager` type's
-/// schema and `ingest.strict_types` hold here too.
-pub fn alerts_to_events(
-    body: &[u8],
-    now: Timestamp,
-    max_batch: usize,
-    limits: &Limits,
-    check: &dyn EventCheck,
-) -> Result<Vec<EventInput>, IngestError> {
-    let value: Value = serde_json::from_slice(body).map_err(|error| {
-        IngestError::Malformed(vec![Problem {
-            line: Some(error.line()),
-            index: None,
-            field: None,
-            message: format!("invalid JSON: {error}"),
-        }])
-    })?;
-    let Value::Array(items) = value else {
-        return Err(IngestError::Invalid(vec![Problem {
-            line: None,
-            index: None,
-            field: None,
-            message: "the body must be a JSON array of alerts".to_string(),
-        }]));
-    };
-    if items.len() > max_batch {
-        return Err(IngestError::TooLarge(format!(
-            "{} alerts in one request, more than the limit of {max_batch} \
-             (ingest.max_batch_events)",
-            items.len()
-        )));
-    }
-    let mut problems = Vec::new();
-    let mut events = Vec::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        let mut fail = |field: &str, message: String| {
-            problems.push(Problem {
-                line: None,
-                index: Some(index),
-                field: (!field.is_empty()).then(|| field.to_string()),
-                message,
-            })
-        };
-        let Some(mut event) = alert_to_event(item, now, &mut fail) else {
-            continue;
-        };
-        let mut found = event.validate(limits).err().unwrap_or_default();
-        found.extend(check.check(&mut event));
-        if !found.is_empty() {
-            for problem in found {
-                fail(&wire_path(&problem.field), problem.message);
-            }
-            continue;
-        }
-        events.push(event);
-    }
-    if !problems.is_empty() {
-        return Err(IngestError::Invalid(problems));
-    }
-    Ok(events)
-}
-
-/// One `postableAlert` as an event; `None` after reporting what is wrong with it.
-fn alert_to_event(
-    item: Value,
-    now: Timestamp,
-    fail: &mut impl FnMut(&str, String),
-) -> Option<EventInput> {
-    let Value::Object(mut alert) = item else {
-        fail("", "an alert must be a JSON object".to_string());
-        return None;
-    };
-    let mut ok = true;
-    let labels = match alert.remove("labels") {
-        Some(Value::Object(labels)) if !labels.is_empty() => labels,
-        Some(Value::Object(_)) | None | Some(Value::Null) => {
-            fail("labels", "an alert needs at least one label".to_string());
-            return None;
-        }
-        Some(_) => {
-            fail("labels", "must be an object of strings".to_string());
-            return None;
-        }
-    };
-    for (name, value) in &labels {
-        if !is_label_name(name) {
-            fail(
-                &format!("labels.{name}"),
-                "a label name must match [a-zA-Z_][a-zA-Z0-9_]*".to_string(),
-            );
-            ok = false;
-        } else if name == META_FIELD {
-            fail(
-                &format!("labels.{name}"),
-                format!("the label name `{META_FIELD}` is reserved by tellify"),
-            );
-            ok = false;
-        }
-        if !value.is_string() {
-            fail(&format!("labels.{name}"), "must be a string".to_string());
-            ok = false;
-        }
-    }
-    let annotations = match alert.remove("annotations") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(annotations)) => {
-            for (name, value) in &annotations {
-                if !value.is_string() {
-                    fail(
-                        &format!("annotations.{name}"),
-                        "must be a string".to_string(),
-                    );
-                    ok = false;
-                }
-            }
-            annotations
-        }
-        Some(_) => {
-            fail("annotations", "must be an object of strings".to_string());
-            ok = false;
-            Map::new()
-        }
-    };
-    let mut time = |key: &str| -> Option<Timestamp> {
-        match alert.get(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(text)) if text.is_empty() => None,
-            Some(Value::String(text)) => match text.parse::<Timestamp>() {
-                // Go clients send their zero time (0001-01-01) for "not set".
-                Ok(time) if time.as_second() <= GO_ZERO_TIME_SECONDS => None,
-                Ok(time) => Some(time),
-                Err(_) => {
-                    fail(
-                        key,
-                        format!("`{text}` is not an RFC 3339 time such as 2026-11-23T18:00:00Z"),
-                    );
-                    ok = false;
-                    None
-                }
-            },
-            Some(_) => {
-                fail(key, "must be an RFC 3339 time string".to_string());
-                ok = false;
-                None
-            }
-        }
-    };
-    let starts_at = time("startsAt");
-    let ends_at = time("endsAt");
-    let generator_url = match alert.get("generatorURL") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(text)) => Some(text.clone()).filter(|text| !text.is_empty()),
-        Some(_) => {
-            fail("generatorURL", "must be a string".to_string());
-            ok = false;
-            None
-        }
-    };
-    if let (Some(start), Some(end)) = (starts_at, ends_at) {
-        if end < start {
-            fail("endsAt", "must not be before `startsAt`".to_string());
-            ok = false;
-        }
-    }
-    if !ok {
-        return None;
-    }
-    let label = |name: &str| labels.get(name).and_then(Value::as_str);
-    let annotation = |name: &str| {
-        annotations
-            .get(name)
-            .and_then(Value::as_str)
-            .filter(|text| !text.is_empty())
-    };
-    let severity = match label("severity").map(str::to_ascii_lowercase).as_deref() {
-        Some("critical") => Severity::Critical,
-        Some("info") => Severity::Info,
-        _ => Severity::Warning,
-    };
-    let message = annotation("summary")
-        .or_else(|| annotation("description"))
-        .or_else(|| label("alertname"))
-        .unwrap_or("alert")
-        .to_string();
-    let fingerprint = fingerprint(
-        labels
-            .iter()
-            .filter_map(|(name, value)| Some((name.as_str(), value.as_str()?))),
-    );
-    let status = if ends_at.is_some_and(|end| end <= now) {
-        "resolved"
-    } else {
-        "firing"
-    };
-    let mut meta = Map::new();
-    meta.insert("status".into(), Value::String(status.into()));
-    meta.insert(
-        "starts_at".into(),
-        Value::String(starts_at.unwrap_or(now).to_string()),
-    );
-    if let Some(end) = ends_at {
-        meta.insert("ends_at".into(), Value::String(end.to_string()));
-    }
-    if let Some(url) = generator_url {
-        meta.insert("generator_url".into(), Value::String(url));
-    }
-    meta.insert("fingerprint".into(), Value::String(fingerprint));
-    if !annotations.is_empty() {
-        meta.insert("annotations".into(), Value::Object(annotations));
-    }
-    let mut fields: Fields = labels;
-    fields.insert(META_FIELD.to_string(), Value::Object(meta));
-    Some(EventInput {
-        event_type: Some(EVENT_TYPE.to_string()),
-        severity: Some(severity),
-        message: Some(message),
-        fields,
-        ..Default::default()
-    })
-}
-
-/// The path of an event problem in terms of the posted alert.
-fn wire_path(event_path: &str) -> String {
-    let meta = format!("fields.{META_FIELD}");
-    if let Some(rest) = event_path.strip_prefix(&meta) {
-        return match rest.trim_start_matches('.') {
-            "" => "labels".to_string(),
-            "generator_url" => "generatorURL".to_string(),
-            other => other.to_string(),
-        };
-    }
-    match event_path {
-        "fields" => "labels".to_string(),
-        "message" => "annotations".to_string(),
-        other => match other.strip_prefix("fields.") {
-            Some(label) => format!("labels.{label}"),
-            None => other.to_string(),
-        },
-    }
-}
-
 /// `GET /api/v2/alerts?active=&silenced=&inhibited=&unprocessed=&filter=&receiver=`: the
 /// alerts still firing, newest copy of each, in Alertmanager's `gettableAlert` shape.
 pub async fn list_alerts(
@@ -324,9 +83,69 @@ pub async fn list_alerts(
 ) -> ApiResult<Json<Vec<Value>>> {
     let principal = auth.require(Scope::User)?;
     let query = AlertQuery::parse(raw.as_deref())?;
+    let alerts = shown_alerts(&state, principal, &query).await?;
+    Ok(Json(
+        alerts
+            .iter()
+            .map(|(alert, silenced_by)| alert.to_json(silenced_by))
+            .collect(),
+    ))
+}
+
+/// `GET /api/v2/alerts/groups` (same query as `/alerts`): the alerts of `/alerts` in
+/// Alertmanager's `alertGroups` shape, grouped by `alertname` (an alert without one is in
+/// the group with no labels), all for the one receiver; groups in label order.
+pub async fn list_alert_groups(
+    State(state): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Vec<Value>>> {
+    let principal = auth.require(Scope::User)?;
+    let query = AlertQuery::parse(raw.as_deref())?;
+    let alerts = shown_alerts(&state, principal, &query).await?;
+    let mut groups: BTreeMap<Option<String>, Vec<Value>> = BTreeMap::new();
+    for (alert, silenced_by) in &alerts {
+        let name = alert
+            .labels
+            .get(GROUP_BY)
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        groups
+            .entry(name)
+            .or_default()
+            .push(alert.to_json(silenced_by));
+    }
+    let groups = groups
+        .into_iter()
+        .map(|(name, alerts)| {
+            let labels = match name {
+                Some(name) => json!({ GROUP_BY: name }),
+                None => json!({}),
+            };
+            json!({"labels": labels, "receiver": {"name": RECEIVER}, "alerts": alerts})
+        })
+        .collect();
+    Ok(Json(groups))
+}
+
+/// The label `/api/v2/alerts/groups` groups by, Alertmanager's usual `group_by`.
+const GROUP_BY: &str = "alertname";
+
+/// `GET /api/v2/receivers`: the one receiver tellify reports.
+pub async fn list_receivers(auth: Auth) -> ApiResult<Json<Vec<Value>>> {
+    auth.require(Scope::User)?;
+    Ok(Json(vec![json!({ "name": RECEIVER })]))
+}
+
+/// The alerts a query shows, each with the ids of the caller's silences that silence it.
+async fn shown_alerts(
+    state: &AppState,
+    principal: &Principal,
+    query: &AlertQuery,
+) -> ApiResult<Vec<(AmAlert, Vec<String>)>> {
     let now = state.clock.now();
-    let silences = active_silences(&state, &principal.user.id, now).await?;
-    let newest = newest_alerts(&state, now).await?;
+    let silences = active_silences(state, &principal.user.id, now).await?;
+    let newest = newest_alerts(state, now).await?;
     let mut alerts = Vec::new();
     for event in newest {
         let Some(alert) = AmAlert::from_event(&event) else {
@@ -340,22 +159,21 @@ pub async fn list_alerts(
         if !query.matchers.iter().all(|filter| filter.matches(&context)) {
             continue;
         }
-        let silenced_by: Vec<&str> = silences
+        let silenced_by: Vec<String> = silences
             .iter()
             .filter(|(_, filter)| filter.matches(&context))
-            .map(|(id, _)| id.as_str())
+            .map(|(id, _)| id.clone())
             .collect();
         let shown = if silenced_by.is_empty() {
             query.active
         } else {
             query.silenced
         };
-        if !shown {
-            continue;
+        if shown {
+            alerts.push((alert, silenced_by));
         }
-        alerts.push(alert.to_json(&silenced_by));
     }
-    Ok(Json(alerts))
+    Ok(alerts)
 }
 
 /// The query of `GET /api/v2/alerts`, read by hand because `filter` repeats.
@@ -400,45 +218,22 @@ impl AlertQuery {
     }
 }
 
-/// The newest `alertmanager` event of each fingerprint within [`ALERT_WINDOW`].
+/// The newest `alertmanager` event of each fingerprint within [`ALERT_WINDOW`], newest
+/// first.
 async fn newest_alerts(state: &AppState, now: Timestamp) -> ApiResult<Vec<StoredEvent>> {
-    let mut newest: Vec<StoredEvent> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut before = None;
-    let mut scanned = 0;
-    loop {
-        let rows = state
-            .store
-            .query_events(EventQuery {
-                since: Some(now - ALERT_WINDOW),
-                until: None,
-                before_seq: before,
-                limit: 1000,
-            })
-            .await?;
-        let exhausted = rows.len() < 1000;
-        for event in rows {
-            scanned += 1;
-            before = Some(event.seq);
-            if event.event_type.as_deref() != Some(EVENT_TYPE) {
-                continue;
-            }
-            let Some(fingerprint) = event
-                .fields
-                .get(META_FIELD)
-                .and_then(|meta| meta.get("fingerprint"))
-                .and_then(Value::as_str)
-            else {
-                continue;
-            };
-            if seen.insert(fingerprint.to_string()) {
-                newest.push(event.event);
-            }
-        }
-        if exhausted || scanned >= MAX_SCAN {
-            return Ok(newest);
-        }
-    }
+    let newest = state
+        .store
+        .keyed_events(KeyedEventQuery {
+            event_type: EVENT_TYPE.to_string(),
+            producer: None,
+            since: now - ALERT_WINDOW,
+            equal: Vec::new(),
+            names: None,
+            newest_per: Some(format!("{META_FIELD}.fingerprint")),
+            limit: MAX_ALERTS,
+        })
+        .await?;
+    Ok(newest)
 }
 
 /// An alert as read back from its newest event.
@@ -484,7 +279,7 @@ impl AmAlert {
             .unwrap_or_else(|| tellify_model::later(self.updated_at, RESOLVE_TIMEOUT))
     }
 
-    fn to_json(&self, silenced_by: &[&str]) -> Value {
+    fn to_json(&self, silenced_by: &[String]) -> Value {
         let state = if silenced_by.is_empty() {
             "active"
         } else {
@@ -541,7 +336,7 @@ pub async fn status(State(state): State<AppState>, auth: Auth) -> ApiResult<Json
     auth.require(Scope::User)?;
     let original = format!(
         "# tellify {version}: routing is done by tellify subscriptions and policies\n\
-         route:\n  receiver: {RECEIVER}\nreceivers:\n- name: {RECEIVER}\n",
+         route:\n  receiver: {RECEIVER}\n  group_by: [{GROUP_BY}]\nreceivers:\n- name: {RECEIVER}\n",
         version = env!("CARGO_PKG_VERSION")
     );
     Ok(Json(json!({
@@ -790,247 +585,8 @@ fn parse_postable_silence(body: &[u8], now: Timestamp) -> ApiResult<PostableSile
     }
 }
 
-// ---- matchers ----
-
-/// An Alertmanager matcher: `name="v"`, `name!="v"`, `name=~"re"`, `name!~"re"`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Matcher {
-    pub name: String,
-    pub value: String,
-    pub is_regex: bool,
-    pub is_equal: bool,
-}
-
-impl Matcher {
-    fn from_json(value: &Value) -> Result<Matcher, (String, String)> {
-        let Value::Object(object) = value else {
-            return Err((String::new(), "must be an object".to_string()));
-        };
-        let name = match object.get("name") {
-            Some(Value::String(name)) => name.clone(),
-            _ => return Err((".name".to_string(), "must be a string".to_string())),
-        };
-        if let Err(message) = check_matcher_name(&name) {
-            return Err((".name".to_string(), message));
-        }
-        let value = match object.get("value") {
-            Some(Value::String(value)) => value.clone(),
-            _ => return Err((".value".to_string(), "must be a string".to_string())),
-        };
-        let flag = |key: &str, default: bool| match object.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(Value::Bool(flag)) => Ok(*flag),
-            Some(_) => Err((format!(".{key}"), "must be true or false".to_string())),
-        };
-        Ok(Matcher {
-            name,
-            value,
-            is_regex: flag("isRegex", false)?,
-            is_equal: flag("isEqual", true)?,
-        })
-    }
-
-    /// The canonical CEL form; [`cel_to_matchers`] reads it back. Regexes are anchored,
-    /// as Alertmanager anchors them.
-    pub fn to_cel(&self) -> String {
-        let quote = |text: &str| Value::String(text.to_string()).to_string();
-        match (self.is_regex, self.is_equal) {
-            (false, true) => format!("{} == {}", self.name, quote(&self.value)),
-            (false, false) => format!("{} != {}", self.name, quote(&self.value)),
-            (true, true) => format!(
-                "{}.matches({})",
-                self.name,
-                quote(&format!("^(?:{})$", self.value))
-            ),
-            (true, false) => format!(
-                "!{}.matches({})",
-                self.name,
-                quote(&format!("^(?:{})$", self.value))
-            ),
-        }
-    }
-}
-
-/// Matchers joined with `&&`, the filter of a silence made through this API.
-pub fn matchers_to_cel(matchers: &[Matcher]) -> String {
-    let parts: Vec<String> = matchers.iter().map(Matcher::to_cel).collect();
-    parts.join(" && ")
-}
-
-/// Reads back a filter written by [`matchers_to_cel`]; `None` for any other filter.
-pub fn cel_to_matchers(source: &str) -> Option<Vec<Matcher>> {
-    let mut rest = source.trim();
-    let mut matchers = Vec::new();
-    loop {
-        let negated = rest.starts_with('!');
-        if negated {
-            rest = &rest[1..];
-        }
-        let name_len = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
-        let name = &rest[..name_len];
-        if !is_label_name(name) {
-            return None;
-        }
-        rest = &rest[name_len..];
-        let matcher = if let Some(after) = rest.strip_prefix(".matches(") {
-            let (pattern, after) = take_string(after)?;
-            rest = after.strip_prefix(')')?;
-            let inner = pattern.strip_prefix("^(?:")?.strip_suffix(")$")?;
-            Matcher {
-                name: name.to_string(),
-                value: inner.to_string(),
-                is_regex: true,
-                is_equal: !negated,
-            }
-        } else {
-            if negated {
-                return None;
-            }
-            let (is_equal, after) = if let Some(after) = rest.strip_prefix(" == ") {
-                (true, after)
-            } else {
-                (false, rest.strip_prefix(" != ")?)
-            };
-            let (value, after) = take_string(after)?;
-            rest = after;
-            Matcher {
-                name: name.to_string(),
-                value,
-                is_regex: false,
-                is_equal,
-            }
-        };
-        matchers.push(matcher);
-        if rest.is_empty() {
-            return Some(matchers);
-        }
-        rest = rest.strip_prefix(" && ")?;
-    }
-}
-
-/// A JSON string literal at the start of `text`, and what follows it.
-fn take_string(text: &str) -> Option<(String, &str)> {
-    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<String>();
-    let value = stream.next()?.ok()?;
-    let used = stream.byte_offset();
-    Some((value, &text[used..]))
-}
-
-/// Parses amtool's matcher syntax: `name="value"`, `name!=value`, `name=~"re"`,
-/// `name!~re`, several separated by commas, optionally inside `{...}`.
-pub fn parse_matcher_list(text: &str) -> Result<Vec<Matcher>, String> {
-    let trimmed = text.trim();
-    let inner = trimmed
-        .strip_prefix('{')
-        .and_then(|rest| rest.strip_suffix('}'))
-        .unwrap_or(trimmed);
-    let mut matchers = Vec::new();
-    let mut rest = inner.trim();
-    while !rest.is_empty() {
-        let name_len = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
-        let name = &rest[..name_len];
-        check_matcher_name(name).map_err(|message| format!("`{text}`: {message}"))?;
-        rest = rest[name_len..].trim_start();
-        let (is_regex, is_equal, after) = if let Some(after) = rest.strip_prefix("=~") {
-            (true, true, after)
-        } else if let Some(after) = rest.strip_prefix("!~") {
-            (true, false, after)
-        } else if let Some(after) = rest.strip_prefix("!=") {
-            (false, false, after)
-        } else if let Some(after) = rest.strip_prefix('=') {
-            (false, true, after)
-        } else {
-            return Err(format!("`{text}`: expected =, !=, =~ or !~ after `{name}`"));
-        };
-        rest = after.trim_start();
-        let value = if rest.starts_with('"') {
-            let (value, after) =
-                take_string(rest).ok_or_else(|| format!("`{text}`: unterminated quoted value"))?;
-            rest = after;
-            value
-        } else {
-            let end = rest.find(',').unwrap_or(rest.len());
-            let value = rest[..end].trim().to_string();
-            rest = &rest[end..];
-            value
-        };
-        matchers.push(Matcher {
-            name: name.to_string(),
-            value,
-            is_regex,
-            is_equal,
-        });
-        rest = rest.trim_start();
-        if let Some(after) = rest.strip_prefix(',') {
-            rest = after.trim_start();
-        } else if !rest.is_empty() {
-            return Err(format!("`{text}`: expected `,` between matchers"));
-        }
-    }
-    Ok(matchers)
-}
-
-/// Words CEL reserves: a label of that name cannot be a top-level name in a filter.
-const CEL_RESERVED: [&str; 21] = [
-    "as",
-    "break",
-    "const",
-    "continue",
-    "else",
-    "false",
-    "for",
-    "function",
-    "if",
-    "import",
-    "in",
-    "let",
-    "loop",
-    "namespace",
-    "null",
-    "package",
-    "return",
-    "true",
-    "var",
-    "void",
-    "while",
-];
-
-fn check_matcher_name(name: &str) -> Result<(), String> {
-    if !is_label_name(name) {
-        return Err(format!(
-            "`{name}` is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"
-        ));
-    }
-    if CEL_RESERVED.contains(&name) {
-        return Err(format!(
-            "`{name}` is a reserved word in tellify's filter language and cannot be matched"
-        ));
-    }
-    // In a filter, `event` is the envelope (`event.type`, ...), which hides a label of that
-    // name: a matcher on it would never select anything.
-    if name == "event" {
-        return Err(
-            "`event` names the event envelope in tellify's filter language and cannot be matched"
-                .to_string(),
-        );
-    }
-    Ok(())
-}
-
-fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(first) if first.is_ascii_alphabetic() || first == '_' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
+/// The query string as name-value pairs in order (a name may repeat).
+pub(super) fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
     let Some(raw) = raw else {
         return Ok(Vec::new());
     };
@@ -1060,188 +616,9 @@ fn parse_bool(name: &str, value: &str) -> ApiResult<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::NoCheck;
 
     fn now() -> Timestamp {
         "2026-11-23T09:00:00Z".parse().unwrap()
-    }
-
-    fn convert(body: &str) -> Result<Vec<EventInput>, IngestError> {
-        alerts_to_events(body.as_bytes(), now(), 1000, &Limits::default(), &NoCheck)
-    }
-
-    #[test]
-    fn a_prometheus_alert_becomes_an_alertmanager_event() {
-        let events = convert(
-            r#"[{"labels": {"alertname": "DiskFull", "severity": "critical", "instance": "cad"},
-                 "annotations": {"summary": "disk /sarc is full"},
-                 "startsAt": "2026-11-23T08:59:00Z", "endsAt": "2026-11-23T09:04:00Z",
-                 "generatorURL": "http://prom/graph"}]"#,
-        )
-        .unwrap();
-        let event = &events[0];
-        assert_eq!(event.event_type.as_deref(), Some("alertmanager"));
-        assert_eq!(event.severity, Some(Severity::Critical));
-        assert_eq!(event.message.as_deref(), Some("disk /sarc is full"));
-        assert_eq!(event.fields["alertname"], "DiskFull");
-        let meta = &event.fields["alertmanager"];
-        assert_eq!(meta["status"], "firing");
-        assert_eq!(meta["ends_at"], "2026-11-23T09:04:00Z");
-        assert_eq!(meta["generator_url"], "http://prom/graph");
-        assert_eq!(meta["annotations"]["summary"], "disk /sarc is full");
-        assert_eq!(
-            meta["fingerprint"],
-            fingerprint([
-                ("alertname", "DiskFull"),
-                ("instance", "cad"),
-                ("severity", "critical")
-            ])
-        );
-    }
-
-    #[test]
-    fn ends_at_in_the_past_means_resolved_and_defaults_apply() {
-        let events = convert(
-            r#"[{"labels": {"alertname": "A"}, "endsAt": "2026-11-23T08:00:00Z"},
-                {"labels": {"alertname": "B", "severity": "page"}, "startsAt": "0001-01-01T00:00:00Z"}]"#,
-        )
-        .unwrap();
-        assert_eq!(events[0].fields["alertmanager"]["status"], "resolved");
-        assert_eq!(events[1].fields["alertmanager"]["status"], "firing");
-        assert_eq!(events[1].severity, Some(Severity::Warning));
-        assert_eq!(events[1].message.as_deref(), Some("B"));
-        assert_eq!(
-            events[1].fields["alertmanager"]["starts_at"],
-            now().to_string()
-        );
-        assert!(events[1].fields["alertmanager"].get("ends_at").is_none());
-    }
-
-    #[test]
-    fn every_problem_names_the_alert_and_field() {
-        let Err(IngestError::Invalid(problems)) = convert(
-            r#"[{"labels": {"alertname": "ok"}},
-                {"labels": {"bad-name": "x", "n": 1}, "startsAt": "yesterday"},
-                {"labels": {}},
-                {"labels": {"alertmanager": "x"}, "annotations": {"summary": 3}}]"#,
-        ) else {
-            panic!("expected invalid")
-        };
-        let found: Vec<(Option<usize>, Option<&str>)> = problems
-            .iter()
-            .map(|p| (p.index, p.field.as_deref()))
-            .collect();
-        assert_eq!(
-            found,
-            vec![
-                (Some(1), Some("labels.bad-name")),
-                (Some(1), Some("labels.n")),
-                (Some(1), Some("startsAt")),
-                (Some(2), Some("labels")),
-                (Some(3), Some("labels.alertmanager")),
-                (Some(3), Some("annotations.summary")),
-            ]
-        );
-        assert!(matches!(convert("{oops"), Err(IngestError::Malformed(_))));
-        assert!(matches!(convert("{}"), Err(IngestError::Invalid(_))));
-        let too_many = alerts_to_events(b"[{}, {}]", now(), 1, &Limits::default(), &NoCheck);
-        assert!(matches!(too_many, Err(IngestError::TooLarge(_))));
-    }
-
-    #[test]
-    fn limits_are_reported_in_terms_of_the_alert() {
-        let limits = Limits {
-            max_string_bytes: 8,
-            ..Limits::default()
-        };
-        let body = r#"[{"labels": {"alertname": "a very long name"}, "annotations": {"summary": "s", "runbook": "https://long.example"}}]"#;
-        let Err(IngestError::Invalid(problems)) =
-            alerts_to_events(body.as_bytes(), now(), 10, &limits, &NoCheck)
-        else {
-            panic!("expected invalid")
-        };
-        let fields: Vec<&str> = problems.iter().filter_map(|p| p.field.as_deref()).collect();
-        assert!(fields.contains(&"labels.alertname"), "{fields:?}");
-        assert!(fields.contains(&"annotations.runbook"), "{fields:?}");
-    }
-
-    #[test]
-    fn the_event_type_check_applies_and_speaks_of_the_alert() {
-        struct NoDiskFull;
-        impl EventCheck for NoDiskFull {
-            fn check(&self, event: &mut EventInput) -> Vec<tellify_model::FieldProblem> {
-                if event.fields.get("alertname").and_then(Value::as_str) == Some("DiskFull") {
-                    vec![tellify_model::FieldProblem {
-                        field: "fields.alertname".to_string(),
-                        message: "not allowed".to_string(),
-                    }]
-                } else {
-                    Vec::new()
-                }
-            }
-        }
-        let body = br#"[{"labels": {"alertname": "Ok"}}, {"labels": {"alertname": "DiskFull"}}]"#;
-        let Err(IngestError::Invalid(problems)) =
-            alerts_to_events(body, now(), 10, &Limits::default(), &NoDiskFull)
-        else {
-            panic!("expected invalid")
-        };
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].index, Some(1));
-        assert_eq!(problems[0].field.as_deref(), Some("labels.alertname"));
-    }
-
-    #[test]
-    fn matchers_round_trip_through_cel() {
-        let matchers = parse_matcher_list(
-            r#"{alertname="Disk \"Full\"", instance!=cad, job=~"node|prom", env!~"dev.*"}"#,
-        )
-        .unwrap();
-        assert_eq!(matchers.len(), 4);
-        assert_eq!(matchers[0].value, "Disk \"Full\"");
-        assert_eq!(matchers[1].value, "cad");
-        assert!(!matchers[1].is_equal && !matchers[1].is_regex);
-        let cel = matchers_to_cel(&matchers);
-        assert_eq!(
-            cel,
-            r#"alertname == "Disk \"Full\"" && instance != "cad" && job.matches("^(?:node|prom)$") && !env.matches("^(?:dev.*)$")"#
-        );
-        assert_eq!(cel_to_matchers(&cel), Some(matchers));
-        assert!(Filter::compile(&cel).is_ok());
-        assert_eq!(cel_to_matchers("alertname == \"x\" || true"), None);
-        assert_eq!(cel_to_matchers("severity >= 2"), None);
-        assert!(parse_matcher_list("alertname").is_err());
-        assert!(parse_matcher_list("namespace=\"x\"").is_err());
-    }
-
-    #[test]
-    fn a_label_named_event_cannot_be_matched() {
-        // Found by the `alertmanager_payload` fuzz target: `event == "x"` compares the
-        // envelope, not the label, so the matcher (a silence) never selected anything.
-        let error = parse_matcher_list("event=\"x\"").unwrap_err();
-        assert!(error.contains("envelope"), "{error}");
-        let error =
-            Matcher::from_json(&serde_json::json!({"name": "event", "value": "x"})).unwrap_err();
-        assert_eq!(error.0, ".name");
-    }
-
-    #[test]
-    fn matcher_filters_select_labels_like_alertmanager() {
-        let labels: Fields =
-            serde_json::from_str(r#"{"alertname": "DiskFull", "job": "node", "env": "prod"}"#)
-                .unwrap();
-        let event = labels_as_event(&labels);
-        let context = EventContext::new(&event);
-        let check = |text: &str| {
-            let matchers = parse_matcher_list(text).unwrap();
-            Filter::compile(&matchers_to_cel(&matchers))
-                .unwrap()
-                .matches(&context)
-        };
-        assert!(check("alertname=DiskFull"));
-        assert!(check("job=~\"no.*\",env!~\"dev\""));
-        assert!(!check("job=~\"no\""), "regexes are anchored");
-        assert!(!check("alertname!=DiskFull"));
     }
 
     #[test]

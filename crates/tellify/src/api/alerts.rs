@@ -109,7 +109,12 @@ pub async fn get_one(
     }))
 }
 
-async fn act(state: AppState, auth: Auth, id: String, action: Action) -> ApiResult<Json<Alert>> {
+pub(super) async fn act(
+    state: AppState,
+    auth: Auth,
+    id: String,
+    action: Action,
+) -> ApiResult<Json<Alert>> {
     let principal = auth.require(Scope::User)?;
     visible(&state, principal, &id).await?;
     let now = state.clock.now();

@@ -123,6 +123,8 @@ pub fn router(state: AppState) -> Router {
             "/alerts",
             get(alertmanager::list_alerts).post(alertmanager::post_alerts),
         )
+        .route("/alerts/groups", get(alertmanager::list_alert_groups))
+        .route("/receivers", get(alertmanager::list_receivers))
         .route("/status", get(alertmanager::status))
         .route(
             "/silences",
@@ -181,13 +183,15 @@ async fn catch_panics(request: Request, next: axum::middleware::Next) -> axum::r
 }
 /// The only routes an `ingest` token may call: event ingest. Every other route answers
 /// such a token 403, whatever scope the handler asks for, so a route added later is closed
-/// to ingest tokens unless it is listed here. The Alerta API's routes that take a token
-/// (`POST {prefix}/alert` and `/heartbeat`) are ingest routes too; they authenticate
-/// through `alerta::AlertaAuth`.
+/// to ingest tokens unless it is listed here. The Alerta API's routes that only send
+/// (`POST {prefix}/alert` and `/heartbeat`, [`alerta::INGEST_PATHS`]) are ingest routes
+/// too, under whatever prefix is configured.
 pub const INGEST_ROUTES: &[(&str, &str)] =
     &[("POST", "/api/v1/events"), ("POST", "/api/v2/alerts")];
 
-/// The authenticated caller, from `Authorization: Bearer <token>`.
+/// The authenticated caller, from `Authorization: Bearer <token>` or Alerta's spelling of
+/// the same, `Authorization: Key <token>` (either scheme on any route). The one extractor
+/// of the API: the Alerta routes wrap it only to answer in Alerta's shape.
 pub struct Auth(pub Principal);
 
 impl Auth {
@@ -219,14 +223,16 @@ impl FromRequestParts<AppState> for Auth {
                 ApiError::unauthorized("missing `Authorization: Bearer <token>` header")
             })?;
         let secret = header_value
-            .strip_prefix("Bearer ")
-            .or_else(|| header_value.strip_prefix("bearer "))
-            .map(str::trim)
+            .split_once(' ')
+            .filter(|(scheme, _)| {
+                scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("key")
+            })
+            .map(|(_, secret)| secret.trim())
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
             })?;
         let principal = authenticate(parts, state, secret).await?;
-        if principal.scope == Scope::Ingest && !is_ingest_route(parts) {
+        if principal.scope == Scope::Ingest && !is_ingest_route(parts, state) {
             return Err(ApiError::forbidden(
                 "this token has the `ingest` scope, which may only send events \
                  (POST /api/v1/events, the Alertmanager and Alerta APIs); this needs `user`",
@@ -236,13 +242,20 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-fn is_ingest_route(parts: &Parts) -> bool {
+fn is_ingest_route(parts: &Parts, state: &AppState) -> bool {
     let Some(path) = parts.extensions.get::<MatchedPath>() else {
         return false;
     };
-    INGEST_ROUTES
+    let path = path.as_str();
+    let method = parts.method.as_str();
+    if INGEST_ROUTES
         .iter()
-        .any(|(method, route)| parts.method.as_str() == *method && path.as_str() == *route)
+        .any(|(ingest_method, route)| method == *ingest_method && path == *route)
+    {
+        return true;
+    }
+    let alerta_path = path.strip_prefix(state.settings.alerta.prefix.as_str());
+    method == "POST" && alerta_path.is_some_and(|rest| alerta::INGEST_PATHS.contains(&rest))
 }
 
 /// Resolves a token sent with a request: 429 when the client's address has failed too

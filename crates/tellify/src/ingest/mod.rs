@@ -7,6 +7,9 @@
 //! the live stream and one set of ingest metrics (`tests/tidy.rs` keeps `append_events`
 //! inside this module).
 
+pub mod alerta;
+pub mod alertmanager;
+
 use serde::Serialize;
 use serde_json::Value;
 use tellify_model::{

@@ -191,6 +191,7 @@ impl World {
                 &format!("/subscriptions/{}", self.subscription),
             )
             .replace("/alerts/{id}", &format!("/alerts/{}", self.alert))
+            .replace("/alert/{id}", &format!("/alert/{}", self.alert))
             .replace("/events/{id}", &format!("/events/{}", self.event))
             .replace(
                 "/deliveries/{id}",
@@ -249,6 +250,7 @@ fn body_for(method: &Method, pattern: &str, suffix: &str, now: jiff::Timestamp) 
         }
         ("POST", "/alerta/api/alert") => json!({"resource": "r", "event": "e"}),
         ("POST", "/alerta/api/heartbeat") => json!({"origin": "o"}),
+        ("PUT", "/alerta/api/alert/{id}/action") => json!({"action": "ack"}),
         _ => return None,
     };
     Some(body)
@@ -343,6 +345,9 @@ const TABLE: &[Row] = &[
     ("DELETE", "/api/v1/tokens/{id}",                       [A, A, A, 403, 404, 404, 204, 204]),
     ("DELETE", "/api/v1/users/{name}",                      [A, A, A, 403, 403, 403, 403, 200]),
     ("DELETE", "/api/v2/silence/{id}",                      [A, A, A, 403, 404, 404, 200, 404]),
+    ("DELETE", "/alerta/api/alert/{id}",                    [A, A, A, 403, 404, 200, 200, 200]),
+    ("GET",   "/alerta/api/alerts",                        [A, A, A, 403, 200, 200, 200, 200]),
+    ("GET",   "/alerta/api/alerts/count",                  [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/alerta/api/config",                        [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET",   "/api/openapi.json",                         [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET",   "/api/v1/alerts",                            [A, A, A, 403, 200, 200, 200, 200]),
@@ -369,6 +374,8 @@ const TABLE: &[Row] = &[
     ("GET",   "/api/v1/users/me",                          [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/api/v1/users/{name}",                      [A, A, A, 403, 404, 404, 200, 200]),
     ("GET",   "/api/v2/alerts",                            [A, A, A, 403, 200, 200, 200, 200]),
+    ("GET",   "/api/v2/alerts/groups",                     [A, A, A, 403, 200, 200, 200, 200]),
+    ("GET",   "/api/v2/receivers",                         [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/api/v2/silence/{id}",                      [A, A, A, 403, 404, 404, 200, 404]),
     ("GET",   "/api/v2/silences",                          [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/api/v2/status",                            [A, A, A, 403, 200, 200, 200, 200]),
@@ -394,6 +401,7 @@ const TABLE: &[Row] = &[
     ("POST",  "/api/v1/users",                             [A, A, A, 403, 403, 403, 403, 201]),
     ("POST",  "/api/v2/alerts",                            [A, A, A, 200, 200, 200, 200, 200]),
     ("POST",  "/api/v2/silences",                          [A, A, A, 403, 200, 200, 200, 200]),
+    ("PUT",   "/alerta/api/alert/{id}/action",             [A, A, A, 403, 404, 200, 200, 200]),
     ("PUT",   "/api/v1/event-types/{name}",                [A, A, A, 403, 403, 403, 403, 200]),
     ("PUT",   "/api/v1/policies/{name}",                   [A, A, A, 403, 422, 422, 200, 422]),
     ("PUT",   "/api/v1/subscriptions/{id}",                [A, A, A, 403, 404, 200, 200, 200]),
