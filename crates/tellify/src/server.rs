@@ -39,7 +39,6 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
-use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
@@ -50,7 +49,6 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use crate::api::ApiError;
 use crate::telemetry;
 
 /// `[http]`: limits on the connections of the HTTP server.
@@ -554,20 +552,26 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
 }
 
 /// `408` for a body that did not arrive in time; the connection is closed after it, since
-/// the rest of the body may still be on its way.
+/// the rest of the body may still be on its way. Written here as fixed problem+json, like
+/// the 503 of [`refuse`], so the accept loop needs nothing from the HTTP API layer.
 fn body_timeout_response(limit: Duration) -> Response<Body> {
-    let mut response = ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "Request Timeout",
-        format!(
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": "Request Timeout",
+        "status": 408,
+        "detail": format!(
             "the request body did not arrive within {} s (http.body_timeout_secs)",
             limit.as_secs()
         ),
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
