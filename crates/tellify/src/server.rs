@@ -114,9 +114,6 @@ const REFUSAL_TIME: Duration = Duration::from_secs(2);
 /// The pause after `accept` itself fails (out of memory or descriptors), so the loop does
 /// not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// How long a shutdown waits for in-flight requests (and open streams) before closing
-/// their connections.
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Raises this process's open-file soft limit to its hard limit, where the system allows,
 /// and returns the soft limit now in force (`None`: unlimited or unknown).
@@ -179,13 +176,15 @@ struct Timeouts {
     body: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown` turns true, then lets in-flight requests
-/// finish (for up to [`DRAIN_LIMIT`]) and closes every connection.
+/// Serves `router` on `listener` until `shutdown` turns true, then stops accepting, lets
+/// in-flight requests finish (for up to `drain_limit`, the shutdown grace) and closes
+/// every connection; open streams are closed at the limit.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     settings: &HttpSettings,
     file_limit: Option<u64>,
+    drain_limit: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let timeouts = Timeouts {
@@ -240,12 +239,12 @@ pub async fn serve(
     }
     drop(listener);
     let all = u32::try_from(cap).unwrap_or(u32::MAX);
-    if tokio::time::timeout(DRAIN_LIMIT, connections.acquire_many(all))
+    if tokio::time::timeout(drain_limit, connections.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!(
-            limit_secs = DRAIN_LIMIT.as_secs(),
+            limit_secs = drain_limit.as_secs(),
             "connections still busy at shutdown; closing them"
         );
         let _ = force_close.send(true);

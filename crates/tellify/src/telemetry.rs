@@ -22,6 +22,8 @@ pub const DELIVERY_HOLDS: &str = "tellify_delivery_holds";
 pub const HTTP_PANICS: &str = "tellify_http_panics_total";
 /// Delivery attempts by channel and result (`sent`, `retry`, `failed`).
 pub const DELIVERIES: &str = "tellify_deliveries_total";
+/// Deliveries in flight at shutdown given back (due again) when the grace ran out.
+pub const DELIVERIES_GIVEN_BACK: &str = "tellify_deliveries_given_back_total";
 /// Broker messages by source and outcome (`stored`, `dead_lettered`, `retry`).
 pub const SOURCE_MESSAGES: &str = "tellify_source_messages_total";
 /// Time one delivery attempt took, by channel.
