@@ -17,5 +17,6 @@ mod openapi;
 mod shutdown;
 mod sources;
 mod spool;
+mod startup;
 mod syslog;
 mod tidy;
