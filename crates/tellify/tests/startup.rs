@@ -136,10 +136,7 @@ fn a_start_that_fails_late_creates_no_admin_so_the_next_start_shows_its_token() 
     let output = serve(
         &data,
         free_port(),
-        &[
-            "--config".as_ref(),
-            config.as_os_str().to_str().expect("utf-8"),
-        ],
+        &["--config", config.to_str().expect("utf-8 path")],
         &[],
     );
     let stderr = failed_with(&output);
