@@ -441,6 +441,9 @@ async fn start_on(
             .context("cannot load the event types")?,
     );
     let auth = Authenticator::new(&settings.auth);
+    // Installs the recorder (first app of the process) and shows every metric at zero.
+    let metrics = telemetry::metrics_handle();
+    telemetry::register_all();
     let state: AppState = Arc::new(Services {
         store,
         registry,
@@ -449,7 +452,7 @@ async fn start_on(
         bus,
         worker: worker_handle,
         auth,
-        metrics: telemetry::metrics_handle(),
+        metrics,
         notifier: notifier_handle,
         channels,
         outbound,

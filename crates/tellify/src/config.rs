@@ -235,15 +235,15 @@ fn describe_config_error(error: figment::Error) -> String {
 
 const ENVIRONMENT: &str = "TELLIFY_ environment variables";
 
-/// The environment variable that sets `path` (`sms.from` → `TELLIFY_SMS__FROM`).
+/// The environment variable that sets `path` (`sms.from` → `TELLIFY_SMS__FROM`); a list
+/// entry (`sources.amqp.0.queue`) is set by the list's variable (`TELLIFY_SOURCES__AMQP`).
 fn environment_name(path: &[String]) -> String {
-    format!(
-        "TELLIFY_{}",
-        path.iter()
-            .map(|key| key.to_ascii_uppercase())
-            .collect::<Vec<_>>()
-            .join("__")
-    )
+    let keys: Vec<String> = path
+        .iter()
+        .take_while(|key| key.parse::<usize>().is_err())
+        .map(|key| key.to_ascii_uppercase())
+        .collect();
+    format!("TELLIFY_{}", keys.join("__"))
 }
 
 /// `TELLIFY_SECTION__KEY` variables as text, or as an array or table when written as one.

@@ -19,4 +19,5 @@ mod sources;
 mod spool;
 mod startup;
 mod syslog;
+mod telemetry;
 mod tidy;

@@ -272,10 +272,12 @@ impl Notifier {
             notifier.handle.wake.clone(),
         ));
         let permits = Arc::new(Semaphore::new(notifier.settings.concurrency.max(1)));
+        let mut backlog_shown: Option<std::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            notifier.show_backlog(&mut backlog_shown).await;
             let busy = match notifier.round(&permits, &results).await {
                 Ok(busy) => busy,
                 Err(error) => {
@@ -306,6 +308,24 @@ impl Notifier {
             );
             let _ = notifier.cut_off.send(true);
             let _ = finisher.await;
+        }
+    }
+
+    /// Shows the outbox backlog on `/metrics`, at most once a second.
+    async fn show_backlog(&self, shown: &mut Option<std::time::Instant>) {
+        if shown.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *shown = Some(std::time::Instant::now());
+        let now = self.clock.now();
+        match self.store.outbox_backlog(now).await {
+            Ok((due, oldest)) => {
+                let waited = oldest
+                    .and_then(|oldest| (now - oldest).total(jiff::Unit::Second).ok())
+                    .unwrap_or(0.0);
+                telemetry::outbox_backlog(due, waited);
+            }
+            Err(error) => tracing::debug!(%error, "cannot read the outbox backlog"),
         }
     }
 

@@ -119,6 +119,7 @@ pub fn start(
         semaphore: Semaphore::new(settings.max_concurrency.max(1)),
         settings,
         completed: completed_sender,
+        failing: std::sync::Mutex::new(HashSet::new()),
     });
     let poller = Poller {
         context,
@@ -261,6 +262,8 @@ struct PollContext {
     semaphore: Semaphore,
     settings: PollerSettings,
     completed: watch::Sender<u64>,
+    /// Poll keys whose latest poll failed, for `tellify_polls_failing`.
+    failing: std::sync::Mutex<HashSet<String>>,
 }
 
 struct Scheduled {
@@ -456,6 +459,7 @@ impl PollContext {
         if let Err(error) = &outcome {
             tracing::warn!(attempts, key = %spec.key, backend = spec.backend.as_str(), error = %error.message, "poll failed");
         }
+        self.record_health(&spec.key, outcome.is_ok());
         let received = self.services.clock.now();
         let events = result_events(spec, slot, attempts, outcome)
             .into_iter()
@@ -474,6 +478,24 @@ impl PollContext {
             }
         }
         self.completed.send_modify(|count| *count += 1);
+    }
+}
+
+impl PollContext {
+    /// Counts the poll and keeps the set of failing poll keys for `/metrics`.
+    fn record_health(&self, key: &str, ok: bool) {
+        let failing = match self.failing.lock() {
+            Ok(mut failing) => {
+                if ok {
+                    failing.remove(key);
+                } else {
+                    failing.insert(key.to_string());
+                }
+                failing.len()
+            }
+            Err(_) => 0,
+        };
+        crate::telemetry::poll_finished(ok, failing);
     }
 }
 

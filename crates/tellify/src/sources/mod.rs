@@ -102,6 +102,7 @@ impl SourceContext {
     /// The connection works: the next reconnect starts from the shortest delay again.
     pub fn consuming(&mut self) {
         self.reconnect.reset();
+        telemetry::source_up(&self.ingest.producer, true);
         tracing::info!(source = %self.ingest.producer, "source consuming");
     }
 
@@ -290,6 +291,7 @@ pub async fn supervise(
         reconnect: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
         store_retry: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
     };
+    telemetry::source_up(source.name(), false);
     loop {
         if context.stopping() {
             break;
@@ -297,6 +299,7 @@ pub async fn supervise(
         match source.run(&mut context).await {
             Ok(()) => break,
             Err(error) => {
+                telemetry::source_up(source.name(), false);
                 let delay = context.reconnect.next_delay();
                 tracing::warn!(
                     source = source.name(),
