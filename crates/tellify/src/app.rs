@@ -467,8 +467,10 @@ async fn start_on(
         true,
         tokio::spawn(worker.run(shutdown_receiver.clone())),
     );
-    // Sends get most of the grace; the rest is for committing their outcomes.
-    let notifier = notifier.with_shutdown_grace(grace.mul_f64(0.75));
+    // Sends and requests in flight get three quarters of the grace; the rest is for
+    // committing the outcomes, so nothing is cut off in the middle of a commit.
+    let drain = grace.mul_f64(0.75);
+    let notifier = notifier.with_shutdown_grace(drain);
     supervisor.watch(
         "notifier",
         true,
@@ -526,7 +528,7 @@ async fn start_on(
             router,
             &http_settings,
             file_limit,
-            grace,
+            drain,
             shutdown_receiver,
         )
         .await

@@ -270,6 +270,14 @@ pub fn poll_finished(ok: bool, failing: usize) {
     metrics::gauge!(POLLS_FAILING).set(failing as f64);
 }
 
+/// Shows syslog exporter `exporter` on `/metrics` before its positions are loaded.
+pub fn export_registered(exporter: &str) {
+    for stream in ["events", "alerts"] {
+        metrics::gauge!(EXPORT_POSITION, "exporter" => exporter.to_string(), "stream" => stream)
+            .increment(0.0);
+    }
+}
+
 /// Syslog exporter `exporter` saved `position` of `stream` (`events` or `alerts`).
 pub fn export_position(exporter: &str, stream: &'static str, position: i64) {
     metrics::gauge!(EXPORT_POSITION, "exporter" => exporter.to_string(), "stream" => stream)

@@ -273,6 +273,7 @@ pub fn start(
     let mut tasks = Vec::new();
     for (source, format) in sources {
         let ingest = Ingest::new(services.clone(), source.name().to_string(), format);
+        telemetry::source_up(source.name(), false);
         tasks.push(tokio::spawn(supervise(source, ingest, shutdown.clone())));
     }
     Ok(tasks)
@@ -291,7 +292,6 @@ pub async fn supervise(
         reconnect: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
         store_retry: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
     };
-    telemetry::source_up(source.name(), false);
     loop {
         if context.stopping() {
             break;
