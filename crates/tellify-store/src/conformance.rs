@@ -425,6 +425,10 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(store.next_outbox_due().await.unwrap(), Some(at(100)));
+    assert_eq!(store.outbox_backlog(at(99)).await.unwrap(), (0, None));
+    let (due, oldest) = store.outbox_backlog(at(150)).await.unwrap();
+    assert!(due >= 2, "both fired alerts are due");
+    assert_eq!(oldest, Some(at(100)));
     let lease = at(200);
     // Over their rate limit, a contact point's (or a user's) notifications wait in the outbox.
     for hold in [

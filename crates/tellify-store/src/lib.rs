@@ -192,6 +192,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<usize>;
     /// The earliest time a notification, delivery or repeat becomes due.
     async fn next_outbox_due(&self) -> StoreResult<Option<Timestamp>>;
+    /// How many notifications and deliveries are due at `now` and not sent yet (held back
+    /// by a rate limit included), and the earliest due time among them; for `/metrics`.
+    async fn outbox_backlog(&self, now: Timestamp) -> StoreResult<(u64, Option<Timestamp>)>;
 
     // ---- offboarding ----
 

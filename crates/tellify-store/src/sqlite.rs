@@ -1569,6 +1569,11 @@ impl Store for SqliteStore {
         self.read(notify::next_outbox_due).await
     }
 
+    async fn outbox_backlog(&self, now: Timestamp) -> StoreResult<(u64, Option<Timestamp>)> {
+        self.read(move |connection| notify::outbox_backlog(connection, now))
+            .await
+    }
+
     async fn offboard_user(
         &self,
         user_id: &str,

@@ -1,12 +1,18 @@
 //! Settings: defaults, then `tellify.toml` (or `--config FILE`), then
 //! `TELLIFY_SECTION__KEY` environment variables, then command-line flags. Unknown keys
 //! are rejected so a typo never silently falls back to a default.
+//!
+//! An environment value is text: it is read as a number or a boolean only where the
+//! setting is one, so `TELLIFY_SMS__FROM=+15550000000` or `TELLIFY_SMTP__PASSWORD=007`
+//! stay the strings they are. A value written as a TOML array or table (`["10.0.0.0/8"]`)
+//! is parsed as one, for the list settings.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 use tellify_model::Limits;
 
@@ -48,6 +54,10 @@ pub struct Settings {
     pub http: crate::server::HttpSettings,
     /// The failed-authentication limit (`[auth]`).
     pub auth: crate::auth::AuthSettings,
+    /// Seconds a stop (SIGTERM, SIGINT) may take, 1 to 600: requests in flight finish,
+    /// sends in flight finish or give their delivery back, the worker commits, then the
+    /// process exits 0. What is still running after it is cut off.
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,6 +113,7 @@ impl Default for Settings {
             outbound: OutboundSettings::default(),
             http: crate::server::HttpSettings::default(),
             auth: crate::auth::AuthSettings::default(),
+            shutdown_grace_secs: 10,
         }
     }
 }
@@ -130,6 +141,12 @@ impl Default for EngineSettings {
     }
 }
 
+/// The range of `shutdown_grace_secs`.
+pub const SHUTDOWN_GRACE_SECS: std::ops::RangeInclusive<u64> = 1..=600;
+
+/// Environment variables that configure something else than [`Settings`].
+const NOT_SETTINGS: [&str; 4] = ["server", "token", "bootstrap_token", "log"];
+
 impl Settings {
     /// Loads settings from `file` (or `tellify.toml` if it exists) and the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Settings> {
@@ -137,28 +154,149 @@ impl Settings {
         match file {
             Some(path) => {
                 if !path.exists() {
-                    anyhow::bail!("config file {} does not exist", path.display());
+                    anyhow::bail!(
+                        "config file {} does not exist: check the --config path",
+                        path.display()
+                    );
                 }
                 figment = figment.merge(Toml::file(path));
             }
             None => figment = figment.merge(Toml::file("tellify.toml")),
         }
-        let environment = Env::prefixed("TELLIFY_").split("__").ignore(&[
-            "server",
-            "token",
-            "bootstrap_token",
-            "log",
-        ]);
-        figment = figment.merge(environment);
+        figment = figment.merge(EnvironmentText::new());
+        // Lossy: an environment value (always text) becomes a number or a boolean where
+        // the setting is one; a string setting keeps the text as written.
         let settings: Settings = figment
-            .extract()
-            .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
-        // The filter cost bound assumes no event carries a longer list.
-        let ceiling = tellify_model::MAX_LIST_ITEMS_CEILING;
-        if settings.limits.max_list_items > ceiling {
-            anyhow::bail!("invalid configuration: limits.max_list_items must be at most {ceiling}");
+            .extract_lossy()
+            .map_err(|error| anyhow::anyhow!(describe_config_error(error)))?;
+        let problems = settings.problems();
+        if !problems.is_empty() {
+            anyhow::bail!("invalid configuration: {}", problems.join("; "));
         }
         Ok(settings)
+    }
+
+    /// Every top-level setting out of its range, as `key: must be ... (is ...)`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        // The filter cost bound assumes no event carries a longer list.
+        let ceiling = tellify_model::MAX_LIST_ITEMS_CEILING;
+        if self.limits.max_list_items > ceiling {
+            problems.push(format!(
+                "limits.max_list_items: must be at most {ceiling} (is {})",
+                self.limits.max_list_items
+            ));
+        }
+        if !SHUTDOWN_GRACE_SECS.contains(&self.shutdown_grace_secs) {
+            problems.push(format!(
+                "shutdown_grace_secs: must be {} to {} (is {})",
+                SHUTDOWN_GRACE_SECS.start(),
+                SHUTDOWN_GRACE_SECS.end(),
+                self.shutdown_grace_secs
+            ));
+        }
+        problems
+    }
+
+    /// How long a stop may take (`shutdown_grace_secs`).
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// Every problem of a configuration that did not load: which key, where it came from,
+/// what is wrong, and what to do.
+fn describe_config_error(error: figment::Error) -> String {
+    let mut lines = Vec::new();
+    for problem in error {
+        let key = problem.path.join(".");
+        let source = match &problem.metadata {
+            Some(metadata) if metadata.name == ENVIRONMENT => {
+                format!("environment variable {}", environment_name(&problem.path))
+            }
+            Some(metadata) => match &metadata.source {
+                Some(source) => source.to_string(),
+                None => metadata.name.to_string(),
+            },
+            None => "the configuration".to_string(),
+        };
+        let what = problem.kind.to_string();
+        lines.push(if key.is_empty() {
+            format!("{what} (in {source})")
+        } else {
+            format!("`{key}` (in {source}): {what}")
+        });
+    }
+    format!(
+        "invalid configuration: {}; fix or remove it (every setting is listed under \"Configuration\" in the README)",
+        lines.join("; ")
+    )
+}
+
+const ENVIRONMENT: &str = "TELLIFY_ environment variables";
+
+/// The environment variable that sets `path` (`sms.from` → `TELLIFY_SMS__FROM`); a list
+/// entry (`sources.amqp.0.queue`) is set by the list's variable (`TELLIFY_SOURCES__AMQP`).
+fn environment_name(path: &[String]) -> String {
+    let keys: Vec<String> = path
+        .iter()
+        .take_while(|key| key.parse::<usize>().is_err())
+        .map(|key| key.to_ascii_uppercase())
+        .collect();
+    format!("TELLIFY_{}", keys.join("__"))
+}
+
+/// `TELLIFY_SECTION__KEY` variables as text, or as an array or table when written as one.
+/// figment's own `Env` parses every value (`+15550000000` becomes a number), which a
+/// string setting then refuses.
+struct EnvironmentText {
+    variables: Env,
+}
+
+impl EnvironmentText {
+    fn new() -> EnvironmentText {
+        EnvironmentText {
+            variables: Env::prefixed("TELLIFY_").split("__").ignore(&NOT_SETTINGS),
+        }
+    }
+}
+
+impl Provider for EnvironmentText {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(ENVIRONMENT)
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        let mut settings = Dict::new();
+        for (key, text) in self.variables.iter() {
+            let value = match text.parse::<Value>() {
+                Ok(parsed @ (Value::Array(..) | Value::Dict(..))) => parsed,
+                _ => Value::from(text),
+            };
+            let path: Vec<&str> = key.as_str().split('.').collect();
+            insert_at(&mut settings, &path, value);
+        }
+        Ok(Profile::Default.collect(settings))
+    }
+}
+
+/// Puts `value` at `path` in `dict`, making the tables on the way.
+fn insert_at(dict: &mut Dict, path: &[&str], value: Value) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        dict.insert(first.to_string(), value);
+        return;
+    }
+    let entry = dict
+        .entry(first.to_string())
+        .or_insert_with(|| Value::from(Dict::new()));
+    if !matches!(entry, Value::Dict(..)) {
+        *entry = Value::from(Dict::new());
+    }
+    if let Value::Dict(_, inner) = entry {
+        insert_at(inner, rest, value);
     }
 }
 
@@ -226,6 +364,131 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(error.contains("allowed"), "{error}");
+            Ok(())
+        });
+    }
+
+    /// Every leaf key of the default settings whose value is text or absent, as a path.
+    fn text_or_absent_keys(value: &Value, path: &mut Vec<String>, keys: &mut Vec<Vec<String>>) {
+        match value {
+            Value::Dict(_, dict) => {
+                for (key, inner) in dict {
+                    path.push(key.clone());
+                    text_or_absent_keys(inner, path, keys);
+                    path.pop();
+                }
+            }
+            Value::String(..) | Value::Empty(..) => keys.push(path.clone()),
+            _ => {}
+        }
+    }
+
+    /// The value at `path` of `settings` as figment sees it.
+    fn value_at(settings: &Settings, path: &[String]) -> Option<Value> {
+        let value = Value::serialize(settings).ok()?;
+        value.find(&path.join("."))
+    }
+
+    /// The string settings, found from the defaults so a new one is covered without
+    /// listing it: every text or absent leaf that takes an arbitrary word from the
+    /// environment as that word (enums, addresses and numbers that default to absent
+    /// do not).
+    #[allow(clippy::result_large_err)] // figment's Jail dictates the closure's error type
+    fn string_settings(jail: &mut figment::Jail) -> figment::error::Result<Vec<Vec<String>>> {
+        let defaults = Value::serialize(Settings::default()).expect("defaults serialize");
+        let mut candidates = Vec::new();
+        text_or_absent_keys(&defaults, &mut Vec::new(), &mut candidates);
+        let mut strings = Vec::new();
+        for path in candidates {
+            let variable = environment_name(&path);
+            jail.set_env(&variable, "some-words");
+            if let Ok(settings) = Settings::load(None) {
+                if value_at(&settings, &path) == Some(Value::from("some-words")) {
+                    strings.push(path);
+                }
+            }
+            std::env::remove_var(&variable);
+        }
+        Ok(strings)
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail dictates the closure's error type
+    fn every_string_setting_takes_numeric_looking_environment_values_as_text() {
+        figment::Jail::expect_with(|jail| {
+            let strings = string_settings(jail)?;
+            let names: Vec<String> = strings.iter().map(|path| path.join(".")).collect();
+            for expected in [
+                "sms.from",
+                "smtp.password",
+                "public_url",
+                "data",
+                "notify.min_repeat",
+            ] {
+                assert!(
+                    names.iter().any(|name| name == expected),
+                    "{expected} in {names:?}"
+                );
+            }
+            for path in &strings {
+                let variable = environment_name(path);
+                for text in ["+15550000000", "007", "42", "true", "1.5", "-3"] {
+                    jail.set_env(&variable, text);
+                    let settings = Settings::load(None)
+                        .map_err(|error| format!("{variable}={text}: {error}"))?;
+                    assert_eq!(
+                        value_at(&settings, path),
+                        Some(Value::from(text)),
+                        "{variable}={text}"
+                    );
+                }
+                std::env::remove_var(&variable);
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail dictates the closure's error type
+    fn numeric_and_list_settings_still_parse_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TELLIFY_NOTIFY__MAX_ATTEMPTS", "007");
+            jail.set_env("TELLIFY_INGEST__STRICT_TYPES", "true");
+            jail.set_env("TELLIFY_SHUTDOWN_GRACE_SECS", "3");
+            jail.set_env("TELLIFY_LISTEN", "[::1]:8081");
+            jail.set_env("TELLIFY_OUTBOUND__ALLOW", r#"["10.0.0.0/8"]"#);
+            let settings = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(settings.notify.max_attempts, 7);
+            assert!(settings.ingest.strict_types);
+            assert_eq!(settings.shutdown_grace(), std::time::Duration::from_secs(3));
+            assert_eq!(settings.listen, "[::1]:8081".parse().expect("address"));
+            assert_eq!(settings.outbound.allow, vec!["10.0.0.0/8".to_string()]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail dictates the closure's error type
+    fn a_bad_value_names_the_key_its_variable_and_what_is_expected() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TELLIFY_NOTIFY__MAX_ATTEMPTS", "many");
+            let error = Settings::load(None).unwrap_err().to_string();
+            assert!(error.contains("`notify.max_attempts`"), "{error}");
+            assert!(error.contains("TELLIFY_NOTIFY__MAX_ATTEMPTS"), "{error}");
+            assert!(error.contains("expected"), "{error}");
+            assert!(error.contains("fix or remove it"), "{error}");
+            std::env::remove_var("TELLIFY_NOTIFY__MAX_ATTEMPTS");
+            jail.set_env("TELLIFY_SHUTDOWN_GRACE_SECS", "0");
+            let error = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                error.contains("shutdown_grace_secs: must be 1 to 600 (is 0)"),
+                "{error}"
+            );
+            std::env::remove_var("TELLIFY_SHUTDOWN_GRACE_SECS");
+            jail.create_file("tellify.toml", "[smtp]\nport = \"twenty-five\"\n")?;
+            let error = Settings::load(None).unwrap_err().to_string();
+            assert!(error.contains("`smtp.port`"), "{error}");
+            assert!(error.contains("tellify.toml"), "{error}");
             Ok(())
         });
     }

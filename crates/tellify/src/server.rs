@@ -39,7 +39,6 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
-use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
@@ -50,7 +49,6 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use crate::api::ApiError;
 use crate::telemetry;
 
 /// `[http]`: limits on the connections of the HTTP server.
@@ -116,9 +114,6 @@ const REFUSAL_TIME: Duration = Duration::from_secs(2);
 /// The pause after `accept` itself fails (out of memory or descriptors), so the loop does
 /// not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// How long a shutdown waits for in-flight requests (and open streams) before closing
-/// their connections.
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Raises this process's open-file soft limit to its hard limit, where the system allows,
 /// and returns the soft limit now in force (`None`: unlimited or unknown).
@@ -181,13 +176,15 @@ struct Timeouts {
     body: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown` turns true, then lets in-flight requests
-/// finish (for up to [`DRAIN_LIMIT`]) and closes every connection.
+/// Serves `router` on `listener` until `shutdown` turns true, then stops accepting, lets
+/// in-flight requests finish (for up to `drain_limit`, the shutdown grace) and closes
+/// every connection; open streams are closed at the limit.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     settings: &HttpSettings,
     file_limit: Option<u64>,
+    drain_limit: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let timeouts = Timeouts {
@@ -242,12 +239,12 @@ pub async fn serve(
     }
     drop(listener);
     let all = u32::try_from(cap).unwrap_or(u32::MAX);
-    if tokio::time::timeout(DRAIN_LIMIT, connections.acquire_many(all))
+    if tokio::time::timeout(drain_limit, connections.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!(
-            limit_secs = DRAIN_LIMIT.as_secs(),
+            limit_secs = drain_limit.as_secs(),
             "connections still busy at shutdown; closing them"
         );
         let _ = force_close.send(true);
@@ -554,20 +551,26 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
 }
 
 /// `408` for a body that did not arrive in time; the connection is closed after it, since
-/// the rest of the body may still be on its way.
+/// the rest of the body may still be on its way. Written here as fixed problem+json, like
+/// the 503 of [`refuse`], so the accept loop needs nothing from the HTTP API layer.
 fn body_timeout_response(limit: Duration) -> Response<Body> {
-    let mut response = ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "Request Timeout",
-        format!(
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": "Request Timeout",
+        "status": 408,
+        "detail": format!(
             "the request body did not arrive within {} s (http.body_timeout_secs)",
             limit.as_secs()
         ),
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const TOKEN: &str = "tfy_crash_test_admin_token";
+pub(crate) const TOKEN: &str = "tfy_crash_test_admin_token";
 
-struct Server {
-    child: Child,
+/// The real `tellify serve`, killed and reaped when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Child,
 }
 
 impl Drop for Server {
@@ -28,6 +29,17 @@ impl Drop for Server {
 use support::{free_port, HttpSink};
 
 async fn start(data: &std::path::Path, port: u16) -> Server {
+    start_with(data, port, &[], Stdio::null()).await
+}
+
+/// Starts `tellify serve` on `port` with `data` and the extra `environment`, and waits
+/// until it answers `/healthz`; its stderr goes to `stderr`.
+pub(crate) async fn start_with(
+    data: &std::path::Path,
+    port: u16,
+    environment: &[(&str, &str)],
+    stderr: Stdio,
+) -> Server {
     // Wrapped at once, so a failed start still kills and reaps the process.
     let server = Server {
         child: Command::new(env!("CARGO_BIN_EXE_tellify"))
@@ -39,8 +51,9 @@ async fn start(data: &std::path::Path, port: u16) -> Server {
             .env("TELLIFY_NOTIFY__LEASE_SECS", "2")
             // The webhook sink listens on loopback, which the outbound guard refuses by default.
             .env("TELLIFY_OUTBOUND__ALLOW", r#"["127.0.0.0/8", "::1"]"#)
+            .envs(environment.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("server starts"),
     };

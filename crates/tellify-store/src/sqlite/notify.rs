@@ -912,6 +912,26 @@ pub(super) fn next_outbox_due(connection: &Connection) -> StoreResult<Option<Tim
     earliest.map(from_millis).transpose().map_err(unavailable)
 }
 
+pub(super) fn outbox_backlog(
+    connection: &Connection,
+    now: Timestamp,
+) -> StoreResult<(u64, Option<Timestamp>)> {
+    let (count, oldest): (i64, Option<i64>) = connection
+        .query_row(
+            "SELECT COUNT(*), MIN(due) FROM (
+                 SELECT due_ms AS due FROM notifications
+                 WHERE delivery_id IS NULL AND due_ms <= ?1
+                 UNION ALL
+                 SELECT next_attempt_ms FROM deliveries
+                 WHERE status = 'pending' AND next_attempt_ms <= ?1)",
+            [millis(now)],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(unavailable)?;
+    let oldest = oldest.map(from_millis).transpose().map_err(unavailable)?;
+    Ok((count.max(0) as u64, oldest))
+}
+
 // ---- offboarding ----
 
 fn count(tx: &Connection, sql: &str, user_id: &str) -> StoreResult<u64> {

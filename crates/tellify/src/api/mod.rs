@@ -144,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(meta::not_found);
     // Alerta's API, for the `alerta` CLI, under the configurable `alerta.prefix`.
     alerta::nested(router, &state.settings.alerta.prefix)
+        .route_layer(axum::middleware::from_fn(crate::telemetry::time_request))
         .layer(axum::extract::DefaultBodyLimit::max(
             state.settings.ingest.max_body_bytes,
         ))

@@ -3,6 +3,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use crate::clock::SystemClock;
 use crate::config::Settings;
 
@@ -21,6 +23,8 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_logging();
+    // Listened for from the start, so a stop during start-up is not the default "die now".
+    let stop_requested = stop_signal().context("cannot listen for SIGTERM and SIGINT")?;
     let mut settings = Settings::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         settings.listen = listen;
@@ -35,12 +39,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         println!("{token}");
     }
     println!("tellify listening on http://{}", app.address);
-    let shutdown = app.shutdown_handle();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
-        let _ = shutdown.send(true);
-    });
-    app.wait().await?;
+    app.run_until(stop_requested).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on the first SIGTERM (systemd, Docker, Kubernetes) or SIGINT (Ctrl-C): both
+/// stop the server gracefully.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "stop requested");
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!(signal = "ctrl-c", "stop requested");
+        })
+    }
 }

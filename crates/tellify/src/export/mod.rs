@@ -56,6 +56,9 @@ pub fn start(
     }
     Ok(exporters
         .into_iter()
-        .map(|exporter| tokio::spawn(exporter.run(services.clone(), shutdown.clone())))
+        .map(|exporter| {
+            crate::telemetry::export_registered(exporter.name());
+            tokio::spawn(exporter.run(services.clone(), shutdown.clone()))
+        })
         .collect())
 }

@@ -291,6 +291,8 @@ impl SyslogExporter {
             Some(positions) => positions,
             None => {
                 let loaded = self.load_positions(store).await?;
+                crate::telemetry::export_position(&self.name, "events", loaded.events);
+                crate::telemetry::export_position(&self.name, "alerts", loaded.alerts);
                 state.positions = Some(loaded);
                 loaded
             }
@@ -308,6 +310,7 @@ impl SyslogExporter {
                     .collect();
                 self.send(state, &frames).await?;
                 store.save_export_position(&self.events_key(), last).await?;
+                crate::telemetry::export_position(&self.name, "events", last);
                 if let Some(saved) = state.positions.as_mut() {
                     saved.events = last;
                 }
@@ -325,6 +328,7 @@ impl SyslogExporter {
                     .collect();
                 self.send(state, &frames).await?;
                 store.save_export_position(&self.alerts_key(), last).await?;
+                crate::telemetry::export_position(&self.name, "alerts", last);
                 if let Some(saved) = state.positions.as_mut() {
                     saved.alerts = last;
                 }

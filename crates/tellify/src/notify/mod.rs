@@ -213,6 +213,10 @@ pub struct Notifier {
     rates: Mutex<RateBook>,
     /// Whether the last claim held anyone back (see [`Notifier::idle_wait`]).
     holding: std::sync::atomic::AtomicBool,
+    /// How long sends in flight at shutdown may take before their deliveries are given back.
+    shutdown_grace: Duration,
+    /// Turns true when that time is up: every send still in flight gives its delivery back.
+    cut_off: watch::Sender<bool>,
 }
 
 impl Notifier {
@@ -246,11 +250,21 @@ impl Notifier {
             handle: handle.clone(),
             rates: Mutex::new(RateBook::default()),
             holding: std::sync::atomic::AtomicBool::new(false),
+            shutdown_grace: Duration::from_secs(10),
+            cut_off: watch::channel(false).0,
         };
         Ok((notifier, handle))
     }
 
-    /// Runs until `shutdown` flips to true; sends in flight then finish on their own.
+    /// How long sends in flight at shutdown may take (default 10 s); after it their
+    /// deliveries are given back, due again, and the outcomes committed before `run` ends.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Notifier {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Runs until `shutdown` flips to true; sends in flight then finish, or give their
+    /// delivery back once the shutdown grace is over, and every outcome is committed.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let notifier = Arc::new(self);
         let (results, finished) = mpsc::channel::<FinishedDelivery>(4096);
@@ -260,10 +274,12 @@ impl Notifier {
             notifier.handle.wake.clone(),
         ));
         let permits = Arc::new(Semaphore::new(notifier.settings.concurrency.max(1)));
+        let mut backlog_shown: Option<std::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            notifier.show_backlog(&mut backlog_shown).await;
             let busy = match notifier.round(&permits, &results).await {
                 Ok(busy) => busy,
                 Err(error) => {
@@ -283,7 +299,36 @@ impl Notifier {
             }
         }
         drop(results);
-        let _ = finisher.await;
+        let mut finisher = finisher;
+        if tokio::time::timeout(notifier.shutdown_grace, &mut finisher)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_ms = notifier.shutdown_grace.as_millis() as u64,
+                "sends still in flight at shutdown; giving their deliveries back"
+            );
+            let _ = notifier.cut_off.send(true);
+            let _ = finisher.await;
+        }
+    }
+
+    /// Shows the outbox backlog on `/metrics`, at most once a second.
+    async fn show_backlog(&self, shown: &mut Option<std::time::Instant>) {
+        if shown.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *shown = Some(std::time::Instant::now());
+        let now = self.clock.now();
+        match self.store.outbox_backlog(now).await {
+            Ok((due, oldest)) => {
+                let waited = oldest
+                    .and_then(|oldest| (now - oldest).total(jiff::Unit::Second).ok())
+                    .unwrap_or(0.0);
+                telemetry::outbox_backlog(due, waited);
+            }
+            Err(error) => tracing::debug!(%error, "cannot read the outbox backlog"),
+        }
     }
 
     /// How long to sleep when nothing is due: until the next due time, but at most a
@@ -340,7 +385,7 @@ impl Notifier {
             let results = results.clone();
             tokio::spawn(async move {
                 let user_id = job.delivery.user_id.clone();
-                let finished = notifier.send(job).await;
+                let finished = notifier.send_until_cut_off(job).await;
                 notifier.handle.in_flight.remove(&user_id);
                 drop(permit);
                 let _ = results.send(finished).await;
@@ -383,8 +428,33 @@ impl Notifier {
         }
     }
 
-    /// Renders and sends one delivery, and says how it went.
-    async fn send(&self, job: DeliveryJob) -> FinishedDelivery {
+    /// Sends `job` unless the shutdown grace runs out first; the delivery is then given
+    /// back, due again at once, for the next start. (The receiver may have seen it: the
+    /// resend carries the same idempotency key.)
+    async fn send_until_cut_off(&self, job: DeliveryJob) -> FinishedDelivery {
+        let mut cut_off = self.cut_off.subscribe();
+        let id = job.delivery.id.clone();
+        let rendered = self.render(&job);
+        let subject = rendered.subject.clone();
+        tokio::select! {
+            finished = self.send(job, rendered) => finished,
+            _ = cut_off.wait_for(|cut| *cut) => {
+                let now = self.clock.now();
+                metrics::counter!(telemetry::DELIVERIES_GIVEN_BACK).increment(1);
+                FinishedDelivery {
+                    id,
+                    outcome: DeliveryOutcome::Retry {
+                        error: "interrupted by shutdown; sent again after the restart".to_string(),
+                        next_attempt: now,
+                    },
+                    subject,
+                    at: now,
+                }
+            }
+        }
+    }
+
+    fn render(&self, job: &DeliveryJob) -> Rendered {
         let items: Vec<RenderItem> = job
             .items
             .iter()
@@ -393,7 +463,11 @@ impl Notifier {
                 transition: item.transition.parse().unwrap_or(Transition::Fired),
             })
             .collect();
-        let rendered = render_message(&self.registry, &items, self.link.as_deref());
+        render_message(&self.registry, &items, self.link.as_deref())
+    }
+
+    /// Sends one rendered delivery, and says how it went.
+    async fn send(&self, job: DeliveryJob, rendered: Rendered) -> FinishedDelivery {
         let kind: Option<ContactKind> = job.contact_point.kind.parse().ok();
         let outcome = match kind {
             None => DeliveryOutcome::Failed {

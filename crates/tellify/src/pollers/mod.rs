@@ -122,6 +122,7 @@ pub fn start(
         semaphore: Semaphore::new(settings.max_concurrency.max(1)),
         settings,
         completed: completed_sender,
+        failing: std::sync::Mutex::new(HashSet::new()),
     });
     let poller = Poller {
         context,
@@ -264,6 +265,8 @@ struct PollContext {
     semaphore: Semaphore,
     settings: PollerSettings,
     completed: watch::Sender<u64>,
+    /// Poll keys whose latest poll failed, for `tellify_polls_failing`.
+    failing: std::sync::Mutex<HashSet<String>>,
 }
 
 struct Scheduled {
@@ -455,6 +458,7 @@ impl PollContext {
         if let Err(error) = &outcome {
             tracing::warn!(attempts, key = %spec.key, backend = spec.backend.as_str(), error = %error.message, "poll failed");
         }
+        self.record_health(&spec.key, outcome.is_ok());
         let events = result_events(spec, slot, attempts, outcome);
         // The one ingest path: the results reach the live stream and the ingest metrics
         // like any producer's events.
@@ -462,6 +466,24 @@ impl PollContext {
             tracing::error!(%error, key = %spec.key, "cannot store the poll result; the next poll tries again");
         }
         self.completed.send_modify(|count| *count += 1);
+    }
+}
+
+impl PollContext {
+    /// Counts the poll and keeps the set of failing poll keys for `/metrics`.
+    fn record_health(&self, key: &str, ok: bool) {
+        let failing = match self.failing.lock() {
+            Ok(mut failing) => {
+                if ok {
+                    failing.remove(key);
+                } else {
+                    failing.insert(key.to_string());
+                }
+                failing.len()
+            }
+            Err(_) => 0,
+        };
+        crate::telemetry::poll_finished(ok, failing);
     }
 }
 

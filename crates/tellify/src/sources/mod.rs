@@ -103,6 +103,7 @@ impl SourceContext {
     /// The connection works: the next reconnect starts from the shortest delay again.
     pub fn consuming(&mut self) {
         self.reconnect.reset();
+        telemetry::source_up(&self.ingest.producer, true);
         tracing::info!(source = %self.ingest.producer, "source consuming");
     }
 
@@ -265,6 +266,7 @@ pub fn start(
     let mut tasks = Vec::new();
     for (source, format) in sources {
         let ingest = Ingest::new(services.clone(), source.name().to_string(), format);
+        telemetry::source_up(source.name(), false);
         tasks.push(tokio::spawn(supervise(source, ingest, shutdown.clone())));
     }
     Ok(tasks)
@@ -296,6 +298,7 @@ pub async fn supervise(
         match source.run(&mut context).await {
             Ok(()) => break,
             Err(error) => {
+                telemetry::source_up(source.name(), false);
                 let delay = context.reconnect.next_delay();
                 tracing::warn!(
                     source = source.name(),
