@@ -10,7 +10,7 @@ pub mod policy;
 pub mod render;
 pub mod validation;
 
-pub use alerts::{Action, Alert, AlertState, HistoryEntry};
+pub use alerts::{Action, Alert, AlertState, HistoryEntry, IdSource, Transition};
 pub use dispatch::{DispatchHints, DispatchIndex, IndexValue};
 pub use filter::{
     BudgetExceeded, EvaluationMeter, EventContext, Filter, FilterError, FilterErrorKind,

@@ -320,7 +320,7 @@ impl NotificationPlanner for OnePointPlanner {
     fn plan(
         &self,
         alert: &tellify_engine::alerts::Alert,
-        transition: &str,
+        transition: tellify_engine::render::Transition,
         occurrence: i64,
         now: Timestamp,
     ) -> Plan {
@@ -334,7 +334,7 @@ impl NotificationPlanner for OnePointPlanner {
             due_at: now,
             alert: alert.clone(),
         });
-        if transition != "resolved" {
+        if transition != tellify_engine::render::Transition::Resolved {
             plan.repeats.push(RepeatSchedule {
                 alert_id: alert.id.clone(),
                 user_id: self.user_id.clone(),

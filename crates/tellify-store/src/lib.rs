@@ -9,6 +9,7 @@ pub mod conformance;
 mod event_types;
 mod export;
 mod notify;
+pub mod processing;
 pub mod sqlite;
 mod types;
 
@@ -132,6 +133,7 @@ pub trait Store: Send + Sync + 'static {
     async fn load_processing(&self) -> StoreResult<ProcessingSnapshot>;
     /// Records the outcome of processing events up to `commit.cursor` in one transaction:
     /// alert changes and their history, handler states, derived events and the cursor.
+    /// A backend runs [`processing::commit`] over its transaction.
     async fn commit_processing(&self, commit: ProcessingCommit) -> StoreResult<CommitOutcome>;
 
     // ---- contact points, policies, silences ----

@@ -223,6 +223,8 @@ pub struct ProcessingCommit {
     pub planner: Option<crate::PlannerRef>,
     /// Subscriptions that started failing, failed again, or recovered.
     pub health: Vec<HealthUpdate>,
+    /// Where the ids of new alerts come from.
+    pub ids: crate::processing::IdSourceRef,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
