@@ -272,3 +272,495 @@ impl SubscriptionsSeen {
         Ok(found)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use tellify_engine::alerts::AlertOrigin;
+    use tellify_engine::handlers::AlertOutput;
+    use tellify_model::{EventInput, Fields, Severity};
+
+    use super::*;
+    use crate::{HealthUpdate, NotificationPlanner, OutputToApply, Plan};
+
+    /// A transaction over maps: what a backend stores, without a database.
+    #[derive(Default)]
+    struct MemoryTx {
+        subscriptions: HashSet<String>,
+        alerts: HashMap<String, Alert>,
+        history: Vec<(String, HistoryEntry)>,
+        notifications: HashMap<String, NewNotification>,
+        /// (alert id, user id) → (next time, repeats so far)
+        repeats: HashMap<(String, String), (Timestamp, i64, i64)>,
+        states: HashMap<String, serde_json::Value>,
+        health: HashMap<String, (Option<SubscriptionHealth>, bool)>,
+        events: Vec<StoredEvent>,
+        cursor: i64,
+    }
+
+    impl ProcessingTx for MemoryTx {
+        fn subscription_exists(&mut self, subscription_id: &str) -> StoreResult<bool> {
+            Ok(self.subscriptions.contains(subscription_id))
+        }
+
+        fn alert_by_key(
+            &mut self,
+            subscription_id: &str,
+            group_key: &str,
+        ) -> StoreResult<Option<Alert>> {
+            Ok(self
+                .alerts
+                .values()
+                .find(|a| a.subscription_id == subscription_id && a.group_key == group_key)
+                .cloned())
+        }
+
+        fn alert_by_id(&mut self, alert_id: &str) -> StoreResult<Option<Alert>> {
+            Ok(self.alerts.get(alert_id).cloned())
+        }
+
+        fn save_alert(&mut self, alert: &Alert) -> StoreResult<()> {
+            self.alerts.insert(alert.id.clone(), alert.clone());
+            Ok(())
+        }
+
+        fn append_history(&mut self, alert_id: &str, entry: &HistoryEntry) -> StoreResult<i64> {
+            self.history.push((alert_id.to_string(), entry.clone()));
+            Ok(self.history.len() as i64)
+        }
+
+        fn write_notifications(
+            &mut self,
+            notifications: &[NewNotification],
+            _now: Timestamp,
+        ) -> StoreResult<usize> {
+            let mut written = 0;
+            for notification in notifications {
+                if !self
+                    .notifications
+                    .contains_key(&notification.idempotency_key)
+                {
+                    self.notifications
+                        .insert(notification.idempotency_key.clone(), notification.clone());
+                    written += 1;
+                }
+            }
+            Ok(written)
+        }
+
+        fn schedule_repeats(&mut self, schedules: &[RepeatSchedule]) -> StoreResult<()> {
+            for schedule in schedules {
+                let key = (schedule.alert_id.clone(), schedule.user_id.clone());
+                let count = self.repeats.get(&key).map_or(0, |(_, _, count)| *count);
+                self.repeats
+                    .insert(key, (schedule.next_at, schedule.every_ms, count));
+            }
+            Ok(())
+        }
+
+        fn stop_repeats(&mut self, alert_id: &str) -> StoreResult<()> {
+            self.repeats.retain(|(alert, _), _| alert != alert_id);
+            Ok(())
+        }
+
+        fn due_repeats(&mut self, now: Timestamp, limit: usize) -> StoreResult<Vec<DueRepeat>> {
+            let mut due: Vec<(Timestamp, DueRepeat)> = self
+                .repeats
+                .iter()
+                .filter(|(_, (next_at, _, _))| *next_at <= now)
+                .map(|((alert_id, user_id), (next_at, every_ms, count))| {
+                    let repeat = DueRepeat {
+                        alert_id: alert_id.clone(),
+                        user_id: user_id.clone(),
+                        every_ms: *every_ms,
+                        count: *count,
+                    };
+                    (*next_at, repeat)
+                })
+                .collect();
+            due.sort_by_key(|(next_at, _)| *next_at);
+            Ok(due.into_iter().take(limit).map(|(_, due)| due).collect())
+        }
+
+        fn drop_repeat(&mut self, alert_id: &str, user_id: &str) -> StoreResult<()> {
+            self.repeats
+                .remove(&(alert_id.to_string(), user_id.to_string()));
+            Ok(())
+        }
+
+        fn advance_repeat(
+            &mut self,
+            alert_id: &str,
+            user_id: &str,
+            next_at: Timestamp,
+        ) -> StoreResult<()> {
+            let key = (alert_id.to_string(), user_id.to_string());
+            if let Some((next, _, count)) = self.repeats.get_mut(&key) {
+                *next = next_at;
+                *count += 1;
+            }
+            Ok(())
+        }
+
+        fn save_handler_state(
+            &mut self,
+            subscription_id: &str,
+            state: &serde_json::Value,
+        ) -> StoreResult<()> {
+            self.states
+                .insert(subscription_id.to_string(), state.clone());
+            Ok(())
+        }
+
+        fn save_health(
+            &mut self,
+            subscription_id: &str,
+            health: Option<&SubscriptionHealth>,
+            disable: bool,
+        ) -> StoreResult<()> {
+            self.health
+                .insert(subscription_id.to_string(), (health.cloned(), disable));
+            Ok(())
+        }
+
+        fn append_derived(&mut self, events: Vec<StoredEvent>) -> StoreResult<Vec<Appended>> {
+            let mut appended = Vec::new();
+            for mut event in events {
+                event.seq = 1000 + self.events.len() as i64;
+                appended.push(Appended {
+                    id: event.id.clone(),
+                    seq: event.seq,
+                    duplicate: false,
+                    repeat: false,
+                });
+                self.events.push(event);
+            }
+            Ok(appended)
+        }
+
+        fn save_cursor(&mut self, cursor: i64) -> StoreResult<()> {
+            self.cursor = cursor;
+            Ok(())
+        }
+    }
+
+    /// Tells `ann` at her `pager` about every transition; repeats firing alerts every minute.
+    struct PagerPlanner;
+
+    impl NotificationPlanner for PagerPlanner {
+        fn plan(
+            &self,
+            alert: &Alert,
+            transition: Notified,
+            occurrence: i64,
+            now: Timestamp,
+        ) -> Plan {
+            let mut plan = Plan::default();
+            plan.notifications.push(NewNotification {
+                user_id: "ann".into(),
+                contact_point_id: "pager".into(),
+                alert_id: alert.id.clone(),
+                transition: transition.as_str().to_string(),
+                idempotency_key: format!("{}:{transition}:{occurrence}", alert.id),
+                due_at: now,
+                alert: alert.clone(),
+            });
+            if transition != Notified::Resolved {
+                plan.repeats.push(RepeatSchedule {
+                    alert_id: alert.id.clone(),
+                    user_id: "ann".into(),
+                    next_at: now + SignedDuration::from_secs(60),
+                    every_ms: 60_000,
+                });
+            }
+            plan
+        }
+    }
+
+    fn t(seconds: i64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + SignedDuration::from_secs(seconds)
+    }
+
+    fn origin(latching: bool) -> AlertOrigin {
+        AlertOrigin {
+            subscription_id: "s1".into(),
+            owner_user: Some("ann".into()),
+            owner_group: None,
+            kind: "match".into(),
+            title: "disk".into(),
+            latching,
+        }
+    }
+
+    fn fire(severity: Severity, seconds: i64) -> OutputToApply {
+        OutputToApply {
+            origin: origin(false),
+            output: AlertOutput::Fire {
+                group_key: "/srv".into(),
+                severity,
+                message: "full".into(),
+                fields: Fields::new(),
+                event_id: None,
+            },
+            at: t(seconds),
+        }
+    }
+
+    fn resolve(seconds: i64) -> OutputToApply {
+        OutputToApply {
+            origin: origin(false),
+            output: AlertOutput::Resolve {
+                group_key: "/srv".into(),
+                message: None,
+            },
+            at: t(seconds),
+        }
+    }
+
+    /// A commit with the pager planner and ids `alert-1`, `alert-2`, ...
+    fn commit_of(cursor: i64, outputs: Vec<OutputToApply>) -> ProcessingCommit {
+        let counter = Arc::new(AtomicUsize::new(0));
+        ProcessingCommit {
+            cursor,
+            outputs,
+            planner: Some(PlannerRef(Arc::new(PagerPlanner))),
+            ids: IdSourceRef::new(move || {
+                format!("alert-{}", counter.fetch_add(1, Ordering::Relaxed) + 1)
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn store() -> MemoryTx {
+        MemoryTx {
+            subscriptions: HashSet::from(["s1".to_string()]),
+            ..Default::default()
+        }
+    }
+
+    fn planned(tx: &MemoryTx) -> Vec<String> {
+        let mut planned: Vec<String> = tx
+            .notifications
+            .values()
+            .map(|n| n.transition.clone())
+            .collect();
+        planned.sort();
+        planned
+    }
+
+    #[test]
+    fn a_new_alert_fires_with_the_callers_id_and_is_planned_as_fired() {
+        let mut tx = store();
+        let outcome = commit(&mut tx, commit_of(1, vec![fire(Severity::Warning, 1)])).unwrap();
+        assert_eq!(outcome.changes.len(), 1);
+        let alert = &outcome.changes[0].alert;
+        assert_eq!(alert.id, "alert-1");
+        assert_eq!(outcome.changes[0].history[0].action, Transition::Fired);
+        assert_eq!(tx.alerts["alert-1"].state, AlertState::Firing);
+        assert_eq!(planned(&tx), vec!["fired"]);
+        let notification = tx.notifications.values().next().unwrap();
+        assert_eq!(
+            notification.idempotency_key, "alert-1:fired:1",
+            "the occurrence is the history position"
+        );
+        assert_eq!(
+            tx.repeats[&("alert-1".to_string(), "ann".to_string())].0,
+            t(61)
+        );
+    }
+
+    #[test]
+    fn a_severity_change_either_way_is_planned_as_escalated() {
+        let mut tx = store();
+        let outputs = vec![
+            fire(Severity::Warning, 1),
+            fire(Severity::Critical, 2),
+            fire(Severity::Warning, 3),
+        ];
+        let outcome = commit(&mut tx, commit_of(3, outputs)).unwrap();
+        let actions: Vec<Transition> = outcome
+            .changes
+            .iter()
+            .flat_map(|change| change.history.iter().map(|entry| entry.action))
+            .collect();
+        assert_eq!(
+            actions,
+            vec![
+                Transition::Fired,
+                Transition::SeverityRaised,
+                Transition::SeverityLowered
+            ]
+        );
+        assert_eq!(planned(&tx), vec!["escalated", "escalated", "fired"]);
+        assert_eq!(tx.alerts.len(), 1, "one alert per subscription and key");
+    }
+
+    #[test]
+    fn a_resolve_is_planned_as_resolved_and_stops_the_repeats() {
+        let mut tx = store();
+        commit(&mut tx, commit_of(1, vec![fire(Severity::Warning, 1)])).unwrap();
+        assert_eq!(tx.repeats.len(), 1);
+        let outcome = commit(&mut tx, commit_of(2, vec![resolve(5)])).unwrap();
+        assert_eq!(outcome.changes[0].alert.state, AlertState::Resolved);
+        assert_eq!(planned(&tx), vec!["fired", "resolved"]);
+        assert!(tx.repeats.is_empty());
+    }
+
+    #[test]
+    fn transitions_that_do_not_notify_plan_nothing() {
+        let mut tx = store();
+        let latching = |output: OutputToApply| OutputToApply {
+            origin: origin(true),
+            ..output
+        };
+        let outputs = vec![
+            latching(fire(Severity::Warning, 1)),
+            // The same severity again changes the alert but records no transition.
+            latching(fire(Severity::Warning, 2)),
+            // A latching alert latches instead of resolving: nobody is told.
+            latching(resolve(3)),
+        ];
+        let outcome = commit(&mut tx, commit_of(3, outputs)).unwrap();
+        assert_eq!(outcome.changes.len(), 3);
+        assert!(outcome.changes[1].history.is_empty());
+        assert_eq!(outcome.changes[2].history[0].action, Transition::Latched);
+        assert_eq!(planned(&tx), vec!["fired"]);
+
+        // A person's acknowledgement (which resolves the latched alert) notifies nobody.
+        let ack = Action::Ack {
+            note: None,
+            expires: None,
+        };
+        let change = act_on_alert(&mut tx, "alert-1", &ack, "bob", t(4)).unwrap();
+        let actions: Vec<Transition> = change.history.iter().map(|h| h.action).collect();
+        assert_eq!(actions, vec![Transition::Acked, Transition::Resolved]);
+        assert_eq!(planned(&tx), vec!["fired"]);
+        assert_eq!(tx.history.len(), 4);
+    }
+
+    #[test]
+    fn without_a_planner_changes_are_saved_but_nothing_is_planned() {
+        let mut tx = store();
+        let mut unplanned = commit_of(1, vec![fire(Severity::Warning, 1)]);
+        unplanned.planner = None;
+        let outcome = commit(&mut tx, unplanned).unwrap();
+        assert_eq!(outcome.changes.len(), 1);
+        assert_eq!(tx.history.len(), 1);
+        assert!(tx.notifications.is_empty() && tx.repeats.is_empty());
+    }
+
+    #[test]
+    fn the_cursor_and_handler_states_are_saved_together_for_live_subscriptions_only() {
+        let mut tx = store();
+        let mut batch = commit_of(7, vec![fire(Severity::Warning, 1)]);
+        batch.outputs.push(OutputToApply {
+            origin: AlertOrigin {
+                subscription_id: "deleted".into(),
+                ..origin(false)
+            },
+            ..fire(Severity::Critical, 1)
+        });
+        batch.states = vec![
+            ("s1".into(), json!({"count": 2})),
+            ("deleted".into(), json!({"count": 9})),
+        ];
+        let outcome = commit(&mut tx, batch).unwrap();
+        assert_eq!(tx.cursor, 7);
+        assert_eq!(
+            tx.states,
+            HashMap::from([("s1".into(), json!({"count": 2}))])
+        );
+        assert_eq!(
+            outcome.changes.len(),
+            1,
+            "outputs of a deleted subscription drop"
+        );
+        assert_eq!(tx.alerts.len(), 1);
+    }
+
+    #[test]
+    fn derived_events_are_appended_and_returned_in_order() {
+        let mut tx = store();
+        let derived = |message: &str| {
+            let input = EventInput {
+                message: Some(message.to_string()),
+                ..Default::default()
+            };
+            StoredEvent::from_input(input, Some("tellify".into()), t(1), 0)
+        };
+        let mut batch = commit_of(2, vec![]);
+        batch.derived = vec![derived("first"), derived("second")];
+        let outcome = commit(&mut tx, batch).unwrap();
+        assert_eq!(
+            outcome.derived.iter().map(|a| a.seq).collect::<Vec<_>>(),
+            vec![1000, 1001]
+        );
+        let messages: Vec<&str> = tx
+            .events
+            .iter()
+            .filter_map(|e| e.message.as_deref())
+            .collect();
+        assert_eq!(messages, vec!["first", "second"]);
+        assert_eq!(tx.cursor, 2);
+    }
+
+    #[test]
+    fn a_health_record_that_says_disabled_switches_the_subscription_off() {
+        let mut tx = store();
+        let failing = SubscriptionHealth {
+            failures: 5,
+            last_error: "handler panicked".into(),
+            since: t(1),
+            last_at: t(5),
+            disabled: true,
+        };
+        let mut batch = commit_of(1, vec![]);
+        batch.health = vec![
+            HealthUpdate {
+                subscription_id: "s1".into(),
+                health: Some(failing.clone()),
+            },
+            HealthUpdate {
+                subscription_id: "s2".into(),
+                health: None,
+            },
+        ];
+        commit(&mut tx, batch).unwrap();
+        assert_eq!(tx.health["s1"], (Some(failing), true));
+        assert_eq!(tx.health["s2"], (None, false));
+    }
+
+    #[test]
+    fn a_due_repeat_is_planned_for_a_firing_alert_and_dropped_once_acknowledged() {
+        let mut tx = store();
+        commit(&mut tx, commit_of(1, vec![fire(Severity::Warning, 1)])).unwrap();
+        let planner = PlannerRef(Arc::new(PagerPlanner));
+        assert_eq!(plan_repeats(&mut tx, t(30), &planner, 10).unwrap(), 0);
+        assert_eq!(plan_repeats(&mut tx, t(61), &planner, 10).unwrap(), 1);
+        assert_eq!(planned(&tx), vec!["fired", "repeat"]);
+        let key = ("alert-1".to_string(), "ann".to_string());
+        assert_eq!((tx.repeats[&key].0, tx.repeats[&key].2), (t(121), 1));
+
+        let ack = Action::Ack {
+            note: None,
+            expires: None,
+        };
+        act_on_alert(&mut tx, "alert-1", &ack, "bob", t(100)).unwrap();
+        assert_eq!(plan_repeats(&mut tx, t(121), &planner, 10).unwrap(), 0);
+        assert!(
+            tx.repeats.is_empty(),
+            "an acknowledged alert leaves the schedule"
+        );
+    }
+
+    #[test]
+    fn acting_on_a_missing_alert_is_not_found() {
+        let mut tx = store();
+        let result = act_on_alert(&mut tx, "nope", &Action::Clear, "bob", t(1));
+        assert!(matches!(result, Err(StoreError::NotFound)));
+    }
+}
