@@ -1,6 +1,6 @@
 //! The pure core of tellify: filters, the dispatch index, handler kinds and the alert
-//! lifecycle. Nothing here does IO or reads a clock: `now` is always passed in, so every
-//! behaviour can be tested with a made-up timeline.
+//! lifecycle. Nothing here does IO, reads a clock or mints an id: `now` and an id source are
+//! always passed in, so every behaviour can be tested with a made-up timeline.
 
 pub mod alerts;
 pub mod dispatch;

@@ -22,6 +22,7 @@ use tellify_engine::alerts::{Transition, ENGINE_ACTOR};
 use tellify_engine::render::Transition as Notified;
 use tellify_model::StoredEvent;
 
+pub use crate::IdSourceRef;
 use crate::{
     AlertChange, Appended, CommitOutcome, NewNotification, PlannerRef, ProcessingCommit,
     RepeatSchedule, StoreError, StoreResult, SubscriptionHealth,
@@ -92,40 +93,6 @@ pub struct DueRepeat {
     pub every_ms: i64,
     /// Repeats planned so far.
     pub count: i64,
-}
-
-/// A source of new ids that can sit in a [`ProcessingCommit`]: the worker passes
-/// `tellify_model::new_id`, a test a counter.
-#[derive(Clone)]
-pub struct IdSourceRef(pub std::sync::Arc<dyn Fn() -> String + Send + Sync>);
-
-impl IdSourceRef {
-    pub fn new(source: impl Fn() -> String + Send + Sync + 'static) -> IdSourceRef {
-        IdSourceRef(std::sync::Arc::new(source))
-    }
-
-    pub fn next_id(&self) -> String {
-        (self.0)()
-    }
-}
-
-impl Default for IdSourceRef {
-    /// ULIDs (`tellify_model::new_id`), what the running service uses.
-    fn default() -> IdSourceRef {
-        IdSourceRef::new(tellify_model::new_id)
-    }
-}
-
-impl std::fmt::Debug for IdSourceRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("IdSourceRef")
-    }
-}
-
-impl PartialEq for IdSourceRef {
-    fn eq(&self, other: &Self) -> bool {
-        std::sync::Arc::ptr_eq(&self.0, &other.0)
-    }
 }
 
 /// Applies a processing commit inside `tx`: every output to its alert (skipping
