@@ -2,13 +2,19 @@
 //!
 //! One alert exists per (subscription, group key); it goes firing → resolved and back, and
 //! keeps its history. Handler outputs move it with [`apply_output`]; people move it with
-//! [`apply_action`]. Both return the history entries to record.
+//! [`apply_action`]. Both return the history entries to record, each with its typed
+//! [`Transition`]; which transitions notify is [`Transition::notifies`], which
+//! answers with the notification's own [`crate::render::Transition`].
+//!
+//! Nothing here mints an id or reads a clock: a new alert's id comes from the caller's
+//! [`IdSource`] (the worker passes `tellify_model::new_id`), `now` is passed in.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tellify_model::{Fields, Severity};
 
 use crate::handlers::AlertOutput;
+use crate::render::Transition as Notified;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,8 +87,114 @@ pub struct HistoryEntry {
     pub at: Timestamp,
     /// The user who acted, or `tellify` for the engine.
     pub actor: String,
-    pub action: String,
+    pub action: Transition,
     pub detail: serde_json::Value,
+}
+
+/// What happened to an alert: the `action` of a history entry. Stored and shown as its
+/// snake_case name ([`Transition::as_str`]), which never changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transition {
+    Fired,
+    SeverityRaised,
+    SeverityLowered,
+    /// An acknowledgement ended because the severity rose.
+    Unacked,
+    /// The condition cleared but the alert latches until acknowledged.
+    Latched,
+    Resolved,
+    Acked,
+    Shelved,
+    Unshelved,
+    Cleared,
+}
+
+impl Transition {
+    pub const ALL: [Transition; 10] = [
+        Transition::Fired,
+        Transition::SeverityRaised,
+        Transition::SeverityLowered,
+        Transition::Unacked,
+        Transition::Latched,
+        Transition::Resolved,
+        Transition::Acked,
+        Transition::Shelved,
+        Transition::Unshelved,
+        Transition::Cleared,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Fired => "fired",
+            Transition::SeverityRaised => "severity_raised",
+            Transition::SeverityLowered => "severity_lowered",
+            Transition::Unacked => "unacked",
+            Transition::Latched => "latched",
+            Transition::Resolved => "resolved",
+            Transition::Acked => "acked",
+            Transition::Shelved => "shelved",
+            Transition::Unshelved => "unshelved",
+            Transition::Cleared => "cleared",
+        }
+    }
+
+    /// The notification this transition calls for when the engine made it, if any:
+    /// people's own actions (and latching, unacking, unshelving) notify nobody.
+    pub fn notifies(self) -> Option<Notified> {
+        match self {
+            Transition::Fired => Some(Notified::Fired),
+            Transition::SeverityRaised | Transition::SeverityLowered => Some(Notified::Escalated),
+            Transition::Resolved => Some(Notified::Resolved),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Transition {
+    type Err = UnknownTransition;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Transition::ALL
+            .into_iter()
+            .find(|transition| transition.as_str() == text)
+            .ok_or_else(|| UnknownTransition(text.to_string()))
+    }
+}
+
+impl std::fmt::Display for Transition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Transition {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Transition {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// A stored history action that names no [`Transition`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown alert transition `{0}`")]
+pub struct UnknownTransition(pub String);
+
+/// Where new ids come from. The engine never mints one: the caller passes a source (the
+/// worker `tellify_model::new_id`, a test a counter). Any `Fn() -> String` is one.
+pub trait IdSource {
+    fn next_id(&self) -> String;
+}
+
+impl<F: Fn() -> String> IdSource for F {
+    fn next_id(&self) -> String {
+        self()
+    }
 }
 
 pub const ENGINE_ACTOR: &str = "tellify";
@@ -134,22 +246,29 @@ impl Alert {
     }
 }
 
-fn entry(now: Timestamp, actor: &str, action: &str, detail: serde_json::Value) -> HistoryEntry {
+fn entry(
+    now: Timestamp,
+    actor: &str,
+    action: Transition,
+    detail: serde_json::Value,
+) -> HistoryEntry {
     HistoryEntry {
         at: now,
         actor: actor.to_string(),
-        action: action.to_string(),
+        action,
         detail,
     }
 }
 
 /// Applies a handler output. Returns the new alert and its history entries, or `None`
-/// when nothing changes (resolving an alert that is not firing).
+/// when nothing changes (resolving an alert that is not firing). A new alert takes its id
+/// from `ids`.
 pub fn apply_output(
     current: Option<Alert>,
     output: &AlertOutput,
     origin: &AlertOrigin,
     now: Timestamp,
+    ids: &dyn IdSource,
 ) -> Option<(Alert, Vec<HistoryEntry>)> {
     match output {
         AlertOutput::Fire {
@@ -159,7 +278,7 @@ pub fn apply_output(
             fields,
             event_id,
         } => Some(fire(
-            current, group_key, *severity, message, fields, event_id, origin, now,
+            current, group_key, *severity, message, fields, event_id, origin, now, ids,
         )),
         AlertOutput::Resolve { message, .. } => {
             let mut alert = current?;
@@ -172,7 +291,7 @@ pub fn apply_output(
                 history.push(entry(
                     now,
                     ENGINE_ACTOR,
-                    "latched",
+                    Transition::Latched,
                     serde_json::json!({"message": message}),
                 ));
                 return Some((alert, history));
@@ -199,6 +318,7 @@ fn fire(
     event_id: &Option<String>,
     origin: &AlertOrigin,
     now: Timestamp,
+    ids: &dyn IdSource,
 ) -> (Alert, Vec<HistoryEntry>) {
     let mut history = Vec::new();
     let detail = serde_json::json!({"severity": severity, "message": message});
@@ -215,13 +335,13 @@ fn fire(
             alert.acked = false;
             alert.ack_expires = None;
             alert.latched = false;
-            history.push(entry(now, ENGINE_ACTOR, "fired", detail.clone()));
+            history.push(entry(now, ENGINE_ACTOR, Transition::Fired, detail.clone()));
             alert
         }
         None => {
-            history.push(entry(now, ENGINE_ACTOR, "fired", detail.clone()));
+            history.push(entry(now, ENGINE_ACTOR, Transition::Fired, detail.clone()));
             Alert {
-                id: tellify_model::new_id(),
+                id: ids.next_id(),
                 subscription_id: origin.subscription_id.clone(),
                 group_key: group_key.to_string(),
                 state: AlertState::Firing,
@@ -258,9 +378,9 @@ fn fire(
         alert.previous_severity = Some(alert.severity);
         alert.severity = severity;
         let action = if raised {
-            "severity_raised"
+            Transition::SeverityRaised
         } else {
-            "severity_lowered"
+            Transition::SeverityLowered
         };
         history.push(entry(now, ENGINE_ACTOR, action, detail));
         if raised && alert.acked {
@@ -268,7 +388,7 @@ fn fire(
             history.push(entry(
                 now,
                 ENGINE_ACTOR,
-                "unacked",
+                Transition::Unacked,
                 serde_json::json!({"reason": "severity rose"}),
             ));
         }
@@ -301,7 +421,7 @@ fn resolve(
     history.push(entry(
         now,
         actor,
-        "resolved",
+        Transition::Resolved,
         serde_json::json!({"message": message}),
     ));
     if alert.shelved_oneshot {
@@ -311,7 +431,7 @@ fn resolve(
         history.push(entry(
             now,
             ENGINE_ACTOR,
-            "unshelved",
+            Transition::Unshelved,
             serde_json::json!({"reason": "one-shot shelve ends when the alert resolves"}),
         ));
     }
@@ -345,7 +465,7 @@ pub fn apply_action(
             history.push(entry(
                 now,
                 actor,
-                "acked",
+                Transition::Acked,
                 serde_json::json!({"note": note, "expires": expires}),
             ));
             if alert.latched {
@@ -394,7 +514,7 @@ pub fn apply_action(
             history.push(entry(
                 now,
                 actor,
-                "shelved",
+                Transition::Shelved,
                 serde_json::json!({"until": until, "oneshot": oneshot, "reason": reason}),
             ));
         }
@@ -406,7 +526,12 @@ pub fn apply_action(
             alert.shelved_oneshot = false;
             alert.shelved_by = None;
             alert.shelve_reason = None;
-            history.push(entry(now, actor, "unshelved", serde_json::json!({})));
+            history.push(entry(
+                now,
+                actor,
+                Transition::Unshelved,
+                serde_json::json!({}),
+            ));
         }
         Action::Clear => {
             if alert.cleared {
@@ -420,7 +545,12 @@ pub fn apply_action(
             alert.latched = false;
             alert.acked = false;
             alert.shelved_oneshot = false;
-            history.push(entry(now, actor, "cleared", serde_json::json!({})));
+            history.push(entry(
+                now,
+                actor,
+                Transition::Cleared,
+                serde_json::json!({}),
+            ));
         }
     }
     Ok(history)
@@ -459,32 +589,85 @@ mod tests {
         }
     }
 
+    fn ids() -> String {
+        "a1".to_string()
+    }
+
     fn t(seconds: i64) -> Timestamp {
         Timestamp::UNIX_EPOCH + SignedDuration::from_secs(seconds)
+    }
+
+    #[test]
+    fn transitions_keep_their_stored_names_and_say_which_notify() {
+        for transition in Transition::ALL {
+            let text = transition.as_str();
+            assert_eq!(text.parse::<Transition>(), Ok(transition));
+            assert_eq!(serde_json::json!(transition), serde_json::json!(text));
+        }
+        assert_eq!(
+            "renamed".parse::<Transition>(),
+            Err(UnknownTransition("renamed".into()))
+        );
+        let notifying: Vec<(Transition, Notified)> = Transition::ALL
+            .into_iter()
+            .filter_map(|transition| Some((transition, transition.notifies()?)))
+            .collect();
+        assert_eq!(
+            notifying,
+            vec![
+                (Transition::Fired, Notified::Fired),
+                (Transition::SeverityRaised, Notified::Escalated),
+                (Transition::SeverityLowered, Notified::Escalated),
+                (Transition::Resolved, Notified::Resolved),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_alert_takes_its_id_from_the_callers_source() {
+        let counter = std::cell::Cell::new(0);
+        let ids = || {
+            counter.set(counter.get() + 1);
+            format!("alert-{}", counter.get())
+        };
+        let o = origin(false);
+        let (alert, _) =
+            apply_output(None, &fire_output(Severity::Warning), &o, t(1), &ids).unwrap();
+        assert_eq!(alert.id, "alert-1");
+        let (again, _) =
+            apply_output(Some(alert), &fire_output(Severity::Warning), &o, t(2), &ids).unwrap();
+        assert_eq!((again.id.as_str(), counter.get()), ("alert-1", 1));
     }
 
     #[test]
     fn fire_repeat_raise_resolve_and_refire() {
         let o = origin(false);
         let (alert, history) =
-            apply_output(None, &fire_output(Severity::Warning), &o, t(1)).unwrap();
+            apply_output(None, &fire_output(Severity::Warning), &o, t(1), &ids).unwrap();
         assert_eq!(history[0].action, "fired");
         let (alert, history) =
-            apply_output(Some(alert), &fire_output(Severity::Warning), &o, t(2)).unwrap();
+            apply_output(Some(alert), &fire_output(Severity::Warning), &o, t(2), &ids).unwrap();
         assert!(history.is_empty());
         assert_eq!(alert.count, 2);
-        let (alert, history) =
-            apply_output(Some(alert), &fire_output(Severity::Critical), &o, t(3)).unwrap();
+        let (alert, history) = apply_output(
+            Some(alert),
+            &fire_output(Severity::Critical),
+            &o,
+            t(3),
+            &ids,
+        )
+        .unwrap();
         assert_eq!(history[0].action, "severity_raised");
         assert_eq!(alert.previous_severity, Some(Severity::Warning));
-        let (alert, _) = apply_output(Some(alert), &resolve_output(), &o, t(4)).unwrap();
+        let (alert, _) = apply_output(Some(alert), &resolve_output(), &o, t(4), &ids).unwrap();
         assert_eq!(alert.state, AlertState::Resolved);
-        assert!(apply_output(Some(alert.clone()), &resolve_output(), &o, t(5)).is_none());
+        assert!(apply_output(Some(alert.clone()), &resolve_output(), &o, t(5), &ids).is_none());
         let (again, _) = apply_output(
             Some(alert.clone()),
             &fire_output(Severity::Warning),
             &o,
             t(6),
+            &ids,
         )
         .unwrap();
         assert_eq!(again.id, alert.id);
@@ -497,7 +680,8 @@ mod tests {
     #[test]
     fn a_severity_rise_reopens_an_acknowledged_alert() {
         let o = origin(false);
-        let (mut alert, _) = apply_output(None, &fire_output(Severity::Warning), &o, t(1)).unwrap();
+        let (mut alert, _) =
+            apply_output(None, &fire_output(Severity::Warning), &o, t(1), &ids).unwrap();
         apply_action(
             &mut alert,
             &Action::Ack {
@@ -509,8 +693,14 @@ mod tests {
         )
         .unwrap();
         assert!(alert.is_acked(t(3)));
-        let (alert, history) =
-            apply_output(Some(alert), &fire_output(Severity::Critical), &o, t(3)).unwrap();
+        let (alert, history) = apply_output(
+            Some(alert),
+            &fire_output(Severity::Critical),
+            &o,
+            t(3),
+            &ids,
+        )
+        .unwrap();
         assert!(!alert.acked);
         assert!(history.iter().any(|h| h.action == "unacked"));
     }
@@ -518,8 +708,10 @@ mod tests {
     #[test]
     fn latching_holds_until_acknowledged() {
         let o = origin(true);
-        let (alert, _) = apply_output(None, &fire_output(Severity::Warning), &o, t(1)).unwrap();
-        let (mut alert, history) = apply_output(Some(alert), &resolve_output(), &o, t(2)).unwrap();
+        let (alert, _) =
+            apply_output(None, &fire_output(Severity::Warning), &o, t(1), &ids).unwrap();
+        let (mut alert, history) =
+            apply_output(Some(alert), &resolve_output(), &o, t(2), &ids).unwrap();
         assert_eq!(alert.state, AlertState::Firing);
         assert!(alert.latched);
         assert_eq!(history[0].action, "latched");
@@ -541,7 +733,8 @@ mod tests {
     #[test]
     fn shelves_expire_or_end_on_resolve() {
         let o = origin(false);
-        let (mut alert, _) = apply_output(None, &fire_output(Severity::Warning), &o, t(1)).unwrap();
+        let (mut alert, _) =
+            apply_output(None, &fire_output(Severity::Warning), &o, t(1), &ids).unwrap();
         let bad = apply_action(
             &mut alert,
             &Action::Shelve {
@@ -578,7 +771,8 @@ mod tests {
             t(2),
         )
         .unwrap();
-        let (alert, history) = apply_output(Some(alert), &resolve_output(), &o, t(3)).unwrap();
+        let (alert, history) =
+            apply_output(Some(alert), &resolve_output(), &o, t(3), &ids).unwrap();
         assert!(!alert.is_shelved(t(3)));
         assert_eq!(history.last().unwrap().action, "unshelved");
     }
@@ -586,7 +780,8 @@ mod tests {
     #[test]
     fn acks_expire_and_clear_dismisses() {
         let o = origin(false);
-        let (mut alert, _) = apply_output(None, &fire_output(Severity::Warning), &o, t(1)).unwrap();
+        let (mut alert, _) =
+            apply_output(None, &fire_output(Severity::Warning), &o, t(1), &ids).unwrap();
         apply_action(
             &mut alert,
             &Action::Ack {

@@ -1,6 +1,6 @@
 //! The pure core of tellify: filters, the dispatch index, handler kinds and the alert
-//! lifecycle. Nothing here does IO or reads a clock: `now` is always passed in, so every
-//! behaviour can be tested with a made-up timeline.
+//! lifecycle. Nothing here does IO, reads a clock or mints an id: `now` and an id source are
+//! always passed in, so every behaviour can be tested with a made-up timeline.
 
 pub mod alerts;
 pub mod dispatch;
@@ -11,7 +11,7 @@ pub mod policy;
 pub mod render;
 pub mod validation;
 
-pub use alerts::{Action, Alert, AlertState, HistoryEntry};
+pub use alerts::{Action, Alert, AlertState, HistoryEntry, IdSource, Transition};
 pub use dispatch::{DispatchHints, DispatchIndex, IndexValue};
 pub use filter::{
     BudgetExceeded, EvaluationMeter, EventContext, Filter, FilterError, FilterErrorKind,

@@ -454,9 +454,11 @@ mod tests {
             fields: Fields::new(),
             event_id: None,
         };
-        apply_output(None, &output, &origin, Timestamp::UNIX_EPOCH)
-            .unwrap()
-            .0
+        apply_output(None, &output, &origin, Timestamp::UNIX_EPOCH, &|| {
+            format!("{subscription}/{group_key}")
+        })
+        .unwrap()
+        .0
     }
 
     fn fired(alert: Alert) -> RenderItem {

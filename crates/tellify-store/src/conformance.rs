@@ -1,5 +1,14 @@
-//! One behavioural suite every [`Store`] implementation must pass. Each backend's tests
-//! call [`run_all`] with a fresh, empty store.
+//! One behavioural suite every [`Store`] implementation must pass, one test per
+//! behaviour. A backend runs all of it with one line in its tests:
+//!
+//! ```ignore
+//! tellify_store::conformance_tests!(|| async { (MyStore::open(...), guard) });
+//! ```
+//!
+//! The closure makes a fresh, empty store for each test: the store itself, or a
+//! `(store, guard)` pair whose guard (a temporary directory, a database to drop) lives as
+//! long as the test and is dropped after the store. Each check is also a public function taking `&dyn Store`, for a
+//! backend that wants to run one on its own.
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
@@ -8,22 +17,74 @@ use tellify_engine::handlers::AlertOutput;
 use tellify_model::{EventInput, Fields, Severity, StoredEvent};
 
 use crate::{
-    AlertQuery, ContactPoint, DeliveryHold, DeliveryOutcome, DeliveryQuery, DeliveryStatus,
-    EventQuery, EventSearch, EventType, FinishedDelivery, Group, NewNotification,
+    AlertQuery, Appended, ContactPoint, DeliveryHold, DeliveryOutcome, DeliveryQuery,
+    DeliveryStatus, EventQuery, EventSearch, EventType, FinishedDelivery, Group, NewNotification,
     NotificationPlanner, OutputToApply, Plan, PlannerRef, PolicyRecord, ProcessingCommit,
     RepeatSchedule, Store, StoreError, Subscription, Token, User, Viewer,
 };
 
-/// Runs every check against `store`, which must start empty.
-pub async fn run_all(store: &dyn Store) {
-    events_round_trip_in_order_with_idempotency(store).await;
-    users_groups_and_tokens(store).await;
-    subscriptions_alerts_and_processing(store).await;
-    outbox_gangs_leases_retries_repeats_and_offboards(store).await;
-    event_types_registry_and_dedup_windows(store).await;
-    export_positions_and_alert_changes_in_order(store).await;
-    event_search_pushes_predicates_down_and_resumes_in_bounded_steps(store).await;
-    keyed_lookups_find_the_newest_event_of_a_key(store).await;
+/// What a test's store factory returns: a store, or a store with a guard that must outlive
+/// it (`(store, guard)`: a tuple drops its fields in order, the store first).
+pub trait Fixture {
+    fn store(&self) -> &dyn Store;
+}
+
+impl<S: Store> Fixture for S {
+    fn store(&self) -> &dyn Store {
+        self
+    }
+}
+
+impl<S: Store, G> Fixture for (S, G) {
+    fn store(&self) -> &dyn Store {
+        &self.0
+    }
+}
+
+/// One `#[tokio::test]` per behaviour of the suite, each against a fresh store from
+/// `$make_store` (a closure returning a future of a [`Fixture`]).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make_store:expr) => {
+        $crate::conformance_tests!(@each $make_store;
+            events_round_trip_in_order_and_an_idempotency_key_is_stored_once,
+            users_are_unique_by_name_and_found_by_name_and_id,
+            group_membership_is_idempotent_and_removable,
+            tokens_round_trip_with_their_expiry_and_can_be_deleted,
+            subscriptions_are_visible_to_their_owner_only,
+            a_processing_commit_saves_alerts_handler_states_derived_events_and_the_cursor,
+            alerts_are_listed_for_those_who_may_see_them,
+            a_persons_action_is_applied_and_recorded_after_the_engines_transitions,
+            deleting_a_subscription_removes_its_alerts_and_their_history,
+            outputs_for_a_deleted_subscription_are_dropped,
+            contact_points_are_unique_per_user_and_reach_the_notify_directory,
+            held_notifications_wait_and_the_rest_gang_into_one_delivery_per_contact_point,
+            a_retried_delivery_is_due_at_its_next_attempt_and_a_late_outcome_changes_nothing,
+            a_delivery_whose_lease_ran_out_is_due_again,
+            repeats_are_planned_when_due_and_stop_once_acknowledged,
+            offboarding_counts_in_a_dry_run_then_removes_everything_and_audits,
+            the_event_type_registry_creates_replaces_and_lists,
+            identical_events_inside_the_dedup_window_are_repeats_of_the_first,
+            the_dedup_window_is_fixed_from_the_first_sighting,
+            deleting_an_event_type_ends_its_deduplication,
+            export_positions_are_saved_per_stream,
+            alert_changes_come_back_in_recorded_order_and_page,
+            an_alert_change_position_is_never_reused_after_its_rows_were_deleted,
+            a_search_pushes_type_and_field_predicates_down,
+            a_search_resumes_in_bounded_steps_and_misses_nothing,
+            a_time_range_search_finds_the_range_whatever_the_step_size,
+            keyed_lookups_find_the_newest_event_of_a_key,
+        );
+    };
+    (@each $make_store:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test]
+            async fn $name() {
+                let fixture = ($make_store)().await;
+                $crate::conformance::$name($crate::conformance::Fixture::store(&fixture)).await;
+            }
+        )*
+    };
 }
 
 fn at(seconds: i64) -> Timestamp {
@@ -39,7 +100,7 @@ fn event(message: &str, key: Option<&str>, seconds: i64) -> StoredEvent {
     StoredEvent::from_input(input, Some("producer".to_string()), at(seconds), 0)
 }
 
-async fn events_round_trip_in_order_with_idempotency(store: &dyn Store) {
+pub async fn events_round_trip_in_order_and_an_idempotency_key_is_stored_once(store: &dyn Store) {
     let first = store
         .append_events(vec![event("a", Some("k1"), 0), event("b", None, 1)])
         .await
@@ -110,7 +171,7 @@ fn user(name: &str) -> User {
     }
 }
 
-async fn users_groups_and_tokens(store: &dyn Store) {
+pub async fn users_are_unique_by_name_and_found_by_name_and_id(store: &dyn Store) {
     let ann = user("ann");
     store.create_user(ann.clone()).await.unwrap();
     let duplicate = store.create_user(user("ann")).await.unwrap_err();
@@ -120,6 +181,11 @@ async fn users_groups_and_tokens(store: &dyn Store) {
     );
     assert_eq!(store.user_by_name("ann").await.unwrap(), Some(ann.clone()));
     assert_eq!(store.user_by_id(&ann.id).await.unwrap(), Some(ann.clone()));
+}
+
+pub async fn group_membership_is_idempotent_and_removable(store: &dyn Store) {
+    let ann = user("ann");
+    store.create_user(ann.clone()).await.unwrap();
     let group = Group {
         id: tellify_model::new_id(),
         name: "vr0".to_string(),
@@ -139,6 +205,11 @@ async fn users_groups_and_tokens(store: &dyn Store) {
     );
     assert!(store.remove_member(&group.id, &ann.id).await.unwrap());
     assert!(!store.remove_member(&group.id, &ann.id).await.unwrap());
+}
+
+pub async fn tokens_round_trip_with_their_expiry_and_can_be_deleted(store: &dyn Store) {
+    let ann = user("ann");
+    store.create_user(ann.clone()).await.unwrap();
     let token = Token {
         id: tellify_model::new_id(),
         user_id: ann.id.clone(),
@@ -171,72 +242,97 @@ async fn users_groups_and_tokens(store: &dyn Store) {
     assert_eq!(store.token_by_hash("abc").await.unwrap(), None);
 }
 
-async fn subscriptions_alerts_and_processing(store: &dyn Store) {
-    let bob = user("bob");
-    store.create_user(bob.clone()).await.unwrap();
-    let subscription = Subscription {
+fn subscription_of(owner: &User, title: &str, policy: Option<&str>) -> Subscription {
+    Subscription {
         id: tellify_model::new_id(),
         kind: "match".to_string(),
-        title: "fails".to_string(),
+        title: title.to_string(),
         params: json!({"filter": "true"}),
-        owner_user: bob.id.clone(),
+        owner_user: owner.id.clone(),
         owner_group: None,
         enabled: true,
         latching: false,
-        policy: None,
+        policy: policy.map(str::to_string),
         created: at(0),
         updated: at(0),
         health: None,
-    };
-    store
-        .insert_subscription(subscription.clone())
-        .await
-        .unwrap();
-    let bob_view = Viewer {
-        user_id: bob.id.clone(),
-        group_ids: vec![],
-    };
-    let stranger = Viewer {
-        user_id: "someone-else".to_string(),
-        group_ids: vec![],
-    };
-    assert_eq!(
-        store
-            .list_subscriptions(Some(&bob_view))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    assert!(store
-        .list_subscriptions(Some(&stranger))
-        .await
-        .unwrap()
-        .is_empty());
+    }
+}
 
-    let origin: AlertOrigin = subscription.origin();
-    let fire = |seconds: i64, severity: Severity| OutputToApply {
+fn fire_output(origin: &AlertOrigin, key: &str, seconds: i64, severity: Severity) -> OutputToApply {
+    OutputToApply {
         origin: origin.clone(),
         output: AlertOutput::Fire {
-            group_key: "g".to_string(),
+            group_key: key.to_string(),
             severity,
             message: "m".to_string(),
             fields: Fields::new(),
             event_id: None,
         },
         at: at(seconds),
-    };
-    let derived = event("derived", None, 5);
+    }
+}
+
+fn viewer(user_id: &str) -> Viewer {
+    Viewer {
+        user_id: user_id.to_string(),
+        group_ids: vec![],
+    }
+}
+
+/// `bob` with one subscription.
+async fn bob_subscribed(store: &dyn Store) -> (User, Subscription) {
+    let bob = user("bob");
+    store.create_user(bob.clone()).await.unwrap();
+    let subscription = subscription_of(&bob, "fails", None);
+    store
+        .insert_subscription(subscription.clone())
+        .await
+        .unwrap();
+    (bob, subscription)
+}
+
+/// `bob`'s subscription with one alert, fired at warning and raised to critical.
+async fn bob_alerted(store: &dyn Store) -> (User, Subscription, crate::CommitOutcome) {
+    let (bob, subscription) = bob_subscribed(store).await;
+    let origin = subscription.origin();
     let outcome = store
         .commit_processing(ProcessingCommit {
             cursor: 3,
             states: vec![(subscription.id.clone(), json!({"n": 1}))],
-            outputs: vec![fire(1, Severity::Warning), fire(2, Severity::Critical)],
-            derived: vec![derived],
+            outputs: vec![
+                fire_output(&origin, "g", 1, Severity::Warning),
+                fire_output(&origin, "g", 2, Severity::Critical),
+            ],
+            derived: vec![event("derived", None, 5)],
             ..Default::default()
         })
         .await
         .unwrap();
+    (bob, subscription, outcome)
+}
+
+pub async fn subscriptions_are_visible_to_their_owner_only(store: &dyn Store) {
+    let (bob, _) = bob_subscribed(store).await;
+    assert_eq!(
+        store
+            .list_subscriptions(Some(&viewer(&bob.id)))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .list_subscriptions(Some(&viewer("someone-else")))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn a_processing_commit_saves_alerts_handler_states_derived_events_and_the_cursor(
+    store: &dyn Store,
+) {
+    let (_, subscription, outcome) = bob_alerted(store).await;
     assert_eq!(outcome.changes.len(), 2);
     assert_eq!(outcome.derived.len(), 1);
     let alert = outcome.changes[1].alert.clone();
@@ -244,10 +340,25 @@ async fn subscriptions_alerts_and_processing(store: &dyn Store) {
     let snapshot = store.load_processing().await.unwrap();
     assert_eq!(snapshot.cursor, 3);
     assert_eq!(snapshot.states[&subscription.id], json!({"n": 1}));
+    let derived: &Appended = &outcome.derived[0];
+    assert_eq!(
+        store
+            .event(&derived.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .message
+            .as_deref(),
+        Some("derived"),
+        "a derived event is in the log"
+    );
+}
 
+pub async fn alerts_are_listed_for_those_who_may_see_them(store: &dyn Store) {
+    let (bob, _, _) = bob_alerted(store).await;
     let visible = store
         .list_alerts(AlertQuery {
-            viewer: Some(bob_view.clone()),
+            viewer: Some(viewer(&bob.id)),
             limit: 10,
             ..Default::default()
         })
@@ -256,13 +367,20 @@ async fn subscriptions_alerts_and_processing(store: &dyn Store) {
     assert_eq!(visible.len(), 1);
     let hidden = store
         .list_alerts(AlertQuery {
-            viewer: Some(stranger),
+            viewer: Some(viewer("someone-else")),
             limit: 10,
             ..Default::default()
         })
         .await
         .unwrap();
     assert!(hidden.is_empty());
+}
+
+pub async fn a_persons_action_is_applied_and_recorded_after_the_engines_transitions(
+    store: &dyn Store,
+) {
+    let (_, _, outcome) = bob_alerted(store).await;
+    let alert = outcome.changes[1].alert.clone();
     let change = store
         .act_on_alert(
             &alert.id,
@@ -293,23 +411,43 @@ async fn subscriptions_alerts_and_processing(store: &dyn Store) {
         .await
         .unwrap();
     assert!(resolved.is_empty());
+    assert!(matches!(
+        store
+            .act_on_alert("nope", Action::Clear, "bob", at(4))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
 
+pub async fn deleting_a_subscription_removes_its_alerts_and_their_history(store: &dyn Store) {
+    let (_, subscription, outcome) = bob_alerted(store).await;
+    let alert = outcome.changes[1].alert.clone();
     assert!(store.delete_subscription(&subscription.id).await.unwrap());
     assert_eq!(store.alert(&alert.id).await.unwrap(), None);
     assert!(store.alert_history(&alert.id).await.unwrap().is_empty());
+}
+
+pub async fn outputs_for_a_deleted_subscription_are_dropped(store: &dyn Store) {
+    let (_, subscription, _) = bob_alerted(store).await;
+    assert!(store.delete_subscription(&subscription.id).await.unwrap());
     // Outputs for a deleted subscription are dropped, not stored as orphans.
     let outcome = store
         .commit_processing(ProcessingCommit {
             cursor: 4,
-            outputs: vec![fire(9, Severity::Warning)],
+            outputs: vec![fire_output(
+                &subscription.origin(),
+                "g",
+                9,
+                Severity::Warning,
+            )],
             ..Default::default()
         })
         .await
         .unwrap();
     assert!(outcome.changes.is_empty());
     assert!(store.load_processing().await.unwrap().states.is_empty());
+    assert_eq!(store.load_processing().await.unwrap().cursor, 4);
 }
-
 /// Sends every transition of every alert to one contact point at once, and repeats
 /// firing alerts every minute.
 struct OnePointPlanner {
@@ -321,7 +459,7 @@ impl NotificationPlanner for OnePointPlanner {
     fn plan(
         &self,
         alert: &tellify_engine::alerts::Alert,
-        transition: &str,
+        transition: tellify_engine::render::Transition,
         occurrence: i64,
         now: Timestamp,
     ) -> Plan {
@@ -335,7 +473,7 @@ impl NotificationPlanner for OnePointPlanner {
             due_at: now,
             alert: alert.clone(),
         });
-        if transition != "resolved" {
+        if transition != tellify_engine::render::Transition::Resolved {
             plan.repeats.push(RepeatSchedule {
                 alert_id: alert.id.clone(),
                 user_id: self.user_id.clone(),
@@ -347,83 +485,131 @@ impl NotificationPlanner for OnePointPlanner {
     }
 }
 
-async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
-    let ann = user("ann-outbox");
-    store.create_user(ann.clone()).await.unwrap();
-    let point = ContactPoint {
-        id: tellify_model::new_id(),
-        user_id: ann.id.clone(),
-        name: "hook".to_string(),
-        kind: "webhook".to_string(),
-        address: "http://127.0.0.1:9/hook".to_string(),
-        secret: Some("s3cret".to_string()),
-        created: at(0),
-    };
-    store.create_contact_point(point.clone()).await.unwrap();
+/// `ann-outbox` with a webhook contact point, a default policy, a subscription and the
+/// one-point planner.
+struct Outbox {
+    ann: User,
+    point: ContactPoint,
+    subscription: Subscription,
+    planner: PlannerRef,
+}
+
+impl Outbox {
+    async fn open(store: &dyn Store) -> Outbox {
+        let ann = user("ann-outbox");
+        store.create_user(ann.clone()).await.unwrap();
+        let point = ContactPoint {
+            id: tellify_model::new_id(),
+            user_id: ann.id.clone(),
+            name: "hook".to_string(),
+            kind: "webhook".to_string(),
+            address: "http://127.0.0.1:9/hook".to_string(),
+            secret: Some("s3cret".to_string()),
+            created: at(0),
+        };
+        store.create_contact_point(point.clone()).await.unwrap();
+        assert!(store
+            .put_policy(PolicyRecord {
+                user_id: ann.id.clone(),
+                name: "default".to_string(),
+                policy: tellify_engine::policy::Policy::parse(
+                    &json!({"rules": [{"contact_points": ["hook"]}]}),
+                )
+                .unwrap(),
+                updated: at(0),
+            })
+            .await
+            .unwrap());
+        let subscription = subscription_of(&ann, "builds", Some("default"));
+        store
+            .insert_subscription(subscription.clone())
+            .await
+            .unwrap();
+        let planner = PlannerRef(std::sync::Arc::new(OnePointPlanner {
+            user_id: ann.id.clone(),
+            contact_point_id: point.id.clone(),
+        }));
+        Outbox {
+            ann,
+            point,
+            subscription,
+            planner,
+        }
+    }
+
+    fn fire(&self, key: &str, seconds: i64) -> OutputToApply {
+        OutputToApply {
+            origin: self.subscription.origin(),
+            output: AlertOutput::Fire {
+                group_key: key.to_string(),
+                severity: Severity::Warning,
+                message: format!("{key} failed"),
+                fields: Fields::new(),
+                event_id: None,
+            },
+            at: at(seconds),
+        }
+    }
+
+    /// Commits the firing of the alerts `keys` at `seconds`, planned.
+    async fn commit_fired(&self, store: &dyn Store, cursor: i64, keys: &[&str], seconds: i64) {
+        store
+            .commit_processing(ProcessingCommit {
+                cursor,
+                outputs: keys.iter().map(|key| self.fire(key, seconds)).collect(),
+                planner: Some(self.planner.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Alerts `a` and `b` fire at 100 in one commit; their delivery is taken at 100 and
+    /// sent. Returns the delivery's id.
+    async fn deliver_a_and_b(&self, store: &dyn Store) -> String {
+        self.commit_fired(store, 10, &["a", "b"], 100).await;
+        let jobs = store
+            .take_deliveries(at(100), at(200), 10, &DeliveryHold::default())
+            .await
+            .unwrap();
+        let id = jobs[0].delivery.id.clone();
+        store
+            .finish_deliveries(vec![FinishedDelivery {
+                id: id.clone(),
+                outcome: DeliveryOutcome::Sent {
+                    receipt: "200 OK".to_string(),
+                },
+                subject: "2 alerts".to_string(),
+                at: at(131),
+            }])
+            .await
+            .unwrap();
+        id
+    }
+}
+
+pub async fn contact_points_are_unique_per_user_and_reach_the_notify_directory(store: &dyn Store) {
+    let outbox = Outbox::open(store).await;
     assert!(matches!(
-        store.create_contact_point(point.clone()).await,
+        store.create_contact_point(outbox.point.clone()).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(store
-        .put_policy(PolicyRecord {
-            user_id: ann.id.clone(),
-            name: "default".to_string(),
-            policy: tellify_engine::policy::Policy::parse(
-                &json!({"rules": [{"contact_points": ["hook"]}]}),
-            )
-            .unwrap(),
-            updated: at(0),
-        })
-        .await
-        .unwrap());
-    let subscription = Subscription {
-        id: tellify_model::new_id(),
-        kind: "match".to_string(),
-        title: "builds".to_string(),
-        params: json!({"filter": "true"}),
-        owner_user: ann.id.clone(),
-        owner_group: None,
-        enabled: true,
-        latching: false,
-        policy: Some("default".to_string()),
-        created: at(0),
-        updated: at(0),
-        health: None,
-    };
-    store
-        .insert_subscription(subscription.clone())
-        .await
-        .unwrap();
     let directory = store.notify_directory().await.unwrap();
-    assert!(directory.contact_points.iter().any(|p| p.id == point.id));
+    assert!(directory
+        .contact_points
+        .iter()
+        .any(|p| p.id == outbox.point.id));
     assert!(directory
         .subscription_policies
-        .contains(&(subscription.id.clone(), "default".to_string())));
-    let planner = PlannerRef(std::sync::Arc::new(OnePointPlanner {
-        user_id: ann.id.clone(),
-        contact_point_id: point.id.clone(),
-    }));
-    let fire = |key: &str, seconds: i64| OutputToApply {
-        origin: subscription.origin(),
-        output: AlertOutput::Fire {
-            group_key: key.to_string(),
-            severity: Severity::Warning,
-            message: format!("{key} failed"),
-            fields: Fields::new(),
-            event_id: None,
-        },
-        at: at(seconds),
-    };
+        .contains(&(outbox.subscription.id.clone(), "default".to_string())));
+}
+
+pub async fn held_notifications_wait_and_the_rest_gang_into_one_delivery_per_contact_point(
+    store: &dyn Store,
+) {
+    let outbox = Outbox::open(store).await;
     // Two alerts fire in one commit: one delivery carries both.
-    store
-        .commit_processing(ProcessingCommit {
-            cursor: 10,
-            outputs: vec![fire("a", 100), fire("b", 100)],
-            planner: Some(planner.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    outbox.commit_fired(store, 10, &["a", "b"], 100).await;
     assert_eq!(store.next_outbox_due().await.unwrap(), Some(at(100)));
     assert_eq!(store.outbox_backlog(at(99)).await.unwrap(), (0, None));
     let (due, oldest) = store.outbox_backlog(at(150)).await.unwrap();
@@ -433,11 +619,11 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
     // Over their rate limit, a contact point's (or a user's) notifications wait in the outbox.
     for hold in [
         DeliveryHold {
-            contact_points: vec![point.id.clone()],
+            contact_points: vec![outbox.point.id.clone()],
             ..Default::default()
         },
         DeliveryHold {
-            users: vec![ann.id.clone()],
+            users: vec![outbox.ann.id.clone()],
             ..Default::default()
         },
     ] {
@@ -462,6 +648,18 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
             .is_empty(),
         "a leased delivery is not handed out twice"
     );
+}
+
+pub async fn a_retried_delivery_is_due_at_its_next_attempt_and_a_late_outcome_changes_nothing(
+    store: &dyn Store,
+) {
+    let outbox = Outbox::open(store).await;
+    outbox.commit_fired(store, 10, &["a", "b"], 100).await;
+    let lease = at(200);
+    let jobs = store
+        .take_deliveries(at(100), lease, 10, &DeliveryHold::default())
+        .await
+        .unwrap();
     let id = jobs[0].delivery.id.clone();
     store
         .finish_deliveries(vec![FinishedDelivery {
@@ -517,17 +715,12 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
     assert_eq!(attempts.len(), 2);
     assert!(!attempts[0].ok && attempts[1].ok);
     assert_eq!(items.len(), 2);
+}
 
+pub async fn a_delivery_whose_lease_ran_out_is_due_again(store: &dyn Store) {
+    let outbox = Outbox::open(store).await;
     // A sender that dies lets its lease run out; the delivery is then due again.
-    store
-        .commit_processing(ProcessingCommit {
-            cursor: 11,
-            outputs: vec![fire("c", 300)],
-            planner: Some(planner.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    outbox.commit_fired(store, 11, &["c"], 300).await;
     let leased = store
         .take_deliveries(at(300), at(400), 10, &DeliveryHold::default())
         .await
@@ -544,16 +737,21 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
         .unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].delivery.id, leased[0].delivery.id);
+}
 
+pub async fn repeats_are_planned_when_due_and_stop_once_acknowledged(store: &dyn Store) {
+    let outbox = Outbox::open(store).await;
+    outbox.commit_fired(store, 10, &["a", "b"], 100).await;
+    outbox.commit_fired(store, 11, &["c"], 300).await;
     // Repeats: due a minute after firing; an acknowledged alert stops repeating.
     let written = store
-        .plan_repeats(at(161), planner.clone(), 100)
+        .plan_repeats(at(161), outbox.planner.clone(), 100)
         .await
         .unwrap();
     assert_eq!(written, 2, "alerts a and b repeat");
     let alerts = store
         .list_alerts(AlertQuery {
-            subscription_id: Some(subscription.id.clone()),
+            subscription_id: Some(outbox.subscription.id.clone()),
             limit: 10,
             ..Default::default()
         })
@@ -575,11 +773,22 @@ async fn outbox_gangs_leases_retries_repeats_and_offboards(store: &dyn Store) {
     }
     assert_eq!(
         store
-            .plan_repeats(at(1000), planner.clone(), 100)
+            .plan_repeats(at(1000), outbox.planner.clone(), 100)
             .await
             .unwrap(),
         0
     );
+}
+
+pub async fn offboarding_counts_in_a_dry_run_then_removes_everything_and_audits(store: &dyn Store) {
+    let outbox = Outbox::open(store).await;
+    let ann = outbox.ann.clone();
+    let id = outbox.deliver_a_and_b(store).await;
+    outbox.commit_fired(store, 11, &["c"], 300).await;
+    store
+        .take_deliveries(at(300), at(400), 10, &DeliveryHold::default())
+        .await
+        .unwrap();
     let pending = store
         .list_deliveries(DeliveryQuery {
             user_id: Some(ann.id.clone()),
@@ -650,7 +859,7 @@ fn disk_type(interval_secs: Option<i64>) -> EventType {
     }
 }
 
-async fn event_types_registry_and_dedup_windows(store: &dyn Store) {
+pub async fn the_event_type_registry_creates_replaces_and_lists(store: &dyn Store) {
     // The registry: create, replace (keeping `created`), read, list.
     assert!(store.put_event_type(disk_type(Some(10))).await.unwrap());
     let mut replaced = disk_type(Some(10));
@@ -680,10 +889,15 @@ async fn event_types_registry_and_dedup_windows(store: &dyn Store) {
         .collect();
     assert_eq!(names, vec!["disk", "login"]);
     assert_eq!(store.event_type("nope").await.unwrap(), None);
+}
 
-    // Three identical events inside the window, in one batch and the next: one stored event,
-    // three log positions.
-    let before = store.last_seq().await.unwrap();
+/// `disk` with a 10 s dedup window and `login` without one; `/a` seen at 100, 103 and
+/// (with key `k`) 109. Returns the three appends.
+async fn disk_seen_three_times(store: &dyn Store) -> (Vec<Appended>, Vec<Appended>) {
+    store.put_event_type(disk_type(Some(10))).await.unwrap();
+    let mut plain = disk_type(None);
+    plain.name = "login".to_string();
+    store.put_event_type(plain).await.unwrap();
     let first = store
         .append_events(vec![
             typed_event("disk", "/a", None, 100),
@@ -691,6 +905,18 @@ async fn event_types_registry_and_dedup_windows(store: &dyn Store) {
         ])
         .await
         .unwrap();
+    let third = store
+        .append_events(vec![typed_event("disk", "/a", Some("k"), 109)])
+        .await
+        .unwrap();
+    (first, third)
+}
+
+pub async fn identical_events_inside_the_dedup_window_are_repeats_of_the_first(store: &dyn Store) {
+    // Three identical events inside the window, in one batch and the next: one stored event,
+    // three log positions.
+    let before = store.last_seq().await.unwrap();
+    let (first, third) = disk_seen_three_times(store).await;
     assert!(!first[0].repeat && !first[0].duplicate);
     assert!(first[1].repeat && !first[1].duplicate);
     assert_eq!(
@@ -698,10 +924,6 @@ async fn event_types_registry_and_dedup_windows(store: &dyn Store) {
         "a repeat answers with the first id"
     );
     assert!(first[1].seq > first[0].seq);
-    let third = store
-        .append_events(vec![typed_event("disk", "/a", Some("k"), 109)])
-        .await
-        .unwrap();
     assert!(third[0].repeat);
     assert_eq!(third[0].id, first[0].id);
 
@@ -762,7 +984,10 @@ async fn event_types_registry_and_dedup_windows(store: &dyn Store) {
             .repeat_count,
         2
     );
+}
 
+pub async fn the_dedup_window_is_fixed_from_the_first_sighting(store: &dyn Store) {
+    let (first, _) = disk_seen_three_times(store).await;
     // The window is fixed from the first sighting (100 + 10s), not from the last repeat
     // (109): at 110 a new event is stored and opens a window of its own.
     let later = store
@@ -776,7 +1001,18 @@ async fn event_types_registry_and_dedup_windows(store: &dyn Store) {
     assert_ne!(later[0].id, first[0].id);
     assert!(later[1].repeat);
     assert_eq!(later[1].id, later[0].id);
+}
 
+pub async fn deleting_an_event_type_ends_its_deduplication(store: &dyn Store) {
+    store.put_event_type(disk_type(Some(10))).await.unwrap();
+    let later = store
+        .append_events(vec![
+            typed_event("disk", "/a", None, 110),
+            typed_event("disk", "/a", None, 119),
+        ])
+        .await
+        .unwrap();
+    assert!(later[1].repeat);
     // Deleting the type ends deduplication for it.
     assert!(store.delete_event_type("disk").await.unwrap());
     assert!(!store.delete_event_type("disk").await.unwrap());
@@ -789,10 +1025,7 @@ async fn event_types_registry_and_dedup_windows(store: &dyn Store) {
     assert_eq!(store.event_type("disk").await.unwrap(), None);
 }
 
-/// Exporters resume after the last position they handled: alert changes come back in
-/// the order they were recorded, and a position is never handed out twice, also after the
-/// newest history rows were deleted with their subscription.
-async fn export_positions_and_alert_changes_in_order(store: &dyn Store) {
+pub async fn export_positions_are_saved_per_stream(store: &dyn Store) {
     assert_eq!(
         store.export_position("syslog:a/events").await.unwrap(),
         None
@@ -817,24 +1050,10 @@ async fn export_positions_and_alert_changes_in_order(store: &dyn Store) {
         store.export_position("syslog:a/alerts").await.unwrap(),
         Some(2)
     );
+}
 
-    let owner = user("exporter-owner");
-    store.create_user(owner.clone()).await.unwrap();
-    let subscription = |title: &str| Subscription {
-        id: tellify_model::new_id(),
-        kind: "match".to_string(),
-        title: title.to_string(),
-        params: json!({"filter": "true"}),
-        owner_user: owner.id.clone(),
-        owner_group: None,
-        enabled: true,
-        latching: false,
-        policy: None,
-        created: at(0),
-        updated: at(0),
-        health: None,
-    };
-    let fire = |subscription: &Subscription, severity: Severity, message: &str| OutputToApply {
+fn export_fire(subscription: &Subscription, severity: Severity, message: &str) -> OutputToApply {
+    OutputToApply {
         origin: subscription.origin(),
         output: AlertOutput::Fire {
             group_key: "g".to_string(),
@@ -844,22 +1063,36 @@ async fn export_positions_and_alert_changes_in_order(store: &dyn Store) {
             event_id: None,
         },
         at: at(100),
-    };
+    }
+}
+
+/// An `exported` subscription whose alert fired warm, then hot. Returns the position
+/// before, the subscription and the processing cursor.
+async fn exported_changes(store: &dyn Store) -> (i64, User, Subscription, i64) {
+    let owner = user("exporter-owner");
+    store.create_user(owner.clone()).await.unwrap();
     let start = store.last_alert_change().await.unwrap();
-    let first = subscription("exported");
+    let first = subscription_of(&owner, "exported", None);
     store.insert_subscription(first.clone()).await.unwrap();
     let cursor = store.load_processing().await.unwrap().cursor;
     store
         .commit_processing(ProcessingCommit {
             cursor,
             outputs: vec![
-                fire(&first, Severity::Warning, "warm"),
-                fire(&first, Severity::Critical, "hot"),
+                export_fire(&first, Severity::Warning, "warm"),
+                export_fire(&first, Severity::Critical, "hot"),
             ],
             ..Default::default()
         })
         .await
         .unwrap();
+    (start, owner, first, cursor)
+}
+
+/// Exporters resume after the last position they handled: alert changes come back in
+/// the order they were recorded.
+pub async fn alert_changes_come_back_in_recorded_order_and_page(store: &dyn Store) {
+    let (start, _, first, _) = exported_changes(store).await;
     let changes = store.alert_changes_after(start, 100).await.unwrap();
     let actions: Vec<&str> = changes.iter().map(|c| c.entry.action.as_str()).collect();
     assert_eq!(actions, vec!["fired", "severity_raised"]);
@@ -881,7 +1114,15 @@ async fn export_positions_and_alert_changes_in_order(store: &dyn Store) {
         .unwrap();
     assert_eq!(paged.len(), 1);
     assert_eq!(paged[0].position, changes[1].position);
+}
 
+/// A position is never handed out twice, also after the newest history rows were deleted
+/// with their subscription.
+pub async fn an_alert_change_position_is_never_reused_after_its_rows_were_deleted(
+    store: &dyn Store,
+) {
+    let (start, owner, first, cursor) = exported_changes(store).await;
+    let changes = store.alert_changes_after(start, 100).await.unwrap();
     // The newest rows go away with their subscription; the next change must still come
     // after every position an exporter may already have passed.
     let passed = changes[1].position;
@@ -891,12 +1132,12 @@ async fn export_positions_and_alert_changes_in_order(store: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
-    let second = subscription("after the delete");
+    let second = subscription_of(&owner, "after the delete", None);
     store.insert_subscription(second.clone()).await.unwrap();
     store
         .commit_processing(ProcessingCommit {
             cursor,
-            outputs: vec![fire(&second, Severity::Info, "again")],
+            outputs: vec![export_fire(&second, Severity::Info, "again")],
             ..Default::default()
         })
         .await
@@ -910,9 +1151,9 @@ async fn export_positions_and_alert_changes_in_order(store: &dyn Store) {
     assert!(after_delete[0].position > passed);
     assert_eq!(after_delete[0].alert.subscription_id, second.id);
 }
-
-async fn event_search_pushes_predicates_down_and_resumes_in_bounded_steps(store: &dyn Store) {
-    use tellify_engine::IndexValue;
+/// Thirty events at 50,000 s + n: types `search.even` / `search.odd`, fields `n`,
+/// `shard` (`s{n % 3}`) and `ok` (`n % 4 == 0`).
+async fn thirty_search_events(store: &dyn Store) {
     let events: Vec<StoredEvent> = (0..30)
         .map(|n: i64| {
             let input = EventInput {
@@ -934,18 +1175,28 @@ async fn event_search_pushes_predicates_down_and_resumes_in_bounded_steps(store:
         })
         .collect();
     store.append_events(events).await.unwrap();
-    let numbers = |step: &crate::SearchStep| -> Vec<i64> {
-        step.events
-            .iter()
-            .map(|e| e.fields["n"].as_i64().unwrap())
-            .collect()
-    };
-    let search = EventSearch {
+}
+
+fn numbers(step: &crate::SearchStep) -> Vec<i64> {
+    step.events
+        .iter()
+        .map(|e| e.fields["n"].as_i64().unwrap())
+        .collect()
+}
+
+fn even_search() -> EventSearch {
+    EventSearch {
         event_type: Some("search.even".to_string()),
         limit: 100,
         max_examined: 1000,
         ..Default::default()
-    };
+    }
+}
+
+pub async fn a_search_pushes_type_and_field_predicates_down(store: &dyn Store) {
+    use tellify_engine::IndexValue;
+    thirty_search_events(store).await;
+    let search = even_search();
     let even = store.search_events(search.clone()).await.unwrap();
     assert_eq!(
         numbers(&even),
@@ -972,6 +1223,11 @@ async fn event_search_pushes_predicates_down_and_resumes_in_bounded_steps(store:
         .await
         .unwrap();
     assert_eq!(numbers(&exact), vec![4]);
+}
+
+pub async fn a_search_resumes_in_bounded_steps_and_misses_nothing(store: &dyn Store) {
+    thirty_search_events(store).await;
+    let search = even_search();
     // Four rows a step: the search goes on from each step's cursor and misses nothing.
     let mut found = Vec::new();
     let mut before = None;
@@ -1008,6 +1264,10 @@ async fn event_search_pushes_predicates_down_and_resumes_in_bounded_steps(store:
         .unwrap();
     assert_eq!(numbers(&page), vec![28, 26]);
     assert_eq!(page.resume_before, Some(page.events[1].seq));
+}
+
+pub async fn a_time_range_search_finds_the_range_whatever_the_step_size(store: &dyn Store) {
+    thirty_search_events(store).await;
     // A time range, with room to take it whole and with a step too small for it.
     for max_examined in [1000, 3] {
         let mut found = Vec::new();

@@ -10,6 +10,7 @@ mod event_types;
 mod export;
 mod keyed;
 mod notify;
+pub mod processing;
 pub mod sqlite;
 mod types;
 
@@ -137,6 +138,7 @@ pub trait Store: Send + Sync + 'static {
     async fn load_processing(&self) -> StoreResult<ProcessingSnapshot>;
     /// Records the outcome of processing events up to `commit.cursor` in one transaction:
     /// alert changes and their history, handler states, derived events and the cursor.
+    /// A backend runs [`processing::commit`] over its transaction.
     async fn commit_processing(&self, commit: ProcessingCommit) -> StoreResult<CommitOutcome>;
 
     // ---- contact points, policies, silences ----

@@ -12,6 +12,7 @@ pub struct DeliveryHold {
 }
 use serde::{Deserialize, Serialize};
 use tellify_engine::alerts::Alert;
+use tellify_engine::render::Transition;
 
 /// One way to reach a user: an email address, a phone, a webhook or a chat webhook.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,9 +118,9 @@ pub struct Plan {
 /// the transaction that records the change, so the outbox rows and the alert change are
 /// committed together. Must not do IO.
 pub trait NotificationPlanner: Send + Sync {
-    /// `transition` is `fired`, `escalated`, `resolved` or `repeat`; `occurrence` makes the
-    /// idempotency key unique per transition (a history row id, or a repeat number).
-    fn plan(&self, alert: &Alert, transition: &str, occurrence: i64, now: Timestamp) -> Plan;
+    /// `transition` is fired, escalated, resolved or repeat; `occurrence` makes the
+    /// idempotency key unique per transition (a history position, or a repeat number).
+    fn plan(&self, alert: &Alert, transition: Transition, occurrence: i64, now: Timestamp) -> Plan;
 }
 
 /// A planner handle that can sit in a [`crate::ProcessingCommit`].

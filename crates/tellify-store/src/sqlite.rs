@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use tellify_engine::alerts::{apply_action, apply_output, Action, Alert, HistoryEntry};
+use tellify_engine::alerts::{Action, Alert, HistoryEntry};
 use tellify_model::StoredEvent;
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,7 +20,10 @@ mod event_types;
 mod export;
 mod keyed;
 mod notify;
+mod processing;
 mod search;
+
+use self::processing::SqliteProcessing;
 
 pub use notify::REMOVED_USER;
 
@@ -643,6 +646,18 @@ fn parse_time(text: String) -> rusqlite::Result<Timestamp> {
     })
 }
 
+/// A history action as stored: the name of a [`tellify_engine::alerts::Transition`].
+fn read_transition(text: String) -> rusqlite::Result<tellify_engine::alerts::Transition> {
+    text.parse()
+        .map_err(|error: tellify_engine::alerts::UnknownTransition| {
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                Box::new(error),
+            )
+        })
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(text: String) -> rusqlite::Result<T> {
     serde_json::from_str(&text).map_err(|error| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
@@ -729,96 +744,6 @@ fn read_group(
         members,
         created: parse_time(created).map_err(unavailable)?,
     })
-}
-
-fn load_alert_by_key(
-    connection: &Connection,
-    subscription_id: &str,
-    group_key: &str,
-) -> StoreResult<Option<Alert>> {
-    connection
-        .prepare_cached("SELECT body FROM alerts WHERE subscription_id = ?1 AND group_key = ?2")
-        .map_err(unavailable)?
-        .query_row(params![subscription_id, group_key], |row| {
-            read_json(row.get(0)?)
-        })
-        .optional()
-        .map_err(unavailable)
-}
-
-/// Saves an alert and its new history; returns the history rows' ids.
-fn save_alert(
-    connection: &Connection,
-    alert: &Alert,
-    history: &[HistoryEntry],
-) -> StoreResult<Vec<i64>> {
-    let body = serde_json::to_string(alert).map_err(unavailable)?;
-    connection
-        .prepare_cached(
-            "INSERT INTO alerts (id, subscription_id, group_key, state, severity, cleared,
-                                 owner_user, owner_group, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state,
-                 severity = excluded.severity, cleared = excluded.cleared, body = excluded.body",
-        )
-        .map_err(unavailable)?
-        .execute(params![
-            alert.id,
-            alert.subscription_id,
-            alert.group_key,
-            alert.state.as_str(),
-            alert.severity.as_str(),
-            alert.cleared,
-            alert.owner_user,
-            alert.owner_group,
-            body
-        ])
-        .map_err(unavailable)?;
-    let mut insert = connection
-        .prepare_cached(
-            "INSERT INTO alert_history (alert_id, at, actor, action, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(unavailable)?;
-    let mut ids = Vec::with_capacity(history.len());
-    for entry in history {
-        insert
-            .execute(params![
-                alert.id,
-                time_text(entry.at),
-                entry.actor,
-                entry.action,
-                entry.detail.to_string()
-            ])
-            .map_err(unavailable)?;
-        ids.push(connection.last_insert_rowid());
-    }
-    Ok(ids)
-}
-
-/// Writes the outbox rows an alert change calls for, in the change's transaction.
-fn plan_change(
-    tx: &Connection,
-    planner: &PlannerRef,
-    alert: &Alert,
-    history: &[HistoryEntry],
-    rows: &[i64],
-    now: Timestamp,
-) -> StoreResult<()> {
-    for (entry, row) in history.iter().zip(rows) {
-        if entry.actor != tellify_engine::alerts::ENGINE_ACTOR {
-            continue;
-        }
-        let Some(transition) = notify::notifiable_transition(&entry.action) else {
-            continue;
-        };
-        if transition == "resolved" {
-            notify::stop_repeats(tx, &alert.id)?;
-        }
-        let plan = planner.0.plan(alert, transition, *row, now);
-        notify::write_plan(tx, &plan, now)?;
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -1324,7 +1249,7 @@ impl Store for SqliteStore {
                     Ok(HistoryEntry {
                         at: parse_time(row.get(0)?)?,
                         actor: row.get(1)?,
-                        action: row.get(2)?,
+                        action: read_transition(row.get(2)?)?,
                         detail: read_json(row.get(3)?)?,
                     })
                 })
@@ -1343,16 +1268,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<AlertChange> {
         let (id, actor) = (id.to_string(), actor.to_string());
         self.write(move |tx| {
-            let mut alert: Alert = tx
-                .query_row("SELECT body FROM alerts WHERE id = ?1", [&id], |row| {
-                    read_json(row.get(0)?)
-                })
-                .optional()
-                .map_err(unavailable)?
-                .ok_or(StoreError::NotFound)?;
-            let history = apply_action(&mut alert, &action, &actor, now)?;
-            save_alert(tx, &alert, &history)?;
-            Ok(AlertChange { alert, history })
+            crate::processing::act_on_alert(&mut SqliteProcessing(tx), &id, &action, &actor, now)
         })
         .await
     }
@@ -1383,69 +1299,7 @@ impl Store for SqliteStore {
         // Processing results are recomputable from the durable log: after an OS crash the
         // worker redoes them from the last durable cursor, atomically with the alerts.
         self.write_with(Durability::Recomputable, move |tx| {
-            let mut existing: HashMap<String, bool> = HashMap::new();
-            let mut exists = |id: &str| -> StoreResult<bool> {
-                if let Some(found) = existing.get(id) {
-                    return Ok(*found);
-                }
-                let found = tx
-                    .prepare_cached("SELECT 1 FROM subscriptions WHERE id = ?1")
-                    .map_err(unavailable)?
-                    .exists([id])
-                    .map_err(unavailable)?;
-                existing.insert(id.to_string(), found);
-                Ok(found)
-            };
-            let mut changes: Vec<AlertChange> = Vec::new();
-            for item in &commit.outputs {
-                let subscription_id = &item.origin.subscription_id;
-                if !exists(subscription_id)? {
-                    continue;
-                }
-                let current = load_alert_by_key(tx, subscription_id, item.output.group_key())?;
-                if let Some((alert, history)) =
-                    apply_output(current, &item.output, &item.origin, item.at)
-                {
-                    let rows = save_alert(tx, &alert, &history)?;
-                    if let Some(planner) = &commit.planner {
-                        plan_change(tx, planner, &alert, &history, &rows, item.at)?;
-                    }
-                    changes.push(AlertChange { alert, history });
-                }
-            }
-            for (subscription_id, state) in &commit.states {
-                if !exists(subscription_id)? {
-                    continue;
-                }
-                tx.prepare_cached(
-                    "INSERT INTO handler_state (subscription_id, state) VALUES (?1, ?2)
-                     ON CONFLICT (subscription_id) DO UPDATE SET state = excluded.state",
-                )
-                .map_err(unavailable)?
-                .execute(params![subscription_id, state.to_string()])
-                .map_err(unavailable)?;
-            }
-            for update in &commit.health {
-                let disable = update.health.as_ref().is_some_and(|health| health.disabled);
-                tx.prepare_cached(
-                    "UPDATE subscriptions SET health = ?2,
-                         enabled = CASE WHEN ?3 THEN 0 ELSE enabled END WHERE id = ?1",
-                )
-                .map_err(unavailable)?
-                .execute(params![
-                    update.subscription_id,
-                    health_text(update.health.as_ref()),
-                    disable
-                ])
-                .map_err(unavailable)?;
-            }
-            let derived = insert_events(tx, &EncodedEvents::encode(commit.derived)?)?;
-            tx.execute(
-                "UPDATE processing SET cursor = ?1 WHERE id = 1",
-                [commit.cursor],
-            )
-            .map_err(unavailable)?;
-            Ok(CommitOutcome { changes, derived })
+            crate::processing::commit(&mut SqliteProcessing(tx), commit)
         })
         .await
     }
@@ -1560,7 +1414,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<usize> {
         // Like processing commits, repeats can be planned again from the durable alerts.
         self.write_with(Durability::Recomputable, move |tx| {
-            notify::plan_repeats(tx, now, &planner, limit)
+            crate::processing::plan_repeats(&mut SqliteProcessing(tx), now, &planner, limit)
         })
         .await
     }

@@ -223,6 +223,43 @@ pub struct ProcessingCommit {
     pub planner: Option<crate::PlannerRef>,
     /// Subscriptions that started failing, failed again, or recovered.
     pub health: Vec<HealthUpdate>,
+    /// Where the ids of new alerts come from.
+    pub ids: IdSourceRef,
+}
+
+/// A source of new ids that can sit in a [`ProcessingCommit`]: the worker passes
+/// `tellify_model::new_id`, a test a counter.
+#[derive(Clone)]
+pub struct IdSourceRef(pub std::sync::Arc<dyn Fn() -> String + Send + Sync>);
+
+impl IdSourceRef {
+    pub fn new(source: impl Fn() -> String + Send + Sync + 'static) -> IdSourceRef {
+        IdSourceRef(std::sync::Arc::new(source))
+    }
+
+    pub fn next_id(&self) -> String {
+        (self.0)()
+    }
+}
+
+impl Default for IdSourceRef {
+    /// ULIDs (`tellify_model::new_id`), what the running service uses; the worker still
+    /// passes its source explicitly, tests pass a counter.
+    fn default() -> IdSourceRef {
+        IdSourceRef::new(tellify_model::new_id)
+    }
+}
+
+impl std::fmt::Debug for IdSourceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdSourceRef")
+    }
+}
+
+impl PartialEq for IdSourceRef {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -1,11 +1,15 @@
 use tellify_store::sqlite::SqliteStore;
 use tellify_store::Store;
 
-#[tokio::test]
-async fn sqlite_passes_the_conformance_suite() {
-    let directory = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(directory.path()).unwrap();
-    tellify_store::conformance::run_all(&store).await;
+/// The conformance suite, one test per behaviour, each on a fresh database on disk.
+mod conformance {
+    use super::SqliteStore;
+
+    tellify_store::conformance_tests!(|| async {
+        let directory = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(directory.path()).unwrap();
+        (store, directory)
+    });
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ use tellify_engine::filter::EventContext;
 use tellify_engine::handlers::{Handler, Outputs, Registry};
 use tellify_engine::DispatchIndex;
 use tellify_model::StoredEvent;
+use tellify_store::processing::IdSourceRef;
 use tellify_store::{
     HealthUpdate, OutputToApply, ProcessingCommit, Store, StoreResult, Subscription,
     SubscriptionHealth,
@@ -517,6 +518,7 @@ impl Worker {
         let mut commit = ProcessingCommit {
             cursor: self.cursor,
             planner: self.notifier.as_ref().map(NotifierHandle::planner),
+            ids: IdSourceRef::new(tellify_model::new_id),
             ..Default::default()
         };
         commit.health = std::mem::take(&mut self.health_pending);
@@ -554,7 +556,7 @@ impl Worker {
         }
         for change in outcome.changes {
             for entry in &change.history {
-                metrics::counter!(telemetry::ALERT_TRANSITIONS, "action" => entry.action.clone())
+                metrics::counter!(telemetry::ALERT_TRANSITIONS, "action" => entry.action.as_str())
                     .increment(1);
             }
             self.bus.publish(StreamItem::Alert(Arc::new(AlertNotice {

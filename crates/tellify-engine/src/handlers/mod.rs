@@ -414,7 +414,10 @@ mod tests {
             event_id: None,
         };
         let (alert, _) =
-            crate::alerts::apply_output(None, &output, &origin, Timestamp::UNIX_EPOCH).unwrap();
+            crate::alerts::apply_output(None, &output, &origin, Timestamp::UNIX_EPOCH, &|| {
+                "a1".to_string()
+            })
+            .unwrap();
         let html = kind.render_html(std::slice::from_ref(&alert));
         assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"));
         let sms = kind.render_sms(&[alert.clone(), alert]);

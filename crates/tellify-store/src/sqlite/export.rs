@@ -114,7 +114,7 @@ fn alert_changes_after(
                 entry: HistoryEntry {
                     at: parse_time(row.get(1)?)?,
                     actor: row.get(2)?,
-                    action: row.get(3)?,
+                    action: super::read_transition(row.get(3)?)?,
                     detail: read_json(row.get(4)?)?,
                 },
                 alert: read_json(row.get(5)?)?,

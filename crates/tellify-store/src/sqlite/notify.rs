@@ -10,15 +10,17 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use tellify_engine::alerts::{Alert, AlertState};
 use tellify_engine::policy::{Policy, PolicyLimits};
+use tellify_engine::alerts::Alert;
+use tellify_engine::render::Transition;
 
 use super::{
     conflict_or_unavailable, parse_time, read_json, read_user, time_text, unavailable, USER_COLUMNS,
 };
+use crate::processing;
 use crate::{
     AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryHold, DeliveryItem, DeliveryJob,
     DeliveryOutcome, DeliveryQuery, DeliveryRecord, DeliveryStatus, FinishedDelivery,
-    NotifyDirectory, OffboardCounts, Plan, PlannerRef, PolicyRecord, Silence, StoreError,
-    StoreResult,
+    NotifyDirectory, OffboardCounts, PolicyRecord, Silence, StoreError, StoreResult,
 };
 
 pub(super) const MIGRATION: &str = r#"
@@ -415,78 +417,6 @@ pub(super) fn notify_directory(connection: &Connection) -> StoreResult<NotifyDir
     })
 }
 
-// ---- planning: outbox rows in the processing transaction ----
-
-/// The transitions of an alert change that can notify, from its history actions.
-pub(super) fn notifiable_transition(action: &str) -> Option<&'static str> {
-    match action {
-        "fired" => Some("fired"),
-        "severity_raised" | "severity_lowered" => Some("escalated"),
-        "resolved" => Some("resolved"),
-        _ => None,
-    }
-}
-
-/// Writes a plan's notifications (once per idempotency key) and repeat schedules.
-pub(super) fn write_plan(tx: &Connection, plan: &Plan, now: Timestamp) -> StoreResult<usize> {
-    let mut written = 0;
-    let mut insert = tx
-        .prepare_cached(
-            // The planner answers from memory; a contact point (or its user) removed
-            // since is skipped here rather than failing the whole commit.
-            "INSERT INTO notifications (idempotency_key, user_id, contact_point_id, alert_id,
-                 owner_group, transition, due_ms, alert, created)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
-             WHERE EXISTS (SELECT 1 FROM contact_points WHERE id = ?3 AND user_id = ?2)
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .map_err(unavailable)?;
-    for notification in &plan.notifications {
-        let alert = serde_json::to_string(&notification.alert).map_err(unavailable)?;
-        written += insert
-            .execute(params![
-                notification.idempotency_key,
-                notification.user_id,
-                notification.contact_point_id,
-                notification.alert_id,
-                notification.alert.owner_group,
-                notification.transition,
-                millis(notification.due_at),
-                alert,
-                time_text(now)
-            ])
-            .map_err(unavailable)?;
-    }
-    let mut repeat = tx
-        .prepare_cached(
-            "INSERT INTO repeats (alert_id, user_id, next_ms, every_ms)
-             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2)
-             ON CONFLICT (alert_id, user_id) DO UPDATE SET next_ms = excluded.next_ms,
-                 every_ms = excluded.every_ms",
-        )
-        .map_err(unavailable)?;
-    for schedule in &plan.repeats {
-        repeat
-            .execute(params![
-                schedule.alert_id,
-                schedule.user_id,
-                millis(schedule.next_at),
-                schedule.every_ms
-            ])
-            .map_err(unavailable)?;
-    }
-    Ok(written)
-}
-
-/// A resolved alert repeats no more.
-pub(super) fn stop_repeats(tx: &Connection, alert_id: &str) -> StoreResult<()> {
-    tx.prepare_cached("DELETE FROM repeats WHERE alert_id = ?1")
-        .map_err(unavailable)?
-        .execute([alert_id])
-        .map_err(unavailable)?;
-    Ok(())
-}
-
 fn load_alert(connection: &Connection, id: &str) -> StoreResult<Option<Alert>> {
     connection
         .prepare_cached("SELECT body FROM alerts WHERE id = ?1")
@@ -494,67 +424,6 @@ fn load_alert(connection: &Connection, id: &str) -> StoreResult<Option<Alert>> {
         .query_row([id], |row| read_json(row.get(0)?))
         .optional()
         .map_err(unavailable)
-}
-
-/// Whether an alert should still make noise about `transition` at `now`: a person who
-/// acknowledged or shelved it since has said they know.
-fn still_notifiable(alert: &Alert, transition: &str, now: Timestamp) -> bool {
-    if transition == "resolved" {
-        return !alert.cleared;
-    }
-    !(alert.cleared || alert.is_acked(now) || alert.is_shelved(now))
-}
-
-pub(super) fn plan_repeats(
-    tx: &Connection,
-    now: Timestamp,
-    planner: &PlannerRef,
-    limit: usize,
-) -> StoreResult<usize> {
-    let due: Vec<(String, String, i64, i64)> = {
-        let mut statement = tx
-            .prepare_cached(
-                "SELECT alert_id, user_id, every_ms, count FROM repeats WHERE next_ms <= ?1
-                 ORDER BY next_ms LIMIT ?2",
-            )
-            .map_err(unavailable)?;
-        let rows = statement
-            .query_map(params![millis(now), limit as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
-            .map_err(unavailable)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
-    };
-    let mut written = 0;
-    for (alert_id, user_id, every_ms, count) in due {
-        let alert = load_alert(tx, &alert_id)?;
-        let Some(alert) = alert.filter(|alert| {
-            alert.state == AlertState::Firing && still_notifiable(alert, "repeat", now)
-        }) else {
-            tx.execute(
-                "DELETE FROM repeats WHERE alert_id = ?1 AND user_id = ?2",
-                params![alert_id, user_id],
-            )
-            .map_err(unavailable)?;
-            continue;
-        };
-        let mut plan = planner.0.plan(&alert, "repeat", count + 1, now);
-        plan.notifications.retain(|n| n.user_id == user_id);
-        plan.repeats.retain(|r| r.user_id == user_id);
-        let next_ms = plan
-            .repeats
-            .first()
-            .map(|schedule| millis(schedule.next_at))
-            .unwrap_or(millis(now).saturating_add(every_ms.max(1000)));
-        plan.repeats.clear();
-        written += write_plan(tx, &plan, now)?;
-        tx.execute(
-            "UPDATE repeats SET next_ms = ?3, count = count + 1 WHERE alert_id = ?1 AND user_id = ?2",
-            params![alert_id, user_id, next_ms],
-        )
-        .map_err(unavailable)?;
-    }
-    Ok(written)
 }
 
 // ---- the outbox: gang, lease, finish ----
@@ -607,7 +476,11 @@ fn gang(tx: &Connection, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
         let keep = alerts
             .get(&alert_id)
             .and_then(|alert| alert.as_ref())
-            .is_some_and(|alert| still_notifiable(alert, &transition, now));
+            .is_some_and(|alert| {
+                // The planner stores only known transitions; anything else counts as firing.
+                let transition = transition.parse().unwrap_or(Transition::Fired);
+                processing::still_notifiable(alert, transition, now)
+            });
         if !keep {
             dropped.push(id);
             continue;

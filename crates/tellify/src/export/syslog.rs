@@ -559,7 +559,7 @@ impl Format {
             .unwrap_or(&alert.message);
         let mut data = StructuredData::new("alert");
         data.param("id", &alert.id);
-        data.param("action", &change.entry.action);
+        data.param("action", change.entry.action.as_str());
         data.param("severity", severity.as_str());
         data.param("subscription", &alert.subscription_id);
         data.param("title", &alert.title);

@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use tellify_engine::alerts::Alert;
 use tellify_engine::filter::{EventContext, Filter};
 use tellify_engine::policy::{due_at, Policy, PolicyLimits};
+use tellify_engine::render::Transition;
 use tellify_model::{StoredEvent, StoredSource};
 use tellify_store::{
     NewNotification, NotificationPlanner, NotifyDirectory, Plan, RepeatSchedule, Store, StoreResult,
@@ -242,7 +243,7 @@ fn silenced(person: &Person, alert: &Alert, now: Timestamp) -> bool {
 }
 
 impl NotificationPlanner for Planner {
-    fn plan(&self, alert: &Alert, transition: &str, occurrence: i64, now: Timestamp) -> Plan {
+    fn plan(&self, alert: &Alert, transition: Transition, occurrence: i64, now: Timestamp) -> Plan {
         let directory = self.read();
         let recipients: Vec<String> = match &alert.owner_group {
             Some(group) => directory.groups.get(group).cloned().unwrap_or_default(),
@@ -265,7 +266,8 @@ impl NotificationPlanner for Planner {
             else {
                 continue;
             };
-            if transition != "resolved" && (alert.is_acked(now) || alert.is_shelved(now)) {
+            if transition != Transition::Resolved && (alert.is_acked(now) || alert.is_shelved(now))
+            {
                 continue;
             }
             if silenced(person, alert, now) {
@@ -274,13 +276,13 @@ impl NotificationPlanner for Planner {
             let mut used: HashSet<&str> = HashSet::new();
             let mut repeat_every: Option<jiff::SignedDuration> = None;
             for (_, rule) in policy.select(&person.zone, alert.severity, now) {
-                if transition == "resolved" && !rule.notify_resolved {
+                if transition == Transition::Resolved && !rule.notify_resolved {
                     continue;
                 }
-                if transition == "repeat" && rule.repeat.is_none() {
+                if transition == Transition::Repeat && rule.repeat.is_none() {
                     continue;
                 }
-                if transition != "resolved" {
+                if transition != Transition::Resolved {
                     if let Some(every) = rule.repeat {
                         repeat_every = Some(repeat_every.map_or(every, |other| other.min(every)));
                     }
@@ -297,7 +299,7 @@ impl NotificationPlanner for Planner {
                         user_id: user_id.clone(),
                         contact_point_id: contact_point_id.clone(),
                         alert_id: alert.id.clone(),
-                        transition: transition.to_string(),
+                        transition: transition.as_str().to_string(),
                         idempotency_key: format!(
                             "{user_id}:{}:{transition}:{occurrence}:{contact_point_id}",
                             alert.id

@@ -1,0 +1,733 @@
+//! The processing commit, written once for every backend.
+//!
+//! What a batch of handler outputs does — which alert each output moves and how
+//! (`engine::alerts::apply_output`), which of the resulting transitions notify
+//! (`Transition::notifies`), what the planner puts in the outbox, when repeats stop — is
+//! decided here. A backend only carries it out: it implements [`ProcessingTx`] with plain
+//! reads and writes inside one transaction of its own, and calls [`commit`],
+//! [`plan_repeats`] and [`act_on_alert`] from that transaction. So the SQLite store and a
+//! PostgreSQL store make the same decisions, and this module is tested without a
+//! database (the fake at the bottom).
+//!
+//! The trait is synchronous on purpose: the commit is the hot path, and SQLite runs it on
+//! its writer thread without an executor. A backend with an async client runs the whole
+//! commit on one blocking thread that owns its transaction.
+//!
+//! Nothing here mints an id or reads a clock: a new alert's id comes from the commit's
+//! [`IdSourceRef`], `now` is the commit's (each output's `at`, or the caller's `now`).
+
+use jiff::{SignedDuration, Timestamp};
+use tellify_engine::alerts::{apply_action, apply_output, Action, Alert, AlertState, HistoryEntry};
+use tellify_engine::alerts::{Transition, ENGINE_ACTOR};
+use tellify_engine::render::Transition as Notified;
+use tellify_model::StoredEvent;
+
+pub use crate::IdSourceRef;
+use crate::{
+    AlertChange, Appended, CommitOutcome, NewNotification, PlannerRef, ProcessingCommit,
+    RepeatSchedule, StoreError, StoreResult, SubscriptionHealth,
+};
+
+/// One transaction of a backend, as the processing decisions need it. Every method is a
+/// plain read or write; none decides anything. Nothing is visible to others before the
+/// backend commits the transaction, and a failure anywhere rolls all of it back.
+pub trait ProcessingTx {
+    /// Whether the subscription still exists (it may have been deleted since its
+    /// outputs were computed).
+    fn subscription_exists(&mut self, subscription_id: &str) -> StoreResult<bool>;
+    fn alert_by_key(
+        &mut self,
+        subscription_id: &str,
+        group_key: &str,
+    ) -> StoreResult<Option<Alert>>;
+    fn alert_by_id(&mut self, alert_id: &str) -> StoreResult<Option<Alert>>;
+    /// Inserts or replaces the alert with its id.
+    fn save_alert(&mut self, alert: &Alert) -> StoreResult<()>;
+    /// Appends one history entry of the alert; returns its position in the history of all
+    /// alerts, which only grows and is never reused.
+    fn append_history(&mut self, alert_id: &str, entry: &HistoryEntry) -> StoreResult<i64>;
+    /// Stores planned notifications, each once per idempotency key; one for a contact point
+    /// (or user) that is gone is skipped. Returns how many were stored.
+    fn write_notifications(
+        &mut self,
+        notifications: &[NewNotification],
+        now: Timestamp,
+    ) -> StoreResult<usize>;
+    /// Inserts or replaces the repeat schedule of each (alert, user) whose user still exists.
+    fn schedule_repeats(&mut self, schedules: &[RepeatSchedule]) -> StoreResult<()>;
+    /// Removes every repeat schedule of the alert.
+    fn stop_repeats(&mut self, alert_id: &str) -> StoreResult<()>;
+    /// Repeat schedules due by `now`, earliest first, at most `limit`.
+    fn due_repeats(&mut self, now: Timestamp, limit: usize) -> StoreResult<Vec<DueRepeat>>;
+    /// Removes the repeat schedule of one (alert, user).
+    fn drop_repeat(&mut self, alert_id: &str, user_id: &str) -> StoreResult<()>;
+    /// Moves one schedule on to `next_at` and counts the repeat.
+    fn advance_repeat(
+        &mut self,
+        alert_id: &str,
+        user_id: &str,
+        next_at: Timestamp,
+    ) -> StoreResult<()>;
+    fn save_handler_state(
+        &mut self,
+        subscription_id: &str,
+        state: &serde_json::Value,
+    ) -> StoreResult<()>;
+    /// Records a subscription's health; with `disable` the subscription is switched off.
+    fn save_health(
+        &mut self,
+        subscription_id: &str,
+        health: Option<&SubscriptionHealth>,
+        disable: bool,
+    ) -> StoreResult<()>;
+    /// Appends events to the log as `Store::append_events` does (idempotency, dedup).
+    fn append_derived(&mut self, events: Vec<StoredEvent>) -> StoreResult<Vec<Appended>>;
+    fn save_cursor(&mut self, cursor: i64) -> StoreResult<()>;
+}
+
+/// A repeat schedule whose time has come.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueRepeat {
+    pub alert_id: String,
+    pub user_id: String,
+    pub every_ms: i64,
+    /// Repeats planned so far.
+    pub count: i64,
+}
+
+/// Applies a processing commit inside `tx`: every output to its alert (skipping
+/// subscriptions deleted since), with its history and the outbox rows its notifying
+/// transitions call for; then handler states, health, derived events and the cursor.
+pub fn commit(tx: &mut impl ProcessingTx, commit: ProcessingCommit) -> StoreResult<CommitOutcome> {
+    let mut existing = SubscriptionsSeen::default();
+    let ids = || commit.ids.next_id();
+    let mut changes: Vec<AlertChange> = Vec::new();
+    for item in &commit.outputs {
+        let subscription_id = &item.origin.subscription_id;
+        if !existing.exists(tx, subscription_id)? {
+            continue;
+        }
+        let current = tx.alert_by_key(subscription_id, item.output.group_key())?;
+        let Some((alert, history)) =
+            apply_output(current, &item.output, &item.origin, item.at, &ids)
+        else {
+            continue;
+        };
+        tx.save_alert(&alert)?;
+        for entry in &history {
+            let position = tx.append_history(&alert.id, entry)?;
+            if let Some(planner) = &commit.planner {
+                plan_transition(tx, planner, &alert, entry, position, item.at)?;
+            }
+        }
+        changes.push(AlertChange { alert, history });
+    }
+    for (subscription_id, state) in &commit.states {
+        if !existing.exists(tx, subscription_id)? {
+            continue;
+        }
+        tx.save_handler_state(subscription_id, state)?;
+    }
+    for update in &commit.health {
+        let disable = update.health.as_ref().is_some_and(|health| health.disabled);
+        tx.save_health(&update.subscription_id, update.health.as_ref(), disable)?;
+    }
+    let derived = tx.append_derived(commit.derived)?;
+    tx.save_cursor(commit.cursor)?;
+    Ok(CommitOutcome { changes, derived })
+}
+
+/// Plans repeated notifications for the schedules due by `now`: an alert still firing,
+/// unacknowledged, unshelved and not cleared gets the planner's notifications for that
+/// user and moves on to its next time; any other leaves the schedule. Returns how many
+/// notifications were stored.
+pub fn plan_repeats(
+    tx: &mut impl ProcessingTx,
+    now: Timestamp,
+    planner: &PlannerRef,
+    limit: usize,
+) -> StoreResult<usize> {
+    let mut written = 0;
+    for due in tx.due_repeats(now, limit)? {
+        let alert = tx.alert_by_id(&due.alert_id)?;
+        let Some(alert) = alert.filter(|alert| {
+            alert.state == AlertState::Firing && still_notifiable(alert, Notified::Repeat, now)
+        }) else {
+            tx.drop_repeat(&due.alert_id, &due.user_id)?;
+            continue;
+        };
+        let mut plan = planner.0.plan(&alert, Notified::Repeat, due.count + 1, now);
+        plan.notifications.retain(|n| n.user_id == due.user_id);
+        let next_at = plan
+            .repeats
+            .iter()
+            .find(|schedule| schedule.user_id == due.user_id)
+            .map(|schedule| schedule.next_at)
+            .unwrap_or_else(|| {
+                let every = SignedDuration::from_millis(due.every_ms.max(1000));
+                now.checked_add(every).unwrap_or(Timestamp::MAX)
+            });
+        written += tx.write_notifications(&plan.notifications, now)?;
+        tx.advance_repeat(&due.alert_id, &due.user_id, next_at)?;
+    }
+    Ok(written)
+}
+
+/// Applies a person's action to the alert `alert_id` and records it.
+pub fn act_on_alert(
+    tx: &mut impl ProcessingTx,
+    alert_id: &str,
+    action: &Action,
+    actor: &str,
+    now: Timestamp,
+) -> StoreResult<AlertChange> {
+    let mut alert = tx.alert_by_id(alert_id)?.ok_or(StoreError::NotFound)?;
+    let history = apply_action(&mut alert, action, actor, now)?;
+    tx.save_alert(&alert)?;
+    for entry in &history {
+        tx.append_history(&alert.id, entry)?;
+    }
+    Ok(AlertChange { alert, history })
+}
+
+/// Writes the outbox rows one history entry calls for: only the engine's transitions
+/// notify (a person who acted knows), and a resolved alert repeats no more.
+fn plan_transition(
+    tx: &mut impl ProcessingTx,
+    planner: &PlannerRef,
+    alert: &Alert,
+    entry: &HistoryEntry,
+    position: i64,
+    now: Timestamp,
+) -> StoreResult<()> {
+    if entry.actor != ENGINE_ACTOR {
+        return Ok(());
+    }
+    let Some(notified) = entry.action.notifies() else {
+        return Ok(());
+    };
+    if entry.action == Transition::Resolved {
+        tx.stop_repeats(&alert.id)?;
+    }
+    let plan = planner.0.plan(alert, notified, position, now);
+    tx.write_notifications(&plan.notifications, now)?;
+    tx.schedule_repeats(&plan.repeats)?;
+    Ok(())
+}
+
+/// Whether an alert should still make noise about `notified` at `now`: a person who
+/// acknowledged or shelved it since has said they know. Asked when planning and again
+/// when a notification is ganged into a delivery.
+pub fn still_notifiable(alert: &Alert, notified: Notified, now: Timestamp) -> bool {
+    if notified == Notified::Resolved {
+        return !alert.cleared;
+    }
+    !(alert.cleared || alert.is_acked(now) || alert.is_shelved(now))
+}
+
+/// Which subscriptions exist, asked once per commit.
+#[derive(Default)]
+struct SubscriptionsSeen(std::collections::HashMap<String, bool>);
+
+impl SubscriptionsSeen {
+    fn exists(&mut self, tx: &mut impl ProcessingTx, id: &str) -> StoreResult<bool> {
+        if let Some(found) = self.0.get(id) {
+            return Ok(*found);
+        }
+        let found = tx.subscription_exists(id)?;
+        self.0.insert(id.to_string(), found);
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use tellify_engine::alerts::AlertOrigin;
+    use tellify_engine::handlers::AlertOutput;
+    use tellify_model::{EventInput, Fields, Severity};
+
+    use super::*;
+    use crate::{HealthUpdate, NotificationPlanner, OutputToApply, Plan};
+
+    /// A transaction over maps: what a backend stores, without a database.
+    #[derive(Default)]
+    struct MemoryTx {
+        subscriptions: HashSet<String>,
+        alerts: HashMap<String, Alert>,
+        history: Vec<(String, HistoryEntry)>,
+        notifications: HashMap<String, NewNotification>,
+        /// (alert id, user id) → (next time, repeats so far)
+        repeats: HashMap<(String, String), (Timestamp, i64, i64)>,
+        states: HashMap<String, serde_json::Value>,
+        health: HashMap<String, (Option<SubscriptionHealth>, bool)>,
+        events: Vec<StoredEvent>,
+        cursor: i64,
+    }
+
+    impl ProcessingTx for MemoryTx {
+        fn subscription_exists(&mut self, subscription_id: &str) -> StoreResult<bool> {
+            Ok(self.subscriptions.contains(subscription_id))
+        }
+
+        fn alert_by_key(
+            &mut self,
+            subscription_id: &str,
+            group_key: &str,
+        ) -> StoreResult<Option<Alert>> {
+            Ok(self
+                .alerts
+                .values()
+                .find(|a| a.subscription_id == subscription_id && a.group_key == group_key)
+                .cloned())
+        }
+
+        fn alert_by_id(&mut self, alert_id: &str) -> StoreResult<Option<Alert>> {
+            Ok(self.alerts.get(alert_id).cloned())
+        }
+
+        fn save_alert(&mut self, alert: &Alert) -> StoreResult<()> {
+            self.alerts.insert(alert.id.clone(), alert.clone());
+            Ok(())
+        }
+
+        fn append_history(&mut self, alert_id: &str, entry: &HistoryEntry) -> StoreResult<i64> {
+            self.history.push((alert_id.to_string(), entry.clone()));
+            Ok(self.history.len() as i64)
+        }
+
+        fn write_notifications(
+            &mut self,
+            notifications: &[NewNotification],
+            _now: Timestamp,
+        ) -> StoreResult<usize> {
+            let mut written = 0;
+            for notification in notifications {
+                if !self
+                    .notifications
+                    .contains_key(&notification.idempotency_key)
+                {
+                    self.notifications
+                        .insert(notification.idempotency_key.clone(), notification.clone());
+                    written += 1;
+                }
+            }
+            Ok(written)
+        }
+
+        fn schedule_repeats(&mut self, schedules: &[RepeatSchedule]) -> StoreResult<()> {
+            for schedule in schedules {
+                let key = (schedule.alert_id.clone(), schedule.user_id.clone());
+                let count = self.repeats.get(&key).map_or(0, |(_, _, count)| *count);
+                self.repeats
+                    .insert(key, (schedule.next_at, schedule.every_ms, count));
+            }
+            Ok(())
+        }
+
+        fn stop_repeats(&mut self, alert_id: &str) -> StoreResult<()> {
+            self.repeats.retain(|(alert, _), _| alert != alert_id);
+            Ok(())
+        }
+
+        fn due_repeats(&mut self, now: Timestamp, limit: usize) -> StoreResult<Vec<DueRepeat>> {
+            let mut due: Vec<(Timestamp, DueRepeat)> = self
+                .repeats
+                .iter()
+                .filter(|(_, (next_at, _, _))| *next_at <= now)
+                .map(|((alert_id, user_id), (next_at, every_ms, count))| {
+                    let repeat = DueRepeat {
+                        alert_id: alert_id.clone(),
+                        user_id: user_id.clone(),
+                        every_ms: *every_ms,
+                        count: *count,
+                    };
+                    (*next_at, repeat)
+                })
+                .collect();
+            due.sort_by_key(|(next_at, _)| *next_at);
+            Ok(due.into_iter().take(limit).map(|(_, due)| due).collect())
+        }
+
+        fn drop_repeat(&mut self, alert_id: &str, user_id: &str) -> StoreResult<()> {
+            self.repeats
+                .remove(&(alert_id.to_string(), user_id.to_string()));
+            Ok(())
+        }
+
+        fn advance_repeat(
+            &mut self,
+            alert_id: &str,
+            user_id: &str,
+            next_at: Timestamp,
+        ) -> StoreResult<()> {
+            let key = (alert_id.to_string(), user_id.to_string());
+            if let Some((next, _, count)) = self.repeats.get_mut(&key) {
+                *next = next_at;
+                *count += 1;
+            }
+            Ok(())
+        }
+
+        fn save_handler_state(
+            &mut self,
+            subscription_id: &str,
+            state: &serde_json::Value,
+        ) -> StoreResult<()> {
+            self.states
+                .insert(subscription_id.to_string(), state.clone());
+            Ok(())
+        }
+
+        fn save_health(
+            &mut self,
+            subscription_id: &str,
+            health: Option<&SubscriptionHealth>,
+            disable: bool,
+        ) -> StoreResult<()> {
+            self.health
+                .insert(subscription_id.to_string(), (health.cloned(), disable));
+            Ok(())
+        }
+
+        fn append_derived(&mut self, events: Vec<StoredEvent>) -> StoreResult<Vec<Appended>> {
+            let mut appended = Vec::new();
+            for mut event in events {
+                event.seq = 1000 + self.events.len() as i64;
+                appended.push(Appended {
+                    id: event.id.clone(),
+                    seq: event.seq,
+                    duplicate: false,
+                    repeat: false,
+                });
+                self.events.push(event);
+            }
+            Ok(appended)
+        }
+
+        fn save_cursor(&mut self, cursor: i64) -> StoreResult<()> {
+            self.cursor = cursor;
+            Ok(())
+        }
+    }
+
+    /// Tells `ann` at her `pager` about every transition; repeats firing alerts every minute.
+    struct PagerPlanner;
+
+    impl NotificationPlanner for PagerPlanner {
+        fn plan(
+            &self,
+            alert: &Alert,
+            transition: Notified,
+            occurrence: i64,
+            now: Timestamp,
+        ) -> Plan {
+            let mut plan = Plan::default();
+            plan.notifications.push(NewNotification {
+                user_id: "ann".into(),
+                contact_point_id: "pager".into(),
+                alert_id: alert.id.clone(),
+                transition: transition.as_str().to_string(),
+                idempotency_key: format!("{}:{transition}:{occurrence}", alert.id),
+                due_at: now,
+                alert: alert.clone(),
+            });
+            if transition != Notified::Resolved {
+                plan.repeats.push(RepeatSchedule {
+                    alert_id: alert.id.clone(),
+                    user_id: "ann".into(),
+                    next_at: now + SignedDuration::from_secs(60),
+                    every_ms: 60_000,
+                });
+            }
+            plan
+        }
+    }
+
+    fn t(seconds: i64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + SignedDuration::from_secs(seconds)
+    }
+
+    fn origin(latching: bool) -> AlertOrigin {
+        AlertOrigin {
+            subscription_id: "s1".into(),
+            owner_user: Some("ann".into()),
+            owner_group: None,
+            kind: "match".into(),
+            title: "disk".into(),
+            latching,
+        }
+    }
+
+    fn fire(severity: Severity, seconds: i64) -> OutputToApply {
+        OutputToApply {
+            origin: origin(false),
+            output: AlertOutput::Fire {
+                group_key: "/srv".into(),
+                severity,
+                message: "full".into(),
+                fields: Fields::new(),
+                event_id: None,
+            },
+            at: t(seconds),
+        }
+    }
+
+    fn resolve(seconds: i64) -> OutputToApply {
+        OutputToApply {
+            origin: origin(false),
+            output: AlertOutput::Resolve {
+                group_key: "/srv".into(),
+                message: None,
+            },
+            at: t(seconds),
+        }
+    }
+
+    /// A commit with the pager planner and ids `alert-1`, `alert-2`, ...
+    fn commit_of(cursor: i64, outputs: Vec<OutputToApply>) -> ProcessingCommit {
+        let counter = Arc::new(AtomicUsize::new(0));
+        ProcessingCommit {
+            cursor,
+            outputs,
+            planner: Some(PlannerRef(Arc::new(PagerPlanner))),
+            ids: IdSourceRef::new(move || {
+                format!("alert-{}", counter.fetch_add(1, Ordering::Relaxed) + 1)
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn store() -> MemoryTx {
+        MemoryTx {
+            subscriptions: HashSet::from(["s1".to_string()]),
+            ..Default::default()
+        }
+    }
+
+    fn planned(tx: &MemoryTx) -> Vec<String> {
+        let mut planned: Vec<String> = tx
+            .notifications
+            .values()
+            .map(|n| n.transition.clone())
+            .collect();
+        planned.sort();
+        planned
+    }
+
+    #[test]
+    fn a_new_alert_fires_with_the_callers_id_and_is_planned_as_fired() {
+        let mut tx = store();
+        let outcome = commit(&mut tx, commit_of(1, vec![fire(Severity::Warning, 1)])).unwrap();
+        assert_eq!(outcome.changes.len(), 1);
+        let alert = &outcome.changes[0].alert;
+        assert_eq!(alert.id, "alert-1");
+        assert_eq!(outcome.changes[0].history[0].action, Transition::Fired);
+        assert_eq!(tx.alerts["alert-1"].state, AlertState::Firing);
+        assert_eq!(planned(&tx), vec!["fired"]);
+        let notification = tx.notifications.values().next().unwrap();
+        assert_eq!(
+            notification.idempotency_key, "alert-1:fired:1",
+            "the occurrence is the history position"
+        );
+        assert_eq!(
+            tx.repeats[&("alert-1".to_string(), "ann".to_string())].0,
+            t(61)
+        );
+    }
+
+    #[test]
+    fn a_severity_change_either_way_is_planned_as_escalated() {
+        let mut tx = store();
+        let outputs = vec![
+            fire(Severity::Warning, 1),
+            fire(Severity::Critical, 2),
+            fire(Severity::Warning, 3),
+        ];
+        let outcome = commit(&mut tx, commit_of(3, outputs)).unwrap();
+        let actions: Vec<Transition> = outcome
+            .changes
+            .iter()
+            .flat_map(|change| change.history.iter().map(|entry| entry.action))
+            .collect();
+        assert_eq!(
+            actions,
+            vec![
+                Transition::Fired,
+                Transition::SeverityRaised,
+                Transition::SeverityLowered
+            ]
+        );
+        assert_eq!(planned(&tx), vec!["escalated", "escalated", "fired"]);
+        assert_eq!(tx.alerts.len(), 1, "one alert per subscription and key");
+    }
+
+    #[test]
+    fn a_resolve_is_planned_as_resolved_and_stops_the_repeats() {
+        let mut tx = store();
+        commit(&mut tx, commit_of(1, vec![fire(Severity::Warning, 1)])).unwrap();
+        assert_eq!(tx.repeats.len(), 1);
+        let outcome = commit(&mut tx, commit_of(2, vec![resolve(5)])).unwrap();
+        assert_eq!(outcome.changes[0].alert.state, AlertState::Resolved);
+        assert_eq!(planned(&tx), vec!["fired", "resolved"]);
+        assert!(tx.repeats.is_empty());
+    }
+
+    #[test]
+    fn transitions_that_do_not_notify_plan_nothing() {
+        let mut tx = store();
+        let latching = |output: OutputToApply| OutputToApply {
+            origin: origin(true),
+            ..output
+        };
+        let outputs = vec![
+            latching(fire(Severity::Warning, 1)),
+            // The same severity again changes the alert but records no transition.
+            latching(fire(Severity::Warning, 2)),
+            // A latching alert latches instead of resolving: nobody is told.
+            latching(resolve(3)),
+        ];
+        let outcome = commit(&mut tx, commit_of(3, outputs)).unwrap();
+        assert_eq!(outcome.changes.len(), 3);
+        assert!(outcome.changes[1].history.is_empty());
+        assert_eq!(outcome.changes[2].history[0].action, Transition::Latched);
+        assert_eq!(planned(&tx), vec!["fired"]);
+
+        // A person's acknowledgement (which resolves the latched alert) notifies nobody.
+        let ack = Action::Ack {
+            note: None,
+            expires: None,
+        };
+        let change = act_on_alert(&mut tx, "alert-1", &ack, "bob", t(4)).unwrap();
+        let actions: Vec<Transition> = change.history.iter().map(|h| h.action).collect();
+        assert_eq!(actions, vec![Transition::Acked, Transition::Resolved]);
+        assert_eq!(planned(&tx), vec!["fired"]);
+        assert_eq!(tx.history.len(), 4);
+    }
+
+    #[test]
+    fn without_a_planner_changes_are_saved_but_nothing_is_planned() {
+        let mut tx = store();
+        let mut unplanned = commit_of(1, vec![fire(Severity::Warning, 1)]);
+        unplanned.planner = None;
+        let outcome = commit(&mut tx, unplanned).unwrap();
+        assert_eq!(outcome.changes.len(), 1);
+        assert_eq!(tx.history.len(), 1);
+        assert!(tx.notifications.is_empty() && tx.repeats.is_empty());
+    }
+
+    #[test]
+    fn the_cursor_and_handler_states_are_saved_together_for_live_subscriptions_only() {
+        let mut tx = store();
+        let mut batch = commit_of(7, vec![fire(Severity::Warning, 1)]);
+        batch.outputs.push(OutputToApply {
+            origin: AlertOrigin {
+                subscription_id: "deleted".into(),
+                ..origin(false)
+            },
+            ..fire(Severity::Critical, 1)
+        });
+        batch.states = vec![
+            ("s1".into(), json!({"count": 2})),
+            ("deleted".into(), json!({"count": 9})),
+        ];
+        let outcome = commit(&mut tx, batch).unwrap();
+        assert_eq!(tx.cursor, 7);
+        assert_eq!(
+            tx.states,
+            HashMap::from([("s1".into(), json!({"count": 2}))])
+        );
+        assert_eq!(
+            outcome.changes.len(),
+            1,
+            "outputs of a deleted subscription drop"
+        );
+        assert_eq!(tx.alerts.len(), 1);
+    }
+
+    #[test]
+    fn derived_events_are_appended_and_returned_in_order() {
+        let mut tx = store();
+        let derived = |message: &str| {
+            let input = EventInput {
+                message: Some(message.to_string()),
+                ..Default::default()
+            };
+            StoredEvent::from_input(input, Some("tellify".into()), t(1), 0)
+        };
+        let mut batch = commit_of(2, vec![]);
+        batch.derived = vec![derived("first"), derived("second")];
+        let outcome = commit(&mut tx, batch).unwrap();
+        assert_eq!(
+            outcome.derived.iter().map(|a| a.seq).collect::<Vec<_>>(),
+            vec![1000, 1001]
+        );
+        let messages: Vec<&str> = tx
+            .events
+            .iter()
+            .filter_map(|e| e.message.as_deref())
+            .collect();
+        assert_eq!(messages, vec!["first", "second"]);
+        assert_eq!(tx.cursor, 2);
+    }
+
+    #[test]
+    fn a_health_record_that_says_disabled_switches_the_subscription_off() {
+        let mut tx = store();
+        let failing = SubscriptionHealth {
+            failures: 5,
+            last_error: "handler panicked".into(),
+            since: t(1),
+            last_at: t(5),
+            disabled: true,
+        };
+        let mut batch = commit_of(1, vec![]);
+        batch.health = vec![
+            HealthUpdate {
+                subscription_id: "s1".into(),
+                health: Some(failing.clone()),
+            },
+            HealthUpdate {
+                subscription_id: "s2".into(),
+                health: None,
+            },
+        ];
+        commit(&mut tx, batch).unwrap();
+        assert_eq!(tx.health["s1"], (Some(failing), true));
+        assert_eq!(tx.health["s2"], (None, false));
+    }
+
+    #[test]
+    fn a_due_repeat_is_planned_for_a_firing_alert_and_dropped_once_acknowledged() {
+        let mut tx = store();
+        commit(&mut tx, commit_of(1, vec![fire(Severity::Warning, 1)])).unwrap();
+        let planner = PlannerRef(Arc::new(PagerPlanner));
+        assert_eq!(plan_repeats(&mut tx, t(30), &planner, 10).unwrap(), 0);
+        assert_eq!(plan_repeats(&mut tx, t(61), &planner, 10).unwrap(), 1);
+        assert_eq!(planned(&tx), vec!["fired", "repeat"]);
+        let key = ("alert-1".to_string(), "ann".to_string());
+        assert_eq!((tx.repeats[&key].0, tx.repeats[&key].2), (t(121), 1));
+
+        let ack = Action::Ack {
+            note: None,
+            expires: None,
+        };
+        act_on_alert(&mut tx, "alert-1", &ack, "bob", t(100)).unwrap();
+        assert_eq!(plan_repeats(&mut tx, t(121), &planner, 10).unwrap(), 0);
+        assert!(
+            tx.repeats.is_empty(),
+            "an acknowledged alert leaves the schedule"
+        );
+    }
+
+    #[test]
+    fn acting_on_a_missing_alert_is_not_found() {
+        let mut tx = store();
+        let result = act_on_alert(&mut tx, "nope", &Action::Clear, "bob", t(1));
+        assert!(matches!(result, Err(StoreError::NotFound)));
+    }
+}
