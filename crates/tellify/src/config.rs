@@ -35,7 +35,7 @@ pub struct Settings {
     pub limits: Limits,
     pub engine: EngineSettings,
     /// Bounds on event search (`[search]`).
-    pub search: crate::api::SearchSettings,
+    pub search: SearchSettings,
     pub notify: NotifySettings,
     pub smtp: SmtpSettings,
     pub sms: SmsSettings,
@@ -44,7 +44,7 @@ pub struct Settings {
     /// How `metric` subscriptions poll their backends (`[pollers]`).
     pub pollers: PollerSettings,
     /// The Alerta-compatible API (`[alerta]`: `prefix`, default `/alerta/api`).
-    pub alerta: crate::api::alerta::AlertaSettings,
+    pub alerta: AlertaSettings,
     /// Where events and alert changes are forwarded (`[[export.syslog]]`); nowhere by default.
     pub export: crate::export::ExportSettings,
     /// What calls to user-supplied URLs may reach besides public addresses
@@ -108,7 +108,7 @@ impl Default for Settings {
             sms: SmsSettings::default(),
             sources: SourcesSettings::default(),
             pollers: PollerSettings::default(),
-            alerta: crate::api::alerta::AlertaSettings::default(),
+            alerta: AlertaSettings::default(),
             export: crate::export::ExportSettings::default(),
             outbound: OutboundSettings::default(),
             http: crate::server::HttpSettings::default(),
@@ -297,6 +297,79 @@ fn insert_at(dict: &mut Dict, path: &[&str], value: Value) {
     }
     if let Value::Dict(_, inner) = entry {
         insert_at(inner, rest, value);
+    }
+}
+
+/// How far one `GET /api/v1/events` may go (`[search]`): past either bound it answers
+/// with what it found and a cursor, so a search never holds the server for long.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchSettings {
+    /// Longest one request may search, in milliseconds.
+    pub time_budget_ms: u64,
+    /// Most stored events one request may look at.
+    pub max_rows_examined: usize,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            time_budget_ms: 1000,
+            max_rows_examined: 20_000,
+        }
+    }
+}
+
+/// `[alerta]`: the Alerta-compatible API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertaSettings {
+    /// The path the API is served under; the `alerta` CLI's `endpoint` is the server's
+    /// URL followed by it (`http://tellify:8080/alerta/api`).
+    pub prefix: AlertaPrefix,
+}
+
+impl Default for AlertaSettings {
+    fn default() -> Self {
+        AlertaSettings {
+            prefix: AlertaPrefix("/alerta/api".to_string()),
+        }
+    }
+}
+
+/// A path prefix the router can nest under: starts with `/`, is not `/` alone, has no
+/// trailing `/` and no `{` or `*` (which the router would read as parameters). Checked
+/// when the settings load, so a bad value stops the start instead of panicking later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AlertaPrefix(String);
+
+impl AlertaPrefix {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AlertaPrefix {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<AlertaPrefix, String> {
+        let trimmed = text.trim_end_matches('/');
+        if !trimmed.starts_with('/') {
+            return Err(format!("alerta.prefix `{text}` must start with `/`"));
+        }
+        if trimmed.contains(['{', '}', '*']) {
+            return Err(format!(
+                "alerta.prefix `{text}` must not contain `{{`, `}}` or `*`"
+            ));
+        }
+        Ok(AlertaPrefix(trimmed.to_string()))
+    }
+}
+
+impl From<AlertaPrefix> for String {
+    fn from(prefix: AlertaPrefix) -> String {
+        prefix.0
     }
 }
 

@@ -489,7 +489,7 @@ async fn the_prefix_is_configurable() {
         .await
         .expect("request");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let bad: Result<tellify::api::alerta::AlertaPrefix, String> = "alerta".to_string().try_into();
+    let bad: Result<tellify::config::AlertaPrefix, String> = "alerta".to_string().try_into();
     assert!(bad.is_err());
 }
 

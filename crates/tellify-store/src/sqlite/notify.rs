@@ -8,9 +8,8 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
-use tellify_engine::alerts::{Alert, AlertState};
-use tellify_engine::policy::{Policy, PolicyLimits};
 use tellify_engine::alerts::Alert;
+use tellify_engine::policy::{Policy, PolicyLimits};
 use tellify_engine::render::Transition;
 
 use super::{

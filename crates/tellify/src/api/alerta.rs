@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use jiff::{SignedDuration, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tellify_engine::alerts::{Action, Alert, AlertState};
 use tellify_engine::handlers::alerta::{
@@ -47,62 +47,9 @@ const MAX_ALERTS: usize = 1000;
 /// How long `alerta shelve` shelves when it names no timeout: the CLI's own default.
 const DEFAULT_SHELVE_SECONDS: u64 = 7200;
 
-/// `[alerta]`: the Alerta-compatible API.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertaSettings {
-    /// The path the API is served under; the `alerta` CLI's `endpoint` is the server's
-    /// URL followed by it (`http://tellify:8080/alerta/api`).
-    pub prefix: AlertaPrefix,
-}
-
-impl Default for AlertaSettings {
-    fn default() -> Self {
-        AlertaSettings {
-            prefix: AlertaPrefix("/alerta/api".to_string()),
-        }
-    }
-}
-
-/// A path prefix the router can nest under: starts with `/`, is not `/` alone, has no
-/// trailing `/` and no `{` or `*` (which the router would read as parameters). Checked
-/// when the settings load, so a bad value stops the start instead of panicking later.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct AlertaPrefix(String);
-
-impl AlertaPrefix {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for AlertaPrefix {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<AlertaPrefix, String> {
-        let trimmed = text.trim_end_matches('/');
-        if !trimmed.starts_with('/') {
-            return Err(format!("alerta.prefix `{text}` must start with `/`"));
-        }
-        if trimmed.contains(['{', '}', '*']) {
-            return Err(format!(
-                "alerta.prefix `{text}` must not contain `{{`, `}}` or `*`"
-            ));
-        }
-        Ok(AlertaPrefix(trimmed.to_string()))
-    }
-}
-
-impl From<AlertaPrefix> for String {
-    fn from(prefix: AlertaPrefix) -> String {
-        prefix.0
-    }
-}
-
 /// `router` with the Alerta routes nested under `prefix`. They are not in
 /// `openapi.json`, whose paths are fixed; docs/integrations.md documents them.
-pub fn nested(router: Router<AppState>, prefix: &AlertaPrefix) -> Router<AppState> {
+pub fn nested(router: Router<AppState>, prefix: &crate::config::AlertaPrefix) -> Router<AppState> {
     let alerta = Router::new()
         .route("/config", get(config))
         .route("/alert", post(post_alert))
@@ -231,7 +178,9 @@ async fn post_alert(
 ) -> AlertaResult<Json<Value>> {
     let principal = auth.require(Scope::Ingest)?;
     let body = read_body(body)?;
-    let posted = parse_alert(&body).map_err(ApiError::bad_request)?;
+    let posted = parse_alert(&body)
+        .inspect_err(|_| crate::ingest::count_rejected())
+        .map_err(ApiError::bad_request)?;
     let received = receive_alert(&state, posted.clone(), &principal.user.name).await?;
     let answer = alert_json(
         &posted,
@@ -300,7 +249,9 @@ async fn post_heartbeat(
 ) -> AlertaResult<Json<Value>> {
     let principal = auth.require(Scope::Ingest)?;
     let body = read_body(body)?;
-    let heartbeat = parse_heartbeat(&body).map_err(ApiError::bad_request)?;
+    let heartbeat = parse_heartbeat(&body)
+        .inspect_err(|_| crate::ingest::count_rejected())
+        .map_err(ApiError::bad_request)?;
     let id = receive_heartbeat(&state, &heartbeat, &principal.user.name).await?;
     let now = alerta_time(state.clock.now());
     let create_time = heartbeat.create_time.clone().unwrap_or_else(|| now.clone());

@@ -32,7 +32,6 @@ use super::{ApiError, ApiResult, AppState, Auth};
 use crate::auth::{Principal, Scope};
 use crate::ingest::alertmanager::alerts_to_events;
 use crate::ingest::store_events;
-use crate::telemetry;
 
 /// Alertmanager's default: an alert sent without `endsAt` counts as resolved this long
 /// after its last copy.

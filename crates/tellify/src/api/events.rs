@@ -91,26 +91,6 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-/// How far one `GET /api/v1/events` may go (`[search]`): past either bound it answers
-/// with what it found and a cursor, so a search never holds the server for long.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SearchSettings {
-    /// Longest one request may search, in milliseconds.
-    pub time_budget_ms: u64,
-    /// Most stored events one request may look at.
-    pub max_rows_examined: usize,
-}
-
-impl Default for SearchSettings {
-    fn default() -> Self {
-        SearchSettings {
-            time_budget_ms: 1000,
-            max_rows_examined: 20_000,
-        }
-    }
-}
-
 /// Rows one store step looks at: one step holds a read connection for a few milliseconds.
 const ROWS_PER_STEP: usize = 1000;
 

@@ -27,7 +27,6 @@ use serde::de::DeserializeOwned;
 pub use crate::services::validate::{check_horizon, MAX_HORIZON};
 pub use crate::services::{AppState, Services};
 pub use error::{ApiError, ApiResult};
-pub use events::SearchSettings;
 
 use crate::auth::{AuthFailure, Principal, Scope};
 

@@ -25,7 +25,7 @@ use tellify_engine::handlers::alerta::{
 use tellify_model::{EventInput, Fields, Limits, Severity};
 use tellify_store::{KeyedEventQuery, StoreError};
 
-use super::{store_events, EventCheck};
+use super::{store_events, EventCheck, StoreEventsError};
 use crate::services::Services;
 
 /// How far back a posted alert looks for the alert it continues. Alerta's default
@@ -43,11 +43,18 @@ const DEFAULT_ENVIRONMENT: &str = "Production";
 pub enum AlertaIngestError {
     /// The payload is not acceptable; every problem, joined with `; `.
     Invalid(String),
-    Store(StoreError),
+    /// A backlog or the store refused it.
+    Store(StoreEventsError),
 }
 
 impl From<StoreError> for AlertaIngestError {
     fn from(error: StoreError) -> AlertaIngestError {
+        AlertaIngestError::Store(error.into())
+    }
+}
+
+impl From<StoreEventsError> for AlertaIngestError {
+    fn from(error: StoreEventsError) -> AlertaIngestError {
         AlertaIngestError::Store(error)
     }
 }
@@ -100,6 +107,7 @@ pub async fn receive_alert(
         .event_types
         .check(services.settings.ingest.strict_types);
     check_event(&mut input, &services.settings.limits, &check)
+        .inspect_err(|_| super::count_rejected())
         .map_err(AlertaIngestError::Invalid)?;
     let appended = store_events(services, vec![input], owner).await?;
     let event_id = appended
@@ -418,6 +426,7 @@ pub async fn receive_heartbeat(
         .event_types
         .check(services.settings.ingest.strict_types);
     check_event(&mut input, &services.settings.limits, &check)
+        .inspect_err(|_| super::count_rejected())
         .map_err(AlertaIngestError::Invalid)?;
     let appended = store_events(services, vec![input], owner).await?;
     Ok(appended
