@@ -153,12 +153,12 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
         store.create_user(user).await.unwrap();
         store.create_token(token.clone()).await.unwrap();
     }
-    // Back to the schema before migrations 5 to 7, as an older tellify left it.
+    // Back to the schema before migrations 5 to 8, as an older tellify left it.
     let connection = rusqlite::Connection::open(directory.path().join("tellify.db")).unwrap();
     connection
         .execute_batch(
             "ALTER TABLE tokens DROP COLUMN expires; ALTER TABLE subscriptions DROP COLUMN health;
-             DROP INDEX events_type; PRAGMA user_version = 4;",
+             DROP INDEX events_type; DROP INDEX events_type_producer; PRAGMA user_version = 4;",
         )
         .unwrap();
     drop(connection);
@@ -169,5 +169,5 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
 }
