@@ -879,10 +879,15 @@ fn day_name(day: Weekday) -> &'static str {
 }
 
 /// Days in Monday-to-Sunday order without repeats, so equal windows compare equal.
+/// Days sorted from Monday without repeats; all seven become none, the one spelling of
+/// "every day", so a window reads back the same from its JSON and from its one-line form.
 fn normalized_days(days: &[Weekday]) -> Vec<Weekday> {
     let mut sorted = days.to_vec();
     sorted.sort_by_key(|day| day.to_monday_zero_offset());
     sorted.dedup();
+    if sorted.len() == 7 {
+        sorted.clear();
+    }
     sorted
 }
 
@@ -1652,12 +1657,15 @@ mod tests {
             ("fri-mon 22:00-24:00", "mon,fri-sun 22:00-24:00"),
             ("mon-sun 08:00:30-17:00", "08:00:30-17:00"),
             ("always", "always"),
+            ("mon-sun 00:00-24:00", "always"),
+            ("mon-sun 09:00-18:00", "09:00-18:00"),
             ("not always", "not always"),
         ];
         for (text, printed) in cases {
             let parsed = window(text);
             assert_eq!(parsed.to_string(), printed, "{text}");
             let again: Window = printed.parse().unwrap();
+            assert_eq!(again.to_json(), parsed.to_json(), "{text}: JSON after reading back");
             assert!(
                 (0..7 * 24).all(|hour| {
                     let probe = zoned("2026-05-04T00:30+00:00[UTC]")
