@@ -1665,7 +1665,11 @@ mod tests {
             let parsed = window(text);
             assert_eq!(parsed.to_string(), printed, "{text}");
             let again: Window = printed.parse().unwrap();
-            assert_eq!(again.to_json(), parsed.to_json(), "{text}: JSON after reading back");
+            assert_eq!(
+                again.to_json(),
+                parsed.to_json(),
+                "{text}: JSON after reading back"
+            );
             assert!(
                 (0..7 * 24).all(|hour| {
                     let probe = zoned("2026-05-04T00:30+00:00[UTC]")

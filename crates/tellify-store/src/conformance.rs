@@ -1300,83 +1300,87 @@ pub async fn a_time_range_search_finds_the_range_whatever_the_step_size(store: &
 /// matter.
 pub async fn keyed_lookups_find_the_newest_event_of_a_key(store: &dyn Store) {
     use crate::KeyedEventQuery;
-    let alert = |producer: &str, resource: &str, name: &str, correlate: &[&str], seconds: i64| {
-        let mut fields = Fields::new();
-        fields.insert("resource".into(), json!(resource));
-        fields.insert("event".into(), json!(name));
-        fields.insert("correlate".into(), json!(correlate));
-        fields.insert("peer".into(), json!({"fingerprint": resource}));
-        let input = EventInput {
-            event_type: Some("keyed.alert".to_string()),
-            message: Some(format!("{producer} {resource} {name} {seconds}")),
-            fields,
-            ..Default::default()
-        };
-        StoredEvent::from_input(input, Some(producer.to_string()), at(seconds), 0)
-    };
-    store
-        .append_events(vec![
-            alert("kann", "web01", "HttpError", &["HttpError", "HttpOK"], 10),
-            alert("kbob", "web01", "HttpError", &[], 11),
-            alert("kann", "web02", "HttpError", &[], 12),
-            alert("kann", "web01", "DiskFull", &[], 13),
-            alert("kann", "web01", "HttpError", &["HttpError", "HttpOK"], 14),
-        ])
-        .await
-        .unwrap();
-    let query = |name: &str, since: i64| KeyedEventQuery {
-        event_type: "keyed.alert".to_string(),
-        producer: Some("kann".to_string()),
-        since: at(since),
-        equal: vec![("resource".to_string(), "web01".to_string())],
-        names: Some((
-            vec!["event".to_string(), "correlate".to_string()],
-            name.to_string(),
-        )),
-        newest_per: None,
-        limit: 10,
-    };
-    let messages = |events: Vec<StoredEvent>| -> Vec<String> {
-        events
-            .into_iter()
-            .filter_map(|event| event.message)
-            .collect()
-    };
-    assert_eq!(
-        messages(store.keyed_events(query("HttpError", 0)).await.unwrap()),
-        vec!["kann web01 HttpError 14", "kann web01 HttpError 10"],
-        "newest first; another producer's and another resource's events are not the key's"
-    );
-    assert_eq!(
-        messages(store.keyed_events(query("HttpOK", 0)).await.unwrap()),
-        vec!["kann web01 HttpError 14", "kann web01 HttpError 10"],
-        "a text named in a list field matches"
-    );
-    assert_eq!(
-        messages(store.keyed_events(query("HttpError", 11)).await.unwrap()),
-        vec!["kann web01 HttpError 14"],
-        "older events than `since` are left out"
-    );
-    assert!(store
-        .keyed_events(query("NodeDown", 0))
-        .await
-        .unwrap()
-        .is_empty());
-    let newest = store
-        .keyed_events(KeyedEventQuery {
-            event_type: "keyed.alert".to_string(),
-            producer: None,
-            since: at(0),
-            equal: Vec::new(),
-            names: None,
-            newest_per: Some("peer.fingerprint".to_string()),
+    // Any type, and `alerta`, which a backend may serve from a structure of its own.
+    for event_type in ["keyed.alert", "alerta"] {
+        let alert =
+            |producer: &str, resource: &str, name: &str, correlate: &[&str], seconds: i64| {
+                let mut fields = Fields::new();
+                fields.insert("resource".into(), json!(resource));
+                fields.insert("event".into(), json!(name));
+                fields.insert("correlate".into(), json!(correlate));
+                fields.insert("peer".into(), json!({"fingerprint": resource}));
+                let input = EventInput {
+                    event_type: Some(event_type.to_string()),
+                    message: Some(format!("{producer} {resource} {name} {seconds}")),
+                    fields,
+                    ..Default::default()
+                };
+                StoredEvent::from_input(input, Some(producer.to_string()), at(seconds), 0)
+            };
+        store
+            .append_events(vec![
+                alert("kann", "web01", "HttpError", &["HttpError", "HttpOK"], 10),
+                alert("kbob", "web01", "HttpError", &[], 11),
+                alert("kann", "web02", "HttpError", &[], 12),
+                alert("kann", "web01", "DiskFull", &[], 13),
+                alert("kann", "web01", "HttpError", &["HttpError", "HttpOK"], 14),
+            ])
+            .await
+            .unwrap();
+        let query = |name: &str, since: i64| KeyedEventQuery {
+            event_type: event_type.to_string(),
+            producer: Some("kann".to_string()),
+            since: at(since),
+            equal: vec![("resource".to_string(), "web01".to_string())],
+            names: Some((
+                vec!["event".to_string(), "correlate".to_string()],
+                name.to_string(),
+            )),
+            newest_per: None,
             limit: 10,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        messages(newest),
-        vec!["kann web01 HttpError 14", "kann web02 HttpError 12"],
-        "one, the newest, per value at the path, newest first, of every producer"
-    );
+        };
+        let messages = |events: Vec<StoredEvent>| -> Vec<String> {
+            events
+                .into_iter()
+                .filter_map(|event| event.message)
+                .collect()
+        };
+        assert_eq!(
+            messages(store.keyed_events(query("HttpError", 0)).await.unwrap()),
+            vec!["kann web01 HttpError 14", "kann web01 HttpError 10"],
+            "newest first; another producer's and another resource's events are not the key's"
+        );
+        assert_eq!(
+            messages(store.keyed_events(query("HttpOK", 0)).await.unwrap()),
+            vec!["kann web01 HttpError 14", "kann web01 HttpError 10"],
+            "a text named in a list field matches"
+        );
+        assert_eq!(
+            messages(store.keyed_events(query("HttpError", 11)).await.unwrap()),
+            vec!["kann web01 HttpError 14"],
+            "older events than `since` are left out"
+        );
+        assert!(store
+            .keyed_events(query("NodeDown", 0))
+            .await
+            .unwrap()
+            .is_empty());
+        let newest = store
+            .keyed_events(KeyedEventQuery {
+                event_type: event_type.to_string(),
+                producer: None,
+                since: at(0),
+                equal: Vec::new(),
+                names: None,
+                newest_per: Some("peer.fingerprint".to_string()),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            messages(newest),
+            vec!["kann web01 HttpError 14", "kann web02 HttpError 12"],
+            "one, the newest, per value at the path, newest first, of every producer"
+        );
+    }
 }

@@ -558,6 +558,7 @@ fn insert_events(connection: &Connection, encoded: &EncodedEvents) -> StoreResul
             .map_err(unavailable)?;
         if changed == 1 {
             let seq = connection.last_insert_rowid();
+            keyed::record_key(connection, event, seq)?;
             if let Some((key, name, interval_ms)) = dedup {
                 let until_ms = sighted_ms.saturating_add(interval_ms);
                 event_types::start_window(connection, key, name, seq, until_ms)?;

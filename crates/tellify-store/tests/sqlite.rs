@@ -158,7 +158,7 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
     connection
         .execute_batch(
             "ALTER TABLE tokens DROP COLUMN expires; ALTER TABLE subscriptions DROP COLUMN health;
-             DROP INDEX events_type; DROP INDEX events_type_producer; PRAGMA user_version = 4;",
+             DROP INDEX events_type; DROP TABLE event_keys; PRAGMA user_version = 4;",
         )
         .unwrap();
     drop(connection);
@@ -170,4 +170,71 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
     assert_eq!(version, 8);
+}
+
+#[tokio::test]
+async fn a_version_7_database_finds_its_alerta_events_by_producer_after_the_upgrade() {
+    use tellify_model::{EventInput, Fields, StoredEvent};
+    let directory = tempfile::tempdir().unwrap();
+    let at = |seconds: i64| jiff::Timestamp::from_second(1_800_000_000 + seconds).unwrap();
+    let alert = |producer: &str, resource: &str, seconds: i64| {
+        let mut fields = Fields::new();
+        fields.insert("resource".into(), serde_json::json!(resource));
+        let input = EventInput {
+            event_type: Some("alerta".to_string()),
+            message: Some(format!("{producer} {resource}")),
+            fields,
+            ..Default::default()
+        };
+        StoredEvent::from_input(input, Some(producer.to_string()), at(seconds), 0)
+    };
+    {
+        let store = SqliteStore::open(directory.path()).unwrap();
+        store
+            .append_events(vec![
+                alert("ann", "web01", 1),
+                alert("bob", "web01", 2),
+                alert("ann", "web02", 3),
+            ])
+            .await
+            .unwrap();
+    }
+    // As a tellify before migration 8 left it: no keys recorded.
+    let connection = rusqlite::Connection::open(directory.path().join("tellify.db")).unwrap();
+    connection
+        .execute_batch("DROP TABLE event_keys; PRAGMA user_version = 7;")
+        .unwrap();
+    drop(connection);
+
+    let store = SqliteStore::open(directory.path()).unwrap();
+    store
+        .append_events(vec![alert("ann", "web01", 4)])
+        .await
+        .unwrap();
+    let found = store
+        .keyed_events(tellify_store::KeyedEventQuery {
+            event_type: "alerta".to_string(),
+            producer: Some("ann".to_string()),
+            since: at(0),
+            equal: vec![("resource".to_string(), "web01".to_string())],
+            names: None,
+            newest_per: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let messages: Vec<_> = found
+        .into_iter()
+        .filter_map(|event| event.message)
+        .collect();
+    assert_eq!(
+        messages,
+        vec!["ann web01", "ann web01"],
+        "the upgrade records the stored event's key, the append the new one's"
+    );
+    let connection = rusqlite::Connection::open(directory.path().join("tellify.db")).unwrap();
+    let keys: i64 = connection
+        .query_row("SELECT count(*) FROM event_keys", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(keys, 4, "one key per alerta event with a producer");
 }
