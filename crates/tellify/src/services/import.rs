@@ -80,7 +80,15 @@ pub async fn import(
         errors.push(ParamError::new("url", problem));
     }
     if let Some(policy) = &request.policy {
-        check_name(policy, "policy", &SETTING_NAME, &mut errors);
+        if check_name(policy, "policy", &SETTING_NAME, &mut errors) {
+            super::subscriptions::check_policy_exists(
+                services,
+                &principal.user.id,
+                policy,
+                &mut errors,
+            )
+            .await?;
+        }
     }
     let owner_group = owning_group(
         services,

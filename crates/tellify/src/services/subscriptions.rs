@@ -70,7 +70,9 @@ pub async fn create(
     let mut errors = Vec::new();
     check_title(&request.title, &mut errors);
     if let Some(policy) = &request.policy {
-        check_name(policy, "policy", &SETTING_NAME, &mut errors);
+        if check_name(policy, "policy", &SETTING_NAME, &mut errors) {
+            check_policy_exists(services, &principal.user.id, policy, &mut errors).await?;
+        }
     }
     if let Err(found) = services.registry.build(&request.kind, &request.params) {
         errors.extend(found);
@@ -130,7 +132,10 @@ pub async fn update(
         if policy.is_empty() {
             subscription.policy = None;
         } else {
-            check_name(policy, "policy", &SETTING_NAME, &mut errors);
+            if check_name(policy, "policy", &SETTING_NAME, &mut errors) {
+                let owner = subscription.owner_user.clone();
+                check_policy_exists(services, &owner, policy, &mut errors).await?;
+            }
             subscription.policy = Some(policy.clone());
         }
     }
@@ -145,6 +150,40 @@ pub async fn update(
         subscription.enabled = enabled;
     }
     save(services, subscription).await
+}
+
+/// A subscription names a policy of its owner's: one they do not have would be silently
+/// replaced by `default` at every notification, so it is refused, with the names they have.
+/// `default` itself is always accepted (it is what an unnamed policy means).
+pub(super) async fn check_policy_exists(
+    services: &Services,
+    owner_id: &str,
+    name: &str,
+    errors: &mut Vec<ParamError>,
+) -> ServiceResult<()> {
+    if name == "default" || services.store.policy(owner_id, name).await?.is_some() {
+        return Ok(());
+    }
+    let names: Vec<String> = services
+        .store
+        .list_policies(owner_id)
+        .await?
+        .into_iter()
+        .map(|policy| format!("`{}`", policy.name))
+        .collect();
+    let have = if names.is_empty() {
+        "there are none yet".to_string()
+    } else {
+        format!("there are {}", names.join(", "))
+    };
+    errors.push(ParamError::new(
+        "policy",
+        format!(
+            "the owner has no policy named `{name}` ({have}); create it first with \
+             PUT /api/v1/policies/{name} (`tellify policies set {name} ...`)"
+        ),
+    ));
+    Ok(())
 }
 
 /// Switches a subscription on or off. Switching it back on is the owner saying "try

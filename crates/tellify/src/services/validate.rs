@@ -33,12 +33,13 @@ pub const EVENT_TYPE_NAME: NameRule = NameRule {
 };
 
 /// The one name check: not empty, at most the rule's bytes, only its characters; each
-/// failure reported at `path`.
-pub fn check_name(name: &str, path: &str, rule: &NameRule, errors: &mut Vec<ParamError>) {
+/// failure reported at `path`. Returns whether the name passed.
+pub fn check_name(name: &str, path: &str, rule: &NameRule, errors: &mut Vec<ParamError>) -> bool {
     if name.is_empty() {
         errors.push(ParamError::new(path, "must not be empty"));
-        return;
+        return false;
     }
+    let before = errors.len();
     if name.len() > rule.max_bytes {
         errors.push(ParamError::new(
             path,
@@ -55,6 +56,7 @@ pub fn check_name(name: &str, path: &str, rule: &NameRule, errors: &mut Vec<Para
             format!("`{name}` may hold only {}", rule.described),
         ));
     }
+    errors.len() == before
 }
 
 /// How far ahead a person may set a time (an ack's expiry, a shelve, a silence's end):

@@ -824,3 +824,53 @@ async fn a_contact_point_over_its_rate_gets_what_was_held_back_in_one_summary_la
         "one message for the three, nothing dropped"
     );
 }
+
+/// A subscription naming a policy its owner does not have would quietly fall back to
+/// `default` at every alert: creating, changing or importing with one is a 422 that says
+/// which policies there are. `default` is always accepted.
+#[tokio::test]
+async fn a_subscription_naming_a_missing_policy_is_refused() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    let subscription = |policy: &str| json!({"kind": "match", "title": "builds", "params": {"filter": "true"}, "policy": policy});
+    let response = app
+        .post(&ann, "/api/v1/subscriptions", subscription("nosuch"))
+        .await;
+    let (status, body) = problem(response).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["path"], "policy", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no policy named `nosuch`") && message.contains("none yet"),
+        "{body}"
+    );
+    app.subscribe(&ann, subscription("default")).await;
+
+    contact(&app, &ann, "mail", "email", "ann@example.com").await;
+    put_policy(&app, &ann, "evenings", json!([{"contact_points": ["mail"]}])).await;
+    let id = app.subscribe(&ann, subscription("evenings")).await;
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/v1/subscriptions/{id}")))
+        .bearer_auth(&ann)
+        .json(&json!({"policy": "nosuch"}))
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = problem(response).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("there are `evenings`"),
+        "{body}"
+    );
+    let stored = app
+        .get_json(&ann, &format!("/api/v1/subscriptions/{id}"))
+        .await;
+    assert_eq!(
+        stored["policy"], "evenings",
+        "a refused change changes nothing"
+    );
+}
