@@ -134,9 +134,25 @@ async fn writes_through_the_services_reach_the_planner_and_worker_at_once() {
     })
     .await;
 
-    notify::delete_contact_point(&state, &ann, None, "first")
+    let refused = notify::delete_contact_point(&state, &ann, None, "first", false).await;
+    assert!(
+        matches!(&refused, Err(tellify::services::error::ServiceError::Conflict(message))
+            if message.contains("`pager`")),
+        "a contact point a policy names is kept, and the answer names the policy: {refused:?}"
+    );
+    notify::delete_contact_point(&state, &ann, None, "first", true)
         .await
-        .expect("delete");
+        .expect("delete with force");
+    let pager = state
+        .store
+        .policy(&ann.user.id, "pager")
+        .await
+        .expect("read")
+        .expect("the policy stays, with its other contact point");
+    assert_eq!(
+        pager.policy.rules[0].contact_points,
+        vec!["second".to_string()]
+    );
     app.send_lines(&ann_secret, "block:b status:fail").await;
     state.notifier.wake();
     eventually(

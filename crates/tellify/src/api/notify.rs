@@ -115,13 +115,24 @@ pub async fn get_contact_point(
     Ok(Json(contact_view(point, false)))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteContactPoint {
+    /// Admins only: act for this user.
+    user: Option<String>,
+    /// Also take the contact point out of the policies that name it.
+    #[serde(default)]
+    force: bool,
+}
+
 pub async fn delete_contact_point(
     State(state): State<AppState>,
     auth: Auth,
     Path(name): Path<String>,
-    QueryParams(query): QueryParams<ForUser>,
+    QueryParams(query): QueryParams<DeleteContactPoint>,
 ) -> ApiResult<StatusCode> {
-    notify::delete_contact_point(&state, &auth.0, query.user.as_deref(), &name).await?;
+    notify::delete_contact_point(&state, &auth.0, query.user.as_deref(), &name, query.force)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

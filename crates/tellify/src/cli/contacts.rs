@@ -50,8 +50,15 @@ enum ContactsCommand {
     },
     /// List contact points.
     List,
-    /// Delete a contact point.
-    Delete { name: String },
+    /// Delete a contact point (refused while policies name it, unless --force).
+    Delete {
+        /// The contact point's name.
+        name: String,
+        /// Also take it out of the policies that name it (a rule left without contact
+        /// points goes; a policy left without rules is deleted).
+        #[arg(long)]
+        force: bool,
+    },
     /// Send a test message now and print the provider's answer; fails with the
     /// provider's error.
     Test { name: String },
@@ -91,7 +98,11 @@ pub async fn run(args: ContactsArgs) -> anyhow::Result<ExitCode> {
             }
             list(&page)?;
         }
-        ContactsCommand::Delete { name } => {
+        ContactsCommand::Delete { name, force } => {
+            let mut query = query.clone();
+            if force {
+                query.push(("force", "true"));
+            }
             client
                 .call_json(Method::DELETE, &["contact-points", &name], &query, None)
                 .await?;

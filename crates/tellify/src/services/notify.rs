@@ -146,17 +146,68 @@ pub async fn contact_point(
 }
 
 /// Deletes a contact point; deliveries to it that are not yet sent go with it.
+/// Deletes the user's contact point `name`. One that policies still name is refused with
+/// their names (a policy would otherwise point at nothing, and its alerts go nowhere
+/// without a word), unless `force`: then it is taken out of those policies first — a rule
+/// left without contact points goes, and a policy left without rules is deleted.
 pub async fn delete_contact_point(
     services: &Services,
     principal: &Principal,
     for_user: Option<&str>,
     name: &str,
+    force: bool,
 ) -> ServiceResult<()> {
     let user = subject(services, principal, for_user).await?;
-    if !services.store.delete_contact_point(&user.id, name).await? {
+    if services
+        .store
+        .contact_point(&user.id, name)
+        .await?
+        .is_none()
+    {
         return Err(ServiceError::NotFound("contact point"));
     }
+    let using: Vec<PolicyRecord> = services
+        .store
+        .list_policies(&user.id)
+        .await?
+        .into_iter()
+        .filter(|record| {
+            record
+                .policy
+                .contact_point_names()
+                .iter()
+                .any(|n| n == name)
+        })
+        .collect();
+    if !using.is_empty() && !force {
+        let names: Vec<String> = using.iter().map(|r| format!("`{}`", r.name)).collect();
+        return Err(ServiceError::Conflict(format!(
+            "contact point `{name}` is used by the policies {}; take it out of them first, \
+             or delete with force (`?force=true`, `tellify contacts delete {name} --force`) to \
+             remove it from them",
+            names.join(", ")
+        )));
+    }
+    for mut record in using {
+        for rule in &mut record.policy.rules {
+            rule.contact_points.retain(|point| point != name);
+        }
+        record
+            .policy
+            .rules
+            .retain(|rule| !rule.contact_points.is_empty());
+        if record.policy.rules.is_empty() {
+            services.store.delete_policy(&user.id, &record.name).await?;
+        } else {
+            record.updated = services.clock.now();
+            services.store.put_policy(record).await?;
+        }
+    }
+    let deleted = services.store.delete_contact_point(&user.id, name).await?;
     caches::user_settings_changed(services, &user.id).await?;
+    if !deleted {
+        return Err(ServiceError::NotFound("contact point"));
+    }
     Ok(())
 }
 

@@ -847,7 +847,13 @@ async fn a_subscription_naming_a_missing_policy_is_refused() {
     app.subscribe(&ann, subscription("default")).await;
 
     contact(&app, &ann, "mail", "email", "ann@example.com").await;
-    put_policy(&app, &ann, "evenings", json!([{"contact_points": ["mail"]}])).await;
+    put_policy(
+        &app,
+        &ann,
+        "evenings",
+        json!([{"contact_points": ["mail"]}]),
+    )
+    .await;
     let id = app.subscribe(&ann, subscription("evenings")).await;
     let response = app
         .client
@@ -872,5 +878,61 @@ async fn a_subscription_naming_a_missing_policy_is_refused() {
     assert_eq!(
         stored["policy"], "evenings",
         "a refused change changes nothing"
+    );
+}
+
+/// A contact point a policy names is kept, and the 409 says which policies; with
+/// `force=true` it goes, a rule left without contact points goes with it, and a policy
+/// left without rules is deleted.
+#[tokio::test]
+async fn a_contact_point_in_use_is_kept_unless_forced() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    contact(&app, &ann, "work", "email", "ann@work.example").await;
+    contact(&app, &ann, "home", "email", "ann@home.example").await;
+    put_policy(
+        &app,
+        &ann,
+        "default",
+        json!([{"contact_points": ["work", "home"]}]),
+    )
+    .await;
+    put_policy(&app, &ann, "nights", json!([{"contact_points": ["home"]}])).await;
+    let delete = |force: bool| {
+        let request = app
+            .client
+            .delete(app.url("/api/v1/contact-points/home"))
+            .bearer_auth(&ann);
+        let request = if force {
+            request.query(&[("force", "true")])
+        } else {
+            request
+        };
+        request.send()
+    };
+    let (status, body) = problem(delete(false).await.expect("request")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("`default`") && detail.contains("`nights`") && detail.contains("force"),
+        "{body}"
+    );
+    app.get_json(&ann, "/api/v1/contact-points/home").await;
+
+    let response = delete(true).await.expect("request");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let missing = app.get(&ann, "/api/v1/contact-points/home").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let default = app.get_json(&ann, "/api/v1/policies/default").await;
+    assert_eq!(
+        default["rules"][0]["contact_points"],
+        json!(["work"]),
+        "{default}"
+    );
+    let nights = app.get(&ann, "/api/v1/policies/nights").await;
+    assert_eq!(
+        nights.status(),
+        StatusCode::NOT_FOUND,
+        "a policy left without rules is deleted"
     );
 }
