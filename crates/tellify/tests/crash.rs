@@ -26,7 +26,7 @@ impl Drop for Server {
     }
 }
 
-use support::{free_port, HttpSink};
+use support::{first_delivery_sent, free_port, HttpSink};
 
 async fn start(data: &std::path::Path, port: u16) -> Server {
     start_with(data, port, &[], Stdio::null()).await
@@ -274,27 +274,7 @@ async fn kill_9_while_sending_resends_the_delivery_after_restart() {
     hook.set_hanging(false);
 
     let _restarted = start(data.path(), port).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let delivery = loop {
-        let page: Value = client
-            .get(format!("{base}/api/v1/deliveries"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("deliveries")
-            .json()
-            .await
-            .expect("json");
-        let first = page["items"][0].clone();
-        if first["status"] == "sent" {
-            break first;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not resent after restart: {page}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let delivery = first_delivery_sent(&client, &base, TOKEN, "not resent after restart").await;
     assert_eq!(
         delivery["attempts"], 1,
         "the killed attempt left no outcome"

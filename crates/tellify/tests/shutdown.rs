@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::crash::{start_with, Server, TOKEN};
-use crate::support::{free_port, HttpSink};
+use crate::support::{all_events, first_delivery_sent, free_port, HttpSink};
 
 /// No rate limit: every alert's notification goes out as soon as it is due.
 const ENVIRONMENT: [(&str, &str); 4] = [
@@ -212,30 +212,11 @@ async fn caught_up_events(client: &reqwest::Client, base: &str) -> HashSet<Strin
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut stored = HashSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/api/v1/events?limit=1000");
-        if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
-        }
-        let page: Value = client
-            .get(url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("events")
-            .json()
-            .await
-            .expect("json");
-        for item in page["items"].as_array().expect("items") {
-            stored.insert(item["id"].as_str().expect("id").to_string());
-        }
-        match page["next"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return stored,
-        }
-    }
+    all_events(client, base, TOKEN, 1000)
+        .await
+        .iter()
+        .map(|item| item["id"].as_str().expect("id").to_string())
+        .collect()
 }
 
 fn signal(server: &Server, name: &str) {
@@ -316,27 +297,7 @@ async fn a_send_still_hanging_at_the_end_of_the_grace_gives_its_delivery_back() 
     hook.set_hanging(false);
 
     let _restarted = start_with(data.path(), port, &environment, Stdio::null()).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let delivery = loop {
-        let page: Value = client
-            .get(format!("{base}/api/v1/deliveries"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("deliveries")
-            .json()
-            .await
-            .expect("json");
-        let first = page["items"][0].clone();
-        if first["status"] == "sent" {
-            break first;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not sent after the restart: {page}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let delivery = first_delivery_sent(&client, &base, TOKEN, "not sent after the restart").await;
     assert_eq!(
         delivery["attempts"], 2,
         "the given-back attempt and the send"

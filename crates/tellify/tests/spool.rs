@@ -110,32 +110,15 @@ async fn stored_events(client: &reqwest::Client, base: &str) -> i64 {
 
 /// Every stored event as (log position, field `n`), in log order.
 async fn events_in_log_order(client: &reqwest::Client, base: &str) -> Vec<(i64, i64)> {
-    let mut stored = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/api/v1/events?limit=500");
-        if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
-        }
-        let page: Value = client
-            .get(url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("events")
-            .json()
-            .await
-            .expect("events json");
-        for item in page["items"].as_array().expect("items") {
+    let mut stored: Vec<(i64, i64)> = support::all_events(client, base, TOKEN, 500)
+        .await
+        .iter()
+        .map(|item| {
             let seq = item["seq"].as_i64().expect("seq");
             let n = item["fields"]["n"].as_i64().expect("field n");
-            stored.push((seq, n));
-        }
-        match page["next"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => break,
-        }
-    }
+            (seq, n)
+        })
+        .collect();
     stored.sort_unstable();
     stored
 }

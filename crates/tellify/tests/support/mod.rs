@@ -319,3 +319,63 @@ impl HttpSink {
         self.arrivals.load(Ordering::SeqCst)
     }
 }
+
+/// Every stored event of a running server, newest first, page by page through
+/// `GET /api/v1/events` (`limit` per page) as `token` sees them.
+pub async fn all_events(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    limit: usize,
+) -> Vec<serde_json::Value> {
+    let mut stored = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/api/v1/events?limit={limit}");
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: serde_json::Value = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("events")
+            .json()
+            .await
+            .expect("events json");
+        stored.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return stored,
+        }
+    }
+}
+
+/// Waits (up to 20 s) until the newest delivery `token` sees is `sent`, and returns it;
+/// `what` names the wait in the failure.
+pub async fn first_delivery_sent(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    what: &str,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let page: serde_json::Value = client
+            .get(format!("{base}/api/v1/deliveries"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("deliveries")
+            .json()
+            .await
+            .expect("json");
+        let first = page["items"][0].clone();
+        if first["status"] == "sent" {
+            return first;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {page}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
