@@ -17,7 +17,7 @@ use tellify_engine::handlers::AlertOutput;
 use tellify_model::{EventInput, Fields, Severity, StoredEvent};
 
 use crate::{
-    AlertQuery, Appended, ContactPoint, DeliveryHold, DeliveryOutcome, DeliveryQuery,
+    AlertQuery, Appended, AuditRecord, ContactPoint, DeliveryHold, DeliveryOutcome, DeliveryQuery,
     DeliveryStatus, EventQuery, EventSearch, EventType, FinishedDelivery, Group, NewNotification,
     NotificationPlanner, OutputToApply, Plan, PlannerRef, PolicyRecord, ProcessingCommit,
     RepeatSchedule, Store, StoreError, Subscription, Token, User, Viewer,
@@ -63,6 +63,7 @@ macro_rules! conformance_tests {
             a_delivery_whose_lease_ran_out_is_due_again,
             repeats_are_planned_when_due_and_stop_once_acknowledged,
             offboarding_counts_in_a_dry_run_then_removes_everything_and_audits,
+            audit_records_are_kept_and_listed_newest_first,
             the_event_type_registry_creates_replaces_and_lists,
             identical_events_inside_the_dedup_window_are_repeats_of_the_first,
             the_dedup_window_is_fixed_from_the_first_sighting,
@@ -1383,4 +1384,28 @@ pub async fn keyed_lookups_find_the_newest_event_of_a_key(store: &dyn Store) {
             "one, the newest, per value at the path, newest first, of every producer"
         );
     }
+}
+
+pub async fn audit_records_are_kept_and_listed_newest_first(store: &dyn Store) {
+    let at = Timestamp::from_second(1_800_000_000).unwrap();
+    for (index, action) in ["user.created", "token.created"].into_iter().enumerate() {
+        store
+            .append_audit(AuditRecord {
+                id: tellify_model::new_id(),
+                at: at + SignedDuration::from_secs(index as i64),
+                actor: "admin".to_string(),
+                action: action.to_string(),
+                subject: "user ann".to_string(),
+                detail: json!({"index": index}),
+            })
+            .await
+            .unwrap();
+        // ULIDs of one millisecond are not ordered; the list is ordered by id.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let audit = store.list_audit(10).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|record| record.action.as_str()).collect();
+    assert_eq!(actions, ["token.created", "user.created"]);
+    assert_eq!(audit[0].detail["index"], 1);
+    assert_eq!(store.list_audit(1).await.unwrap().len(), 1);
 }

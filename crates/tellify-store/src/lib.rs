@@ -210,6 +210,9 @@ pub trait Store: Send + Sync + 'static {
         actor: &str,
         now: Timestamp,
     ) -> StoreResult<OffboardCounts>;
+    /// Keeps one administrative act (user or token created, role changed, deleted, ...).
+    async fn append_audit(&self, record: AuditRecord) -> StoreResult<()>;
+    /// The newest audit records first.
     async fn list_audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>>;
 
     // ---- event types ----

@@ -1441,6 +1441,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn append_audit(&self, record: AuditRecord) -> StoreResult<()> {
+        self.write(move |tx| notify::write_audit(tx, &record)).await
+    }
+
     async fn list_audit(&self, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         self.read(move |connection| notify::list_audit(connection, limit))
             .await
