@@ -61,6 +61,7 @@ macro_rules! conformance_tests {
             held_notifications_wait_and_the_rest_gang_into_one_delivery_per_contact_point,
             a_retried_delivery_is_due_at_its_next_attempt_and_a_late_outcome_changes_nothing,
             a_delivery_whose_lease_ran_out_is_due_again,
+            what_waited_for_a_deleted_contact_point_is_failed_with_the_reason,
             repeats_are_planned_when_due_and_stop_once_acknowledged,
             offboarding_counts_in_a_dry_run_then_removes_everything_and_audits,
             audit_records_are_kept_and_listed_newest_first,
@@ -716,6 +717,72 @@ pub async fn a_retried_delivery_is_due_at_its_next_attempt_and_a_late_outcome_ch
     assert_eq!(attempts.len(), 2);
     assert!(!attempts[0].ok && attempts[1].ok);
     assert_eq!(items.len(), 2);
+}
+
+pub async fn what_waited_for_a_deleted_contact_point_is_failed_with_the_reason(store: &dyn Store) {
+    let outbox = Outbox::open(store).await;
+    // One delivery is being sent (leased) and one notification waits to be ganged.
+    outbox.commit_fired(store, 10, &["a", "b"], 100).await;
+    let leased = store
+        .take_deliveries(at(100), at(200), 10, &DeliveryHold::default())
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    outbox.commit_fired(store, 11, &["c"], 150).await;
+    assert!(store
+        .delete_contact_point(&outbox.ann.id, "hook", at(160))
+        .await
+        .unwrap());
+    let query = DeliveryQuery {
+        user_id: Some(outbox.ann.id.clone()),
+        status: None,
+        alert_id: None,
+        before_id: None,
+        limit: 10,
+    };
+    let mut deliveries = store.list_deliveries(query).await.unwrap();
+    deliveries.sort_by_key(|delivery| delivery.items);
+    let items: Vec<u32> = deliveries.iter().map(|delivery| delivery.items).collect();
+    assert_eq!(items, [1, 2], "nothing dropped: {deliveries:?}");
+    for delivery in &deliveries {
+        assert_eq!(delivery.status, DeliveryStatus::Failed, "{delivery:?}");
+        assert_eq!(
+            delivery.last_error.as_deref(),
+            Some("contact point hook was deleted before this was sent")
+        );
+        assert_eq!(delivery.contact_point, "hook");
+    }
+    // Nothing of it is handed to a sender afterwards.
+    assert!(store
+        .take_deliveries(at(500), at(600), 10, &DeliveryHold::default())
+        .await
+        .unwrap()
+        .is_empty());
+    // The sender of the leased one finishing late changes nothing.
+    store
+        .finish_deliveries(vec![FinishedDelivery {
+            id: leased[0].delivery.id.clone(),
+            outcome: DeliveryOutcome::Sent {
+                receipt: "200 OK".to_string(),
+            },
+            subject: "2 alerts".to_string(),
+            at: at(170),
+        }])
+        .await
+        .unwrap();
+    let (delivery, attempts, items) = store
+        .delivery(&leased[0].delivery.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.status, DeliveryStatus::Failed);
+    assert_eq!(items.len(), 2, "its items stay visible");
+    assert!(
+        attempts
+            .iter()
+            .any(|attempt| !attempt.ok && attempt.detail.contains("hook was deleted")),
+        "{attempts:?}"
+    );
 }
 
 pub async fn a_delivery_whose_lease_ran_out_is_due_again(store: &dyn Store) {

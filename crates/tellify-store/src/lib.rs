@@ -148,7 +148,14 @@ pub trait Store: Send + Sync + 'static {
     async fn list_contact_points(&self, user_id: &str) -> StoreResult<Vec<ContactPoint>>;
     async fn contact_point(&self, user_id: &str, name: &str) -> StoreResult<Option<ContactPoint>>;
     /// Deletes a contact point and whatever was still waiting to be sent to it.
-    async fn delete_contact_point(&self, user_id: &str, name: &str) -> StoreResult<bool>;
+    /// Deletes a contact point; what was still to be sent to it becomes failed deliveries
+    /// saying why (none is dropped without a word).
+    async fn delete_contact_point(
+        &self,
+        user_id: &str,
+        name: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
     /// Creates or replaces a policy; returns true when it was created.
     async fn put_policy(&self, policy: PolicyRecord) -> StoreResult<bool>;
     async fn list_policies(&self, user_id: &str) -> StoreResult<Vec<PolicyRecord>>;

@@ -1322,9 +1322,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delete_contact_point(&self, user_id: &str, name: &str) -> StoreResult<bool> {
+    async fn delete_contact_point(
+        &self,
+        user_id: &str,
+        name: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
         let (user_id, name) = (user_id.to_string(), name.to_string());
-        self.write(move |tx| notify::delete_contact_point(tx, &user_id, &name))
+        self.write(move |tx| notify::delete_contact_point(tx, &user_id, &name, now))
             .await
     }
 

@@ -42,6 +42,8 @@ pub struct RunningApp {
     /// Polls the metric backends of `metric` subscriptions; tests wake it after moving time.
     pub poller: crate::pollers::PollerHandle,
     supervisor: Supervisor,
+    /// The data directory's lock, held while the server runs (none for a test's store).
+    data_lock: Option<crate::data_lock::DataLock>,
 }
 
 impl RunningApp {
@@ -275,13 +277,16 @@ pub async fn start(
     check_settings(&settings)?;
     let listener = bind(settings.listen).await?;
     check_data_directory(&settings.data)?;
+    let data_lock = crate::data_lock::DataLock::acquire(&settings.data, "start")?;
     let store = SqliteStore::open(&settings.data).with_context(|| {
         format!(
             "cannot open the store in {}; check that it is a tellify data directory this user can write, or choose another with --data or TELLIFY_DATA",
             settings.data.display()
         )
     })?;
-    start_on(listener, settings, Arc::new(store), clock, bootstrap).await
+    let mut app = start_on(listener, settings, Arc::new(store), clock, bootstrap).await?;
+    app.data_lock = Some(data_lock);
+    Ok(app)
 }
 
 /// Starts everything on `store` (tests bring their own).
@@ -298,20 +303,10 @@ pub async fn start_with_store(
 
 /// Every setting out of its range, at once.
 fn check_settings(settings: &Settings) -> anyhow::Result<()> {
-    settings
-        .notify
-        .policy_limits()
-        .context("invalid [notify] settings")?;
-    settings
-        .notify
-        .rate_window()
-        .context("invalid [notify] settings")?;
-    let mut problems = settings.problems();
-    problems.extend(settings.http.problems());
-    problems.extend(settings.auth.problems());
+    let problems = settings.validate();
     if !problems.is_empty() {
         anyhow::bail!(
-            "invalid configuration: {}; fix it in tellify.toml or the TELLIFY_ environment variables",
+            "invalid configuration: {}; fix it in tellify.toml or the TELLIFY_ environment variables (`tellify config check` lists every problem)",
             problems.join("; ")
         );
     }
@@ -541,6 +536,7 @@ async fn start_on(
         bootstrap_token,
         poller,
         supervisor,
+        data_lock: None,
     })
 }
 

@@ -204,33 +204,223 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Every problem of loaded settings beyond their types, each naming its key: ranges,
+    /// durations, the outbound allow list, channel, source and exporter settings. `serve`
+    /// refuses to start on any; `tellify config check` lists them all.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = self.problems();
+        problems.extend(self.http.problems());
+        problems.extend(self.auth.problems());
+        if let Err(error) = self.notify.policy_limits() {
+            problems.push(format!("{error:#}"));
+        }
+        if let Err(error) = self.notify.rate_window() {
+            problems.push(format!("{error:#}"));
+        }
+        if let Err(error) = crate::outbound::OutboundGuard::new(&self.outbound) {
+            problems.push(format!("outbound: {error:#}"));
+        }
+        if let Err(error) = crate::channels::EmailChannel::new(&self.smtp) {
+            problems.push(format!("smtp: {error:#}"));
+        }
+        for (index, source) in self.sources.amqp.iter().enumerate() {
+            if let Err(error) = crate::sources::amqp::AmqpSource::new(source.clone()) {
+                problems.push(format!("sources.amqp[{index}]: {error:#}"));
+            }
+        }
+        for (index, source) in self.sources.nats.iter().enumerate() {
+            if let Err(error) = crate::sources::nats::NatsSource::new(source.clone()) {
+                problems.push(format!("sources.nats[{index}]: {error:#}"));
+            }
+        }
+        if let Err(found) = crate::export::exporters(&self.export) {
+            problems.extend(found);
+        }
+        problems
+    }
+}
+
+/// Checks a configuration offline, as `serve` would load it (the file, or `tellify.toml`
+/// when present, then the `TELLIFY_` variables), and returns every problem, each with its
+/// key and where it came from, not only the first: a key whose value is wrong is set
+/// aside and the rest is read again.
+pub fn check(file: Option<&Path>) -> Result<Settings, Vec<String>> {
+    let path = match file {
+        Some(path) if !path.exists() => {
+            return Err(vec![format!(
+                "config file {} does not exist",
+                path.display()
+            )])
+        }
+        Some(path) => Some(path.to_path_buf()),
+        None => Some(PathBuf::from("tellify.toml")).filter(|path| path.exists()),
+    };
+    let mut from_file = match &path {
+        Some(path) => {
+            let toml = Toml::file(path);
+            match toml.data() {
+                Ok(mut data) => data.remove(&Profile::Default).unwrap_or_default(),
+                Err(error) => return Err(vec![format!("{}: {error}", path.display())]),
+            }
+        }
+        None => Dict::new(),
+    };
+    let mut from_environment = EnvironmentText::new()
+        .data()
+        .ok()
+        .and_then(|mut data| data.remove(&Profile::Default))
+        .unwrap_or_default();
+    let file_name = path
+        .as_ref()
+        .map(|path| path.display().to_string())
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    // Each round either loads or sets aside at least one key, so this ends.
+    for _ in 0..256 {
+        let figment = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Layer::new(&file_name, from_file.clone()))
+            .merge(Layer::new(ENVIRONMENT, from_environment.clone()));
+        match figment.extract_lossy::<Settings>() {
+            Ok(settings) => {
+                problems.extend(settings.validate());
+                return if problems.is_empty() {
+                    Ok(settings)
+                } else {
+                    Err(problems)
+                };
+            }
+            Err(error) => {
+                let mut progress = false;
+                for problem in error {
+                    let key = problem.path.clone();
+                    let from_env = problem
+                        .metadata
+                        .as_ref()
+                        .is_some_and(|metadata| metadata.name == ENVIRONMENT);
+                    problems.push(describe_problem(&problem));
+                    let layer = if from_env {
+                        &mut from_environment
+                    } else {
+                        &mut from_file
+                    };
+                    progress |= set_aside(layer, &key);
+                }
+                if !progress {
+                    return Err(problems);
+                }
+            }
+        }
+    }
+    Err(problems)
+}
+
+/// Removes `path` from `dict`, or its nearest ancestor that exists (a missing required
+/// key is set aside with the table that lacks it); false when nothing could go.
+fn set_aside(dict: &mut Dict, path: &[String]) -> bool {
+    for length in (1..=path.len()).rev() {
+        if remove_at(dict, &path[..length]) {
+            return true;
+        }
+    }
+    false
+}
+
+fn remove_at(dict: &mut Dict, path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    if rest.is_empty() {
+        return dict.remove(first).is_some();
+    }
+    match dict.get_mut(first) {
+        Some(value) => remove_in_value(value, rest),
+        None => false,
+    }
+}
+
+fn remove_in_value(value: &mut Value, path: &[String]) -> bool {
+    match value {
+        Value::Dict(_, inner) => remove_at(inner, path),
+        Value::Array(_, items) => {
+            let Some((first, rest)) = path.split_first() else {
+                return false;
+            };
+            let Ok(index) = first.parse::<usize>() else {
+                return false;
+            };
+            if index >= items.len() {
+                return false;
+            }
+            if rest.is_empty() {
+                items.remove(index);
+                true
+            } else {
+                remove_in_value(&mut items[index], rest)
+            }
+        }
+        _ => false,
+    }
+}
+
+/// A provider of one already-read layer (the file or the environment), named as `load`
+/// names it, so a problem says where it came from.
+struct Layer {
+    name: String,
+    dict: Dict,
+}
+
+impl Layer {
+    fn new(name: &str, dict: Dict) -> Layer {
+        Layer {
+            name: name.to_string(),
+            dict,
+        }
+    }
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
 /// Every problem of a configuration that did not load: which key, where it came from,
 /// what is wrong, and what to do.
 fn describe_config_error(error: figment::Error) -> String {
-    let mut lines = Vec::new();
-    for problem in error {
-        let key = problem.path.join(".");
-        let source = match &problem.metadata {
-            Some(metadata) if metadata.name == ENVIRONMENT => {
-                format!("environment variable {}", environment_name(&problem.path))
-            }
-            Some(metadata) => match &metadata.source {
-                Some(source) => source.to_string(),
-                None => metadata.name.to_string(),
-            },
-            None => "the configuration".to_string(),
-        };
-        let what = problem.kind.to_string();
-        lines.push(if key.is_empty() {
-            format!("{what} (in {source})")
-        } else {
-            format!("`{key}` (in {source}): {what}")
-        });
-    }
+    let lines: Vec<String> = error
+        .into_iter()
+        .map(|problem| describe_problem(&problem))
+        .collect();
     format!(
         "invalid configuration: {}; fix or remove it (every setting is listed under \"Configuration\" in the README)",
         lines.join("; ")
     )
+}
+
+/// One problem: which key, where it came from, what is wrong.
+fn describe_problem(problem: &figment::Error) -> String {
+    let key = problem.path.join(".");
+    let source = match &problem.metadata {
+        Some(metadata) if metadata.name == ENVIRONMENT => {
+            format!("environment variable {}", environment_name(&problem.path))
+        }
+        Some(metadata) => match &metadata.source {
+            Some(source) => source.to_string(),
+            None => metadata.name.to_string(),
+        },
+        None => "the configuration".to_string(),
+    };
+    let what = problem.kind.to_string();
+    if key.is_empty() {
+        format!("{what} (in {source})")
+    } else {
+        format!("`{key}` (in {source}): {what}")
+    }
 }
 
 const ENVIRONMENT: &str = "TELLIFY_ environment variables";
@@ -564,5 +754,60 @@ mod tests {
             assert!(error.contains("tellify.toml"), "{error}");
             Ok(())
         });
+    }
+}
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../tellify.example.toml");
+
+    /// The lines of `section` (`""` for the top level; a commented header counts), so a
+    /// key is looked for where the file puts it.
+    fn section_lines(section: &str) -> Vec<&'static str> {
+        let mut current = String::new();
+        let mut lines = Vec::new();
+        for line in EXAMPLE.lines() {
+            let bare = line.trim_start_matches('#').trim();
+            if bare.starts_with('[') && bare.ends_with(']') {
+                current = bare.trim_matches(|c| c == '[' || c == ']').to_string();
+                continue;
+            }
+            if current == section {
+                lines.push(line);
+            }
+        }
+        lines
+    }
+
+    fn assert_every_key_shown(section: &str, defaults: &serde_json::Value) {
+        let lines = section_lines(section);
+        for (key, value) in defaults.as_object().expect("a table") {
+            if value.is_object() {
+                assert_every_key_shown(key, value);
+                continue;
+            }
+            let shown = lines.iter().any(|line| {
+                let bare = line.trim_start_matches('#').trim_start();
+                bare.strip_prefix(key.as_str())
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            });
+            let table_list = format!("[[{section}.{key}]]");
+            let shown = shown || (value == &serde_json::json!([]) && EXAMPLE.contains(&table_list));
+            assert!(shown, "tellify.example.toml lacks `{key}` in [{section}]");
+        }
+    }
+
+    #[test]
+    fn the_example_shows_every_setting_and_its_active_lines_are_the_defaults() {
+        let figment =
+            Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(EXAMPLE));
+        let settings: Settings = figment.extract().expect("the example loads");
+        assert_eq!(settings, Settings::default());
+        let defaults = serde_json::to_value(Settings::default()).unwrap();
+        assert_every_key_shown("", &defaults);
+        let syslog =
+            serde_json::to_value(crate::export::syslog::SyslogSettings::default()).unwrap();
+        assert_every_key_shown("export.syslog", &syslog);
     }
 }

@@ -12,6 +12,7 @@ pub mod channels;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod data_lock;
 pub mod event_types;
 pub mod export;
 pub mod filter_budget;

@@ -624,7 +624,7 @@ async fn a_user_sets_up_notifications_and_an_admin_offboards_them() {
     assert_eq!(
         failed.stderr.trim(),
         "error: server answered 502 bad gateway: the test to `work-email` failed: \
-         email is not configured: set [smtp] host"
+         email is not configured on this server: set [smtp] host (TELLIFY_SMTP__HOST)"
     );
 
     // The one-rule shorthand; the window comes back in its JSON form.

@@ -154,12 +154,197 @@ fn a_start_that_fails_late_creates_no_admin_so_the_next_start_shows_its_token() 
         .stderr(Stdio::null())
         .spawn()
         .expect("tellify runs");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let token = lines.next().and_then(Result::ok).unwrap_or_default();
+    let (summary, token) = first_start_output(&mut child);
     let _ = child.kill();
     let _ = child.wait();
-    assert!(first.contains("created user `admin`"), "{first}");
+    assert!(summary.contains("created user `admin`"), "{summary}");
     assert!(token.starts_with("tfy_"), "{token}");
+}
+
+/// What a first start prints up to the admin token, and the token.
+fn first_start_output(child: &mut std::process::Child) -> (String, String) {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut before = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        before.push_str(&line);
+        before.push('\n');
+        if line.starts_with("created user `admin`") {
+            break;
+        }
+    }
+    let token = lines.next().and_then(Result::ok).unwrap_or_default();
+    (before, token)
+}
+
+/// Starts `tellify serve` on `data` and `port` with stdout piped.
+fn spawn_serve(data: &Path, port: u16, environment: &[(&str, &str)]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tellify"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data)
+        .env("TELLIFY_LOG", "warn")
+        .envs(environment.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tellify runs")
+}
+
+fn tellify(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tellify"))
+        .args(args)
+        .env("TELLIFY_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("tellify runs")
+}
+
+fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+async fn wait_for_health(port: u16) {
+    let client = http_client();
+    for _ in 0..200 {
+        let answer = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await;
+        if answer.is_ok_and(|answer| answer.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the server on port {port} never answered /healthz");
+}
+
+#[test]
+fn the_first_start_says_what_it_runs_with() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let mut child = spawn_serve(&data, free_port(), &[]);
+    let (summary, token) = first_start_output(&mut child);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(token.starts_with("tfy_"), "{token}");
+    assert!(summary.contains("config    none"), "{summary}");
+    assert!(
+        summary.contains(&format!("data      {}", data.join("tellify.db").display())),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("not configured: email (set [smtp] host)"),
+        "{summary}"
+    );
+    assert!(summary.contains("sources   HTTP only"), "{summary}");
+}
+
+#[tokio::test]
+async fn a_lost_admin_token_is_reset_offline_and_the_reset_is_audited() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let data_arg = data.to_str().expect("utf-8 path");
+    let port = free_port();
+    let mut server = spawn_serve(&data, port, &[]);
+    let (_, lost) = first_start_output(&mut server);
+    wait_for_health(port).await;
+
+    // Not beside a running server, and no second server on the same directory.
+    let refused = tellify(&["admin", "reset-token", "--data", data_arg]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("a tellify server is running"), "{stderr}");
+    let second = serve(&data, free_port(), &[], &[]);
+    let stderr = failed_with(&second);
+    assert!(stderr.contains("a tellify server is running"), "{stderr}");
+
+    let _ = server.kill();
+    let _ = server.wait();
+    let reset = tellify(&["admin", "reset-token", "--data", data_arg]);
+    assert!(reset.status.success(), "{reset:?}");
+    let token = String::from_utf8_lossy(&reset.stdout).trim().to_string();
+    assert!(token.starts_with("tfy_") && token != lost, "{token}");
+    let stderr = String::from_utf8_lossy(&reset.stderr);
+    assert!(stderr.contains("revoked bootstrap"), "{stderr}");
+
+    let mut server = spawn_serve(&data, port, &[]);
+    wait_for_health(port).await;
+    let client = http_client();
+    let me = |token: String| {
+        client
+            .get(format!("http://127.0.0.1:{port}/api/v1/users/me"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(me(token.clone()).await.expect("me").status(), 200);
+    assert_eq!(me(lost).await.expect("me").status(), 401);
+    let audit: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{port}/api/v1/audit"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("json");
+    let _ = server.kill();
+    let _ = server.wait();
+    let record = &audit["items"][0];
+    assert_eq!(record["action"], "token.reset", "{audit}");
+    assert_eq!(record["subject"], "user admin", "{audit}");
+    assert!(
+        record["actor"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("local:"),
+        "{audit}"
+    );
+    assert_eq!(
+        record["detail"]["revoked"],
+        serde_json::json!(["bootstrap"])
+    );
+
+    // A directory that holds no store is named, and nothing is created there.
+    let empty = root.path().join("empty");
+    let missing = tellify(&[
+        "admin",
+        "reset-token",
+        "--data",
+        empty.to_str().expect("utf-8 path"),
+    ]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no tellify store"));
+    assert!(!empty.exists());
+}
+
+#[test]
+fn config_check_lists_every_problem_with_its_key() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let config = root.path().join("tellify.toml");
+    std::fs::write(
+        &config,
+        "shutdown_grace_secs = 0\n[notify]\nmax_attempts = \"many\"\nconcurrency = \"lots\"\n[http]\nmax_connections = 0\n[smtp]\nhots = \"x\"\n",
+    )
+    .expect("config");
+    let output = tellify(&["config", "check", config.to_str().expect("utf-8 path")]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "`notify.max_attempts`",
+        "`notify.concurrency`",
+        "hots",
+        "http.max_connections: must be 1 to 1000000 (is 0)",
+        "shutdown_grace_secs: must be 1 to 600 (is 0)",
+    ] {
+        assert!(stderr.contains(expected), "{expected} in {stderr}");
+    }
+    assert!(stderr.starts_with("5 problems:"), "{stderr}");
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tellify.example.toml");
+    let output = tellify(&["config", "check", example]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("is valid"));
 }

@@ -202,25 +202,93 @@ pub(super) fn delete_contact_point(
     tx: &Connection,
     user_id: &str,
     name: &str,
+    now: Timestamp,
 ) -> StoreResult<bool> {
     let Some(point) = contact_point(tx, user_id, name)? else {
         return Ok(false);
     };
-    // Nothing more goes to an address the user took away.
-    tx.execute(
-        "DELETE FROM notifications WHERE contact_point_id = ?1 AND (delivery_id IS NULL
-             OR delivery_id IN (SELECT id FROM deliveries WHERE status IN ('pending', 'sending')))",
-        [&point.id],
-    )
-    .map_err(unavailable)?;
-    tx.execute(
-        "DELETE FROM deliveries WHERE contact_point_id = ?1 AND status IN ('pending', 'sending')",
-        [&point.id],
-    )
-    .map_err(unavailable)?;
+    // Nothing more goes to an address the user took away, yet nothing planned for it is
+    // dropped without a word: what waited becomes a failed delivery saying why.
+    let reason = format!("contact point {name} was deleted before this was sent");
+    fail_unsent_for_contact_point(tx, &point, &reason, now)?;
     tx.execute("DELETE FROM contact_points WHERE id = ?1", [&point.id])
         .map_err(unavailable)?;
     Ok(true)
+}
+
+/// Marks the pending and leased deliveries of `point` failed with `reason`, and gangs its
+/// notifications not yet in a delivery into one failed delivery with the same reason.
+fn fail_unsent_for_contact_point(
+    tx: &Connection,
+    point: &ContactPoint,
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let waiting: Vec<i64> = {
+        let mut statement = tx
+            .prepare_cached(
+                "SELECT id FROM notifications WHERE contact_point_id = ?1 AND delivery_id IS NULL
+                 ORDER BY id",
+            )
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map([&point.id], |row| row.get(0))
+            .map_err(unavailable)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
+    };
+    if !waiting.is_empty() {
+        let delivery_id = tellify_model::new_id();
+        tx.execute(
+            "INSERT INTO deliveries (id, user_id, contact_point_id, contact_point, kind, status,
+                 attempts, next_attempt_ms, items, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7, ?8)",
+            params![
+                delivery_id,
+                point.user_id,
+                point.id,
+                point.name,
+                point.kind,
+                millis(now),
+                waiting.len() as i64,
+                time_text(now)
+            ],
+        )
+        .map_err(unavailable)?;
+        let mut assign = tx
+            .prepare_cached("UPDATE notifications SET delivery_id = ?1 WHERE id = ?2")
+            .map_err(unavailable)?;
+        for id in waiting {
+            assign
+                .execute(params![delivery_id, id])
+                .map_err(unavailable)?;
+        }
+    }
+    let unsent: Vec<String> = {
+        let mut statement = tx
+            .prepare_cached(
+                "SELECT id FROM deliveries
+                 WHERE contact_point_id = ?1 AND status IN ('pending', 'sending')",
+            )
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map([&point.id], |row| row.get(0))
+            .map_err(unavailable)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
+    };
+    for id in unsent {
+        tx.execute(
+            "UPDATE deliveries SET status = 'failed', last_error = ?2, next_attempt_ms = ?3
+             WHERE id = ?1",
+            params![id, reason, millis(now)],
+        )
+        .map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO delivery_attempts (delivery_id, at, ok, detail) VALUES (?1, ?2, 0, ?3)",
+            params![id, time_text(now), reason],
+        )
+        .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 /// A policy row, parsed; `None` (logged) for one that no longer parses at all, so one
@@ -504,20 +572,22 @@ fn gang(tx: &Connection, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
             .query_row([&contact_point_id], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()
             .map_err(unavailable)?;
-        let Some((name, kind)) = point else {
-            for id in ids {
-                tx.prepare_cached("DELETE FROM notifications WHERE id = ?1")
-                    .map_err(unavailable)?
-                    .execute([id])
-                    .map_err(unavailable)?;
-            }
-            continue;
+        // Planned from a view of the contact points older than their deletion: recorded as
+        // failed with the reason, never dropped without a word.
+        let (name, kind, status, error) = match point {
+            Some((name, kind)) => (name, kind, "pending", None),
+            None => (
+                "(deleted)".to_string(),
+                "deleted".to_string(),
+                "failed",
+                Some("the contact point was deleted before this was sent"),
+            ),
         };
         let delivery_id = tellify_model::new_id();
         tx.prepare_cached(
             "INSERT INTO deliveries (id, user_id, contact_point_id, contact_point, kind, status,
-                 attempts, next_attempt_ms, items, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7, ?8)",
+                 attempts, next_attempt_ms, items, created, last_error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10)",
         )
         .map_err(unavailable)?
         .execute(params![
@@ -526,9 +596,11 @@ fn gang(tx: &Connection, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
             contact_point_id,
             name,
             kind,
+            status,
             millis(now),
             ids.len() as i64,
-            time_text(now)
+            time_text(now),
+            error
         ])
         .map_err(unavailable)?;
         let mut assign = tx
@@ -618,7 +690,8 @@ pub(super) fn take_deliveries(
             .map_err(unavailable)?;
         let Some(contact_point) = point else {
             tx.execute(
-                "UPDATE deliveries SET status = 'failed', last_error = 'contact point was removed'
+                "UPDATE deliveries SET status = 'failed',
+                     last_error = 'the contact point was deleted before this was sent'
                  WHERE id = ?1",
                 [&delivery.id],
             )

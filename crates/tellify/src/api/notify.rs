@@ -53,10 +53,20 @@ pub struct ContactPointView {
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
     created: Timestamp,
+    /// Set while this kind's channel is not configured on the server (email without
+    /// `[smtp] host`, SMS without `[sms]` credentials): nothing is sent to it until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
 }
 
-fn contact_view(point: ContactPoint, reveal: bool) -> ContactPointView {
+fn contact_view(state: &AppState, point: ContactPoint, reveal: bool) -> ContactPointView {
+    let warning = point
+        .kind
+        .parse()
+        .ok()
+        .and_then(|kind| state.channels.warning(kind));
     ContactPointView {
+        warning,
         signed: point.secret.is_some(),
         secret: if reveal { point.secret } else { None },
         id: point.id,
@@ -86,7 +96,10 @@ pub async fn create_contact_point(
     )
     .await?;
     let (point, generated) = (created.point, created.generated_secret);
-    Ok((StatusCode::CREATED, Json(contact_view(point, generated))))
+    Ok((
+        StatusCode::CREATED,
+        Json(contact_view(&state, point, generated)),
+    ))
 }
 
 pub async fn list_contact_points(
@@ -100,7 +113,7 @@ pub async fn list_contact_points(
         .list_contact_points(&user.id)
         .await?
         .into_iter()
-        .map(|point| contact_view(point, false))
+        .map(|point| contact_view(&state, point, false))
         .collect();
     Ok(Json(Page { items, next: None }))
 }
@@ -112,7 +125,7 @@ pub async fn get_contact_point(
     QueryParams(query): QueryParams<ForUser>,
 ) -> ApiResult<Json<ContactPointView>> {
     let point = notify::contact_point(&state, &auth.0, query.user.as_deref(), &name).await?;
-    Ok(Json(contact_view(point, false)))
+    Ok(Json(contact_view(&state, point, false)))
 }
 
 #[derive(Deserialize, Default)]

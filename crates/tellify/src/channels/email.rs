@@ -15,6 +15,10 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use super::{error_chain, Channel, ChannelError, ContactKind, ContactTarget, OutgoingMessage};
 use super::{Receipt, SmtpSecurity, SmtpSettings};
 
+/// Why email cannot be sent without `[smtp] host`.
+const NOT_CONFIGURED: &str =
+    "email is not configured on this server: set [smtp] host (TELLIFY_SMTP__HOST)";
+
 /// Sends email through the configured SMTP server.
 pub struct EmailChannel {
     /// `None` when `[smtp] host` is unset: sends then fail as not configured.
@@ -147,15 +151,17 @@ impl Channel for EmailChannel {
             .map_err(|_| "must be an email address like name@example.com".to_string())
     }
 
+    fn not_configured(&self) -> Option<String> {
+        self.transport.is_none().then(|| NOT_CONFIGURED.to_string())
+    }
+
     async fn send(
         &self,
         target: &ContactTarget,
         message: &OutgoingMessage,
     ) -> Result<Receipt, ChannelError> {
         let Some(transport) = &self.transport else {
-            return Err(ChannelError::NotConfigured(
-                "email is not configured: set [smtp] host".to_string(),
-            ));
+            return Err(ChannelError::NotConfigured(NOT_CONFIGURED.to_string()));
         };
         let email = self.build_message(target, message)?;
         let sent = tokio::time::timeout(

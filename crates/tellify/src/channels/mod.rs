@@ -179,6 +179,11 @@ pub trait Channel: Send + Sync {
     /// Checks an address when a contact point is created (email syntax, E.164 phone
     /// "+4915112345678", http(s) URL), so a typo fails at once instead of at the first alert.
     fn check_address(&self, address: &str) -> Result<(), String>;
+    /// Why this channel cannot send on this server (its settings are missing), or `None`
+    /// when it can; shown to whoever creates or lists a contact point of its kind.
+    fn not_configured(&self) -> Option<String> {
+        None
+    }
 
     /// Sends one message; `Ok` only after the provider accepted it.
     async fn send(
@@ -233,6 +238,22 @@ impl Channels {
 
     pub fn check_address(&self, kind: ContactKind, address: &str) -> Result<(), String> {
         self.get(kind).check_address(address)
+    }
+
+    /// The warning a contact point of `kind` carries while its channel is not configured.
+    pub fn warning(&self, kind: ContactKind) -> Option<String> {
+        self.get(kind)
+            .not_configured()
+            .map(|why| format!("{why}; nothing is sent to this contact point until an admin does"))
+    }
+
+    /// Which channels can send, for the start-up summary.
+    pub fn configured(&self) -> Vec<&'static str> {
+        ContactKind::ALL
+            .into_iter()
+            .filter(|kind| self.get(*kind).not_configured().is_none())
+            .map(ContactKind::as_str)
+            .collect()
     }
 }
 

@@ -71,6 +71,13 @@ impl Channel for SmsChannel {
         check_phone_number(address)
     }
 
+    fn not_configured(&self) -> Option<String> {
+        match self.credentials() {
+            Ok(_) => None,
+            Err(error) => Some(error.to_string()),
+        }
+    }
+
     async fn send(
         &self,
         target: &ContactTarget,

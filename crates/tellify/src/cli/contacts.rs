@@ -147,6 +147,9 @@ fn created_text(created: &Value) -> anyhow::Result<()> {
         print_line(&format!("secret: {secret}"))?;
         eprintln!("requests to it are signed with this secret; keep it now, it is not shown again");
     }
+    if let Some(warning) = created.get("warning").and_then(Value::as_str) {
+        eprintln!("warning: {warning}");
+    }
     Ok(())
 }
 
@@ -158,15 +161,27 @@ fn list(page: &Value) -> anyhow::Result<()> {
     }
     let mut table = Table::new(&["NAME", "KIND", "SIGNED", "CREATED", "ADDRESS"]);
     for point in points {
+        // A `!` after the name: its channel is not configured (the warning follows).
+        let mut name = truncate(&text(point.get("name")), TITLE_WIDTH);
+        if point.get("warning").is_some() {
+            name.push('!');
+        }
         table.row(vec![
-            truncate(&text(point.get("name")), TITLE_WIDTH),
+            name,
             text(point.get("kind")),
             signed(point).to_string(),
             optional_time(point.get("created")),
             truncate(&text(point.get("address")), MESSAGE_WIDTH),
         ]);
     }
-    print(&table.render())
+    print(&table.render())?;
+    // Contact points whose channel cannot send yet, each said once below the table.
+    for point in points {
+        if let Some(warning) = point.get("warning").and_then(Value::as_str) {
+            eprintln!("warning: {}: {warning}", text(point.get("name")));
+        }
+    }
+    Ok(())
 }
 
 /// `yes` for a webhook that signs its requests, `no` for one that does not, `-` for the

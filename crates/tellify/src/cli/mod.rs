@@ -1,8 +1,10 @@
 //! The command line: `tellify serve` runs the server; every other subcommand talks to a
 //! running server given by `--server`/`TELLIFY_SERVER` and `--token`/`TELLIFY_TOKEN`.
 
+mod admin;
 mod alerts;
 mod client;
+mod config;
 mod contacts;
 mod deliveries;
 mod output;
@@ -73,6 +75,10 @@ pub enum Command {
     Deliveries(deliveries::DeliveriesArgs),
     /// Show and replay a producer's disk spool (`tellify send --spool DIR`).
     Spool(spool::SpoolArgs),
+    /// Operator commands on a stopped server's data directory (reset a lost token).
+    Admin(admin::AdminArgs),
+    /// Check a configuration offline (`tellify config check [FILE]`).
+    Config(config::ConfigArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -89,6 +95,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Silences(args) => silences::run(args).await,
         Command::Deliveries(args) => deliveries::run(args).await,
         Command::Spool(args) => spool::run(args).await,
+        Command::Admin(args) => admin::run(args).await,
+        Command::Config(args) => config::run(args).await,
     };
     match result {
         // The reader went away (`tellify tail | head`): nothing is wrong.

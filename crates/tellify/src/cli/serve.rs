@@ -1,5 +1,5 @@
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -25,6 +25,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_logging();
     // Listened for from the start, so a stop during start-up is not the default "die now".
     let stop_requested = stop_signal().context("cannot listen for SIGTERM and SIGINT")?;
+    let config_file = config_file(args.config.as_deref());
     let mut settings = Settings::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         settings.listen = listen;
@@ -34,6 +35,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let bootstrap = std::env::var("TELLIFY_BOOTSTRAP_TOKEN").ok();
     let app = crate::app::start(settings, Arc::new(SystemClock), bootstrap).await?;
+    let state = &app.state;
+    print!(
+        "{}",
+        summary(
+            &state.settings,
+            config_file.as_deref(),
+            &state.channels.configured()
+        )
+    );
     if let Some(token) = &app.bootstrap_token {
         println!("created user `admin`; its API token (shown only this once):");
         println!("{token}");
@@ -41,6 +51,80 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("tellify listening on http://{}", app.address);
     app.run_until(stop_requested).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration file `Settings::load` reads: the one given, else `tellify.toml` when
+/// it exists here.
+fn config_file(given: Option<&Path>) -> Option<PathBuf> {
+    match given {
+        Some(path) => Some(path.to_path_buf()),
+        None => Some(PathBuf::from("tellify.toml")).filter(|path| path.exists()),
+    }
+}
+
+/// What this start runs with, one line each: where the settings came from, the data
+/// directory, the address, which channels can send, and what is switched on. No secret
+/// and no URL (broker URLs carry credentials) is printed.
+pub fn summary(settings: &Settings, config_file: Option<&Path>, channels: &[&str]) -> String {
+    let mut text = String::new();
+    let mut line = |key: &str, value: String| text.push_str(&format!("  {key:<9} {value}\n"));
+    line(
+        "config",
+        match config_file {
+            Some(path) => format!("{} (then TELLIFY_ variables)", path.display()),
+            None => "none: defaults and TELLIFY_ variables".to_string(),
+        },
+    );
+    let data = std::path::absolute(&settings.data).unwrap_or_else(|_| settings.data.clone());
+    line("data", data.join("tellify.db").display().to_string());
+    line("listen", format!("http://{}", settings.listen));
+    let missing: Vec<&str> = ["email", "sms"]
+        .into_iter()
+        .filter(|kind| !channels.contains(kind))
+        .collect();
+    let mut channel_text = channels.join(", ");
+    if !missing.is_empty() {
+        let how: Vec<&str> = missing
+            .iter()
+            .map(|kind| match *kind {
+                "email" => "email (set [smtp] host)",
+                _ => "sms (set [sms] account, token, from)",
+            })
+            .collect();
+        channel_text.push_str(&format!("; not configured: {}", how.join(", ")));
+    }
+    line("channels", channel_text);
+    let mut sources: Vec<String> = Vec::new();
+    for amqp in &settings.sources.amqp {
+        sources.push(format!("amqp queue {}", amqp.queue));
+    }
+    for nats in &settings.sources.nats {
+        sources.push(format!("nats subject {}", nats.subject));
+    }
+    line("sources", list_or_none(sources, "HTTP only"));
+    let exports = settings
+        .export
+        .syslog
+        .iter()
+        .map(|syslog| format!("syslog {}", syslog.address))
+        .collect();
+    line("exports", list_or_none(exports, "none"));
+    line(
+        "polling",
+        format!(
+            "metric subscriptions, at most {} requests at once",
+            settings.pollers.max_concurrency
+        ),
+    );
+    format!("tellify {}\n{text}", env!("CARGO_PKG_VERSION"))
+}
+
+fn list_or_none(items: Vec<String>, none: &str) -> String {
+    if items.is_empty() {
+        none.to_string()
+    } else {
+        items.join(", ")
+    }
 }
 
 /// Completes on the first SIGTERM (systemd, Docker, Kubernetes) or SIGINT (Ctrl-C): both
@@ -65,5 +149,45 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!(signal = "ctrl-c", "stop requested");
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_the_config_the_store_and_what_cannot_send() {
+        let mut settings = Settings::default();
+        settings.data = PathBuf::from("/srv/tellify");
+        let text = summary(&settings, None, &["webhook", "chat", "engine"]);
+        assert!(
+            text.contains("config    none: defaults and TELLIFY_ variables"),
+            "{text}"
+        );
+        assert!(text.contains("data      /srv/tellify/tellify.db"), "{text}");
+        assert!(text.contains("listen    http://127.0.0.1:8080"), "{text}");
+        assert!(
+            text.contains("not configured: email (set [smtp] host), sms (set [sms]"),
+            "{text}"
+        );
+        assert!(text.contains("sources   HTTP only"), "{text}");
+
+        settings.sources.nats.push(
+            serde_json::from_value(serde_json::json!({
+                "url": "nats://user:secret@127.0.0.1:4222", "subject": "events.>",
+                "dead_letter_subject": "events.dead"
+            }))
+            .unwrap(),
+        );
+        let text = summary(
+            &settings,
+            Some(Path::new("tellify.toml")),
+            &["email", "sms", "webhook"],
+        );
+        assert!(text.contains("config    tellify.toml"), "{text}");
+        assert!(text.contains("sources   nats subject events.>"), "{text}");
+        assert!(!text.contains("not configured"), "{text}");
+        assert!(!text.contains("secret"), "no URL, no credentials: {text}");
     }
 }

@@ -31,10 +31,24 @@ pub fn start(
     services: AppState,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let exporters = exporters(&services.settings.export)
+        .map_err(|problems| anyhow::anyhow!("invalid export settings: {}", problems.join("; ")))?;
+    Ok(exporters
+        .into_iter()
+        .map(|exporter| {
+            crate::telemetry::export_registered(exporter.name());
+            tokio::spawn(exporter.run(services.clone(), shutdown.clone()))
+        })
+        .collect())
+}
+
+/// The exporters `settings` describe, or every problem with its path
+/// (`export.syslog[0].address: ...`); used by the start and by `tellify config check`.
+pub fn exporters(settings: &ExportSettings) -> Result<Vec<syslog::SyslogExporter>, Vec<String>> {
     let mut problems = Vec::new();
     let mut exporters = Vec::new();
     let mut names = std::collections::HashSet::new();
-    for (index, settings) in services.settings.export.syslog.iter().enumerate() {
+    for (index, settings) in settings.syslog.iter().enumerate() {
         let path = format!("export.syslog[{index}]");
         match syslog::SyslogExporter::new(settings) {
             Ok(exporter) => {
@@ -51,14 +65,9 @@ pub fn start(
             }
         }
     }
-    if !problems.is_empty() {
-        anyhow::bail!("invalid export settings: {}", problems.join("; "));
+    if problems.is_empty() {
+        Ok(exporters)
+    } else {
+        Err(problems)
     }
-    Ok(exporters
-        .into_iter()
-        .map(|exporter| {
-            crate::telemetry::export_registered(exporter.name());
-            tokio::spawn(exporter.run(services.clone(), shutdown.clone()))
-        })
-        .collect())
 }

@@ -203,7 +203,10 @@ pub async fn delete_contact_point(
             services.store.put_policy(record).await?;
         }
     }
-    let deleted = services.store.delete_contact_point(&user.id, name).await?;
+    let deleted = services
+        .store
+        .delete_contact_point(&user.id, name, services.clock.now())
+        .await?;
     caches::user_settings_changed(services, &user.id).await?;
     if !deleted {
         return Err(ServiceError::NotFound("contact point"));

@@ -936,3 +936,44 @@ async fn a_contact_point_in_use_is_kept_unless_forced() {
         "a policy left without rules is deleted"
     );
 }
+
+#[tokio::test]
+async fn a_contact_point_whose_channel_is_not_configured_carries_a_warning() {
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    let email = contact(&app, &ann, "work", "email", "ann@work.example").await;
+    let warning = email["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("email is not configured") && warning.contains("[smtp] host"),
+        "{email}"
+    );
+    let sms = contact(&app, &ann, "phone", "sms", "+4915112345678").await;
+    assert!(
+        sms["warning"]
+            .as_str()
+            .is_some_and(|warning| warning.contains("[sms]")),
+        "{sms}"
+    );
+    let hook = contact(&app, &ann, "hook", "webhook", "https://hooks.example.com/x").await;
+    assert!(hook.get("warning").is_none(), "{hook}");
+    // The list says it each time, not only the answer that created it.
+    let list = app.get_json(&ann, "/api/v1/contact-points").await;
+    let warned: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|point| point.get("warning").is_some())
+        .filter_map(|point| point["name"].as_str())
+        .collect();
+    assert_eq!(warned, ["phone", "work"], "{list}");
+
+    // With SMTP configured, email carries no warning.
+    let configured = spawn_app_with(|settings| {
+        settings.smtp.host = Some("127.0.0.1".to_string());
+        settings.smtp.from = "tellify@example.com".to_string();
+    })
+    .await;
+    let bob = configured.user("bob").await;
+    let email = contact(&configured, &bob, "work", "email", "bob@work.example").await;
+    assert!(email.get("warning").is_none(), "{email}");
+}

@@ -1,0 +1,134 @@
+//! `tellify admin ...`: what an operator does on the machine itself, with the server
+//! stopped, straight on the data directory (no token needed: the file permissions are the
+//! authority). Every act is audited like an admin's through the API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use tellify_store::sqlite::SqliteStore;
+use tellify_store::{AuditRecord, Store, Token};
+
+use super::output::print_line;
+use crate::config::Settings;
+use crate::data_lock::DataLock;
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Make a new API token for a user (default `admin`) when theirs is lost; works only
+    /// while no server runs on the data directory, prints the token once, and audits it.
+    ResetToken(ResetTokenArgs),
+}
+
+#[derive(Args, Debug)]
+struct ResetTokenArgs {
+    /// Data directory of the stopped server (default: `data` from the configuration,
+    /// `./tellify-data`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Configuration file to read `data` from (default ./tellify.toml if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Whose token to reset.
+    #[arg(long, default_value = "admin")]
+    user: String,
+}
+
+/// The token name prefix of tokens made here; a later reset revokes them (and the first
+/// start's `bootstrap` token), not the tokens the user made for themselves.
+const RECOVERY_PREFIX: &str = "recovery-";
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        AdminCommand::ResetToken(args) => reset_token(args).await,
+    }
+}
+
+async fn reset_token(args: ResetTokenArgs) -> anyhow::Result<ExitCode> {
+    let data = match args.data {
+        Some(data) => data,
+        None => Settings::load(args.config.as_deref())?.data,
+    };
+    if !data.join("tellify.db").exists() {
+        anyhow::bail!(
+            "no tellify store in {}: check --data; on a new directory `tellify serve` creates `admin` and prints its token",
+            data.display()
+        );
+    }
+    let _lock = DataLock::acquire(&data, "reset a token")?;
+    let store = SqliteStore::open(&data)
+        .with_context(|| format!("cannot open the store in {}", data.display()))?;
+    let (secret, revoked) = reset(&store, &args.user, jiff::Timestamp::now()).await?;
+    eprintln!(
+        "new API token for `{}` (shown only this once){}:",
+        args.user,
+        if revoked.is_empty() {
+            String::new()
+        } else {
+            format!("; revoked {}", revoked.join(", "))
+        }
+    );
+    print_line(&secret)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes the new token, revokes earlier bootstrap and recovery tokens of the user, and
+/// audits it; returns the secret and the names of the revoked tokens.
+pub async fn reset(
+    store: &dyn Store,
+    user_name: &str,
+    now: jiff::Timestamp,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let Some(user) = store.user_by_name(user_name).await? else {
+        let names: Vec<String> = store
+            .list_users()
+            .await?
+            .into_iter()
+            .map(|user| user.name)
+            .collect();
+        anyhow::bail!(
+            "no user `{user_name}` in this store; its users: {}",
+            names.join(", ")
+        );
+    };
+    let mut revoked = Vec::new();
+    for token in store.list_tokens(Some(&user.id)).await? {
+        if token.name == "bootstrap" || token.name.starts_with(RECOVERY_PREFIX) {
+            store.delete_token(&token.id).await?;
+            revoked.push(token.name);
+        }
+    }
+    let (secret, hash) = crate::auth::new_token();
+    let name = format!("{RECOVERY_PREFIX}{}", now.strftime("%Y%m%dT%H%M%SZ"));
+    let scope = if user.admin { "admin" } else { "user" };
+    store
+        .create_token(Token {
+            id: tellify_model::new_id(),
+            user_id: user.id.clone(),
+            name: name.clone(),
+            scopes: vec![scope.to_string()],
+            hash,
+            created: now,
+            expires: None,
+        })
+        .await?;
+    let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
+    store
+        .append_audit(AuditRecord {
+            id: tellify_model::new_id(),
+            at: now,
+            actor: format!("local:{operator}"),
+            action: "token.reset".to_string(),
+            subject: format!("user {}", user.name),
+            detail: serde_json::json!({"token": name, "scope": scope, "revoked": revoked}),
+        })
+        .await?;
+    Ok((secret, revoked))
+}
