@@ -14,6 +14,7 @@ mod crash;
 mod engine_channel;
 mod metric;
 mod openapi;
+mod quickstart;
 mod services;
 mod shutdown;
 mod sources;

@@ -45,6 +45,10 @@ enum AlertsCommand {
             value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000)
         )]
         limit: usize,
+        /// Print only the alert ids, newest first, one per line (for scripts:
+        /// `tellify alerts ack "$(tellify alerts list -q | head -n 1)"`).
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
     },
     /// Show one alert and its history.
     Get { id: String },
@@ -86,11 +90,13 @@ pub async fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
             severity,
             subscription,
             limit,
+            quiet,
         } => {
             let filters = Filters {
                 state,
                 severity,
                 subscription,
+                quiet,
             };
             list(&client, &filters, limit, json).await?;
         }
@@ -131,6 +137,8 @@ struct Filters {
     state: Option<String>,
     severity: Option<String>,
     subscription: Option<String>,
+    /// Ids only.
+    quiet: bool,
 }
 
 /// Fetches up to `limit` alerts, following the server's cursor across pages.
@@ -163,6 +171,13 @@ async fn list(client: &Client, filters: &Filters, limit: usize, json: bool) -> a
     let more = cursor.is_some();
     if json {
         return print_json(&json!({"items": alerts, "next": cursor}));
+    }
+    if filters.quiet {
+        let ids: String = alerts
+            .iter()
+            .map(|alert| format!("{}\n", text(alert.get("id"))))
+            .collect();
+        return print(&ids);
     }
     if alerts.is_empty() {
         eprintln!("no alerts");
