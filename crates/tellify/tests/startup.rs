@@ -271,6 +271,18 @@ async fn a_lost_admin_token_is_reset_offline_and_the_reset_is_audited() {
     assert!(stderr.contains("revoked bootstrap"), "{stderr}");
 
     let mut server = spawn_serve(&data, port, &[]);
+    // A later start shows no token, and says where a lost one is replaced.
+    let stdout = server.stdout.take().expect("stdout");
+    let said: Vec<String> = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .take_while(|line| !line.starts_with("tellify listening"))
+        .collect();
+    assert!(
+        said.iter()
+            .any(|line| line.contains("tellify admin reset-token --data")),
+        "{said:?}"
+    );
+    assert!(!said.iter().any(|line| line.contains("tfy_")), "{said:?}");
     wait_for_health(port).await;
     let client = http_client();
     let me = |token: String| {

@@ -44,9 +44,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             &state.channels.configured()
         )
     );
-    if let Some(token) = &app.bootstrap_token {
-        println!("created user `admin`; its API token (shown only this once):");
-        println!("{token}");
+    match &app.bootstrap_token {
+        Some(token) => {
+            println!("created user `admin`; its API token (shown only this once):");
+            println!("{token}");
+        }
+        None => println!(
+            "  admin     lost its token? stop tellify and run `tellify admin reset-token --data {}`",
+            state.settings.data.display()
+        ),
     }
     println!("tellify listening on http://{}", app.address);
     app.run_until(stop_requested).await?;
