@@ -977,3 +977,50 @@ async fn a_contact_point_whose_channel_is_not_configured_carries_a_warning() {
     let email = contact(&configured, &bob, "work", "email", "bob@work.example").await;
     assert!(email.get("warning").is_none(), "{email}");
 }
+
+/// A digest waiting for a contact point that its owner then deletes is not dropped: it
+/// shows as a failed delivery saying why, and nothing reaches the old address.
+#[tokio::test]
+async fn a_digest_waiting_for_a_deleted_contact_point_is_recorded_as_failed() {
+    let hook = HttpSink::start(StatusCode::OK, "ok").await;
+    let app = spawn_app().await;
+    let ann = app.user("ann").await;
+    contact(&app, &ann, "hook", "webhook", &hook.url("/ann")).await;
+    put_policy(
+        &app,
+        &ann,
+        "default",
+        json!([{"contact_points": ["hook"], "mode": {"digest": "1h"}}]),
+    )
+    .await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "match", "title": "mine", "params": {"filter": "status == \"fail\""}}),
+    )
+    .await;
+    app.send_lines(&ann, "block:gc_t status:fail").await;
+    eventually("the alert fires", || async {
+        (!app.alerts(&ann, "state=firing").await.is_empty()).then_some(())
+    })
+    .await;
+    let response = app
+        .client
+        .delete(app.url("/api/v1/contact-points/hook"))
+        .bearer_auth(&ann)
+        .query(&[("force", "true")])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let deliveries = app.get_json(&ann, "/api/v1/deliveries").await;
+    let items = deliveries["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{deliveries}");
+    assert_eq!(items[0]["status"], "failed", "{deliveries}");
+    assert_eq!(
+        items[0]["last_error"], "contact point hook was deleted before this was sent",
+        "{deliveries}"
+    );
+    app.advance(SignedDuration::from_hours(2)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(hook.arrivals(), 0, "nothing reaches the deleted address");
+}
