@@ -164,8 +164,10 @@ mod tests {
 
     #[test]
     fn the_summary_names_the_config_the_store_and_what_cannot_send() {
-        let mut settings = Settings::default();
-        settings.data = PathBuf::from("/srv/tellify");
+        let mut settings = Settings {
+            data: PathBuf::from("/srv/tellify"),
+            ..Settings::default()
+        };
         let text = summary(&settings, None, &["webhook", "chat", "engine"]);
         assert!(
             text.contains("config    none: defaults and TELLIFY_ variables"),
