@@ -23,6 +23,8 @@ use tellify_model::StoredEvent;
 use crate::dispatch::IndexValue;
 
 pub mod cost;
+pub mod schema;
+mod slips;
 
 /// Longest filter accepted, in bytes.
 pub const MAX_FILTER_BYTES: usize = 4096;
@@ -71,6 +73,18 @@ pub struct BudgetExceeded {
     pub budget_nanos: u64,
 }
 
+/// A filter failed on an event for a reason other than a missing field: a type error
+/// (`size(n)` where `n` is a number, a string compared with a number), a division by zero,
+/// a result that is not a boolean. It counts as not matching, and is recorded in the
+/// context for the caller to collect with [`EventContext::take_failure`] (the worker
+/// counts it for the subscription's owner). The message names types and operators, never
+/// a value of the event, so it can be shown to whoever owns the filter.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct EvaluationFailed {
+    pub message: String,
+}
+
 /// Times evaluations for the run-time budget. The engine never reads a clock: the
 /// binary passes one in (a monotonic clock in production, a scripted one in tests).
 pub trait EvaluationMeter {
@@ -102,6 +116,18 @@ impl Filter {
             });
         }
         let program = ENV.compile(source).map_err(|errors| {
+            if let Some(slip) = slips::find_slip(source) {
+                let (line, column) = line_and_column(source, slip.offset);
+                return FilterError {
+                    line,
+                    column,
+                    message: format!(
+                        "syntax error: `{}` is not an operator in a filter; did you mean {}?",
+                        slip.written, slip.meant
+                    ),
+                    kind: FilterErrorKind::Invalid,
+                };
+            }
             let first = errors.errors.first();
             let (line, column) = first
                 .map(|e| (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize))
@@ -132,6 +158,15 @@ impl Filter {
                 kind: FilterErrorKind::TooCostly,
             }
         })?;
+        if let Some(unknown) = slips::find_unknown_function(&program, source, &ENV) {
+            let (line, column) = line_and_column(source, unknown.offset);
+            return Err(FilterError {
+                line,
+                column,
+                message: unknown.message,
+                kind: FilterErrorKind::Invalid,
+            });
+        }
         let mut equalities = Vec::new();
         collect_equalities(program.expression(), &mut equalities);
         Ok(Filter {
@@ -163,7 +198,9 @@ impl Filter {
     /// certainly false, so is the whole conjunction, and CEL is not run at all.
     ///
     /// An evaluation over the run-time budget counts as false and is recorded in the
-    /// context, for the caller to collect with [`EventContext::take_over_budget`].
+    /// context, for the caller to collect with [`EventContext::take_over_budget`]; so is
+    /// an evaluation that failed for another reason than a missing field
+    /// ([`EventContext::take_failure`]).
     pub fn matches(&self, context: &EventContext) -> bool {
         match self.evaluate(context) {
             Ok(matched) => matched,
@@ -175,20 +212,18 @@ impl Filter {
     }
 
     /// Like [`Filter::matches`], with an evaluation over the budget of the context's
-    /// meter (if it has one) as an error.
+    /// meter (if it has one) as an error. A failure other than a missing field is still
+    /// recorded in the context ([`EventContext::take_failure`]).
     pub fn evaluate(&self, context: &EventContext) -> Result<bool, BudgetExceeded> {
         if self.rejects(context.event) {
             return Ok(false);
         }
         let cel_context = context.cel();
         let Some(meter) = context.meter else {
-            return Ok(matches!(
-                self.program.execute(cel_context),
-                Ok(Value::Bool(true))
-            ));
+            return Ok(context.judge(self.program.execute(cel_context)));
         };
         let started = meter.now_nanos();
-        let matched = matches!(self.program.execute(cel_context), Ok(Value::Bool(true)));
+        let outcome = self.program.execute(cel_context);
         let elapsed_nanos = meter.now_nanos().saturating_sub(started);
         let budget_nanos = meter.budget_nanos();
         if elapsed_nanos > budget_nanos {
@@ -197,7 +232,7 @@ impl Filter {
                 budget_nanos,
             });
         }
-        Ok(matched)
+        Ok(context.judge(outcome))
     }
 
     fn rejects(&self, event: &StoredEvent) -> bool {
@@ -327,6 +362,7 @@ pub struct EventContext<'a> {
     context: std::cell::OnceCell<Context<'static, 'static>>,
     meter: Option<&'a dyn EvaluationMeter>,
     over_budget: Cell<Option<BudgetExceeded>>,
+    failed: Cell<Option<EvaluationFailed>>,
 }
 
 impl<'a> EventContext<'a> {
@@ -336,6 +372,7 @@ impl<'a> EventContext<'a> {
             context: std::cell::OnceCell::new(),
             meter: None,
             over_budget: Cell::new(None),
+            failed: Cell::new(None),
         }
     }
 
@@ -351,13 +388,97 @@ impl<'a> EventContext<'a> {
         self.over_budget.take()
     }
 
+    /// The last evaluation since the previous call that failed for another reason than a
+    /// missing field, if any; asked, like [`EventContext::take_over_budget`], after each
+    /// subscription.
+    pub fn take_failure(&self) -> Option<EvaluationFailed> {
+        self.failed.take()
+    }
+
     pub fn event(&self) -> &StoredEvent {
         self.event
+    }
+
+    /// Whether an outcome of CEL is a match, recording a failure that is not a missing
+    /// field (which only makes the filter false).
+    fn judge(&self, outcome: Result<Value, cel::ExecutionError>) -> bool {
+        let message = match outcome {
+            Ok(Value::Bool(matched)) => return matched,
+            Ok(other) => format!(
+                "the filter gave {}, not a boolean (true or false)",
+                a(other.type_of())
+            ),
+            Err(error) => match describe_failure(&error) {
+                Some(message) => message,
+                None => return false,
+            },
+        };
+        self.failed.set(Some(EvaluationFailed { message }));
+        false
     }
 
     fn cel(&self) -> &Context<'static, 'static> {
         self.context.get_or_init(|| build_context(self.event))
     }
+}
+
+/// What went wrong in an evaluation, in words that name types and operators but never a
+/// value of the event; `None` for a missing field or key, which only makes a filter false.
+fn describe_failure(error: &cel::ExecutionError) -> Option<String> {
+    use cel::ExecutionError as E;
+    let message = match error {
+        E::UndeclaredReference(_) | E::NoSuchKey(_) => return None,
+        E::ValuesNotComparable(left, right) => format!(
+            "{} cannot be compared with {}",
+            a(left.type_of()),
+            a(right.type_of())
+        ),
+        E::NoSuchOverload(overload) => {
+            let function = overload.function().trim_matches('_');
+            format!(
+                "`{function}` does not apply to ({})",
+                overload.argument_types().join(", ")
+            )
+        }
+        E::UnexpectedType { got, want } => format!("got {} where {} is needed", a(got), a(want)),
+        E::UnsupportedTargetType { target } => {
+            format!("a function does not take {}", a(target.type_of()))
+        }
+        E::NotSupportedAsMethod { method, target } => {
+            format!("`{method}` is not a method of {}", a(target.type_of()))
+        }
+        E::UnsupportedBinaryOperator(operator, left, right) => format!(
+            "`{operator}` does not apply to {} and {}",
+            a(left.type_of()),
+            a(right.type_of())
+        ),
+        E::UnsupportedIndex(index, target) => format!(
+            "{} cannot be indexed with {}",
+            a(target.type_of()),
+            a(index.type_of())
+        ),
+        E::UnsupportedKeyType(key) => format!("{} cannot be a map key", a(key.type_of())),
+        E::InvalidArgumentCount { .. } | E::MissingArgumentOrTarget => error.to_string(),
+        E::FunctionError { function, .. } => format!("`{function}` failed on this event"),
+        E::DivisionByZero(_) => "division by zero".to_string(),
+        E::RemainderByZero(_) => "remainder by zero".to_string(),
+        E::Overflow(operator, _, _) => format!("`{operator}` overflowed"),
+        E::IndexOutOfBounds(_) => "a list index is out of range".to_string(),
+        E::DuplicateKey(_) => "a map repeats a key".to_string(),
+        _ => "the filter could not be evaluated".to_string(),
+    };
+    Some(message)
+}
+
+/// A type name with its article: `a string`, `an int`.
+fn a(type_name: impl std::fmt::Display) -> String {
+    let name = type_name.to_string();
+    let article = if name.starts_with(['a', 'e', 'i', 'o']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
 }
 
 fn build_context(event: &StoredEvent) -> Context<'static, 'static> {
@@ -479,6 +600,88 @@ mod tests {
         assert_eq!(error.line, 1);
         assert!(Filter::compile(&"a".repeat(MAX_FILTER_BYTES + 1)).is_err());
         assert!(Filter::compile("  ").is_err());
+    }
+
+    #[test]
+    fn a_slip_gets_a_hint_at_its_position() {
+        let error = Filter::compile(r#"status = "fail""#).unwrap_err();
+        assert_eq!(error.kind, FilterErrorKind::Invalid);
+        assert!(error.message.contains("did you mean ==?"), "{error}");
+        assert_eq!((error.line, error.column), (1, 8), "{error}");
+        for (source, hint, position) in [
+            (r#"a == 1 and b == 2"#, "did you mean &&?", (1, 8)),
+            (r#"a == 1 or b == 2"#, "did you mean ||?", (1, 8)),
+            (r#"a == 1 & b == 2"#, "did you mean &&?", (1, 8)),
+            (r#"a == 1 | b == 2"#, "did you mean ||?", (1, 8)),
+            (r#"not (a == 1)"#, "did you mean !?", (1, 1)),
+            (r#"a == 1 && not(b == 2)"#, "did you mean !?", (1, 11)),
+            (
+                r#"a == 1 && lower(b) == "x""#,
+                "`lower` is not a function",
+                (1, 11),
+            ),
+            (
+                r#"a == 1 && b.lower() == "x""#,
+                "`lower` is not a function",
+                (1, 13),
+            ),
+            ("a == 1 &&\n  b = 2", "did you mean ==?", (2, 5)),
+        ] {
+            let error = Filter::compile(source).unwrap_err();
+            assert!(error.message.contains(hint), "{source}: {error}");
+            assert_eq!((error.line, error.column), position, "{source}: {error}");
+        }
+        // Anything else keeps the parser's own message, and every function cel has passes.
+        let error = Filter::compile("a == (1").unwrap_err();
+        assert!(!error.message.contains("did you mean"), "{error}");
+        let known = r#"size(a) > 0 && int(b) == 1 && string(c) == "x" && double(d) > 1.0
+            && name.startsWith("x") && name.endsWith("y") && name.contains("z")
+            && name.matches("^x") && xs.exists(x, x > 1) && has(event.message)
+            && type(a) == int && uint(e) > 0u && bool(f) && dyn(g) == 1"#;
+        assert!(Filter::compile(known).is_ok());
+    }
+
+    /// The failure an evaluation recorded, with whether it matched.
+    fn failure(filter: &str, fields: serde_json::Value) -> (bool, Option<String>) {
+        let filter = Filter::compile(filter).unwrap();
+        let event = event(fields);
+        let context = EventContext::new(&event);
+        let matched = filter.matches(&context);
+        (matched, context.take_failure().map(|failed| failed.message))
+    }
+
+    #[test]
+    fn a_failure_other_than_a_missing_field_is_recorded_without_the_events_values() {
+        let fields = json!({"tags": 5, "name": "secret-name", "n": 0, "xs": [1]});
+        for (source, expected) in [
+            ("size(tags) > 2", "`size` does not apply to (int)"),
+            ("name > 2", "`>` does not apply to (string, int)"),
+            ("tags", "the filter gave an int, not a boolean"),
+            ("10 / n > 1", "division by zero"),
+            ("xs[3] == 1", "a list index is out of range"),
+        ] {
+            let (matched, failed) = failure(source, fields.clone());
+            assert!(!matched, "{source}");
+            let message = failed.unwrap_or_else(|| panic!("no failure recorded: {source}"));
+            assert!(message.contains(expected), "{source}: {message}");
+            assert!(!message.contains("secret"), "{source}: {message}");
+        }
+        for source in [
+            "missing > 2",
+            "size(missing) > 2",
+            "!(missing > 2)",
+            r#"event.message == "x""#,
+            r#"tags == 5 && name == "secret-name""#,
+        ] {
+            let (_, failed) = failure(source, fields.clone());
+            assert_eq!(failed, None, "{source}");
+        }
+        let filter = Filter::compile("size(tags) > 2").unwrap();
+        let event = event(fields);
+        let context = EventContext::new(&event);
+        assert_eq!(filter.evaluate(&context), Ok(false));
+        assert!(context.take_failure().is_some(), "evaluate records it too");
+        assert_eq!(context.take_failure(), None, "taken once");
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub mod validation;
 pub use alerts::{Action, Alert, AlertState, HistoryEntry, IdSource, Transition};
 pub use dispatch::{DispatchHints, DispatchIndex, IndexValue};
 pub use filter::{
-    BudgetExceeded, EvaluationMeter, EventContext, Filter, FilterError, FilterErrorKind,
+    BudgetExceeded, EvaluationFailed, EvaluationMeter, EventContext, Filter, FilterError,
+    FilterErrorKind,
 };
 pub use handlers::{AlertOutput, Handler, HandlerKind, Outputs, Registry};
 pub use validation::ParamError;

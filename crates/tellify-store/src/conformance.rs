@@ -18,9 +18,10 @@ use tellify_model::{EventInput, Fields, Severity, StoredEvent};
 
 use crate::{
     AlertQuery, Appended, AuditRecord, ContactPoint, DeliveryHold, DeliveryOutcome, DeliveryQuery,
-    DeliveryStatus, EventQuery, EventSearch, EventType, FinishedDelivery, Group, NewNotification,
-    NotificationPlanner, OutputToApply, Plan, PlannerRef, PolicyRecord, ProcessingCommit,
-    RepeatSchedule, Store, StoreError, Subscription, Token, User, Viewer,
+    DeliveryStatus, EventQuery, EventSearch, EventType, FilterErrorUpdate, FilterErrors,
+    FinishedDelivery, Group, NewNotification, NotificationPlanner, OutputToApply, Plan, PlannerRef,
+    PolicyRecord, ProcessingCommit, RepeatSchedule, Store, StoreError, Subscription, Token, User,
+    Viewer,
 };
 
 /// What a test's store factory returns: a store, or a store with a guard that must outlive
@@ -76,6 +77,7 @@ macro_rules! conformance_tests {
             a_search_resumes_in_bounded_steps_and_misses_nothing,
             a_time_range_search_finds_the_range_whatever_the_step_size,
             keyed_lookups_find_the_newest_event_of_a_key,
+            filter_errors_add_up_in_processing_commits_and_an_update_keeps_or_clears_them,
         );
     };
     (@each $make_store:expr; $($name:ident),* $(,)?) => {
@@ -258,6 +260,7 @@ fn subscription_of(owner: &User, title: &str, policy: Option<&str>) -> Subscript
         created: at(0),
         updated: at(0),
         health: None,
+        filter_errors: None,
     }
 }
 
@@ -312,6 +315,60 @@ async fn bob_alerted(store: &dyn Store) -> (User, Subscription, crate::CommitOut
         .await
         .unwrap();
     (bob, subscription, outcome)
+}
+
+pub async fn filter_errors_add_up_in_processing_commits_and_an_update_keeps_or_clears_them(
+    store: &dyn Store,
+) {
+    let (_, subscription) = bob_subscribed(store).await;
+    let failed = |cursor: i64, count: u64, last_error: &str, seconds: i64| ProcessingCommit {
+        cursor,
+        filter_errors: vec![FilterErrorUpdate {
+            subscription_id: subscription.id.clone(),
+            count,
+            last_error: last_error.to_string(),
+            last_at: at(seconds),
+        }],
+        ..Default::default()
+    };
+    let stored = || {
+        let id = subscription.id.clone();
+        async move { store.subscription(&id).await.unwrap().expect("still there") }
+    };
+    assert_eq!(stored().await.filter_errors, None);
+    store
+        .commit_processing(failed(1, 2, "first", 1))
+        .await
+        .unwrap();
+    store
+        .commit_processing(failed(2, 3, "second", 2))
+        .await
+        .unwrap();
+    let expected = FilterErrors {
+        count: 5,
+        last_error: "second".to_string(),
+        last_at: at(2),
+    };
+    assert_eq!(stored().await.filter_errors, Some(expected.clone()));
+    let listed = store.list_subscriptions(None).await.unwrap();
+    assert_eq!(listed[0].filter_errors, Some(expected.clone()));
+
+    // An owner's change read before a commit does not write the old count back...
+    let mut read_earlier = stored().await;
+    store
+        .commit_processing(failed(3, 1, "third", 3))
+        .await
+        .unwrap();
+    read_earlier.title = "renamed".to_string();
+    store.update_subscription(read_earlier).await.unwrap();
+    let kept = stored().await;
+    assert_eq!(kept.title, "renamed");
+    assert_eq!(kept.filter_errors.map(|errors| errors.count), Some(6));
+    // ...and `None` clears the record (new parameters start again).
+    let mut cleared = stored().await;
+    cleared.filter_errors = None;
+    store.update_subscription(cleared).await.unwrap();
+    assert_eq!(stored().await.filter_errors, None);
 }
 
 pub async fn subscriptions_are_visible_to_their_owner_only(store: &dyn Store) {

@@ -111,6 +111,8 @@ pub trait Store: Send + Sync + 'static {
     // ---- subscriptions ----
 
     async fn insert_subscription(&self, subscription: Subscription) -> StoreResult<()>;
+    /// Writes every field as given, except `filter_errors`, which the processing commits
+    /// keep: `None` clears the stored record, `Some` leaves it as it is.
     async fn update_subscription(&self, subscription: Subscription) -> StoreResult<()>;
     /// Deletes a subscription with its alerts, their history and its handler state.
     async fn delete_subscription(&self, id: &str) -> StoreResult<bool>;

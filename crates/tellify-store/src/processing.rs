@@ -24,8 +24,8 @@ use tellify_model::StoredEvent;
 
 pub use crate::IdSourceRef;
 use crate::{
-    AlertChange, Appended, CommitOutcome, NewNotification, PlannerRef, ProcessingCommit,
-    RepeatSchedule, StoreError, StoreResult, SubscriptionHealth,
+    AlertChange, Appended, CommitOutcome, FilterErrorUpdate, NewNotification, PlannerRef,
+    ProcessingCommit, RepeatSchedule, StoreError, StoreResult, SubscriptionHealth,
 };
 
 /// One transaction of a backend, as the processing decisions need it. Every method is a
@@ -80,6 +80,9 @@ pub trait ProcessingTx {
         health: Option<&SubscriptionHealth>,
         disable: bool,
     ) -> StoreResult<()>;
+    /// Adds a commit's filter failures to the subscription's record (creating it), with
+    /// the last error and time replaced; nothing when the subscription is gone.
+    fn add_filter_errors(&mut self, update: &FilterErrorUpdate) -> StoreResult<()>;
     /// Appends events to the log as `Store::append_events` does (idempotency, dedup).
     fn append_derived(&mut self, events: Vec<StoredEvent>) -> StoreResult<Vec<Appended>>;
     fn save_cursor(&mut self, cursor: i64) -> StoreResult<()>;
@@ -97,7 +100,8 @@ pub struct DueRepeat {
 
 /// Applies a processing commit inside `tx`: every output to its alert (skipping
 /// subscriptions deleted since), with its history and the outbox rows its notifying
-/// transitions call for; then handler states, health, derived events and the cursor.
+/// transitions call for; then handler states, health, filter failures, derived events and
+/// the cursor.
 pub fn commit(tx: &mut impl ProcessingTx, commit: ProcessingCommit) -> StoreResult<CommitOutcome> {
     let mut existing = SubscriptionsSeen::default();
     let ids = || commit.ids.next_id();
@@ -131,6 +135,9 @@ pub fn commit(tx: &mut impl ProcessingTx, commit: ProcessingCommit) -> StoreResu
     for update in &commit.health {
         let disable = update.health.as_ref().is_some_and(|health| health.disabled);
         tx.save_health(&update.subscription_id, update.health.as_ref(), disable)?;
+    }
+    for update in &commit.filter_errors {
+        tx.add_filter_errors(update)?;
     }
     let derived = tx.append_derived(commit.derived)?;
     tx.save_cursor(commit.cursor)?;
@@ -265,6 +272,7 @@ mod tests {
         repeats: HashMap<(String, String), (Timestamp, i64, i64)>,
         states: HashMap<String, serde_json::Value>,
         health: HashMap<String, (Option<SubscriptionHealth>, bool)>,
+        filter_errors: HashMap<String, crate::FilterErrors>,
         events: Vec<StoredEvent>,
         cursor: i64,
     }
@@ -391,6 +399,22 @@ mod tests {
         ) -> StoreResult<()> {
             self.health
                 .insert(subscription_id.to_string(), (health.cloned(), disable));
+            Ok(())
+        }
+
+        fn add_filter_errors(&mut self, update: &FilterErrorUpdate) -> StoreResult<()> {
+            let before = self
+                .filter_errors
+                .get(&update.subscription_id)
+                .map_or(0, |errors| errors.count);
+            self.filter_errors.insert(
+                update.subscription_id.clone(),
+                crate::FilterErrors {
+                    count: before + update.count,
+                    last_error: update.last_error.clone(),
+                    last_at: update.last_at,
+                },
+            );
             Ok(())
         }
 
@@ -699,6 +723,28 @@ mod tests {
         commit(&mut tx, batch).unwrap();
         assert_eq!(tx.health["s1"], (Some(failing), true));
         assert_eq!(tx.health["s2"], (None, false));
+    }
+
+    #[test]
+    fn filter_failures_add_up_across_commits_with_the_last_error_kept() {
+        let mut tx = store();
+        let failures = |count, last_error: &str, at| FilterErrorUpdate {
+            subscription_id: "s1".into(),
+            count,
+            last_error: last_error.into(),
+            last_at: t(at),
+        };
+        let mut batch = commit_of(1, vec![]);
+        batch.filter_errors = vec![failures(2, "first", 1)];
+        commit(&mut tx, batch).unwrap();
+        let mut batch = commit_of(2, vec![]);
+        batch.filter_errors = vec![failures(3, "second", 2)];
+        commit(&mut tx, batch).unwrap();
+        let record = &tx.filter_errors["s1"];
+        assert_eq!(
+            (record.count, record.last_error.as_str(), record.last_at),
+            (5, "second", t(2))
+        );
     }
 
     #[test]

@@ -133,6 +133,8 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
     search::MIGRATION,
     // user_version 8: keyed lookups of the compatibility APIs.
     keyed::MIGRATION,
+    // user_version 9: how often a subscription's filter failed on events.
+    "ALTER TABLE subscriptions ADD COLUMN filter_errors TEXT;",
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -696,7 +698,7 @@ fn read_token(row: &rusqlite::Row) -> rusqlite::Result<Token> {
 }
 
 const SUBSCRIPTION_COLUMNS: &str =
-    "id, kind, title, params, owner_user, owner_group, enabled, latching, created, updated, policy, health";
+    "id, kind, title, params, owner_user, owner_group, enabled, latching, created, updated, policy, health, filter_errors";
 
 fn health_text(health: Option<&crate::SubscriptionHealth>) -> Option<String> {
     health.map(|health| serde_json::json!(health).to_string())
@@ -718,6 +720,9 @@ fn read_subscription(row: &rusqlite::Row) -> rusqlite::Result<Subscription> {
         // Unreadable health is dropped rather than failing every read of subscriptions.
         health: row
             .get::<_, Option<String>>(11)?
+            .and_then(|text| serde_json::from_str(&text).ok()),
+        filter_errors: row
+            .get::<_, Option<String>>(12)?
             .and_then(|text| serde_json::from_str(&text).ok()),
     })
 }
@@ -1073,7 +1078,7 @@ impl Store for SqliteStore {
     async fn insert_subscription(&self, subscription: Subscription) -> StoreResult<()> {
         self.write(move |tx| {
             tx.execute(
-                &format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+                &format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
                 params![
                     subscription.id,
                     subscription.kind,
@@ -1086,7 +1091,11 @@ impl Store for SqliteStore {
                     time_text(subscription.created),
                     time_text(subscription.updated),
                     subscription.policy,
-                    health_text(subscription.health.as_ref())
+                    health_text(subscription.health.as_ref()),
+                    subscription
+                        .filter_errors
+                        .as_ref()
+                        .map(|errors| serde_json::json!(errors).to_string())
                 ],
             )
             .map_err(|e| conflict_or_unavailable(e, "subscription"))?;
@@ -1100,7 +1109,8 @@ impl Store for SqliteStore {
             let changed = tx
                 .execute(
                     "UPDATE subscriptions SET kind = ?2, title = ?3, params = ?4, enabled = ?5,
-                         latching = ?6, updated = ?7, policy = ?8, health = ?9 WHERE id = ?1",
+                         latching = ?6, updated = ?7, policy = ?8, health = ?9,
+                         filter_errors = CASE WHEN ?10 THEN filter_errors END WHERE id = ?1",
                     params![
                         subscription.id,
                         subscription.kind,
@@ -1110,7 +1120,8 @@ impl Store for SqliteStore {
                         subscription.latching,
                         time_text(subscription.updated),
                         subscription.policy,
-                        health_text(subscription.health.as_ref())
+                        health_text(subscription.health.as_ref()),
+                        subscription.filter_errors.is_some()
                     ],
                 )
                 .map_err(unavailable)?;

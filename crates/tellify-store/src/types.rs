@@ -115,6 +115,35 @@ pub struct Subscription {
     /// budget on an event), and kept with `disabled` when it failed too often in a row.
     #[serde(default)]
     pub health: Option<SubscriptionHealth>,
+    /// How often its filter failed on real events (a type error, not a missing field),
+    /// kept by the worker's processing commits. Writing a subscription with `None` clears
+    /// the record; with `Some` it leaves the stored one as it is, so an owner's change
+    /// never loses counts the worker committed meanwhile.
+    #[serde(default)]
+    pub filter_errors: Option<FilterErrors>,
+}
+
+/// A subscription's filter failed on events: how often, and the last time why; shown to
+/// its owner. Unlike [`SubscriptionHealth`] it never disables the subscription: the filter
+/// is false for that event, and the others still match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterErrors {
+    /// Events the filter failed on since it was written (new parameters start again).
+    pub count: u64,
+    /// The last failure, naming types and operators, never the text of an event.
+    pub last_error: String,
+    pub last_at: Timestamp,
+}
+
+/// Filter failures found by one processing commit for one subscription, added to its
+/// [`FilterErrors`] in the same transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterErrorUpdate {
+    pub subscription_id: String,
+    /// Failures to add.
+    pub count: u64,
+    pub last_error: String,
+    pub last_at: Timestamp,
 }
 
 /// Why a subscription is failing; shown to its owner.
@@ -223,6 +252,8 @@ pub struct ProcessingCommit {
     pub planner: Option<crate::PlannerRef>,
     /// Subscriptions that started failing, failed again, or recovered.
     pub health: Vec<HealthUpdate>,
+    /// Subscriptions whose filter failed on events of this commit, one entry each.
+    pub filter_errors: Vec<FilterErrorUpdate>,
     /// Where the ids of new alerts come from.
     pub ids: IdSourceRef,
 }

@@ -23,6 +23,8 @@ pub const SUBSCRIPTIONS_ACTIVE: &str = "tellify_subscriptions_active";
 pub const SUBSCRIPTION_FAILURES: &str = "tellify_subscription_failures_total";
 /// Subscriptions currently marked failing (disabled ones included).
 pub const SUBSCRIPTIONS_FAILING: &str = "tellify_subscriptions_failing";
+/// Evaluations of subscription filters that failed on an event (not a missing field).
+pub const FILTER_ERRORS: &str = "tellify_filter_errors_total";
 /// Users and contact points whose new messages are held back by a rate limit.
 pub const DELIVERY_HOLDS: &str = "tellify_delivery_holds";
 /// Requests whose handler panicked (answered 500).
@@ -124,6 +126,7 @@ pub const METRICS: &[Metric] = &[
     metric(SUBSCRIPTIONS_ACTIVE, Kind::Gauge, "Enabled subscriptions the worker runs.", NO_LABELS),
     metric(SUBSCRIPTION_FAILURES, Kind::Counter, "Handler failures (errors, panics, over budget), by outcome (failing, disabled).", &[&[("outcome", "failing")], &[("outcome", "disabled")]]),
     metric(SUBSCRIPTIONS_FAILING, Kind::Gauge, "Subscriptions currently marked failing, disabled ones included.", NO_LABELS),
+    metric(FILTER_ERRORS, Kind::Counter, "Subscription filter evaluations that failed on an event (a type error, not a missing field); the filter counted as false.", NO_LABELS),
     metric(DELIVERY_HOLDS, Kind::Gauge, "Users and contact points whose new messages a rate limit holds back now.", NO_LABELS),
     metric(HTTP_PANICS, Kind::Counter, "Requests whose handler panicked (answered 500).", NO_LABELS),
     metric(DELIVERIES, Kind::Counter, "Delivery attempts, by channel and result (sent, retry, failed).", DELIVERY_RESULTS),

@@ -25,8 +25,8 @@ use tellify_engine::DispatchIndex;
 use tellify_model::StoredEvent;
 use tellify_store::processing::IdSourceRef;
 use tellify_store::{
-    HealthUpdate, OutputToApply, ProcessingCommit, Store, StoreResult, Subscription,
-    SubscriptionHealth,
+    FilterErrorUpdate, HealthUpdate, OutputToApply, ProcessingCommit, Store, StoreResult,
+    Subscription, SubscriptionHealth,
 };
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -533,6 +533,7 @@ impl Worker {
             && commit.outputs.is_empty()
             && dirty.is_empty()
             && commit.health.is_empty()
+            && commit.filter_errors.is_empty()
         {
             return Ok(false);
         }
@@ -545,7 +546,9 @@ impl Worker {
         }
         let derived = commit.derived.clone();
         let cursor = commit.cursor;
+        let filter_errors = commit.filter_errors.clone();
         let outcome = self.store.commit_processing(commit).await?;
+        report_filter_errors(&filter_errors);
         let processed = (cursor - self.cursor).max(0);
         self.cursor = cursor;
         metrics::counter!(telemetry::EVENTS_PROCESSED).increment(processed as u64);
@@ -644,6 +647,9 @@ impl Worker {
                 (outputs, loaded.handler.next_deadline())
             }));
             let over_budget = context.take_over_budget().map(|over| over.to_string());
+            if let Some(failure) = context.take_failure() {
+                count_filter_error(commit, &id, &event.id, &failure, now);
+            }
             let what = format!("event {}", event.id);
             let judged = self.judge(
                 &id,
@@ -796,6 +802,55 @@ impl Worker {
                 depth + 1,
             ));
         }
+    }
+}
+
+/// Counts one filter failure of subscription `id` on an event in the commit under way, one
+/// entry per subscription, so the count costs nothing until a filter fails. Filter
+/// failures never disable a subscription: the filter is false for that event only, and a
+/// producer's odd event must not switch off someone's alerting; the owner sees the count.
+fn count_filter_error(
+    commit: &mut ProcessingCommit,
+    id: &str,
+    event_id: &str,
+    failure: &tellify_engine::EvaluationFailed,
+    now: Timestamp,
+) {
+    let last_error = format!("event {event_id}: {failure}");
+    let counted = commit
+        .filter_errors
+        .iter_mut()
+        .find(|update| update.subscription_id == id);
+    match counted {
+        Some(update) => {
+            update.count = update.count.saturating_add(1);
+            update.last_error = last_error;
+            update.last_at = now;
+        }
+        None => commit.filter_errors.push(FilterErrorUpdate {
+            subscription_id: id.to_string(),
+            count: 1,
+            last_error,
+            last_at: now,
+        }),
+    }
+}
+
+/// Logs and counts the filter failures of a commit once it is stored (a failed commit is
+/// processed again, and would count them twice).
+fn report_filter_errors(filter_errors: &[FilterErrorUpdate]) {
+    let mut total = 0;
+    for update in filter_errors {
+        total += update.count;
+        tracing::warn!(
+            subscription = %update.subscription_id,
+            count = update.count,
+            last_error = %update.last_error,
+            "filter failed on events"
+        );
+    }
+    if total > 0 {
+        metrics::counter!(telemetry::FILTER_ERRORS).increment(total);
     }
 }
 
@@ -1142,6 +1197,7 @@ mod tests {
             created: Timestamp::UNIX_EPOCH,
             updated: Timestamp::UNIX_EPOCH,
             health: None,
+            filter_errors: None,
         }
     }
 

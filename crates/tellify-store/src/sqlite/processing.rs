@@ -9,7 +9,9 @@ use tellify_model::StoredEvent;
 
 use super::{health_text, insert_events, read_json, time_text, unavailable, EncodedEvents};
 use crate::processing::{DueRepeat, ProcessingTx};
-use crate::{Appended, NewNotification, RepeatSchedule, StoreResult, SubscriptionHealth};
+use crate::{
+    Appended, FilterErrorUpdate, NewNotification, RepeatSchedule, StoreResult, SubscriptionHealth,
+};
 
 /// The writer's open transaction, seen as a [`ProcessingTx`].
 pub(super) struct SqliteProcessing<'a>(pub(super) &'a Connection);
@@ -244,6 +246,25 @@ impl ProcessingTx for SqliteProcessing<'_> {
             )
             .map_err(unavailable)?
             .execute(params![subscription_id, health_text(health), disable])
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn add_filter_errors(&mut self, update: &FilterErrorUpdate) -> StoreResult<()> {
+        let added = i64::try_from(update.count).unwrap_or(i64::MAX);
+        self.0
+            .prepare_cached(
+                "UPDATE subscriptions SET filter_errors = json_object(
+                     'count', coalesce(json_extract(filter_errors, '$.count'), 0) + ?2,
+                     'last_error', ?3, 'last_at', ?4) WHERE id = ?1",
+            )
+            .map_err(unavailable)?
+            .execute(params![
+                update.subscription_id,
+                added,
+                update.last_error,
+                update.last_at.to_string()
+            ])
             .map_err(unavailable)?;
         Ok(())
     }

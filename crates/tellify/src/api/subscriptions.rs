@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tellify_store::{Subscription, SubscriptionHealth};
+use tellify_store::{FilterErrors, Subscription, SubscriptionHealth};
 
 use super::{ApiError, ApiResult, AppState, Auth, JsonBody, Page};
 use crate::auth::Scope;
@@ -65,6 +65,10 @@ pub struct SubscriptionView {
     /// server disabled it for failing too often.
     #[serde(skip_serializing_if = "Option::is_none")]
     health: Option<SubscriptionHealth>,
+    /// Present once its filter failed on an event (a type error, not a missing field):
+    /// how often since the parameters last changed, the last error and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter_errors: Option<FilterErrors>,
 }
 
 async fn view(state: &AppState, subscription: Subscription) -> ApiResult<SubscriptionView> {
@@ -104,6 +108,7 @@ fn render(
         created: subscription.created,
         updated: subscription.updated,
         health: subscription.health,
+        filter_errors: subscription.filter_errors,
     }
 }
 

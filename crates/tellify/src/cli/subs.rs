@@ -27,7 +27,8 @@ pub struct SubsArgs {
 enum SubsCommand {
     /// List the subscriptions you can see.
     List,
-    /// Show one subscription with its parameters.
+    /// Show one subscription with its parameters, health and filter errors.
+    #[command(visible_alias = "show")]
     Get { id: String },
     /// Create a subscription.
     #[command(after_help = r#"Example:
@@ -242,17 +243,42 @@ fn list(page: &Value) -> anyhow::Result<()> {
         eprintln!("no subscriptions");
         return Ok(());
     }
-    let mut table = Table::new(&["ID", "KIND", "STATUS", "OWNER", "TITLE"]);
+    print(&list_table(subscriptions))
+}
+
+/// The table of `subs list`; FILTER ERRORS counts the events its filter failed on.
+fn list_table(subscriptions: &[Value]) -> String {
+    let mut table = Table::new(&["ID", "KIND", "STATUS", "FILTER ERRORS", "OWNER", "TITLE"]);
     for subscription in subscriptions {
+        let filter_errors = subscription
+            .get("filter_errors")
+            .and_then(|errors| errors.get("count"))
+            .and_then(Value::as_u64)
+            .map_or_else(String::new, |count| count.to_string());
         table.row(vec![
             text(subscription.get("id")),
             text(subscription.get("kind")),
             status(subscription),
+            filter_errors,
             owner(subscription),
             truncate(&text(subscription.get("title")), MESSAGE_WIDTH),
         ]);
     }
-    print(&table.render())
+    table.render()
+}
+
+/// How often the filter failed on events and the last error, for `subs get`.
+fn filter_errors_text(subscription: &Value) -> String {
+    let Some(errors) = subscription.get("filter_errors").filter(|e| e.is_object()) else {
+        return String::new();
+    };
+    let count = errors.get("count").and_then(Value::as_u64).unwrap_or(0);
+    let events = if count == 1 { "event" } else { "events" };
+    format!(
+        "failed on {count} {events}, last at {}: {} (the filter was false for them)",
+        optional_time(errors.get("last_at")),
+        text(errors.get("last_error"))
+    )
 }
 
 /// `enabled` or `disabled`, plus `latching` when it latches and `failing` (or
@@ -300,6 +326,7 @@ fn describe(subscription: &Value) -> anyhow::Result<String> {
         ("title", text(subscription.get("title"))),
         ("status", status(subscription)),
         ("health", health_text(subscription)),
+        ("filter errors", filter_errors_text(subscription)),
         ("owner", text(subscription.get("owner"))),
         ("group", text(subscription.get("group"))),
         ("policy", text(subscription.get("policy"))),
@@ -402,5 +429,38 @@ mod tests {
         let failing = json!({"enabled": false, "health": {"failures": 5, "last_error": "its handler panicked", "disabled": true}});
         assert_eq!(status(&failing), "disabled,failed");
         assert!(health_text(&failing).contains("after 5 failures in a row: its handler panicked"));
+    }
+
+    #[test]
+    fn filter_errors_show_in_the_list_and_in_get() {
+        let failing = json!({
+            "id": "01S", "kind": "match", "title": "disk", "owner": "ann", "enabled": true,
+            "filter_errors": {"count": 3, "last_error": "event 01E: `size` does not apply to (int)",
+                              "last_at": "2026-12-06T07:00:00Z"}
+        });
+        let quiet =
+            json!({"id": "02S", "kind": "match", "title": "cpu", "owner": "ann", "enabled": true});
+        let table = list_table(&[failing.clone(), quiet]);
+        let header = table.lines().next().unwrap_or_default();
+        assert!(header.contains("FILTER ERRORS"), "{table}");
+        let row = table
+            .lines()
+            .find(|line| line.starts_with("01S"))
+            .unwrap_or_default();
+        let column = header.find("FILTER ERRORS").unwrap_or_default();
+        assert_eq!(row.get(column..column + 1), Some("3"), "{table}");
+        let shown = describe(&failing).unwrap();
+        let line = shown
+            .lines()
+            .find(|line| line.starts_with("filter errors"))
+            .unwrap_or_default();
+        assert!(
+            line.contains("failed on 3 events, last at ")
+                && line.ends_with(
+                    "event 01E: `size` does not apply to (int) (the filter was false for them)"
+                ),
+            "{shown}"
+        );
+        assert!(filter_errors_text(&json!({"id": "02S"})).is_empty());
     }
 }

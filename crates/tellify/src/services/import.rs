@@ -178,6 +178,7 @@ pub async fn import(
                     created: now,
                     updated: now,
                     health: None,
+                    filter_errors: None,
                 };
                 result.created += 1;
                 subscriptions::insert(services, subscription).await?

@@ -4,7 +4,8 @@
 //! the planner in the same call. Imports of engine definitions are in [`super::import`].
 
 use serde_json::Value;
-use tellify_engine::ParamError;
+use tellify_engine::filter::schema::FieldTypes;
+use tellify_engine::{Filter, ParamError};
 use tellify_store::Subscription;
 
 use super::caches;
@@ -77,6 +78,7 @@ pub async fn create(
     if let Err(found) = services.registry.build(&request.kind, &request.params) {
         errors.extend(found);
     }
+    check_filter_fits_its_type(services, &request.params, &mut errors);
     check_outbound_url(services, &request.kind, &request.params, &mut errors);
     let owner_group = owning_group(
         services,
@@ -101,6 +103,7 @@ pub async fn create(
         created: now,
         updated: now,
         health: None,
+        filter_errors: None,
     };
     insert(services, subscription).await
 }
@@ -122,9 +125,11 @@ pub async fn update(
             errors.extend(found);
         }
         if params != subscription.params {
-            // New parameters deserve a fresh start.
+            // New parameters deserve a fresh start, and the old filter's failures go too.
             subscription.health = None;
+            subscription.filter_errors = None;
         }
+        check_filter_fits_its_type(services, &params, &mut errors);
         check_outbound_url(services, &subscription.kind, &params, &mut errors);
         subscription.params = params;
     }
@@ -244,6 +249,37 @@ fn check_title(title: &str, errors: &mut Vec<ParamError>) {
             "title",
             format!("must be at most {MAX_TITLE} characters"),
         ));
+    }
+}
+
+/// A filter bound to a registered event type (`event.type == "disk" && ...`) only ever
+/// sees events that passed the type's schema: a comparison the schema makes impossible
+/// (`usage > "90"` when `usage` is a number) or a field a closed schema does not allow
+/// would silently never match, so each is refused with the reason. Only certain conflicts
+/// count (see [`tellify_engine::filter::schema`]); a filter that does not compile was
+/// reported already, and an unregistered type or one without a schema is not checked.
+fn check_filter_fits_its_type(services: &Services, params: &Value, errors: &mut Vec<ParamError>) {
+    if errors.iter().any(|error| error.path == "params.filter") {
+        return;
+    }
+    let Some(source) = params.get("filter").and_then(Value::as_str) else {
+        return;
+    };
+    let Ok(filter) = Filter::compile(source) else {
+        return;
+    };
+    let Some(type_name) = filter.event_type() else {
+        return;
+    };
+    let Some(registered) = services.event_types.get(type_name) else {
+        return;
+    };
+    let Some(schema) = &registered.record.schema else {
+        return;
+    };
+    let types = FieldTypes::from_schema(type_name, schema);
+    for conflict in filter.schema_conflicts(&types) {
+        errors.push(ParamError::new("params.filter", conflict));
     }
 }
 

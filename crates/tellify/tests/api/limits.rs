@@ -271,6 +271,7 @@ async fn a_stored_subscription_that_cannot_run_is_disabled_with_its_reason_and_r
         created: now,
         updated: now,
         health: None,
+        filter_errors: None,
     };
     store
         .insert_subscription(bad.clone())
