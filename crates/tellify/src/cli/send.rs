@@ -78,9 +78,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.words.is_empty() {
         let line = kv_line(&args.words)?;
-        let event = tellify_model::parse_kv_line(&line)
+        let parsed = tellify_model::parse_kv_line_reporting(&line)
             .map_err(|error| anyhow::anyhow!("the words are not key:value text: {error}"))?;
-        let outcome = client.send(event).await?;
+        warn_about(&parsed.warnings, None);
+        let outcome = client.send(parsed.event).await?;
         tally.record(outcome, args.quiet)?;
         tally.finish(args.spool.as_deref());
         return Ok(ExitCode::SUCCESS);
@@ -149,6 +150,22 @@ fn json_events(value: &Value) -> anyhow::Result<Vec<EventInput>> {
     }
 }
 
+/// Prints each warning to stderr, `warning: stdin line 3: `usage:95%`: kept as ...`; the
+/// events are sent as read all the same, so the command still succeeds.
+fn warn_about(warnings: &[tellify_model::InputWarning], stdin_line: Option<usize>) {
+    for warning in warnings {
+        eprintln!("{}", warning_text(warning, stdin_line));
+    }
+}
+
+fn warning_text(warning: &tellify_model::InputWarning, stdin_line: Option<usize>) -> String {
+    let place = match stdin_line {
+        Some(line) => format!("stdin line {line}: "),
+        None => String::new(),
+    };
+    format!("warning: {place}`{}`: {}", warning.word, warning.message)
+}
+
 /// What the sends came to, reported once at the end.
 #[derive(Default)]
 struct Tally {
@@ -161,6 +178,8 @@ impl Tally {
     fn record(&mut self, outcome: SendOutcome, quiet: bool) -> anyhow::Result<()> {
         match outcome {
             SendOutcome::Sent(receipt) => {
+                // The server's own warnings (none for the JSON this client sends today).
+                warn_about(&receipt.warnings, None);
                 if !quiet {
                     let mut text = String::new();
                     for id in &receipt.ids {
@@ -272,10 +291,14 @@ impl LineKind {
         }
     }
 
-    fn parse(self, line: &str) -> anyhow::Result<EventInput> {
+    /// The event on `line`, and what in a key:value line may not mean what was meant.
+    fn parse(self, line: &str) -> anyhow::Result<(EventInput, Vec<tellify_model::InputWarning>)> {
         match self {
-            LineKind::Json => serde_json::from_str(line).map_err(anyhow::Error::from),
-            LineKind::KeyValue => tellify_model::parse_kv_line(line).map_err(anyhow::Error::from),
+            LineKind::Json => Ok((serde_json::from_str(line)?, Vec::new())),
+            LineKind::KeyValue => {
+                let parsed = tellify_model::parse_kv_line_reporting(line)?;
+                Ok((parsed.event, parsed.warnings))
+            }
         }
     }
 }
@@ -340,9 +363,10 @@ async fn send_stdin(
             }
             Some(_) => {}
         }
-        let event = kind
+        let (event, warnings) = kind
             .parse(trimmed)
             .with_context(|| format!("stdin line {number} is not an event{already}"))?;
+        warn_about(&warnings, Some(number));
         batch.events.push(event);
         batch.lines.push(number);
         if batch.events.len() >= batch_size {
@@ -376,6 +400,11 @@ async fn flush(
         Ok(outcome) => tally.record(outcome, quiet)?,
         Err(tellify_client::Error::Rejected(mut rejection)) => {
             renumber(&mut rejection.problems, &full.lines);
+            if !rejection.problems.is_empty() {
+                // The server's summary counts the lines of its request; the problems,
+                // renumbered, name stdin lines: say each place once, and rightly.
+                rejection.detail = "the batch was refused".to_string();
+            }
             return Err(anyhow::Error::new(rejection)
                 .context(format!("stdin lines {first}-{last} were not stored")));
         }
@@ -465,6 +494,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("event [1]"), "{error}");
+    }
+
+    #[test]
+    fn key_value_lines_bring_their_warnings_and_json_lines_none() {
+        let (event, warnings) = LineKind::KeyValue.parse("usage:95% fs:/home").unwrap();
+        assert_eq!(event.fields["usage"], "95%");
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(
+            warning_text(&warnings[0], Some(4)),
+            format!(
+                "warning: stdin line 4: `usage:95%`: {}",
+                warnings[0].message
+            )
+        );
+        let (_, warnings) = LineKind::Json
+            .parse(r#"{"fields": {"usage": "95%"}}"#)
+            .unwrap();
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn quoting_a_spaced_word_for_the_user_does_not_warn() {
+        let line = kv_line(&words(&["message:disk full", "usage:95"])).unwrap();
+        let parsed = tellify_model::parse_kv_line_reporting(&line).unwrap();
+        assert_eq!(parsed.event.message.as_deref(), Some("disk full"));
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
     }
 
     #[test]
