@@ -304,7 +304,7 @@ fn field_warning(
 fn bare_word_warning(word: &str) -> Option<String> {
     if word == "=" {
         return Some(
-            "a lone `=` is a bare word (part of the message): write fields as `key:value`, \
+            "a lone `=` is a bare word: write fields as `key:value`, \
              without spaces"
                 .to_string(),
         );
@@ -315,8 +315,8 @@ fn bare_word_warning(word: &str) -> Option<String> {
         let key: String = chars[..key_end].iter().collect();
         let value: String = chars[key_end + 1..].iter().collect();
         return Some(format!(
-            "a bare word (part of the message), not a field: fields are written with a \
-             colon, `{key}:{value}`"
+            "a bare word, not a field: fields are written with a colon, \
+             `{key}:{value}`"
         ));
     }
     None

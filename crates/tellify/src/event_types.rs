@@ -308,7 +308,12 @@ fn alternatives_in_words(
 fn type_names(types: &[JsonType]) -> String {
     let mut names: Vec<&str> = Vec::new();
     let has_number = types.contains(&JsonType::Number);
-    for kind in types {
+    // `null` reads best last: `a string or null`.
+    let null_last = types
+        .iter()
+        .filter(|kind| **kind != JsonType::Null)
+        .chain(types.iter().filter(|kind| **kind == JsonType::Null));
+    for kind in null_last {
         let name = match kind {
             JsonType::Integer if has_number => continue,
             JsonType::Integer => "a whole number",
@@ -471,6 +476,132 @@ mod tests {
             event.fields["usage"],
             json!("high"),
             "fields are handed back"
+        );
+    }
+
+    /// The message for `fields` under `schema`, one problem expected.
+    fn only_problem(schema: Value, fields: Value) -> FieldProblem {
+        let registry = registry(schema);
+        let mut event = input(json!({"type": "disk", "fields": fields}));
+        let problems = registry.check(false).check(&mut event);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        problems.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn each_schema_rule_is_named_in_words() {
+        let cases = [
+            (
+                json!({"properties": {"usage": {"type": "number"}}}),
+                json!({"usage": "95%"}),
+                "fields.usage",
+                r#"must be a number, got the string "95%""#,
+            ),
+            (
+                json!({"properties": {"count": {"type": "integer"}}}),
+                json!({"count": 1.5}),
+                "fields.count",
+                "must be a whole number, got the number 1.5",
+            ),
+            (
+                json!({"properties": {"level": {"enum": ["low", "high"]}}}),
+                json!({"level": "medium"}),
+                "fields.level",
+                r#"must be one of "low", "high", got the string "medium""#,
+            ),
+            (
+                json!({"properties": {"x": {"maximum": 100}}}),
+                json!({"x": 150}),
+                "fields.x",
+                "must be at most 100, got the number 150",
+            ),
+            (
+                json!({"properties": {"x": {"exclusiveMinimum": 0}}}),
+                json!({"x": 0}),
+                "fields.x",
+                "must be more than 0, got the number 0",
+            ),
+            (
+                json!({"properties": {"fs": {"type": "string", "maxLength": 3}}}),
+                json!({"fs": "/home"}),
+                "fields.fs",
+                r#"must be at most 3 characters long, got the string "/home""#,
+            ),
+            (
+                json!({"properties": {"fs": {"pattern": "^/"}}}),
+                json!({"fs": "home"}),
+                "fields.fs",
+                r#"must match the pattern `^/`, got the string "home""#,
+            ),
+            (
+                json!({"properties": {"tags": {"type": "array", "maxItems": 1}}}),
+                json!({"tags": ["a", "b"]}),
+                "fields.tags",
+                "must hold at most 1 items, got a list of 2 items",
+            ),
+            (
+                json!({"properties": {"v": {"type": ["string", "null"]}}}),
+                json!({"v": 3}),
+                "fields.v",
+                "must be a string or null, got the number 3",
+            ),
+            (
+                json!({"properties": {"v": {"const": "on"}}}),
+                json!({"v": "off"}),
+                "fields.v",
+                r#"must be "on", got the string "off""#,
+            ),
+            (
+                json!({"properties": {"secret": false}}),
+                json!({"secret": 1}),
+                "fields.secret",
+                "is not allowed",
+            ),
+        ];
+        for (schema, fields, field, message) in cases {
+            let problem = only_problem(schema, fields);
+            assert_eq!(problem.field, field);
+            assert_eq!(problem.message, message);
+        }
+        let problem = only_problem(json!({"required": ["fs"]}), json!({}));
+        assert_eq!(problem.field, "fields.fs");
+        assert!(problem.message.starts_with("is required"), "{problem:?}");
+    }
+
+    #[test]
+    fn any_of_and_one_of_say_which_shapes_were_allowed() {
+        let problem = only_problem(
+            json!({"properties": {"usage": {"anyOf": [{"type": "number"}, {"type": "string"}]}}}),
+            json!({"usage": true}),
+        );
+        assert_eq!(problem.field, "fields.usage");
+        assert_eq!(
+            problem.message,
+            "must be a number or a string, got the boolean true"
+        );
+        let problem = only_problem(
+            json!({"properties": {"usage": {"oneOf": [
+                {"type": "number", "maximum": 100},
+                {"type": "string", "pattern": "^[0-9]+%$"}
+            ]}}}),
+            json!({"usage": "lots"}),
+        );
+        assert!(
+            !problem.message.contains("anyOf") && !problem.message.contains("oneOf"),
+            "{problem:?}"
+        );
+        assert_eq!(
+            problem.message,
+            r#"matches none of the allowed shapes: must be a number, got the string "lots"; or must match the pattern `^[0-9]+%$`, got the string "lots""#
+        );
+        let problem = only_problem(
+            json!({"anyOf": [{"required": ["fs"]}, {"required": ["mount"]}]}),
+            json!({"x": 1}),
+        );
+        assert_eq!(problem.field, "fields");
+        assert_eq!(
+            problem.message,
+            "matches none of the allowed shapes: `fs` is required; or `mount` is required"
         );
     }
 

@@ -5,6 +5,7 @@ mod auth_and_errors;
 mod connections;
 mod event_types;
 mod filter_budget;
+mod input_warnings;
 mod lifecycle;
 mod limits;
 mod notify;
