@@ -105,7 +105,8 @@ async fn key_value_surprises_are_stored_as_read_and_named_in_the_202() {
         "{answer}"
     );
     for warning in warnings {
-        let keys: Vec<&String> = warning.as_object().expect("object").keys().collect();
+        let mut keys: Vec<&String> = warning.as_object().expect("object").keys().collect();
+        keys.sort();
         assert_eq!(keys, vec!["line", "message", "word"], "{warning}");
     }
     let message = |index: usize| warnings[index]["message"].as_str().unwrap_or("");
