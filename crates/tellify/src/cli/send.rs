@@ -70,8 +70,15 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         replay_first(&client).await;
     }
     if let Some(json) = &args.json {
-        let events = json_events(&json_argument("--json", json)?)?;
-        let outcome = client.send_batch(events).await?;
+        let value = json_argument("--json", json)?;
+        let events = json_events(&value)?;
+        let outcome = match client.send_batch(events).await {
+            Err(tellify_client::Error::Rejected(mut rejection)) if value.is_array() => {
+                lines_to_indexes(&mut rejection);
+                return Err(anyhow::Error::new(rejection));
+            }
+            other => other?,
+        };
         tally.record(outcome, args.quiet)?;
         tally.finish(args.spool.as_deref());
         return Ok(ExitCode::SUCCESS);
@@ -416,6 +423,24 @@ async fn flush(
     Ok(count)
 }
 
+/// The events of a `--json` array go out as request lines 1, 2, ...; the user wrote an
+/// array, so its problems name `event [0]`, `event [1]`, ... (one place each, like the
+/// API's answer to a JSON array).
+fn lines_to_indexes(rejection: &mut tellify_client::Rejection) {
+    for problem in &mut rejection.problems {
+        let Some(object) = problem.as_object_mut() else {
+            continue;
+        };
+        let Some(line) = object.remove("line").and_then(|line| line.as_u64()) else {
+            continue;
+        };
+        object.insert("index".to_string(), Value::from(line.saturating_sub(1)));
+    }
+    if !rejection.problems.is_empty() {
+        rejection.detail = "the batch was refused".to_string();
+    }
+}
+
 /// The server numbers the events of a request from 1; the user wants stdin lines.
 fn renumber(problems: &mut [Value], stdin_lines: &[usize]) {
     for problem in problems {
@@ -482,6 +507,23 @@ mod tests {
         renumber(&mut problems, &[3, 7]);
         assert_eq!(problems[0]["line"], 7);
         assert!(problems[1].get("line").is_none());
+    }
+
+    #[test]
+    fn problems_of_a_json_array_name_its_indexes() {
+        let mut rejection = tellify_client::Rejection {
+            status: 422,
+            detail: "line 3: field `type`: must not be empty".to_string(),
+            problems: vec![serde_json::json!({"line": 3, "field": "type", "message": "bad"})],
+        };
+        lines_to_indexes(&mut rejection);
+        assert_eq!(
+            rejection.problems[0],
+            serde_json::json!({"index": 2, "field": "type", "message": "bad"})
+        );
+        let text = rejection.to_string();
+        assert!(text.contains("event [2], field `type`: bad"), "{text}");
+        assert!(!text.contains("line"), "{text}");
     }
 
     #[test]

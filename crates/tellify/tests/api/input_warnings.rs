@@ -348,3 +348,56 @@ async fn an_ndjson_refusal_names_the_one_offending_line() {
     app.settle().await;
     assert_eq!(app.app.state.store.last_seq().await.expect("seq"), 0);
 }
+
+#[tokio::test]
+async fn tellify_send_names_the_stdin_line_or_array_index_of_a_refused_event_once() {
+    let app = spawn_app().await;
+    let refused = run(
+        tellify(&app.base, &app.admin, &["send"]),
+        "{\"type\": \"ok\"}\n\n{\"type\": \"\"}\n",
+    )
+    .await;
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("line 3, field `type`"),
+        "{}",
+        refused.stderr
+    );
+    // The request's own numbering (the bad event was its line 2) is not shown.
+    assert!(!refused.stderr.contains("line 2"), "{}", refused.stderr);
+    assert_eq!(
+        refused.stderr.matches("field `type`").count(),
+        1,
+        "{}",
+        refused.stderr
+    );
+
+    let refused = run(
+        tellify(
+            &app.base,
+            &app.admin,
+            &[
+                "send",
+                "--json",
+                r#"[{"type": "a"}, {"type": "b"}, {"type": ""}]"#,
+            ],
+        ),
+        "",
+    )
+    .await;
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("event [2], field `type`"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains("line"), "{}", refused.stderr);
+    assert_eq!(
+        refused.stderr.matches("field `type`").count(),
+        1,
+        "{}",
+        refused.stderr
+    );
+    app.settle().await;
+    assert_eq!(app.app.state.store.last_seq().await.expect("seq"), 0);
+}
