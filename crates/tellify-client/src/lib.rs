@@ -40,5 +40,5 @@ pub use error::{Error, Rejection};
 pub use replay::{ReplayReport, ReplayTask};
 pub use spool::SpoolStatus;
 pub use sse::{SseItem, SseParser};
-pub use tellify_model::EventInput;
+pub use tellify_model::{EventInput, InputWarning};
 pub use transport::{ApiRoot, Receipt, ServerUrlError};

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Url;
 use serde_json::Value;
+use tellify_model::InputWarning;
 
 use crate::error::{Error, Rejection};
 
@@ -16,6 +17,10 @@ pub struct Receipt {
     pub ids: Vec<String>,
     /// Events the server already had under the same idempotency key.
     pub duplicates: u64,
+    /// What the server stored, but thinks was probably not meant as it read it (the
+    /// answer's `warnings`; `line` counts the events of the request from 1). A warning it
+    /// cannot read is left out: the events are stored either way.
+    pub warnings: Vec<InputWarning>,
 }
 
 /// Where a server's API lives, from a server given as `host:port` or as a URL: `http://`
@@ -187,7 +192,21 @@ fn receipt_of(answer: &Value) -> Receipt {
         .get("duplicates")
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    Receipt { ids, duplicates }
+    let warnings = answer
+        .get("warnings")
+        .and_then(Value::as_array)
+        .map(|warnings| {
+            warnings
+                .iter()
+                .filter_map(|warning| serde_json::from_value(warning.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    Receipt {
+        ids,
+        duplicates,
+        warnings,
+    }
 }
 
 /// "error sending request: connection refused" rather than only the outermost part.
@@ -262,5 +281,29 @@ mod tests {
         let receipt = receipt_of(&json!({"ids": ["a", "b"], "accepted": 2, "duplicates": 1}));
         assert_eq!(receipt.ids, vec!["a", "b"]);
         assert_eq!(receipt.duplicates, 1);
+        assert!(receipt.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_receipt_reads_warnings_and_never_fails_on_them() {
+        let receipt = receipt_of(&json!({
+            "ids": ["a"], "accepted": 1, "duplicates": 0,
+            "warnings": [
+                {"line": 1, "word": "usage:95%", "message": "kept as the string"},
+                {"word": "fs=/home", "message": "a bare word", "column": 3},
+                {"unexpected": true},
+                "odd"
+            ]
+        }));
+        assert_eq!(receipt.ids, vec!["a"]);
+        let words: Vec<(Option<usize>, &str)> = receipt
+            .warnings
+            .iter()
+            .map(|warning| (warning.line, warning.word.as_str()))
+            .collect();
+        assert_eq!(words, vec![(Some(1), "usage:95%"), (None, "fs=/home")]);
+        let odd = receipt_of(&json!({"ids": ["a"], "warnings": "not a list"}));
+        assert_eq!(odd.ids, vec!["a"]);
+        assert!(odd.warnings.is_empty());
     }
 }

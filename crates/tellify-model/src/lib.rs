@@ -17,5 +17,5 @@ pub use event::{
     MAX_LIST_ITEMS_CEILING,
 };
 pub use id::new_id;
-pub use kv::{parse_kv_line, KvError};
+pub use kv::{parse_kv_line, parse_kv_line_reporting, InputWarning, KvError, KvLine};
 pub use severity::Severity;

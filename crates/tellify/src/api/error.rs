@@ -9,7 +9,7 @@ use tellify_engine::alerts::ActionError;
 use tellify_engine::ParamError;
 use tellify_store::StoreError;
 
-use crate::ingest::{IngestError, Problem};
+use crate::ingest::{describe_problems, IngestError};
 use crate::services::ServiceError;
 
 #[derive(Debug)]
@@ -104,30 +104,6 @@ impl From<StoreError> for ApiError {
 
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> ApiError {
-        let describe = |problems: &[Problem]| -> String {
-            problems
-                .iter()
-                .take(5)
-                .map(|p| {
-                    let mut place = Vec::new();
-                    if let Some(line) = p.line {
-                        place.push(format!("line {line}"));
-                    }
-                    if let Some(index) = p.index {
-                        place.push(format!("event [{index}]"));
-                    }
-                    if let Some(field) = &p.field {
-                        place.push(format!("field `{field}`"));
-                    }
-                    if place.is_empty() {
-                        p.message.clone()
-                    } else {
-                        format!("{}: {}", place.join(", "), p.message)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
         match error {
             IngestError::UnsupportedMediaType(message) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -138,10 +114,10 @@ impl From<IngestError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large", message)
             }
             IngestError::Malformed(problems) => {
-                ApiError::bad_request(describe(&problems)).with_errors(&problems)
+                ApiError::bad_request(describe_problems(&problems)).with_errors(&problems)
             }
             IngestError::Invalid(problems) => {
-                ApiError::unprocessable(describe(&problems)).with_errors(&problems)
+                ApiError::unprocessable(describe_problems(&problems)).with_errors(&problems)
             }
         }
     }

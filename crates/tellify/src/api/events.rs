@@ -14,9 +14,10 @@ use tellify_store::{EventSearch, ListedEvent};
 
 use super::{clamp_limit, parse_time_param, ApiError, ApiResult, AppState, Auth, QueryParams};
 use crate::auth::Scope;
-use crate::ingest::{count_rejected, parse_events_checked, store_events, StoreEventsError};
+use crate::ingest::{count_rejected, parse_events_reporting, store_events, StoreEventsError};
 
-/// `POST /api/v1/events`: stores the events durably, then answers 202 with their ids.
+/// `POST /api/v1/events`: stores the events durably, then answers 202 with their ids
+/// (and `warnings`, when some of the input was probably not meant as it was read).
 pub async fn ingest(
     State(state): State<AppState>,
     auth: Auth,
@@ -43,7 +44,7 @@ pub async fn ingest(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    let inputs = parse_events_checked(
+    let batch = parse_events_reporting(
         content_type,
         &body,
         &state.settings.ingest,
@@ -51,16 +52,18 @@ pub async fn ingest(
         &state.event_types.check(state.settings.ingest.strict_types),
     )
     .inspect_err(|_| count_rejected())?;
-    let appended = store_events(&state, inputs, &principal.user.name).await?;
+    let appended = store_events(&state, batch.events, &principal.user.name).await?;
     let duplicates = appended.iter().filter(|a| a.duplicate).count();
     let repeats = appended.iter().filter(|a| a.repeat && !a.duplicate).count();
     let ids: Vec<&str> = appended.iter().map(|a| a.id.as_str()).collect();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(
-            json!({"ids": ids, "accepted": ids.len(), "duplicates": duplicates, "repeats": repeats}),
-        ),
-    ))
+    let mut answer =
+        json!({"ids": ids, "accepted": ids.len(), "duplicates": duplicates, "repeats": repeats});
+    // Stored as sent, but probably not as meant: said in the answer, only when there is
+    // something to say, so answers to clean input stay as they were.
+    if !batch.warnings.is_empty() {
+        answer["warnings"] = json!(batch.warnings);
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 /// A batch `ingest::store_events` did not store: a backlog is 503 with `Retry-After`, so

@@ -70,17 +70,25 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         replay_first(&client).await;
     }
     if let Some(json) = &args.json {
-        let events = json_events(&json_argument("--json", json)?)?;
-        let outcome = client.send_batch(events).await?;
+        let value = json_argument("--json", json)?;
+        let events = json_events(&value)?;
+        let outcome = match client.send_batch(events).await {
+            Err(tellify_client::Error::Rejected(mut rejection)) if value.is_array() => {
+                lines_to_indexes(&mut rejection);
+                return Err(anyhow::Error::new(rejection));
+            }
+            other => other?,
+        };
         tally.record(outcome, args.quiet)?;
         tally.finish(args.spool.as_deref());
         return Ok(ExitCode::SUCCESS);
     }
     if !args.words.is_empty() {
         let line = kv_line(&args.words)?;
-        let event = tellify_model::parse_kv_line(&line)
+        let parsed = tellify_model::parse_kv_line_reporting(&line)
             .map_err(|error| anyhow::anyhow!("the words are not key:value text: {error}"))?;
-        let outcome = client.send(event).await?;
+        warn_about(&parsed.warnings, None);
+        let outcome = client.send(parsed.event).await?;
         tally.record(outcome, args.quiet)?;
         tally.finish(args.spool.as_deref());
         return Ok(ExitCode::SUCCESS);
@@ -149,6 +157,22 @@ fn json_events(value: &Value) -> anyhow::Result<Vec<EventInput>> {
     }
 }
 
+/// Prints each warning to stderr, `warning: stdin line 3: `usage:95%`: kept as ...`; the
+/// events are sent as read all the same, so the command still succeeds.
+fn warn_about(warnings: &[tellify_model::InputWarning], stdin_line: Option<usize>) {
+    for warning in warnings {
+        eprintln!("{}", warning_text(warning, stdin_line));
+    }
+}
+
+fn warning_text(warning: &tellify_model::InputWarning, stdin_line: Option<usize>) -> String {
+    let place = match stdin_line {
+        Some(line) => format!("stdin line {line}: "),
+        None => String::new(),
+    };
+    format!("warning: {place}`{}`: {}", warning.word, warning.message)
+}
+
 /// What the sends came to, reported once at the end.
 #[derive(Default)]
 struct Tally {
@@ -161,6 +185,8 @@ impl Tally {
     fn record(&mut self, outcome: SendOutcome, quiet: bool) -> anyhow::Result<()> {
         match outcome {
             SendOutcome::Sent(receipt) => {
+                // The server's own warnings (none for the JSON this client sends today).
+                warn_about(&receipt.warnings, None);
                 if !quiet {
                     let mut text = String::new();
                     for id in &receipt.ids {
@@ -272,10 +298,14 @@ impl LineKind {
         }
     }
 
-    fn parse(self, line: &str) -> anyhow::Result<EventInput> {
+    /// The event on `line`, and what in a key:value line may not mean what was meant.
+    fn parse(self, line: &str) -> anyhow::Result<(EventInput, Vec<tellify_model::InputWarning>)> {
         match self {
-            LineKind::Json => serde_json::from_str(line).map_err(anyhow::Error::from),
-            LineKind::KeyValue => tellify_model::parse_kv_line(line).map_err(anyhow::Error::from),
+            LineKind::Json => Ok((serde_json::from_str(line)?, Vec::new())),
+            LineKind::KeyValue => {
+                let parsed = tellify_model::parse_kv_line_reporting(line)?;
+                Ok((parsed.event, parsed.warnings))
+            }
         }
     }
 }
@@ -340,9 +370,10 @@ async fn send_stdin(
             }
             Some(_) => {}
         }
-        let event = kind
+        let (event, warnings) = kind
             .parse(trimmed)
             .with_context(|| format!("stdin line {number} is not an event{already}"))?;
+        warn_about(&warnings, Some(number));
         batch.events.push(event);
         batch.lines.push(number);
         if batch.events.len() >= batch_size {
@@ -376,6 +407,11 @@ async fn flush(
         Ok(outcome) => tally.record(outcome, quiet)?,
         Err(tellify_client::Error::Rejected(mut rejection)) => {
             renumber(&mut rejection.problems, &full.lines);
+            if !rejection.problems.is_empty() {
+                // The server's summary counts the lines of its request; the problems,
+                // renumbered, name stdin lines: say each place once, and rightly.
+                rejection.detail = "the batch was refused".to_string();
+            }
             return Err(anyhow::Error::new(rejection)
                 .context(format!("stdin lines {first}-{last} were not stored")));
         }
@@ -385,6 +421,24 @@ async fn flush(
         }
     }
     Ok(count)
+}
+
+/// The events of a `--json` array go out as request lines 1, 2, ...; the user wrote an
+/// array, so its problems name `event [0]`, `event [1]`, ... (one place each, like the
+/// API's answer to a JSON array).
+fn lines_to_indexes(rejection: &mut tellify_client::Rejection) {
+    for problem in &mut rejection.problems {
+        let Some(object) = problem.as_object_mut() else {
+            continue;
+        };
+        let Some(line) = object.remove("line").and_then(|line| line.as_u64()) else {
+            continue;
+        };
+        object.insert("index".to_string(), Value::from(line.saturating_sub(1)));
+    }
+    if !rejection.problems.is_empty() {
+        rejection.detail = "the batch was refused".to_string();
+    }
 }
 
 /// The server numbers the events of a request from 1; the user wants stdin lines.
@@ -456,6 +510,23 @@ mod tests {
     }
 
     #[test]
+    fn problems_of_a_json_array_name_its_indexes() {
+        let mut rejection = tellify_client::Rejection {
+            status: 422,
+            detail: "line 3: field `type`: must not be empty".to_string(),
+            problems: vec![serde_json::json!({"line": 3, "field": "type", "message": "bad"})],
+        };
+        lines_to_indexes(&mut rejection);
+        assert_eq!(
+            rejection.problems[0],
+            serde_json::json!({"index": 2, "field": "type", "message": "bad"})
+        );
+        let text = rejection.to_string();
+        assert!(text.contains("event [2], field `type`: bad"), "{text}");
+        assert!(!text.contains("line"), "{text}");
+    }
+
+    #[test]
     fn json_events_take_one_event_or_an_array() {
         let one = json_events(&serde_json::json!({"type": "deploy"})).unwrap();
         assert_eq!(one[0].event_type.as_deref(), Some("deploy"));
@@ -465,6 +536,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("event [1]"), "{error}");
+    }
+
+    #[test]
+    fn key_value_lines_bring_their_warnings_and_json_lines_none() {
+        let (event, warnings) = LineKind::KeyValue.parse("usage:95% fs:/home").unwrap();
+        assert_eq!(event.fields["usage"], "95%");
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(
+            warning_text(&warnings[0], Some(4)),
+            format!(
+                "warning: stdin line 4: `usage:95%`: {}",
+                warnings[0].message
+            )
+        );
+        let (_, warnings) = LineKind::Json
+            .parse(r#"{"fields": {"usage": "95%"}}"#)
+            .unwrap();
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn quoting_a_spaced_word_for_the_user_does_not_warn() {
+        let line = kv_line(&words(&["message:disk full", "usage:95"])).unwrap();
+        let parsed = tellify_model::parse_kv_line_reporting(&line).unwrap();
+        assert_eq!(parsed.event.message.as_deref(), Some("disk full"));
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Turning a request body into events: JSON (one event or an array), NDJSON, or
 //! `key:value` text lines. A batch is all-or-nothing: any problem rejects the whole
 //! request, and every problem is reported with the line or index and field it is in.
+//! Lines count from 1 as an editor shows them: blank lines count, `\r\n` ends a line like
+//! `\n`, and the last line needs no line break. What is accepted, but probably not as the
+//! producer meant it (`fs=/home`, `usage:95%` in `key:value` text), comes back as
+//! warnings next to the events ([`parse_events_reporting`]).
 //! [`store_events`] then stores a parsed batch. It is the only way events enter the log:
 //! the HTTP API, the Alertmanager and Alerta APIs, broker sources and metric pollers all
 //! go through it, so they share one durability rule, one backlog check, one publish to
@@ -13,7 +17,8 @@ pub mod alertmanager;
 use serde::Serialize;
 use serde_json::Value;
 use tellify_model::{
-    parse_kv_line, EventInput, FieldProblem, Limits, Severity, Source, StoredEvent,
+    parse_kv_line_reporting, EventInput, FieldProblem, InputWarning, Limits, Severity, Source,
+    StoredEvent,
 };
 use tellify_store::{Appended, StoreError};
 
@@ -106,6 +111,25 @@ pub fn parse_events_checked(
     limits: &Limits,
     check: &dyn EventCheck,
 ) -> Result<Vec<EventInput>, IngestError> {
+    parse_events_reporting(content_type, body, settings, limits, check).map(|batch| batch.events)
+}
+
+/// The events of an accepted request, and what in it may not mean what the producer
+/// thought (each warning with its line).
+#[derive(Debug, Default)]
+pub struct ParsedBatch {
+    pub events: Vec<EventInput>,
+    pub warnings: Vec<InputWarning>,
+}
+
+/// [`parse_events_checked`], keeping the warnings for the answer.
+pub fn parse_events_reporting(
+    content_type: &str,
+    body: &[u8],
+    settings: &IngestSettings,
+    limits: &Limits,
+    check: &dyn EventCheck,
+) -> Result<ParsedBatch, IngestError> {
     let media = content_type
         .split(';')
         .next()
@@ -122,6 +146,7 @@ pub fn parse_events_checked(
     })?;
     let mut problems = Vec::new();
     let mut events = Vec::new();
+    let mut warnings = Vec::new();
     match media.as_str() {
         "application/json" | "" => {
             let value: Value = serde_json::from_str(text).map_err(|error| {
@@ -129,7 +154,7 @@ pub fn parse_events_checked(
                     line: Some(error.line()),
                     index: None,
                     field: None,
-                    message: format!("invalid JSON: {error}"),
+                    message: json_error_message(&error),
                 }])
             })?;
             match value {
@@ -157,10 +182,8 @@ pub fn parse_events_checked(
                         &mut events,
                         &mut problems,
                     ),
-                    Err(error) => malformed.push(Position::Line(line).problem(
-                        None,
-                        format!("invalid JSON at column {}: {error}", error.column()),
-                    )),
+                    Err(error) => malformed
+                        .push(Position::Line(line).problem(None, json_error_message(&error))),
                 }
             }
             if !malformed.is_empty() {
@@ -171,8 +194,14 @@ pub fn parse_events_checked(
             let lines = numbered_lines(text);
             check_count(lines.len(), settings)?;
             for (line, content) in lines {
-                match parse_kv_line(content) {
-                    Ok(event) => events.push((Position::Line(line), event)),
+                match parse_kv_line_reporting(content) {
+                    Ok(parsed) => {
+                        events.push((Position::Line(line), parsed.event));
+                        for mut warning in parsed.warnings {
+                            warning.line = Some(line);
+                            warnings.push(warning);
+                        }
+                    }
                     Err(error) => problems.push(
                         Position::Line(line)
                             .problem(None, format!("column {}: {}", error.column, error.message)),
@@ -199,9 +228,61 @@ pub fn parse_events_checked(
         }
     }
     if !problems.is_empty() {
+        // Decoding and checking run in two passes: put each event's problems together,
+        // in request order, so its line is named once.
+        problems.sort_by_key(|problem| (problem.line, problem.index));
         return Err(IngestError::Invalid(problems));
     }
-    Ok(events.into_iter().map(|(_, event)| event).collect())
+    Ok(ParsedBatch {
+        events: events.into_iter().map(|(_, event)| event).collect(),
+        warnings,
+    })
+}
+
+/// Most problems spelled out in a problem's `detail`; all of them are in its `errors`.
+const MAX_DESCRIBED_PROBLEMS: usize = 5;
+
+/// The problems of a refused request in one sentence for a problem's `detail`, each place
+/// named once: `line 3: field `severity`: ...; field `colour`: ...; line 5: ...`.
+pub fn describe_problems(problems: &[Problem]) -> String {
+    let mut text = String::new();
+    let mut previous_place: Option<(Option<usize>, Option<usize>)> = None;
+    for problem in problems.iter().take(MAX_DESCRIBED_PROBLEMS) {
+        let place = (problem.line, problem.index);
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        if previous_place != Some(place) {
+            match place {
+                (Some(line), _) => text.push_str(&format!("line {line}: ")),
+                (None, Some(index)) => text.push_str(&format!("event [{index}]: ")),
+                (None, None) => {}
+            }
+        }
+        previous_place = Some(place);
+        if let Some(field) = &problem.field {
+            text.push_str(&format!("field `{field}`: "));
+        }
+        text.push_str(&problem.message);
+    }
+    if problems.len() > MAX_DESCRIBED_PROBLEMS {
+        text.push_str(&format!(
+            "; and {} more (see `errors`)",
+            problems.len() - MAX_DESCRIBED_PROBLEMS
+        ));
+    }
+    text
+}
+
+/// serde_json's message without its own `at line L column C`: the line is the request's
+/// (the problem's `line`), so only the column is kept, in front.
+fn json_error_message(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let reason = match text.rfind(" at line ") {
+        Some(cut) => &text[..cut],
+        None => text.as_str(),
+    };
+    format!("invalid JSON at column {}: {reason}", error.column())
 }
 
 /// Why [`store_events`] stored nothing of a batch.
@@ -286,11 +367,13 @@ fn check_backlog(services: &Services) -> Result<(), StoreEventsError> {
     Ok(())
 }
 
+/// The non-blank lines of `text`, numbered from 1 counting the blank ones, as written
+/// (not trimmed), so the columns of an error are the line's own.
 fn numbered_lines(text: &str) -> Vec<(usize, &str)> {
     text.lines()
         .enumerate()
-        .map(|(index, line)| (index + 1, line.trim()))
-        .filter(|(_, line)| !line.is_empty())
+        .map(|(index, line)| (index + 1, line))
+        .filter(|(_, line)| !line.trim().is_empty())
         .collect()
 }
 
@@ -454,6 +537,125 @@ mod tests {
         };
         assert_eq!(problems[0].line, Some(2));
         assert!(problems[0].message.contains("column 3"));
+    }
+
+    fn invalid(content_type: &str, body: &str) -> Vec<Problem> {
+        match parse(content_type, body) {
+            Err(IngestError::Invalid(problems)) | Err(IngestError::Malformed(problems)) => problems,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn lines_of(problems: &[Problem]) -> Vec<Option<usize>> {
+        problems.iter().map(|problem| problem.line).collect()
+    }
+
+    #[test]
+    fn ndjson_lines_count_blank_lines_and_crlf_like_an_editor() {
+        let bad = r#"{"severity": "fatal"}"#;
+        let ok = r#"{"message": "ok"}"#;
+        for (body, line) in [
+            (format!("{bad}\n{ok}\n{ok}\n"), 1),
+            (format!("{ok}\n{ok}\n{bad}\n"), 3),
+            (format!("{ok}\n\n\n{bad}\n"), 4),
+            (format!("{ok}\r\n\r\n{bad}\r\n"), 3),
+            (format!("{ok}\n{bad}"), 2),
+            (format!("\n{ok}\r\n  \n{bad}\r"), 4),
+        ] {
+            let problems = invalid("application/x-ndjson", &body);
+            assert_eq!(
+                lines_of(&problems),
+                vec![Some(line)],
+                "{body:?}: {problems:?}"
+            );
+            let detail = describe_problems(&problems);
+            assert_eq!(detail.matches("line ").count(), 1, "{detail}");
+            assert!(detail.starts_with(&format!("line {line}: ")), "{detail}");
+        }
+    }
+
+    #[test]
+    fn a_json_syntax_error_names_its_line_once_and_the_column_as_written() {
+        let problems = invalid(
+            "application/x-ndjson",
+            "{\"message\": \"a\"}\n\n   {oops}\n",
+        );
+        assert_eq!(lines_of(&problems), vec![Some(3)]);
+        let detail = describe_problems(&problems);
+        assert_eq!(detail.matches("line").count(), 1, "{detail}");
+        assert!(
+            detail.starts_with("line 3: invalid JSON at column 5: "),
+            "{detail}"
+        );
+        let problems = invalid("application/json", "[\n{\"message\": \"a\"},\n{oops}]");
+        let detail = describe_problems(&problems);
+        assert_eq!(detail.matches("line").count(), 1, "{detail}");
+        assert!(
+            detail.starts_with("line 3: invalid JSON at column 2: "),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn several_problems_of_one_event_name_its_line_or_index_once() {
+        let long = "x".repeat(Limits::default().max_string_bytes + 1);
+        let body = format!(
+            "{{\"message\": \"ok\"}}\n{{\"severity\": \"fatal\", \"colour\": 1}}\n\
+             {{\"message\": \"{long}\"}}\n"
+        );
+        let problems = invalid("application/x-ndjson", &body);
+        assert_eq!(lines_of(&problems), vec![Some(2), Some(2), Some(3)]);
+        let detail = describe_problems(&problems);
+        assert_eq!(detail.matches("line 2").count(), 1, "{detail}");
+        assert_eq!(detail.matches("line 3").count(), 1, "{detail}");
+        assert!(detail.contains("field `severity`"), "{detail}");
+        assert!(detail.contains("field `colour`"), "{detail}");
+
+        let problems = invalid(
+            "application/json",
+            r#"[{"message": "ok"}, {"message": "ok"}, {"severity": "fatal", "colour": 1}]"#,
+        );
+        let detail = describe_problems(&problems);
+        assert!(
+            detail.starts_with("event [2]: field `severity`"),
+            "{detail}"
+        );
+        assert_eq!(detail.matches("[2]").count(), 1, "{detail}");
+    }
+
+    #[test]
+    fn a_long_list_of_problems_says_how_many_more() {
+        let body = "{\"severity\": \"fatal\"}\n".repeat(7);
+        let detail = describe_problems(&invalid("application/x-ndjson", &body));
+        assert!(detail.ends_with("; and 2 more (see `errors`)"), "{detail}");
+    }
+
+    #[test]
+    fn key_value_warnings_carry_their_line() {
+        let batch = parse_events_reporting(
+            "text/plain",
+            b"project:vr0 ok:true\n\nfs=/home usage:95%\r\nmessage:disk full\n",
+            &IngestSettings::default(),
+            &Limits::default(),
+            &NoCheck,
+        )
+        .unwrap();
+        assert_eq!(batch.events.len(), 3);
+        let found: Vec<(Option<usize>, &str)> = batch
+            .warnings
+            .iter()
+            .map(|warning| (warning.line, warning.word.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (Some(3), "fs=/home"),
+                (Some(3), "usage:95%"),
+                (Some(4), "full")
+            ]
+        );
+        let problems = invalid("text/plain", "a:1\n  b:\"open\n");
+        assert!(problems[0].message.contains("column 5"), "{problems:?}");
     }
 
     #[test]

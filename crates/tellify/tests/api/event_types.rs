@@ -191,6 +191,81 @@ async fn a_schema_violation_is_a_422_naming_the_field_and_nothing_of_the_batch_i
 }
 
 #[tokio::test]
+async fn a_schema_refusal_names_the_rule_in_words_with_its_field_and_line() {
+    let app = spawn_app().await;
+    register(
+        &app,
+        "disk",
+        json!({"schema": {"type": "object", "required": ["fs"], "properties": {
+            "usage": {"type": "number", "maximum": 100},
+            "level": {"enum": ["low", "high"]},
+            "size": {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^[0-9]+[KMG]$"}]}
+        }}}),
+    )
+    .await;
+    let cases = [
+        (
+            "text/plain",
+            "type:disk fs:/a usage:50\ntype:disk fs:/home usage:95%\n",
+            2,
+            "fields.usage",
+            r#"must be a number, got the string "95%""#,
+        ),
+        (
+            "text/plain",
+            "type:disk usage:5\n",
+            1,
+            "fields.fs",
+            "is required by event type `disk`",
+        ),
+        (
+            "application/x-ndjson",
+            "{\"type\": \"disk\", \"fields\": {\"fs\": \"/a\", \"level\": \"medium\"}}\n",
+            1,
+            "fields.level",
+            r#"must be one of "low", "high", got the string "medium""#,
+        ),
+        (
+            "application/x-ndjson",
+            "\n\n{\"type\": \"disk\", \"fields\": {\"fs\": \"/a\", \"usage\": 150}}\n",
+            3,
+            "fields.usage",
+            "must be at most 100, got the number 150",
+        ),
+        (
+            "text/plain",
+            "type:disk fs:/a size:lots\n",
+            1,
+            "fields.size",
+            "matches none of the allowed shapes: must be a whole number, got the string \"lots\"; \
+             or must match the pattern `^[0-9]+[KMG]$`, got the string \"lots\"",
+        ),
+    ];
+    for (content_type, body, line, field, message) in cases {
+        let (status, problem) = problem(
+            app.post_raw(&app.admin, "/api/v1/events", content_type, body)
+                .await,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        let errors = problem["errors"].as_array().expect("errors");
+        assert_eq!(errors.len(), 1, "{problem}");
+        assert_eq!(errors[0]["line"], line, "{problem}");
+        assert_eq!(errors[0]["field"], field, "{problem}");
+        assert_eq!(errors[0]["message"], message, "{problem}");
+        let detail = problem["detail"].as_str().expect("detail");
+        assert_eq!(
+            detail,
+            format!("line {line}: field `{field}`: {message}"),
+            "{problem}"
+        );
+        assert!(!detail.contains("anyOf"), "{detail}");
+    }
+    app.settle().await;
+    assert!(events(&app, &app.admin).await.is_empty());
+}
+
+#[tokio::test]
 async fn the_type_default_severity_applies_only_when_none_was_sent() {
     let app = spawn_app().await;
     register(&app, "disk", json!({"default_severity": "critical"})).await;

@@ -6,6 +6,7 @@ mod connections;
 mod event_types;
 mod filter_budget;
 mod filters;
+mod input_warnings;
 mod lifecycle;
 mod limits;
 mod notify;
