@@ -231,8 +231,15 @@ async fn an_admins_alert_list_says_whose_each_alert_is() {
     let app = spawn_app().await;
     let ann = app.user("ann").await;
     let bob = app.user("bob").await;
-    builds_subscription(&app, &ann).await;
-    builds_subscription(&app, &bob).await;
+    // Each watches their own block, so each alert has one owner.
+    for (token, block) in [(&ann, "gc_t"), (&bob, "gc_u")] {
+        app.subscribe(
+            token,
+            json!({"kind": "match", "title": "builds",
+                   "params": {"filter": format!("block == \"{block}\""), "group_by": ["block"]}}),
+        )
+        .await;
+    }
     app.send_lines(&ann, "block:gc_t status:fail").await;
     app.send_lines(&bob, "block:gc_u status:fail").await;
 
@@ -242,15 +249,30 @@ async fn an_admins_alert_list_says_whose_each_alert_is() {
         header.contains("LAST SEEN") && header.contains("  OWNER  ") && header.contains("TITLE"),
         "{table}"
     );
-    // The column sits before the title: `... UTC  ann  builds ...`.
+    // The column sits between the time and the title.
+    let cells_of = |group: &str| -> Vec<String> {
+        line_with(&table, &[group])
+            .split("  ")
+            .map(str::trim)
+            .filter(|cell| !cell.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let ann_row = cells_of("block=gc_t");
+    let owner = ann_row
+        .iter()
+        .position(|cell| cell == "ann")
+        .expect("owner cell");
     assert!(
-        line_with(&table, &["block=gc_t"]).contains("UTC  ann  builds"),
+        ann_row[owner - 1].ends_with(" UTC") && ann_row[owner + 1] == "builds",
         "{table}"
     );
-    assert!(
-        line_with(&table, &["block=gc_u"]).contains("UTC  bob  builds"),
-        "{table}"
-    );
+    let bob_row = cells_of("block=gc_u");
+    let owner = bob_row
+        .iter()
+        .position(|cell| cell == "bob")
+        .expect("owner cell");
+    assert_eq!(bob_row[owner + 1], "builds", "{table}");
     // The admin's own zone is UTC (the default), so the server's 09:00 stays 09:00.
     assert!(
         line_with(&table, &["block=gc_t"]).contains("2026-11-23 09:00:00 UTC"),
@@ -274,14 +296,22 @@ async fn deliveries_silences_contacts_policies_and_tail_show_the_callers_zone() 
     ok(
         &app,
         &ann,
-        &["contacts", "create", "hook", "--kind", "webhook", &hook_url],
+        &[
+            "contacts",
+            "create",
+            "hook",
+            "--kind",
+            "webhook",
+            "--address",
+            &hook_url,
+        ],
         &[],
     )
     .await;
     ok(
         &app,
         &ann,
-        &["policies", "set", "default", "--contacts", "hook"],
+        &["policies", "set", "default", "--contact", "hook"],
         &[],
     )
     .await;
@@ -353,7 +383,14 @@ async fn deliveries_silences_contacts_policies_and_tail_show_the_callers_zone() 
     let created = ok(
         &app,
         &ann,
-        &["silences", "create", "block == \"gc_t\"", "--ends", "2h"],
+        &[
+            "silences",
+            "create",
+            "--filter",
+            "block == \"gc_t\"",
+            "--ends",
+            "2h",
+        ],
         &[],
     )
     .await;
