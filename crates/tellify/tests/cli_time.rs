@@ -184,15 +184,19 @@ async fn alert_tables_show_the_callers_own_zone_named_across_the_dst_change() {
         "history: {shown}"
     );
 
-    // TELLIFY_TZ wins over the caller's zone, and then nobody needs to be asked.
-    let before = me_lookups(&app).await;
+    // TELLIFY_TZ wins over the caller's zone; a command that needs nothing else of the
+    // caller then asks nobody (alerts still ask whether the caller is an admin).
     let new_york = [("TELLIFY_TZ", "America/New_York")];
     let shown = ok(&app, &ann, &["alerts", "get", id], &new_york).await;
     assert!(
         line_with(&shown, &["first seen"]).ends_with("2026-11-23 17:30:00 EST"),
         "{shown}"
     );
+    let before = me_lookups(&app).await;
+    ok(&app, &ann, &["policies", "list"], &new_york).await;
     assert_eq!(me_lookups(&app).await, before);
+    ok(&app, &ann, &["policies", "list"], &[]).await;
+    assert_eq!(me_lookups(&app).await, before + 1);
     let table = ok(&app, &ann, &["alerts", "list"], &new_york).await;
     assert!(
         line_with(&table, &["block=summer"]).contains("2027-07-01 08:05:00 EDT "),
@@ -278,6 +282,12 @@ async fn an_admins_alert_list_says_whose_each_alert_is() {
         line_with(&table, &["block=gc_t"]).contains("2026-11-23 09:00:00 UTC"),
         "{table}"
     );
+
+    let id = ann_row[0].clone();
+    let shown = ok(&app, &app.admin, &["alerts", "get", &id], &[]).await;
+    assert!(line_with(&shown, &["owner"]).ends_with("  ann"), "{shown}");
+    let shown = ok(&app, &ann, &["alerts", "get", &id], &[]).await;
+    assert!(!shown.contains("owner"), "{shown}");
 
     let own = ok(&app, &ann, &["alerts", "list"], &[]).await;
     assert!(

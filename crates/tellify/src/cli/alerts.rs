@@ -47,7 +47,7 @@ enum AlertsCommand {
         )]
         limit: usize,
     },
-    /// Show one alert and its history.
+    /// Show one alert and its history; for an admin, with its owner.
     Get { id: String },
     /// Acknowledge an alert: notifications stop until it changes or the ack expires.
     Ack {
@@ -101,8 +101,14 @@ pub async fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&alert)?;
             } else {
-                let times = Times::for_caller(&client, forced_zone).await;
-                print(&describe(&alert, &times))?;
+                let caller = Caller::ask(&client, forced_zone).await;
+                let owner = if caller.admin {
+                    let owners = Owners::fetch(&client, std::slice::from_ref(&alert)).await?;
+                    Some(owners.of(&alert))
+                } else {
+                    None
+                };
+                print(&describe(&alert, &caller.times, owner))?;
             }
         }
         AlertsCommand::Ack { id, note, expires } => {
@@ -325,10 +331,16 @@ async fn act(
     ))
 }
 
-fn describe(alert: &Value, times: &Times) -> String {
+/// The alert as `key  value` lines and its history; `owner` (for an admin) after the title.
+fn describe(alert: &Value, times: &Times, owner: Option<String>) -> String {
     let mut pairs = vec![
         ("id", text(alert.get("id"))),
         ("title", text(alert.get("title"))),
+    ];
+    if let Some(owner) = owner {
+        pairs.push(("owner", owner));
+    }
+    pairs.extend([
         ("state", text(alert.get("state"))),
         ("flags", flags(alert)),
         ("severity", text(alert.get("severity"))),
@@ -337,7 +349,7 @@ fn describe(alert: &Value, times: &Times) -> String {
         ("count", text(alert.get("count"))),
         ("first seen", times.optional(alert.get("first_seen"))),
         ("last seen", times.optional(alert.get("last_seen"))),
-    ];
+    ]);
     if alert.get("resolved_at").is_some_and(|v| !v.is_null()) {
         pairs.push(("resolved", times.optional(alert.get("resolved_at"))));
     }
@@ -440,7 +452,7 @@ mod tests {
             "acked": true, "acked_by": "alice", "ack_note": "on it",
             "history": [{"at": "t", "actor": "tellify", "action": "fired", "detail": {}}]
         });
-        let text = describe(&alert, &Times::new(jiff::tz::TimeZone::UTC));
+        let text = describe(&alert, &Times::new(jiff::tz::TimeZone::UTC), None);
         assert!(
             text.contains("acked         by alice at -: on it"),
             "{text}"
