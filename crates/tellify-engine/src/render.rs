@@ -4,10 +4,17 @@
 //! Alerts are grouped by subscription and each group is rendered by its handler kind, which
 //! knows best how to describe its own alerts; this module adds the header, the subject and
 //! the link, and keeps the channel limits (a one-line subject, a 160-character SMS).
+//!
+//! Every time in a message is the reader's: shown in their IANA zone and named by the
+//! zone's abbreviation from the time zone database (`2026-07-01 14:05 CEST`), so a person
+//! in Berlin reads `23:30 CET` in winter and `23:30 CEST` in summer. The [`Reader`] carries
+//! the zone; the engine never looks a zone up itself.
 
 use std::fmt;
 use std::str::FromStr;
 
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{Alert, AlertState};
@@ -56,6 +63,58 @@ pub struct Rendered {
     pub sms: String,
 }
 
+/// Who reads a message, and when it goes out: the zone every time is shown in, and the
+/// moment that decides whether a short time needs its date.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reader {
+    pub zone: TimeZone,
+    pub now: Timestamp,
+}
+
+impl Reader {
+    pub fn new(zone: TimeZone, now: Timestamp) -> Reader {
+        Reader { zone, now }
+    }
+
+    /// A reader in UTC, for messages to no one in particular.
+    pub fn utc(now: Timestamp) -> Reader {
+        Reader::new(TimeZone::UTC, now)
+    }
+
+    /// `2026-07-01 14:05 CEST`: the date, the time to the minute and the zone's name.
+    pub fn date_time(&self, time: Timestamp) -> String {
+        time.to_zoned(self.zone.clone())
+            .strftime("%Y-%m-%d %H:%M %Z")
+            .to_string()
+    }
+
+    /// `23:30 CET` when `time` falls on the reader's today, else [`Reader::date_time`]:
+    /// short enough for an SMS and never ambiguous.
+    pub fn short_time(&self, time: Timestamp) -> String {
+        let local = time.to_zoned(self.zone.clone());
+        let today = self.now.to_zoned(self.zone.clone()).date();
+        if local.date() == today {
+            local.strftime("%H:%M %Z").to_string()
+        } else {
+            self.date_time(time)
+        }
+    }
+}
+
+/// When an alert fired and, once resolved, when it resolved, in the reader's time:
+/// `firing since 2026-07-01 14:05 CEST` or
+/// `resolved 2026-07-01 15:10 CEST, fired 2026-07-01 14:05 CEST`.
+pub fn alert_times(alert: &Alert, reader: &Reader) -> String {
+    match alert.state {
+        AlertState::Firing => format!("firing since {}", reader.date_time(alert.first_seen)),
+        AlertState::Resolved => format!(
+            "resolved {}, fired {}",
+            reader.date_time(alert.resolved_at.unwrap_or(alert.last_seen)),
+            reader.date_time(alert.first_seen)
+        ),
+    }
+}
+
 impl Transition {
     pub const ALL: [Transition; 5] = [
         Transition::Fired,
@@ -98,8 +157,14 @@ impl FromStr for Transition {
 }
 
 /// Renders one message for `items`, grouped by subscription in the order they first
-/// appear, with a link to tellify when `link` is given. No items means a test message.
-pub fn render_message(registry: &Registry, items: &[RenderItem], link: Option<&str>) -> Rendered {
+/// appear, with a link to tellify when `link` is given and every time in `reader`'s zone.
+/// No items means a test message.
+pub fn render_message(
+    registry: &Registry,
+    items: &[RenderItem],
+    link: Option<&str>,
+    reader: &Reader,
+) -> Rendered {
     if items.is_empty() {
         return render_test(link);
     }
@@ -134,12 +199,12 @@ pub fn render_message(registry: &Registry, items: &[RenderItem], link: Option<&s
         html.push_str(&format!("<h3>{}</h3>\n", escape_html(&heading)));
         match registry.get(group.kind) {
             Some(kind) => {
-                text.push_str(&kind.render_text(&alerts));
-                html.push_str(&kind.render_html(&alerts));
+                text.push_str(&kind.render_text(&alerts, reader));
+                html.push_str(&kind.render_html(&alerts, reader));
             }
             None => {
-                text.push_str(&generic_text(&alerts));
-                html.push_str(&generic_html(&alerts));
+                text.push_str(&generic_text(&alerts, reader));
+                html.push_str(&generic_html(&alerts, reader));
             }
         }
         if !text.ends_with('\n') {
@@ -157,7 +222,7 @@ pub fn render_message(registry: &Registry, items: &[RenderItem], link: Option<&s
         subject,
         text,
         html,
-        sms: sms_line(registry, items),
+        sms: sms_line(registry, items, reader),
     }
 }
 
@@ -307,11 +372,11 @@ fn item_summary(item: &RenderItem) -> String {
     summary
 }
 
-fn sms_line(registry: &Registry, items: &[RenderItem]) -> String {
+fn sms_line(registry: &Registry, items: &[RenderItem], reader: &Reader) -> String {
     let Some(first) = items.first() else {
         return String::new();
     };
-    let first_line = item_sms(registry, first);
+    let first_line = item_sms(registry, first, reader);
     if items.len() == 1 {
         return truncate_chars(&first_line, MAX_SMS_CHARS);
     }
@@ -324,8 +389,9 @@ fn sms_line(registry: &Registry, items: &[RenderItem]) -> String {
     truncate_chars(&line, MAX_SMS_CHARS)
 }
 
-/// One alert as the kind puts it in an SMS, with the transition said up front.
-fn item_sms(registry: &Registry, item: &RenderItem) -> String {
+/// One alert as the kind puts it in an SMS, after the time of the change and the
+/// transition, so a cut never takes the time: `23:30 CET RESOLVED CRIT disks: ...`.
+fn item_sms(registry: &Registry, item: &RenderItem, reader: &Reader) -> String {
     let alerts = std::slice::from_ref(&item.alert);
     let body = match registry.get(&item.alert.kind) {
         Some(kind) => kind.render_sms(alerts),
@@ -338,11 +404,27 @@ fn item_sms(registry: &Registry, item: &RenderItem) -> String {
     } else {
         ""
     };
-    one_line(&format!("{prefix}{body}"))
+    let time = reader.short_time(change_time(item));
+    one_line(&format!("{time} {prefix}{body}"))
+}
+
+/// The moment the change a message reports happened: when the alert fired (a repeat
+/// reminds of that too), when its severity last changed, or when it resolved.
+fn change_time(item: &RenderItem) -> Timestamp {
+    let alert = &item.alert;
+    if is_resolved(item) {
+        return alert.resolved_at.unwrap_or(alert.last_seen);
+    }
+    match item.transition {
+        Transition::Escalated => alert.last_seen,
+        Transition::Fired | Transition::Repeat | Transition::Test | Transition::Resolved => {
+            alert.first_seen
+        }
+    }
 }
 
 /// A line per alert for a kind the registry does not know (a removed plug-in).
-fn generic_text(alerts: &[Alert]) -> String {
+fn generic_text(alerts: &[Alert], reader: &Reader) -> String {
     let mut text = String::new();
     for alert in alerts {
         text.push_str(&format!(
@@ -351,13 +433,13 @@ fn generic_text(alerts: &[Alert]) -> String {
             alert.title,
             group_suffix(&alert.group_key),
             alert.message,
-            alert.state.as_str(),
+            alert_times(alert, reader),
         ));
     }
     text
 }
 
-fn generic_html(alerts: &[Alert]) -> String {
+fn generic_html(alerts: &[Alert], reader: &Reader) -> String {
     let mut html = String::from("<ul>\n");
     for alert in alerts {
         html.push_str(&format!(
@@ -366,7 +448,7 @@ fn generic_html(alerts: &[Alert]) -> String {
             escape_html(&alert.title),
             escape_html(&group_suffix(&alert.group_key)),
             escape_html(&alert.message),
-            alert.state.as_str(),
+            escape_html(&alert_times(alert, reader)),
         ));
     }
     html.push_str("</ul>\n");
@@ -461,6 +543,11 @@ mod tests {
         .0
     }
 
+    /// A reader in UTC on the day the test alerts fire (the Unix epoch).
+    fn utc() -> Reader {
+        Reader::utc(Timestamp::UNIX_EPOCH)
+    }
+
     fn fired(alert: Alert) -> RenderItem {
         RenderItem {
             alert,
@@ -495,7 +582,12 @@ mod tests {
             "fs=/sarc/cad",
             "usage 97%",
         ))];
-        let rendered = render_message(&registry, &items, Some("https://tellify.example/alerts/1"));
+        let rendered = render_message(
+            &registry,
+            &items,
+            Some("https://tellify.example/alerts/1"),
+            &utc(),
+        );
         assert_eq!(
             rendered.subject,
             "[tellify] CRITICAL disks [fs=/sarc/cad]: usage 97%"
@@ -518,7 +610,7 @@ mod tests {
         assert!(
             rendered
                 .sms
-                .starts_with("CRIT disks [fs=/sarc/cad]: usage 97%"),
+                .starts_with("00:00 UTC CRIT disks [fs=/sarc/cad]: usage 97%"),
             "{}",
             rendered.sms
         );
@@ -534,13 +626,17 @@ mod tests {
             "fs=/x",
             "back to 40%",
         ))];
-        let rendered = render_message(&registry, &items, None);
+        let rendered = render_message(&registry, &items, None, &utc());
         assert_eq!(
             rendered.subject,
             "[tellify] RESOLVED disks [fs=/x]: back to 40%"
         );
         assert!(rendered.text.starts_with("1 alert: 1 resolved\n"));
-        assert!(rendered.sms.starts_with("RESOLVED "), "{}", rendered.sms);
+        assert!(
+            rendered.sms.starts_with("00:00 UTC RESOLVED "),
+            "{}",
+            rendered.sms
+        );
         assert!(!rendered.text.contains("Open tellify"));
     }
 
@@ -553,7 +649,7 @@ mod tests {
             alert: escalated.clone(),
             transition: Transition::Escalated,
         };
-        let rendered = render_message(&registry, std::slice::from_ref(&item), None);
+        let rendered = render_message(&registry, std::slice::from_ref(&item), None, &utc());
         assert_eq!(
             rendered.subject,
             "[tellify] CRITICAL (was WARNING) disks: usage 97%"
@@ -562,7 +658,7 @@ mod tests {
             alert: escalated,
             transition: Transition::Repeat,
         };
-        let rendered = render_message(&registry, std::slice::from_ref(&item), None);
+        let rendered = render_message(&registry, std::slice::from_ref(&item), None, &utc());
         assert_eq!(
             rendered.subject,
             "[tellify] CRITICAL (still firing) disks: usage 97%"
@@ -577,7 +673,7 @@ mod tests {
             fired(alert("s-load", "threshold", "load", "host=h1", "load 12")),
             resolved(alert("s-disks", "match", "disks", "fs=/b", "b fine")),
         ];
-        let rendered = render_message(&registry, &items, Some("https://t.example"));
+        let rendered = render_message(&registry, &items, Some("https://t.example"), &utc());
         assert_eq!(rendered.subject, "[tellify] 3 alerts: 2 firing, 1 resolved");
         let text = &rendered.text;
         assert!(
@@ -593,7 +689,7 @@ mod tests {
         assert_eq!(rendered.html.matches("<h3>").count(), 2);
         assert!(rendered
             .sms
-            .starts_with("tellify: 3 alerts: CRIT disks [fs=/a]: a full"));
+            .starts_with("tellify: 3 alerts: 00:00 UTC CRIT disks [fs=/a]: a full"));
         assert!(rendered.sms.ends_with("; +2 more"), "{}", rendered.sms);
     }
 
@@ -604,13 +700,13 @@ mod tests {
             fired(alert("s1", "gone-plugin", "legacy <b>", "", "still here")),
             fired(alert("s2", "match", "disks", "", "full")),
         ];
-        let rendered = render_message(&registry, &items, None);
+        let rendered = render_message(&registry, &items, None, &utc());
         assert!(rendered
             .text
-            .contains("[CRITICAL] legacy <b>: still here (firing)"));
+            .contains("[CRITICAL] legacy <b>: still here (firing since 1970-01-01 00:00 UTC)"));
         assert!(rendered.html.contains("legacy &lt;b&gt;") && !rendered.html.contains("<b>"));
-        let sms = render_message(&registry, &items[..1], None).sms;
-        assert_eq!(sms, "CRITICAL legacy <b>: still here");
+        let sms = render_message(&registry, &items[..1], None, &utc()).sms;
+        assert_eq!(sms, "00:00 UTC CRITICAL legacy <b>: still here");
     }
 
     #[test]
@@ -636,6 +732,7 @@ mod tests {
             &registry,
             &items,
             Some("https://t.example/?a=1&b=\"><script>"),
+            &utc(),
         );
         let html = &rendered.html;
         assert!(
@@ -645,7 +742,7 @@ mod tests {
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("&lt;script&gt;steal()&lt;/script&gt; &amp; more"));
         assert!(html.contains("href=\"https://t.example/?a=1&amp;b=&quot;&gt;&lt;script&gt;\""));
-        let single = render_message(&registry, &items[..1], None);
+        let single = render_message(&registry, &items[..1], None, &utc());
         assert!(single
             .html
             .contains("<title>[tellify] CRITICAL &lt;script&gt;"));
@@ -669,7 +766,7 @@ mod tests {
                     ))
                 })
                 .collect();
-            let rendered = render_message(&registry, &items, None);
+            let rendered = render_message(&registry, &items, None, &utc());
             assert_one_line(&rendered.subject, MAX_SUBJECT_CHARS);
             assert_one_line(&rendered.sms, MAX_SMS_CHARS);
             assert!(rendered.subject.starts_with("[tellify] "));
@@ -683,7 +780,7 @@ mod tests {
         }
         let items = [fired(alert("s", "match", "disks", "", "a\r\nb"))];
         assert_eq!(
-            render_message(&registry, &items, None).subject,
+            render_message(&registry, &items, None, &utc()).subject,
             "[tellify] CRITICAL disks: a b"
         );
         assert_eq!(truncate_chars("abcdef", 4), "abc…");
@@ -695,7 +792,7 @@ mod tests {
         let registry = Registry::builtin();
         let rendered = render_test(Some("https://t.example"));
         assert_eq!(
-            render_message(&registry, &[], Some("https://t.example")),
+            render_message(&registry, &[], Some("https://t.example"), &utc()),
             rendered
         );
         assert_eq!(rendered.subject, "[tellify] Test notification");
@@ -711,10 +808,131 @@ mod tests {
             alert: alert("s", "match", "disks", "", "pretend"),
             transition: Transition::Test,
         }];
-        let rendered = render_message(&registry, &items, None);
+        let rendered = render_message(&registry, &items, None, &utc());
         assert_eq!(rendered.subject, "[tellify] TEST CRITICAL disks: pretend");
         assert!(rendered.text.starts_with(TEST_NOTICE));
-        assert!(rendered.sms.starts_with("TEST "));
+        assert!(
+            rendered.sms.starts_with("00:00 UTC TEST "),
+            "{}",
+            rendered.sms
+        );
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn berlin(now: &str) -> Reader {
+        Reader::new(TimeZone::get("Europe/Berlin").unwrap(), at(now))
+    }
+
+    /// An alert that first fired at `first_seen`, as the worker stores it.
+    fn fired_at(first_seen: &str) -> Alert {
+        let mut alert = alert("s1", "match", "disks", "fs=/x", "usage 97%");
+        alert.first_seen = at(first_seen);
+        alert.last_seen = at(first_seen);
+        alert
+    }
+
+    #[test]
+    fn times_are_the_readers_own_and_name_the_zone_across_the_dst_change() {
+        let registry = Registry::builtin();
+        // 22:30 UTC in January is 23:30 in Berlin, on standard time (CET).
+        let winter = [fired(fired_at("2026-01-15T22:30:00Z"))];
+        let rendered = render_message(&registry, &winter, None, &berlin("2026-01-15T22:31:00Z"));
+        assert!(
+            rendered
+                .text
+                .contains("(firing since 2026-01-15 23:30 CET, seen 1x)"),
+            "{}",
+            rendered.text
+        );
+        assert!(
+            rendered
+                .html
+                .contains("<em>(firing since 2026-01-15 23:30 CET, seen 1x)</em>"),
+            "{}",
+            rendered.html
+        );
+        assert!(
+            rendered.sms.starts_with("23:30 CET CRIT disks"),
+            "{}",
+            rendered.sms
+        );
+        assert!(!rendered.text.contains("UTC") && !rendered.sms.contains("UTC"));
+
+        // 12:05 UTC in July is 14:05 in Berlin, on summer time (CEST).
+        let summer = [fired(fired_at("2026-07-01T12:05:00Z"))];
+        let rendered = render_message(&registry, &summer, None, &berlin("2026-07-01T12:06:00Z"));
+        assert!(
+            rendered.text.contains("firing since 2026-07-01 14:05 CEST"),
+            "{}",
+            rendered.text
+        );
+        assert!(rendered.sms.starts_with("14:05 CEST "), "{}", rendered.sms);
+
+        // The same alert for a reader in UTC.
+        let rendered = render_message(
+            &registry,
+            &summer,
+            None,
+            &Reader::utc(at("2026-07-01T13:00:00Z")),
+        );
+        assert!(
+            rendered.text.contains("firing since 2026-07-01 12:05 UTC"),
+            "{}",
+            rendered.text
+        );
+        assert!(rendered.sms.starts_with("12:05 UTC "), "{}", rendered.sms);
+    }
+
+    #[test]
+    fn an_sms_about_another_day_carries_the_date() {
+        let registry = Registry::builtin();
+        let items = [RenderItem {
+            alert: fired_at("2026-01-15T22:30:00Z"),
+            transition: Transition::Repeat,
+        }];
+        // Read the next morning in Berlin: 23:30 alone would mean tonight.
+        let rendered = render_message(&registry, &items, None, &berlin("2026-01-16T07:00:00Z"));
+        assert!(
+            rendered.sms.starts_with("2026-01-15 23:30 CET CRIT disks"),
+            "{}",
+            rendered.sms
+        );
+        // 23:30 UTC on the 15th is already the 16th in Berlin.
+        let reader = berlin("2026-01-16T07:00:00Z");
+        assert_eq!(reader.short_time(at("2026-01-15T23:30:00Z")), "00:30 CET");
+        assert_eq!(
+            reader.date_time(at("2026-01-15T23:30:00Z")),
+            "2026-01-16 00:30 CET"
+        );
+    }
+
+    #[test]
+    fn a_resolve_says_when_it_resolved_and_when_it_fired() {
+        let registry = Registry::builtin();
+        let mut alert = fired_at("2026-03-28T22:00:00Z");
+        // Berlin moves to summer time in the night from the 28th to the 29th of March.
+        alert.state = AlertState::Resolved;
+        alert.resolved_at = Some(at("2026-03-29T06:15:00Z"));
+        let items = [RenderItem {
+            alert,
+            transition: Transition::Resolved,
+        }];
+        let rendered = render_message(&registry, &items, None, &berlin("2026-03-29T06:16:00Z"));
+        assert!(
+            rendered
+                .text
+                .contains("(resolved 2026-03-29 08:15 CEST, fired 2026-03-28 23:00 CET, seen 1x)"),
+            "{}",
+            rendered.text
+        );
+        assert!(
+            rendered.sms.starts_with("08:15 CEST RESOLVED "),
+            "{}",
+            rendered.sms
+        );
     }
 
     #[test]

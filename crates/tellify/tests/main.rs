@@ -10,6 +10,7 @@ mod alertmanager;
 mod api;
 mod channels;
 mod cli;
+mod cli_time;
 mod crash;
 mod engine_channel;
 mod metric;

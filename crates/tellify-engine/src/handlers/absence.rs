@@ -146,10 +146,13 @@ impl Handler for Absence {
             out.alerts.push(AlertOutput::Fire {
                 group_key: key.clone(),
                 severity: self.severity,
+                // A length of silence, not a clock time: the message is stored once and
+                // read by people in many zones, and each message shows the alert's
+                // times in its reader's own zone.
                 message: format!(
-                    "no event for {:#} (last at {})",
+                    "no event for {:#} (expected within {:#})",
+                    now.duration_since(beat.last_seen),
                     self.interval,
-                    beat.last_seen.strftime("%Y-%m-%d %H:%M:%S UTC")
                 ),
                 fields: beat.fields.clone(),
                 event_id: None,
@@ -202,6 +205,10 @@ mod tests {
         assert!(out.alerts.is_empty());
         handler.on_tick(at(210), &mut out);
         assert_eq!(out.alerts.len(), 1);
+        let AlertOutput::Fire { message, .. } = &out.alerts[0] else {
+            panic!("{:?}", out.alerts[0]);
+        };
+        assert_eq!(message, "no event for 1m 30s (expected within 1m 30s)");
         assert!(handler.next_deadline().is_none());
         let mut again = Outputs::default();
         handler.on_tick(at(400), &mut again);

@@ -18,6 +18,7 @@ use tellify_model::{EventInput, Fields, Severity, StoredEvent};
 use crate::alerts::Alert;
 use crate::dispatch::DispatchHints;
 use crate::filter::{EventContext, Filter};
+use crate::render::{alert_times, Reader};
 use crate::validation::{check_schema, ParamError};
 
 /// What a handler asks the alert layer to do.
@@ -70,26 +71,26 @@ pub trait HandlerKind: Send + Sync {
     /// Validates `params` (every failure, not just the first) and builds a handler.
     fn build(&self, params: &Value) -> Result<Box<dyn Handler>, Vec<ParamError>>;
 
-    /// A plain-text body for several alerts of this kind.
-    fn render_text(&self, alerts: &[Alert]) -> String {
+    /// A plain-text body for several alerts of this kind, every time in `reader`'s zone.
+    fn render_text(&self, alerts: &[Alert], reader: &Reader) -> String {
         let mut text = String::new();
         for alert in alerts {
             text.push_str(&format!(
-                "[{}] {}{}: {} ({} since {}, seen {}x)\n",
+                "[{}] {}{}: {} ({}, seen {}x)\n",
                 alert.severity.as_str().to_uppercase(),
                 alert.title,
                 group_suffix(&alert.group_key),
                 alert.message,
-                alert.state.as_str(),
-                alert.first_seen.strftime("%Y-%m-%d %H:%M UTC"),
+                alert_times(alert, reader),
                 alert.count,
             ));
         }
         text
     }
 
-    /// An HTML body for several alerts of this kind; every value is escaped.
-    fn render_html(&self, alerts: &[Alert]) -> String {
+    /// An HTML body for several alerts of this kind; every value is escaped, every time
+    /// in `reader`'s zone.
+    fn render_html(&self, alerts: &[Alert], reader: &Reader) -> String {
         let mut html = String::from("<ul>\n");
         for alert in alerts {
             html.push_str(&format!(
@@ -98,7 +99,7 @@ pub trait HandlerKind: Send + Sync {
                 escape_html(&alert.title),
                 escape_html(&group_suffix(&alert.group_key)),
                 escape_html(&alert.message),
-                alert.state.as_str(),
+                escape_html(&alert_times(alert, reader)),
                 alert.count,
             ));
         }
@@ -418,7 +419,8 @@ mod tests {
                 "a1".to_string()
             })
             .unwrap();
-        let html = kind.render_html(std::slice::from_ref(&alert));
+        let reader = crate::render::Reader::utc(Timestamp::UNIX_EPOCH);
+        let html = kind.render_html(std::slice::from_ref(&alert), &reader);
         assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"));
         let sms = kind.render_sms(&[alert.clone(), alert]);
         assert!(sms.chars().count() <= 160 && !sms.contains('\n'));

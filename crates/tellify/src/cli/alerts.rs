@@ -6,8 +6,8 @@ use serde_json::{json, Map, Value};
 
 use super::client::Client;
 use super::output::{
-    fields_text, items, key_values, optional_time, print, print_json, print_line, text, truncate,
-    Table, MESSAGE_WIDTH, TITLE_WIDTH,
+    fields_text, items, key_values, print, print_json, print_line, text, truncate, zone_override,
+    Caller, Table, Times, MESSAGE_WIDTH, TITLE_WIDTH,
 };
 use super::Connection;
 
@@ -27,7 +27,8 @@ pub struct AlertsArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum AlertsCommand {
-    /// List alerts, newest first (firing and resolved ones unless --state says otherwise).
+    /// List alerts, newest first (firing and resolved ones unless --state says otherwise);
+    /// for an admin, with each alert's owner.
     List {
         #[arg(long, value_parser = ["firing", "resolved", "cleared", "all"])]
         state: Option<String>,
@@ -50,7 +51,7 @@ enum AlertsCommand {
         #[arg(short, long, conflicts_with = "json")]
         quiet: bool,
     },
-    /// Show one alert and its history.
+    /// Show one alert and its history; for an admin, with its owner.
     Get { id: String },
     /// Acknowledge an alert: notifications stop until it changes or the ack expires.
     Ack {
@@ -84,6 +85,7 @@ enum AlertsCommand {
 pub async fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.connection)?;
     let json = args.json;
+    let forced_zone = zone_override()?;
     match args.command {
         AlertsCommand::List {
             state,
@@ -98,14 +100,21 @@ pub async fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
                 subscription,
                 quiet,
             };
-            list(&client, &filters, limit, json).await?;
+            list(&client, &filters, limit, json, forced_zone).await?;
         }
         AlertsCommand::Get { id } => {
             let alert = client.get(&["alerts", &id], &[]).await?;
             if json {
                 print_json(&alert)?;
             } else {
-                print(&describe(&alert))?;
+                let caller = Caller::ask(&client, forced_zone).await;
+                let owner = if caller.admin {
+                    let owners = Owners::fetch(&client, std::slice::from_ref(&alert)).await?;
+                    Some(owners.of(&alert))
+                } else {
+                    None
+                };
+                print(&describe(&alert, &caller.times, owner))?;
             }
         }
         AlertsCommand::Ack { id, note, expires } => {
@@ -142,7 +151,13 @@ struct Filters {
 }
 
 /// Fetches up to `limit` alerts, following the server's cursor across pages.
-async fn list(client: &Client, filters: &Filters, limit: usize, json: bool) -> anyhow::Result<()> {
+async fn list(
+    client: &Client,
+    filters: &Filters,
+    limit: usize,
+    json: bool,
+    forced_zone: Option<jiff::tz::TimeZone>,
+) -> anyhow::Result<()> {
     let mut alerts: Vec<Value> = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -183,31 +198,15 @@ async fn list(client: &Client, filters: &Filters, limit: usize, json: bool) -> a
         eprintln!("no alerts");
         return Ok(());
     }
-    let mut table = Table::new(&[
-        "ID",
-        "STATE",
-        "SEVERITY",
-        "FLAGS",
-        "COUNT",
-        "LAST SEEN",
-        "TITLE",
-        "GROUP",
-        "MESSAGE",
-    ]);
-    for alert in &alerts {
-        table.row(vec![
-            text(alert.get("id")),
-            text(alert.get("state")),
-            text(alert.get("severity")),
-            flags(alert),
-            text(alert.get("count")),
-            optional_time(alert.get("last_seen")),
-            truncate(&text(alert.get("title")), TITLE_WIDTH),
-            truncate(&text(alert.get("group_key")), TITLE_WIDTH),
-            truncate(&text(alert.get("message")), MESSAGE_WIDTH),
-        ]);
-    }
-    print(&table.render())?;
+    let caller = Caller::ask(client, forced_zone).await;
+    // Only an admin sees other people's alerts; everyone else's list is theirs (and their
+    // groups'), so only an admin's list says whose each alert is.
+    let owners = if caller.admin {
+        Some(Owners::fetch(client, &alerts).await?)
+    } else {
+        None
+    };
+    print(&alerts_table(&alerts, &caller.times, owners.as_ref()))?;
     if more {
         eprintln!(
             "showing the first {}; there may be more (raise --limit)",
@@ -215,6 +214,87 @@ async fn list(client: &Client, filters: &Filters, limit: usize, json: bool) -> a
         );
     }
     Ok(())
+}
+
+/// The alerts as a table; with `owners`, an OWNER column before the title.
+fn alerts_table(alerts: &[Value], times: &Times, owners: Option<&Owners>) -> String {
+    let mut headers = vec!["ID", "STATE", "SEVERITY", "FLAGS", "COUNT", "LAST SEEN"];
+    if owners.is_some() {
+        headers.push("OWNER");
+    }
+    headers.extend(["TITLE", "GROUP", "MESSAGE"]);
+    let mut table = Table::new(&headers);
+    for alert in alerts {
+        let mut row = vec![
+            text(alert.get("id")),
+            text(alert.get("state")),
+            text(alert.get("severity")),
+            flags(alert),
+            text(alert.get("count")),
+            times.optional(alert.get("last_seen")),
+        ];
+        if let Some(owners) = owners {
+            row.push(truncate(&owners.of(alert), TITLE_WIDTH));
+        }
+        row.extend([
+            truncate(&text(alert.get("title")), TITLE_WIDTH),
+            truncate(&text(alert.get("group_key")), TITLE_WIDTH),
+            truncate(&text(alert.get("message")), MESSAGE_WIDTH),
+        ]);
+        table.row(row);
+    }
+    table.render()
+}
+
+/// User and group names by id, to say whose an alert is (the API gives ids).
+#[derive(Default)]
+struct Owners {
+    users: std::collections::HashMap<String, String>,
+    groups: std::collections::HashMap<String, String>,
+}
+
+impl Owners {
+    /// Reads the users (and, when a listed alert is a group's, the groups) the caller
+    /// may see: one request each.
+    async fn fetch(client: &Client, alerts: &[Value]) -> anyhow::Result<Owners> {
+        let mut owners = Owners::default();
+        let users = client.get(&["users"], &[]).await?;
+        owners.users = names_by_id(&users);
+        let any_group = alerts
+            .iter()
+            .any(|alert| alert.get("owner_group").is_some_and(Value::is_string));
+        if any_group {
+            let groups = client.get(&["groups"], &[]).await?;
+            owners.groups = names_by_id(&groups);
+        }
+        Ok(owners)
+    }
+
+    /// `ann`, or `ann/ops` for an alert of a group subscription (who made it, and the
+    /// group). An id no longer known (an offboarded user) is shown as it is.
+    fn of(&self, alert: &Value) -> String {
+        let name = |names: &std::collections::HashMap<String, String>, key: &str| {
+            let id = alert.get(key).and_then(Value::as_str)?;
+            Some(names.get(id).cloned().unwrap_or_else(|| id.to_string()))
+        };
+        let user = name(&self.users, "owner_user").unwrap_or_else(|| "-".to_string());
+        match name(&self.groups, "owner_group") {
+            Some(group) => format!("{user}/{group}"),
+            None => user,
+        }
+    }
+}
+
+/// `{"items": [{"id", "name"}, ...]}` as a map from id to name.
+fn names_by_id(page: &Value) -> std::collections::HashMap<String, String> {
+    items(page)
+        .iter()
+        .filter_map(|item| {
+            let id = item.get("id").and_then(Value::as_str)?;
+            let name = item.get("name").and_then(Value::as_str)?;
+            Some((id.to_string(), name.to_string()))
+        })
+        .collect()
 }
 
 /// Acked, shelved, latched, cleared: what else is true of an alert besides its state.
@@ -266,32 +346,38 @@ async fn act(
     ))
 }
 
-fn describe(alert: &Value) -> String {
+/// The alert as `key  value` lines and its history; `owner` (for an admin) after the title.
+fn describe(alert: &Value, times: &Times, owner: Option<String>) -> String {
     let mut pairs = vec![
         ("id", text(alert.get("id"))),
         ("title", text(alert.get("title"))),
+    ];
+    if let Some(owner) = owner {
+        pairs.push(("owner", owner));
+    }
+    pairs.extend([
         ("state", text(alert.get("state"))),
         ("flags", flags(alert)),
         ("severity", text(alert.get("severity"))),
         ("group", text(alert.get("group_key"))),
         ("message", text(alert.get("message"))),
         ("count", text(alert.get("count"))),
-        ("first seen", optional_time(alert.get("first_seen"))),
-        ("last seen", optional_time(alert.get("last_seen"))),
-    ];
+        ("first seen", times.optional(alert.get("first_seen"))),
+        ("last seen", times.optional(alert.get("last_seen"))),
+    ]);
     if alert.get("resolved_at").is_some_and(|v| !v.is_null()) {
-        pairs.push(("resolved", optional_time(alert.get("resolved_at"))));
+        pairs.push(("resolved", times.optional(alert.get("resolved_at"))));
     }
     if alert.get("acked").and_then(Value::as_bool) == Some(true) {
         let mut acked = format!(
             "by {} at {}",
             text(alert.get("acked_by")),
-            optional_time(alert.get("acked_at"))
+            times.optional(alert.get("acked_at"))
         );
         if alert.get("ack_expires").is_some_and(|v| !v.is_null()) {
             acked.push_str(&format!(
                 ", until {}",
-                optional_time(alert.get("ack_expires"))
+                times.optional(alert.get("ack_expires"))
             ));
         }
         if let Some(note) = alert.get("ack_note").and_then(Value::as_str) {
@@ -305,7 +391,7 @@ fn describe(alert: &Value) -> String {
         let until = if oneshot {
             "until it resolves".to_string()
         } else {
-            format!("until {}", optional_time(shelved_until))
+            format!("until {}", times.optional(shelved_until))
         };
         let mut shelved = format!("by {} {until}", text(alert.get("shelved_by")));
         if let Some(reason) = alert.get("shelve_reason").and_then(Value::as_str) {
@@ -344,7 +430,7 @@ fn describe(alert: &Value) -> String {
                 Some(other) => truncate(&other.to_string(), MESSAGE_WIDTH),
             };
             table.row(vec![
-                optional_time(entry.get("at")),
+                times.optional(entry.get("at")),
                 text(entry.get("actor")),
                 text(entry.get("action")),
                 detail,
@@ -381,11 +467,57 @@ mod tests {
             "acked": true, "acked_by": "alice", "ack_note": "on it",
             "history": [{"at": "t", "actor": "tellify", "action": "fired", "detail": {}}]
         });
-        let text = describe(&alert);
+        let text = describe(&alert, &Times::new(jiff::tz::TimeZone::UTC), None);
         assert!(
             text.contains("acked         by alice at -: on it"),
             "{text}"
         );
         assert!(text.contains("  t   tellify  fired"), "{text}");
+    }
+
+    #[test]
+    fn an_admins_table_says_whose_each_alert_is() {
+        let alerts = vec![
+            json!({"id": "a1", "state": "firing", "severity": "critical", "count": 1,
+                   "last_seen": "2026-11-23T22:30:00Z", "title": "disks", "group_key": "",
+                   "message": "full", "owner_user": "u-ann", "owner_group": null}),
+            json!({"id": "a2", "state": "firing", "severity": "warning", "count": 2,
+                   "last_seen": "2027-07-01T12:05:00Z", "title": "builds", "group_key": "",
+                   "message": "failed", "owner_user": "u-bob", "owner_group": "g-ops"}),
+            json!({"id": "a3", "state": "resolved", "severity": "info", "count": 1,
+                   "last_seen": "2027-07-01T12:05:00Z", "title": "old", "group_key": "",
+                   "message": "gone", "owner_user": "u-gone", "owner_group": null}),
+        ];
+        let owners = Owners {
+            users: [("u-ann", "ann"), ("u-bob", "bob")]
+                .into_iter()
+                .map(|(id, name)| (id.to_string(), name.to_string()))
+                .collect(),
+            groups: [("g-ops".to_string(), "ops".to_string())]
+                .into_iter()
+                .collect(),
+        };
+        let berlin = Times::new(jiff::tz::TimeZone::get("Europe/Berlin").unwrap());
+        let table = alerts_table(&alerts, &berlin, Some(&owners));
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].contains("LAST SEEN                 OWNER    TITLE"),
+            "{table}"
+        );
+        assert!(
+            lines[1].contains("2026-11-23 23:30:00 CET   ann      disks"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("2027-07-01 14:05:00 CEST  bob/ops  builds"),
+            "{table}"
+        );
+        assert!(lines[3].contains("u-gone"), "{table}");
+
+        let table = alerts_table(&alerts, &berlin, None);
+        assert!(
+            !table.contains("OWNER") && !table.contains("ann"),
+            "{table}"
+        );
     }
 }

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use super::client::Client;
 use super::output::{
-    items, optional_time, print, print_json, print_line, text, truncate, Table, MESSAGE_WIDTH,
-    TITLE_WIDTH,
+    items, print, print_json, print_line, text, truncate, zone_override, Table, Times,
+    MESSAGE_WIDTH, TITLE_WIDTH,
 };
 use super::{for_user, Connection};
 
@@ -68,6 +68,7 @@ pub async fn run(args: ContactsArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.connection)?;
     let json = args.json;
     let query = for_user(args.user.as_deref());
+    let forced_zone = zone_override()?;
     match args.command {
         ContactsCommand::Create {
             name,
@@ -96,7 +97,8 @@ pub async fn run(args: ContactsArgs) -> anyhow::Result<ExitCode> {
             if json {
                 return print_json(&page).map(|()| ExitCode::SUCCESS);
             }
-            list(&page)?;
+            let times = Times::for_caller(&client, forced_zone).await;
+            list(&page, &times)?;
         }
         ContactsCommand::Delete { name, force } => {
             let mut query = query.clone();
@@ -153,7 +155,7 @@ fn created_text(created: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn list(page: &Value) -> anyhow::Result<()> {
+fn list(page: &Value, times: &Times) -> anyhow::Result<()> {
     let points = items(page);
     if points.is_empty() {
         eprintln!("no contact points");
@@ -170,7 +172,7 @@ fn list(page: &Value) -> anyhow::Result<()> {
             name,
             text(point.get("kind")),
             signed(point).to_string(),
-            optional_time(point.get("created")),
+            times.optional(point.get("created")),
             truncate(&text(point.get("address")), MESSAGE_WIDTH),
         ]);
     }

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 
 use super::client::Client;
 use super::output::{
-    items, key_values, optional_time, print, print_json, text, truncate, Table, MESSAGE_WIDTH,
-    TITLE_WIDTH,
+    items, key_values, print, print_json, text, truncate, zone_override, Table, Times,
+    MESSAGE_WIDTH, TITLE_WIDTH,
 };
 use super::Connection;
 
@@ -54,6 +54,7 @@ enum DeliveriesCommand {
 pub async fn run(args: DeliveriesArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.connection)?;
     let json = args.json;
+    let forced_zone = zone_override()?;
     match args.command {
         DeliveriesCommand::List {
             status,
@@ -66,14 +67,15 @@ pub async fn run(args: DeliveriesArgs) -> anyhow::Result<ExitCode> {
                 alert,
                 user,
             };
-            list(&client, &filters, limit, json).await?;
+            list(&client, &filters, limit, json, forced_zone).await?;
         }
         DeliveriesCommand::Get { id } => {
             let delivery = client.get(&["deliveries", &id], &[]).await?;
             if json {
                 print_json(&delivery)?;
             } else {
-                print(&describe(&delivery))?;
+                let times = Times::for_caller(&client, forced_zone).await;
+                print(&describe(&delivery, &times))?;
             }
         }
     }
@@ -87,7 +89,13 @@ struct Filters {
 }
 
 /// Fetches up to `limit` deliveries, following the server's cursor across pages.
-async fn list(client: &Client, filters: &Filters, limit: usize, json: bool) -> anyhow::Result<()> {
+async fn list(
+    client: &Client,
+    filters: &Filters,
+    limit: usize,
+    json: bool,
+    forced_zone: Option<jiff::tz::TimeZone>,
+) -> anyhow::Result<()> {
     let mut deliveries: Vec<Value> = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -123,10 +131,12 @@ async fn list(client: &Client, filters: &Filters, limit: usize, json: bool) -> a
         eprintln!("no deliveries");
         return Ok(());
     }
+    let times = Times::for_caller(client, forced_zone).await;
     let mut table = Table::new(&[
         "ID",
         "STATUS",
         "ATTEMPTS",
+        "CREATED",
         "CONTACT POINT",
         "ITEMS",
         "SUBJECT",
@@ -137,6 +147,7 @@ async fn list(client: &Client, filters: &Filters, limit: usize, json: bool) -> a
             text(delivery.get("id")),
             text(delivery.get("status")),
             text(delivery.get("attempts")),
+            times.optional(delivery.get("created")),
             contact_point(delivery),
             text(delivery.get("items")),
             truncate(&text(delivery.get("subject")), TITLE_WIDTH),
@@ -165,7 +176,7 @@ fn contact_point(delivery: &Value) -> String {
     )
 }
 
-fn describe(delivery: &Value) -> String {
+fn describe(delivery: &Value, times: &Times) -> String {
     let mut pairs = vec![
         ("id", text(delivery.get("id"))),
         ("status", text(delivery.get("status"))),
@@ -173,14 +184,14 @@ fn describe(delivery: &Value) -> String {
         ("subject", text(delivery.get("subject"))),
         ("items", text(delivery.get("items"))),
         ("attempts", text(delivery.get("attempts"))),
-        ("created", optional_time(delivery.get("created"))),
+        ("created", times.optional(delivery.get("created"))),
     ];
     let status = delivery.get("status").and_then(Value::as_str);
     if matches!(status, Some("pending" | "sending")) {
-        pairs.push(("next attempt", optional_time(delivery.get("next_attempt"))));
+        pairs.push(("next attempt", times.optional(delivery.get("next_attempt"))));
     }
     if delivery.get("sent_at").is_some_and(|v| !v.is_null()) {
-        pairs.push(("sent", optional_time(delivery.get("sent_at"))));
+        pairs.push(("sent", times.optional(delivery.get("sent_at"))));
     }
     if delivery.get("receipt").is_some_and(|v| !v.is_null()) {
         pairs.push(("receipt", text(delivery.get("receipt"))));
@@ -217,7 +228,7 @@ fn describe(delivery: &Value) -> String {
                 "failed"
             };
             table.row(vec![
-                optional_time(attempt.get("at")),
+                times.optional(attempt.get("at")),
                 result.to_string(),
                 truncate(&text(attempt.get("detail")), MESSAGE_WIDTH),
             ]);
@@ -260,7 +271,7 @@ mod tests {
                 {"at": "t2", "ok": true, "detail": "250 ok"}
             ]
         });
-        let text = describe(&delivery);
+        let text = describe(&delivery, &Times::new(jiff::tz::TimeZone::UTC));
         assert!(
             text.contains("contact point  work-email (email)\n"),
             "{text}"
@@ -273,5 +284,28 @@ mod tests {
         );
         assert!(text.contains("  t1  failed  421 try later\n"), "{text}");
         assert!(text.contains("  t2  ok      250 ok\n"), "{text}");
+    }
+
+    #[test]
+    fn a_deliverys_times_are_the_readers() {
+        let delivery = json!({
+            "id": "d1", "status": "sent", "created": "2026-11-23T22:30:00Z",
+            "sent_at": "2027-07-01T12:05:00Z",
+            "attempt_log": [{"at": "2027-07-01T12:05:00Z", "ok": true, "detail": "250 ok"}]
+        });
+        let berlin = Times::new(jiff::tz::TimeZone::get("Europe/Berlin").unwrap());
+        let text = describe(&delivery, &berlin);
+        assert!(
+            text.contains("created        2026-11-23 23:30:00 CET\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sent           2027-07-01 14:05:00 CEST\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  2027-07-01 14:05:00 CEST  ok      250 ok\n"),
+            "{text}"
+        );
     }
 }

@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 
 use super::client::Client;
 use super::output::{
-    items, optional_time, print, print_json, print_line, text, truncate, Table, MESSAGE_WIDTH,
-    TITLE_WIDTH,
+    items, print, print_json, print_line, text, truncate, zone_override, Table, Times,
+    MESSAGE_WIDTH, TITLE_WIDTH,
 };
 use super::{for_user, Connection};
 
@@ -101,6 +101,7 @@ pub async fn run(args: PoliciesArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.connection)?;
     let json = args.json;
     let query = for_user(args.user.as_deref());
+    let forced_zone = zone_override()?;
     match args.command {
         PoliciesCommand::Set {
             name,
@@ -149,7 +150,8 @@ pub async fn run(args: PoliciesArgs) -> anyhow::Result<ExitCode> {
             if json {
                 return print_json(&page).map(|()| ExitCode::SUCCESS);
             }
-            list(&page)?;
+            let times = Times::for_caller(&client, forced_zone).await;
+            list(&page, &times)?;
         }
         PoliciesCommand::Get { name } => {
             let policy = client.get(&["policies", &name], &query).await?;
@@ -234,7 +236,7 @@ fn contact_points(policy: &Value) -> String {
     names.into_iter().collect::<Vec<_>>().join(",")
 }
 
-fn list(page: &Value) -> anyhow::Result<()> {
+fn list(page: &Value, times: &Times) -> anyhow::Result<()> {
     let policies = items(page);
     if policies.is_empty() {
         eprintln!("no policies");
@@ -245,7 +247,7 @@ fn list(page: &Value) -> anyhow::Result<()> {
         table.row(vec![
             truncate(&text(policy.get("name")), TITLE_WIDTH),
             rules(policy).len().to_string(),
-            optional_time(policy.get("updated")),
+            times.optional(policy.get("updated")),
             truncate(&contact_points(policy), MESSAGE_WIDTH),
         ]);
     }

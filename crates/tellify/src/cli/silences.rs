@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use super::client::Client;
 use super::output::{
-    items, optional_time, print, print_json, print_line, text, truncate, Table, MESSAGE_WIDTH,
-    TITLE_WIDTH,
+    items, print, print_json, print_line, text, truncate, zone_override, Table, Times,
+    MESSAGE_WIDTH, TITLE_WIDTH,
 };
 use super::{for_user, Connection};
 
@@ -57,6 +57,7 @@ pub async fn run(args: SilencesArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.connection)?;
     let json = args.json;
     let query = for_user(args.user.as_deref());
+    let forced_zone = zone_override()?;
     match args.command {
         SilencesCommand::Create {
             filter,
@@ -80,11 +81,12 @@ pub async fn run(args: SilencesArgs) -> anyhow::Result<ExitCode> {
             if json {
                 return print_json(&silence).map(|()| ExitCode::SUCCESS);
             }
+            let times = Times::for_caller(&client, forced_zone).await;
             print_line(&format!(
                 "created silence {} from {} until {}: {}",
                 text(silence.get("id")),
-                optional_time(silence.get("starts")),
-                optional_time(silence.get("ends")),
+                times.optional(silence.get("starts")),
+                times.optional(silence.get("ends")),
                 truncate(&text(silence.get("filter")), MESSAGE_WIDTH)
             ))?;
         }
@@ -93,7 +95,8 @@ pub async fn run(args: SilencesArgs) -> anyhow::Result<ExitCode> {
             if json {
                 return print_json(&page).map(|()| ExitCode::SUCCESS);
             }
-            list(&page, jiff::Timestamp::now())?;
+            let times = Times::for_caller(&client, forced_zone).await;
+            list(&page, jiff::Timestamp::now(), &times)?;
         }
         SilencesCommand::Delete { id } => {
             client
@@ -107,7 +110,7 @@ pub async fn run(args: SilencesArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(page: &Value, now: jiff::Timestamp) -> anyhow::Result<()> {
+fn list(page: &Value, now: jiff::Timestamp, times: &Times) -> anyhow::Result<()> {
     let silences = items(page);
     if silences.is_empty() {
         eprintln!("no silences");
@@ -118,8 +121,8 @@ fn list(page: &Value, now: jiff::Timestamp) -> anyhow::Result<()> {
         table.row(vec![
             text(silence.get("id")),
             state(silence, now).to_string(),
-            optional_time(silence.get("starts")),
-            optional_time(silence.get("ends")),
+            times.optional(silence.get("starts")),
+            times.optional(silence.get("ends")),
             truncate(&text(silence.get("filter")), TITLE_WIDTH),
             truncate(&text(silence.get("comment")), MESSAGE_WIDTH),
         ]);

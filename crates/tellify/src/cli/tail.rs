@@ -10,7 +10,7 @@ use serde_json::Value;
 use tellify_client::{SseItem, SseParser};
 
 use super::client::{ApiError, Client};
-use super::output::{fields_text, local_time, print_line, text, truncate};
+use super::output::{fields_text, print_line, text, truncate, zone_override, Times};
 use super::Connection;
 
 /// The server sends a keep-alive comment every 15 s; this much silence means the
@@ -64,6 +64,7 @@ enum Ending {
 
 pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.connection)?;
+    let forced_zone = zone_override()?;
     let mut query: Vec<(&str, &str)> = Vec::new();
     if let Some(filter) = args.filter.as_deref() {
         query.push(("filter", filter));
@@ -78,8 +79,17 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let mut last_id: Option<String> = None;
     let mut ever_connected = false;
     let mut backoff = FIRST_BACKOFF;
+    // Asked once, before the stream opens; `--json` keeps the server's RFC 3339 times.
+    let times = match (args.json, forced_zone) {
+        (true, _) => Times::new(jiff::tz::TimeZone::UTC),
+        (false, forced) => Times::for_caller(&client, forced).await,
+    };
     loop {
-        match follow(&client, &query, &args, &mut printed, &mut last_id).await? {
+        let position = Position {
+            printed: &mut printed,
+            last_id: &mut last_id,
+        };
+        match follow(&client, &query, &args, &times, position).await? {
             Ending::Done => return Ok(ExitCode::SUCCESS),
             Ending::Dropped { connected, cause } => {
                 // A first connection that fails is most likely a wrong --server; later
@@ -105,15 +115,22 @@ pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// How far the tail got: items printed, and the last id seen (to resume after).
+struct Position<'a> {
+    printed: &'a mut u64,
+    last_id: &'a mut Option<String>,
+}
+
 /// Follows one connection until it ends. Errors the user must fix (a bad filter, a
 /// revoked token) are returned as `Err`; anything a retry may cure is `Ending::Dropped`.
 async fn follow(
     client: &Client,
     query: &[(&str, &str)],
     args: &TailArgs,
-    printed: &mut u64,
-    last_id: &mut Option<String>,
+    times: &Times,
+    position: Position<'_>,
 ) -> anyhow::Result<Ending> {
+    let Position { printed, last_id } = position;
     let response = match client
         .open_stream(&["stream"], query, last_id.as_deref())
         .await
@@ -175,7 +192,7 @@ async fn follow(
                     eprintln!("tail: fell behind and missed {missed} items");
                 }
                 "event" | "alert" => {
-                    print_item(&item, args.json)?;
+                    print_item(&item, args.json, times)?;
                     *printed += 1;
                     if args.count.is_some_and(|count| *printed >= count) {
                         return Ok(Ending::Done);
@@ -187,22 +204,22 @@ async fn follow(
     }
 }
 
-fn print_item(item: &SseItem, json: bool) -> anyhow::Result<()> {
+fn print_item(item: &SseItem, json: bool, times: &Times) -> anyhow::Result<()> {
     if json {
         return print_line(&item.data);
     }
     let line = match serde_json::from_str::<Value>(&item.data) {
-        Ok(value) if item.event == "event" => event_line(&value),
-        Ok(value) => alert_line(&value),
+        Ok(value) if item.event == "event" => event_line(&value, times),
+        Ok(value) => alert_line(&value, times),
         Err(_) => format!("{}: {}", item.event, truncate(&item.data, MESSAGE_WIDTH)),
     };
     print_line(&line)
 }
 
-/// `2026-11-23 18:00:01  critical  event  type  message  host=h field=value ...`
-fn event_line(event: &Value) -> String {
+/// `2026-11-23 18:00:01 CET  critical  event  type  message  host=h field=value ...`
+fn event_line(event: &Value, times: &Times) -> String {
     let mut parts = vec![
-        local_time(&text(event.get("time"))),
+        times.show(&text(event.get("time"))),
         format!("{:<8}", text(event.get("severity"))),
         "event".to_string(),
     ];
@@ -229,8 +246,8 @@ fn event_line(event: &Value) -> String {
     parts.join("  ")
 }
 
-/// `2026-11-23 18:00:01  critical  alert  firing  title  [group]  message  (fired)`
-fn alert_line(notice: &Value) -> String {
+/// `2026-11-23 18:00:01 CET  critical  alert  firing  title  [group]  message  (fired)`
+fn alert_line(notice: &Value, times: &Times) -> String {
     let alert = notice.get("alert").unwrap_or(notice);
     let changes = notice
         .get("changes")
@@ -242,7 +259,7 @@ fn alert_line(notice: &Value) -> String {
         .and_then(|change| change.get("at"))
         .or_else(|| alert.get("last_seen"));
     let mut parts = vec![
-        local_time(&text(time)),
+        times.show(&text(time)),
         format!("{:<8}", text(alert.get("severity"))),
         "alert".to_string(),
         format!("{:<8}", text(alert.get("state"))),
@@ -275,6 +292,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn utc() -> Times {
+        Times::new(jiff::tz::TimeZone::UTC)
+    }
+
+    #[test]
+    fn lines_show_the_time_in_the_readers_zone_named() {
+        let berlin = Times::new(jiff::tz::TimeZone::get("Europe/Berlin").unwrap());
+        let event = json!({"time": "2026-11-23T22:30:00Z", "severity": "info", "type": "build"});
+        assert_eq!(
+            event_line(&event, &berlin),
+            "2026-11-23 23:30:00 CET  info      event  build"
+        );
+        let notice = json!({
+            "alert": {"state": "firing", "severity": "warning", "title": "vr0 fails",
+                      "message": "status fail", "last_seen": "2027-07-01T12:05:00Z"},
+            "changes": []
+        });
+        assert!(
+            alert_line(&notice, &berlin).starts_with("2027-07-01 14:05:00 CEST  warning   alert"),
+            "{}",
+            alert_line(&notice, &berlin)
+        );
+    }
+
     #[test]
     fn event_lines_show_type_message_and_fields() {
         let event = json!({
@@ -283,7 +324,7 @@ mod tests {
             "fields": {"block": "gc_t", "tns": -50}
         });
         assert_eq!(
-            event_line(&event),
+            event_line(&event, &utc()),
             "not a time  critical  event  build  gc_t failed  host=cad1 block=gc_t tns=-50"
         );
     }
@@ -296,7 +337,7 @@ mod tests {
             "changes": [{"at": "y", "actor": "alice", "action": "acked"}]
         });
         assert_eq!(
-            alert_line(&notice),
+            alert_line(&notice, &utc()),
             "y  warning   alert  firing    vr0 fails  [block=gc_t]  status fail  (acked by alice)"
         );
     }

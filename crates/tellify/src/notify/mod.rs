@@ -24,7 +24,7 @@ use jiff::SignedDuration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tellify_engine::policy::PolicyLimits;
-use tellify_engine::render::{render_message, RenderItem, Rendered, Transition};
+use tellify_engine::render::{render_message, Reader, RenderItem, Rendered, Transition};
 use tellify_engine::Registry;
 use tellify_store::{
     DeliveryHold, DeliveryJob, DeliveryOutcome, FinishedDelivery, PlannerRef, Store, StoreResult,
@@ -454,6 +454,7 @@ impl Notifier {
         }
     }
 
+    /// Renders a delivery for the person it goes to: every time in it in their zone.
     fn render(&self, job: &DeliveryJob) -> Rendered {
         let items: Vec<RenderItem> = job
             .items
@@ -463,7 +464,11 @@ impl Notifier {
                 transition: item.transition.parse().unwrap_or(Transition::Fired),
             })
             .collect();
-        render_message(&self.registry, &items, self.link.as_deref())
+        let reader = Reader::new(
+            self.handle.planner.zone_of(&job.delivery.user_id),
+            self.clock.now(),
+        );
+        render_message(&self.registry, &items, self.link.as_deref(), &reader)
     }
 
     /// Sends one rendered delivery, and says how it went.

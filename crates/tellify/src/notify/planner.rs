@@ -168,6 +168,16 @@ impl Planner {
         Ok(())
     }
 
+    /// The time zone `user_id` reads their messages in: their own, or UTC for someone
+    /// the directory does not know (gone since, or with a zone this host lacks).
+    pub fn zone_of(&self, user_id: &str) -> TimeZone {
+        self.read()
+            .people
+            .get(user_id)
+            .map(|person| person.zone.clone())
+            .unwrap_or(TimeZone::UTC)
+    }
+
     /// Records which policy a subscription notifies with (`None`: `default`).
     pub fn set_subscription_policy(&self, subscription_id: &str, policy: Option<&str>) {
         let mut directory = self.write();

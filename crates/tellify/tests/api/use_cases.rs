@@ -1,9 +1,12 @@
 //! The brief's use cases, end to end through the public API.
 
 use jiff::SignedDuration;
-use serde_json::json;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tellify::channels::SmtpSecurity;
 
-use crate::helpers::{eventually, spawn_app};
+use crate::helpers::{eventually, spawn_app, spawn_app_with, TestApp};
+use crate::support::{HttpSink, SmtpSink};
 
 #[tokio::test]
 async fn threshold_fires_warn_then_critical_for_the_right_filesystem_and_resolves() {
@@ -212,4 +215,153 @@ async fn absence_fires_when_the_heartbeat_stops_and_resolves_when_it_returns() {
     let alerts = app.alerts(&eve, "").await;
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0]["state"], "resolved");
+}
+
+async fn contact_point(app: &TestApp, token: &str, name: &str, kind: &str, address: &str) {
+    let response = app
+        .post(
+            token,
+            "/api/v1/contact-points",
+            json!({"name": name, "kind": kind, "address": address}),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "contact point {name}"
+    );
+}
+
+/// `default` policy: every alert to `contact_points` at once.
+async fn notify_at_once(app: &TestApp, token: &str, contact_points: Value) {
+    let response = app
+        .client
+        .put(app.url("/api/v1/policies/default"))
+        .bearer_auth(token)
+        .json(&json!({"rules": [{"contact_points": contact_points}]}))
+        .send()
+        .await
+        .expect("request");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// The message as a reader sees it: quoted-printable soft breaks joined, `=3D` undone.
+fn unfold_quoted_printable(data: &str) -> String {
+    data.replace("=\r\n", "").replace("=3D", "=")
+}
+
+/// The SMS bodies the provider stand-in received, in order.
+fn sms_bodies(sms: &HttpSink) -> Vec<String> {
+    sms.requests()
+        .iter()
+        .map(|request| {
+            form_urlencoded::parse(&request.body)
+                .find(|(key, _)| key == "Body")
+                .map(|(_, value)| value.into_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// A Berlin user reads alert times on her own clock, named by the zone in force: CET
+/// in winter, CEST in summer; an SMS about today says only the time.
+#[tokio::test]
+async fn a_berlin_user_reads_her_own_time_in_email_and_sms_in_winter_and_summer() {
+    let smtp = SmtpSink::start().await;
+    let sms = HttpSink::start(StatusCode::CREATED, r#"{"sid": "SM1"}"#).await;
+    let smtp_port = smtp.port;
+    let sms_url = sms.url("");
+    let app = spawn_app_with(move |settings| {
+        settings.smtp.host = Some("127.0.0.1".to_string());
+        settings.smtp.port = smtp_port;
+        settings.smtp.security = SmtpSecurity::None;
+        settings.sms.url = sms_url;
+        settings.sms.account = Some("AC1".to_string());
+        settings.sms.token = Some("sms-secret".to_string());
+        settings.sms.from = Some("+15550001111".to_string());
+    })
+    .await;
+    let ann = app.user("ann").await; // Europe/Berlin
+    contact_point(&app, &ann, "mail", "email", "ann@example.com").await;
+    contact_point(&app, &ann, "phone", "sms", "+4915112345678").await;
+    notify_at_once(&app, &ann, json!(["mail", "phone"])).await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "match", "title": "builds",
+               "params": {"filter": "status == \"fail\"", "group_by": ["block"],
+                          "severity": "critical"}}),
+    )
+    .await;
+
+    // 22:30 UTC on a November evening is 23:30 in Berlin, standard time.
+    app.clock.set("2026-11-23T22:30:00Z".parse().expect("time"));
+    app.send_lines(&ann, "block:gc_t status:fail").await;
+    app.app.state.notifier.wake();
+    let winter = eventually("the winter email and SMS", || async {
+        let mails = smtp.mails();
+        (mails.len() == 1 && sms.requests().len() == 1).then(|| mails[0].clone())
+    })
+    .await;
+    let body = unfold_quoted_printable(&winter.data);
+    assert!(
+        body.contains("[CRITICAL] builds [block=gc_t]")
+            && body.contains("(firing since 2026-11-23 23:30 CET, seen 1x)"),
+        "text part: {body}"
+    );
+    assert!(
+        body.contains("<em>(firing since 2026-11-23 23:30 CET, seen 1x)</em>"),
+        "html part: {body}"
+    );
+    assert!(!body.contains("UTC"), "no time in UTC: {body}");
+    let texts = sms_bodies(&sms);
+    assert!(texts[0].starts_with("23:30 CET "), "{texts:?}");
+
+    // 12:05 UTC on the first of July is 14:05 in Berlin, summer time.
+    app.clock.set("2027-07-01T12:05:00Z".parse().expect("time"));
+    app.send_lines(&ann, "block:gc_u status:fail").await;
+    app.app.state.notifier.wake();
+    let summer = eventually("the summer email and SMS", || async {
+        let mails = smtp.mails();
+        (mails.len() == 2 && sms.requests().len() == 2).then(|| mails[1].clone())
+    })
+    .await;
+    let body = unfold_quoted_printable(&summer.data);
+    assert!(
+        body.contains("[CRITICAL] builds [block=gc_u]")
+            && body.contains("(firing since 2027-07-01 14:05 CEST, seen 1x)"),
+        "{body}"
+    );
+    assert!(!body.contains("UTC"), "no time in UTC: {body}");
+    let texts = sms_bodies(&sms);
+    assert!(texts[1].starts_with("14:05 CEST "), "{texts:?}");
+}
+
+/// A webhook's `text` is for people (the owner's zone, named); its `alerts[]` are for
+/// programs and keep RFC 3339 in UTC.
+#[tokio::test]
+async fn a_webhook_text_is_in_the_owners_zone_and_its_json_times_stay_rfc_3339() {
+    let hook = HttpSink::start(StatusCode::OK, "ok").await;
+    let app = spawn_app().await;
+    let ann = app.user("ann").await; // Europe/Berlin
+    contact_point(&app, &ann, "hook", "webhook", &hook.url("/hook")).await;
+    notify_at_once(&app, &ann, json!(["hook"])).await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "match", "title": "builds",
+               "params": {"filter": "status == \"fail\""}}),
+    )
+    .await;
+    app.clock.set("2027-07-01T21:30:00Z".parse().expect("time"));
+    app.send_lines(&ann, "block:gc_t status:fail").await;
+    app.app.state.notifier.wake();
+    let request = eventually("the webhook", || async { hook.requests().first().cloned() }).await;
+    let body = request.json();
+    let text = body["text"].as_str().expect("text");
+    assert!(
+        text.contains("firing since 2027-07-01 23:30 CEST"),
+        "{text}"
+    );
+    let alert = &body["alerts"][0];
+    assert_eq!(alert["first_seen"], "2027-07-01T21:30:00Z", "{body}");
+    assert_eq!(alert["last_seen"], "2027-07-01T21:30:00Z", "{body}");
 }
