@@ -144,8 +144,9 @@ impl Default for EngineSettings {
 /// The range of `shutdown_grace_secs`.
 pub const SHUTDOWN_GRACE_SECS: std::ops::RangeInclusive<u64> = 1..=600;
 
-/// Environment variables that configure something else than [`Settings`].
-const NOT_SETTINGS: [&str; 4] = ["server", "token", "bootstrap_token", "log"];
+/// Environment variables that configure something else than [`Settings`]: the CLI's
+/// server, token and time zone, the first admin's token, the log filter.
+const NOT_SETTINGS: [&str; 5] = ["server", "token", "bootstrap_token", "log", "tz"];
 
 impl Settings {
     /// Loads settings from `file` (or `tellify.toml` if it exists) and the environment.

@@ -225,7 +225,8 @@ async fn wait_for_health(port: u16) {
 fn the_first_start_says_what_it_runs_with() {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
-    let mut child = spawn_serve(&data, free_port(), &[]);
+    // The CLI's own variables (here its time zone) are no settings, and no reason to stop.
+    let mut child = spawn_serve(&data, free_port(), &[("TELLIFY_TZ", "Europe/Berlin")]);
     let (summary, token) = first_start_output(&mut child);
     let _ = child.kill();
     let _ = child.wait();
