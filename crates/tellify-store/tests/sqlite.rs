@@ -135,6 +135,7 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
         id: "u1".to_string(),
         name: "ann".to_string(),
         email: None,
+        display_name: None,
         timezone: "UTC".to_string(),
         admin: false,
         created: "2026-11-23T09:00:00Z".parse().unwrap(),
@@ -153,12 +154,13 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
         store.create_user(user).await.unwrap();
         store.create_token(token.clone()).await.unwrap();
     }
-    // Back to the schema before migrations 5 to 8, as an older tellify left it.
+    // Back to the schema before migrations 5 to 9, as an older tellify left it.
     let connection = rusqlite::Connection::open(directory.path().join("tellify.db")).unwrap();
     connection
         .execute_batch(
             "ALTER TABLE tokens DROP COLUMN expires; ALTER TABLE subscriptions DROP COLUMN health;
-             DROP INDEX events_type; DROP TABLE event_keys; PRAGMA user_version = 4;",
+             DROP INDEX events_type; DROP TABLE event_keys;
+             ALTER TABLE users DROP COLUMN display_name; PRAGMA user_version = 4;",
         )
         .unwrap();
     drop(connection);
@@ -169,7 +171,7 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
 }
 
 #[tokio::test]
@@ -199,10 +201,13 @@ async fn a_version_7_database_finds_its_alerta_events_by_producer_after_the_upgr
             .await
             .unwrap();
     }
-    // As a tellify before migration 8 left it: no keys recorded.
+    // As a tellify before migration 8 left it: no keys recorded (nor display names).
     let connection = rusqlite::Connection::open(directory.path().join("tellify.db")).unwrap();
     connection
-        .execute_batch("DROP TABLE event_keys; PRAGMA user_version = 7;")
+        .execute_batch(
+            "DROP TABLE event_keys; ALTER TABLE users DROP COLUMN display_name;
+             PRAGMA user_version = 7;",
+        )
         .unwrap();
     drop(connection);
 
