@@ -192,7 +192,8 @@ impl fmt::Display for HintedRejection<'_> {
                 .detail
                 .split("; ")
                 .all(|part| problems.iter().any(|problem| problem == part));
-        if !rejection.detail.is_empty() && !(detail_repeats && problems.len() > 1) {
+        let list_only = detail_repeats && problems.len() > 1;
+        if !rejection.detail.is_empty() && !list_only {
             write!(f, ": {}", rejection.detail)?;
         }
         if rejection.status == 401 {
