@@ -184,14 +184,26 @@ impl fmt::Display for HintedRejection<'_> {
             .unwrap_or("error")
             .to_ascii_lowercase();
         write!(f, "server answered {} {reason}", rejection.status)?;
-        if !rejection.detail.is_empty() {
+        let problems: Vec<String> = rejection.problems.iter().map(describe_problem).collect();
+        // tellify's detail is often the problems themselves, joined by "; ": each is
+        // then shown once, on the headline when there is one, else as the list.
+        let detail_repeats = !problems.is_empty()
+            && rejection
+                .detail
+                .split("; ")
+                .all(|part| problems.iter().any(|problem| problem == part));
+        let list_only = detail_repeats && problems.len() > 1;
+        if !rejection.detail.is_empty() && !list_only {
             write!(f, ": {}", rejection.detail)?;
         }
         if rejection.status == 401 {
             write!(f, " ({})", self.hint)?;
         }
-        for entry in &rejection.problems {
-            write!(f, "\n  - {}", describe_problem(entry))?;
+        if detail_repeats && problems.len() == 1 {
+            return Ok(());
+        }
+        for problem in &problems {
+            write!(f, "\n  - {problem}")?;
         }
         Ok(())
     }
@@ -260,6 +272,32 @@ mod tests {
             rejection.to_string(),
             "server answered 422 unprocessable entity: 2 problems\n  \
              - line 2, field `severity`: unknown\n  - \"odd\""
+        );
+    }
+
+    #[test]
+    fn a_detail_that_repeats_the_problems_is_shown_once() {
+        let one = Rejection {
+            status: 422,
+            detail: "params.filter: bad".to_string(),
+            problems: vec![json!({"path": "params.filter", "message": "bad"})],
+        };
+        assert_eq!(
+            one.to_string(),
+            "server answered 422 unprocessable entity: params.filter: bad"
+        );
+        let two = Rejection {
+            status: 422,
+            detail: "line 1, field `a`: bad; line 2: worse".to_string(),
+            problems: vec![
+                json!({"line": 1, "field": "a", "message": "bad"}),
+                json!({"line": 2, "message": "worse"}),
+            ],
+        };
+        assert_eq!(
+            two.to_string(),
+            "server answered 422 unprocessable entity\n  - line 1, field `a`: bad\n  \
+             - line 2: worse"
         );
     }
 

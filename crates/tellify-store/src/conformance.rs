@@ -51,6 +51,7 @@ macro_rules! conformance_tests {
             events_round_trip_in_order_and_an_idempotency_key_is_stored_once,
             users_are_unique_by_name_and_found_by_name_and_id,
             group_membership_is_idempotent_and_removable,
+            a_user_update_saves_the_fields_and_makes_memberships_exactly_those_given,
             tokens_round_trip_with_their_expiry_and_can_be_deleted,
             subscriptions_are_visible_to_their_owner_only,
             a_processing_commit_saves_alerts_handler_states_derived_events_and_the_cursor,
@@ -169,6 +170,7 @@ fn user(name: &str) -> User {
         id: tellify_model::new_id(),
         name: name.to_string(),
         email: Some(format!("{name}@example.com")),
+        display_name: None,
         timezone: "Europe/Berlin".to_string(),
         admin: false,
         created: at(0),
@@ -209,6 +211,67 @@ pub async fn group_membership_is_idempotent_and_removable(store: &dyn Store) {
     );
     assert!(store.remove_member(&group.id, &ann.id).await.unwrap());
     assert!(!store.remove_member(&group.id, &ann.id).await.unwrap());
+}
+
+pub async fn a_user_update_saves_the_fields_and_makes_memberships_exactly_those_given(
+    store: &dyn Store,
+) {
+    let ann = user("ann");
+    store.create_user(ann.clone()).await.unwrap();
+    let mut groups = Vec::new();
+    for name in ["ops", "db", "web"] {
+        let group = Group {
+            id: tellify_model::new_id(),
+            name: name.to_string(),
+            members: vec![],
+            created: at(0),
+        };
+        store.create_group(group.clone()).await.unwrap();
+        groups.push(group.id);
+    }
+    store.add_member(&groups[0], &ann.id).await.unwrap();
+    store.add_member(&groups[1], &ann.id).await.unwrap();
+    let changed = User {
+        email: None,
+        display_name: Some("Ann Smith".to_string()),
+        timezone: "America/New_York".to_string(),
+        admin: true,
+        ..ann.clone()
+    };
+    // Without groups the memberships stay as they are.
+    assert!(store.update_user(changed.clone(), None).await.unwrap());
+    assert_eq!(
+        store.user_by_id(&ann.id).await.unwrap(),
+        Some(changed.clone())
+    );
+    let mut member_of = store.groups_of(&ann.id).await.unwrap();
+    member_of.sort();
+    let mut expected = vec![groups[0].clone(), groups[1].clone()];
+    expected.sort();
+    assert_eq!(member_of, expected);
+    // With groups: out of `ops`, still in `db`, into `web`.
+    let wanted = vec![groups[1].clone(), groups[2].clone()];
+    assert!(store
+        .update_user(changed.clone(), Some(wanted.clone()))
+        .await
+        .unwrap());
+    let mut member_of = store.groups_of(&ann.id).await.unwrap();
+    member_of.sort();
+    let mut expected = wanted;
+    expected.sort();
+    assert_eq!(member_of, expected);
+    assert!(store
+        .group_by_name("ops")
+        .await
+        .unwrap()
+        .unwrap()
+        .members
+        .is_empty());
+    // An empty list leaves every group.
+    assert!(store.update_user(changed, Some(Vec::new())).await.unwrap());
+    assert!(store.groups_of(&ann.id).await.unwrap().is_empty());
+    assert!(!store.update_user(user("nobody"), None).await.unwrap());
+    assert_eq!(store.user_by_name("nobody").await.unwrap(), None);
 }
 
 pub async fn tokens_round_trip_with_their_expiry_and_can_be_deleted(store: &dyn Store) {
@@ -1512,7 +1575,14 @@ pub async fn keyed_lookups_find_the_newest_event_of_a_key(store: &dyn Store) {
 
 pub async fn audit_records_are_kept_and_listed_newest_first(store: &dyn Store) {
     let at = Timestamp::from_second(1_800_000_000).unwrap();
-    for (index, action) in ["user.created", "token.created"].into_iter().enumerate() {
+    // Likely within one millisecond, where ULIDs are not ordered: the order is the writes'.
+    let actions = [
+        "user.created",
+        "token.created",
+        "user.updated",
+        "user.role_changed",
+    ];
+    for (index, action) in actions.into_iter().enumerate() {
         store
             .append_audit(AuditRecord {
                 id: tellify_model::new_id(),
@@ -1524,12 +1594,18 @@ pub async fn audit_records_are_kept_and_listed_newest_first(store: &dyn Store) {
             })
             .await
             .unwrap();
-        // ULIDs of one millisecond are not ordered; the list is ordered by id.
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let audit = store.list_audit(10).await.unwrap();
     let actions: Vec<&str> = audit.iter().map(|record| record.action.as_str()).collect();
-    assert_eq!(actions, ["token.created", "user.created"]);
-    assert_eq!(audit[0].detail["index"], 1);
+    assert_eq!(
+        actions,
+        [
+            "user.role_changed",
+            "user.updated",
+            "token.created",
+            "user.created"
+        ]
+    );
+    assert_eq!(audit[0].detail["index"], 3);
     assert_eq!(store.list_audit(1).await.unwrap().len(), 1);
 }

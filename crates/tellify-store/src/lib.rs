@@ -92,6 +92,11 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_name(&self, name: &str) -> StoreResult<Option<User>>;
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Saves a user's email, display name, time zone and admin flag (found by id) and,
+    /// when `group_ids` is given, makes their memberships exactly those groups, leaving
+    /// the others as [`Store::remove_member`] does; one transaction. False when there is
+    /// no such user.
+    async fn update_user(&self, user: User, group_ids: Option<Vec<String>>) -> StoreResult<bool>;
     async fn create_group(&self, group: Group) -> StoreResult<()>;
     async fn group_by_name(&self, name: &str) -> StoreResult<Option<Group>>;
     async fn list_groups(&self) -> StoreResult<Vec<Group>>;

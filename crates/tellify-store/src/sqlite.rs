@@ -135,6 +135,8 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
     keyed::MIGRATION,
     // user_version 9: how often a subscription's filter failed on events.
     "ALTER TABLE subscriptions ADD COLUMN filter_errors TEXT;",
+    // user_version 10: how a person likes to be called.
+    "ALTER TABLE users ADD COLUMN display_name TEXT;",
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -667,7 +669,7 @@ fn read_json<T: serde::de::DeserializeOwned>(text: String) -> rusqlite::Result<T
     })
 }
 
-const USER_COLUMNS: &str = "id, name, email, timezone, admin, created";
+const USER_COLUMNS: &str = "id, name, email, timezone, admin, created, display_name";
 
 fn read_user(row: &rusqlite::Row) -> rusqlite::Result<User> {
     Ok(User {
@@ -677,6 +679,7 @@ fn read_user(row: &rusqlite::Row) -> rusqlite::Result<User> {
         timezone: row.get(3)?,
         admin: row.get(4)?,
         created: parse_time(row.get(5)?)?,
+        display_name: row.get(6)?,
     })
 }
 
@@ -850,14 +853,15 @@ impl Store for SqliteStore {
     async fn create_user(&self, user: User) -> StoreResult<()> {
         self.write(move |tx| {
             tx.execute(
-                &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
                 params![
                     user.id,
                     user.name,
                     user.email,
                     user.timezone,
                     user.admin,
-                    time_text(user.created)
+                    time_text(user.created),
+                    user.display_name
                 ],
             )
             .map_err(|e| conflict_or_unavailable(e, &format!("user `{}`", user.name)))?;
@@ -903,6 +907,57 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?;
             let rows = statement.query_map([], read_user).map_err(unavailable)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn update_user(&self, user: User, group_ids: Option<Vec<String>>) -> StoreResult<bool> {
+        self.write(move |tx| {
+            let updated = tx
+                .execute(
+                    "UPDATE users SET email = ?2, display_name = ?3, timezone = ?4, admin = ?5
+                     WHERE id = ?1",
+                    params![
+                        user.id,
+                        user.email,
+                        user.display_name,
+                        user.timezone,
+                        user.admin
+                    ],
+                )
+                .map_err(unavailable)?;
+            if updated == 0 {
+                return Ok(false);
+            }
+            let Some(wanted) = group_ids else {
+                return Ok(true);
+            };
+            let current: Vec<String> = {
+                let mut statement = tx
+                    .prepare_cached("SELECT group_id FROM group_members WHERE user_id = ?1")
+                    .map_err(unavailable)?;
+                let rows = statement
+                    .query_map([&user.id], |row| row.get::<_, String>(0))
+                    .map_err(unavailable)?;
+                rows.collect::<Result<_, _>>().map_err(unavailable)?
+            };
+            for group_id in current.iter().filter(|id| !wanted.contains(id)) {
+                tx.execute(
+                    "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+                    params![group_id, user.id],
+                )
+                .map_err(unavailable)?;
+                notify::leave_group(tx, group_id, &user.id)?;
+            }
+            for group_id in wanted.iter().filter(|id| !current.contains(id)) {
+                tx.execute(
+                    "INSERT INTO group_members (group_id, user_id) VALUES (?1, ?2)
+                     ON CONFLICT DO NOTHING",
+                    params![group_id, user.id],
+                )
+                .map_err(unavailable)?;
+            }
+            Ok(true)
         })
         .await
     }

@@ -65,6 +65,9 @@ pub struct User {
     pub id: String,
     pub name: String,
     pub email: Option<String>,
+    /// How the person likes to be called (`Ann Smith`); the name is the handle.
+    #[serde(default)]
+    pub display_name: Option<String>,
     pub timezone: String,
     pub admin: bool,
     pub created: Timestamp,

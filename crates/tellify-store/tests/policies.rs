@@ -31,6 +31,7 @@ async fn policies_read_back_typed_and_an_unreadable_one_is_skipped() {
             id: "u1".to_string(),
             name: "ann".to_string(),
             email: None,
+            display_name: None,
             timezone: "UTC".to_string(),
             admin: false,
             created: "2026-11-23T09:00:00Z".parse().expect("time"),

@@ -135,6 +135,7 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
         id: "u1".to_string(),
         name: "ann".to_string(),
         email: None,
+        display_name: None,
         timezone: "UTC".to_string(),
         admin: false,
         created: "2026-11-23T09:00:00Z".parse().unwrap(),
@@ -159,7 +160,8 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
         .execute_batch(
             "ALTER TABLE tokens DROP COLUMN expires; ALTER TABLE subscriptions DROP COLUMN health;
              DROP INDEX events_type; DROP TABLE event_keys;
-             ALTER TABLE subscriptions DROP COLUMN filter_errors; PRAGMA user_version = 4;",
+             ALTER TABLE subscriptions DROP COLUMN filter_errors;
+             ALTER TABLE users DROP COLUMN display_name; PRAGMA user_version = 4;",
         )
         .unwrap();
     drop(connection);
@@ -170,7 +172,7 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 9);
+    assert_eq!(version, 10);
 }
 
 #[tokio::test]
@@ -200,11 +202,12 @@ async fn a_version_7_database_finds_its_alerta_events_by_producer_after_the_upgr
             .await
             .unwrap();
     }
-    // As a tellify before migration 8 left it: no keys recorded.
+    // As a tellify before migration 8 left it: no keys recorded (nor display names).
     let connection = rusqlite::Connection::open(directory.path().join("tellify.db")).unwrap();
     connection
         .execute_batch(
             "DROP TABLE event_keys; ALTER TABLE subscriptions DROP COLUMN filter_errors;
+             ALTER TABLE users DROP COLUMN display_name;
              PRAGMA user_version = 7;",
         )
         .unwrap();

@@ -558,6 +558,7 @@ async fn bootstrap_admin(
         id: tellify_model::new_id(),
         name: "admin".to_string(),
         email: None,
+        display_name: None,
         timezone: "UTC".to_string(),
         admin: true,
         created: now,

@@ -1,8 +1,6 @@
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = tellify::cli::Cli::parse();
+    let cli = tellify::cli::Cli::parse_for_terminal();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -181,13 +181,17 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Logs to stderr, filtered by `TELLIFY_LOG` (default `info`).
+/// Logs to stderr, filtered by `TELLIFY_LOG` (default `info`); in colour only on a
+/// terminal and without `NO_COLOR`, so a log file or journal holds no escape codes.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TELLIFY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .try_init();
 }
 

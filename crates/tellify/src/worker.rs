@@ -1175,6 +1175,7 @@ mod tests {
             id: "u".into(),
             name: "u".into(),
             email: None,
+            display_name: None,
             timezone: "UTC".into(),
             admin: false,
             created: Timestamp::UNIX_EPOCH,

@@ -157,6 +157,11 @@ fn line_with<'a>(text: &'a str, parts: &[&str]) -> &'a str {
         .unwrap_or_else(|| panic!("no line with {parts:?} in:\n{text}"))
 }
 
+/// The server's problem is shown, and only once (not as a headline and again as a list).
+fn printed_once(stderr: &str, problem: &str) {
+    assert_eq!(stderr.matches(problem).count(), 1, "{stderr}");
+}
+
 fn is_id(text: &str) -> bool {
     text.len() == 26 && text.chars().all(|c| c.is_ascii_alphanumeric())
 }
@@ -247,11 +252,7 @@ async fn a_user_subscribes_sends_tails_acks_and_loses_access_when_revoked() {
         "{}",
         rejected.stderr
     );
-    assert!(
-        rejected.stderr.contains("\n  - params"),
-        "{}",
-        rejected.stderr
-    );
+    assert!(rejected.stderr.contains("params"), "{}", rejected.stderr);
 
     // Follow the stream in the background until six items have come.
     let mut tail = server
@@ -594,13 +595,7 @@ async fn a_user_sets_up_notifications_and_an_admin_offboards_them() {
         "{}",
         refused.stderr
     );
-    assert!(
-        refused
-            .stderr
-            .contains("\n  - address: must be an email address"),
-        "{}",
-        refused.stderr
-    );
+    printed_once(&refused.stderr, "address: must be an email address");
     server
         .ok(
             &bob,
@@ -687,12 +682,9 @@ async fn a_user_sets_up_notifications_and_an_admin_offboards_them() {
         .run(&bob, &["policies", "set", "night", "--contact", "pager"])
         .await;
     assert!(!unknown.success);
-    assert!(
-        unknown
-            .stderr
-            .contains("\n  - rules[0].contact_points[0]: you have no contact point named `pager`"),
-        "{}",
-        unknown.stderr
+    printed_once(
+        &unknown.stderr,
+        "rules[0].contact_points[0]: you have no contact point named `pager`",
     );
     let bad_window = server
         .run(
@@ -807,4 +799,277 @@ async fn a_user_sets_up_notifications_and_an_admin_offboards_them() {
         again.stderr.trim(),
         "error: server answered 404 not found: user not found"
     );
+}
+
+/// Runs the binary with only the arguments given: no server or token from the
+/// environment, so flags alone must say where and who.
+async fn run_bare(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(BIN);
+    clear_tellify_environment(&mut command);
+    command.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let child = command
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the cli");
+    finish(child, args).await
+}
+
+#[tokio::test]
+async fn a_user_updates_themselves_an_admin_their_role_and_the_audit_lists_both() {
+    let server = spawn_server().await;
+    server.ok(ADMIN_TOKEN, &["users", "create", "ann"]).await;
+    server
+        .ok(ADMIN_TOKEN, &["users", "group-create", "ops"])
+        .await;
+    let minted = server
+        .ok(
+            ADMIN_TOKEN,
+            &["tokens", "create", "laptop", "--user", "ann"],
+        )
+        .await;
+    let ann = minted.lines().next().expect("secret line").to_string();
+
+    let updated = server
+        .ok(
+            &ann,
+            &[
+                "users",
+                "update",
+                "me",
+                "--timezone",
+                "Europe/Berlin",
+                "--display-name",
+                "Ann Smith",
+                "--email",
+                "ann@example.com",
+            ],
+        )
+        .await;
+    assert!(updated.starts_with("updated user ann\n"), "{updated}");
+    assert!(line_with(&updated, &["timezone"]).ends_with("Europe/Berlin"));
+    assert!(line_with(&updated, &["display name"]).ends_with("Ann Smith"));
+    let me = server.ok(&ann, &["users", "me"]).await;
+    assert!(
+        line_with(&me, &["timezone"]).ends_with("Europe/Berlin"),
+        "{me}"
+    );
+
+    // Her role is not hers to change; the server's reason is shown once, exit non-zero.
+    let refused = server
+        .run(&ann, &["users", "update", "me", "--admin", "true"])
+        .await;
+    assert!(!refused.success && refused.stdout.is_empty());
+    printed_once(&refused.stderr, "only admins can change `admin`");
+    let nothing = server.run(&ann, &["users", "update", "me"]).await;
+    assert!(!nothing.success);
+    assert!(
+        nothing.stderr.contains("nothing to change"),
+        "{}",
+        nothing.stderr
+    );
+
+    let promoted = server
+        .ok(
+            ADMIN_TOKEN,
+            &[
+                "users", "update", "ann", "--admin", "true", "--groups", "ops", "--json",
+            ],
+        )
+        .await;
+    let promoted: Value = serde_json::from_str(&promoted).expect("json");
+    assert_eq!(promoted["admin"], true);
+    let groups = server.ok(ADMIN_TOKEN, &["users", "groups"]).await;
+    assert!(line_with(&groups, &["ops"]).ends_with("ann"), "{groups}");
+
+    let audit = server.ok(ADMIN_TOKEN, &["audit"]).await;
+    let header = audit.lines().next().unwrap_or_default();
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(
+        columns,
+        ["AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL"],
+        "{audit}"
+    );
+    line_with(
+        &audit,
+        &[
+            "ann",
+            "user.updated",
+            "user ann",
+            "timezone: UTC → Europe/Berlin",
+        ],
+    );
+    line_with(
+        &audit,
+        &[
+            "admin",
+            "user.role_changed",
+            "user ann",
+            "admin: false → true, groups: {joined: ops, left: none}",
+        ],
+    );
+    line_with(&audit, &["admin", "token.created", "token laptop of ann"]);
+    line_with(&audit, &["admin", "user.created", "user ann"]);
+    assert!(!audit.contains(&ann), "no token secret in the audit");
+    let limited = server
+        .ok(ADMIN_TOKEN, &["audit", "--limit", "1", "--json"])
+        .await;
+    let limited: Value = serde_json::from_str(&limited).expect("json");
+    assert_eq!(limited["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(limited["items"][0]["action"], "user.role_changed");
+    // Her token has the `user` scope: the audit log is not for it.
+    let denied = server.run(&ann, &["audit"]).await;
+    assert!(!denied.success);
+    printed_once(&denied.stderr, "server answered 403 forbidden");
+}
+
+#[tokio::test]
+async fn a_server_error_is_printed_once_and_the_exit_code_says_it_failed() {
+    let server = spawn_server().await;
+    let failed = server
+        .run(
+            ADMIN_TOKEN,
+            &["users", "update", "admin", "--timezone", "Mars/Base"],
+        )
+        .await;
+    assert!(!failed.success);
+    assert_eq!(
+        failed.stderr.trim(),
+        "error: server answered 422 unprocessable entity: timezone: `Mars/Base` is not an \
+         IANA time zone such as Europe/Berlin"
+    );
+    let failed = server
+        .run(
+            ADMIN_TOKEN,
+            &[
+                "users",
+                "update",
+                "admin",
+                "--timezone",
+                "Mars/Base",
+                "--email",
+                "nope",
+            ],
+        )
+        .await;
+    assert!(!failed.success);
+    printed_once(&failed.stderr, "`Mars/Base` is not an IANA time zone");
+    printed_once(&failed.stderr, "`nope` is not an email address");
+}
+
+#[tokio::test]
+async fn server_and_token_work_before_and_after_the_subcommand() {
+    let server = spawn_server().await;
+    let url = server.url.as_str();
+    for args in [
+        vec!["--server", url, "--token", ADMIN_TOKEN, "users", "list"],
+        vec!["users", "list", "--server", url, "--token", ADMIN_TOKEN],
+        vec!["users", "--server", url, "list", "--token", ADMIN_TOKEN],
+        vec!["--token", ADMIN_TOKEN, "alerts", "list", "--server", url],
+    ] {
+        let output = run_bare(&args, &[]).await;
+        assert!(output.success, "{args:?}: {}", output.stderr);
+    }
+    // `--json` too, on either side of the inner subcommand.
+    for args in [
+        vec![
+            "--server",
+            url,
+            "--token",
+            ADMIN_TOKEN,
+            "users",
+            "--json",
+            "list",
+        ],
+        vec![
+            "--server",
+            url,
+            "--token",
+            ADMIN_TOKEN,
+            "users",
+            "list",
+            "--json",
+        ],
+    ] {
+        let output = run_bare(&args, &[]).await;
+        assert!(output.success, "{args:?}: {}", output.stderr);
+        let page: Value = serde_json::from_str(&output.stdout).expect("json");
+        assert_eq!(page["items"][0]["name"], "admin", "{args:?}");
+    }
+    // The command line wins over the environment, wherever on it the flag is.
+    let output = run_bare(
+        &["--server", url, "users", "list", "--token", ADMIN_TOKEN],
+        &[("TELLIFY_SERVER", "http://127.0.0.1:9")],
+    )
+    .await;
+    assert!(output.success, "{}", output.stderr);
+}
+
+#[tokio::test]
+async fn completions_and_the_man_page_come_from_the_same_definition() {
+    let bash = run_bare(&["completions", "bash"], &[]).await;
+    assert!(bash.success, "{}", bash.stderr);
+    assert!(bash.stdout.contains("subs"), "bash completions name `subs`");
+    assert!(bash.stdout.contains("--server"), "and `--server`");
+    assert!(
+        bash.stdout.contains("--display-name"),
+        "and the flags of `users update`"
+    );
+    for shell in ["zsh", "fish"] {
+        let script = run_bare(&["completions", shell], &[]).await;
+        assert!(script.success, "{shell}: {}", script.stderr);
+        assert!(script.stdout.contains("completions"), "{shell}");
+    }
+    let unknown = run_bare(&["completions", "tcsh"], &[]).await;
+    assert!(!unknown.success);
+    assert!(unknown.stderr.contains("tcsh"), "{}", unknown.stderr);
+
+    let man = run_bare(&["man"], &[]).await;
+    assert!(man.success, "{}", man.stderr);
+    let title = man
+        .stdout
+        .lines()
+        .find(|line| !line.starts_with(".ie ") && !line.starts_with(".el "))
+        .unwrap_or_default();
+    assert!(title.starts_with(".TH tellify"), "{title}");
+    for name in ["serve", "alerts", "subs", "users", "audit", "completions"] {
+        assert!(
+            man.stdout.contains(&format!("tellify\\-{name}")) || man.stdout.contains(name),
+            "the man page names `{name}`"
+        );
+    }
+    assert!(man.stdout.contains(".SH \"TELLIFY USERS UPDATE\""));
+}
+
+#[tokio::test]
+async fn no_colour_codes_reach_a_pipe_or_a_log_file() {
+    // Help on a pipe: no colour, even when the environment asks to force it.
+    for envs in [
+        vec![],
+        vec![("CLICOLOR_FORCE", "1")],
+        vec![("NO_COLOR", "1")],
+    ] {
+        let help = run_bare(&["users", "--help"], &envs).await;
+        assert!(help.success);
+        assert!(help.stdout.contains("Usage"), "{}", help.stdout);
+        assert!(!help.stdout.contains('\u{1b}'), "{envs:?}: {}", help.stdout);
+    }
+    let mistake = run_bare(&["users", "lst"], &[("CLICOLOR_FORCE", "1")]).await;
+    assert!(!mistake.success);
+    assert!(!mistake.stderr.contains('\u{1b}'), "{}", mistake.stderr);
+
+    // The server's log, written to a file, is plain text.
+    let server = spawn_server().await;
+    server.ok(ADMIN_TOKEN, &["users", "create", "ann"]).await;
+    let log = std::fs::read_to_string(server.dir.path().join("server.log")).expect("log");
+    assert!(log.contains("INFO"), "the server logged: {log}");
+    assert!(!log.contains("\u{1b}["), "{log}");
 }

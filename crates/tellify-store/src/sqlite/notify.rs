@@ -1059,7 +1059,8 @@ pub(super) fn write_audit(tx: &Connection, record: &AuditRecord) -> StoreResult<
 pub(super) fn list_audit(connection: &Connection, limit: usize) -> StoreResult<Vec<AuditRecord>> {
     let mut statement = connection
         .prepare_cached(
-            "SELECT id, at, actor, action, subject, detail FROM audit ORDER BY id DESC LIMIT ?1",
+            // Newest first by insertion (rowid): ULIDs of one millisecond are not ordered.
+            "SELECT id, at, actor, action, subject, detail FROM audit ORDER BY rowid DESC LIMIT ?1",
         )
         .map_err(unavailable)?;
     let rows = statement

@@ -64,10 +64,12 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts/{id}/unshelve", post(alerts::unshelve))
         .route("/alerts/{id}/clear", post(alerts::clear))
         .route("/users", post(people::create_user).get(people::list_users))
-        .route("/users/me", get(people::me))
+        .route("/users/me", get(people::me).patch(people::update_me))
         .route(
             "/users/{name}",
-            get(people::get_user).delete(people::offboard_user),
+            get(people::get_user)
+                .patch(people::update_user)
+                .delete(people::offboard_user),
         )
         .route("/audit", get(people::list_audit))
         .route(

@@ -63,6 +63,62 @@ pub async fn get_user(
     Ok(Json(user))
 }
 
+/// A JSON merge patch of a user: absent fields stay, `null` clears `email` and
+/// `display_name` and sets `timezone` back to UTC.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default, deserialize_with = "present")]
+    timezone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    display_name: Option<Option<String>>,
+    /// Admins only.
+    admin: Option<bool>,
+    /// Admins only: every group the user is to be in.
+    groups: Option<Vec<String>>,
+}
+
+/// A field that is present, `null` or not: `Some(None)` for `null`, so a merge patch can
+/// tell "clear it" from "leave it" (absent fields get the `default`, `None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Changes a user (`me` is the caller): their own time zone, email and display name, and
+/// for admins anyone's, with the admin flag and the groups.
+pub async fn update_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    JsonBody(request): JsonBody<UpdateUser>,
+) -> ApiResult<Json<User>> {
+    let change = people::UserChange {
+        timezone: request.timezone,
+        email: request.email,
+        display_name: request.display_name,
+        admin: request.admin,
+        groups: request.groups,
+    };
+    Ok(Json(
+        people::update_user(&state, &auth.0, &name, change).await?,
+    ))
+}
+
+/// `PATCH /users/me`: [`update_user`] of the caller.
+pub async fn update_me(
+    state: State<AppState>,
+    auth: Auth,
+    request: JsonBody<UpdateUser>,
+) -> ApiResult<Json<User>> {
+    update_user(state, auth, Path("me".to_string()), request).await
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct OffboardParams {

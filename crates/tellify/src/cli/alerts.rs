@@ -30,6 +30,7 @@ enum AlertsCommand {
     /// List alerts, newest first (firing and resolved ones unless --state says otherwise);
     /// for an admin, with each alert's owner.
     List {
+        /// Only alerts in this state (`all` for every state).
         #[arg(long, value_parser = ["firing", "resolved", "cleared", "all"])]
         state: Option<String>,
         /// info, warning or critical.
@@ -38,7 +39,7 @@ enum AlertsCommand {
         /// Only alerts of this subscription (its id).
         #[arg(long, value_name = "ID")]
         subscription: Option<String>,
-        /// Show at most this many (default 100).
+        /// Show at most this many.
         #[arg(
             long,
             value_name = "N",
@@ -52,9 +53,13 @@ enum AlertsCommand {
         quiet: bool,
     },
     /// Show one alert and its history; for an admin, with its owner.
-    Get { id: String },
+    Get {
+        /// The alert's id.
+        id: String,
+    },
     /// Acknowledge an alert: notifications stop until it changes or the ack expires.
     Ack {
+        /// The alert's id.
         id: String,
         /// A note for the others watching it.
         #[arg(long, value_name = "TEXT")]
@@ -66,6 +71,7 @@ enum AlertsCommand {
     /// Shelve an alert: silence it for a while or until it resolves.
     #[command(group(clap::ArgGroup::new("how_long").required(true).args(["until", "oneshot"])))]
     Shelve {
+        /// The alert's id.
         id: String,
         /// Until when: a duration (30m) or an RFC 3339 time.
         #[arg(long, value_name = "WHEN")]
@@ -73,13 +79,20 @@ enum AlertsCommand {
         /// Until the alert next resolves.
         #[arg(long)]
         oneshot: bool,
+        /// Why, for the others watching it.
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
     /// Undo a shelve.
-    Unshelve { id: String },
+    Unshelve {
+        /// The alert's id.
+        id: String,
+    },
     /// Clear a resolved alert from the default list.
-    Clear { id: String },
+    Clear {
+        /// The alert's id.
+        id: String,
+    },
 }
 
 pub async fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {

@@ -257,7 +257,7 @@ mod tests {
     fn problems_name_status_detail_and_each_entry() {
         let error = ApiError(Rejection {
             status: 422,
-            detail: "params.filter: bad".to_string(),
+            detail: "2 problems".to_string(),
             problems: vec![
                 json!({"path": "params.filter", "message": "bad"}),
                 json!({"line": 2, "field": "severity", "message": "unknown"}),
@@ -266,8 +266,20 @@ mod tests {
         });
         assert_eq!(
             error.to_string(),
-            "server answered 422 unprocessable entity: params.filter: bad\n  \
+            "server answered 422 unprocessable entity: 2 problems\n  \
              - params.filter: bad\n  - line 2, field `severity`: unknown\n  - \"odd\""
+        );
+        // The server's detail is often the problems joined: each is shown once.
+        let error = ApiError(Rejection {
+            status: 422,
+            detail: "timezone: `Mars/Base` is not an IANA time zone".to_string(),
+            problems: vec![json!({"path": "timezone",
+                                  "message": "`Mars/Base` is not an IANA time zone"})],
+        });
+        assert_eq!(
+            error.to_string(),
+            "server answered 422 unprocessable entity: timezone: `Mars/Base` is not an IANA \
+             time zone"
         );
     }
 }

@@ -37,6 +37,7 @@ enum ContactsCommand {
     Create {
         /// 1 to 64 letters, digits, '-', '_' or '.'; policies refer to it by this name.
         name: String,
+        /// The channel: where and how the message goes.
         #[arg(long, value_parser = ["email", "sms", "webhook", "chat", "engine"])]
         kind: String,
         /// An email address, an E.164 phone number (+4915112345678), an http(s) URL
@@ -61,7 +62,10 @@ enum ContactsCommand {
     },
     /// Send a test message now and print the provider's answer; fails with the
     /// provider's error.
-    Test { name: String },
+    Test {
+        /// The contact point's name.
+        name: String,
+    },
 }
 
 pub async fn run(args: ContactsArgs) -> anyhow::Result<ExitCode> {

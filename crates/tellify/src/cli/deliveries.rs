@@ -30,12 +30,13 @@ pub struct DeliveriesArgs {
 enum DeliveriesCommand {
     /// List deliveries, newest first.
     List {
+        /// Only deliveries in this state.
         #[arg(long, value_parser = ["pending", "sending", "sent", "failed"])]
         status: Option<String>,
         /// Only deliveries that carry this alert (its id).
         #[arg(long, value_name = "ID")]
         alert: Option<String>,
-        /// Show at most this many (default 100).
+        /// Show at most this many.
         #[arg(
             long,
             value_name = "N",
@@ -48,7 +49,10 @@ enum DeliveriesCommand {
         user: Option<String>,
     },
     /// Show one delivery: its alerts and every attempt to send it.
-    Get { id: String },
+    Get {
+        /// The delivery's id.
+        id: String,
+    },
 }
 
 pub async fn run(args: DeliveriesArgs) -> anyhow::Result<ExitCode> {

@@ -3,7 +3,9 @@
 
 mod admin;
 mod alerts;
+mod audit;
 mod client;
+mod completions;
 mod config;
 mod contacts;
 mod deliveries;
@@ -18,19 +20,59 @@ mod tail;
 mod tokens;
 mod users;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ColorChoice, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "tellify",
     version,
-    about = "Events in, alerts out — for everyone."
+    about = "Events in, alerts out — for everyone.",
+    after_help = "--server and --token may come before the subcommand or after it."
 )]
 pub struct Cli {
+    /// `--server` and `--token` before the subcommand (`tellify --server URL alerts
+    /// list`): hidden here, shown by each client subcommand.
+    #[command(flatten)]
+    pub connection: LeadingConnection,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's arguments (exiting with clap's message on a mistake), with
+    /// colour only when stdout is a terminal and `NO_COLOR` is not set.
+    pub fn parse_for_terminal() -> Cli {
+        let command = Cli::command().color(color_choice(
+            std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty()),
+            std::io::stdout().is_terminal(),
+        ));
+        let mut matches = command.get_matches();
+        Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|error| error.exit())
+    }
+}
+
+/// Never colour for `NO_COLOR` or a pipe; otherwise clap decides for each stream.
+fn color_choice(no_color: bool, stdout_is_terminal: bool) -> ColorChoice {
+    if no_color || !stdout_is_terminal {
+        ColorChoice::Never
+    } else {
+        ColorChoice::Auto
+    }
+}
+
+/// The client options as accepted before the subcommand. Same ids as [`Connection`], so
+/// clap hands a value given here to the subcommand's own (later on the line wins).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LeadingConnection {
+    /// Base URL of the tellify server.
+    #[arg(long, global = true, hide = true)]
+    pub server: Option<String>,
+    /// API token (`tfy_...`).
+    #[arg(long, global = true, hide = true)]
+    pub token: Option<String>,
 }
 
 /// Where the server is and who we are, for client subcommands.
@@ -79,6 +121,13 @@ pub enum Command {
     Admin(admin::AdminArgs),
     /// Check a configuration offline (`tellify config check [FILE]`).
     Config(config::ConfigArgs),
+    /// List the audit log: who created, changed or removed users, groups and tokens
+    /// (admins only).
+    Audit(audit::AuditArgs),
+    /// Write shell completions (bash, zsh, fish, ...) to stdout.
+    Completions(completions::CompletionsArgs),
+    /// Write the man page (roff) to stdout.
+    Man(completions::ManArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -97,6 +146,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Spool(args) => spool::run(args).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Config(args) => config::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
     };
     match result {
         // The reader went away (`tellify tail | head`): nothing is wrong.
@@ -128,5 +180,59 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// Every argument a user can see says what it is for, and its default is stated
+    /// once: by clap (`[default: x]`), not again in the text.
+    #[test]
+    fn every_visible_argument_has_help_and_no_doubled_default() {
+        fn walk(command: &clap::Command, path: &str, problems: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if arg.is_hide_set() {
+                    continue;
+                }
+                let name = format!("{path} {}", arg.get_id());
+                let help = arg
+                    .get_long_help()
+                    .or(arg.get_help())
+                    .map(|help| help.to_string())
+                    .unwrap_or_default();
+                if help.trim().is_empty() {
+                    problems.push(format!("{name}: no help text"));
+                }
+                let lower = help.to_lowercase();
+                let shows_default = arg.get_action().takes_values()
+                    && !arg.is_hide_default_value_set()
+                    && !arg.get_default_values().is_empty();
+                if shows_default && lower.contains("default") {
+                    problems.push(format!(
+                        "{name}: says its default in the text and clap shows it too: {help}"
+                    ));
+                }
+                if lower.matches("[default:").count() > 0 {
+                    problems.push(format!("{name}: writes clap's `[default: ...]` by hand"));
+                }
+            }
+            for subcommand in command.get_subcommands() {
+                walk(
+                    subcommand,
+                    &format!("{path} {}", subcommand.get_name()),
+                    problems,
+                );
+            }
+        }
+        let mut command = super::Cli::command();
+        command.build();
+        let mut problems = Vec::new();
+        walk(&command, "tellify", &mut problems);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn colour_is_off_for_no_color_and_for_a_pipe() {
+        use clap::ColorChoice;
+        assert_eq!(super::color_choice(true, true), ColorChoice::Never);
+        assert_eq!(super::color_choice(false, false), ColorChoice::Never);
+        assert_eq!(super::color_choice(false, true), ColorChoice::Auto);
     }
 }

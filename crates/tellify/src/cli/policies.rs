@@ -81,9 +81,15 @@ as is."#
     /// List policies.
     List,
     /// Print a policy as JSON.
-    Get { name: String },
+    Get {
+        /// The policy's name.
+        name: String,
+    },
     /// Delete a policy.
-    Delete { name: String },
+    Delete {
+        /// The policy's name.
+        name: String,
+    },
 }
 
 /// The flags of the one-rule form of `policies set`.

@@ -50,7 +50,10 @@ enum SilencesCommand {
     /// List silences.
     List,
     /// Delete a silence: matching alerts notify again at once.
-    Delete { id: String },
+    Delete {
+        /// The silence's id.
+        id: String,
+    },
 }
 
 pub async fn run(args: SilencesArgs) -> anyhow::Result<ExitCode> {

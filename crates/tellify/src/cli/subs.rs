@@ -29,7 +29,10 @@ enum SubsCommand {
     List,
     /// Show one subscription with its parameters, health and filter errors.
     #[command(visible_alias = "show")]
-    Get { id: String },
+    Get {
+        /// The subscription's id.
+        id: String,
+    },
     /// Create a subscription.
     #[command(after_help = r#"Example:
   tellify subs create --kind match --title 'vr0 failures' \
@@ -38,6 +41,7 @@ enum SubsCommand {
         /// The handler kind (see `tellify subs kinds`).
         #[arg(long)]
         kind: String,
+        /// A name for it, shown in lists and notifications.
         #[arg(long)]
         title: String,
         /// The kind's parameters as JSON (or @FILE).
@@ -55,7 +59,9 @@ enum SubsCommand {
     },
     /// Change a subscription's title or parameters.
     Update {
+        /// The subscription's id.
         id: String,
+        /// A new title.
         #[arg(long)]
         title: Option<String>,
         /// The new parameters as JSON (or @FILE); they replace the old ones.
@@ -66,11 +72,20 @@ enum SubsCommand {
         policy: Option<String>,
     },
     /// Delete a subscription.
-    Delete { id: String },
+    Delete {
+        /// The subscription's id.
+        id: String,
+    },
     /// Turn a subscription on.
-    Enable { id: String },
+    Enable {
+        /// The subscription's id.
+        id: String,
+    },
     /// Turn a subscription off: it sees no events until enabled again.
-    Disable { id: String },
+    Disable {
+        /// The subscription's id.
+        id: String,
+    },
     /// List the handler kinds and their parameters.
     Kinds,
     /// Import an HTTP JSON engine's alert definitions as metric subscriptions; running it

@@ -24,6 +24,7 @@ pub struct TokensArgs {
 enum TokensCommand {
     /// List your tokens (admins: another user's with --user NAME, everyone's with --user '*').
     List {
+        /// Admins: this user's tokens, or everyone's with '*'.
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
     },
@@ -47,7 +48,10 @@ enum TokensCommand {
         expires: Option<String>,
     },
     /// Revoke a token: it stops working at once.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id (from `tellify tokens list`), not its secret.
+        id: String,
+    },
 }
 
 pub async fn run(args: TokensArgs) -> anyhow::Result<ExitCode> {

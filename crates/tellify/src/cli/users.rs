@@ -44,11 +44,15 @@ enum UsersCommand {
     /// List users (admins see everyone, others themselves).
     List,
     /// Show one user.
-    Get { name: String },
+    Get {
+        /// The user's name.
+        name: String,
+    },
     /// Create a user (admins only).
     Create {
         /// 1 to 64 characters of a-z, 0-9, '.', '_' or '-'.
         name: String,
+        /// The user's email address.
         #[arg(long)]
         email: Option<String>,
         /// An IANA time zone such as Europe/Berlin (default UTC).
@@ -58,9 +62,35 @@ enum UsersCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// Change a user: your own time zone, email and display name (NAME `me`); admins
+    /// change anyone's, and also the admin role and the groups. Audited.
+    #[command(after_help = "Examples:
+  tellify users update me --timezone Europe/Berlin --email ann@example.com
+  tellify users update bob --admin true --groups ops,db")]
+    Update {
+        /// The user's name, or `me`.
+        name: String,
+        /// An IANA time zone such as Europe/Berlin.
+        #[arg(long, value_name = "ZONE")]
+        timezone: Option<String>,
+        /// An email address; an empty value removes it.
+        #[arg(long)]
+        email: Option<String>,
+        /// The name people see, such as "Ann Smith"; an empty value removes it.
+        #[arg(long, value_name = "TEXT")]
+        display_name: Option<String>,
+        /// Admins: whether the user is an administrator.
+        #[arg(long, value_name = "true|false")]
+        admin: Option<bool>,
+        /// Admins: every group the user is to be in, comma-separated; they leave the
+        /// others ("" leaves all).
+        #[arg(long, value_name = "GROUP,...", value_delimiter = ',')]
+        groups: Option<Vec<String>>,
+    },
     /// Offboard a user (admins only): everything of theirs goes (subscriptions, alerts,
     /// contact points, policies, deliveries, tokens, ...), with an audit record.
     Delete {
+        /// The user's name.
         name: String,
         /// Count what would go, and remove nothing.
         #[arg(long)]
@@ -72,15 +102,26 @@ enum UsersCommand {
     Groups,
     /// Create a group (admins only).
     GroupCreate {
+        /// The group's name (as for users: a-z, 0-9, '.', '_', '-').
         name: String,
         /// A member's user name; repeat for more.
         #[arg(long = "member", value_name = "USER")]
         members: Vec<String>,
     },
     /// Add a user to a group (admins only).
-    GroupAdd { name: String, user: String },
+    GroupAdd {
+        /// The group's name.
+        name: String,
+        /// The user's name.
+        user: String,
+    },
     /// Remove a user from a group (admins only).
-    GroupRemove { name: String, user: String },
+    GroupRemove {
+        /// The group's name.
+        name: String,
+        /// The user's name.
+        user: String,
+    },
 }
 
 pub async fn run(args: UsersArgs) -> anyhow::Result<ExitCode> {
@@ -128,6 +169,26 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<ExitCode> {
                     text(user.get("name")),
                     text(user.get("id"))
                 ))?;
+            }
+        }
+        UsersCommand::Update {
+            name,
+            timezone,
+            email,
+            display_name,
+            admin,
+            groups,
+        } => {
+            let body = update_body(timezone, email, display_name, admin, groups)?;
+            let user = client
+                .call_json(Method::PATCH, &["users", &name], &[], Some(&body))
+                .await?;
+            if json {
+                print_json(&user)?;
+            } else {
+                let mut text_out = format!("updated user {}\n", text(user.get("name")));
+                text_out.push_str(&describe_user(&user));
+                print(&text_out)?;
             }
         }
         UsersCommand::Delete { name, dry_run } => {
@@ -190,6 +251,51 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The merge patch of `users update`: only the fields given; an empty email or display
+/// name is `null` (removed), empty group names are skipped (`--groups ""` is no group).
+fn update_body(
+    timezone: Option<String>,
+    email: Option<String>,
+    display_name: Option<String>,
+    admin: Option<bool>,
+    groups: Option<Vec<String>>,
+) -> anyhow::Result<Value> {
+    let cleared = |value: String| {
+        if value.trim().is_empty() {
+            Value::Null
+        } else {
+            Value::String(value)
+        }
+    };
+    let mut body = Map::new();
+    if let Some(timezone) = timezone {
+        body.insert("timezone".into(), timezone.into());
+    }
+    if let Some(email) = email {
+        body.insert("email".into(), cleared(email));
+    }
+    if let Some(display_name) = display_name {
+        body.insert("display_name".into(), cleared(display_name));
+    }
+    if let Some(admin) = admin {
+        body.insert("admin".into(), admin.into());
+    }
+    if let Some(groups) = groups {
+        let names: Vec<String> = groups
+            .into_iter()
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .collect();
+        body.insert("groups".into(), names.into());
+    }
+    if body.is_empty() {
+        anyhow::bail!(
+            "nothing to change: give --timezone, --email, --display-name, --admin or --groups"
+        );
+    }
+    Ok(Value::Object(body))
+}
+
 fn list_users(page: &Value) -> anyhow::Result<()> {
     let users = items(page);
     if users.is_empty() {
@@ -222,6 +328,7 @@ fn describe_user(user: &Value) -> String {
         ("name", text(user.get("name"))),
         ("id", text(user.get("id"))),
         ("role", role(user).to_string()),
+        ("display name", text(user.get("display_name"))),
         ("email", text(user.get("email"))),
         ("timezone", text(user.get("timezone"))),
         ("created", optional_time(user.get("created"))),
@@ -299,6 +406,30 @@ fn group_done(group: &Value, what: &str, json: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_sends_only_what_was_given_and_empty_values_remove() {
+        let body = update_body(
+            Some("Europe/Berlin".into()),
+            Some(String::new()),
+            None,
+            Some(false),
+            Some(vec!["ops".into(), " db ".into(), String::new()]),
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"timezone": "Europe/Berlin", "email": null, "admin": false,
+                   "groups": ["ops", "db"]})
+        );
+        let none = update_body(None, None, None, None, Some(vec![String::new()])).unwrap();
+        assert_eq!(none, json!({"groups": []}));
+        let error = update_body(None, None, None, None, None).unwrap_err();
+        assert!(
+            error.to_string().starts_with("nothing to change"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn offboarding_shows_every_count_and_whether_it_was_a_dry_run() {

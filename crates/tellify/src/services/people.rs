@@ -1,8 +1,9 @@
 //! Users, groups, memberships and tokens: who may change them, what a valid one is, the
 //! write, the audit record where one is kept, and the caches told.
 
+use serde_json::{json, Map, Value};
 use tellify_engine::ParamError;
-use tellify_store::{Group, OffboardCounts, Token, User};
+use tellify_store::{AuditRecord, Group, OffboardCounts, Token, User};
 
 use super::caches;
 use super::error::{require, ServiceError, ServiceResult};
@@ -50,33 +51,328 @@ pub async fn create_user(
     let mut errors = Vec::new();
     check_name(&request.name, "name", &PERSON_NAME, &mut errors);
     if let Some(email) = &request.email {
-        let parts: Vec<&str> = email.split('@').collect();
-        if parts.len() != 2 || parts[0].is_empty() || !parts[1].contains('.') {
-            errors.push(ParamError::new(
-                "email",
-                format!("`{email}` is not an email address"),
-            ));
-        }
+        check_email(email, &mut errors);
     }
     let timezone = request.timezone.unwrap_or_else(|| "UTC".to_string());
-    if jiff::tz::TimeZone::get(&timezone).is_err() {
-        errors.push(ParamError::new(
-            "timezone",
-            format!("`{timezone}` is not an IANA time zone such as Europe/Berlin"),
-        ));
-    }
+    check_timezone(&timezone, &mut errors);
     ServiceError::check(errors)?;
     let user = User {
         id: tellify_model::new_id(),
         name: request.name,
         email: request.email,
+        display_name: None,
         timezone,
         admin: request.admin,
         created: services.clock.now(),
     };
     services.store.create_user(user.clone()).await?;
     caches::user_settings_changed(services, &user.id).await?;
+    audit(
+        services,
+        principal,
+        "user.created",
+        format!("user {}", user.name),
+        json!({"admin": user.admin, "timezone": user.timezone, "email": user.email}),
+    )
+    .await?;
     Ok(user)
+}
+
+/// What a `PATCH /users/{name}` asks to change; `None` leaves a field as it is. For
+/// `email` and `display_name`, `Some(None)` clears it; for `timezone` it means UTC.
+#[derive(Default)]
+pub struct UserChange {
+    pub timezone: Option<Option<String>>,
+    pub email: Option<Option<String>>,
+    pub display_name: Option<Option<String>>,
+    /// Admins only.
+    pub admin: Option<bool>,
+    /// Admins only: the names of every group the user is to be in, and no other.
+    pub groups: Option<Vec<String>>,
+}
+
+/// Longest display name, in characters.
+const MAX_DISPLAY_NAME: usize = 100;
+
+/// Changes a user: people change their own time zone, email and display name (`name` is
+/// theirs or `me`); admins change anyone's, and also the admin flag and the groups. Each
+/// change is audited, with what it was and what it became.
+pub async fn update_user(
+    services: &Services,
+    principal: &Principal,
+    name: &str,
+    change: UserChange,
+) -> ServiceResult<User> {
+    require(principal, Scope::User)?;
+    let name = if name == "me" {
+        principal.user.name.as_str()
+    } else {
+        name
+    };
+    let is_self = name == principal.user.name;
+    if !principal.is_admin() {
+        if !is_self {
+            return Err(ServiceError::NotFound("user"));
+        }
+        for (field, given) in [
+            ("admin", change.admin.is_some()),
+            ("groups", change.groups.is_some()),
+        ] {
+            if given {
+                return Err(ServiceError::Forbidden(format!(
+                    "only admins can change `{field}`; you may change timezone, email and \
+                     display_name"
+                )));
+            }
+        }
+    }
+    let before = services
+        .store
+        .user_by_name(name)
+        .await?
+        .ok_or(ServiceError::NotFound("user"))?;
+    if is_self && change.admin == Some(false) && before.admin {
+        return Err(ServiceError::Conflict(
+            "you cannot take away your own admin role; ask another admin".to_string(),
+        ));
+    }
+    let mut errors = Vec::new();
+    let mut after = before.clone();
+    if let Some(timezone) = change.timezone {
+        let timezone = timezone.unwrap_or_else(|| "UTC".to_string());
+        check_timezone(&timezone, &mut errors);
+        after.timezone = timezone;
+    }
+    if let Some(email) = change.email {
+        if let Some(email) = &email {
+            check_email(email, &mut errors);
+        }
+        after.email = email;
+    }
+    if let Some(display_name) = change.display_name {
+        if let Some(text) = &display_name {
+            check_display_name(text, &mut errors);
+        }
+        after.display_name = display_name;
+    }
+    if let Some(admin) = change.admin {
+        after.admin = admin;
+    }
+    let memberships = match &change.groups {
+        None => None,
+        Some(names) => Some(group_ids_named(services, names, &mut errors).await?),
+    };
+    ServiceError::check(errors)?;
+    let groups_before = services.store.groups_of(&before.id).await?;
+    let membership_change = memberships
+        .as_ref()
+        .map(|wanted| MembershipChange::between(&groups_before, wanted));
+    let profile = profile_changes(&before, &after);
+    let role = role_changes(&before, &after, membership_change.as_ref(), services).await?;
+    if profile.is_empty() && role.is_empty() {
+        return Ok(before);
+    }
+    if !services
+        .store
+        .update_user(after.clone(), memberships)
+        .await?
+    {
+        return Err(ServiceError::NotFound("user"));
+    }
+    if let Some(change) = &membership_change {
+        let left: Vec<String> = services
+            .store
+            .list_subscriptions(None)
+            .await?
+            .into_iter()
+            .filter(|s| {
+                s.owner_user == after.id
+                    && s.owner_group
+                        .as_ref()
+                        .is_some_and(|group| change.removed.contains(group))
+            })
+            .map(|s| s.id)
+            .collect();
+        caches::subscriptions_reread(services, &left);
+    }
+    // Cached principals carry the user (zone, admin flag) and their groups.
+    caches::people_changed(services).await?;
+    let subject = format!("user {}", after.name);
+    if !profile.is_empty() {
+        audit(
+            services,
+            principal,
+            "user.updated",
+            subject.clone(),
+            Value::Object(profile),
+        )
+        .await?;
+    }
+    if !role.is_empty() {
+        audit(
+            services,
+            principal,
+            "user.role_changed",
+            subject,
+            Value::Object(role),
+        )
+        .await?;
+    }
+    Ok(after)
+}
+
+/// Groups a user joins and leaves, by id.
+struct MembershipChange {
+    added: Vec<String>,
+    removed: Vec<String>,
+}
+
+impl MembershipChange {
+    fn between(before: &[String], after: &[String]) -> MembershipChange {
+        MembershipChange {
+            added: after
+                .iter()
+                .filter(|id| !before.contains(id))
+                .cloned()
+                .collect(),
+            removed: before
+                .iter()
+                .filter(|id| !after.contains(id))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// The ids of the groups named, each once; a name without a group is reported at
+/// `groups[i]`.
+async fn group_ids_named(
+    services: &Services,
+    names: &[String],
+    errors: &mut Vec<ParamError>,
+) -> ServiceResult<Vec<String>> {
+    let mut ids = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        match services.store.group_by_name(name).await? {
+            Some(group) if !ids.contains(&group.id) => ids.push(group.id),
+            Some(_) => {}
+            None => errors.push(ParamError::new(
+                format!("groups[{index}]"),
+                format!("no group named `{name}`"),
+            )),
+        }
+    }
+    Ok(ids)
+}
+
+/// `{"field": {"from": .., "to": ..}}` for each of time zone, email and display name
+/// that changed.
+fn profile_changes(before: &User, after: &User) -> Map<String, Value> {
+    let mut changes = Map::new();
+    let mut compare = |field: &str, from: Value, to: Value| {
+        if from != to {
+            changes.insert(field.to_string(), json!({"from": from, "to": to}));
+        }
+    };
+    compare("timezone", json!(before.timezone), json!(after.timezone));
+    compare("email", json!(before.email), json!(after.email));
+    compare(
+        "display_name",
+        json!(before.display_name),
+        json!(after.display_name),
+    );
+    changes
+}
+
+/// The admin flag's change and the groups joined and left (by name).
+async fn role_changes(
+    before: &User,
+    after: &User,
+    memberships: Option<&MembershipChange>,
+    services: &Services,
+) -> ServiceResult<Map<String, Value>> {
+    let mut changes = Map::new();
+    if before.admin != after.admin {
+        changes.insert(
+            "admin".to_string(),
+            json!({"from": before.admin, "to": after.admin}),
+        );
+    }
+    let Some(memberships) = memberships else {
+        return Ok(changes);
+    };
+    if memberships.added.is_empty() && memberships.removed.is_empty() {
+        return Ok(changes);
+    }
+    let groups = services.store.list_groups().await?;
+    let names = |ids: &[String]| -> Vec<String> {
+        groups
+            .iter()
+            .filter(|group| ids.contains(&group.id))
+            .map(|group| group.name.clone())
+            .collect()
+    };
+    changes.insert(
+        "groups".to_string(),
+        json!({"joined": names(&memberships.added), "left": names(&memberships.removed)}),
+    );
+    Ok(changes)
+}
+
+fn check_email(email: &str, errors: &mut Vec<ParamError>) {
+    let parts: Vec<&str> = email.split('@').collect();
+    if parts.len() != 2 || parts[0].is_empty() || !parts[1].contains('.') {
+        errors.push(ParamError::new(
+            "email",
+            format!("`{email}` is not an email address"),
+        ));
+    }
+}
+
+fn check_timezone(timezone: &str, errors: &mut Vec<ParamError>) {
+    if jiff::tz::TimeZone::get(timezone).is_err() {
+        errors.push(ParamError::new(
+            "timezone",
+            format!("`{timezone}` is not an IANA time zone such as Europe/Berlin"),
+        ));
+    }
+}
+
+fn check_display_name(text: &str, errors: &mut Vec<ParamError>) {
+    if text.trim().is_empty() || text.chars().count() > MAX_DISPLAY_NAME {
+        errors.push(ParamError::new(
+            "display_name",
+            format!("must be 1 to {MAX_DISPLAY_NAME} characters"),
+        ));
+    } else if text.chars().any(char::is_control) {
+        errors.push(ParamError::new(
+            "display_name",
+            "must not hold control characters such as line breaks",
+        ));
+    }
+}
+
+/// Keeps an administrative act in the audit log: who (the caller), what, on what, and
+/// what changed; never a secret.
+async fn audit(
+    services: &Services,
+    principal: &Principal,
+    action: &str,
+    subject: String,
+    detail: Value,
+) -> ServiceResult<()> {
+    services
+        .store
+        .append_audit(AuditRecord {
+            id: tellify_model::new_id(),
+            at: services.clock.now(),
+            actor: principal.user.name.clone(),
+            action: action.to_string(),
+            subject,
+            detail,
+        })
+        .await?;
+    Ok(())
 }
 
 /// Offboards a user: everything of theirs goes in one transaction, with an audit record.
@@ -162,7 +458,16 @@ pub async fn create_group(
         services.store.add_member(&created.id, &user_id).await?;
     }
     caches::people_changed(services).await?;
-    group_named(services, &request.name).await
+    let group = group_named(services, &request.name).await?;
+    audit(
+        services,
+        principal,
+        "group.created",
+        format!("group {}", group.name),
+        json!({"members": group.members}),
+    )
+    .await?;
+    Ok(group)
 }
 
 /// The groups the caller may see: every group for an admin, else the groups they are in.
@@ -230,6 +535,16 @@ pub async fn add_member(
         .ok_or_else(|| ServiceError::field("user", format!("no user named `{user}`")))?;
     services.store.add_member(&found.id, &member.id).await?;
     caches::people_changed(services).await?;
+    if !found.members.contains(&member.name) {
+        audit(
+            services,
+            principal,
+            "user.role_changed",
+            format!("user {}", member.name),
+            json!({"groups": {"joined": [found.name], "left": []}}),
+        )
+        .await?;
+    }
     group_named(services, group).await
 }
 
@@ -261,6 +576,14 @@ pub async fn remove_member(
     }
     caches::subscriptions_reread(services, &leaving);
     caches::people_changed(services).await?;
+    audit(
+        services,
+        principal,
+        "user.role_changed",
+        format!("user {}", member.name),
+        json!({"groups": {"joined": [], "left": [found.name]}}),
+    )
+    .await?;
     Ok(())
 }
 
@@ -376,6 +699,14 @@ pub async fn create_token(
         expires,
     };
     services.store.create_token(token.clone()).await?;
+    audit(
+        services,
+        principal,
+        "token.created",
+        format!("token {} of {}", token.name, owner.name),
+        json!({"id": token.id, "scopes": token.scopes, "expires": token.expires}),
+    )
+    .await?;
     Ok(MintedToken {
         token,
         secret,
@@ -424,6 +755,18 @@ pub async fn revoke_token(
         Some(token) if principal.is_admin() || token.user_id == principal.user.id => {
             services.store.delete_token(&token.id).await?;
             caches::token_revoked(services);
+            let owner = match services.store.user_by_id(&token.user_id).await? {
+                Some(user) => user.name,
+                None => token.user_id.clone(),
+            };
+            audit(
+                services,
+                principal,
+                "token.revoked",
+                format!("token {} of {owner}", token.name),
+                json!({"id": token.id}),
+            )
+            .await?;
             Ok(())
         }
         _ => Err(ServiceError::NotFound("token")),

@@ -228,6 +228,9 @@ fn body_for(method: &Method, pattern: &str, suffix: &str, now: jiff::Timestamp) 
             json!({"kind": "match", "title": "x", "params": {"filter": "true"}})
         }
         ("PUT" | "PATCH", "/api/v1/subscriptions/{id}") => json!({"title": "renamed"}),
+        ("PATCH", "/api/v1/users/me" | "/api/v1/users/{name}") => {
+            json!({"timezone": "Europe/Berlin"})
+        }
         ("POST", "/api/v1/subscriptions/import") => json!({"url": "https://engine.example.com"}),
         ("POST", "/api/v1/alerts/{id}/ack") => json!({"note": "mine"}),
         ("POST", "/api/v1/alerts/{id}/shelve") => json!({"until": "1h"}),
@@ -382,6 +385,8 @@ const TABLE: &[Row] = &[
     ("GET",   "/healthz",                                  [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET",   "/metrics",                                  [200, 200, 200, 200, 200, 200, 200, 200]),
     ("PATCH", "/api/v1/subscriptions/{id}",                [A, A, A, 403, 404, 200, 200, 200]),
+    ("PATCH", "/api/v1/users/me",                          [A, A, A, 403, 200, 200, 200, 200]),
+    ("PATCH", "/api/v1/users/{name}",                      [A, A, A, 403, 404, 404, 200, 200]),
     ("POST",  "/alerta/api/alert",                         [A, A, A, 200, 200, 200, 200, 200]),
     ("POST",  "/alerta/api/heartbeat",                     [A, A, A, 200, 200, 200, 200, 200]),
     ("POST",  "/api/v1/alerts/{id}/ack",                   [A, A, A, 403, 404, 200, 200, 200]),
