@@ -422,3 +422,46 @@ async fn deliveries_silences_contacts_policies_and_tail_show_the_callers_zone() 
         "{listed}"
     );
 }
+
+#[tokio::test]
+async fn users_tokens_subscriptions_and_the_audit_show_the_callers_zone() {
+    let app = spawn_app().await;
+    // The injected clock stands at a winter time: 22:30 UTC is 07:30 the next day in Tokyo.
+    app.clock.set("2026-11-23T22:30:00Z".parse().expect("time"));
+    let kenji = user_in(&app, "kenji", "Asia/Tokyo").await;
+    builds_subscription(&app, &kenji).await;
+    let subscriptions = app.get_json(&kenji, "/api/v1/subscriptions").await;
+    let id = subscriptions["items"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    for args in [
+        &["users", "get", "me"][..],
+        &["tokens", "list"],
+        &["subs", "get", &id],
+    ] {
+        let shown = ok(&app, &kenji, args, &[]).await;
+        assert!(
+            shown.contains("2026-11-24 07:30:00 JST"),
+            "`tellify {}` in kenji's zone:\n{shown}",
+            args.join(" ")
+        );
+    }
+    // The admin's zone is UTC: the audit of kenji's creation reads in it.
+    let audit = ok(&app, &app.admin, &["audit"], &[]).await;
+    assert!(
+        line_with(&audit, &["user.created", "kenji"]).contains("2026-11-23 22:30:00 UTC"),
+        "{audit}"
+    );
+    let tokyo = ok(
+        &app,
+        &app.admin,
+        &["audit"],
+        &[("TELLIFY_TZ", "Asia/Tokyo")],
+    )
+    .await;
+    assert!(
+        line_with(&tokyo, &["user.created", "kenji"]).contains("07:30:00 JST"),
+        "{tokyo}"
+    );
+}

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::client::Client;
-use super::output::{items, optional_time, print, print_json, text, truncate, Table};
+use super::output::{
+    items, optional_time, print, print_json, text, truncate, use_callers_zone, Table,
+};
 use super::Connection;
 
 /// Widest DETAIL cell; `--json` shows all of it.
@@ -31,6 +33,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&page)?;
     } else {
+        use_callers_zone(&client).await?;
         list(&page)?;
     }
     Ok(ExitCode::SUCCESS)

@@ -251,15 +251,31 @@ fn machine_zone() -> TimeZone {
     TimeZone::try_system().unwrap_or(TimeZone::UTC)
 }
 
-/// An RFC 3339 time from the server in [`Times::machine`]'s zone, named; text that is not
-/// a time is shown as it came.
+/// The zone [`local_time`] and [`optional_time`] use once [`use_callers_zone`] has run.
+static CALLER_TIMES: std::sync::OnceLock<Times> = std::sync::OnceLock::new();
+
+/// Makes this command's [`local_time`] and [`optional_time`] show the caller's zone: one
+/// `GET /api/v1/users/me`, or none when `TELLIFY_TZ` names a zone. A command runs once
+/// per process, so the first answer holds for all of it.
+pub async fn use_callers_zone(client: &Client) -> anyhow::Result<()> {
+    let times = Times::for_caller(client, zone_override()?).await;
+    let _ = CALLER_TIMES.set(times);
+    Ok(())
+}
+
+fn current_times() -> Times {
+    CALLER_TIMES.get().cloned().unwrap_or_else(Times::machine)
+}
+
+/// An RFC 3339 time from the server in the caller's zone ([`use_callers_zone`]), else in
+/// [`Times::machine`]'s, named; text that is not a time is shown as it came.
 pub fn local_time(text: &str) -> String {
-    Times::machine().show(text)
+    current_times().show(text)
 }
 
 /// `local_time` of an optional JSON string, or `-`.
 pub fn optional_time(value: Option<&Value>) -> String {
-    Times::machine().optional(value)
+    current_times().optional(value)
 }
 
 /// A JSON string as its text, other scalars as JSON, null or absent as `-`.

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use super::client::{json_argument, Client};
 use super::output::{
-    items, key_values, optional_time, print, print_json, print_line, text, truncate, Table,
-    MESSAGE_WIDTH, TITLE_WIDTH,
+    items, key_values, optional_time, print, print_json, print_line, text, truncate,
+    use_callers_zone, Table, MESSAGE_WIDTH, TITLE_WIDTH,
 };
 use super::Connection;
 
@@ -118,6 +118,7 @@ pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
             if json {
                 return print_json(&page).map(|()| ExitCode::SUCCESS);
             }
+            use_callers_zone(&client).await?;
             list(&page)?;
         }
         SubsCommand::Get { id } => {
@@ -125,6 +126,7 @@ pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
             if json {
                 return print_json(&subscription).map(|()| ExitCode::SUCCESS);
             }
+            use_callers_zone(&client).await?;
             print(&describe(&subscription)?)?;
         }
         SubsCommand::Create {

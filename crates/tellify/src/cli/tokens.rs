@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use serde_json::{Map, Value};
 
 use super::client::Client;
-use super::output::{items, optional_time, print, print_json, text, truncate, Table, TITLE_WIDTH};
+use super::output::{
+    items, optional_time, print, print_json, text, truncate, use_callers_zone, Table, TITLE_WIDTH,
+};
 use super::Connection;
 
 #[derive(clap::Args, Debug)]
@@ -67,6 +69,7 @@ pub async fn run(args: TokensArgs) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&page)?;
             } else {
+                use_callers_zone(&client).await?;
                 let owners = owner_names(&client, user.as_deref()).await?;
                 list(&page, owners.as_ref())?;
             }

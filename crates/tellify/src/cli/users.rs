@@ -7,8 +7,8 @@ use serde_json::{json, Map, Value};
 
 use super::client::Client;
 use super::output::{
-    items, key_values, optional_time, print, print_json, print_line, text, truncate, Table,
-    MESSAGE_WIDTH,
+    items, key_values, optional_time, print, print_json, print_line, text, truncate,
+    use_callers_zone, Table, MESSAGE_WIDTH,
 };
 use super::Connection;
 
@@ -133,6 +133,7 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&page)?;
             } else {
+                use_callers_zone(&client).await?;
                 list_users(&page)?;
             }
         }
@@ -141,7 +142,13 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&user)?;
             } else {
-                print(&describe_user(&user))?;
+                use_callers_zone(&client).await?;
+                // `me` answers who is calling: the user, their token's scope and id.
+                let user = match user.get("user") {
+                    Some(me) if name == "me" => me,
+                    _ => &user,
+                };
+                print(&describe_user(user))?;
             }
         }
         UsersCommand::Create {
@@ -226,6 +233,7 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&page)?;
             } else {
+                use_callers_zone(&client).await?;
                 list_groups(&page)?;
             }
         }
