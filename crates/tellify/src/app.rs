@@ -590,6 +590,20 @@ async fn bootstrap_admin(
             expires: None,
         })
         .await?;
+    store
+        .append_audit(tellify_store::AuditRecord {
+            id: tellify_model::new_id(),
+            at: now,
+            actor: "tellify serve (first start)".to_string(),
+            action: "user.created".to_string(),
+            subject: "user admin".to_string(),
+            detail: serde_json::json!({
+                "admin": true,
+                "token": "bootstrap",
+                "token_from": if generated { "generated and printed once" } else { "TELLIFY_BOOTSTRAP_TOKEN" },
+            }),
+        })
+        .await?;
     Ok(generated.then_some(secret))
 }
 

@@ -918,6 +918,10 @@ async fn a_user_updates_themselves_an_admin_their_role_and_the_audit_lists_both(
     );
     line_with(&audit, &["admin", "token.created", "token laptop of ann"]);
     line_with(&audit, &["admin", "user.created", "user ann"]);
+    line_with(
+        &audit,
+        &["tellify serve (first start)", "user.created", "user admin"],
+    );
     assert!(!audit.contains(&ann), "no token secret in the audit");
     let limited = server
         .ok(ADMIN_TOKEN, &["audit", "--limit", "1", "--json"])
