@@ -63,6 +63,9 @@ pub async fn ingest(
     if !batch.warnings.is_empty() {
         answer["warnings"] = json!(batch.warnings);
     }
+    if batch.warnings_omitted > 0 {
+        answer["warnings_omitted"] = json!(batch.warnings_omitted);
+    }
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 

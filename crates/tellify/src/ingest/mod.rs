@@ -119,8 +119,15 @@ pub fn parse_events_checked(
 #[derive(Debug, Default)]
 pub struct ParsedBatch {
     pub events: Vec<EventInput>,
+    /// The first [`MAX_WARNINGS`] warnings, in request order.
     pub warnings: Vec<InputWarning>,
+    /// How many more there were: an 8 MiB body of `a=b` words must not become an answer
+    /// (and a server allocation) many times its size.
+    pub warnings_omitted: usize,
 }
+
+/// Most warnings one answer spells out; the rest are counted (`warnings_omitted`).
+pub const MAX_WARNINGS: usize = 100;
 
 /// [`parse_events_checked`], keeping the warnings for the answer.
 pub fn parse_events_reporting(
@@ -147,6 +154,7 @@ pub fn parse_events_reporting(
     let mut problems = Vec::new();
     let mut events = Vec::new();
     let mut warnings = Vec::new();
+    let mut warnings_omitted = 0;
     match media.as_str() {
         "application/json" | "" => {
             let value: Value = serde_json::from_str(text).map_err(|error| {
@@ -198,8 +206,12 @@ pub fn parse_events_reporting(
                     Ok(parsed) => {
                         events.push((Position::Line(line), parsed.event));
                         for mut warning in parsed.warnings {
-                            warning.line = Some(line);
-                            warnings.push(warning);
+                            if warnings.len() < MAX_WARNINGS {
+                                warning.line = Some(line);
+                                warnings.push(warning);
+                            } else {
+                                warnings_omitted += 1;
+                            }
                         }
                     }
                     Err(error) => problems.push(
@@ -236,6 +248,7 @@ pub fn parse_events_reporting(
     Ok(ParsedBatch {
         events: events.into_iter().map(|(_, event)| event).collect(),
         warnings,
+        warnings_omitted,
     })
 }
 
@@ -656,6 +669,25 @@ mod tests {
         );
         let problems = invalid("text/plain", "a:1\n  b:\"open\n");
         assert!(problems[0].message.contains("column 5"), "{problems:?}");
+    }
+
+    #[test]
+    fn warnings_beyond_the_cap_are_counted_not_kept() {
+        // 60 lines of 3 warned words: 180 warnings, the first MAX_WARNINGS kept in order.
+        let body = "a=1 b=2 c=3\n".repeat(60);
+        let batch = parse_events_reporting(
+            "text/plain",
+            body.as_bytes(),
+            &IngestSettings::default(),
+            &Limits::default(),
+            &NoCheck,
+        )
+        .unwrap();
+        assert_eq!(batch.events.len(), 60);
+        assert_eq!(batch.warnings.len(), MAX_WARNINGS);
+        assert_eq!(batch.warnings_omitted, 180 - MAX_WARNINGS);
+        assert_eq!(batch.warnings[0].line, Some(1));
+        assert_eq!(batch.warnings[MAX_WARNINGS - 1].line, Some(34));
     }
 
     #[test]
