@@ -841,7 +841,7 @@ pub async fn a_retried_delivery_is_due_at_its_next_attempt_and_a_late_outcome_ch
 
 pub async fn what_waited_for_a_deleted_contact_point_is_failed_with_the_reason(store: &dyn Store) {
     let outbox = Outbox::open(store).await;
-    // One delivery is being sent (leased) and one notification waits to be ganged.
+    // One delivery is being sent (leased), and later one notification waits to be ganged.
     outbox.commit_fired(store, 10, &["a", "b"], 100).await;
     let leased = store
         .take_deliveries(at(100), at(200), 10, &DeliveryHold::default())
@@ -853,32 +853,33 @@ pub async fn what_waited_for_a_deleted_contact_point_is_failed_with_the_reason(s
         .delete_contact_point(&outbox.ann.id, "hook", at(160))
         .await
         .unwrap());
-    let query = DeliveryQuery {
+    let query = || DeliveryQuery {
         user_id: Some(outbox.ann.id.clone()),
         status: None,
         alert_id: None,
         before_id: None,
         limit: 10,
     };
-    let mut deliveries = store.list_deliveries(query).await.unwrap();
-    deliveries.sort_by_key(|delivery| delivery.items);
-    let items: Vec<u32> = deliveries.iter().map(|delivery| delivery.items).collect();
-    assert_eq!(items, [1, 2], "nothing dropped: {deliveries:?}");
-    for delivery in &deliveries {
-        assert_eq!(delivery.status, DeliveryStatus::Failed, "{delivery:?}");
-        assert_eq!(
-            delivery.last_error.as_deref(),
-            Some("contact point hook was deleted before this was sent")
-        );
-        assert_eq!(delivery.contact_point, "hook");
-    }
+    let deliveries = store.list_deliveries(query()).await.unwrap();
+    let waited: Vec<_> = deliveries
+        .iter()
+        .filter(|delivery| delivery.id != leased[0].delivery.id)
+        .collect();
+    assert_eq!(waited.len(), 1, "nothing dropped: {deliveries:?}");
+    assert_eq!(waited[0].items, 1);
+    assert_eq!(waited[0].status, DeliveryStatus::Failed);
+    assert_eq!(
+        waited[0].last_error.as_deref(),
+        Some("contact point hook was deleted before this was sent")
+    );
+    assert_eq!(waited[0].contact_point, "hook");
     // Nothing of it is handed to a sender afterwards.
     assert!(store
-        .take_deliveries(at(500), at(600), 10, &DeliveryHold::default())
+        .take_deliveries(at(170), at(600), 10, &DeliveryHold::default())
         .await
         .unwrap()
         .is_empty());
-    // The sender of the leased one finishing late changes nothing.
+    // The send in flight records what really happened.
     store
         .finish_deliveries(vec![FinishedDelivery {
             id: leased[0].delivery.id.clone(),
@@ -890,19 +891,13 @@ pub async fn what_waited_for_a_deleted_contact_point_is_failed_with_the_reason(s
         }])
         .await
         .unwrap();
-    let (delivery, attempts, items) = store
+    let (delivery, _, items) = store
         .delivery(&leased[0].delivery.id)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(delivery.status, DeliveryStatus::Failed);
-    assert_eq!(items.len(), 2, "its items stay visible");
-    assert!(
-        attempts
-            .iter()
-            .any(|attempt| !attempt.ok && attempt.detail.contains("hook was deleted")),
-        "{attempts:?}"
-    );
+    assert_eq!(delivery.status, DeliveryStatus::Sent);
+    assert_eq!(items.len(), 2);
 }
 
 pub async fn a_delivery_whose_lease_ran_out_is_due_again(store: &dyn Store) {

@@ -24,14 +24,27 @@ impl DataLock {
     /// "cannot ..." in the message (`start`, `reset a token`).
     pub fn acquire(directory: &Path, purpose: &str) -> anyhow::Result<DataLock> {
         let path = directory.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|error| {
-                anyhow::anyhow!("cannot {purpose}: cannot open {} ({error})", path.display())
-            })?;
+        // Read-only is enough for flock, so a lock file another user (root running
+        // `admin reset-token`, say) created never keeps the server's user out.
+        let file = match File::open(&path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let created = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path);
+                match created {
+                    Ok(_) => File::open(&path),
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                        File::open(&path)
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            opened => opened,
+        }
+        .map_err(|error| {
+            anyhow::anyhow!("cannot {purpose}: cannot open {} ({error})", path.display())
+        })?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(DataLock { _file: file, path }),
             Err(rustix::io::Errno::WOULDBLOCK) => anyhow::bail!(
@@ -68,5 +81,17 @@ mod tests {
         );
         drop(held);
         DataLock::acquire(directory.path(), "start").unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_this_user_cannot_write_still_locks() {
+        use std::os::unix::fs::PermissionsExt;
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join(LOCK_FILE);
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let held = DataLock::acquire(directory.path(), "start").unwrap();
+        assert!(DataLock::acquire(directory.path(), "start").is_err());
+        drop(held);
     }
 }

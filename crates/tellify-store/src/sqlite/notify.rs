@@ -216,8 +216,10 @@ pub(super) fn delete_contact_point(
     Ok(true)
 }
 
-/// Marks the pending and leased deliveries of `point` failed with `reason`, and gangs its
-/// notifications not yet in a delivery into one failed delivery with the same reason.
+/// Marks the pending deliveries of `point` failed with `reason`, and gangs its
+/// notifications not yet in a delivery into one failed delivery with the same reason. A
+/// delivery being sent (leased) goes on: its sender records what really happened, and
+/// should that be a retry, the next claim finds the contact point gone and fails it.
 fn fail_unsent_for_contact_point(
     tx: &Connection,
     point: &ContactPoint,
@@ -266,8 +268,7 @@ fn fail_unsent_for_contact_point(
     let unsent: Vec<String> = {
         let mut statement = tx
             .prepare_cached(
-                "SELECT id FROM deliveries
-                 WHERE contact_point_id = ?1 AND status IN ('pending', 'sending')",
+                "SELECT id FROM deliveries WHERE contact_point_id = ?1 AND status = 'pending'",
             )
             .map_err(unavailable)?;
         let rows = statement

@@ -50,6 +50,12 @@ pub async fn create_user(
     require(principal, Scope::Admin)?;
     let mut errors = Vec::new();
     check_name(&request.name, "name", &PERSON_NAME, &mut errors);
+    if request.name == "me" {
+        errors.push(ParamError::new(
+            "name",
+            "`me` is reserved: /api/v1/users/me and `tellify users ... me` name the caller",
+        ));
+    }
     if let Some(email) = &request.email {
         check_email(email, &mut errors);
     }
@@ -172,15 +178,25 @@ pub async fn update_user(
     if profile.is_empty() && role.is_empty() {
         return Ok(before);
     }
-    if !services
-        .store
-        .update_user(after.clone(), memberships)
-        .await?
-    {
-        return Err(ServiceError::NotFound("user"));
+    if before.admin && !after.admin {
+        // Another admin must remain, whoever asks.
+        let admins = services
+            .store
+            .list_users()
+            .await?
+            .into_iter()
+            .filter(|user| user.admin && user.id != before.id)
+            .count();
+        if admins == 0 {
+            return Err(ServiceError::Conflict(format!(
+                "`{}` is the last admin; make another user admin first",
+                before.name
+            )));
+        }
     }
-    if let Some(change) = &membership_change {
-        let left: Vec<String> = services
+    // Listed before the write: leaving a group deletes the user's subscriptions of it.
+    let left: Vec<String> = match &membership_change {
+        Some(change) if !change.removed.is_empty() => services
             .store
             .list_subscriptions(None)
             .await?
@@ -192,8 +208,18 @@ pub async fn update_user(
                         .is_some_and(|group| change.removed.contains(group))
             })
             .map(|s| s.id)
-            .collect();
-        caches::subscriptions_reread(services, &left);
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !services
+        .store
+        .update_user(after.clone(), memberships)
+        .await?
+    {
+        return Err(ServiceError::NotFound("user"));
+    }
+    for id in &left {
+        caches::subscription_gone(services, id);
     }
     // Cached principals carry the user (zone, admin flag) and their groups.
     caches::people_changed(services).await?;

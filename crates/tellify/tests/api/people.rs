@@ -290,3 +290,16 @@ async fn an_admin_sets_the_role_and_exact_groups_and_every_act_is_audited() {
     assert!(!whole.contains(&ann));
     assert!(!whole.contains("tfy_"), "{whole}");
 }
+
+/// `me` names the caller in `/api/v1/users/me`: a user of that name could never be
+/// reached, changed or offboarded, so the name is refused.
+#[tokio::test]
+async fn no_user_may_be_named_me() {
+    let app = spawn_app().await;
+    let response = app
+        .post(&app.admin, "/api/v1/users", json!({"name": "me"}))
+        .await;
+    let (status, body) = problem(response).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("`me` is reserved"), "{body}");
+}
