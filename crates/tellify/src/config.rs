@@ -242,6 +242,15 @@ impl Settings {
     }
 }
 
+/// The configuration file settings are read from: the one given, else `tellify.toml` when
+/// it exists in the working directory, else none.
+pub fn config_file(given: Option<&Path>) -> Option<PathBuf> {
+    match given {
+        Some(path) => Some(path.to_path_buf()),
+        None => Some(PathBuf::from("tellify.toml")).filter(|path| path.exists()),
+    }
+}
+
 /// Checks a configuration offline, as `serve` would load it (the file, or `tellify.toml`
 /// when present, then the `TELLIFY_` variables), and returns every problem, each with its
 /// key and where it came from, not only the first: a key whose value is wrong is set
@@ -254,8 +263,7 @@ pub fn check(file: Option<&Path>) -> Result<Settings, Vec<String>> {
                 path.display()
             )])
         }
-        Some(path) => Some(path.to_path_buf()),
-        None => Some(PathBuf::from("tellify.toml")).filter(|path| path.exists()),
+        given => config_file(given),
     };
     let mut from_file = match &path {
         Some(path) => {

@@ -28,11 +28,8 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         ConfigCommand::Check { file } => match crate::config::check(file.as_deref()) {
             Ok(settings) => {
-                let source = match &file {
+                let source = match crate::config::config_file(file.as_deref()) {
                     Some(path) => path.display().to_string(),
-                    None if std::path::Path::new("tellify.toml").exists() => {
-                        "tellify.toml".to_string()
-                    }
                     None => "the defaults".to_string(),
                 };
                 print_line(&format!(

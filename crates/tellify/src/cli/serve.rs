@@ -25,7 +25,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_logging();
     // Listened for from the start, so a stop during start-up is not the default "die now".
     let stop_requested = stop_signal().context("cannot listen for SIGTERM and SIGINT")?;
-    let config_file = config_file(args.config.as_deref());
+    let config_file = crate::config::config_file(args.config.as_deref());
     let mut settings = Settings::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         settings.listen = listen;
@@ -57,15 +57,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("tellify listening on http://{}", app.address);
     app.run_until(stop_requested).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The configuration file `Settings::load` reads: the one given, else `tellify.toml` when
-/// it exists here.
-fn config_file(given: Option<&Path>) -> Option<PathBuf> {
-    match given {
-        Some(path) => Some(path.to_path_buf()),
-        None => Some(PathBuf::from("tellify.toml")).filter(|path| path.exists()),
-    }
 }
 
 /// What this start runs with, one line each: where the settings came from, the data
