@@ -12,12 +12,18 @@
 //! `base.html`, and a route in [`routes`]. Errors are [`WebError`]: a service's
 //! "not found" is this site's 404 page whether the thing is missing or someone else's.
 
+mod account;
+mod act;
+mod admin;
 mod alerts;
 mod assets;
 mod auth;
+mod events;
 pub mod format;
 mod live;
+mod notifications;
 mod session;
+mod subscriptions;
 
 use askama::Template;
 use axum::extract::Request;
@@ -62,6 +68,13 @@ pub fn routes() -> Router<AppState> {
         .route("/acks", get(alerts::acks))
         .route("/live", get(live::live))
         .route("/static/{version}/{file}", get(assets::serve))
+        // One line per area; each area's module owns its routes.
+        .merge(subscriptions::routes())
+        .merge(notifications::routes())
+        .merge(events::routes())
+        .merge(admin::routes())
+        .merge(account::routes())
+        .merge(act::routes())
         .layer(axum::middleware::from_fn(security_headers))
 }
 
