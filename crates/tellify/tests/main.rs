@@ -8,6 +8,7 @@ mod support;
 mod alerta;
 mod alertmanager;
 mod api;
+mod browser;
 mod channels;
 mod cli;
 mod cli_time;

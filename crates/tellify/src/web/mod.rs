@@ -88,9 +88,16 @@ async fn catch_panics(request: Request, next: Next) -> Response {
 }
 
 /// Security headers on every dashboard answer; pages are never cached.
+/// Also `Server-Timing: app;dur=<ms>`: the server's time to the answer's head, which the
+/// dashboard benchmark reads (`docs/performance.md`).
 async fn security_headers(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let mut response = next.run(request).await;
+    let millis = started.elapsed().as_secs_f64() * 1000.0;
     let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&format!("app;dur={millis:.2}")) {
+        headers.insert("server-timing", value);
+    }
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
