@@ -77,6 +77,7 @@ macro_rules! conformance_tests {
             a_search_pushes_type_and_field_predicates_down,
             a_search_resumes_in_bounded_steps_and_misses_nothing,
             a_time_range_search_finds_the_range_whatever_the_step_size,
+            the_positions_of_a_time_range_bound_its_events_in_log_order,
             keyed_lookups_find_the_newest_event_of_a_key,
             filter_errors_add_up_in_processing_commits_and_an_update_keeps_or_clears_them,
         );
@@ -1475,6 +1476,29 @@ pub async fn a_time_range_search_finds_the_range_whatever_the_step_size(store: &
         }
         assert_eq!(found, (10..20).rev().collect::<Vec<_>>(), "{max_examined}");
     }
+}
+
+/// [`Store::event_seq_range`]: the first and last position of a time range, so a reader
+/// can walk it in log order with `events_after`; `None` for a range without events.
+pub async fn the_positions_of_a_time_range_bound_its_events_in_log_order(store: &dyn Store) {
+    thirty_search_events(store).await;
+    let (first, last) = store
+        .event_seq_range(at(50_010), at(50_020))
+        .await
+        .unwrap()
+        .expect("a range with events");
+    assert_eq!(last - first, 9, "ten events, the end excluded");
+    let events = store.events_after(first - 1, 100).await.unwrap();
+    let walked: Vec<i64> = events
+        .iter()
+        .take_while(|event| event.seq <= last)
+        .map(|event| event.fields["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(walked, (10..20).collect::<Vec<_>>());
+    assert_eq!(
+        store.event_seq_range(at(60_000), at(60_010)).await.unwrap(),
+        None
+    );
 }
 
 /// [`Store::keyed_events`]: the newest events of one type, producer and field values,

@@ -73,6 +73,15 @@ pub trait Store: Send + Sync + 'static {
     /// presented as its first event (same id and content) with its own `seq`, `time`,
     /// `received` and idempotency key.
     async fn events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+    /// The first and last position of the events (every occurrence) whose `time` is in
+    /// `[since, until)`, or `None` when there are none: read through the time index, so a
+    /// reader can then walk that stretch of the log in order with
+    /// [`Store::events_after`].
+    async fn event_seq_range(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Option<(i64, i64)>>;
     /// Events newest first, by time range and position; each repeated event once, with
     /// its repeat count.
     async fn query_events(&self, query: EventQuery) -> StoreResult<Vec<ListedEvent>>;

@@ -794,6 +794,30 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn event_seq_range(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Option<(i64, i64)>> {
+        self.read(move |connection| {
+            connection
+                .prepare_cached(
+                    "SELECT MIN(seq), MAX(seq) FROM events WHERE time_ms >= ?1 AND time_ms < ?2",
+                )
+                .map_err(unavailable)?
+                .query_row(
+                    params![since.as_millisecond(), until.as_millisecond()],
+                    |row| {
+                        let first: Option<i64> = row.get(0)?;
+                        let last: Option<i64> = row.get(1)?;
+                        Ok(first.zip(last))
+                    },
+                )
+                .map_err(unavailable)
+        })
+        .await
+    }
+
     async fn query_events(&self, query: EventQuery) -> StoreResult<Vec<ListedEvent>> {
         self.read(move |connection| {
             let mut statement = connection

@@ -14,6 +14,7 @@ mod cli;
 mod cli_time;
 mod crash;
 mod engine_channel;
+mod insight;
 mod metric;
 mod openapi;
 mod quickstart;

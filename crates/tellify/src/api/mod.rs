@@ -9,6 +9,7 @@ pub mod error;
 mod event_types;
 mod events;
 mod import;
+mod insight;
 mod meta;
 mod notify;
 mod people;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/subscriptions/{id}/enable", post(subscriptions::enable))
         .route("/subscriptions/{id}/disable", post(subscriptions::disable))
         .route("/subscriptions/import", post(import::import))
+        .route("/subscriptions/preview", post(subscriptions::preview))
         .route("/subscriptions/costs", get(subscriptions::costs))
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}", get(alerts::get_one))
@@ -101,6 +103,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/deliveries", get(notify::list_deliveries))
         .route("/deliveries/{id}", get(notify::get_delivery))
+        .route("/deliveries/{id}/explain", get(insight::explain_delivery))
+        .route("/alerts/{id}/explain", get(insight::explain_alert))
+        .route("/policies/{name}/week", get(insight::policy_week))
         .route(
             "/groups",
             post(people::create_group).get(people::list_groups),

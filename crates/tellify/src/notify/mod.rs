@@ -164,6 +164,11 @@ impl NotifierHandle {
         self.wake.notify_one();
     }
 
+    /// The planner itself, for the explain service to ask for its decisions.
+    pub fn planner_decisions(&self) -> &Planner {
+        &self.planner
+    }
+
     /// The planner the worker hands to its commits.
     pub fn planner(&self) -> PlannerRef {
         PlannerRef(self.planner.clone())
