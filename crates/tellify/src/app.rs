@@ -477,6 +477,7 @@ async fn start_on(
         outbound,
         started,
         event_types,
+        login_limits: Default::default(),
     });
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let grace = state.settings.shutdown_grace();
@@ -539,7 +540,8 @@ async fn start_on(
                 return Err(error);
             }
         };
-    let router = api::router(state.clone());
+    // The JSON API and the dashboard (`/`, for people) on one listener.
+    let router = api::router(state.clone()).merge(crate::web::router(state.clone()));
     let http_settings = state.settings.http.clone();
     let server = tokio::spawn(async move {
         crate::server::serve(

@@ -24,3 +24,4 @@ mod startup;
 mod syslog;
 mod telemetry;
 mod tidy;
+mod web;

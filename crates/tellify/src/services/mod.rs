@@ -41,16 +41,20 @@ pub struct Services {
     pub started: jiff::Timestamp,
     /// Registered event types with their compiled schemas, for the ingest check.
     pub event_types: Arc<crate::event_types::EventTypes>,
+    /// Failed dashboard sign-ins per account and per address.
+    pub login_limits: sessions::LoginLimits,
 }
 
 pub type AppState = Arc<Services>;
 
+pub mod alerts;
 pub mod caches;
 pub mod error;
 pub mod event_types;
 pub mod import;
 pub mod notify;
 pub mod people;
+pub mod sessions;
 pub mod subscriptions;
 pub mod validate;
 
