@@ -424,11 +424,22 @@ async fn the_first_start_prints_the_admin_password_once_and_a_lost_one_is_reset_
     let data_arg = data.to_str().expect("utf-8 path");
     let port = free_port();
     let mut server = spawn_serve(&data, port, &[]);
-    let (_, token) = first_start_output(&mut server);
-    let stdout = server.stdout.take().expect("stdout");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let said = lines.next().and_then(Result::ok).unwrap_or_default();
-    let password = lines.next().and_then(Result::ok).unwrap_or_default();
+    let lines = later_start_output(&mut server);
+    let after = |start: &str| -> String {
+        let at = lines
+            .iter()
+            .position(|line| line.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?}: {lines:?}"));
+        lines.get(at + 1).cloned().unwrap_or_default()
+    };
+    let token = after("created user `admin`");
+    let password = after("`admin`'s password");
+    let said = lines
+        .iter()
+        .find(|line| line.starts_with("`admin`'s password"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(token.starts_with("tfy_"), "{lines:?}");
     assert!(
         said.contains(&format!("sign in at http://127.0.0.1:{port}/"))
             && said.contains("shown only this once"),
@@ -474,7 +485,8 @@ async fn the_first_start_prints_the_admin_password_once_and_a_lost_one_is_reset_
     ]);
     assert!(!unknown.status.success());
     assert!(
-        String::from_utf8_lossy(&unknown.stderr).contains("no user `zed`; its users: admin"),
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("no user `zed` in this store; its users: admin"),
         "{unknown:?}"
     );
 
@@ -547,13 +559,13 @@ async fn a_bootstrap_password_from_the_environment_is_checked_and_then_used() {
     let chosen = "the operator's own admin password";
     let port = free_port();
     let mut server = spawn_serve(&data, port, &[("TELLIFY_BOOTSTRAP_PASSWORD", chosen)]);
-    let (summary, token) = first_start_output(&mut server);
-    assert!(summary.contains("created user `admin`"), "{summary}");
-    let stdout = server.stdout.take().expect("stdout");
-    let said: Vec<String> = std::io::BufRead::lines(std::io::BufReader::new(stdout))
-        .map_while(Result::ok)
-        .take_while(|line| !line.starts_with("tellify listening"))
-        .collect();
+    let said = later_start_output(&mut server);
+    let at = said
+        .iter()
+        .position(|line| line.starts_with("created user `admin`"))
+        .unwrap_or_else(|| panic!("{said:?}"));
+    let token = said[at + 1].clone();
+    assert!(token.starts_with("tfy_"), "{said:?}");
     assert!(
         !said.iter().any(|line| line.contains("password")),
         "{said:?}"

@@ -377,7 +377,7 @@ async fn groups_members_event_types_and_tokens_are_managed_from_their_pages() {
     assert_eq!(stored["dedup_interval"], "10m");
     let list = admin.page("/admin/event-types").await;
     assert!(
-        list.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        list.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
         "{list}"
     );
     assert!(!list.contains("<script>alert"), "escaped: {list}");
@@ -392,14 +392,14 @@ async fn groups_members_event_types_and_tokens_are_managed_from_their_pages() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     // Tokens: everyone's, and a revoked one stops working at once.
-    let ann_token = app.user("bob").await;
+    let bob_token = app.user("bob").await;
     let page = admin.page("/admin/tokens").await;
     assert!(page.contains("<td>bob</td>"), "{page}");
     let tokens = app.get_json(&app.admin, "/api/v1/tokens?user=bob").await;
     let id = tokens["items"][0]["id"].as_str().expect("id").to_string();
     let response = admin.post(&format!("/admin/tokens/{id}/revoke"), &[]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let response = app.get(&ann_token, "/api/v1/users/me").await;
+    let response = app.get(&bob_token, "/api/v1/users/me").await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -506,7 +506,7 @@ async fn on_my_account_page_i_change_my_password_name_and_zone() {
     let page = response.text().await.expect("html");
     assert!(page.contains("id=\"timezone-error\""), "{page}");
     assert!(
-        page.contains("Ann &lt;b&gt;Smith&lt;/b&gt;"),
+        page.contains("Ann &#60;b&#62;Smith&#60;/b&#62;"),
         "typed, escaped: {page}"
     );
     let response = laptop
