@@ -145,8 +145,15 @@ impl Default for EngineSettings {
 pub const SHUTDOWN_GRACE_SECS: std::ops::RangeInclusive<u64> = 1..=600;
 
 /// Environment variables that configure something else than [`Settings`]: the CLI's
-/// server, token and time zone, the first admin's token, the log filter.
-const NOT_SETTINGS: [&str; 5] = ["server", "token", "bootstrap_token", "log", "tz"];
+/// server, token and time zone, the first admin's token and password, the log filter.
+const NOT_SETTINGS: [&str; 6] = [
+    "server",
+    "token",
+    "bootstrap_token",
+    "bootstrap_password",
+    "log",
+    "tz",
+];
 
 impl Settings {
     /// Loads settings from `file` (or `tellify.toml` if it exists) and the environment.

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
@@ -67,6 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts/{id}/clear", post(alerts::clear))
         .route("/users", post(people::create_user).get(people::list_users))
         .route("/users/me", get(people::me).patch(people::update_me))
+        .route("/users/me/password", put(people::change_own_password))
+        .route("/users/{name}/password", put(people::set_password))
         .route(
             "/users/{name}",
             get(people::get_user)

@@ -52,6 +52,7 @@ pub mod caches;
 pub mod error;
 pub mod event_types;
 pub mod explain;
+pub mod health;
 pub mod import;
 pub mod notify;
 pub mod people;

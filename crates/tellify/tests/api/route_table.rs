@@ -234,6 +234,9 @@ fn body_for(method: &Method, pattern: &str, suffix: &str, now: jiff::Timestamp) 
         ("POST", "/api/v1/subscriptions/preview") => {
             json!({"subscription": {"kind": "match", "title": "x", "params": {"filter": "true"}}})
         }
+        ("PUT", "/api/v1/users/me/password" | "/api/v1/users/{name}/password") => {
+            json!({"password": "a new password 1"})
+        }
         ("POST", "/api/v1/subscriptions/import") => json!({"url": "https://engine.example.com"}),
         ("POST", "/api/v1/alerts/{id}/ack") => json!({"note": "mine"}),
         ("POST", "/api/v1/alerts/{id}/shelve") => json!({"until": "1h"}),
@@ -417,6 +420,10 @@ const TABLE: &[Row] = &[
     ("PUT",   "/api/v1/event-types/{name}",                [A, A, A, 403, 403, 403, 403, 200]),
     ("PUT",   "/api/v1/policies/{name}",                   [A, A, A, 403, 422, 422, 200, 422]),
     ("PUT",   "/api/v1/subscriptions/{id}",                [A, A, A, 403, 404, 200, 200, 200]),
+    // Without `current`: the bootstrap admin has a password, so changing it needs it (403);
+    // the others have none yet. An admin resets anyone's; a user only their own.
+    ("PUT",   "/api/v1/users/me/password",                 [A, A, A, 403, 204, 204, 204, 403]),
+    ("PUT",   "/api/v1/users/{name}/password",             [A, A, A, 403, 404, 404, 204, 204]),
 ];
 
 #[tokio::test]
