@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 mod event_types;
 mod export;
 mod keyed;
+mod links;
 mod notify;
 mod processing;
 mod search;
@@ -1560,5 +1561,26 @@ impl Store for SqliteStore {
 
     async fn save_export_position(&self, name: &str, position: i64) -> StoreResult<()> {
         self.write_export_position(name, position).await
+    }
+
+    async fn server_secret(&self, name: &str, fresh: Vec<u8>) -> StoreResult<Vec<u8>> {
+        self.write_server_secret(name, fresh).await
+    }
+
+    async fn use_link(
+        &self,
+        nonce: &str,
+        expires: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        self.write_used_link(nonce, expires, now).await
+    }
+
+    async fn release_link(&self, nonce: &str) -> StoreResult<()> {
+        self.delete_used_link(nonce).await
+    }
+
+    async fn link_used(&self, nonce: &str) -> StoreResult<bool> {
+        self.read_used_link(nonce).await
     }
 }

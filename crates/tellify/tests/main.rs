@@ -13,6 +13,7 @@ mod cli;
 mod cli_time;
 mod crash;
 mod engine_channel;
+mod links;
 mod metric;
 mod openapi;
 mod quickstart;

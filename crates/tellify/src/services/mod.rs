@@ -41,6 +41,8 @@ pub struct Services {
     pub started: jiff::Timestamp,
     /// Registered event types with their compiled schemas, for the ingest check.
     pub event_types: Arc<crate::event_types::EventTypes>,
+    /// Signs and checks the action links in notifications ([`links`]).
+    pub links: links::LinkSigner,
 }
 
 pub type AppState = Arc<Services>;
@@ -49,6 +51,7 @@ pub mod caches;
 pub mod error;
 pub mod event_types;
 pub mod import;
+pub mod links;
 pub mod notify;
 pub mod people;
 pub mod subscriptions;
