@@ -321,7 +321,11 @@ fn fire(
     ids: &dyn IdSource,
 ) -> (Alert, Vec<HistoryEntry>) {
     let mut history = Vec::new();
-    let detail = serde_json::json!({"severity": severity, "message": message});
+    let mut detail = serde_json::json!({"severity": severity, "message": message});
+    // The event behind the change, for "what made this fire" on the alert's page.
+    if let Some(event_id) = event_id {
+        detail["event_id"] = serde_json::Value::String(event_id.clone());
+    }
     let mut alert = match current {
         Some(alert) if alert.state == AlertState::Firing => alert,
         Some(mut alert) => {

@@ -1608,16 +1608,14 @@ pub async fn audit_records_are_kept_and_listed_newest_first(store: &dyn Store) {
 }
 
 pub async fn a_server_secret_is_written_once_and_shared(store: &dyn Store) {
-    let first = store
-        .server_secret("links", vec![1, 2, 3])
-        .await
-        .unwrap();
+    let first = store.server_secret("links", vec![1, 2, 3]).await.unwrap();
     assert_eq!(first, vec![1, 2, 3]);
-    let second = store
-        .server_secret("links", vec![9, 9, 9])
-        .await
-        .unwrap();
-    assert_eq!(second, vec![1, 2, 3], "a second node gets the stored secret");
+    let second = store.server_secret("links", vec![9, 9, 9]).await.unwrap();
+    assert_eq!(
+        second,
+        vec![1, 2, 3],
+        "a second node gets the stored secret"
+    );
     let other = store.server_secret("other", vec![7]).await.unwrap();
     assert_eq!(other, vec![7], "secrets are kept by name");
 }
@@ -1635,6 +1633,9 @@ pub async fn a_link_nonce_is_used_once_until_released_or_pruned(store: &dyn Stor
     assert!(store.use_link("n1", at(100), at(2)).await.unwrap());
     // Another use after the first link expired prunes its row.
     assert!(store.use_link("n2", at(500), at(101)).await.unwrap());
-    assert!(!store.link_used("n1").await.unwrap(), "expired rows are pruned");
+    assert!(
+        !store.link_used("n1").await.unwrap(),
+        "expired rows are pruned"
+    );
     assert!(store.link_used("n2").await.unwrap());
 }

@@ -113,6 +113,33 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tokens(&self, user_id: Option<&str>) -> StoreResult<Vec<Token>>;
     async fn delete_token(&self, id: &str) -> StoreResult<bool>;
 
+    // ---- passwords and dashboard sessions ----
+
+    /// Sets (`None`: removes) a user's password hash and ends every session of theirs but
+    /// `keep_session`, in one transaction. False when there is no such user.
+    async fn set_password_hash(
+        &self,
+        user_id: &str,
+        hash: Option<String>,
+        keep_session: Option<String>,
+    ) -> StoreResult<bool>;
+    async fn password_hash(&self, user_id: &str) -> StoreResult<Option<String>>;
+    async fn create_web_session(&self, session: WebSession) -> StoreResult<()>;
+    /// The session with this hash, unless it expired by `now`.
+    async fn web_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<WebSession>>;
+    /// Records use: new `seen` and `expires`. False when the session is gone.
+    async fn touch_web_session(
+        &self,
+        id_hash: &str,
+        seen: Timestamp,
+        expires: Timestamp,
+    ) -> StoreResult<bool>;
+    async fn delete_web_session(&self, id_hash: &str) -> StoreResult<bool>;
+    /// Ends every session of a user (offboarding, a role change, a password reset).
+    async fn delete_web_sessions_of(&self, user_id: &str) -> StoreResult<u64>;
+    /// Removes sessions expired by `now`; returns how many.
+    async fn prune_web_sessions(&self, now: Timestamp) -> StoreResult<u64>;
+
     // ---- subscriptions ----
 
     async fn insert_subscription(&self, subscription: Subscription) -> StoreResult<()>;
@@ -263,8 +290,7 @@ pub trait Store: Send + Sync + 'static {
     async fn server_secret(&self, name: &str, fresh: Vec<u8>) -> StoreResult<Vec<u8>>;
     /// Marks a link's nonce used, durably, unless it already was: true only for the one
     /// caller that marked it. Rows of links expired before `now` are pruned on the way.
-    async fn use_link(&self, nonce: &str, expires: Timestamp, now: Timestamp)
-        -> StoreResult<bool>;
+    async fn use_link(&self, nonce: &str, expires: Timestamp, now: Timestamp) -> StoreResult<bool>;
     /// Makes a used nonce usable again (its action could not be performed).
     async fn release_link(&self, nonce: &str) -> StoreResult<()>;
     /// Whether a link's nonce was used (and its row not yet pruned).

@@ -23,6 +23,7 @@ mod links;
 mod notify;
 mod processing;
 mod search;
+mod sessions;
 
 use self::processing::SqliteProcessing;
 
@@ -33,7 +34,7 @@ use crate::{
     Delivery, DeliveryHold, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, EventSearch,
     EventType, FinishedDelivery, Group, KeyedEventQuery, ListedEvent, NotifyDirectory,
     OffboardCounts, PlannerRef, PolicyRecord, ProcessingCommit, ProcessingSnapshot, SearchStep,
-    Silence, Store, StoreError, StoreResult, Subscription, Token, User, Viewer,
+    Silence, Store, StoreError, StoreResult, Subscription, Token, User, Viewer, WebSession,
 };
 
 /// Most append requests folded into one transaction.
@@ -138,6 +139,10 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
     "ALTER TABLE subscriptions ADD COLUMN filter_errors TEXT;",
     // user_version 10: how a person likes to be called.
     "ALTER TABLE users ADD COLUMN display_name TEXT;",
+    // user_version 11: dashboard passwords and sessions.
+    sessions::MIGRATION,
+    // user_version 12: the action links' signing key and used links.
+    links::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -1131,6 +1136,61 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_password_hash(
+        &self,
+        user_id: &str,
+        hash: Option<String>,
+        keep_session: Option<String>,
+    ) -> StoreResult<bool> {
+        let user_id = user_id.to_string();
+        self.write(move |tx| {
+            sessions::set_password(tx, &user_id, hash.as_deref(), keep_session.as_deref())
+        })
+        .await
+    }
+
+    async fn password_hash(&self, user_id: &str) -> StoreResult<Option<String>> {
+        let user_id = user_id.to_string();
+        self.read(move |connection| sessions::password(connection, &user_id))
+            .await
+    }
+
+    async fn create_web_session(&self, session: WebSession) -> StoreResult<()> {
+        self.write(move |tx| sessions::create(tx, &session)).await
+    }
+
+    async fn web_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<WebSession>> {
+        let id_hash = id_hash.to_string();
+        self.read(move |connection| sessions::find(connection, &id_hash, now))
+            .await
+    }
+
+    async fn touch_web_session(
+        &self,
+        id_hash: &str,
+        seen: Timestamp,
+        expires: Timestamp,
+    ) -> StoreResult<bool> {
+        let id_hash = id_hash.to_string();
+        self.write(move |tx| sessions::touch(tx, &id_hash, seen, expires))
+            .await
+    }
+
+    async fn delete_web_session(&self, id_hash: &str) -> StoreResult<bool> {
+        let id_hash = id_hash.to_string();
+        self.write(move |tx| sessions::delete(tx, &id_hash)).await
+    }
+
+    async fn delete_web_sessions_of(&self, user_id: &str) -> StoreResult<u64> {
+        let user_id = user_id.to_string();
+        self.write(move |tx| sessions::delete_of_user(tx, &user_id, None))
+            .await
+    }
+
+    async fn prune_web_sessions(&self, now: Timestamp) -> StoreResult<u64> {
+        self.write(move |tx| sessions::prune(tx, now)).await
+    }
+
     async fn insert_subscription(&self, subscription: Subscription) -> StoreResult<()> {
         self.write(move |tx| {
             tx.execute(
@@ -1567,12 +1627,7 @@ impl Store for SqliteStore {
         self.write_server_secret(name, fresh).await
     }
 
-    async fn use_link(
-        &self,
-        nonce: &str,
-        expires: Timestamp,
-        now: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn use_link(&self, nonce: &str, expires: Timestamp, now: Timestamp) -> StoreResult<bool> {
         self.write_used_link(nonce, expires, now).await
     }
 

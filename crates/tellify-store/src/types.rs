@@ -82,6 +82,19 @@ pub struct Group {
     pub created: Timestamp,
 }
 
+/// A signed-in dashboard session. The cookie holds a secret; the store keeps only its
+/// SHA-256 (`id_hash`), so a copy of the database opens no session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebSession {
+    pub id_hash: String,
+    pub user_id: String,
+    /// The token every state-changing form of this session must carry.
+    pub csrf: String,
+    pub created: Timestamp,
+    pub seen: Timestamp,
+    pub expires: Timestamp,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Token {
     pub id: String,

@@ -161,7 +161,9 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
             "ALTER TABLE tokens DROP COLUMN expires; ALTER TABLE subscriptions DROP COLUMN health;
              DROP INDEX events_type; DROP TABLE event_keys;
              ALTER TABLE subscriptions DROP COLUMN filter_errors;
-             ALTER TABLE users DROP COLUMN display_name; PRAGMA user_version = 4;",
+             ALTER TABLE users DROP COLUMN display_name;
+             ALTER TABLE users DROP COLUMN password_hash; DROP TABLE web_sessions;
+             PRAGMA user_version = 4;",
         )
         .unwrap();
     drop(connection);
@@ -172,7 +174,7 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 10);
+    assert_eq!(version, 11);
 }
 
 #[tokio::test]
@@ -208,6 +210,7 @@ async fn a_version_7_database_finds_its_alerta_events_by_producer_after_the_upgr
         .execute_batch(
             "DROP TABLE event_keys; ALTER TABLE subscriptions DROP COLUMN filter_errors;
              ALTER TABLE users DROP COLUMN display_name;
+             ALTER TABLE users DROP COLUMN password_hash; DROP TABLE web_sessions;
              PRAGMA user_version = 7;",
         )
         .unwrap();

@@ -464,6 +464,7 @@ async fn start_on(
         started,
         event_types,
         links,
+        login_limits: Default::default(),
     });
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let grace = state.settings.shutdown_grace();
@@ -526,7 +527,8 @@ async fn start_on(
                 return Err(error);
             }
         };
-    let router = api::router(state.clone());
+    // The JSON API and the dashboard (`/`, for people) on one listener.
+    let router = api::router(state.clone()).merge(crate::web::router(state.clone()));
     let http_settings = state.settings.http.clone();
     let server = tokio::spawn(async move {
         crate::server::serve(

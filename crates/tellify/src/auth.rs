@@ -320,18 +320,19 @@ impl Authenticator {
     }
 }
 
-/// Failed authentications per client address in fixed windows that start at an
-/// address's first failure. IPv6 addresses count by their /64 network, which one client
-/// usually holds whole. The map is bounded: windows that ended are dropped once a window
-/// has passed since the last sweep, or when it is full.
-pub struct FailureLimiter {
+/// Failed authentications per key (a client address, or an account name for the
+/// dashboard's sign-in) in fixed windows that start at a key's first failure. IPv6
+/// addresses count by their /64 network, which one client usually holds whole. The map is
+/// bounded: windows that ended are dropped once a window has passed since the last sweep,
+/// or when it is full.
+pub struct FailureLimiter<K = IpAddr> {
     max_failures: u32,
     window: SignedDuration,
-    state: Mutex<Failures>,
+    state: Mutex<Failures<K>>,
 }
 
-struct Failures {
-    by_address: HashMap<IpAddr, FailureWindow>,
+struct Failures<K> {
+    by_key: HashMap<K, FailureWindow>,
     swept: Option<Timestamp>,
 }
 
@@ -340,20 +341,55 @@ struct FailureWindow {
     failures: u32,
 }
 
-impl FailureLimiter {
-    pub fn new(settings: &AuthSettings) -> FailureLimiter {
+/// What failures count against: the key as given, or a coarser one.
+pub trait LimitKey: std::hash::Hash + Eq + Clone {
+    fn limit_key(self) -> Self;
+}
+
+impl LimitKey for IpAddr {
+    /// IPv4 as is, IPv6 by its /64 (an IPv4-mapped IPv6 address as its IPv4).
+    fn limit_key(self) -> IpAddr {
+        match self {
+            IpAddr::V4(_) => self,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let network = u128::from(v6) & !((1u128 << 64) - 1);
+                    IpAddr::V6(network.into())
+                }
+            },
+        }
+    }
+}
+
+impl LimitKey for String {
+    /// Account names count case-blind, so `Ann` and `ann` share one budget.
+    fn limit_key(self) -> String {
+        self.to_lowercase()
+    }
+}
+
+impl FailureLimiter<IpAddr> {
+    pub fn new(settings: &AuthSettings) -> FailureLimiter<IpAddr> {
         let seconds = i64::try_from(settings.failure_window_secs).unwrap_or(i64::MAX);
+        FailureLimiter::with(settings.max_failures, SignedDuration::from_secs(seconds))
+    }
+}
+
+impl<K: LimitKey> FailureLimiter<K> {
+    /// At most `max_failures` (at least 1) per key in each `window`.
+    pub fn with(max_failures: u32, window: SignedDuration) -> FailureLimiter<K> {
         FailureLimiter {
-            max_failures: settings.max_failures.max(1),
-            window: SignedDuration::from_secs(seconds),
+            max_failures: max_failures.max(1),
+            window,
             state: Mutex::new(Failures {
-                by_address: HashMap::new(),
+                by_key: HashMap::new(),
                 swept: None,
             }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Failures> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Failures<K>> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -366,10 +402,10 @@ impl FailureLimiter {
             .unwrap_or(Timestamp::MAX)
     }
 
-    /// `Err(seconds)` until the address may try again.
-    pub fn check(&self, address: IpAddr, now: Timestamp) -> Result<(), u32> {
+    /// `Err(seconds)` until the key may try again.
+    pub fn check(&self, key: K, now: Timestamp) -> Result<(), u32> {
         let state = self.lock();
-        let Some(window) = state.by_address.get(&limit_key(address)) else {
+        let Some(window) = state.by_key.get(&key.limit_key()) else {
             return Ok(());
         };
         let ends = self.ends(window);
@@ -384,53 +420,38 @@ impl FailureLimiter {
         Err(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX))
     }
 
-    pub fn record(&self, address: IpAddr, now: Timestamp) {
+    pub fn record(&self, key: K, now: Timestamp) {
         let mut state = self.lock();
         let sweep_due = state
             .swept
             .is_none_or(|swept| now.duration_since(swept) >= self.window);
-        if sweep_due || state.by_address.len() >= MAX_TRACKED_ADDRESSES {
-            state.by_address.retain(|_, window| now < self.ends(window));
+        if sweep_due || state.by_key.len() >= MAX_TRACKED_ADDRESSES {
+            state.by_key.retain(|_, window| now < self.ends(window));
             state.swept = Some(now);
-            if state.by_address.len() >= MAX_TRACKED_ADDRESSES {
+            if state.by_key.len() >= MAX_TRACKED_ADDRESSES {
                 tracing::warn!(
-                    addresses = state.by_address.len(),
-                    "too many addresses with failed authentication; forgetting them"
+                    keys = state.by_key.len(),
+                    "too many addresses or accounts with failed authentication; forgetting them"
                 );
-                state.by_address.clear();
+                state.by_key.clear();
             }
         }
-        let key = limit_key(address);
+        let key = key.limit_key();
         let fresh = state
-            .by_address
+            .by_key
             .get(&key)
             .is_none_or(|window| now >= self.ends(window));
         if fresh {
-            state.by_address.insert(
+            state.by_key.insert(
                 key,
                 FailureWindow {
                     started: now,
                     failures: 1,
                 },
             );
-        } else if let Some(window) = state.by_address.get_mut(&key) {
+        } else if let Some(window) = state.by_key.get_mut(&key) {
             window.failures = window.failures.saturating_add(1);
         }
-    }
-}
-
-/// The address failures count against: IPv4 as is, IPv6 by its /64 (an IPv4-mapped IPv6
-/// address as its IPv4).
-fn limit_key(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let network = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(network.into())
-            }
-        },
     }
 }
 
@@ -517,12 +538,12 @@ mod tests {
         for host in 0..200u8 {
             limiter.record(IpAddr::from([10, 0, 0, host]), start);
         }
-        assert_eq!(limiter.lock().by_address.len(), 200);
+        assert_eq!(limiter.lock().by_key.len(), 200);
         limiter.record(
             IpAddr::from([10, 0, 1, 1]),
             start + SignedDuration::from_secs(61),
         );
-        assert_eq!(limiter.lock().by_address.len(), 1);
+        assert_eq!(limiter.lock().by_key.len(), 1);
     }
 
     #[test]

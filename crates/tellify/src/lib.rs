@@ -26,4 +26,5 @@ pub mod services;
 pub mod sources;
 pub mod stream;
 pub mod telemetry;
+pub mod web;
 pub mod worker;

@@ -290,3 +290,33 @@ pub fn export_position(exporter: &str, stream: &'static str, position: i64) {
     metrics::gauge!(EXPORT_POSITION, "exporter" => exporter.to_string(), "stream" => stream)
         .set(position as f64);
 }
+
+/// Runs a request, and if its handler panics, logs and counts the panic
+/// (`tellify_http_panics_total`) and answers `answer()` instead: the server lives on and
+/// nothing of the panic reaches the client. The API answers problem+json, the dashboard a
+/// page.
+pub async fn guard_panics(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+    answer: impl FnOnce() -> axum::response::Response,
+) -> axum::response::Response {
+    use futures_util::FutureExt;
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|text| text.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(%method, %path, panic = %message, "request handler panicked");
+            metrics::counter!(HTTP_PANICS).increment(1);
+            answer()
+        }
+    }
+}

@@ -7,6 +7,7 @@ use jiff::SignedDuration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tellify::channels::SmtpSecurity;
+use tellify::clock::Clock;
 use tellify::services::links::{self, LinkAction, ShelveChoice};
 use tellify::services::ServiceError;
 
@@ -101,7 +102,11 @@ async fn an_emailed_ack_link_acts_once_as_its_user() {
     let tokens = act_tokens(&mail.data);
     // Text and HTML each carry both links.
     assert_eq!(tokens.len(), 4, "{}", mail.data);
-    assert!(mail.data.contains("Acknowledge fs=/home: "), "{}", mail.data);
+    assert!(
+        mail.data.contains("Acknowledge fs=/home: "),
+        "{}",
+        mail.data
+    );
     let state = &app.app.state;
     let now = app.clock.now();
     let ack = tokens
@@ -114,7 +119,9 @@ async fn an_emailed_ack_link_acts_once_as_its_user() {
         .expect("id")
         .to_string();
 
-    let view = links::inspect(state, &ack, now).await.expect("a valid link");
+    let view = links::inspect(state, &ack, now)
+        .await
+        .expect("a valid link");
     assert_eq!(view.alert.id, alert_id);
     assert_eq!(view.user.name, "ann");
     assert_eq!(view.action, LinkAction::Ack);
@@ -147,7 +154,12 @@ async fn an_emailed_ack_link_acts_once_as_its_user() {
         1,
         "the second redeem did nothing"
     );
-    assert!(links::inspect(state, &ack, app.clock.now()).await.unwrap().used);
+    assert!(
+        links::inspect(state, &ack, app.clock.now())
+            .await
+            .unwrap()
+            .used
+    );
 }
 
 /// Shelve links honour the choice; links expire with the ttl, a forged one is "not
@@ -189,12 +201,20 @@ async fn links_expire_are_checked_and_end_with_their_user() {
     let late = links::mint(state, &alert_id, &ann_id, LinkAction::Ack, now);
     app.advance(SignedDuration::from_mins(61)).await;
     match links::inspect(state, &late, app.clock.now()).await {
-        Err(ServiceError::Gone(text)) => assert!(text.starts_with("this link expired at"), "{text}"),
+        Err(ServiceError::Gone(text)) => {
+            assert!(text.starts_with("this link expired at"), "{text}")
+        }
         other => panic!("expected expired, got {other:?}"),
     }
 
     // A link for bob on ann's alert: bob may not see it, so it answers like no alert.
-    let bob_id = state.store.user_by_name("bob").await.unwrap().expect("bob").id;
+    let bob_id = state
+        .store
+        .user_by_name("bob")
+        .await
+        .unwrap()
+        .expect("bob")
+        .id;
     let now = app.clock.now();
     let foreign = links::mint(state, &alert_id, &bob_id, LinkAction::Ack, now);
     assert!(matches!(
@@ -279,5 +299,8 @@ async fn without_a_public_url_messages_carry_no_links() {
     })
     .await;
     assert_eq!(payload["alerts"][0]["actions"], Value::Null);
-    assert!(!payload["text"].as_str().unwrap_or_default().contains("/act/"));
+    assert!(!payload["text"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("/act/"));
 }

@@ -25,3 +25,4 @@ mod startup;
 mod syslog;
 mod telemetry;
 mod tidy;
+mod web;

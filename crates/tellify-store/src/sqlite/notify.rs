@@ -951,6 +951,7 @@ pub(super) fn offboard_user(
         "DELETE FROM contact_points WHERE user_id = ?1",
         "DELETE FROM silences WHERE user_id = ?1",
         "DELETE FROM tokens WHERE user_id = ?1",
+        "DELETE FROM web_sessions WHERE user_id = ?1",
         "DELETE FROM group_members WHERE user_id = ?1",
     ] {
         tx.execute(sql, [user_id]).map_err(unavailable)?;

@@ -529,13 +529,9 @@ async fn alert_action(
         }
     };
     for alert_id in alerts_named(&state, &principal, &id).await? {
-        let _changed = super::alerts::act(
-            state.clone(),
-            Auth(principal.clone()),
-            alert_id,
-            action.clone(),
-        )
-        .await?;
+        crate::services::alerts::act(&state, &principal, &alert_id, action.clone())
+            .await
+            .map_err(ApiError::from)?;
     }
     Ok(Json(json!({"status": "ok"})))
 }
@@ -550,13 +546,9 @@ async fn delete_alert(
 ) -> AlertaResult<Json<Value>> {
     let principal = auth.require(Scope::User)?.clone();
     for alert_id in alerts_named(&state, &principal, &id).await? {
-        let cleared = super::alerts::act(
-            state.clone(),
-            Auth(principal.clone()),
-            alert_id,
-            Action::Clear,
-        )
-        .await;
+        let cleared = crate::services::alerts::act(&state, &principal, &alert_id, Action::Clear)
+            .await
+            .map_err(ApiError::from);
         match cleared {
             Ok(_) => {}
             Err(error) if error.status == StatusCode::CONFLICT => {}

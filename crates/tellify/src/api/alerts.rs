@@ -1,18 +1,15 @@
-use std::sync::Arc;
-
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use tellify_engine::alerts::{Action, Alert, AlertState, HistoryEntry};
+use tellify_engine::alerts::{Action, Alert, HistoryEntry};
 use tellify_model::Severity;
-use tellify_store::{AlertQuery, ClearedFilter};
 
 use super::{
     clamp_limit, parse_future_param, ApiError, ApiResult, AppState, Auth, JsonBody, Page,
     QueryParams,
 };
-use crate::auth::{Principal, Scope};
-use crate::stream::{AlertNotice, StreamItem};
+use crate::auth::Scope;
+use crate::services::alerts::{self, AlertFilter, StateFilter};
 
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -37,18 +34,8 @@ pub async fn list(
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Page<Alert>>> {
     let principal = auth.require(Scope::User)?;
-    let (alert_state, cleared) = match query.state.as_deref() {
-        None | Some("") => (None, ClearedFilter::Exclude),
-        Some("firing") => (Some(AlertState::Firing), ClearedFilter::Exclude),
-        Some("resolved") => (Some(AlertState::Resolved), ClearedFilter::Exclude),
-        Some("cleared") => (None, ClearedFilter::Only),
-        Some("all") => (None, ClearedFilter::Include),
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "`state`: `{other}` is not one of firing, resolved, cleared, all"
-            )))
-        }
-    };
+    let alert_state = StateFilter::parse(query.state.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("`state`: {e}")))?;
     let severity = query
         .severity
         .as_deref()
@@ -57,42 +44,22 @@ pub async fn list(
                 .map_err(|e| ApiError::bad_request(format!("`severity`: {e}")))
         })
         .transpose()?;
-    let limit = clamp_limit(query.limit, 100, 1000);
-    let viewer = (!principal.is_admin()).then(|| principal.viewer());
-    let mut alerts = state
-        .store
-        .list_alerts(AlertQuery {
-            viewer,
+    let page = alerts::list(
+        &state,
+        principal,
+        AlertFilter {
             state: alert_state,
-            subscription_id: query.subscription,
+            subscription: query.subscription,
             severity,
-            cleared,
-            before_id: query.cursor,
-            // One more than asked tells whether another page follows.
-            limit: limit + 1,
-        })
-        .await?;
-    let more = alerts.len() > limit;
-    alerts.truncate(limit);
-    let now = state.clock.now();
-    let next = if more {
-        alerts.last().map(|a| a.id.clone())
-    } else {
-        None
-    };
-    let items = alerts.into_iter().map(|alert| alert.at(now)).collect();
-    Ok(Json(Page { items, next }))
-}
-
-async fn visible(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Alert> {
-    match state.store.alert(id).await? {
-        Some(alert)
-            if principal.can_see(alert.owner_user.as_deref(), alert.owner_group.as_deref()) =>
-        {
-            Ok(alert)
-        }
-        _ => Err(ApiError::not_found("alert")),
-    }
+            before: query.cursor,
+            limit: clamp_limit(query.limit, 100, 1000),
+        },
+    )
+    .await?;
+    Ok(Json(Page {
+        items: page.items,
+        next: page.next,
+    }))
 }
 
 pub async fn get_one(
@@ -101,12 +68,8 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertWithHistory>> {
     let principal = auth.require(Scope::User)?;
-    let alert = visible(&state, principal, &id).await?;
-    let history = state.store.alert_history(&id).await?;
-    Ok(Json(AlertWithHistory {
-        alert: alert.at(state.clock.now()),
-        history,
-    }))
+    let (alert, history) = alerts::with_history(&state, principal, &id).await?;
+    Ok(Json(AlertWithHistory { alert, history }))
 }
 
 pub(super) async fn act(
@@ -116,17 +79,7 @@ pub(super) async fn act(
     action: Action,
 ) -> ApiResult<Json<Alert>> {
     let principal = auth.require(Scope::User)?;
-    visible(&state, principal, &id).await?;
-    let now = state.clock.now();
-    let change = state
-        .store
-        .act_on_alert(&id, action, &principal.user.name, now)
-        .await?;
-    state.bus.publish(StreamItem::Alert(Arc::new(AlertNotice {
-        alert: change.alert.clone(),
-        history: change.history,
-    })));
-    Ok(Json(change.alert.at(now)))
+    Ok(Json(alerts::act(&state, principal, &id, action).await?))
 }
 
 #[derive(Deserialize, Default)]

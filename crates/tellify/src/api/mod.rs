@@ -1,5 +1,5 @@
 //! The HTTP API under `/api/v1`, plus `/healthz`, `/metrics` and `/api/openapi.json`.
-//! Only this module (and a future `web/`) knows HTTP shapes.
+//! Only this module and the dashboard (`web/`) know HTTP shapes.
 
 pub mod alerta;
 #[doc(hidden)]
@@ -158,31 +158,17 @@ pub fn router(state: AppState) -> Router {
 /// the client.
 async fn catch_panics(request: Request, next: axum::middleware::Next) -> axum::response::Response {
     use axum::response::IntoResponse;
-    use futures_util::FutureExt;
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    match std::panic::AssertUnwindSafe(next.run(request))
-        .catch_unwind()
-        .await
-    {
-        Ok(response) => response,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|text| text.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(%method, %path, panic = %message, "request handler panicked");
-            metrics::counter!(crate::telemetry::HTTP_PANICS).increment(1);
-            ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal Server Error",
-                "the server failed on this request; it has been logged",
-            )
-            .into_response()
-        }
-    }
+    crate::telemetry::guard_panics(request, next, || {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            "the server failed on this request; it has been logged",
+        )
+        .into_response()
+    })
+    .await
 }
+
 /// The only routes an `ingest` token may call: event ingest. Every other route answers
 /// such a token 403, whatever scope the handler asks for, so a route added later is closed
 /// to ingest tokens unless it is listed here. The Alerta API's routes that only send

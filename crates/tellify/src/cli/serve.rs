@@ -201,7 +201,10 @@ mod tests {
         );
         assert!(text.contains("config    tellify.toml"), "{text}");
         assert!(text.contains("sources   nats subject events.>"), "{text}");
-        assert!(text.contains("links     Acknowledge / Shelve links in notifications, valid 72h"), "{text}");
+        assert!(
+            text.contains("links     Acknowledge / Shelve links in notifications, valid 72h"),
+            "{text}"
+        );
         assert!(!text.contains("not configured"), "{text}");
         assert!(!text.contains("secret"), "no URL, no credentials: {text}");
     }

@@ -78,12 +78,12 @@ pub enum ShelveChoice {
 }
 
 impl ShelveChoice {
-    /// Reads `1h`, `tomorrow` or `resolved`, the values of the confirming form.
+    /// Reads `1h`, `tomorrow` or `resolves`, the values of the confirming form.
     pub fn parse(text: &str) -> Option<ShelveChoice> {
         match text {
             "1h" => Some(ShelveChoice::OneHour),
             "tomorrow" => Some(ShelveChoice::TomorrowMorning),
-            "resolved" => Some(ShelveChoice::UntilResolved),
+            "resolves" => Some(ShelveChoice::UntilResolved),
             _ => None,
         }
     }
@@ -92,7 +92,7 @@ impl ShelveChoice {
         match self {
             ShelveChoice::OneHour => "1h",
             ShelveChoice::TomorrowMorning => "tomorrow",
-            ShelveChoice::UntilResolved => "resolved",
+            ShelveChoice::UntilResolved => "resolves",
         }
     }
 
@@ -196,7 +196,13 @@ impl LinkSigner {
     }
 
     /// A token for `action` on `alert_id` by `user_id`, working until `now + ttl`.
-    pub fn mint(&self, alert_id: &str, user_id: &str, action: LinkAction, now: Timestamp) -> String {
+    pub fn mint(
+        &self,
+        alert_id: &str,
+        user_id: &str,
+        action: LinkAction,
+        now: Timestamp,
+    ) -> String {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rng().fill_bytes(&mut nonce);
         let expires = tellify_model::later(now, self.ttl);
@@ -534,17 +540,17 @@ mod tests {
 
     #[test]
     fn a_token_expires_after_the_ttl() {
-        let signer = LinkSigner::new([3; KEY_BYTES], SignedDuration::from_mins(5));
-        let token = signer.mint("01ALERT", "01USER", LinkAction::Ack, at(0));
-        assert!(signer.verify(&token, at(299)).is_ok());
+        let short = LinkSigner::new([3; KEY_BYTES], SignedDuration::from_mins(5));
+        let token = short.mint("01ALERT", "01USER", LinkAction::Ack, at(0));
+        assert!(short.verify(&token, at(299)).is_ok());
         assert_eq!(
-            signer.verify(&token, at(300)),
+            short.verify(&token, at(300)),
             Err(TokenProblem::Expired(at(300)))
         );
         // An expired token is checked for its signature first: a forged one with a past
         // expiry says nothing about expiry.
         let forged = signer(9).sign("01ALERT", "01USER", LinkAction::Ack, at(-5), [0; 16]);
-        assert_eq!(signer.verify(&forged, at(0)), Err(TokenProblem::NotValid));
+        assert_eq!(short.verify(&forged, at(0)), Err(TokenProblem::NotValid));
     }
 
     #[test]
@@ -561,8 +567,7 @@ mod tests {
         let zone = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
         // 2026-03-28 22:30 UTC is 23:30 CET; the next morning is after the DST change.
         let now: Timestamp = "2026-03-28T22:30:00Z".parse().unwrap();
-        let Action::Shelve { until, oneshot, .. } = ShelveChoice::OneHour.action(&zone, now)
-        else {
+        let Action::Shelve { until, oneshot, .. } = ShelveChoice::OneHour.action(&zone, now) else {
             panic!("a shelve")
         };
         assert_eq!(until, Some("2026-03-28T23:30:00Z".parse().unwrap()));
@@ -575,8 +580,7 @@ mod tests {
             Some("2026-03-29T06:00:00Z".parse().unwrap()),
             "08:00 CEST"
         );
-        let Action::Shelve { until, oneshot, .. } =
-            ShelveChoice::UntilResolved.action(&zone, now)
+        let Action::Shelve { until, oneshot, .. } = ShelveChoice::UntilResolved.action(&zone, now)
         else {
             panic!("a shelve")
         };

@@ -43,10 +43,13 @@ pub struct Services {
     pub event_types: Arc<crate::event_types::EventTypes>,
     /// Signs and checks the action links in notifications ([`links`]).
     pub links: links::LinkSigner,
+    /// Failed dashboard sign-ins per account and per address.
+    pub login_limits: sessions::LoginLimits,
 }
 
 pub type AppState = Arc<Services>;
 
+pub mod alerts;
 pub mod caches;
 pub mod error;
 pub mod event_types;
@@ -54,6 +57,7 @@ pub mod import;
 pub mod links;
 pub mod notify;
 pub mod people;
+pub mod sessions;
 pub mod subscriptions;
 pub mod validate;
 
