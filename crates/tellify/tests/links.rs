@@ -304,3 +304,102 @@ async fn without_a_public_url_messages_carry_no_links() {
         .unwrap_or_default()
         .contains("/act/"));
 }
+
+/// The pages behind a link, with no session at all: GET shows the alert and changes
+/// nothing, POST acknowledges as ann, a second POST is 410 "already used", an altered
+/// link is 404 "not valid".
+#[tokio::test]
+async fn the_act_pages_confirm_then_act_once_without_a_session() {
+    let hook = HttpSink::start(StatusCode::OK, "ok").await;
+    let app = spawn_app_with(|settings| {
+        settings.public_url = Some(PUBLIC_URL.to_string());
+    })
+    .await;
+    let ann = app.user("ann").await;
+    contact(&app, &ann, "hook", "webhook", &hook.url("/h")).await;
+    notify_through(&app, &ann, "hook").await;
+    app.send_lines(&ann, "fs:/srv usage:99").await;
+    app.app.state.notifier.wake();
+    let payload: Value = eventually("the webhook", || async {
+        hook.requests().first().map(|request| request.json())
+    })
+    .await;
+    let alert_id = payload["alerts"][0]["id"].as_str().expect("id").to_string();
+    let ack_url = payload["alerts"][0]["actions"]["ack"]
+        .as_str()
+        .expect("ack url");
+    let path = format!("/act/{}", act_tokens(ack_url)[0]);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+
+    let page = client.get(app.url(&path)).send().await.expect("get");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("Acknowledge as ann"), "{html}");
+    assert!(html.contains("fs=/srv"), "{html}");
+    assert!(html.contains(&format!("action=\"{path}\"")), "{html}");
+    let again = client.get(app.url(&path)).send().await.expect("get");
+    assert_eq!(again.status(), StatusCode::OK, "looking twice is fine");
+    assert_eq!(
+        app.alerts(&ann, "state=firing").await[0]["acked"],
+        json!(false),
+        "GET changes nothing"
+    );
+
+    let cross_site = client
+        .post(app.url(&path))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("shelve", "")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
+
+    let done = client
+        .post(app.url(&path))
+        .form(&[("shelve", "")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(done.status(), StatusCode::OK);
+    let html = done.text().await.expect("html");
+    assert!(html.contains("Acknowledged."), "{html}");
+    let alert = &app.alerts(&ann, "state=firing").await[0];
+    assert_eq!(alert["acked"], json!(true));
+    assert_eq!(
+        history(&app, &ann, &alert_id).await.last(),
+        Some(&("acked".to_string(), "ann".to_string())),
+        "the history names the link's user"
+    );
+
+    let second = client
+        .post(app.url(&path))
+        .form(&[("shelve", "")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(second.status(), StatusCode::GONE);
+    let html = second.text().await.expect("html");
+    assert!(html.contains("This link was already used"), "{html}");
+    assert_eq!(
+        history(&app, &ann, &alert_id)
+            .await
+            .iter()
+            .filter(|(action, _)| action == "acked")
+            .count(),
+        1,
+        "the second click changed nothing"
+    );
+    let used = client.get(app.url(&path)).send().await.expect("get");
+    assert_eq!(used.status(), StatusCode::GONE);
+
+    let mut forged = path.clone();
+    forged.push('A');
+    let invalid = client.get(app.url(&forged)).send().await.expect("get");
+    assert_eq!(invalid.status(), StatusCode::NOT_FOUND);
+    let html = invalid.text().await.expect("html");
+    assert!(html.contains("This link is not valid"), "{html}");
+    assert!(!html.contains("fs=/srv"), "nothing about the alert: {html}");
+}
