@@ -80,6 +80,8 @@ macro_rules! conformance_tests {
             the_positions_of_a_time_range_bound_its_events_in_log_order,
             keyed_lookups_find_the_newest_event_of_a_key,
             filter_errors_add_up_in_processing_commits_and_an_update_keeps_or_clears_them,
+            a_server_secret_is_written_once_and_shared,
+            a_link_nonce_is_used_once_until_released_or_pruned,
         );
     };
     (@each $make_store:expr; $($name:ident),* $(,)?) => {
@@ -1627,4 +1629,37 @@ pub async fn audit_records_are_kept_and_listed_newest_first(store: &dyn Store) {
     );
     assert_eq!(audit[0].detail["index"], 3);
     assert_eq!(store.list_audit(1).await.unwrap().len(), 1);
+}
+
+pub async fn a_server_secret_is_written_once_and_shared(store: &dyn Store) {
+    let first = store.server_secret("links", vec![1, 2, 3]).await.unwrap();
+    assert_eq!(first, vec![1, 2, 3]);
+    let second = store.server_secret("links", vec![9, 9, 9]).await.unwrap();
+    assert_eq!(
+        second,
+        vec![1, 2, 3],
+        "a second node gets the stored secret"
+    );
+    let other = store.server_secret("other", vec![7]).await.unwrap();
+    assert_eq!(other, vec![7], "secrets are kept by name");
+}
+
+pub async fn a_link_nonce_is_used_once_until_released_or_pruned(store: &dyn Store) {
+    assert!(!store.link_used("n1").await.unwrap());
+    assert!(store.use_link("n1", at(100), at(0)).await.unwrap());
+    assert!(
+        !store.use_link("n1", at(100), at(1)).await.unwrap(),
+        "a second use of one nonce is refused"
+    );
+    assert!(store.link_used("n1").await.unwrap());
+    store.release_link("n1").await.unwrap();
+    assert!(!store.link_used("n1").await.unwrap());
+    assert!(store.use_link("n1", at(100), at(2)).await.unwrap());
+    // Another use after the first link expired prunes its row.
+    assert!(store.use_link("n2", at(500), at(101)).await.unwrap());
+    assert!(
+        !store.link_used("n1").await.unwrap(),
+        "expired rows are pruned"
+    );
+    assert!(store.link_used("n2").await.unwrap());
 }

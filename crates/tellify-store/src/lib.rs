@@ -291,4 +291,17 @@ pub trait Store: Send + Sync + 'static {
     async fn export_position(&self, name: &str) -> StoreResult<Option<i64>>;
     /// Saves where the exporter stream `name` stopped, durably before returning.
     async fn save_export_position(&self, name: &str, position: i64) -> StoreResult<()>;
+
+    // ---- signed action links ----
+
+    /// The server-wide secret `name`: `fresh` is stored if there is none yet, and the
+    /// stored value is returned, so every node on one database gets the same secret.
+    async fn server_secret(&self, name: &str, fresh: Vec<u8>) -> StoreResult<Vec<u8>>;
+    /// Marks a link's nonce used, durably, unless it already was: true only for the one
+    /// caller that marked it. Rows of links expired before `now` are pruned on the way.
+    async fn use_link(&self, nonce: &str, expires: Timestamp, now: Timestamp) -> StoreResult<bool>;
+    /// Makes a used nonce usable again (its action could not be performed).
+    async fn release_link(&self, nonce: &str) -> StoreResult<()>;
+    /// Whether a link's nonce was used (and its row not yet pruned).
+    async fn link_used(&self, nonce: &str) -> StoreResult<bool>;
 }

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 mod event_types;
 mod export;
 mod keyed;
+mod links;
 mod notify;
 mod processing;
 mod search;
@@ -140,6 +141,8 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
     "ALTER TABLE users ADD COLUMN display_name TEXT;",
     // user_version 11: dashboard passwords and sessions.
     sessions::MIGRATION,
+    // user_version 12: the action links' signing key and used links.
+    links::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -1642,5 +1645,21 @@ impl Store for SqliteStore {
 
     async fn save_export_position(&self, name: &str, position: i64) -> StoreResult<()> {
         self.write_export_position(name, position).await
+    }
+
+    async fn server_secret(&self, name: &str, fresh: Vec<u8>) -> StoreResult<Vec<u8>> {
+        self.write_server_secret(name, fresh).await
+    }
+
+    async fn use_link(&self, nonce: &str, expires: Timestamp, now: Timestamp) -> StoreResult<bool> {
+        self.write_used_link(nonce, expires, now).await
+    }
+
+    async fn release_link(&self, nonce: &str) -> StoreResult<()> {
+        self.delete_used_link(nonce).await
+    }
+
+    async fn link_used(&self, nonce: &str) -> StoreResult<bool> {
+        self.read_used_link(nonce).await
     }
 }

@@ -432,6 +432,15 @@ async fn start_on(
         Channels::new(&settings.smtp, &settings.sms, http_timeout, &outbound)
             .context("cannot set up the notification channels")?,
     );
+    // `validate` refused a bad ttl before the store was opened; the default is for callers
+    // that skipped it.
+    let link_ttl = settings
+        .links
+        .ttl()
+        .unwrap_or(jiff::SignedDuration::from_hours(72));
+    let links = crate::services::links::LinkSigner::load(store.as_ref(), link_ttl)
+        .await
+        .context("cannot load the action link key")?;
     let (notifier, notifier_handle) = Notifier::start(
         store.clone(),
         channels.clone(),
@@ -448,6 +457,7 @@ async fn start_on(
         budget: std::time::Duration::from_millis(engine.handler_budget_ms.max(1)),
         filter_budget: std::time::Duration::from_millis(engine.filter_budget_ms.max(1)),
     };
+    let notifier = notifier.with_action_links(links.clone());
     let worker = worker
         .with_notifier(notifier_handle.clone())
         .with_limits(limits);
@@ -477,6 +487,7 @@ async fn start_on(
         outbound,
         started,
         event_types,
+        links,
         login_limits: Default::default(),
     });
     let (shutdown, shutdown_receiver) = watch::channel(false);

@@ -15,6 +15,7 @@ mod cli_time;
 mod crash;
 mod engine_channel;
 mod insight;
+mod links;
 mod metric;
 mod openapi;
 mod quickstart;

@@ -146,6 +146,16 @@ pub fn summary(settings: &Settings, config_file: Option<&Path>, channels: &[&str
         .collect();
     line("exports", list_or_none(exports, "none"));
     line(
+        "links",
+        match &settings.public_url {
+            Some(_) => format!(
+                "Acknowledge / Shelve links in notifications, valid {}",
+                settings.links.ttl
+            ),
+            None => "off: set public_url so notifications can link back to tellify".to_string(),
+        },
+    );
+    line(
         "polling",
         format!(
             "metric subscriptions, at most {} requests at once",
@@ -210,7 +220,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sources   HTTP only"), "{text}");
+        assert!(
+            text.contains("links     off: set public_url so notifications can link back"),
+            "{text}"
+        );
 
+        settings.public_url = Some("https://tellify.example".to_string());
         settings.sources.nats.push(
             serde_json::from_value(serde_json::json!({
                 "url": "nats://user:secret@127.0.0.1:4222", "subject": "events.>",
@@ -225,6 +240,10 @@ mod tests {
         );
         assert!(text.contains("config    tellify.toml"), "{text}");
         assert!(text.contains("sources   nats subject events.>"), "{text}");
+        assert!(
+            text.contains("links     Acknowledge / Shelve links in notifications, valid 72h"),
+            "{text}"
+        );
         assert!(!text.contains("not configured"), "{text}");
         assert!(!text.contains("secret"), "no URL, no credentials: {text}");
     }

@@ -67,6 +67,7 @@ pub fn routes() -> Router<AppState> {
         .route("/alerts/{id}", get(alerts::detail))
         .route("/alerts/{id}/act", post(alerts::act))
         .route("/acks", get(alerts::acks))
+        .route("/act/{token}", get(act::confirm).post(act::perform))
         .route("/live", get(live::live))
         .route("/account", get(account::account))
         .route("/account/profile", post(account::save_profile))
@@ -107,7 +108,6 @@ pub fn routes() -> Router<AppState> {
         .merge(subscriptions::routes())
         .merge(notifications::routes())
         .merge(events::routes())
-        .merge(act::routes())
         .layer(axum::middleware::from_fn(security_headers))
 }
 
@@ -263,6 +263,7 @@ impl From<ServiceError> for WebError {
             ServiceError::NotFound(_) => WebError::NotFound,
             ServiceError::Forbidden(message) => WebError::Forbidden(message),
             ServiceError::Conflict(message) => WebError::Conflict(message),
+            ServiceError::Gone(message) => WebError::Gone(message),
             ServiceError::Invalid(_) | ServiceError::Unprocessable(_) => {
                 WebError::BadRequest(error.to_string())
             }
