@@ -51,6 +51,7 @@ pub mod alerts;
 pub mod caches;
 pub mod error;
 pub mod event_types;
+pub mod events;
 pub mod import;
 pub mod notify;
 pub mod people;
