@@ -62,7 +62,11 @@ pub async fn page(
             .filter(|part| !part.is_empty())
             .collect::<Vec<_>>()
             .join("&");
-        format!("?{joined}")
+        if joined.is_empty() {
+            joined
+        } else {
+            format!("?{joined}")
+        }
     };
     let mut page = SearchPage {
         layout: Layout::new(if live { "Live tail" } else { "Events" }, "events", &viewer),
