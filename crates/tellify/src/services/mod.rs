@@ -55,6 +55,7 @@ pub mod error;
 pub mod event_types;
 pub mod explain;
 pub mod health;
+pub mod events;
 pub mod import;
 pub mod links;
 pub mod notify;

@@ -5,6 +5,7 @@
 
 mod admin;
 mod alerts;
+mod events;
 mod sessions;
 
 use reqwest::{Response, StatusCode};
