@@ -4,6 +4,7 @@
 //! as a browser would. The browser tests proper (Chromium) are in `tests/browser/`.
 
 mod alerts;
+mod notifications;
 mod sessions;
 
 use reqwest::{Response, StatusCode};
