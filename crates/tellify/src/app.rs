@@ -501,7 +501,9 @@ async fn start_on(
     // Sends and requests in flight get three quarters of the grace; the rest is for
     // committing the outcomes, so nothing is cut off in the middle of a commit.
     let drain = grace.mul_f64(0.75);
-    let notifier = notifier.with_shutdown_grace(drain);
+    let notifier = notifier
+        .with_shutdown_grace(drain)
+        .with_bus(state.bus.clone());
     supervisor.watch(
         "notifier",
         true,

@@ -29,13 +29,15 @@ use tellify_engine::render::{
 };
 use tellify_engine::Registry;
 use tellify_store::{
-    DeliveryHold, DeliveryJob, DeliveryOutcome, FinishedDelivery, PlannerRef, Store, StoreResult,
+    DeliveryHold, DeliveryJob, DeliveryOutcome, DeliveryStatus, FinishedDelivery, PlannerRef,
+    Store, StoreResult,
 };
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::backoff::Backoff;
 use crate::channels::{ChannelError, Channels, ContactKind, ContactTarget, OutgoingMessage};
 use crate::clock::Clock;
+use crate::stream::{Bus, DeliveryNotice, StreamItem};
 use crate::telemetry;
 
 pub use planner::Planner;
@@ -226,6 +228,8 @@ pub struct Notifier {
     shutdown_grace: Duration,
     /// Turns true when that time is up: every send still in flight gives its delivery back.
     cut_off: watch::Sender<bool>,
+    /// Where delivery changes are told to live pages ([`StreamItem::Delivery`]).
+    bus: Option<Bus>,
 }
 
 impl Notifier {
@@ -262,6 +266,7 @@ impl Notifier {
             holding: std::sync::atomic::AtomicBool::new(false),
             shutdown_grace: Duration::from_secs(10),
             cut_off: watch::channel(false).0,
+            bus: None,
         };
         Ok((notifier, handle))
     }
@@ -280,15 +285,22 @@ impl Notifier {
         self
     }
 
+    /// Tells `bus` of every delivery created or finished, while it has listeners.
+    pub fn with_bus(mut self, bus: Bus) -> Notifier {
+        self.bus = Some(bus);
+        self
+    }
+
     /// Runs until `shutdown` flips to true; sends in flight then finish, or give their
     /// delivery back once the shutdown grace is over, and every outcome is committed.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let notifier = Arc::new(self);
-        let (results, finished) = mpsc::channel::<FinishedDelivery>(4096);
+        let (results, finished) = mpsc::channel::<Finished>(4096);
         let finisher = tokio::spawn(finish_loop(
             notifier.store.clone(),
             finished,
             notifier.handle.wake.clone(),
+            notifier.bus.clone(),
         ));
         let permits = Arc::new(Semaphore::new(notifier.settings.concurrency.max(1)));
         let mut backlog_shown: Option<std::time::Instant> = None;
@@ -372,7 +384,7 @@ impl Notifier {
     async fn round(
         self: &Arc<Self>,
         permits: &Arc<Semaphore>,
-        results: &mpsc::Sender<FinishedDelivery>,
+        results: &mpsc::Sender<Finished>,
     ) -> StoreResult<bool> {
         let now = self.clock.now();
         self.store
@@ -393,6 +405,16 @@ impl Notifier {
             .await?;
         let taken = jobs.len();
         self.count_new_messages(&jobs, now);
+        if let Some(bus) = self.bus.as_ref().filter(|bus| bus.has_listeners()) {
+            for job in &jobs {
+                publish_delivery(
+                    bus,
+                    &job.delivery.id,
+                    &job.delivery.user_id,
+                    DeliveryStatus::Sending,
+                );
+            }
+        }
         for job in jobs {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
@@ -405,7 +427,7 @@ impl Notifier {
                 let finished = notifier.send_until_cut_off(job).await;
                 notifier.handle.in_flight.remove(&user_id);
                 drop(permit);
-                let _ = results.send(finished).await;
+                let _ = results.send((user_id, finished)).await;
             });
         }
         drop(claim);
@@ -658,10 +680,11 @@ fn outgoing(
 /// deliveries are sent again (the documented duplicate window).
 async fn finish_loop(
     store: Arc<dyn Store>,
-    mut finished: mpsc::Receiver<FinishedDelivery>,
+    mut finished: mpsc::Receiver<Finished>,
     wake: Arc<Notify>,
+    bus: Option<Bus>,
 ) {
-    let mut batch: Vec<FinishedDelivery> = Vec::new();
+    let mut batch: Vec<Finished> = Vec::new();
     loop {
         if batch.is_empty() && finished.recv_many(&mut batch, 512).await == 0 {
             return;
@@ -672,8 +695,19 @@ async fn finish_loop(
                 Err(_) => break,
             }
         }
-        match store.finish_deliveries(batch.clone()).await {
+        let outcomes = batch.iter().map(|(_, outcome)| outcome.clone()).collect();
+        match store.finish_deliveries(outcomes).await {
             Ok(()) => {
+                if let Some(bus) = bus.as_ref().filter(|bus| bus.has_listeners()) {
+                    for (user_id, finished) in &batch {
+                        let status = match finished.outcome {
+                            DeliveryOutcome::Sent { .. } => DeliveryStatus::Sent,
+                            DeliveryOutcome::Retry { .. } => DeliveryStatus::Pending,
+                            DeliveryOutcome::Failed { .. } => DeliveryStatus::Failed,
+                        };
+                        publish_delivery(bus, &finished.id, user_id, status);
+                    }
+                }
                 batch.clear();
                 wake.notify_one();
             }
@@ -683,6 +717,17 @@ async fn finish_loop(
             }
         }
     }
+}
+
+/// An attempt's outcome with the user it belongs to (for the live pages).
+type Finished = (String, FinishedDelivery);
+
+fn publish_delivery(bus: &Bus, id: &str, user_id: &str, status: DeliveryStatus) {
+    bus.publish(StreamItem::Delivery(Arc::new(DeliveryNotice {
+        id: id.to_string(),
+        user_id: user_id.to_string(),
+        status,
+    })));
 }
 
 /// Sends a test message to a contact point at once, outside the outbox, and returns the

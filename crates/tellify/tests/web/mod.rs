@@ -6,6 +6,7 @@
 mod admin;
 mod alerts;
 mod events;
+mod notifications;
 mod sessions;
 
 use reqwest::{Response, StatusCode};
