@@ -5,6 +5,7 @@
 
 mod alerts;
 mod sessions;
+mod subscriptions;
 
 use reqwest::{Response, StatusCode};
 use tellify::services::sessions::hash_password;
