@@ -24,12 +24,12 @@ use tellify_store::Subscription;
 
 use self::form::{FormValues, Row};
 use super::alerts::Row as AlertRow;
-use super::format::{url_encode, Clock};
+use super::format::{severity_icon, url_encode, Clock};
 use super::{render, render_status, see_other, CsrfForm, Layout, Viewer, WebError};
 use crate::services::alerts::{self, AlertFilter, StateFilter};
 use crate::services::sessions::SignedIn;
 use crate::services::subscriptions::{self, NewSubscription, SubscriptionChanges};
-use crate::services::{people, AppState, ServiceError};
+use crate::services::{people, preview, AppState, ServiceError};
 
 /// Most alerts read to tell each subscription's state on the list.
 const STATE_ALERTS: usize = 2000;
@@ -694,10 +694,48 @@ async fn run_preview(
     to: Timestamp,
     clock: &Clock,
 ) -> Result<Result<PreviewView, Vec<ParamError>>, WebError> {
-    let _ = (state, viewer, subscription, from, to, clock);
-    Err(WebError::Conflict(
-        "the preview is not available on this server yet".to_string(),
-    ))
+    let request = preview::PreviewRequest {
+        subscription,
+        from: Some(from),
+        to: Some(to),
+    };
+    let result = match preview::preview(state, &viewer.principal, request).await {
+        Ok(result) => result,
+        Err(ServiceError::Invalid(errors)) => return Ok(Err(errors)),
+        Err(other) => return Err(other.into()),
+    };
+    let truncated = result.truncated.then(|| match result.truncated_reason {
+        Some(preview::TruncatedReason::Events) => format!(
+            "it stopped after looking at {} events",
+            result.events_scanned
+        ),
+        Some(preview::TruncatedReason::Time) => "it ran out of time".to_string(),
+        None => "it stopped early".to_string(),
+    });
+    let rows = result
+        .fired
+        .iter()
+        .map(|firing| PreviewRow {
+            at: clock.full(firing.at),
+            at_iso: clock.iso(firing.at),
+            group_key: firing.group_key.clone(),
+            severity: firing.severity.as_str(),
+            icon: severity_icon(firing.severity),
+            transition: firing.transition.as_str().replace('_', " "),
+            notifies: firing.notifies,
+            summary: firing.summary.clone(),
+            event_id: firing.event_id.clone(),
+        })
+        .collect();
+    Ok(Ok(PreviewView {
+        window: format!("{} to {}", clock.full(result.from), clock.full(result.to)),
+        events_scanned: result.events_scanned,
+        events_matched: result.events_matched,
+        alerts: result.alerts,
+        errors: result.errors,
+        truncated,
+        rows,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------

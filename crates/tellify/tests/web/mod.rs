@@ -3,6 +3,7 @@
 //! [`Browser`] keeps one session cookie and reads each form's CSRF token from the page,
 //! as a browser would. The browser tests proper (Chromium) are in `tests/browser/`.
 
+mod admin;
 mod alerts;
 mod sessions;
 mod subscriptions;

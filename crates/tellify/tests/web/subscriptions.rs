@@ -379,3 +379,41 @@ async fn another_users_subscription_is_not_found_exactly_like_a_missing_one() {
     assert_eq!(saved["enabled"], json!(true));
     assert!(!bob.page("/subscriptions").await.contains(&id));
 }
+
+#[tokio::test]
+async fn the_preview_shows_what_the_form_would_have_fired_and_saves_nothing() {
+    let app = spawn_app().await;
+    let ann = person(&app, "ann").await;
+    app.send_lines(
+        &ann,
+        "usage:95 fs:/home\nusage:98 fs:/var\nusage:10 fs:/tmp",
+    )
+    .await;
+    app.advance(jiff::SignedDuration::from_mins(1)).await;
+    let mut browser = Browser::signed_in(&app, "ann", &password_of("ann")).await;
+    browser.page("/subscriptions/new?kind=threshold").await;
+    let mut fields: Vec<(&str, &str)> = THRESHOLD_FORM.to_vec();
+    fields.retain(|(name, _)| *name != "params.filter" && *name != "params.group_by");
+    fields.push(("params.group_by", "fs"));
+    let response = browser.post("/subscriptions/preview", &fields).await;
+    let status = response.status();
+    let page = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let preview = &page[page.find("id=\"preview\"").expect("a preview section")..];
+    assert!(
+        preview.contains("/home") && preview.contains("/var"),
+        "{preview}"
+    );
+    assert!(!preview.contains("/tmp"), "below warn fires nothing");
+    assert!(preview.contains("fired"));
+    assert!(preview.contains("warning") && preview.contains("critical"));
+    assert!(preview.contains("10:00"), "times in my zone: {preview}");
+    assert!(preview.contains("Nothing was saved."));
+    assert!(
+        page.contains("name=\"params.warn\" value=\"90\""),
+        "the form stays as written"
+    );
+    let listed = app.get_json(&ann, "/api/v1/subscriptions").await;
+    assert_eq!(listed["items"], json!([]), "nothing was saved");
+    assert!(app.alerts(&ann, "").await.is_empty(), "no alert was made");
+}
