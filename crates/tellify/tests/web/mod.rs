@@ -8,6 +8,7 @@ mod alerts;
 mod events;
 mod notifications;
 mod sessions;
+mod subscriptions;
 
 use reqwest::{Response, StatusCode};
 use tellify::services::sessions::hash_password;
