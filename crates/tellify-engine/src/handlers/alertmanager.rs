@@ -524,10 +524,9 @@ mod tests {
             .build(&json!({"filter": "((", "resolve_timeout": "soon"}))
             .err()
             .unwrap();
-        assert_eq!(
-            paths(&errors),
-            vec!["params.filter", "params.resolve_timeout"]
-        );
+        let mut found = paths(&errors);
+        found.sort();
+        assert_eq!(found, vec!["params.filter", "params.resolve_timeout"]);
         let errors = AlertmanagerKind
             .build(&json!({"resolve_timeout": "0s"}))
             .err()

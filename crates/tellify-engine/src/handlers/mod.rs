@@ -301,11 +301,14 @@ pub(crate) fn group_by_schema() -> Value {
     })
 }
 
-/// A duration parameter (`10m`): a string with [`tellify_model::DURATION_PATTERN`], so a
-/// form can tell it from other text; the kind's `duration_param` still checks its range.
+/// A duration parameter (`10m`): a string marked `x-tellify-duration` (an annotation the
+/// schema check ignores), so a form can tell it from other text and offer
+/// [`tellify_model::DURATION_PATTERN`]; the kind's `duration_param` checks the value and its
+/// range together with every other parameter (a schema `pattern` would fail first and hide
+/// the other parameters' errors).
 pub(crate) fn duration_schema(description: &str) -> Value {
     serde_json::json!({
-        "type": "string", "pattern": tellify_model::DURATION_PATTERN, "description": description
+        "type": "string", "x-tellify-duration": true, "description": description
     })
 }
 

@@ -100,7 +100,7 @@ pub async fn list(
     let principal = &viewer.principal;
     let clock = Clock::new(&principal.user.timezone, state.clock.now());
     let mut subscriptions = subscriptions::list(&state, principal).await?;
-    subscriptions.sort_by(|a, b| a.title.to_lowercase().cmp(&b.title.to_lowercase()));
+    subscriptions.sort_by_key(|s| s.title.to_lowercase());
     let recent = alerts::list(
         &state,
         principal,

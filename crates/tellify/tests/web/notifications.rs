@@ -249,6 +249,19 @@ async fn a_policy_with_two_rules_through_the_schedule_editor_and_an_invalid_subm
     let overview = browser.page("/notifications?done=policy-saved").await;
     assert!(overview.contains("Policy saved."));
     assert!(overview.contains("in a digest every 30m"), "{overview}");
+
+    // When will I be told: the week from the start of today (Monday) in my zone.
+    let week = browser.page("/notifications/week?policy=default").await;
+    assert!(week.contains("Mon 23 Nov 00:00"), "{week}");
+    assert!(week.contains("rule 1: work at once"), "{week}");
+    assert!(
+        week.contains("rule 2: home in a digest every 30m"),
+        "{week}"
+    );
+    assert!(
+        week.contains("nobody is told"),
+        "a warning outside work hours: {week}"
+    );
 }
 
 #[tokio::test]
@@ -345,8 +358,11 @@ async fn my_deliveries_list_the_sent_one_and_explain_it() {
         .as_str()
         .unwrap()
         .to_string();
+    assert!(explained.contains("How it came to this"), "{explained}");
     let why = browser.page(&format!("/alerts/{alert_id}/explain")).await;
     assert!(why.contains(&format!("/deliveries/{id}")), "{why}");
+    assert!(why.contains("How it came to this"), "{why}");
+    assert!(why.contains("policy"), "the rule that decided: {why}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tellify_store::{Delivery, DeliveryStatus};
 
 use crate::services::sessions::SignedIn;
-use crate::services::{alerts, notify, AppState};
+use crate::services::{alerts, explain, notify, AppState};
 use crate::web::format::{severity_icon, url_encode, Clock};
 use crate::web::{render, Layout, Viewer, WebError};
 
@@ -190,6 +190,35 @@ pub struct ItemRow {
     pub message: String,
 }
 
+/// One link of an explanation's chain (`services::explain`), as shown.
+pub struct StepRow {
+    pub at: String,
+    pub at_iso: String,
+    pub kind: String,
+    pub title: String,
+}
+
+/// The summary and the chain, in the reader's zone.
+fn step_rows(explanation: &explain::Explanation, clock: &Clock) -> (String, Vec<StepRow>) {
+    let steps = explanation
+        .steps
+        .iter()
+        .map(|step| {
+            let kind = serde_json::to_value(&step.detail)
+                .ok()
+                .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+                .unwrap_or_default();
+            StepRow {
+                at: step.at.map(|t| clock.full(t)).unwrap_or_default(),
+                at_iso: step.at.map(|t| clock.iso(t)).unwrap_or_default(),
+                kind: kind.replace('_', " "),
+                title: step.title.clone(),
+            }
+        })
+        .collect();
+    (explanation.summary.clone(), steps)
+}
+
 #[derive(Template)]
 #[template(path = "notifications_delivery.html")]
 struct DetailPage {
@@ -197,6 +226,8 @@ struct DetailPage {
     delivery: DeliveryRow,
     attempts: Vec<AttemptRow>,
     items: Vec<ItemRow>,
+    summary: String,
+    steps: Vec<StepRow>,
 }
 
 /// Explain a delivery: what it carried, where it went, every attempt and what the
@@ -209,7 +240,10 @@ pub async fn detail(
     let principal = &viewer.principal;
     let (delivery, attempts, items) = notify::delivery(&state, principal, &id).await?;
     let clock = Clock::new(&principal.user.timezone, state.clock.now());
+    let (summary, steps) = step_rows(&explain::delivery(&state, principal, &id).await?, &clock);
     render(&DetailPage {
+        summary,
+        steps,
         layout: Layout::new(
             format!("Delivery to {}", delivery.contact_point),
             "deliveries",
@@ -250,6 +284,8 @@ struct AlertExplainPage {
     icon: &'static str,
     group_key: String,
     deliveries: Vec<DeliveryRow>,
+    summary: String,
+    steps: Vec<StepRow>,
 }
 
 /// Explain an alert: the deliveries it caused (an alert that sent nothing shows none).
@@ -272,7 +308,10 @@ pub async fn explain_alert(
         },
     )
     .await?;
+    let (summary, steps) = step_rows(&explain::alert(&state, principal, &id).await?, &clock);
     render(&AlertExplainPage {
+        summary,
+        steps,
         layout: Layout::new(
             format!("Why was I told: {}", alert.title),
             "alerts",

@@ -259,8 +259,8 @@ fn control_of(property: &str, schema: &Value, required: bool) -> Control {
         .unwrap_or_default();
     match type_of(schema) {
         "string" => {
-            let pattern = schema.get("pattern").and_then(Value::as_str);
-            if pattern == Some(tellify_model::DURATION_PATTERN) {
+            let duration = schema.get("x-tellify-duration").and_then(Value::as_bool);
+            if duration == Some(true) {
                 Control::Duration
             } else if property == "filter" || description.contains("CEL") {
                 Control::Filter
