@@ -333,7 +333,8 @@ async fn seed(client: &reqwest::Client, target: &Target, args: &Args) -> anyhow:
     }
     let (alerts, alert) = count_alerts(client, &user_target).await?;
     if event.is_none() {
-        event = first_event_id(client, target).await?;
+        // Only `/events/{id}` needs it: a failed search skips that page, not the run.
+        event = first_event_id(client, target).await.ok().flatten();
     }
     Ok(Seeded {
         report: SeedReport {
