@@ -189,29 +189,230 @@ impl Policy {
         severity: Severity,
         now: Timestamp,
     ) -> Vec<(usize, &Rule)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .zip(self.evaluate(zone, severity, now))
+            .filter(|(_, verdict)| *verdict == RuleVerdict::Selected)
+            .map(|(rule, _)| rule)
+            .collect()
+    }
+
+    /// How each rule stands for an alert of `severity` at `now` in `zone`, in rule order:
+    /// the one decision [`Policy::select`] keeps the selected rules of, with the reason
+    /// for every other rule (for "why was I not told").
+    pub fn evaluate(
+        &self,
+        zone: &TimeZone,
+        severity: Severity,
+        now: Timestamp,
+    ) -> Vec<RuleVerdict> {
         let zoned = now.to_zoned(zone.clone());
-        let mut selected = Vec::new();
-        for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.applies(&zoned, severity) {
+        let mut verdicts = Vec::with_capacity(self.rules.len());
+        let mut stopped = false;
+        for rule in &self.rules {
+            if stopped {
+                verdicts.push(RuleVerdict::NotReached);
                 continue;
             }
-            selected.push((index, rule));
-            if !rule.continue_ {
+            let verdict = rule.check(&zoned, severity);
+            verdicts.push(verdict);
+            stopped = verdict == RuleVerdict::Selected && !rule.continue_;
+        }
+        verdicts
+    }
+
+    /// What applies, for each severity, over `days` local days from `start` in `zone`: the
+    /// stretches `[from, to)` in which the same rules are selected, found by
+    /// [`Policy::select`] at the start of each stretch. A stretch can only change where a
+    /// rule's window starts or ends, at a local midnight, or at a change of the zone's
+    /// offset, so those instants (a wall time in a DST gap standing for the gap's end, one
+    /// in a fold for both of its instants) are the only places it is asked.
+    pub fn week(&self, zone: &TimeZone, start: Timestamp, days: u32) -> Week {
+        let start_zoned = start.to_zoned(zone.clone());
+        let end = start_zoned
+            .checked_add(jiff::Span::new().days(i64::from(days)))
+            .map(|zoned| zoned.timestamp())
+            .unwrap_or(start);
+        let mut cuts: BTreeSet<Timestamp> = BTreeSet::new();
+        cuts.insert(start);
+        cuts.insert(end);
+        let mut date = start_zoned.date().yesterday().unwrap_or(start_zoned.date());
+        let last = end.to_zoned(zone.clone()).date();
+        while date <= last {
+            let mut local_times = vec![Time::midnight()];
+            for rule in &self.rules {
+                if let Some(window) = &rule.when {
+                    local_times.push(window.from);
+                    local_times.push(window.to);
+                }
+            }
+            for time in local_times {
+                cuts.extend(instants_at(zone, date.to_datetime(time)));
+            }
+            let Ok(next) = date.tomorrow() else {
+                break;
+            };
+            date = next;
+        }
+        for transition in zone.following(start) {
+            if transition.timestamp() >= end {
                 break;
             }
+            cuts.insert(transition.timestamp());
         }
-        selected
+        let cuts: Vec<Timestamp> = cuts
+            .into_iter()
+            .filter(|cut| start <= *cut && *cut <= end)
+            .collect();
+        let severities = Severity::ALL
+            .into_iter()
+            .map(|severity| SeverityWeek {
+                severity,
+                segments: self.segments(zone, severity, &cuts),
+            })
+            .collect();
+        Week {
+            zone: zone.iana_name().unwrap_or("UTC").to_string(),
+            start,
+            end,
+            severities,
+        }
     }
+
+    fn segments(&self, zone: &TimeZone, severity: Severity, cuts: &[Timestamp]) -> Vec<Segment> {
+        let mut segments: Vec<Segment> = Vec::new();
+        for pair in cuts.windows(2) {
+            let (from, to) = (pair[0], pair[1]);
+            let applies: Vec<Applied> = self
+                .select(zone, severity, from)
+                .into_iter()
+                .map(|(index, rule)| Applied {
+                    rule: index,
+                    contact_points: rule.contact_points.clone(),
+                    mode: rule.mode.to_json(),
+                    repeat: rule.repeat.map(format_duration),
+                    notify_resolved: rule.notify_resolved,
+                })
+                .collect();
+            if let Some(previous) = segments.last_mut() {
+                if previous.applies == applies {
+                    previous.to = to;
+                    previous.local_to = local_text(zone, to);
+                    continue;
+                }
+            }
+            segments.push(Segment {
+                from,
+                to,
+                local_from: local_text(zone, from),
+                local_to: local_text(zone, to),
+                nothing: applies.is_empty(),
+                applies,
+            });
+        }
+        segments
+    }
+}
+
+/// How one rule stood in a [`Policy::evaluate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleVerdict {
+    /// The rule applies and was selected.
+    Selected,
+    /// The instant is outside the rule's schedule (`when`).
+    OutsideSchedule,
+    /// The alert's severity is below the rule's `min_severity`.
+    BelowMinimum,
+    /// An earlier rule applied without `continue`, so this one was not looked at.
+    NotReached,
+}
+
+impl RuleVerdict {
+    /// The verdict in words, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RuleVerdict::Selected => "matched",
+            RuleVerdict::OutsideSchedule => "outside its schedule at that time",
+            RuleVerdict::BelowMinimum => "the severity was below its minimum",
+            RuleVerdict::NotReached => "not looked at: an earlier rule matched without `continue`",
+        }
+    }
+}
+
+/// What a policy does over some days ([`Policy::week`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Week {
+    /// The IANA name of the zone the days are counted in.
+    pub zone: String,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// One entry per severity, `info` to `critical`.
+    pub severities: Vec<SeverityWeek>,
+}
+
+/// The stretches of one severity, in order, covering `[start, end)` without gaps.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeverityWeek {
+    pub severity: Severity,
+    pub segments: Vec<Segment>,
+}
+
+/// A stretch `[from, to)` in which the same rules apply.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Segment {
+    pub from: Timestamp,
+    pub to: Timestamp,
+    /// `from` and `to` as the zone's wall-clock time, `2026-03-29T09:00`.
+    pub local_from: String,
+    pub local_to: String,
+    /// No rule applies: an alert of this severity notifies nobody then.
+    pub nothing: bool,
+    /// The rules that apply, in order.
+    pub applies: Vec<Applied>,
+}
+
+/// One rule that applies in a [`Segment`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Applied {
+    /// The rule's index in the policy (from 0).
+    pub rule: usize,
+    pub contact_points: Vec<String>,
+    /// `"now"`, `{"digest": "1h"}` or `{"hold_until": "08:00"}`, as in the policy.
+    pub mode: Value,
+    pub repeat: Option<String>,
+    pub notify_resolved: bool,
+}
+
+fn local_text(zone: &TimeZone, instant: Timestamp) -> String {
+    instant
+        .to_zoned(zone.clone())
+        .datetime()
+        .strftime("%Y-%m-%dT%H:%M")
+        .to_string()
 }
 
 impl Rule {
     /// Whether the rule applies to an alert of `severity` at the local time `zoned`.
     pub fn applies(&self, zoned: &Zoned, severity: Severity) -> bool {
+        self.check(zoned, severity) == RuleVerdict::Selected
+    }
+
+    /// Whether the rule applies, and if not, the first reason why: its schedule, then
+    /// its minimum severity.
+    pub fn check(&self, zoned: &Zoned, severity: Severity) -> RuleVerdict {
         let in_window = match &self.when {
             Some(window) => window.contains(zoned),
             None => true,
         };
-        in_window && severity >= self.min_severity
+        if !in_window {
+            RuleVerdict::OutsideSchedule
+        } else if severity < self.min_severity {
+            RuleVerdict::BelowMinimum
+        } else {
+            RuleVerdict::Selected
+        }
     }
 
     pub fn to_json(&self) -> Value {
@@ -1772,5 +1973,123 @@ mod tests {
         }
         assert_eq!(format_duration(SignedDuration::from_secs(90)), "1m30s");
         assert_eq!(format_duration(SignedDuration::from_mins(90)), "1h30m");
+    }
+
+    fn covers_without_gaps(week: &Week) {
+        for severity in &week.severities {
+            let segments = &severity.segments;
+            assert_eq!(segments.first().unwrap().from, week.start);
+            assert_eq!(segments.last().unwrap().to, week.end);
+            for pair in segments.windows(2) {
+                assert_eq!(pair[0].to, pair[1].from, "contiguous");
+                assert_ne!(pair[0].applies, pair[1].applies, "merged when equal");
+            }
+        }
+    }
+
+    /// Work hours critical to SMS at once, outside them warning and up to an hourly email
+    /// digest; the week of the spring change to summer time in Berlin.
+    #[test]
+    fn the_week_of_a_two_rule_policy_across_the_spring_change() {
+        let policy = Policy::parse(&json!({"rules": [
+            {"when": {"days": ["mon-fri"], "from": "09:00", "to": "18:00"},
+             "min_severity": "critical", "contact_points": ["sms"]},
+            {"when": {"days": ["mon-fri"], "from": "09:00", "to": "18:00", "outside": true},
+             "min_severity": "warning", "contact_points": ["email"], "mode": {"digest": "1h"}}
+        ]}))
+        .unwrap();
+        let berlin = zone("Europe/Berlin");
+        let start = instant("2026-03-23T00:00+01:00[Europe/Berlin]");
+        let week = policy.week(&berlin, start, 7);
+        assert_eq!(week.zone, "Europe/Berlin");
+        assert_eq!(week.end, instant("2026-03-30T00:00+02:00[Europe/Berlin]"));
+        assert_eq!(
+            week.end.duration_since(week.start),
+            SignedDuration::from_hours(167),
+            "the week is one hour short: the clocks went forward"
+        );
+        covers_without_gaps(&week);
+        let info = &week.severities[0];
+        assert_eq!(info.severity, Severity::Info);
+        assert_eq!(info.segments.len(), 1);
+        assert!(info.segments[0].nothing, "no rule takes info");
+
+        let critical = &week.severities[2];
+        assert_eq!(critical.severity, Severity::Critical);
+        assert_eq!(critical.segments.len(), 11, "{:#?}", critical.segments);
+        let monday_work = &critical.segments[1];
+        assert_eq!(monday_work.local_from, "2026-03-23T09:00");
+        assert_eq!(monday_work.local_to, "2026-03-23T18:00");
+        assert_eq!(monday_work.applies[0].rule, 0);
+        assert_eq!(
+            monday_work.applies[0].contact_points,
+            vec!["sms".to_string()]
+        );
+        assert_eq!(monday_work.applies[0].mode, json!("now"));
+        let weekend = critical.segments.last().unwrap();
+        assert_eq!(weekend.local_from, "2026-03-27T18:00");
+        assert_eq!(weekend.local_to, "2026-03-30T00:00");
+        assert_eq!(weekend.applies[0].rule, 1);
+        assert_eq!(weekend.applies[0].mode, json!({"digest": "1h"}));
+        assert_eq!(
+            weekend.to.duration_since(weekend.from),
+            SignedDuration::from_hours(53),
+            "Friday 18:00 to Monday 00:00 across the change is 53 hours, not 54"
+        );
+
+        // Warning: nothing during work hours (the work rule wants critical), the digest
+        // outside them.
+        let warning = &week.severities[1];
+        assert!(warning.segments[1].nothing);
+        assert_eq!(warning.segments[1].local_from, "2026-03-23T09:00");
+        assert_eq!(warning.segments[0].applies[0].rule, 1);
+    }
+
+    /// A rule across midnight in the week the clocks go back: the Saturday night stretch
+    /// runs 22:00 to 06:00 local time, nine hours of real time.
+    #[test]
+    fn a_rule_across_midnight_in_the_autumn_change_week() {
+        let policy = Policy::parse(&json!({"rules": [
+            {"when": {"from": "22:00", "to": "06:00"}, "contact_points": ["phone"],
+             "mode": {"hold_until": "07:00"}}
+        ]}))
+        .unwrap();
+        let berlin = zone("Europe/Berlin");
+        let start = instant("2026-10-19T00:00+02:00[Europe/Berlin]");
+        let week = policy.week(&berlin, start, 7);
+        covers_without_gaps(&week);
+        let info = &week.severities[0];
+        let night = info
+            .segments
+            .iter()
+            .find(|segment| segment.local_from == "2026-10-24T22:00")
+            .expect("Saturday night");
+        assert_eq!(night.local_to, "2026-10-25T06:00");
+        assert_eq!(
+            night.to.duration_since(night.from),
+            SignedDuration::from_hours(9)
+        );
+        assert_eq!(night.applies[0].mode, json!({"hold_until": "07:00"}));
+        // Monday starts inside the night that began on Sunday.
+        assert_eq!(info.segments[0].local_to, "2026-10-19T06:00");
+        assert!(!info.segments[0].nothing);
+        assert!(info.segments[1].nothing, "daytime: nothing");
+        // 7 days and 8 nights: the first night cut at the start, the last at the end.
+        assert_eq!(info.segments.len(), 15, "{:#?}", info.segments);
+    }
+
+    #[test]
+    fn evaluate_gives_each_rule_its_reason() {
+        let policy = work_and_home();
+        let berlin = zone("Europe/Berlin");
+        let tuesday_noon = instant("2026-11-24T12:00+01:00[Europe/Berlin]");
+        assert_eq!(
+            policy.evaluate(&berlin, Severity::Info, tuesday_noon),
+            vec![RuleVerdict::BelowMinimum, RuleVerdict::OutsideSchedule]
+        );
+        assert_eq!(
+            policy.evaluate(&berlin, Severity::Critical, tuesday_noon),
+            vec![RuleVerdict::Selected, RuleVerdict::NotReached]
+        );
     }
 }

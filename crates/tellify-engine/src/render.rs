@@ -35,7 +35,24 @@ pub const TEST_NOTICE: &str = "This is a test notification from tellify";
 pub struct RenderItem {
     pub alert: Alert,
     pub transition: Transition,
+    /// Signed links the reader may act on this alert with, minted by the caller (the
+    /// renderer never sees a key); none for a resolve or when links are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<ActionLinks>,
 }
+
+/// The URLs of an alert's action links, each acting once for the one reader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionLinks {
+    /// Acknowledges the alert.
+    pub ack: String,
+    /// Shelves it (one hour unless the confirming page is told otherwise).
+    pub shelve: String,
+}
+
+/// The words of the action links, the same in every channel.
+pub const ACK_LABEL: &str = "Acknowledge";
+pub const SHELVE_LABEL: &str = "Shelve 1 h";
 
 /// Why an alert is in a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -59,6 +76,9 @@ pub struct Rendered {
     pub text: String,
     /// A complete small HTML document with every user-supplied value escaped.
     pub html: String,
+    /// The text for chat (Slack, Mattermost): as `text`, with action links in their
+    /// `<url|label>` form.
+    pub chat: String,
     /// One line, at most [`MAX_SMS_CHARS`] characters.
     pub sms: String,
 }
@@ -174,6 +194,7 @@ pub fn render_message(
 
     let subject = subject_line(items, &counts, is_test);
     let mut text = String::new();
+    let mut chat = String::new();
     let mut html = String::from(HTML_START);
     html.push_str(&format!("<title>{}</title>", escape_html(&subject)));
     html.push_str("</head><body>\n");
@@ -184,6 +205,7 @@ pub fn render_message(
     }
     text.push_str(&counts.header());
     text.push('\n');
+    chat.push_str(&text);
     html.push_str(&format!(
         "<p><strong>{}</strong></p>\n",
         escape_html(&counts.header())
@@ -193,27 +215,37 @@ pub fn render_message(
         let alerts: Vec<Alert> = group.items.iter().map(|item| item.alert.clone()).collect();
         let group_counts = Counts::of(group.items.iter().copied());
         let heading = format!("{} ({})", group.title, group_counts.breakdown());
-        text.push('\n');
-        text.push_str(&heading);
-        text.push('\n');
+        let mut body = format!("\n{heading}\n");
         html.push_str(&format!("<h3>{}</h3>\n", escape_html(&heading)));
         match registry.get(group.kind) {
             Some(kind) => {
-                text.push_str(&kind.render_text(&alerts, reader));
+                body.push_str(&kind.render_text(&alerts, reader));
                 html.push_str(&kind.render_html(&alerts, reader));
             }
             None => {
-                text.push_str(&generic_text(&alerts, reader));
+                body.push_str(&generic_text(&alerts, reader));
                 html.push_str(&generic_html(&alerts, reader));
             }
         }
-        if !text.ends_with('\n') {
-            text.push('\n');
+        if !body.ends_with('\n') {
+            body.push('\n');
+        }
+        text.push_str(&body);
+        chat.push_str(&body);
+        for item in &group.items {
+            if let Some(actions) = &item.actions {
+                let label = action_label(&item.alert);
+                text.push_str(&action_text(&label, actions));
+                chat.push_str(&action_chat(&label, actions));
+                html.push_str(&action_html(&label, actions));
+            }
         }
     }
 
     if let Some(link) = link {
-        text.push_str(&format!("\nOpen tellify: {link}\n"));
+        let line = format!("\nOpen tellify: {link}\n");
+        text.push_str(&line);
+        chat.push_str(&line);
         html.push_str(&link_paragraph(link));
     }
     html.push_str(HTML_END);
@@ -222,8 +254,54 @@ pub fn render_message(
         subject,
         text,
         html,
+        chat,
         sms: sms_line(registry, items, reader),
     }
+}
+
+/// What an action line names: the alert's group key, which tells apart the alerts of one
+/// subscription, or its title when it has none.
+fn action_label(alert: &Alert) -> String {
+    let label = if alert.group_key.is_empty() {
+        &alert.title
+    } else {
+        &alert.group_key
+    };
+    one_line(label)
+}
+
+/// `Acknowledge fs=/home: URL` and `Shelve 1 h fs=/home: URL`, a line each.
+fn action_text(label: &str, actions: &ActionLinks) -> String {
+    format!(
+        "{ACK_LABEL} {label}: {}\n{SHELVE_LABEL} {label}: {}\n",
+        actions.ack, actions.shelve
+    )
+}
+
+/// `fs=/home: <URL|Acknowledge> · <URL|Shelve 1 h>` (Slack's link form, which Mattermost
+/// reads too). `&`, `<` and `>` are escaped as Slack asks, so a label cannot open a link.
+fn action_chat(label: &str, actions: &ActionLinks) -> String {
+    format!(
+        "{}: <{}|{ACK_LABEL}> · <{}|{SHELVE_LABEL}>\n",
+        escape_chat(label),
+        escape_chat(&actions.ack),
+        escape_chat(&actions.shelve)
+    )
+}
+
+fn action_html(label: &str, actions: &ActionLinks) -> String {
+    format!(
+        "<p>{}: <a href=\"{}\">{ACK_LABEL}</a> · <a href=\"{}\">{SHELVE_LABEL}</a></p>\n",
+        escape_html(label),
+        escape_html(&actions.ack),
+        escape_html(&actions.shelve)
+    )
+}
+
+fn escape_chat(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The message for "send me a test": it proves a contact point works without any alert.
@@ -246,6 +324,7 @@ pub fn render_test(link: Option<&str>) -> Rendered {
     html.push_str(HTML_END);
     Rendered {
         subject,
+        chat: text.clone(),
         text,
         html,
         sms: truncate_chars(&one_line(&format!("tellify: {TEST_NOTICE}")), MAX_SMS_CHARS),
@@ -552,6 +631,7 @@ mod tests {
         RenderItem {
             alert,
             transition: Transition::Fired,
+            actions: None,
         }
     }
 
@@ -560,6 +640,7 @@ mod tests {
         RenderItem {
             alert,
             transition: Transition::Resolved,
+            actions: None,
         }
     }
 
@@ -648,6 +729,7 @@ mod tests {
         let item = RenderItem {
             alert: escalated.clone(),
             transition: Transition::Escalated,
+            actions: None,
         };
         let rendered = render_message(&registry, std::slice::from_ref(&item), None, &utc());
         assert_eq!(
@@ -657,6 +739,7 @@ mod tests {
         let item = RenderItem {
             alert: escalated,
             transition: Transition::Repeat,
+            actions: None,
         };
         let rendered = render_message(&registry, std::slice::from_ref(&item), None, &utc());
         assert_eq!(
@@ -807,6 +890,7 @@ mod tests {
         let items = [RenderItem {
             alert: alert("s", "match", "disks", "", "pretend"),
             transition: Transition::Test,
+            actions: None,
         }];
         let rendered = render_message(&registry, &items, None, &utc());
         assert_eq!(rendered.subject, "[tellify] TEST CRITICAL disks: pretend");
@@ -892,6 +976,7 @@ mod tests {
         let items = [RenderItem {
             alert: fired_at("2026-01-15T22:30:00Z"),
             transition: Transition::Repeat,
+            actions: None,
         }];
         // Read the next morning in Berlin: 23:30 alone would mean tonight.
         let rendered = render_message(&registry, &items, None, &berlin("2026-01-16T07:00:00Z"));
@@ -919,6 +1004,7 @@ mod tests {
         let items = [RenderItem {
             alert,
             transition: Transition::Resolved,
+            actions: None,
         }];
         let rendered = render_message(&registry, &items, None, &berlin("2026-03-29T06:16:00Z"));
         assert!(
@@ -949,5 +1035,45 @@ mod tests {
             .parse::<Transition>()
             .unwrap_err()
             .contains("unknown transition `later`"));
+    }
+
+    #[test]
+    fn action_links_appear_per_alert_in_text_html_and_chat() {
+        let registry = Registry::builtin();
+        let mut with_links = fired(alert("s1", "match", "disks", "fs=/home", "usage 97%"));
+        with_links.actions = Some(ActionLinks {
+            ack: "https://t.example/act/AAA".into(),
+            shelve: "https://t.example/act/BBB".into(),
+        });
+        let without = resolved(alert("s1", "match", "disks", "fs=/<b>", "ok"));
+        let rendered = render_message(&registry, &[with_links, without], None, &utc());
+        assert!(
+            rendered
+                .text
+                .contains("Acknowledge fs=/home: https://t.example/act/AAA\nShelve 1 h fs=/home: https://t.example/act/BBB\n"),
+            "{}",
+            rendered.text
+        );
+        assert_eq!(rendered.text.matches("Acknowledge").count(), 1);
+        assert!(rendered.html.contains(
+            "<p>fs=/home: <a href=\"https://t.example/act/AAA\">Acknowledge</a> · <a href=\"https://t.example/act/BBB\">Shelve 1 h</a></p>"
+        ));
+        assert!(
+            rendered.chat.contains(
+                "fs=/home: <https://t.example/act/AAA|Acknowledge> · <https://t.example/act/BBB|Shelve 1 h>\n"
+            ),
+            "{}",
+            rendered.chat
+        );
+        assert!(!rendered.chat.contains("Acknowledge fs=/home:"));
+        assert!(!rendered.sms.contains("act/"), "no links in an SMS");
+        // Without actions the chat text is the plain text.
+        let plain = render_message(
+            &registry,
+            &[fired(alert("s1", "match", "disks", "fs=/home", "x"))],
+            None,
+            &utc(),
+        );
+        assert_eq!(plain.chat, plain.text);
     }
 }

@@ -55,9 +55,25 @@ pub fn check_schema(schema: &serde_json::Value, params: &serde_json::Value) -> V
                 path.push('.');
                 path.push_str(segment);
             }
-            ParamError::new(path, error.to_string())
+            ParamError::new(path, message_of(&error))
         })
         .collect()
+}
+
+/// A schema failure in words. A duration that does not look like one is said the way the
+/// duration parser says it, not as a regular expression.
+fn message_of(error: &jsonschema::ValidationError<'_>) -> String {
+    if let jsonschema::error::ValidationErrorKind::Pattern { pattern } = error.kind() {
+        if pattern == tellify_model::DURATION_PATTERN {
+            let text = error.instance().as_str().unwrap_or_default().to_string();
+            return tellify_model::DurationError {
+                text,
+                reason: "use a form like 90s, 10m, 1h30m or 2d".to_string(),
+            }
+            .to_string();
+        }
+    }
+    error.to_string()
 }
 
 /// Parses a duration parameter, recording a failure at `path` if it is not one or lies
@@ -74,6 +90,39 @@ pub fn duration_param(
         Err(error) => {
             errors.push(ParamError::new(path, error.to_string()));
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_duration_pattern_admits_every_form_the_parser_takes() {
+        let schema = json!({"type": "string", "pattern": tellify_model::DURATION_PATTERN});
+        for text in [
+            "90s", "10m", "1h30m", "2 days", "1h, 30m", " 5m ", "1.5h", "PT10M", "2d",
+        ] {
+            assert!(tellify_model::parse_duration(text).is_ok(), "{text} parses");
+            assert_eq!(
+                check_schema(&schema, &json!(text)),
+                vec![],
+                "{text} matches"
+            );
+        }
+        for text in ["", "soon", "10", "m10", "10m!"] {
+            let errors = check_schema(&schema, &json!(text));
+            assert_eq!(
+                errors,
+                vec![ParamError::new(
+                    "params",
+                    format!("invalid duration `{text}`: use a form like 90s, 10m, 1h30m or 2d")
+                )],
+                "{text}"
+            );
         }
     }
 }

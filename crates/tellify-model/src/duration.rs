@@ -12,6 +12,12 @@ pub struct DurationError {
     pub reason: String,
 }
 
+/// What a duration looks like, as a JSON Schema `pattern` (and an HTML `pattern`: it is
+/// anchored at both ends and valid in both regex dialects): numbers with units (`90s`,
+/// `1h30m`, `2 days`, `1h, 30m`) or an ISO 8601 duration (`PT10M`). It only shapes forms and
+/// early messages; [`parse_duration`] stays the judge of value and range.
+pub const DURATION_PATTERN: &str = r"^\s*(?:[0-9]+(?:\.[0-9]+)?\s*[a-zA-Z]+(?:,?\s*[0-9]+(?:\.[0-9]+)?\s*[a-zA-Z]+)*|[pP][0-9a-zA-Z.,]+)\s*$";
+
 /// Parses a human duration such as `90s`, `10m`, `1h30m` or `2 days` into a positive
 /// duration.
 pub fn parse_duration(text: &str) -> Result<SignedDuration, DurationError> {

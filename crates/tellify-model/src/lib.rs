@@ -10,7 +10,8 @@ pub mod kv;
 pub mod severity;
 
 pub use duration::{
-    earlier, format_duration, later, parse_duration, DurationError, DurationRange, MAX_DURATION,
+    earlier, format_duration, later, parse_duration, DurationError, DurationRange,
+    DURATION_PATTERN, MAX_DURATION,
 };
 pub use event::{
     EventInput, FieldProblem, Fields, Limits, Source, StoredEvent, StoredSource,

@@ -77,8 +77,11 @@ macro_rules! conformance_tests {
             a_search_pushes_type_and_field_predicates_down,
             a_search_resumes_in_bounded_steps_and_misses_nothing,
             a_time_range_search_finds_the_range_whatever_the_step_size,
+            the_positions_of_a_time_range_bound_its_events_in_log_order,
             keyed_lookups_find_the_newest_event_of_a_key,
             filter_errors_add_up_in_processing_commits_and_an_update_keeps_or_clears_them,
+            a_server_secret_is_written_once_and_shared,
+            a_link_nonce_is_used_once_until_released_or_pruned,
         );
     };
     (@each $make_store:expr; $($name:ident),* $(,)?) => {
@@ -1477,6 +1480,29 @@ pub async fn a_time_range_search_finds_the_range_whatever_the_step_size(store: &
     }
 }
 
+/// [`Store::event_seq_range`]: the first and last position of a time range, so a reader
+/// can walk it in log order with `events_after`; `None` for a range without events.
+pub async fn the_positions_of_a_time_range_bound_its_events_in_log_order(store: &dyn Store) {
+    thirty_search_events(store).await;
+    let (first, last) = store
+        .event_seq_range(at(50_010), at(50_020))
+        .await
+        .unwrap()
+        .expect("a range with events");
+    assert_eq!(last - first, 9, "ten events, the end excluded");
+    let events = store.events_after(first - 1, 100).await.unwrap();
+    let walked: Vec<i64> = events
+        .iter()
+        .take_while(|event| event.seq <= last)
+        .map(|event| event.fields["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(walked, (10..20).collect::<Vec<_>>());
+    assert_eq!(
+        store.event_seq_range(at(60_000), at(60_010)).await.unwrap(),
+        None
+    );
+}
+
 /// [`Store::keyed_events`]: the newest events of one type, producer and field values,
 /// one of which names a text in a field or a list; and the newest event of each value at a
 /// path. Self-contained: its producers are its own, so other data in the store is no
@@ -1603,4 +1629,37 @@ pub async fn audit_records_are_kept_and_listed_newest_first(store: &dyn Store) {
     );
     assert_eq!(audit[0].detail["index"], 3);
     assert_eq!(store.list_audit(1).await.unwrap().len(), 1);
+}
+
+pub async fn a_server_secret_is_written_once_and_shared(store: &dyn Store) {
+    let first = store.server_secret("links", vec![1, 2, 3]).await.unwrap();
+    assert_eq!(first, vec![1, 2, 3]);
+    let second = store.server_secret("links", vec![9, 9, 9]).await.unwrap();
+    assert_eq!(
+        second,
+        vec![1, 2, 3],
+        "a second node gets the stored secret"
+    );
+    let other = store.server_secret("other", vec![7]).await.unwrap();
+    assert_eq!(other, vec![7], "secrets are kept by name");
+}
+
+pub async fn a_link_nonce_is_used_once_until_released_or_pruned(store: &dyn Store) {
+    assert!(!store.link_used("n1").await.unwrap());
+    assert!(store.use_link("n1", at(100), at(0)).await.unwrap());
+    assert!(
+        !store.use_link("n1", at(100), at(1)).await.unwrap(),
+        "a second use of one nonce is refused"
+    );
+    assert!(store.link_used("n1").await.unwrap());
+    store.release_link("n1").await.unwrap();
+    assert!(!store.link_used("n1").await.unwrap());
+    assert!(store.use_link("n1", at(100), at(2)).await.unwrap());
+    // Another use after the first link expired prunes its row.
+    assert!(store.use_link("n2", at(500), at(101)).await.unwrap());
+    assert!(
+        !store.link_used("n1").await.unwrap(),
+        "expired rows are pruned"
+    );
+    assert!(store.link_used("n2").await.unwrap());
 }

@@ -73,6 +73,15 @@ pub trait Store: Send + Sync + 'static {
     /// presented as its first event (same id and content) with its own `seq`, `time`,
     /// `received` and idempotency key.
     async fn events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+    /// The first and last position of the events (every occurrence) whose `time` is in
+    /// `[since, until)`, or `None` when there are none: read through the time index, so a
+    /// reader can then walk that stretch of the log in order with
+    /// [`Store::events_after`].
+    async fn event_seq_range(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Option<(i64, i64)>>;
     /// Events newest first, by time range and position; each repeated event once, with
     /// its repeat count.
     async fn query_events(&self, query: EventQuery) -> StoreResult<Vec<ListedEvent>>;
@@ -282,4 +291,17 @@ pub trait Store: Send + Sync + 'static {
     async fn export_position(&self, name: &str) -> StoreResult<Option<i64>>;
     /// Saves where the exporter stream `name` stopped, durably before returning.
     async fn save_export_position(&self, name: &str, position: i64) -> StoreResult<()>;
+
+    // ---- signed action links ----
+
+    /// The server-wide secret `name`: `fresh` is stored if there is none yet, and the
+    /// stored value is returned, so every node on one database gets the same secret.
+    async fn server_secret(&self, name: &str, fresh: Vec<u8>) -> StoreResult<Vec<u8>>;
+    /// Marks a link's nonce used, durably, unless it already was: true only for the one
+    /// caller that marked it. Rows of links expired before `now` are pruned on the way.
+    async fn use_link(&self, nonce: &str, expires: Timestamp, now: Timestamp) -> StoreResult<bool>;
+    /// Makes a used nonce usable again (its action could not be performed).
+    async fn release_link(&self, nonce: &str) -> StoreResult<()>;
+    /// Whether a link's nonce was used (and its row not yet pruned).
+    async fn link_used(&self, nonce: &str) -> StoreResult<bool>;
 }

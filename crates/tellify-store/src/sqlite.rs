@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 mod event_types;
 mod export;
 mod keyed;
+mod links;
 mod notify;
 mod processing;
 mod search;
@@ -140,6 +141,8 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
     "ALTER TABLE users ADD COLUMN display_name TEXT;",
     // user_version 11: dashboard passwords and sessions.
     sessions::MIGRATION,
+    // user_version 12: the action links' signing key and used links.
+    links::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -790,6 +793,30 @@ impl Store for SqliteStore {
                 .query_map(params![after, limit as i64], read_logged_event)
                 .map_err(unavailable)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn event_seq_range(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Option<(i64, i64)>> {
+        self.read(move |connection| {
+            connection
+                .prepare_cached(
+                    "SELECT MIN(seq), MAX(seq) FROM events WHERE time_ms >= ?1 AND time_ms < ?2",
+                )
+                .map_err(unavailable)?
+                .query_row(
+                    params![since.as_millisecond(), until.as_millisecond()],
+                    |row| {
+                        let first: Option<i64> = row.get(0)?;
+                        let last: Option<i64> = row.get(1)?;
+                        Ok(first.zip(last))
+                    },
+                )
+                .map_err(unavailable)
         })
         .await
     }
@@ -1618,5 +1645,21 @@ impl Store for SqliteStore {
 
     async fn save_export_position(&self, name: &str, position: i64) -> StoreResult<()> {
         self.write_export_position(name, position).await
+    }
+
+    async fn server_secret(&self, name: &str, fresh: Vec<u8>) -> StoreResult<Vec<u8>> {
+        self.write_server_secret(name, fresh).await
+    }
+
+    async fn use_link(&self, nonce: &str, expires: Timestamp, now: Timestamp) -> StoreResult<bool> {
+        self.write_used_link(nonce, expires, now).await
+    }
+
+    async fn release_link(&self, nonce: &str) -> StoreResult<()> {
+        self.delete_used_link(nonce).await
+    }
+
+    async fn link_used(&self, nonce: &str) -> StoreResult<bool> {
+        self.read_used_link(nonce).await
     }
 }

@@ -163,6 +163,7 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
              ALTER TABLE subscriptions DROP COLUMN filter_errors;
              ALTER TABLE users DROP COLUMN display_name;
              ALTER TABLE users DROP COLUMN password_hash; DROP TABLE web_sessions;
+             DROP TABLE server_secrets; DROP TABLE used_links;
              PRAGMA user_version = 4;",
         )
         .unwrap();
@@ -174,7 +175,7 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 11);
+    assert_eq!(version, 12);
 }
 
 #[tokio::test]
@@ -211,6 +212,7 @@ async fn a_version_7_database_finds_its_alerta_events_by_producer_after_the_upgr
             "DROP TABLE event_keys; ALTER TABLE subscriptions DROP COLUMN filter_errors;
              ALTER TABLE users DROP COLUMN display_name;
              ALTER TABLE users DROP COLUMN password_hash; DROP TABLE web_sessions;
+             DROP TABLE server_secrets; DROP TABLE used_links;
              PRAGMA user_version = 7;",
         )
         .unwrap();

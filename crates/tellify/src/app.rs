@@ -28,7 +28,7 @@ use crate::channels::Channels;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::notify::Notifier;
-use crate::services::{AppState, Services};
+use crate::services::{people, AppState, Services};
 use crate::stream::Bus;
 use crate::telemetry;
 use crate::worker::Worker;
@@ -39,6 +39,9 @@ pub struct RunningApp {
     pub state: AppState,
     /// The admin token made on first start, when it was generated (not supplied).
     pub bootstrap_token: Option<String>,
+    /// The admin's dashboard password set on first start, when it was generated (not
+    /// supplied by `TELLIFY_BOOTSTRAP_PASSWORD`).
+    pub bootstrap_password: Option<String>,
     /// Polls the metric backends of `metric` subscriptions; tests wake it after moving time.
     pub poller: crate::pollers::PollerHandle,
     supervisor: Supervisor,
@@ -265,6 +268,25 @@ fn panic_message(error: tokio::task::JoinError) -> String {
     }
 }
 
+/// What the first start gives the `admin` user it creates: a token and a dashboard
+/// password, each supplied (`TELLIFY_BOOTSTRAP_TOKEN`, `TELLIFY_BOOTSTRAP_PASSWORD`) or,
+/// when absent, generated and returned so `serve` can print it once. Ignored once users
+/// exist. An `Option<String>` is the token alone.
+#[derive(Debug, Default, Clone)]
+pub struct Bootstrap {
+    pub token: Option<String>,
+    pub password: Option<String>,
+}
+
+impl From<Option<String>> for Bootstrap {
+    fn from(token: Option<String>) -> Bootstrap {
+        Bootstrap {
+            token,
+            password: None,
+        }
+    }
+}
+
 /// Checks the settings, binds the listen address and checks the data directory, then
 /// opens the store and starts everything. Nothing is created (store, admin user) before
 /// those checks pass, so a failed first start leaves no store whose bootstrap token was
@@ -272,8 +294,9 @@ fn panic_message(error: tokio::task::JoinError) -> String {
 pub async fn start(
     settings: Settings,
     clock: Arc<dyn Clock>,
-    bootstrap: Option<String>,
+    bootstrap: impl Into<Bootstrap>,
 ) -> anyhow::Result<RunningApp> {
+    let bootstrap = bootstrap.into();
     check_settings(&settings)?;
     let listener = bind(settings.listen).await?;
     check_data_directory(&settings.data)?;
@@ -294,8 +317,9 @@ pub async fn start_with_store(
     settings: Settings,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    bootstrap: Option<String>,
+    bootstrap: impl Into<Bootstrap>,
 ) -> anyhow::Result<RunningApp> {
+    let bootstrap = bootstrap.into();
     check_settings(&settings)?;
     let listener = bind(settings.listen).await?;
     start_on(listener, settings, store, clock, bootstrap).await
@@ -387,7 +411,7 @@ async fn start_on(
     settings: Settings,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    bootstrap: Option<String>,
+    bootstrap: Bootstrap,
 ) -> anyhow::Result<RunningApp> {
     let registry = Arc::new(Registry::builtin());
     let bus = Bus::default();
@@ -408,6 +432,15 @@ async fn start_on(
         Channels::new(&settings.smtp, &settings.sms, http_timeout, &outbound)
             .context("cannot set up the notification channels")?,
     );
+    // `validate` refused a bad ttl before the store was opened; the default is for callers
+    // that skipped it.
+    let link_ttl = settings
+        .links
+        .ttl()
+        .unwrap_or(jiff::SignedDuration::from_hours(72));
+    let links = crate::services::links::LinkSigner::load(store.as_ref(), link_ttl)
+        .await
+        .context("cannot load the action link key")?;
     let (notifier, notifier_handle) = Notifier::start(
         store.clone(),
         channels.clone(),
@@ -424,6 +457,7 @@ async fn start_on(
         budget: std::time::Duration::from_millis(engine.handler_budget_ms.max(1)),
         filter_budget: std::time::Duration::from_millis(engine.filter_budget_ms.max(1)),
     };
+    let notifier = notifier.with_action_links(links.clone());
     let worker = worker
         .with_notifier(notifier_handle.clone())
         .with_limits(limits);
@@ -453,6 +487,7 @@ async fn start_on(
         outbound,
         started,
         event_types,
+        links,
         login_limits: Default::default(),
     });
     let (shutdown, shutdown_receiver) = watch::channel(false);
@@ -466,7 +501,9 @@ async fn start_on(
     // Sends and requests in flight get three quarters of the grace; the rest is for
     // committing the outcomes, so nothing is cut off in the middle of a commit.
     let drain = grace.mul_f64(0.75);
-    let notifier = notifier.with_shutdown_grace(drain);
+    let notifier = notifier
+        .with_shutdown_grace(drain)
+        .with_bus(state.bus.clone());
     supervisor.watch(
         "notifier",
         true,
@@ -508,9 +545,9 @@ async fn start_on(
     }
     // Last, once everything that can refuse to start has started: a start that fails
     // before creates no admin whose token nobody saw.
-    let bootstrap_token =
+    let (bootstrap_token, bootstrap_password) =
         match bootstrap_admin(state.store.as_ref(), state.clock.as_ref(), bootstrap).await {
-            Ok(token) => token,
+            Ok(made) => made,
             Err(error) => {
                 let _ = shutdown.send(true);
                 return Err(error);
@@ -536,24 +573,29 @@ async fn start_on(
         address,
         state,
         bootstrap_token,
+        bootstrap_password,
         poller,
         supervisor,
         data_lock: None,
     })
 }
 
-/// On first start (no users), creates `admin` with a token: the supplied one, or a new
-/// one that is returned so it can be shown once.
+/// On first start (no users), creates `admin` with a token and a dashboard password: the
+/// supplied ones, or new ones that are returned (token, password) so they can be shown
+/// once.
 async fn bootstrap_admin(
     store: &dyn Store,
     clock: &dyn Clock,
-    supplied: Option<String>,
-) -> anyhow::Result<Option<String>> {
+    supplied: Bootstrap,
+) -> anyhow::Result<(Option<String>, Option<String>)> {
     if !store.list_users().await?.is_empty() {
-        if supplied.is_some() {
+        if supplied.token.is_some() {
             tracing::warn!("TELLIFY_BOOTSTRAP_TOKEN is ignored: users already exist");
         }
-        return Ok(None);
+        if supplied.password.is_some() {
+            tracing::warn!("TELLIFY_BOOTSTRAP_PASSWORD is ignored: users already exist");
+        }
+        return Ok((None, None));
     }
     let now = clock.now();
     let admin = User {
@@ -565,13 +607,32 @@ async fn bootstrap_admin(
         admin: true,
         created: now,
     };
-    let supplied = supplied.filter(|secret| !secret.trim().is_empty());
-    if let Some(secret) = &supplied {
+    let supplied_token = supplied.token.filter(|secret| !secret.trim().is_empty());
+    if let Some(secret) = &supplied_token {
         // Checked before anything is written, so a corrected value works on the next start.
         check_bootstrap_token(secret.trim()).map_err(|message| anyhow::anyhow!(message))?;
     }
+    let supplied_password = supplied
+        .password
+        .filter(|password| !password.trim().is_empty());
+    if let Some(password) = &supplied_password {
+        crate::services::sessions::check_password(password, "TELLIFY_BOOTSTRAP_PASSWORD").map_err(
+            |error| {
+                anyhow::anyhow!(
+                    "{error}; unset it to have a random admin password made and printed once"
+                )
+            },
+        )?;
+    }
+    let (password, password_generated) = match supplied_password {
+        Some(password) => (password, false),
+        None => (people::new_password(), true),
+    };
+    let password_hash = people::hash_off_thread(password.clone())
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot hash the admin password: {error}"))?;
     store.create_user(admin.clone()).await?;
-    let (secret, hash, generated) = match supplied {
+    let (secret, hash, generated) = match supplied_token {
         Some(secret) => {
             let hash = hash_token(secret.trim());
             (secret.trim().to_string(), hash, false)
@@ -584,13 +645,16 @@ async fn bootstrap_admin(
     store
         .create_token(Token {
             id: tellify_model::new_id(),
-            user_id: admin.id,
+            user_id: admin.id.clone(),
             name: "bootstrap".to_string(),
             scopes: vec!["admin".to_string()],
             hash,
             created: now,
             expires: None,
         })
+        .await?;
+    store
+        .set_password_hash(&admin.id, Some(password_hash), None)
         .await?;
     store
         .append_audit(tellify_store::AuditRecord {
@@ -603,10 +667,14 @@ async fn bootstrap_admin(
                 "admin": true,
                 "token": "bootstrap",
                 "token_from": if generated { "generated and printed once" } else { "TELLIFY_BOOTSTRAP_TOKEN" },
+                "password_from": if password_generated { "generated and printed once" } else { "TELLIFY_BOOTSTRAP_PASSWORD" },
             }),
         })
         .await?;
-    Ok(generated.then_some(secret))
+    Ok((
+        generated.then_some(secret),
+        password_generated.then_some(password),
+    ))
 }
 
 #[cfg(test)]

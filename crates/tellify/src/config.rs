@@ -54,6 +54,8 @@ pub struct Settings {
     pub http: crate::server::HttpSettings,
     /// The failed-authentication limit (`[auth]`).
     pub auth: crate::auth::AuthSettings,
+    /// Signed action links in notifications (`[links]`); sent only when `public_url` is set.
+    pub links: LinksSettings,
     /// Seconds a stop (SIGTERM, SIGINT) may take, 1 to 600: requests in flight finish,
     /// sends in flight finish or give their delivery back, the worker commits, then the
     /// process exits 0. What is still running after it is cut off.
@@ -113,6 +115,7 @@ impl Default for Settings {
             outbound: OutboundSettings::default(),
             http: crate::server::HttpSettings::default(),
             auth: crate::auth::AuthSettings::default(),
+            links: LinksSettings::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -145,8 +148,15 @@ impl Default for EngineSettings {
 pub const SHUTDOWN_GRACE_SECS: std::ops::RangeInclusive<u64> = 1..=600;
 
 /// Environment variables that configure something else than [`Settings`]: the CLI's
-/// server, token and time zone, the first admin's token, the log filter.
-const NOT_SETTINGS: [&str; 5] = ["server", "token", "bootstrap_token", "log", "tz"];
+/// server, token and time zone, the first admin's token and password, the log filter.
+const NOT_SETTINGS: [&str; 6] = [
+    "server",
+    "token",
+    "bootstrap_token",
+    "bootstrap_password",
+    "log",
+    "tz",
+];
 
 impl Settings {
     /// Loads settings from `file` (or `tellify.toml` if it exists) and the environment.
@@ -217,6 +227,9 @@ impl Settings {
             problems.push(format!("{error:#}"));
         }
         if let Err(error) = self.notify.rate_window() {
+            problems.push(format!("{error:#}"));
+        }
+        if let Err(error) = self.links.ttl() {
             problems.push(format!("{error:#}"));
         }
         if let Err(error) = crate::outbound::OutboundGuard::new(&self.outbound) {
@@ -516,6 +529,38 @@ impl Default for SearchSettings {
             time_budget_ms: 1000,
             max_rows_examined: 20_000,
         }
+    }
+}
+
+/// `[links]`: the signed "Acknowledge" / "Shelve" links notifications carry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinksSettings {
+    /// How long a link works after its message was sent (`72h`), 5m to 30d.
+    pub ttl: String,
+}
+
+impl Default for LinksSettings {
+    fn default() -> Self {
+        LinksSettings {
+            ttl: "72h".to_string(),
+        }
+    }
+}
+
+/// The range of `links.ttl`: long enough to read the message, short enough that an old
+/// message lying in a mailbox stops being a key.
+pub const LINK_TTL: tellify_model::DurationRange = tellify_model::DurationRange::new(
+    jiff::SignedDuration::from_mins(5),
+    jiff::SignedDuration::from_hours(30 * 24),
+);
+
+impl LinksSettings {
+    /// How long a link works; a bad value names its key.
+    pub fn ttl(&self) -> anyhow::Result<jiff::SignedDuration> {
+        LINK_TTL
+            .parse(&self.ttl)
+            .map_err(|error| anyhow::anyhow!("links.ttl: {error}"))
     }
 }
 

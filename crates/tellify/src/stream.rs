@@ -1,5 +1,5 @@
-//! The in-process bus that feeds `GET /api/v1/stream`: new events and alert changes,
-//! published after they are durable.
+//! The in-process bus that feeds `GET /api/v1/stream` and the dashboard's live pages: new
+//! events, alert changes and delivery changes, published after they are durable.
 
 use std::sync::Arc;
 
@@ -11,6 +11,19 @@ use tokio::sync::broadcast;
 pub enum StreamItem {
     Event(Arc<StoredEvent>),
     Alert(Arc<AlertNotice>),
+    /// A delivery was created (ganged and claimed for sending) or an attempt's outcome was
+    /// committed. Published only while someone listens (the notifier asks
+    /// [`Bus::has_listeners`]), so the notifier pays nothing when no page is open.
+    Delivery(Arc<DeliveryNotice>),
+}
+
+/// Which delivery changed, whose it is and its status now: enough for a live page to know
+/// whether to render again; the page reads the delivery itself.
+#[derive(Clone, Debug)]
+pub struct DeliveryNotice {
+    pub id: String,
+    pub user_id: String,
+    pub status: tellify_store::DeliveryStatus,
 }
 
 #[derive(Clone, Debug)]

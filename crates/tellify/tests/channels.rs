@@ -32,6 +32,7 @@ fn message() -> OutgoingMessage {
         subject: "[critical] disk full on db-1".to_string(),
         text: "Disk /var is 99% full on db-1.".to_string(),
         html: "<p>Disk <b>/var</b> is 99% full on db-1.</p>".to_string(),
+        chat: "Disk /var is 99% full on db-1.".to_string(),
         sms: "CRITICAL disk full\non db-1: /var at 99%".to_string(),
         payload: serde_json::json!({"alert": "disk full", "host": "db-1", "severity": "critical"}),
     }

@@ -1077,3 +1077,113 @@ async fn no_colour_codes_reach_a_pipe_or_a_log_file() {
     assert!(log.contains("INFO"), "the server logged: {log}");
     assert!(!log.contains("\u{1b}["), "{log}");
 }
+
+#[tokio::test]
+async fn passwords_come_from_stdin_and_people_change_their_own_with_the_current_one() {
+    let server = spawn_server().await;
+    let created = server
+        .run_with_stdin(
+            ADMIN_TOKEN,
+            &["users", "create", "ann", "--password-stdin"],
+            "ann's first password\n",
+        )
+        .await;
+    assert!(created.success, "{}", created.stderr);
+    assert!(
+        created.stdout.starts_with("created user ann"),
+        "{}",
+        created.stdout
+    );
+    let short = server
+        .run_with_stdin(
+            ADMIN_TOKEN,
+            &["users", "create", "bob", "--password-stdin"],
+            "short\n",
+        )
+        .await;
+    assert!(!short.success);
+    printed_once(&short.stderr, "password: must be at least 10 characters");
+    let bob = server.run(ADMIN_TOKEN, &["users", "get", "bob"]).await;
+    assert!(!bob.success && bob.stderr.contains("404"), "{}", bob.stderr);
+
+    let minted = server
+        .ok(
+            ADMIN_TOKEN,
+            &["tokens", "create", "laptop", "--user", "ann"],
+        )
+        .await;
+    let ann = minted.lines().next().expect("secret line").to_string();
+    let passwd = ["passwd", "--password-stdin"];
+    let wrong = server
+        .run_with_stdin(&ann, &passwd, "not ann's password\nann's second password\n")
+        .await;
+    assert!(!wrong.success);
+    assert!(wrong.stderr.contains("403"), "{}", wrong.stderr);
+    printed_once(&wrong.stderr, "the current password is not right");
+    let changed = server
+        .run_with_stdin(
+            &ann,
+            &passwd,
+            "ann's first password\r\nann's second password\r\n",
+        )
+        .await;
+    assert!(changed.success, "{}", changed.stderr);
+    assert!(
+        changed.stdout.starts_with("password changed"),
+        "{}",
+        changed.stdout
+    );
+
+    // The admin resets it without the current one; ann cannot reset the admin's.
+    let reset = server
+        .run_with_stdin(
+            ADMIN_TOKEN,
+            &["users", "set-password", "ann", "--password-stdin"],
+            "ann's third password\n",
+        )
+        .await;
+    assert!(reset.success, "{}", reset.stderr);
+    let refused = server
+        .run_with_stdin(
+            &ann,
+            &["users", "set-password", "admin", "--password-stdin"],
+            "ann owns the admin now\n",
+        )
+        .await;
+    assert!(!refused.success);
+    assert!(refused.stderr.contains("404"), "{}", refused.stderr);
+    let old = server
+        .run_with_stdin(
+            &ann,
+            &passwd,
+            "ann's second password\nann's fourth password\n",
+        )
+        .await;
+    assert!(!old.success, "the reset replaced the second password");
+    let current = server
+        .run_with_stdin(
+            &ann,
+            &passwd,
+            "ann's third password\nann's fourth password\n",
+        )
+        .await;
+    assert!(current.success, "{}", current.stderr);
+
+    // A password is never an argument.
+    let no_flag = server
+        .run(ADMIN_TOKEN, &["users", "set-password", "ann"])
+        .await;
+    assert!(!no_flag.success);
+    assert!(
+        no_flag.stderr.contains("--password-stdin"),
+        "{}",
+        no_flag.stderr
+    );
+    let empty = server.run_with_stdin(&ann, &passwd, "").await;
+    assert!(!empty.success);
+    assert!(
+        empty.stderr.contains("no password on stdin"),
+        "{}",
+        empty.stderr
+    );
+}

@@ -287,6 +287,7 @@ fn engine_message(alerts: Value) -> OutgoingMessage {
         subject: "subject".to_string(),
         text: String::new(),
         html: String::new(),
+        chat: String::new(),
         sms: String::new(),
         payload: json!({"alerts": alerts}),
     }

@@ -40,6 +40,7 @@ async fn person(
             email: None,
             timezone: Some("Europe/Berlin".to_string()),
             admin: false,
+            password: None,
         },
     )
     .await
@@ -249,6 +250,7 @@ async fn the_services_check_who_is_asking() {
             email: None,
             timezone: None,
             admin: true,
+            password: None,
         },
     )
     .await;

@@ -361,3 +361,217 @@ fn config_check_lists_every_problem_with_its_key() {
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("is valid"));
 }
+
+/// Runs `tellify` as a client with `token` and `stdin`.
+fn tellify_with_stdin(port: u16, token: &str, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tellify"))
+        .args(args)
+        .env("TELLIFY_LOG", "warn")
+        .env("TELLIFY_SERVER", format!("http://127.0.0.1:{port}"))
+        .env("TELLIFY_TOKEN", token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tellify runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("tellify ends")
+}
+
+/// Whether `password` is the admin's: `tellify passwd` with it as the current password
+/// succeeds (and sets `next`), with another one it is refused.
+fn admin_password_is(port: u16, token: &str, password: &str, next: &str) {
+    let wrong = tellify_with_stdin(
+        port,
+        token,
+        &["passwd", "--password-stdin"],
+        &format!("{password}x\n{next}\n"),
+    );
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains("403") && stderr.contains("current password"),
+        "{stderr}"
+    );
+    let right = tellify_with_stdin(
+        port,
+        token,
+        &["passwd", "--password-stdin"],
+        &format!("{password}\n{next}\n"),
+    );
+    assert!(right.status.success(), "{right:?}");
+}
+
+/// The lines a later start prints before it listens.
+fn later_start_output(child: &mut std::process::Child) -> Vec<String> {
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .take_while(|line| !line.starts_with("tellify listening"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_first_start_prints_the_admin_password_once_and_a_lost_one_is_reset_offline() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let data_arg = data.to_str().expect("utf-8 path");
+    let port = free_port();
+    let mut server = spawn_serve(&data, port, &[]);
+    let lines = later_start_output(&mut server);
+    let after = |start: &str| -> String {
+        let at = lines
+            .iter()
+            .position(|line| line.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?}: {lines:?}"));
+        lines.get(at + 1).cloned().unwrap_or_default()
+    };
+    let token = after("created user `admin`");
+    let password = after("`admin`'s password");
+    let said = lines
+        .iter()
+        .find(|line| line.starts_with("`admin`'s password"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(token.starts_with("tfy_"), "{lines:?}");
+    assert!(
+        said.contains(&format!("sign in at http://127.0.0.1:{port}/"))
+            && said.contains("shown only this once"),
+        "{said}"
+    );
+    assert_eq!(password.chars().count(), 24, "{password}");
+    wait_for_health(port).await;
+    admin_password_is(port, &token, &password, "the admin's second password");
+    let _ = server.kill();
+    let _ = server.wait();
+
+    // A later start prints no password, and says how to replace a lost one.
+    let mut server = spawn_serve(&data, port, &[]);
+    let said = later_start_output(&mut server);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        said.iter()
+            .any(|line| line.contains("tellify admin reset-password --data")),
+        "{said:?}"
+    );
+    assert!(
+        !said.iter().any(|line| line.contains(&password)),
+        "{said:?}"
+    );
+
+    let reset = tellify(&["admin", "reset-password", "--data", data_arg]);
+    assert!(reset.status.success(), "{reset:?}");
+    let new = String::from_utf8_lossy(&reset.stdout).trim().to_string();
+    assert_eq!(new.chars().count(), 24, "{new}");
+    let stderr = String::from_utf8_lossy(&reset.stderr);
+    assert!(
+        stderr.contains("new dashboard password for `admin`"),
+        "{stderr}"
+    );
+    let unknown = tellify(&[
+        "admin",
+        "reset-password",
+        "--data",
+        data_arg,
+        "--user",
+        "zed",
+    ]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("no user `zed` in this store; its users: admin"),
+        "{unknown:?}"
+    );
+
+    let mut server = spawn_serve(&data, port, &[]);
+    later_start_output(&mut server);
+    wait_for_health(port).await;
+    admin_password_is(port, &token, &new, "the admin's fourth password");
+    let audit: serde_json::Value = http_client()
+        .get(format!("http://127.0.0.1:{port}/api/v1/audit"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("json");
+    let _ = server.kill();
+    let _ = server.wait();
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|record| record["action"].as_str())
+        .collect();
+    // Newest first: the change after the reset, the reset, the first change, the creation.
+    assert_eq!(
+        actions,
+        [
+            "password.set",
+            "password.reset",
+            "password.set",
+            "user.created"
+        ],
+        "{audit}"
+    );
+    let reset_record = &audit["items"][1];
+    assert!(
+        reset_record["actor"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("local:"),
+        "{audit}"
+    );
+    assert_eq!(reset_record["subject"], "user admin");
+    assert!(!audit.to_string().contains(&new), "{audit}");
+}
+
+#[tokio::test]
+async fn a_bootstrap_password_from_the_environment_is_checked_and_then_used() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let short = serve(
+        &data,
+        free_port(),
+        &[],
+        &[("TELLIFY_BOOTSTRAP_PASSWORD", "too short")],
+    );
+    let stderr = failed_with(&short);
+    assert!(
+        stderr.contains("TELLIFY_BOOTSTRAP_PASSWORD: must be at least 10 characters"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("too short"),
+        "the value is not repeated: {stderr}"
+    );
+
+    // Fixed, the next start creates the admin with it: a recognised variable, not an
+    // unknown setting, and no password is printed.
+    let chosen = "the operator's own admin password";
+    let port = free_port();
+    let mut server = spawn_serve(&data, port, &[("TELLIFY_BOOTSTRAP_PASSWORD", chosen)]);
+    let said = later_start_output(&mut server);
+    let at = said
+        .iter()
+        .position(|line| line.starts_with("created user `admin`"))
+        .unwrap_or_else(|| panic!("{said:?}"));
+    let token = said[at + 1].clone();
+    assert!(token.starts_with("tfy_"), "{said:?}");
+    assert!(
+        !said.iter().any(|line| line.contains("password")),
+        "{said:?}"
+    );
+    wait_for_health(port).await;
+    admin_password_is(port, &token, chosen, "the admin's next password");
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use tellify_model::{Severity, StoredEvent};
 
 use super::{
-    compile_filter, filter_hints, filter_schema, group_by_schema, group_fields, group_key,
-    parse_params, severity_schema, AlertOutput, Handler, HandlerKind, Outputs,
+    compile_filter, duration_schema, filter_hints, filter_schema, group_by_schema, group_fields,
+    group_key, parse_params, severity_schema, AlertOutput, Handler, HandlerKind, Outputs,
 };
 use crate::dispatch::DispatchHints;
 use crate::filter::{EventContext, Filter};
@@ -71,7 +71,7 @@ impl HandlerKind for AbsenceKind {
             "properties": {
                 "filter": filter_schema(),
                 "group_by": group_by_schema(),
-                "interval": {"type": "string", "description": "longest allowed silence, such as 90s or 5m"},
+                "interval": duration_schema("longest allowed silence, such as 90s or 5m"),
                 "severity": severity_schema(),
             }
         })

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use tellify_model::{Fields, Severity, StoredEvent};
 
 use super::{
-    compile_filter, filter_hints, filter_schema, parse_params, AlertOutput, Handler, HandlerKind,
-    Outputs,
+    compile_filter, duration_schema, filter_hints, filter_schema, parse_params, AlertOutput,
+    Handler, HandlerKind, Outputs,
 };
 use crate::dispatch::DispatchHints;
 use crate::filter::{EventContext, Filter};
@@ -137,10 +137,9 @@ impl HandlerKind for AlertmanagerKind {
             "additionalProperties": false,
             "properties": {
                 "filter": filter_schema(),
-                "resolve_timeout": {
-                    "type": "string",
-                    "description": "resolve an alert sent without endsAt when it is not re-sent for this long, such as 5m (the default)"
-                },
+                "resolve_timeout": duration_schema(
+                    "resolve an alert sent without endsAt when it is not re-sent for this long, such as 5m (the default)"
+                ),
             }
         })
     }

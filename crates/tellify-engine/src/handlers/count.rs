@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use tellify_model::{EventInput, Severity, StoredEvent};
 
 use super::{
-    compile_filter, field_value, filter_hints, filter_schema, group_by_schema, group_fields,
-    group_key, parse_params, scalar_text, severity_schema, AlertOutput, Handler, HandlerKind,
-    Outputs,
+    compile_filter, duration_schema, field_value, filter_hints, filter_schema, group_by_schema,
+    group_fields, group_key, parse_params, scalar_text, severity_schema, AlertOutput, Handler,
+    HandlerKind, Outputs,
 };
 use crate::dispatch::DispatchHints;
 use crate::filter::{EventContext, Filter};
@@ -95,7 +95,7 @@ impl HandlerKind for CountKind {
                 "filter": filter_schema(),
                 "distinct": {"type": "string", "minLength": 1, "description": "count distinct values of this field instead of events"},
                 "group_by": group_by_schema(),
-                "window": {"type": "string", "description": "sliding window such as 10m; without it the count runs per group (and sequence)"},
+                "window": duration_schema("sliding window such as 10m; without it the count runs per group (and sequence)"),
                 "sequence": {"type": "string", "minLength": 1, "description": "field whose new value restarts the count"},
                 "limit": {"type": "integer", "minimum": 0, "maximum": MAX_ENTRIES - 1, "description": "fires when the count exceeds this"},
                 "severity": severity_schema(),

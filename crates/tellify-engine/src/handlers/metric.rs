@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tellify_model::{Fields, Severity, StoredEvent};
 
-use super::{parse_params, AlertOutput, Handler, HandlerKind, Outputs};
+use super::{duration_schema, parse_params, AlertOutput, Handler, HandlerKind, Outputs};
 use crate::dispatch::{DispatchHints, IndexValue};
 use crate::filter::EventContext;
 use crate::validation::{duration_param, ParamError, POLL_INTERVAL, REPEAT_INTERVAL};
@@ -221,8 +221,8 @@ impl HandlerKind for MetricKind {
                 "backend": {"type": "string", "enum": ["prometheus", "http-json"], "description": "the kind of metrics backend"},
                 "url": {"type": "string", "minLength": 1, "maxLength": 2048, "description": "base URL of the backend, e.g. http://prometheus:9090"},
                 "query": {"type": "string", "minLength": 1, "maxLength": 4096, "description": "PromQL expression, or the engine's target"},
-                "interval": {"type": "string", "description": "how often to poll, such as 30s or 5m"},
-                "repeat_interval": {"type": "string", "description": "re-fire this often while not OK, such as 1h; absent: never"},
+                "interval": duration_schema("how often to poll, such as 30s or 5m"),
+                "repeat_interval": duration_schema("re-fire this often while not OK, such as 1h; absent: never"),
                 "warn": level("WARN"),
                 "critical": level("CRITICAL"),
                 "unknown_after": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "consecutive failed polls before the alert turns unknown (default 3)"},

@@ -301,6 +301,14 @@ pub(crate) fn group_by_schema() -> Value {
     })
 }
 
+/// A duration parameter (`10m`): a string with [`tellify_model::DURATION_PATTERN`], so a
+/// form can tell it from other text; the kind's `duration_param` still checks its range.
+pub(crate) fn duration_schema(description: &str) -> Value {
+    serde_json::json!({
+        "type": "string", "pattern": tellify_model::DURATION_PATTERN, "description": description
+    })
+}
+
 pub(crate) fn filter_schema() -> Value {
     serde_json::json!({
         "type": "string", "minLength": 1, "maxLength": crate::filter::MAX_FILTER_BYTES,

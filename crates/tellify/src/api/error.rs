@@ -164,6 +164,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unprocessable(detail) => ApiError::unprocessable(detail),
             ServiceError::Conflict(detail) => ApiError::conflict(detail),
             ServiceError::Forbidden(detail) => ApiError::forbidden(detail),
+            ServiceError::Gone(detail) => ApiError::new(StatusCode::GONE, "Gone", detail),
             ServiceError::Upstream(detail) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "Bad Gateway", detail)
             }

@@ -9,6 +9,7 @@ pub mod error;
 mod event_types;
 mod events;
 mod import;
+mod insight;
 mod meta;
 mod notify;
 mod people;
@@ -20,7 +21,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/subscriptions/{id}/enable", post(subscriptions::enable))
         .route("/subscriptions/{id}/disable", post(subscriptions::disable))
         .route("/subscriptions/import", post(import::import))
+        .route("/subscriptions/preview", post(subscriptions::preview))
         .route("/subscriptions/costs", get(subscriptions::costs))
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}", get(alerts::get_one))
@@ -65,6 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts/{id}/clear", post(alerts::clear))
         .route("/users", post(people::create_user).get(people::list_users))
         .route("/users/me", get(people::me).patch(people::update_me))
+        .route("/users/me/password", put(people::change_own_password))
+        .route("/users/{name}/password", put(people::set_password))
         .route(
             "/users/{name}",
             get(people::get_user)
@@ -101,6 +105,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/deliveries", get(notify::list_deliveries))
         .route("/deliveries/{id}", get(notify::get_delivery))
+        .route("/deliveries/{id}/explain", get(insight::explain_delivery))
+        .route("/alerts/{id}/explain", get(insight::explain_alert))
+        .route("/policies/{name}/week", get(insight::policy_week))
         .route(
             "/groups",
             post(people::create_group).get(people::list_groups),

@@ -9,12 +9,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tellify_store::{
-    ContactPoint, Delivery, DeliveryAttempt, DeliveryQuery, DeliveryStatus, PolicyRecord, Silence,
-    User,
+    ContactPoint, Delivery, DeliveryAttempt, DeliveryStatus, PolicyRecord, Silence,
 };
 
 use super::{clamp_limit, ApiError, ApiResult, AppState, Auth, JsonBody, Page, QueryParams};
-use crate::auth::Scope;
 use crate::services::notify;
 
 #[derive(Deserialize, Default)]
@@ -22,11 +20,6 @@ use crate::services::notify;
 pub struct ForUser {
     /// Admins only: act for this user.
     user: Option<String>,
-}
-
-/// The user a request is about: the caller, or for an admin the one named in `?user=`.
-async fn subject(state: &AppState, auth: &Auth, wanted: Option<&str>) -> ApiResult<User> {
-    Ok(notify::subject(state, &auth.0, wanted).await?)
 }
 
 // ---- contact points ----
@@ -60,11 +53,7 @@ pub struct ContactPointView {
 }
 
 fn contact_view(state: &AppState, point: ContactPoint, reveal: bool) -> ContactPointView {
-    let warning = point
-        .kind
-        .parse()
-        .ok()
-        .and_then(|kind| state.channels.warning(kind));
+    let warning = notify::contact_point_warning(state, &point);
     ContactPointView {
         warning,
         signed: point.secret.is_some(),
@@ -107,10 +96,7 @@ pub async fn list_contact_points(
     auth: Auth,
     QueryParams(query): QueryParams<ForUser>,
 ) -> ApiResult<Json<Page<ContactPointView>>> {
-    let user = subject(&state, &auth, query.user.as_deref()).await?;
-    let items = state
-        .store
-        .list_contact_points(&user.id)
+    let items = notify::list_contact_points(&state, &auth.0, query.user.as_deref())
         .await?
         .into_iter()
         .map(|point| contact_view(&state, point, false))
@@ -166,20 +152,22 @@ pub async fn test_contact_point(
     Path(name): Path<String>,
     QueryParams(query): QueryParams<ForUser>,
 ) -> ApiResult<Json<TestResult>> {
-    let point = notify::contact_point(&state, &auth.0, query.user.as_deref(), &name).await?;
-    let link = state.settings.public_url.as_deref();
-    match crate::notify::send_test(&state.channels, &point, link).await {
-        Ok(answer) => Ok(Json(TestResult {
-            ok: true,
-            contact_point: point.name,
-            answer,
-        })),
-        Err(error) => Err(ApiError::new(
+    let outcome = notify::test_contact_point(&state, &auth.0, query.user.as_deref(), &name).await?;
+    if !outcome.ok {
+        return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "Bad Gateway",
-            format!("the test to `{}` failed: {error}", point.name),
-        )),
+            format!(
+                "the test to `{}` failed: {}",
+                outcome.contact_point, outcome.answer
+            ),
+        ));
     }
+    Ok(Json(TestResult {
+        ok: true,
+        contact_point: outcome.contact_point,
+        answer: outcome.answer,
+    }))
 }
 
 // ---- policies ----
@@ -229,10 +217,7 @@ pub async fn list_policies(
     auth: Auth,
     QueryParams(query): QueryParams<ForUser>,
 ) -> ApiResult<Json<Page<PolicyView>>> {
-    let user = subject(&state, &auth, query.user.as_deref()).await?;
-    let items = state
-        .store
-        .list_policies(&user.id)
+    let items = notify::list_policies(&state, &auth.0, query.user.as_deref())
         .await?
         .into_iter()
         .map(policy_view)
@@ -246,12 +231,7 @@ pub async fn get_policy(
     Path(name): Path<String>,
     QueryParams(query): QueryParams<ForUser>,
 ) -> ApiResult<Json<PolicyView>> {
-    let user = subject(&state, &auth, query.user.as_deref()).await?;
-    let record = state
-        .store
-        .policy(&user.id, &name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("policy"))?;
+    let record = notify::policy(&state, &auth.0, query.user.as_deref(), &name).await?;
     Ok(Json(policy_view(record)))
 }
 
@@ -306,8 +286,7 @@ pub async fn list_silences(
     auth: Auth,
     QueryParams(query): QueryParams<ForUser>,
 ) -> ApiResult<Json<Page<Silence>>> {
-    let user = subject(&state, &auth, query.user.as_deref()).await?;
-    let items = state.store.list_silences(&user.id).await?;
+    let items = notify::list_silences(&state, &auth.0, query.user.as_deref()).await?;
     Ok(Json(Page { items, next: None }))
 }
 
@@ -338,7 +317,6 @@ pub async fn list_deliveries(
     auth: Auth,
     QueryParams(params): QueryParams<DeliveryParams>,
 ) -> ApiResult<Json<Page<Delivery>>> {
-    let user = subject(&state, &auth, params.user.as_deref()).await?;
     let status = match params.status.as_deref() {
         None => None,
         Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
@@ -348,19 +326,18 @@ pub async fn list_deliveries(
         })?),
     };
     let limit = clamp_limit(params.limit, 50, 500);
-    let items = state
-        .store
-        .list_deliveries(DeliveryQuery {
-            user_id: Some(user.id.clone()),
+    let (items, next) = notify::list_deliveries(
+        &state,
+        &auth.0,
+        params.user.as_deref(),
+        notify::DeliveryFilter {
             status,
-            alert_id: params.alert,
-            before_id: params.cursor,
+            alert: params.alert,
+            cursor: params.cursor,
             limit,
-        })
-        .await?;
-    let next = (items.len() == limit)
-        .then(|| items.last().map(|d| d.id.clone()))
-        .flatten();
+        },
+    )
+    .await?;
     Ok(Json(Page { items, next }))
 }
 
@@ -377,13 +354,7 @@ pub async fn get_delivery(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeliveryDetail>> {
-    let principal = auth.require(Scope::User)?;
-    let Some((delivery, attempt_log, items)) = state.store.delivery(&id).await? else {
-        return Err(ApiError::not_found("delivery"));
-    };
-    if delivery.user_id != principal.user.id && !principal.is_admin() {
-        return Err(ApiError::not_found("delivery"));
-    }
+    let (delivery, attempt_log, items) = notify::delivery(&state, &auth.0, &id).await?;
     let alerts = items
         .into_iter()
         .map(|item| {

@@ -19,6 +19,8 @@ pub struct CreateUser {
     timezone: Option<String>,
     #[serde(default)]
     admin: bool,
+    /// The dashboard password (10 to 1024 characters); hashed, never echoed.
+    password: Option<String>,
 }
 
 pub async fn create_user(
@@ -34,10 +36,54 @@ pub async fn create_user(
             email: request.email,
             timezone: request.timezone,
             admin: request.admin,
+            password: request.password,
         },
     )
     .await?;
     Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// `PUT /users/{name}/password`: an admin sets or resets a user's password; every session
+/// of that user ends.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPassword {
+    password: String,
+}
+
+pub async fn set_password(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    JsonBody(request): JsonBody<SetPassword>,
+) -> ApiResult<StatusCode> {
+    people::set_password(&state, &auth.0, &name, &request.password, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /users/me/password`: the caller changes their own password, giving the current
+/// one when they have one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeOwnPassword {
+    password: String,
+    current: Option<String>,
+}
+
+pub async fn change_own_password(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(request): JsonBody<ChangeOwnPassword>,
+) -> ApiResult<StatusCode> {
+    people::set_password(
+        &state,
+        &auth.0,
+        "me",
+        &request.password,
+        request.current.as_deref(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn list_users(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Page<User>>> {

@@ -13,23 +13,6 @@ use crate::services::subscriptions;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CreateRequest {
-    kind: String,
-    title: String,
-    #[serde(default = "empty_object")]
-    params: Value,
-    /// A group the caller belongs to; every member then sees and manages it.
-    group: Option<String>,
-    #[serde(default)]
-    latching: bool,
-    #[serde(default = "yes")]
-    enabled: bool,
-    /// The owner's policy to notify with; `default` when absent.
-    policy: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     title: Option<String>,
     params: Option<Value>,
@@ -37,14 +20,6 @@ pub struct UpdateRequest {
     enabled: Option<bool>,
     /// A policy name, or "" to go back to `default`.
     policy: Option<String>,
-}
-
-fn empty_object() -> Value {
-    Value::Object(Default::default())
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// A subscription as the API shows it, with owner names rather than ids.
@@ -115,22 +90,9 @@ fn render(
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
-    JsonBody(request): JsonBody<CreateRequest>,
+    JsonBody(request): JsonBody<subscriptions::NewSubscription>,
 ) -> ApiResult<(StatusCode, Json<SubscriptionView>)> {
-    let subscription = subscriptions::create(
-        &state,
-        &auth.0,
-        subscriptions::NewSubscription {
-            kind: request.kind,
-            title: request.title,
-            params: request.params,
-            group: request.group,
-            latching: request.latching,
-            enabled: request.enabled,
-            policy: request.policy,
-        },
-    )
-    .await?;
+    let subscription = subscriptions::create(&state, &auth.0, request).await?;
     Ok((StatusCode::CREATED, Json(view(&state, subscription).await?)))
 }
 
@@ -270,4 +232,47 @@ pub async fn costs(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<
         });
     }
     Ok(Json(Page { items, next: None }))
+}
+
+/// The body of `POST /api/v1/subscriptions/preview`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewBody {
+    /// Exactly the body `POST /api/v1/subscriptions` takes.
+    subscription: Value,
+    /// RFC 3339, or a duration meaning that long ago (`24h`), as `since` in event search.
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `POST /api/v1/subscriptions/preview`: what the subscription, not saved, would have
+/// fired over the stored events of a window.
+pub async fn preview(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody<PreviewBody>,
+) -> ApiResult<Json<crate::services::preview::Preview>> {
+    let now = state.clock.now();
+    let mut errors = Vec::new();
+    let mut when = |name: &str, text: Option<String>| {
+        let text = text?;
+        match crate::services::validate::parse_when(name, &text, now, false) {
+            Ok(time) => Some(time),
+            Err(message) => {
+                errors.push(tellify_engine::ParamError::new(name, message));
+                None
+            }
+        }
+    };
+    let from = when("from", body.from);
+    let to = when("to", body.to);
+    crate::services::ServiceError::check(errors)?;
+    let request = crate::services::preview::PreviewRequest {
+        subscription: body.subscription,
+        from,
+        to,
+    };
+    Ok(Json(
+        crate::services::preview::preview(&state, &auth.0, request).await?,
+    ))
 }

@@ -18,9 +18,9 @@ impl ChatChannel {
     }
 }
 
-/// The JSON body posted: the subject in bold, then the text.
+/// The JSON body posted: the subject in bold, then the text with its action links.
 pub fn chat_payload(message: &OutgoingMessage) -> serde_json::Value {
-    serde_json::json!({ "text": format!("*{}*\n{}", message.subject, message.text) })
+    serde_json::json!({ "text": format!("*{}*\n{}", message.subject, message.chat) })
 }
 
 #[async_trait::async_trait]

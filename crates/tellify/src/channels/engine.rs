@@ -187,6 +187,7 @@ mod tests {
             subject: "tellify test".to_string(),
             text: String::new(),
             html: String::new(),
+            chat: String::new(),
             sms: String::new(),
             payload,
         }

@@ -101,6 +101,8 @@ pub struct OutgoingMessage {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// The text with action links in chat markup (`<url|label>`).
+    pub chat: String,
     pub sms: String,
     pub payload: serde_json::Value,
 }

@@ -107,6 +107,9 @@ pub enum Command {
     Users(users::UsersArgs),
     /// Manage API tokens.
     Tokens(tokens::TokensArgs),
+    /// Change your own dashboard password (`--password-stdin`: current and new on two
+    /// lines).
+    Passwd(users::PasswdArgs),
     /// Manage contact points: where notifications go (email, sms, webhook, chat, engine).
     Contacts(contacts::ContactsArgs),
     /// Manage notification policies: when and how each contact point is notified.
@@ -139,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Subs(args) => subs::run(args).await,
         Command::Users(args) => users::run(args).await,
         Command::Tokens(args) => tokens::run(args).await,
+        Command::Passwd(args) => users::passwd(args).await,
         Command::Contacts(args) => contacts::run(args).await,
         Command::Policies(args) => policies::run(args).await,
         Command::Silences(args) => silences::run(args).await,

@@ -33,7 +33,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(data) = args.data {
         settings.data = data;
     }
-    let bootstrap = std::env::var("TELLIFY_BOOTSTRAP_TOKEN").ok();
+    let bootstrap = crate::app::Bootstrap {
+        token: std::env::var("TELLIFY_BOOTSTRAP_TOKEN").ok(),
+        password: std::env::var("TELLIFY_BOOTSTRAP_PASSWORD").ok(),
+    };
     let app = crate::app::start(settings, Arc::new(SystemClock), bootstrap).await?;
     let state = &app.state;
     print!(
@@ -44,19 +47,55 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             &state.channels.configured()
         )
     );
-    match &app.bootstrap_token {
-        Some(token) => {
-            println!("created user `admin`; its API token (shown only this once):");
-            println!("{token}");
-        }
-        None => println!(
-            "  admin     lost its token? stop tellify and run `tellify admin reset-token --data {}`",
-            state.settings.data.display()
-        ),
-    }
+    print!(
+        "{}",
+        first_start_secrets(
+            app.bootstrap_token.as_deref(),
+            app.bootstrap_password.as_deref(),
+            app.address,
+            &state.settings.data,
+        )
+    );
     println!("tellify listening on http://{}", app.address);
     app.run_until(stop_requested).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `serve` says about the `admin` user's secrets: on the first start each one that
+/// was generated, shown only this once (the token first, on the line after `created user
+/// `admin``; then the password and where to sign in with it); on later starts how to
+/// replace a lost one.
+pub fn first_start_secrets(
+    token: Option<&str>,
+    password: Option<&str>,
+    address: SocketAddr,
+    data: &Path,
+) -> String {
+    let mut text = String::new();
+    if let Some(token) = token {
+        text.push_str("created user `admin`; its API token (shown only this once):\n");
+        text.push_str(&format!("{token}\n"));
+    }
+    if let Some(password) = password {
+        if token.is_none() {
+            text.push_str("created user `admin` (its API token from TELLIFY_BOOTSTRAP_TOKEN)\n");
+        }
+        text.push_str(&format!(
+            "`admin`'s password, to sign in at http://{address}/ (shown only this once):\n"
+        ));
+        text.push_str(&format!("{password}\n"));
+    }
+    if token.is_none() && password.is_none() {
+        text.push_str(&format!(
+            "  admin     lost its token? stop tellify and run `tellify admin reset-token --data {}`\n",
+            data.display()
+        ));
+        text.push_str(&format!(
+            "  sign in   http://{address}/ (lost the password? stop tellify and run `tellify admin reset-password --data {}`)\n",
+            data.display()
+        ));
+    }
+    text
 }
 
 /// What this start runs with, one line each: where the settings came from, the data
@@ -106,6 +145,16 @@ pub fn summary(settings: &Settings, config_file: Option<&Path>, channels: &[&str
         .map(|syslog| format!("syslog {}", syslog.address))
         .collect();
     line("exports", list_or_none(exports, "none"));
+    line(
+        "links",
+        match &settings.public_url {
+            Some(_) => format!(
+                "Acknowledge / Shelve links in notifications, valid {}",
+                settings.links.ttl
+            ),
+            None => "off: set public_url so notifications can link back to tellify".to_string(),
+        },
+    );
     line(
         "polling",
         format!(
@@ -171,7 +220,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sources   HTTP only"), "{text}");
+        assert!(
+            text.contains("links     off: set public_url so notifications can link back"),
+            "{text}"
+        );
 
+        settings.public_url = Some("https://tellify.example".to_string());
         settings.sources.nats.push(
             serde_json::from_value(serde_json::json!({
                 "url": "nats://user:secret@127.0.0.1:4222", "subject": "events.>",
@@ -186,6 +240,10 @@ mod tests {
         );
         assert!(text.contains("config    tellify.toml"), "{text}");
         assert!(text.contains("sources   nats subject events.>"), "{text}");
+        assert!(
+            text.contains("links     Acknowledge / Shelve links in notifications, valid 72h"),
+            "{text}"
+        );
         assert!(!text.contains("not configured"), "{text}");
         assert!(!text.contains("secret"), "no URL, no credentials: {text}");
     }

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
@@ -61,6 +62,22 @@ enum UsersCommand {
         /// Make the user an administrator.
         #[arg(long)]
         admin: bool,
+        /// Read the user's dashboard password (10 to 1024 characters) from the first line
+        /// of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set or reset a user's dashboard password (admins only; to change your own, use
+    /// `tellify passwd`). Every dashboard session of theirs ends. Audited.
+    #[command(after_help = "Example:
+  printf '%s\\n' 'a long new password' | tellify users set-password bob --password-stdin")]
+    SetPassword {
+        /// The user's name.
+        name: String,
+        /// Read the new password from the first line of stdin (required: a password is
+        /// never an argument, which other users of the machine could see).
+        #[arg(long, required = true)]
+        password_stdin: bool,
     },
     /// Change a user: your own time zone, email and display name (NAME `me`); admins
     /// change anyone's, and also the admin role and the groups. Audited.
@@ -156,8 +173,13 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<ExitCode> {
             email,
             timezone,
             admin,
+            password_stdin,
         } => {
             let mut body = Map::new();
+            if password_stdin {
+                let password = first_stdin_line()?;
+                body.insert("password".into(), password.into());
+            }
             body.insert("name".into(), name.into());
             if let Some(email) = email {
                 body.insert("email".into(), email.into());
@@ -175,6 +197,22 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<ExitCode> {
                     "created {role} {} ({})",
                     text(user.get("name")),
                     text(user.get("id"))
+                ))?;
+            }
+        }
+        UsersCommand::SetPassword { name, .. } => {
+            let password = first_stdin_line()?;
+            client
+                .call(
+                    Method::PUT,
+                    &["users", &name, "password"],
+                    &[],
+                    Some(&json!({"password": password})),
+                )
+                .await?;
+            if !json {
+                print_line(&format!(
+                    "set the password of {name}; their dashboard sessions ended"
                 ))?;
             }
         }
@@ -257,6 +295,75 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tellify passwd`: change your own dashboard password.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  printf '%s\\n%s\\n' \"$OLD\" \"$NEW\" | tellify passwd --password-stdin
+  printf '%s\\n' \"$NEW\" | tellify passwd --password-stdin    # no password yet")]
+pub struct PasswdArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Read the passwords from stdin: the current one on the first line and the new one on
+    /// the second; a single line is the new password, for an account that has none yet
+    /// (required: a password is never an argument).
+    #[arg(long, required = true)]
+    password_stdin: bool,
+}
+
+/// Changes the caller's password (`PUT /api/v1/users/me/password`); their other
+/// dashboard sessions end.
+pub async fn passwd(args: PasswdArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.connection)?;
+    let lines = stdin_lines()?;
+    let body = match lines.as_slice() {
+        [new] => json!({"password": new}),
+        [current, new] => json!({"password": new, "current": current}),
+        [] => anyhow::bail!(
+            "no password on stdin: give the current password and the new one on two lines"
+        ),
+        _ => anyhow::bail!(
+            "stdin has {} lines: give the current password and the new one on two lines \
+             (one line when you have no password yet)",
+            lines.len()
+        ),
+    };
+    client
+        .call(Method::PUT, &["users", "me", "password"], &[], Some(&body))
+        .await?;
+    print_line("password changed; your other dashboard sessions ended")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first line of stdin, without its line ending; an error when there is none.
+fn first_stdin_line() -> anyhow::Result<String> {
+    match stdin_lines()?.into_iter().next() {
+        Some(line) => Ok(line),
+        None => anyhow::bail!("no password on stdin: give it on the first line"),
+    }
+}
+
+/// Stdin's lines without their line endings (`\n` or `\r\n`) and without trailing empty
+/// lines; each line is kept exactly otherwise (a password may begin or end with a space).
+fn stdin_lines() -> anyhow::Result<Vec<String>> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("cannot read stdin (the password must be UTF-8 text)")?;
+    Ok(split_lines(&text))
+}
+
+fn split_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line).to_string())
+        .collect();
+    while lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    lines
 }
 
 /// The merge patch of `users update`: only the fields given; an empty email or display
@@ -414,6 +521,17 @@ fn group_done(group: &Value, what: &str, json: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdin_lines_lose_their_endings_and_keep_their_spaces() {
+        assert_eq!(
+            split_lines("old pass\r\n new pass \n\n"),
+            ["old pass", " new pass "]
+        );
+        assert_eq!(split_lines("only"), ["only"]);
+        assert!(split_lines("\n\n").is_empty());
+        assert_eq!(split_lines("\nnew"), ["", "new"]);
+    }
 
     #[test]
     fn an_update_sends_only_what_was_given_and_empty_values_remove() {

@@ -24,16 +24,20 @@ use jiff::SignedDuration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tellify_engine::policy::PolicyLimits;
-use tellify_engine::render::{render_message, Reader, RenderItem, Rendered, Transition};
+use tellify_engine::render::{
+    render_message, ActionLinks, Reader, RenderItem, Rendered, Transition,
+};
 use tellify_engine::Registry;
 use tellify_store::{
-    DeliveryHold, DeliveryJob, DeliveryOutcome, FinishedDelivery, PlannerRef, Store, StoreResult,
+    DeliveryHold, DeliveryJob, DeliveryOutcome, DeliveryStatus, FinishedDelivery, PlannerRef,
+    Store, StoreResult,
 };
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::backoff::Backoff;
 use crate::channels::{ChannelError, Channels, ContactKind, ContactTarget, OutgoingMessage};
 use crate::clock::Clock;
+use crate::stream::{Bus, DeliveryNotice, StreamItem};
 use crate::telemetry;
 
 pub use planner::Planner;
@@ -164,6 +168,11 @@ impl NotifierHandle {
         self.wake.notify_one();
     }
 
+    /// The planner itself, for the explain service to ask for its decisions.
+    pub fn planner_decisions(&self) -> &Planner {
+        &self.planner
+    }
+
     /// The planner the worker hands to its commits.
     pub fn planner(&self) -> PlannerRef {
         PlannerRef(self.planner.clone())
@@ -209,6 +218,8 @@ pub struct Notifier {
     clock: Arc<dyn Clock>,
     settings: NotifySettings,
     link: Option<String>,
+    /// Signs the Acknowledge / Shelve links of each alert, when `public_url` is set.
+    action_links: Option<crate::services::links::LinkSigner>,
     handle: NotifierHandle,
     rates: Mutex<RateBook>,
     /// Whether the last claim held anyone back (see [`Notifier::idle_wait`]).
@@ -217,6 +228,8 @@ pub struct Notifier {
     shutdown_grace: Duration,
     /// Turns true when that time is up: every send still in flight gives its delivery back.
     cut_off: watch::Sender<bool>,
+    /// Where delivery changes are told to live pages ([`StreamItem::Delivery`]).
+    bus: Option<Bus>,
 }
 
 impl Notifier {
@@ -247,13 +260,22 @@ impl Notifier {
             clock,
             settings,
             link,
+            action_links: None,
             handle: handle.clone(),
             rates: Mutex::new(RateBook::default()),
             holding: std::sync::atomic::AtomicBool::new(false),
             shutdown_grace: Duration::from_secs(10),
             cut_off: watch::channel(false).0,
+            bus: None,
         };
         Ok((notifier, handle))
+    }
+
+    /// Puts signed action links to each firing alert in every message (once `link`, the
+    /// public URL, is set; without it there is nowhere for a link to point).
+    pub fn with_action_links(mut self, signer: crate::services::links::LinkSigner) -> Notifier {
+        self.action_links = Some(signer);
+        self
     }
 
     /// How long sends in flight at shutdown may take (default 10 s); after it their
@@ -263,15 +285,22 @@ impl Notifier {
         self
     }
 
+    /// Tells `bus` of every delivery created or finished, while it has listeners.
+    pub fn with_bus(mut self, bus: Bus) -> Notifier {
+        self.bus = Some(bus);
+        self
+    }
+
     /// Runs until `shutdown` flips to true; sends in flight then finish, or give their
     /// delivery back once the shutdown grace is over, and every outcome is committed.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let notifier = Arc::new(self);
-        let (results, finished) = mpsc::channel::<FinishedDelivery>(4096);
+        let (results, finished) = mpsc::channel::<Finished>(4096);
         let finisher = tokio::spawn(finish_loop(
             notifier.store.clone(),
             finished,
             notifier.handle.wake.clone(),
+            notifier.bus.clone(),
         ));
         let permits = Arc::new(Semaphore::new(notifier.settings.concurrency.max(1)));
         let mut backlog_shown: Option<std::time::Instant> = None;
@@ -355,7 +384,7 @@ impl Notifier {
     async fn round(
         self: &Arc<Self>,
         permits: &Arc<Semaphore>,
-        results: &mpsc::Sender<FinishedDelivery>,
+        results: &mpsc::Sender<Finished>,
     ) -> StoreResult<bool> {
         let now = self.clock.now();
         self.store
@@ -376,6 +405,16 @@ impl Notifier {
             .await?;
         let taken = jobs.len();
         self.count_new_messages(&jobs, now);
+        if let Some(bus) = self.bus.as_ref().filter(|bus| bus.has_listeners()) {
+            for job in &jobs {
+                publish_delivery(
+                    bus,
+                    &job.delivery.id,
+                    &job.delivery.user_id,
+                    DeliveryStatus::Sending,
+                );
+            }
+        }
         for job in jobs {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
@@ -388,7 +427,7 @@ impl Notifier {
                 let finished = notifier.send_until_cut_off(job).await;
                 notifier.handle.in_flight.remove(&user_id);
                 drop(permit);
-                let _ = results.send(finished).await;
+                let _ = results.send((user_id, finished)).await;
             });
         }
         drop(claim);
@@ -434,10 +473,11 @@ impl Notifier {
     async fn send_until_cut_off(&self, job: DeliveryJob) -> FinishedDelivery {
         let mut cut_off = self.cut_off.subscribe();
         let id = job.delivery.id.clone();
-        let rendered = self.render(&job);
+        let items = self.items(&job);
+        let rendered = self.render(&job, &items);
         let subject = rendered.subject.clone();
         tokio::select! {
-            finished = self.send(job, rendered) => finished,
+            finished = self.send(job, &items, rendered) => finished,
             _ = cut_off.wait_for(|cut| *cut) => {
                 let now = self.clock.now();
                 metrics::counter!(telemetry::DELIVERIES_GIVEN_BACK).increment(1);
@@ -454,32 +494,72 @@ impl Notifier {
         }
     }
 
-    /// Renders a delivery for the person it goes to: every time in it in their zone.
-    fn render(&self, job: &DeliveryJob) -> Rendered {
-        let items: Vec<RenderItem> = job
-            .items
+    /// The alerts of a delivery with their transitions and, for those still firing, the
+    /// action links of the person it goes to.
+    fn items(&self, job: &DeliveryJob) -> Vec<RenderItem> {
+        let now = self.clock.now();
+        job.items
             .iter()
-            .map(|item| RenderItem {
-                alert: item.alert.clone(),
-                transition: item.transition.parse().unwrap_or(Transition::Fired),
+            .map(|item| {
+                let transition = item.transition.parse().unwrap_or(Transition::Fired);
+                RenderItem {
+                    actions: self.action_links_for(job, &item.alert, transition, now),
+                    alert: item.alert.clone(),
+                    transition,
+                }
             })
-            .collect();
+            .collect()
+    }
+
+    fn action_links_for(
+        &self,
+        job: &DeliveryJob,
+        alert: &tellify_engine::alerts::Alert,
+        transition: Transition,
+        now: jiff::Timestamp,
+    ) -> Option<ActionLinks> {
+        use crate::services::links::LinkAction;
+        let (Some(base), Some(signer)) = (self.link.as_deref(), self.action_links.as_ref()) else {
+            return None;
+        };
+        let firing = alert.state == tellify_engine::alerts::AlertState::Firing;
+        if !firing || matches!(transition, Transition::Resolved | Transition::Test) {
+            return None;
+        }
+        let user_id = &job.delivery.user_id;
+        let url = |action| {
+            let token = signer.mint(&alert.id, user_id, action, now);
+            format!("{}/act/{token}", base.trim_end_matches('/'))
+        };
+        Some(ActionLinks {
+            ack: url(LinkAction::Ack),
+            shelve: url(LinkAction::Shelve),
+        })
+    }
+
+    /// Renders a delivery for the person it goes to: every time in it in their zone.
+    fn render(&self, job: &DeliveryJob, items: &[RenderItem]) -> Rendered {
         let reader = Reader::new(
             self.handle.planner.zone_of(&job.delivery.user_id),
             self.clock.now(),
         );
-        render_message(&self.registry, &items, self.link.as_deref(), &reader)
+        render_message(&self.registry, items, self.link.as_deref(), &reader)
     }
 
     /// Sends one rendered delivery, and says how it went.
-    async fn send(&self, job: DeliveryJob, rendered: Rendered) -> FinishedDelivery {
+    async fn send(
+        &self,
+        job: DeliveryJob,
+        items: &[RenderItem],
+        rendered: Rendered,
+    ) -> FinishedDelivery {
         let kind: Option<ContactKind> = job.contact_point.kind.parse().ok();
         let outcome = match kind {
             None => DeliveryOutcome::Failed {
                 error: format!("unknown contact point kind `{}`", job.contact_point.kind),
             },
             Some(kind) => {
-                let message = outgoing(&job, &rendered, self.link.as_deref());
+                let message = outgoing(&job, items, &rendered, self.link.as_deref());
                 let target = ContactTarget {
                     kind,
                     name: job.contact_point.name.clone(),
@@ -540,13 +620,23 @@ impl Notifier {
 }
 
 /// The message for a delivery: the rendered bodies, and for webhooks a JSON payload
-/// with every alert.
-fn outgoing(job: &DeliveryJob, rendered: &Rendered, link: Option<&str>) -> OutgoingMessage {
+/// with every alert (`items` are the delivery's, in its order, with their action links).
+fn outgoing(
+    job: &DeliveryJob,
+    items: &[RenderItem],
+    rendered: &Rendered,
+    link: Option<&str>,
+) -> OutgoingMessage {
     let alerts: Vec<serde_json::Value> = job
         .items
         .iter()
-        .map(|item| {
+        .zip(items)
+        .map(|(item, rendered_item)| {
             let alert = &item.alert;
+            let actions = rendered_item
+                .actions
+                .as_ref()
+                .map(|links| serde_json::json!({"ack": links.ack, "shelve": links.shelve}));
             serde_json::json!({
                 "id": alert.id,
                 "transition": item.transition,
@@ -563,6 +653,7 @@ fn outgoing(job: &DeliveryJob, rendered: &Rendered, link: Option<&str>) -> Outgo
                 "last_seen": alert.last_seen,
                 "fields": alert.fields,
                 "url": link.map(|base| format!("{}/api/v1/alerts/{}", base.trim_end_matches('/'), alert.id)),
+                "actions": actions,
             })
         })
         .collect();
@@ -571,6 +662,7 @@ fn outgoing(job: &DeliveryJob, rendered: &Rendered, link: Option<&str>) -> Outgo
         subject: rendered.subject.clone(),
         text: rendered.text.clone(),
         html: rendered.html.clone(),
+        chat: rendered.chat.clone(),
         sms: rendered.sms.clone(),
         payload: serde_json::json!({
             "delivery_id": job.delivery.id,
@@ -588,10 +680,11 @@ fn outgoing(job: &DeliveryJob, rendered: &Rendered, link: Option<&str>) -> Outgo
 /// deliveries are sent again (the documented duplicate window).
 async fn finish_loop(
     store: Arc<dyn Store>,
-    mut finished: mpsc::Receiver<FinishedDelivery>,
+    mut finished: mpsc::Receiver<Finished>,
     wake: Arc<Notify>,
+    bus: Option<Bus>,
 ) {
-    let mut batch: Vec<FinishedDelivery> = Vec::new();
+    let mut batch: Vec<Finished> = Vec::new();
     loop {
         if batch.is_empty() && finished.recv_many(&mut batch, 512).await == 0 {
             return;
@@ -602,8 +695,19 @@ async fn finish_loop(
                 Err(_) => break,
             }
         }
-        match store.finish_deliveries(batch.clone()).await {
+        let outcomes = batch.iter().map(|(_, outcome)| outcome.clone()).collect();
+        match store.finish_deliveries(outcomes).await {
             Ok(()) => {
+                if let Some(bus) = bus.as_ref().filter(|bus| bus.has_listeners()) {
+                    for (user_id, finished) in &batch {
+                        let status = match finished.outcome {
+                            DeliveryOutcome::Sent { .. } => DeliveryStatus::Sent,
+                            DeliveryOutcome::Retry { .. } => DeliveryStatus::Pending,
+                            DeliveryOutcome::Failed { .. } => DeliveryStatus::Failed,
+                        };
+                        publish_delivery(bus, &finished.id, user_id, status);
+                    }
+                }
                 batch.clear();
                 wake.notify_one();
             }
@@ -613,6 +717,17 @@ async fn finish_loop(
             }
         }
     }
+}
+
+/// An attempt's outcome with the user it belongs to (for the live pages).
+type Finished = (String, FinishedDelivery);
+
+fn publish_delivery(bus: &Bus, id: &str, user_id: &str, status: DeliveryStatus) {
+    bus.publish(StreamItem::Delivery(Arc::new(DeliveryNotice {
+        id: id.to_string(),
+        user_id: user_id.to_string(),
+        status,
+    })));
 }
 
 /// Sends a test message to a contact point at once, outside the outbox, and returns the
@@ -633,6 +748,7 @@ pub async fn send_test(
         subject: rendered.subject.clone(),
         text: rendered.text.clone(),
         html: rendered.html.clone(),
+        chat: rendered.chat.clone(),
         sms: rendered.sms.clone(),
         payload: serde_json::json!({
             "delivery_id": delivery_id,

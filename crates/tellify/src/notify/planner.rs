@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use tellify_engine::alerts::Alert;
 use tellify_engine::filter::{EventContext, Filter};
-use tellify_engine::policy::{due_at, Policy, PolicyLimits};
+use tellify_engine::policy::{due_at, Policy, PolicyLimits, RuleVerdict};
 use tellify_engine::render::Transition;
 use tellify_model::{StoredEvent, StoredSource};
 use tellify_store::{
@@ -27,6 +27,7 @@ struct Person {
 }
 
 struct ActiveSilence {
+    id: String,
     filter: Filter,
     starts: Timestamp,
     ends: Timestamp,
@@ -69,6 +70,7 @@ impl Person {
         for silence in silences {
             match Filter::compile(&silence.filter) {
                 Ok(filter) => person.silences.push(ActiveSilence {
+                    id: silence.id.clone(),
                     filter,
                     starts: silence.starts,
                     ends: silence.ends,
@@ -236,96 +238,248 @@ pub fn alert_as_event(alert: &Alert) -> StoredEvent {
     }
 }
 
-fn silenced(person: &Person, alert: &Alert, now: Timestamp) -> bool {
+/// The first of the person's silences active at `now` that matches the alert.
+fn silenced_by<'a>(person: &'a Person, alert: &Alert, now: Timestamp) -> Option<&'a str> {
     let active: Vec<&ActiveSilence> = person
         .silences
         .iter()
         .filter(|silence| silence.starts <= now && now < silence.ends)
         .collect();
     if active.is_empty() {
-        return false;
+        return None;
     }
     let event = alert_as_event(alert);
     let context = EventContext::new(&event);
     active
         .iter()
-        .any(|silence| silence.filter.matches(&context))
+        .find(|silence| silence.filter.matches(&context))
+        .map(|silence| silence.id.as_str())
+}
+
+/// What a person's settings decide about one alert change: the planner's one decision.
+/// [`NotificationPlanner::plan`] turns it into outbox rows; the explain service
+/// (`services::explain`) into words, so "why was I (not) told" can never disagree with
+/// what was done.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Decision {
+    /// The planner does not know this person (removed since).
+    UnknownPerson,
+    /// The person has neither the policy the subscription names nor `default`.
+    NoPolicy { policy: String },
+    /// The alert was acknowledged or shelved at the time; only resolves notify then.
+    Muted { acked: bool, shelved: bool },
+    /// One of the person's silences matched the alert.
+    Silenced { silence_id: String },
+    /// The policy's rules were looked at, each with its verdict.
+    Rules {
+        policy: String,
+        /// The person's zone, in which the rules' times are read.
+        zone: String,
+        rules: Vec<RuleDecision>,
+        /// The shortest `repeat` of the rules that applied, when one does.
+        repeat_every_ms: Option<i64>,
+    },
+}
+
+/// One rule of a [`Decision::Rules`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RuleDecision {
+    /// Its index in the policy, from 0.
+    pub index: usize,
+    pub verdict: RuleVerdict,
+    /// Why a rule that matched still sent nothing for this change, if so.
+    pub skipped: Option<String>,
+    /// The rule as the policy holds it (`when`, `min_severity`, `contact_points`, ...).
+    pub rule: serde_json::Value,
+    /// Where it sends, and when; empty for a rule that did not match or was skipped.
+    pub targets: Vec<Target>,
+}
+
+/// One contact point a matching rule names.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Target {
+    pub contact_point: String,
+    /// `None` when the person has no contact point of that name (deleted since).
+    pub contact_point_id: Option<String>,
+    /// When the notification is due: now, the end of the digest period, or the hold's end.
+    pub due: Timestamp,
+    /// `"now"`, `{"digest": ...}` or `{"hold_until": ...}`.
+    pub mode: serde_json::Value,
+    /// An earlier rule already sends this change to the same contact point.
+    pub duplicate: bool,
+}
+
+impl Decision {
+    /// The notifications it plans: each target with a contact point, once.
+    fn targets(&self) -> impl Iterator<Item = &Target> {
+        let rules = match self {
+            Decision::Rules { rules, .. } => rules.as_slice(),
+            _ => &[],
+        };
+        rules
+            .iter()
+            .flat_map(|rule| rule.targets.iter())
+            .filter(|target| target.contact_point_id.is_some() && !target.duplicate)
+    }
+}
+
+impl Planner {
+    /// Who hears about changes of `alert`: its owner, or every member of its group.
+    pub fn recipients(&self, alert: &Alert) -> Vec<String> {
+        let directory = self.read();
+        recipients(&directory, alert)
+    }
+
+    /// What `user_id`'s settings decide about `transition` of `alert` at `now`, as the
+    /// planner decides it today (with today's policies, contact points and silences).
+    pub fn decide(
+        &self,
+        user_id: &str,
+        alert: &Alert,
+        transition: Transition,
+        now: Timestamp,
+    ) -> Decision {
+        let directory = self.read();
+        decide(&directory, user_id, alert, transition, now)
+    }
+}
+
+fn recipients(directory: &Directory, alert: &Alert) -> Vec<String> {
+    match &alert.owner_group {
+        Some(group) => directory.groups.get(group).cloned().unwrap_or_default(),
+        None => alert.owner_user.iter().cloned().collect(),
+    }
+}
+
+fn decide(
+    directory: &Directory,
+    user_id: &str,
+    alert: &Alert,
+    transition: Transition,
+    now: Timestamp,
+) -> Decision {
+    let policy_name = directory
+        .subscription_policies
+        .get(&alert.subscription_id)
+        .map(String::as_str)
+        .unwrap_or("default");
+    let Some(person) = directory.people.get(user_id) else {
+        return Decision::UnknownPerson;
+    };
+    let (used_name, policy) = match person.policies.get(policy_name) {
+        Some(policy) => (policy_name, policy),
+        None => match person.policies.get("default") {
+            Some(policy) => ("default", policy),
+            None => {
+                return Decision::NoPolicy {
+                    policy: policy_name.to_string(),
+                }
+            }
+        },
+    };
+    if transition != Transition::Resolved && (alert.is_acked(now) || alert.is_shelved(now)) {
+        return Decision::Muted {
+            acked: alert.is_acked(now),
+            shelved: alert.is_shelved(now),
+        };
+    }
+    if let Some(silence_id) = silenced_by(person, alert, now) {
+        return Decision::Silenced {
+            silence_id: silence_id.to_string(),
+        };
+    }
+    let verdicts = policy.evaluate(&person.zone, alert.severity, now);
+    let mut used: HashSet<String> = HashSet::new();
+    let mut repeat_every: Option<jiff::SignedDuration> = None;
+    let mut rules = Vec::with_capacity(policy.rules.len());
+    for ((index, rule), verdict) in policy.rules.iter().enumerate().zip(verdicts) {
+        let mut decided = RuleDecision {
+            index,
+            verdict,
+            skipped: None,
+            rule: rule.to_json(),
+            targets: Vec::new(),
+        };
+        if verdict != RuleVerdict::Selected {
+            rules.push(decided);
+            continue;
+        }
+        if transition == Transition::Resolved && !rule.notify_resolved {
+            decided.skipped = Some("the rule does not notify resolves (`notify_resolved`)".into());
+            rules.push(decided);
+            continue;
+        }
+        if transition == Transition::Repeat && rule.repeat.is_none() {
+            decided.skipped = Some("the rule does not repeat (`repeat`)".into());
+            rules.push(decided);
+            continue;
+        }
+        if transition != Transition::Resolved {
+            if let Some(every) = rule.repeat {
+                repeat_every = Some(repeat_every.map_or(every, |other| other.min(every)));
+            }
+        }
+        let due = due_at(&rule.mode, &person.zone, now);
+        for name in &rule.contact_points {
+            let contact_point_id = person.contacts.get(name).cloned();
+            let duplicate = match &contact_point_id {
+                Some(id) => !used.insert(id.clone()),
+                None => false,
+            };
+            decided.targets.push(Target {
+                contact_point: name.clone(),
+                contact_point_id,
+                due,
+                mode: rule.mode.to_json(),
+                duplicate,
+            });
+        }
+        rules.push(decided);
+    }
+    Decision::Rules {
+        policy: used_name.to_string(),
+        zone: person.zone.iana_name().unwrap_or("UTC").to_string(),
+        rules,
+        repeat_every_ms: repeat_every.map(|every| every.as_millis() as i64),
+    }
 }
 
 impl NotificationPlanner for Planner {
     fn plan(&self, alert: &Alert, transition: Transition, occurrence: i64, now: Timestamp) -> Plan {
         let directory = self.read();
-        let recipients: Vec<String> = match &alert.owner_group {
-            Some(group) => directory.groups.get(group).cloned().unwrap_or_default(),
-            None => alert.owner_user.iter().cloned().collect(),
-        };
-        let policy_name = directory
-            .subscription_policies
-            .get(&alert.subscription_id)
-            .map(String::as_str)
-            .unwrap_or("default");
         let mut plan = Plan::default();
-        for user_id in recipients {
-            let Some(person) = directory.people.get(&user_id) else {
-                continue;
-            };
-            let Some(policy) = person
-                .policies
-                .get(policy_name)
-                .or_else(|| person.policies.get("default"))
-            else {
-                continue;
-            };
-            if transition != Transition::Resolved && (alert.is_acked(now) || alert.is_shelved(now))
+        for user_id in recipients(&directory, alert) {
+            let decision = decide(&directory, &user_id, alert, transition, now);
+            for target in decision.targets() {
+                let Some(contact_point_id) = &target.contact_point_id else {
+                    continue;
+                };
+                plan.notifications.push(NewNotification {
+                    user_id: user_id.clone(),
+                    contact_point_id: contact_point_id.clone(),
+                    alert_id: alert.id.clone(),
+                    transition: transition.as_str().to_string(),
+                    idempotency_key: format!(
+                        "{user_id}:{}:{transition}:{occurrence}:{contact_point_id}",
+                        alert.id
+                    ),
+                    due_at: target.due,
+                    alert: alert.clone(),
+                });
+            }
+            if let Decision::Rules {
+                repeat_every_ms: Some(every_ms),
+                ..
+            } = decision
             {
-                continue;
-            }
-            if silenced(person, alert, now) {
-                continue;
-            }
-            let mut used: HashSet<&str> = HashSet::new();
-            let mut repeat_every: Option<jiff::SignedDuration> = None;
-            for (_, rule) in policy.select(&person.zone, alert.severity, now) {
-                if transition == Transition::Resolved && !rule.notify_resolved {
-                    continue;
-                }
-                if transition == Transition::Repeat && rule.repeat.is_none() {
-                    continue;
-                }
-                if transition != Transition::Resolved {
-                    if let Some(every) = rule.repeat {
-                        repeat_every = Some(repeat_every.map_or(every, |other| other.min(every)));
-                    }
-                }
-                let due = due_at(&rule.mode, &person.zone, now);
-                for name in &rule.contact_points {
-                    let Some(contact_point_id) = person.contacts.get(name) else {
-                        continue;
-                    };
-                    if !used.insert(contact_point_id.as_str()) {
-                        continue;
-                    }
-                    plan.notifications.push(NewNotification {
-                        user_id: user_id.clone(),
-                        contact_point_id: contact_point_id.clone(),
-                        alert_id: alert.id.clone(),
-                        transition: transition.as_str().to_string(),
-                        idempotency_key: format!(
-                            "{user_id}:{}:{transition}:{occurrence}:{contact_point_id}",
-                            alert.id
-                        ),
-                        due_at: due,
-                        alert: alert.clone(),
-                    });
-                }
-            }
-            if let Some(every) = repeat_every {
+                let every = jiff::SignedDuration::from_millis(every_ms);
                 if let Ok(next_at) = now.checked_add(every) {
                     plan.repeats.push(RepeatSchedule {
                         alert_id: alert.id.clone(),
                         user_id: user_id.clone(),
                         next_at,
-                        every_ms: every.as_millis() as i64,
+                        every_ms,
                     });
                 }
             }

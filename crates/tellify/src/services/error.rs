@@ -22,6 +22,9 @@ pub enum ServiceError {
     /// The request clashes with the current state (a name taken, yourself offboarded).
     #[error("{0}")]
     Conflict(String),
+    /// The thing existed but can no longer be used (an expired or used action link).
+    #[error("{0}")]
+    Gone(String),
     /// The caller is known but not allowed to do this.
     #[error("{0}")]
     Forbidden(String),

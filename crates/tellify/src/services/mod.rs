@@ -41,6 +41,8 @@ pub struct Services {
     pub started: jiff::Timestamp,
     /// Registered event types with their compiled schemas, for the ingest check.
     pub event_types: Arc<crate::event_types::EventTypes>,
+    /// Signs and checks the action links in notifications ([`links`]).
+    pub links: links::LinkSigner,
     /// Failed dashboard sign-ins per account and per address.
     pub login_limits: sessions::LoginLimits,
 }
@@ -51,9 +53,15 @@ pub mod alerts;
 pub mod caches;
 pub mod error;
 pub mod event_types;
+pub mod explain;
+pub mod health;
+pub mod events;
 pub mod import;
+pub mod links;
 pub mod notify;
 pub mod people;
+pub mod preview;
+pub mod schedule;
 pub mod sessions;
 pub mod subscriptions;
 pub mod validate;

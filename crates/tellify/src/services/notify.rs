@@ -9,7 +9,10 @@ use serde_json::Value;
 use tellify_engine::filter::Filter;
 use tellify_engine::policy::Policy;
 use tellify_engine::ParamError;
-use tellify_store::{ContactPoint, PolicyRecord, Silence, StoreError, User};
+use tellify_store::{
+    ContactPoint, Delivery, DeliveryQuery, DeliveryRecord, DeliveryStatus, PolicyRecord, Silence,
+    StoreError, User,
+};
 
 use super::caches;
 use super::error::{require, ServiceError, ServiceResult};
@@ -400,4 +403,142 @@ pub async fn delete_silence(
     }
     caches::user_settings_changed(services, &user.id).await?;
     Ok(())
+}
+
+// ---- reads, "send me a test" and deliveries ----
+
+/// The user's contact points, by name.
+pub async fn list_contact_points(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+) -> ServiceResult<Vec<ContactPoint>> {
+    let user = subject(services, principal, for_user).await?;
+    Ok(services.store.list_contact_points(&user.id).await?)
+}
+
+/// Why nothing is sent to `point` now (its channel is not configured on this server), if so.
+pub fn contact_point_warning(services: &Services, point: &ContactPoint) -> Option<String> {
+    point
+        .kind
+        .parse::<ContactKind>()
+        .ok()
+        .and_then(|kind| services.channels.warning(kind))
+}
+
+/// The answer of "send me a test": what the provider said, or why it failed.
+pub struct TestOutcome {
+    pub contact_point: String,
+    pub ok: bool,
+    /// The provider's receipt (its status, an SMS provider's message id) when `ok`, else
+    /// the channel's tellify-written error; never the body of what answered.
+    pub answer: String,
+}
+
+/// Sends a test message to the user's contact point `name` at once, outside the outbox.
+/// A failed send is an outcome (`ok: false`), not an error: the caller shows it.
+pub async fn test_contact_point(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+    name: &str,
+) -> ServiceResult<TestOutcome> {
+    let point = contact_point(services, principal, for_user, name).await?;
+    let link = services.settings.public_url.as_deref();
+    let (ok, answer) = match crate::notify::send_test(&services.channels, &point, link).await {
+        Ok(answer) => (true, answer),
+        Err(error) => (false, error.to_string()),
+    };
+    Ok(TestOutcome {
+        contact_point: point.name,
+        ok,
+        answer,
+    })
+}
+
+/// The user's policies, by name.
+pub async fn list_policies(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+) -> ServiceResult<Vec<PolicyRecord>> {
+    let user = subject(services, principal, for_user).await?;
+    Ok(services.store.list_policies(&user.id).await?)
+}
+
+/// One of the user's policies.
+pub async fn policy(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+    name: &str,
+) -> ServiceResult<PolicyRecord> {
+    let user = subject(services, principal, for_user).await?;
+    services
+        .store
+        .policy(&user.id, name)
+        .await?
+        .ok_or(ServiceError::NotFound("policy"))
+}
+
+/// The user's silences.
+pub async fn list_silences(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+) -> ServiceResult<Vec<Silence>> {
+    let user = subject(services, principal, for_user).await?;
+    Ok(services.store.list_silences(&user.id).await?)
+}
+
+/// Which of the user's deliveries to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub alert: Option<String>,
+    /// Only deliveries older than this one (the previous page's last id).
+    pub cursor: Option<String>,
+    pub limit: usize,
+}
+
+/// A page of the user's deliveries and the next page's cursor.
+pub async fn list_deliveries(
+    services: &Services,
+    principal: &Principal,
+    for_user: Option<&str>,
+    filter: DeliveryFilter,
+) -> ServiceResult<(Vec<Delivery>, Option<String>)> {
+    let user = subject(services, principal, for_user).await?;
+    let limit = filter.limit.max(1);
+    let items = services
+        .store
+        .list_deliveries(DeliveryQuery {
+            user_id: Some(user.id.clone()),
+            status: filter.status,
+            alert_id: filter.alert,
+            before_id: filter.cursor,
+            limit,
+        })
+        .await?;
+    let next = (items.len() == limit)
+        .then(|| items.last().map(|delivery| delivery.id.clone()))
+        .flatten();
+    Ok((items, next))
+}
+
+/// One delivery with its attempts and the alert transitions it carries: the caller's own,
+/// or anyone's for an admin; anything else is "not found", like an unknown id.
+pub async fn delivery(
+    services: &Services,
+    principal: &Principal,
+    id: &str,
+) -> ServiceResult<DeliveryRecord> {
+    require(principal, Scope::User)?;
+    let Some(record) = services.store.delivery(id).await? else {
+        return Err(ServiceError::NotFound("delivery"));
+    };
+    if record.0.user_id != principal.user.id && !principal.is_admin() {
+        return Err(ServiceError::NotFound("delivery"));
+    }
+    Ok(record)
 }

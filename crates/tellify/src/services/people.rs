@@ -7,6 +7,7 @@ use tellify_store::{AuditRecord, Group, OffboardCounts, Token, User};
 
 use super::caches;
 use super::error::{require, ServiceError, ServiceResult};
+use super::sessions::{check_password, hash_password, verify_password};
 use super::validate::{check_name, PERSON_NAME};
 use super::Services;
 use crate::auth::{new_token, parse_token_lifetime, Principal, Scope};
@@ -40,6 +41,9 @@ pub struct NewUser {
     /// An IANA zone; UTC when absent.
     pub timezone: Option<String>,
     pub admin: bool,
+    /// The password to sign in to the dashboard with; checked and hashed, never kept or
+    /// echoed as given. Without one the user signs in only once a password is set.
+    pub password: Option<String>,
 }
 
 pub async fn create_user(
@@ -61,7 +65,14 @@ pub async fn create_user(
     }
     let timezone = request.timezone.unwrap_or_else(|| "UTC".to_string());
     check_timezone(&timezone, &mut errors);
+    if let Some(password) = &request.password {
+        collect(check_password(password, "password"), &mut errors);
+    }
     ServiceError::check(errors)?;
+    let hash = match request.password {
+        Some(password) => Some(hash_off_thread(password).await?),
+        None => None,
+    };
     let user = User {
         id: tellify_model::new_id(),
         name: request.name,
@@ -72,13 +83,20 @@ pub async fn create_user(
         created: services.clock.now(),
     };
     services.store.create_user(user.clone()).await?;
+    if let Some(hash) = &hash {
+        services
+            .store
+            .set_password_hash(&user.id, Some(hash.clone()), None)
+            .await?;
+    }
     caches::user_settings_changed(services, &user.id).await?;
     audit(
         services,
         principal,
         "user.created",
         format!("user {}", user.name),
-        json!({"admin": user.admin, "timezone": user.timezone, "email": user.email}),
+        json!({"admin": user.admin, "timezone": user.timezone, "email": user.email,
+               "password": hash.is_some()}),
     )
     .await?;
     Ok(user)
@@ -220,6 +238,11 @@ pub async fn update_user(
     }
     for id in &left {
         caches::subscription_gone(services, id);
+    }
+    if before.admin != after.admin {
+        // A session carries the role it was opened with in the user's mind: whoever holds
+        // one signs in again and sees the pages of their new role.
+        services.store.delete_web_sessions_of(&after.id).await?;
     }
     // Cached principals carry the user (zone, admin flag) and their groups.
     caches::people_changed(services).await?;
@@ -445,6 +468,133 @@ pub async fn offboard_user(
         tracing::info!(user = %user.name, actor = %principal.user.name, "user offboarded");
     }
     Ok((user, removed))
+}
+
+/// Sets a user's dashboard password. A person changes their own (`name` is theirs or
+/// `me`) by giving the `current` one, when they have one; their other sessions end. An
+/// admin sets or resets anyone else's without it, and every session of that user ends.
+/// Admins too give their current password to change their own: a session left open
+/// must not be enough to lock its owner out. Audited as `password.set` (own) or
+/// `password.reset` (someone else's), never with the password.
+pub async fn set_password(
+    services: &Services,
+    principal: &Principal,
+    name: &str,
+    new: &str,
+    current: Option<&str>,
+) -> ServiceResult<()> {
+    set_password_keeping(services, principal, name, new, current, None).await
+}
+
+/// [`set_password`] from a dashboard session: when the user changes their own password,
+/// `keep_session` (the session's id hash) stays signed in and only their other sessions
+/// end.
+pub async fn set_password_keeping(
+    services: &Services,
+    principal: &Principal,
+    name: &str,
+    new: &str,
+    current: Option<&str>,
+    keep_session: Option<&str>,
+) -> ServiceResult<()> {
+    require(principal, Scope::User)?;
+    let name = if name == "me" {
+        principal.user.name.as_str()
+    } else {
+        name
+    };
+    let is_self = name == principal.user.name;
+    if !is_self && !principal.is_admin() {
+        return Err(ServiceError::NotFound("user"));
+    }
+    let user = services
+        .store
+        .user_by_name(name)
+        .await?
+        .ok_or(ServiceError::NotFound("user"))?;
+    check_password(new, "password")?;
+    if is_self {
+        if let Some(hash) = services.store.password_hash(&user.id).await? {
+            let Some(current) = current.filter(|given| !given.is_empty()) else {
+                return Err(ServiceError::Forbidden(
+                    "give your current password (`current`) to change it; if it is lost, \
+                     an admin can reset it"
+                        .to_string(),
+                ));
+            };
+            if !verify_off_thread(current.to_string(), hash).await? {
+                tracing::info!(user = %user.name, "password change refused: wrong current password");
+                return Err(ServiceError::Forbidden(
+                    "the current password is not right; nothing was changed".to_string(),
+                ));
+            }
+        }
+    }
+    let hash = hash_off_thread(new.to_string()).await?;
+    let keep = if is_self {
+        keep_session.map(str::to_string)
+    } else {
+        None
+    };
+    let kept = keep.is_some();
+    if !services
+        .store
+        .set_password_hash(&user.id, Some(hash), keep)
+        .await?
+    {
+        return Err(ServiceError::NotFound("user"));
+    }
+    let action = if is_self {
+        "password.set"
+    } else {
+        "password.reset"
+    };
+    audit(
+        services,
+        principal,
+        action,
+        format!("user {}", user.name),
+        json!({"sessions_ended": if kept { "all others" } else { "all" }}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A new random password to hand to a person (the first admin's, an offline reset):
+/// [`NEW_PASSWORD_LENGTH`] characters from an alphabet without look-alikes (no 0/O, 1/l/I),
+/// about 139 bits.
+pub fn new_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"23456789abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ";
+    let mut rng = rand::rng();
+    (0..NEW_PASSWORD_LENGTH)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// How long [`new_password`]'s passwords are.
+pub const NEW_PASSWORD_LENGTH: usize = 24;
+
+/// The argon2id hash of `password`, computed on a blocking thread: it takes tens of
+/// milliseconds on purpose, which would stall the async workers.
+pub async fn hash_off_thread(password: String) -> ServiceResult<String> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|_| ServiceError::Internal("the password could not be hashed".to_string()))?
+}
+
+async fn verify_off_thread(password: String, hash: String) -> ServiceResult<bool> {
+    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .map_err(|_| ServiceError::Internal("the password could not be checked".to_string()))
+}
+
+/// Moves a failed check's field errors into `errors`, so they are reported with the
+/// others (the checks passed here fail with field errors only).
+fn collect(result: ServiceResult<()>, errors: &mut Vec<ParamError>) {
+    if let Err(ServiceError::Invalid(mut found)) = result {
+        errors.append(&mut found);
+    }
 }
 
 /// A group to create (admins only), with its first members by user name.

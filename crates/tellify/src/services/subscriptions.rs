@@ -18,16 +18,32 @@ use crate::auth::{Principal, Scope};
 /// Longest subscription title, in characters.
 pub const MAX_TITLE: usize = 200;
 
-/// A subscription to create, owned by the caller (and a group of theirs, if named).
+/// A subscription to create, owned by the caller (and a group of theirs, if named). Its
+/// serde form is the body of `POST /api/v1/subscriptions` (and the `subscription` of a
+/// preview), so both read it the same way.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewSubscription {
     pub kind: String,
     pub title: String,
+    #[serde(default = "empty_object")]
     pub params: Value,
+    /// A group the caller belongs to; every member then sees and manages it.
     pub group: Option<String>,
+    #[serde(default)]
     pub latching: bool,
+    #[serde(default = "yes")]
     pub enabled: bool,
     /// The owner's policy to notify with; `default` when absent.
     pub policy: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Changes to a subscription; `None` leaves a field as it is.
@@ -67,6 +83,34 @@ pub async fn create(
     principal: &Principal,
     request: NewSubscription,
 ) -> ServiceResult<Subscription> {
+    let owner_group = validate_new(services, principal, &request).await?;
+    let now = services.clock.now();
+    let subscription = Subscription {
+        id: tellify_model::new_id(),
+        kind: request.kind,
+        title: request.title.trim().to_string(),
+        params: request.params,
+        owner_user: principal.user.id.clone(),
+        owner_group,
+        enabled: request.enabled,
+        latching: request.latching,
+        policy: request.policy,
+        created: now,
+        updated: now,
+        health: None,
+        filter_errors: None,
+    };
+    insert(services, subscription).await
+}
+
+/// Every check `create` makes, with every failure at once; on success the id of the
+/// group that will own it, if one was named. The preview ([`super::preview`]) calls it
+/// too, so a form shows the same errors whichever button was pressed.
+pub(super) async fn validate_new(
+    services: &Services,
+    principal: &Principal,
+    request: &NewSubscription,
+) -> ServiceResult<Option<String>> {
     require(principal, Scope::User)?;
     let mut errors = Vec::new();
     check_title(&request.title, &mut errors);
@@ -89,23 +133,7 @@ pub async fn create(
     )
     .await?;
     ServiceError::check(errors)?;
-    let now = services.clock.now();
-    let subscription = Subscription {
-        id: tellify_model::new_id(),
-        kind: request.kind,
-        title: request.title.trim().to_string(),
-        params: request.params,
-        owner_user: principal.user.id.clone(),
-        owner_group,
-        enabled: request.enabled,
-        latching: request.latching,
-        policy: request.policy,
-        created: now,
-        updated: now,
-        health: None,
-        filter_errors: None,
-    };
-    insert(services, subscription).await
+    Ok(owner_group)
 }
 
 pub async fn update(

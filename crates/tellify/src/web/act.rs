@@ -1,11 +1,179 @@
-//! Dashboard pages: act (filled in by issue 11's work; see `web/mod.rs` for how a page is
-//! made).
+//! The pages behind a notification's action links (`/act/{token}`, see
+//! [`crate::services::links`]): GET shows the alert, what the link does and for whom, and
+//! a button; only the POST that button sends acts. Mail scanners and link previews
+//! follow links, so a GET never changes anything.
+//!
+//! No session is needed: the token is the credential for its one action, so a phone that
+//! never signed in can use it. The POST is still refused when a browser says it came from
+//! another site. An expired or used link answers 410, a link that is not valid 404, each
+//! with a page saying so in words and nothing more.
 
-use axum::Router;
+use askama::Template;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tellify_engine::alerts::Alert;
 
-use crate::services::AppState;
+use super::alerts::Row;
+use super::format::{url_encode, Clock};
+use super::session::{read_form, same_origin};
+use super::{render, render_status, Layout, WebError};
+use crate::services::links::{self, LinkAction, LinkView, ShelveChoice};
+use crate::services::{AppState, ServiceError};
 
-/// This area's routes, merged into [`super::routes`].
-pub fn routes() -> Router<AppState> {
-    Router::new()
+#[derive(Template)]
+#[template(path = "act.html")]
+pub struct ActPage {
+    layout: Layout,
+    alert: Row,
+    /// `ack` or `shelve`.
+    action: &'static str,
+    /// Who the link acts for (their display name and handle).
+    user: String,
+    /// When the link stops working, in the user's zone.
+    expires: String,
+    /// What was done, once the button was pressed.
+    done: Option<String>,
+    /// The form's target.
+    post_to: String,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct LinkProblemPage {
+    layout: Layout,
+    heading: &'static str,
+    message: String,
+}
+
+/// The confirming page.
+pub async fn confirm(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, WebError> {
+    let now = state.clock.now();
+    let view = match links::inspect(&state, &token, now).await {
+        Ok(view) => view,
+        Err(error) => return Ok(problem(error)),
+    };
+    if view.used {
+        return Ok(problem(ServiceError::Gone(
+            "this link was already used".to_string(),
+        )));
+    }
+    let page = page(&state, &token, &view.alert, &view, None);
+    render(&page)
+}
+
+/// The confirming form: for a shelve, how long.
+#[derive(Deserialize)]
+pub struct ActForm {
+    /// `1h`, `tomorrow` or `resolves`; empty for an ack.
+    #[serde(default)]
+    shelve: String,
+}
+
+/// The click: performs the link's action once and shows the outcome.
+pub async fn perform(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    request: Request,
+) -> Result<Response, WebError> {
+    same_origin(request.headers())?;
+    let (_, form): (_, ActForm) = read_form(request, &state).await?;
+    let choice = match form.shelve.as_str() {
+        "" => None,
+        given => Some(ShelveChoice::parse(given).ok_or_else(|| {
+            WebError::BadRequest(format!(
+                "shelve: `{given}` is not one of 1h, tomorrow, resolves"
+            ))
+        })?),
+    };
+    let now = state.clock.now();
+    // Read before acting, for the page: who it is for and how it reads in their zone.
+    let view = match links::inspect(&state, &token, now).await {
+        Ok(view) => view,
+        Err(error) => return Ok(problem(error)),
+    };
+    let alert = match links::redeem(&state, &token, choice, now).await {
+        Ok(alert) => alert,
+        Err(error) => return Ok(problem(error)),
+    };
+    let clock = Clock::new(&view.user.timezone, state.clock.now());
+    let row = Row::new(&alert, &clock);
+    let done = match view.action {
+        LinkAction::Ack => "Acknowledged.".to_string(),
+        LinkAction::Shelve => match &row.shelve {
+            Some(shelve) => format!("Done: {shelve}."),
+            None => "Shelved.".to_string(),
+        },
+    };
+    let page = page(&state, &token, &alert, &view, Some(done));
+    render(&page)
+}
+
+fn page(
+    state: &AppState,
+    token: &str,
+    alert: &Alert,
+    view: &LinkView,
+    done: Option<String>,
+) -> ActPage {
+    let clock = Clock::new(&view.user.timezone, state.clock.now());
+    let user = match &view.user.display_name {
+        Some(display) => format!("{display} ({})", view.user.name),
+        None => view.user.name.clone(),
+    };
+    let title = match view.action {
+        LinkAction::Ack => "Acknowledge this alert",
+        LinkAction::Shelve => "Shelve this alert",
+    };
+    ActPage {
+        layout: Layout::anonymous(title),
+        alert: Row::new(alert, &clock),
+        action: view.action.as_str(),
+        user,
+        expires: clock.at(view.expires),
+        done,
+        post_to: format!("/act/{}", url_encode(token)),
+    }
+}
+
+/// A link that cannot be used, in words: 410 when it expired or was used, 404 when it
+/// is not valid (or its alert or person is gone); any other failure is the usual page.
+fn problem(error: ServiceError) -> Response {
+    let (status, heading, message) = match error {
+        ServiceError::Gone(message) => (StatusCode::GONE, "This link no longer works", {
+            format!(
+                "{}. Open tellify to act on the alert.",
+                capitalise(&message)
+            )
+        }),
+        ServiceError::NotFound(_) => (
+            StatusCode::NOT_FOUND,
+            "This link is not valid",
+            "Check that the whole link was opened; links work only as they were sent. \
+             The alert may also be gone, or no longer yours."
+                .to_string(),
+        ),
+        other => return WebError::from(other).into_response(),
+    };
+    let page = LinkProblemPage {
+        layout: Layout::anonymous(heading),
+        heading,
+        message,
+    };
+    match render_status(status, &page) {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+fn capitalise(text: &str) -> String {
+    let mut characters = text.chars();
+    match characters.next() {
+        Some(first) => first.to_uppercase().chain(characters).collect(),
+        None => String::new(),
+    }
 }

@@ -24,6 +24,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../static/app.js"),
     ),
     (
+        "events.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/events.js"),
+    ),
+    (
         "icon.svg",
         "image/svg+xml",
         include_bytes!("../../static/icon.svg"),

@@ -59,6 +59,9 @@ impl Clock {
     /// `5 min ago`, `in 2 h`.
     pub fn relative(&self, time: Timestamp) -> String {
         let seconds = time.as_second() - self.now.as_second();
+        if seconds.abs() < 5 {
+            return "just now".to_string();
+        }
         let words = span_words(seconds.unsigned_abs());
         if seconds >= 0 {
             format!("in {words}")
@@ -95,7 +98,7 @@ pub fn span_words(seconds: u64) -> String {
 /// The icon shown before a severity's word (the word is always shown too).
 pub fn severity_icon(severity: Severity) -> &'static str {
     match severity {
-        Severity::Critical => "⛔",
+        Severity::Critical => "✖",
         Severity::Warning => "⚠",
         Severity::Info => "ℹ",
     }
@@ -157,6 +160,7 @@ mod tests {
         );
         let unknown = Clock::new("Mars/Olympus", now);
         assert_eq!(unknown.at(now), "12:00 UTC");
+        assert_eq!(clock.relative(now), "just now");
     }
 
     #[test]

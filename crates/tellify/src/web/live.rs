@@ -5,7 +5,7 @@
 //! someone is typing in a form inside it, and keeps selected rows selected.
 //!
 //! Views: `alerts` (the home list, with the list's filters), `alert` (`id`: one alert's
-//! page body). A view renders the same template the page includes, from the same function.
+//! page body), `deliveries` (my deliveries, with the list's `status` filter). A view renders the same template the page includes, from the same function.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::alerts::{alert_list, alert_page, AlertListFragment, ListQuery};
+use super::notifications::deliveries::{delivery_list, DeliveryQuery};
 use super::session::session_secret;
 use super::{Viewer, WebError};
 use crate::services::sessions;
@@ -42,6 +43,7 @@ pub struct ViewQuery {
 enum View {
     Alerts(ListQuery),
     Alert(String),
+    Deliveries(DeliveryQuery),
 }
 
 pub async fn live(
@@ -50,13 +52,15 @@ pub async fn live(
     headers: axum::http::HeaderMap,
     Query(view): Query<ViewQuery>,
     Query(list): Query<ListQuery>,
+    Query(deliveries): Query<DeliveryQuery>,
 ) -> Result<Response, WebError> {
     let view = match view.view.as_str() {
         "alerts" => View::Alerts(list),
         "alert" if !view.id.is_empty() => View::Alert(view.id),
+        "deliveries" => View::Deliveries(deliveries),
         other => {
             return Err(WebError::BadRequest(format!(
-                "view: `{other}` is not one of alerts, alert (with id)"
+                "view: `{other}` is not one of alerts, alert (with id), deliveries"
             )))
         }
     };
@@ -131,7 +135,11 @@ fn concerns(viewer: &sessions::SignedIn, view: &View, item: &StreamItem) -> bool
             match view {
                 View::Alerts(_) => visible,
                 View::Alert(id) => visible && alert.id == *id,
+                View::Deliveries(_) => false,
             }
+        }
+        StreamItem::Delivery(notice) => {
+            matches!(view, View::Deliveries(_)) && notice.user_id == viewer.principal.user.id
         }
         StreamItem::Event(_) => false,
     }
@@ -149,6 +157,7 @@ async fn snapshot(
         }
         .render(),
         View::Alert(id) => alert_page(state, viewer, id).await?.body.render(),
+        View::Deliveries(query) => delivery_list(state, viewer, query).await?.render(),
     }
     .map_err(|error| WebError::Internal(format!("a live view failed to render: {error}")))?;
     Ok(Event::default().event("snapshot").data(html))

@@ -11,6 +11,7 @@ mod lifecycle;
 mod limits;
 mod notify;
 mod outbound;
+mod passwords;
 mod people;
 mod route_table;
 pub(crate) mod stream;

@@ -231,6 +231,12 @@ fn body_for(method: &Method, pattern: &str, suffix: &str, now: jiff::Timestamp) 
         ("PATCH", "/api/v1/users/me" | "/api/v1/users/{name}") => {
             json!({"timezone": "Europe/Berlin"})
         }
+        ("POST", "/api/v1/subscriptions/preview") => {
+            json!({"subscription": {"kind": "match", "title": "x", "params": {"filter": "true"}}})
+        }
+        ("PUT", "/api/v1/users/me/password" | "/api/v1/users/{name}/password") => {
+            json!({"password": "a new password 1"})
+        }
         ("POST", "/api/v1/subscriptions/import") => json!({"url": "https://engine.example.com"}),
         ("POST", "/api/v1/alerts/{id}/ack") => json!({"note": "mine"}),
         ("POST", "/api/v1/alerts/{id}/shelve") => json!({"until": "1h"}),
@@ -355,11 +361,13 @@ const TABLE: &[Row] = &[
     ("GET",   "/api/openapi.json",                         [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET",   "/api/v1/alerts",                            [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/api/v1/alerts/{id}",                       [A, A, A, 403, 404, 200, 200, 200]),
+    ("GET",   "/api/v1/alerts/{id}/explain",               [A, A, A, 403, 404, 200, 200, 200]),
     ("GET",   "/api/v1/audit",                             [A, A, A, 403, 403, 403, 403, 200]),
     ("GET",   "/api/v1/contact-points",                    [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/api/v1/contact-points/{name}",             [A, A, A, 403, 404, 404, 200, 404]),
     ("GET",   "/api/v1/deliveries",                        [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/api/v1/deliveries/{id}",                   [A, A, A, 403, 404, 404, 200, 200]),
+    ("GET",   "/api/v1/deliveries/{id}/explain",           [A, A, A, 403, 404, 404, 200, 200]),
     ("GET",   "/api/v1/event-types",                       [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/api/v1/event-types/{name}",                [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/api/v1/groups",                            [A, A, A, 403, 200, 200, 200, 200]),
@@ -367,6 +375,7 @@ const TABLE: &[Row] = &[
     ("GET",   "/api/v1/handler-kinds",                     [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/api/v1/policies",                          [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/api/v1/policies/{name}",                   [A, A, A, 403, 404, 404, 200, 404]),
+    ("GET",   "/api/v1/policies/{name}/week",              [A, A, A, 403, 404, 404, 200, 404]),
     ("GET",   "/api/v1/silences",                          [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/api/v1/stream",                            [A, A, A, 403, 200, 200, 200, 200]),
     ("GET",   "/api/v1/subscriptions",                     [A, A, A, 403, 200, 200, 200, 200]),
@@ -400,6 +409,7 @@ const TABLE: &[Row] = &[
     ("POST",  "/api/v1/silences",                          [A, A, A, 403, 201, 201, 201, 201]),
     ("POST",  "/api/v1/subscriptions",                     [A, A, A, 403, 201, 201, 201, 201]),
     ("POST",  "/api/v1/subscriptions/import",              [A, A, A, 403, 422, 422, 422, 422]),
+    ("POST",  "/api/v1/subscriptions/preview",             [A, A, A, 403, 200, 200, 200, 200]),
     ("POST",  "/api/v1/subscriptions/{id}/disable",        [A, A, A, 403, 404, 200, 200, 200]),
     ("POST",  "/api/v1/subscriptions/{id}/enable",         [A, A, A, 403, 404, 200, 200, 200]),
     ("POST",  "/api/v1/tokens",                            [A, A, A, 403, 201, 201, 201, 201]),
@@ -410,6 +420,10 @@ const TABLE: &[Row] = &[
     ("PUT",   "/api/v1/event-types/{name}",                [A, A, A, 403, 403, 403, 403, 200]),
     ("PUT",   "/api/v1/policies/{name}",                   [A, A, A, 403, 422, 422, 200, 422]),
     ("PUT",   "/api/v1/subscriptions/{id}",                [A, A, A, 403, 404, 200, 200, 200]),
+    // Without `current`: the bootstrap admin has a password, so changing it needs it (403);
+    // the others have none yet. An admin resets anyone's; a user only their own.
+    ("PUT",   "/api/v1/users/me/password",                 [A, A, A, 403, 204, 204, 204, 403]),
+    ("PUT",   "/api/v1/users/{name}/password",             [A, A, A, 403, 404, 404, 204, 204]),
 ];
 
 #[tokio::test]

@@ -3,8 +3,12 @@
 //! [`Browser`] keeps one session cookie and reads each form's CSRF token from the page,
 //! as a browser would. The browser tests proper (Chromium) are in `tests/browser/`.
 
+mod admin;
 mod alerts;
+mod events;
+mod notifications;
 mod sessions;
+mod subscriptions;
 
 use reqwest::{Response, StatusCode};
 use tellify::services::sessions::hash_password;

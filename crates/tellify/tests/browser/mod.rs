@@ -1,0 +1,280 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven through
+//! `chromedriver` (WebDriver, `fantoccini`) against the real server of
+//! `crate::helpers::spawn_app` (on-disk store, worker, notifier, injected clock).
+//!
+//! `scripts/test` installs `chromium` and `chromium-driver` when missing; without them these
+//! tests fail and say so. Each page a test visits can be checked with axe-core (vendored,
+//! `axe-4.14.1.min.js`, MPL-2.0: no serious or critical violation) and photographed at 360 px
+//! and 1280 px into `$DASHBOARD_SCREENSHOTS` (default `target/screenshots`), which the test
+//! command prints.
+
+mod alerts;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const AXE: &str = include_str!("axe-4.14.1.min.js");
+
+/// One chromedriver with one headless Chromium, stopped (by PID) when dropped.
+pub struct Browser {
+    pub client: Client,
+    pub base: String,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium (1280 × 900) pointed at `app`.
+    pub async fn start(app: &TestApp) -> Browser {
+        assert!(
+            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+            "the browser tests need Debian's chromium and chromium-driver; scripts/test installs them"
+        );
+        let port = free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let profile = tempfile::tempdir().expect("profile dir");
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-extensions",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }
+        });
+        let capabilities = match capabilities {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last_error = String::new();
+        for _ in 0..100 {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => {
+                    return Browser {
+                        client,
+                        base: app.base.clone(),
+                        driver,
+                        _profile: profile,
+                    }
+                }
+                Err(error) => last_error = error.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not start a session: {last_error}");
+    }
+
+    pub async fn open(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .unwrap_or_else(|e| panic!("open {path}: {e}"));
+    }
+
+    pub async fn path(&self) -> String {
+        let url = self.client.current_url().await.expect("url");
+        let mut path = url.path().to_string();
+        if let Some(query) = url.query() {
+            path.push('?');
+            path.push_str(query);
+        }
+        path
+    }
+
+    pub async fn sign_in(&self, name: &str, password: &str) {
+        self.open("/login").await;
+        self.fill("#name", name).await;
+        self.fill("#password", password).await;
+        self.click("form[action='/login'] button[type=submit]")
+            .await;
+        self.wait_for("nav[aria-label=Main]").await;
+    }
+
+    pub async fn fill(&self, css: &str, text: &str) {
+        let element = self.wait_for(css).await;
+        element.clear().await.ok();
+        element
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.wait_for(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    /// Sends keys to the page (as a person at the keyboard: to the focused element).
+    pub async fn keys(&self, keys: &str) {
+        let body = self.client.find(Locator::Css("body")).await.expect("body");
+        body.send_keys(keys).await.expect("keys");
+    }
+
+    /// Waits up to 10 s for an element.
+    pub async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no `{css}` on {}: {e}", self.base))
+    }
+
+    /// Waits up to 10 s until `script` (a JS expression) is truthy.
+    pub async fn wait_until(&self, what: &str, script: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = self
+                .client
+                .execute(&format!("return !!({script});"), vec![])
+                .await
+                .expect("script runs");
+            if value == json!(true) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let html = self.html("main").await;
+                panic!("timed out waiting until {what}; the page's main:\n{html}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn eval(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script `{script}`: {e}"))
+    }
+
+    /// The outer HTML of the first element matching `css` (empty when none).
+    pub async fn html(&self, css: &str) -> String {
+        let value = self
+            .client
+            .execute(
+                "var e = document.querySelector(arguments[0]); return e ? e.outerHTML : '';",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap_or(Value::Null);
+        value.as_str().unwrap_or_default().to_string()
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        let value = self
+            .client
+            .execute(
+                "var e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap_or(Value::Null);
+        value.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Runs axe-core on the current page and fails on any serious or critical violation,
+    /// naming the rule and the elements.
+    pub async fn check_accessibility(&self, page: &str) {
+        let result = self
+            .client
+            .execute_async(
+                &format!(
+                    "{AXE}\n;var done = arguments[arguments.length - 1];\
+                     axe.run(document, {{resultTypes: ['violations']}})\
+                     .then(function (r) {{ done(r.violations.map(function (v) {{\
+                       return {{id: v.id, impact: v.impact, help: v.help,\
+                         nodes: v.nodes.slice(0, 5).map(function (n) {{ return n.html; }})}};\
+                     }})); }}, function (e) {{ done([{{id: 'axe-failed', impact: 'critical', help: String(e), nodes: []}}]); }});"
+                ),
+                vec![],
+            )
+            .await
+            .expect("axe runs");
+        let bad: Vec<&Value> = result
+            .as_array()
+            .expect("violations")
+            .iter()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious") | Some("critical")))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "accessibility violations on {page}:\n{}",
+            serde_json::to_string_pretty(&bad).unwrap_or_default()
+        );
+    }
+
+    /// Saves `<name>-360.png` and `<name>-1280.png` of the current page.
+    pub async fn screenshots(&self, name: &str) {
+        let folder = screenshot_dir();
+        std::fs::create_dir_all(&folder).expect("screenshot dir");
+        for width in [360u32, 1280] {
+            self.client
+                .set_window_size(width, 900)
+                .await
+                .expect("window size");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let png = self.client.screenshot().await.expect("screenshot");
+            std::fs::write(folder.join(format!("{name}-{width}.png")), png).expect("write png");
+        }
+        self.client
+            .set_window_size(1280, 900)
+            .await
+            .expect("window size");
+    }
+
+    /// axe and both screenshots, for a page the test is on.
+    pub async fn look_at(&self, name: &str) {
+        self.check_accessibility(name).await;
+        self.screenshots(name).await;
+    }
+}
+
+/// Where screenshots go: `$DASHBOARD_SCREENSHOTS`, else `target/screenshots`.
+pub fn screenshot_dir() -> PathBuf {
+    std::env::var_os("DASHBOARD_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
+        })
+}
