@@ -52,15 +52,18 @@ pub(crate) const PAGES: &[(&str, Who)] = &[
     ("/?state=all", Who::User),
     ("/?group=severity", Who::User),
     ("/alerts/{alert}", Who::User),
+    ("/alerts/{alert}/explain", Who::User),
     ("/acks", Who::User),
     ("/subscriptions", Who::User),
     ("/subscriptions/{subscription}", Who::User),
     ("/notifications", Who::User),
+    ("/notifications/week", Who::User),
     ("/deliveries", Who::User),
     ("/events", Who::User),
     ("/events/{event}", Who::User),
     ("/events/chart?field=n&group=kind", Who::User),
     ("/admin", Who::Admin),
+    ("/admin/users", Who::Admin),
 ];
 
 /// Whose session asks for a page.
@@ -112,7 +115,7 @@ impl DashboardReport {
             self.seed.drain.summary()
         )];
         lines.push(format!(
-            "{:<36} {:>6} {:>5}  {:>26}  {:>26}  {:>7}",
+            "{:<44} {:>6} {:>5}  {:>26}  {:>26}  {:>7}",
             "page", "status", "n", "server p50 / p99 / max ms", "client p50 / p99 / max ms", "KiB"
         ));
         for page in self.pages.iter().chain(self.live.iter()) {
@@ -161,8 +164,8 @@ impl PageReport {
             )
         };
         let mut line = format!(
-            "{:<36} {:>6} {:>5}  {:>26}  {:>26}  {:>7.1}",
-            truncate(&self.path, 36),
+            "{:<44} {:>6} {:>5}  {:>26}  {:>26}  {:>7.1}",
+            truncate(&self.path, 44),
             self.status,
             self.client_ms.count,
             triple(&self.server_ms),
