@@ -28,9 +28,14 @@
 //!   `--batched-connections` (8), 10,000 distinct alerts re-sent over and over, with one
 //!   `alertmanager` subscription (`bench alertmanager`) that keeps an alert per
 //!   fingerprint; alerts/s.
+//! - `dashboard`: seeds a user `dash` with `--dashboard-alerts` alerts and the log up to
+//!   `--dashboard-events` events (API only), signs in through the sign-in form and asks
+//!   each dashboard page `--page-requests` times in a row; per page p50 / p99 / max of the
+//!   server's `Server-Timing` and of the client's time, and the time to the first
+//!   snapshot of `/live?view=alerts`.
 //!
 //! One file per mode (`throughput.rs` for `batched` and `single`, `latency.rs`,
-//! `notify.rs`, `spool.rs`, `alertmanager.rs`); `target.rs` is the server and its token,
+//! `notify.rs`, `spool.rs`, `alertmanager.rs`, `dashboard.rs`); `target.rs` is the server and its token,
 //! `setup.rs` the `bench i` subscriptions, `sink.rs` the webhook receiver, `drain.rs` the
 //! wait for the worker, `cpu.rs` the `/proc` accounting and `report.rs` the summaries.
 //! `main.rs` holds the flags and runs the modes in order.
@@ -44,6 +49,7 @@
 
 mod alertmanager;
 mod cpu;
+mod dashboard;
 mod drain;
 mod latency;
 mod notify;
@@ -61,6 +67,7 @@ use clap::{Parser, ValueEnum};
 use serde_json::json;
 
 use crate::alertmanager::run_am_ingest;
+use crate::dashboard::run_dashboard;
 use crate::latency::run_latency;
 use crate::notify::{ensure_notify_users, run_notify_burst, run_notify_latency};
 use crate::setup::ensure_subscriptions;
@@ -135,6 +142,30 @@ struct Args {
     /// `spool-replay` mode: events per replayed request.
     #[arg(long, default_value_t = tellify_client::DEFAULT_REPLAY_BATCH)]
     spool_batch: usize,
+    /// `dashboard` mode: alerts (events `kind:hit n:<i>`) the signed-in user has.
+    #[arg(long, env = "TELLIFY_BENCH_DASHBOARD_ALERTS", default_value_t = 10_000)]
+    dashboard_alerts: usize,
+    /// `dashboard` mode: events the log holds before the pages are asked (`kind:noise`
+    /// events fill it up).
+    #[arg(
+        long,
+        env = "TELLIFY_BENCH_DASHBOARD_EVENTS",
+        default_value_t = 1_000_000
+    )]
+    dashboard_events: usize,
+    /// `dashboard` mode: requests per page, one after the other.
+    #[arg(long, env = "TELLIFY_BENCH_PAGE_REQUESTS", default_value_t = 200)]
+    page_requests: usize,
+    /// `dashboard` mode: at most this many seconds of requests per page.
+    #[arg(long, default_value_t = 60)]
+    page_seconds: u64,
+    /// `dashboard` mode: connections to `/live?view=alerts`, one after the other.
+    #[arg(long, default_value_t = 20)]
+    live_connects: usize,
+    /// `dashboard` mode: the `admin` user's password (`TELLIFY_BOOTSTRAP_PASSWORD` of the
+    /// server), to measure `/admin`; without it that page is skipped.
+    #[arg(long, env = "TELLIFY_BENCH_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
     /// The runs, in order.
     #[arg(required = true, value_enum)]
     modes: Vec<Mode>,
@@ -149,6 +180,7 @@ enum Mode {
     NotifyLatency,
     SpoolReplay,
     AmIngest,
+    Dashboard,
 }
 
 impl Mode {
@@ -161,6 +193,7 @@ impl Mode {
             Mode::NotifyLatency => "notify-latency",
             Mode::SpoolReplay => "spool-replay",
             Mode::AmIngest => "am-ingest",
+            Mode::Dashboard => "dashboard",
         }
     }
 }
@@ -248,6 +281,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             (Mode::Notify | Mode::NotifyLatency, None) => bail!("notify setup missing"),
             (Mode::AmIngest, _) => {
                 let report = run_am_ingest(&client, &target, &args).await?;
+                (report.summary_line(), report.to_json())
+            }
+            (Mode::Dashboard, _) => {
+                let report = run_dashboard(&client, &target, &args).await?;
                 (report.summary_line(), report.to_json())
             }
             (Mode::SpoolReplay, _) => {
