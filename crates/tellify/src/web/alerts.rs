@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use jiff::{Timestamp, ToSpan};
 use serde::Deserialize;
 use tellify_engine::alerts::{Action, Alert, AlertState, HistoryEntry};
 use tellify_model::Severity;
@@ -15,6 +14,7 @@ use tellify_model::Severity;
 use super::format::{severity_icon, url_encode, Clock};
 use super::{render, see_other, CsrfForm, Layout, Viewer, WebError};
 use crate::services::alerts::{self, AlertFilter, StateFilter};
+use crate::services::links::ShelveChoice;
 use crate::services::sessions::SignedIn;
 use crate::services::validate::parse_future;
 use crate::services::{subscriptions, AppState};
@@ -466,20 +466,6 @@ pub struct ActionForm {
     id: Vec<String>,
 }
 
-/// Tomorrow 08:00 in `zone`.
-pub fn tomorrow_morning(clock: &Clock) -> Result<Timestamp, WebError> {
-    let local = clock.local(clock.now());
-    let tomorrow = local
-        .date()
-        .checked_add(1.day())
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    tomorrow
-        .at(8, 0, 0, 0)
-        .to_zoned(clock.zone().clone())
-        .map(|z| z.timestamp())
-        .map_err(|e| WebError::Internal(e.to_string()))
-}
-
 fn action_of(form: &ActionForm, clock: &Clock) -> Result<(Action, &'static str), WebError> {
     let text = |value: &str| {
         let trimmed = value.trim();
@@ -502,24 +488,26 @@ fn action_of(form: &ActionForm, clock: &Clock) -> Result<(Action, &'static str),
             ))
         }
         "shelve" => {
-            let (until, oneshot) = match form.shelve.as_str() {
-                "" | "1h" => (Some(clock.now() + 1.hour()), false),
-                "tomorrow" => (Some(tomorrow_morning(clock)?), false),
-                "resolves" => (None, true),
-                other => {
-                    return Err(WebError::BadRequest(format!(
-                        "shelve: `{other}` is not one of 1h, tomorrow, resolves"
-                    )))
-                }
+            // The same three choices, and the same "tomorrow 08:00", as an action link's.
+            let given = if form.shelve.is_empty() {
+                "1h"
+            } else {
+                form.shelve.as_str()
             };
-            Ok((
-                Action::Shelve {
+            let choice = ShelveChoice::parse(given).ok_or_else(|| {
+                WebError::BadRequest(format!(
+                    "shelve: `{given}` is not one of 1h, tomorrow, resolves"
+                ))
+            })?;
+            let action = match choice.action(clock.zone(), clock.now()) {
+                Action::Shelve { until, oneshot, .. } => Action::Shelve {
                     until,
                     oneshot,
                     reason: text(&form.reason),
                 },
-                "shelved",
-            ))
+                other => other,
+            };
+            Ok((action, "shelved"))
         }
         "unshelve" => Ok((Action::Unshelve, "unshelved")),
         "clear" => Ok((Action::Clear, "cleared")),

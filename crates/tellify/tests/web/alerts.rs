@@ -1,12 +1,9 @@
 //! My alerts, an alert's page, the actions, and the live stream.
 
-use std::time::Duration;
-
-use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use super::{location, password_of, person, Browser};
+use super::{location, next_snapshot, password_of, person, Browser};
 use crate::helpers::{spawn_app, TestApp};
 
 async fn disk_alert(app: &TestApp, token: &str) -> String {
@@ -202,33 +199,6 @@ async fn whatever_an_event_carries_is_shown_as_text() {
         detail.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
         "{detail}"
     );
-}
-
-/// Reads SSE frames until one named `snapshot` arrives; returns its data.
-async fn next_snapshot(
-    stream: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
-    buffer: &mut String,
-) -> String {
-    loop {
-        if let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer[..end].to_string();
-            buffer.replace_range(..end + 2, "");
-            if frame.lines().any(|line| line == "event: snapshot") {
-                return frame
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("data: ").or(line.strip_prefix("data:")))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-            }
-            continue;
-        }
-        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("a snapshot within 5 s")
-            .expect("stream open")
-            .expect("chunk");
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-    }
 }
 
 #[tokio::test]

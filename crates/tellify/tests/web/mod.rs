@@ -10,6 +10,9 @@ mod notifications;
 mod sessions;
 mod subscriptions;
 
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use reqwest::{Response, StatusCode};
 use tellify::services::sessions::hash_password;
 
@@ -166,4 +169,31 @@ pub async fn location(response: &Response) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string()
+}
+
+/// Reads SSE frames until one named `snapshot` arrives (5 s at most); returns its data.
+pub async fn next_snapshot(
+    stream: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buffer: &mut String,
+) -> String {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer[..end].to_string();
+            buffer.replace_range(..end + 2, "");
+            if frame.lines().any(|line| line == "event: snapshot") {
+                return frame
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data: ").or(line.strip_prefix("data:")))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("a snapshot within 5 s")
+            .expect("stream open")
+            .expect("chunk");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }

@@ -2,13 +2,10 @@
 //! policy editor, silences, my deliveries (live) and the explain pages; another user's
 //! ids answer 404 like unknown ones.
 
-use std::time::Duration;
-
-use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use super::{location, password_of, person, Browser};
+use super::{location, next_snapshot, password_of, person, Browser};
 use crate::helpers::{eventually, spawn_app, TestApp};
 use crate::support::HttpSink;
 
@@ -421,32 +418,6 @@ async fn another_users_contact_point_policy_silence_and_delivery_are_not_found()
     assert_eq!(silences["items"].as_array().unwrap().len(), 1);
     let deliveries = bob.page("/deliveries").await;
     assert!(!deliveries.contains(delivery_id));
-}
-
-async fn next_snapshot(
-    stream: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
-    buffer: &mut String,
-) -> String {
-    loop {
-        if let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer[..end].to_string();
-            buffer.replace_range(..end + 2, "");
-            if frame.lines().any(|line| line == "event: snapshot") {
-                return frame
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("data: ").or(line.strip_prefix("data:")))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-            }
-            continue;
-        }
-        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("a snapshot within 5 s")
-            .expect("stream open")
-            .expect("chunk");
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-    }
 }
 
 #[tokio::test]
