@@ -407,3 +407,44 @@ async fn the_act_pages_confirm_then_act_once_without_a_session() {
     assert!(html.contains("This link is not valid"), "{html}");
     assert!(!html.contains("fs=/srv"), "nothing about the alert: {html}");
 }
+
+#[tokio::test]
+async fn an_address_that_keeps_sending_invalid_links_is_held_off() {
+    let app = spawn_app_with(|settings| {
+        settings.public_url = Some(PUBLIC_URL.to_string());
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let limit = tellify::services::sessions::BAD_LINKS_PER_ADDRESS;
+    for attempt in 0..limit {
+        let path = format!("/act/forged-{attempt}");
+        let answer = if attempt % 2 == 0 {
+            client.get(app.url(&path)).send().await
+        } else {
+            client
+                .post(app.url(&path))
+                .form(&[("shelve", "")])
+                .send()
+                .await
+        }
+        .expect("request");
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND, "attempt {attempt}");
+    }
+    let held = client
+        .get(app.url("/act/forged-again"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(held.headers().contains_key("retry-after"));
+    let html = held.text().await.expect("html");
+    assert!(html.contains("Too many links that are not valid"), "{html}");
+
+    app.clock.advance(tellify::services::sessions::LOGIN_WINDOW);
+    let later = client
+        .get(app.url("/act/forged-later"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(later.status(), StatusCode::NOT_FOUND, "the window passed");
+}

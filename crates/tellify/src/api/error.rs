@@ -168,6 +168,18 @@ impl From<ServiceError> for ApiError {
             ServiceError::Upstream(detail) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "Bad Gateway", detail)
             }
+            ServiceError::Limited {
+                message,
+                retry_after,
+            } => {
+                let mut error = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too Many Requests",
+                    format!("{message}; try again in {retry_after} s"),
+                );
+                error.retry_after = Some(retry_after);
+                error
+            }
             ServiceError::Internal(detail) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Internal Server Error",

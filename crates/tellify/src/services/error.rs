@@ -28,6 +28,9 @@ pub enum ServiceError {
     /// The caller is known but not allowed to do this.
     #[error("{0}")]
     Forbidden(String),
+    /// Too many failed attempts: try again after `retry_after` seconds.
+    #[error("{message}; try again in {retry_after} s")]
+    Limited { message: String, retry_after: u32 },
     /// A system the caller named (an engine to import from) failed; the text is
     /// tellify's, never what answered.
     #[error("{0}")]

@@ -522,7 +522,17 @@ pub async fn set_password_keeping(
                         .to_string(),
                 ));
             };
+            // A wrong current password counts against the account's sign-in budget, so
+            // a session left open is not a way to guess the password without limit.
+            let now = services.clock.now();
+            if let Err(retry_after) = services.login_limits.check_account(&user.name, now) {
+                return Err(ServiceError::Limited {
+                    message: "too many wrong passwords for this account".to_string(),
+                    retry_after,
+                });
+            }
             if !verify_off_thread(current.to_string(), hash).await? {
+                services.login_limits.record_account(&user.name, now);
                 tracing::info!(user = %user.name, "password change refused: wrong current password");
                 return Err(ServiceError::Forbidden(
                     "the current password is not right; nothing was changed".to_string(),

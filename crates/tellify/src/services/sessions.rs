@@ -35,11 +35,19 @@ pub const MAX_PASSWORD: usize = 1024;
 pub const LOGIN_FAILURES_PER_ACCOUNT: u32 = 10;
 pub const LOGIN_FAILURES_PER_ADDRESS: u32 = 30;
 pub const LOGIN_WINDOW: SignedDuration = SignedDuration::from_mins(15);
+/// Action links (`/act/{token}`) that were not valid, per client address, in
+/// [`LOGIN_WINDOW`]: a link is unguessable, so a client that keeps sending bad ones is
+/// probing.
+pub const BAD_LINKS_PER_ADDRESS: u32 = 30;
 
-/// The limits on failed sign-ins, kept for the life of the server.
+/// The limits on failed password checks, kept for the life of the server: sign-ins, and
+/// the current password given to change one's own (a stolen session must not become a
+/// way around the sign-in limit), counted per account and per address; and action links
+/// that were not valid, per address.
 pub struct LoginLimits {
     accounts: FailureLimiter<String>,
     addresses: FailureLimiter<IpAddr>,
+    bad_links: FailureLimiter<IpAddr>,
 }
 
 impl Default for LoginLimits {
@@ -47,6 +55,34 @@ impl Default for LoginLimits {
         LoginLimits {
             accounts: FailureLimiter::with(LOGIN_FAILURES_PER_ACCOUNT, LOGIN_WINDOW),
             addresses: FailureLimiter::with(LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW),
+            bad_links: FailureLimiter::with(BAD_LINKS_PER_ADDRESS, LOGIN_WINDOW),
+        }
+    }
+}
+
+impl LoginLimits {
+    /// `Err(seconds)` while `account` has failed too often.
+    pub fn check_account(&self, account: &str, now: Timestamp) -> Result<(), u32> {
+        self.accounts.check(account.trim().to_string(), now)
+    }
+
+    /// Counts a wrong password given for `account`.
+    pub fn record_account(&self, account: &str, now: Timestamp) {
+        self.accounts.record(account.trim().to_string(), now);
+    }
+
+    /// `Err(seconds)` while `address` has sent too many links that were not valid.
+    pub fn check_links(&self, address: Option<IpAddr>, now: Timestamp) -> Result<(), u32> {
+        match address {
+            Some(address) => self.bad_links.check(address, now),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a link from `address` that was not valid.
+    pub fn record_bad_link(&self, address: Option<IpAddr>, now: Timestamp) {
+        if let Some(address) = address {
+            self.bad_links.record(address, now);
         }
     }
 }

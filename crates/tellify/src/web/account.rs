@@ -124,6 +124,17 @@ pub async fn change_password(
             errors.add("current", message);
             refused(StatusCode::FORBIDDEN, errors)
         }
+        Err(ServiceError::Limited {
+            message,
+            retry_after,
+        }) => {
+            let mut errors = FieldErrors::default();
+            errors.add(
+                "current",
+                format!("{message}; try again in {retry_after} s"),
+            );
+            refused(StatusCode::TOO_MANY_REQUESTS, errors)
+        }
         Err(error) => {
             let (status, errors) = FieldErrors::from_service(error)?;
             refused(status, errors)

@@ -12,11 +12,14 @@ use askama::Template;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
 use serde::Deserialize;
+use std::net::IpAddr;
 use tellify_engine::alerts::Alert;
 
 use super::alerts::Row;
-use super::format::{url_encode, Clock};
+use super::client_address;
+use super::format::{capitalise, url_encode, Clock};
 use super::session::{read_form, same_origin};
 use super::{render, render_status, Layout, WebError};
 use crate::services::links::{self, LinkAction, LinkView, ShelveChoice};
@@ -51,9 +54,11 @@ struct LinkProblemPage {
 pub async fn confirm(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    request: Request,
 ) -> Result<Response, WebError> {
     let now = state.clock.now();
-    let view = match links::inspect(&state, &token, now).await {
+    let address = client_address(request.extensions());
+    let view = match inspect_limited(&state, &token, address, now).await {
         Ok(view) => view,
         Err(error) => return Ok(problem(error)),
     };
@@ -81,6 +86,7 @@ pub async fn perform(
     request: Request,
 ) -> Result<Response, WebError> {
     same_origin(request.headers())?;
+    let address = client_address(request.extensions());
     let (_, form): (_, ActForm) = read_form(request, &state).await?;
     let choice = match form.shelve.as_str() {
         "" => None,
@@ -92,7 +98,7 @@ pub async fn perform(
     };
     let now = state.clock.now();
     // Read before acting, for the page: who it is for and how it reads in their zone.
-    let view = match links::inspect(&state, &token, now).await {
+    let view = match inspect_limited(&state, &token, address, now).await {
         Ok(view) => view,
         Err(error) => return Ok(problem(error)),
     };
@@ -111,6 +117,27 @@ pub async fn perform(
     };
     let page = page(&state, &token, &alert, &view, Some(done));
     render(&page)
+}
+
+/// [`links::inspect`], refused while the client's address has sent too many links that
+/// were not valid, and counting each such link against it.
+async fn inspect_limited(
+    state: &AppState,
+    token: &str,
+    address: Option<IpAddr>,
+    now: Timestamp,
+) -> Result<LinkView, ServiceError> {
+    if let Err(retry_after) = state.login_limits.check_links(address, now) {
+        return Err(ServiceError::Limited {
+            message: "too many links that are not valid from this address".to_string(),
+            retry_after,
+        });
+    }
+    let inspected = links::inspect(state, token, now).await;
+    if let Err(ServiceError::NotFound(_)) = &inspected {
+        state.login_limits.record_bad_link(address, now);
+    }
+    inspected
 }
 
 fn page(
@@ -167,13 +194,5 @@ fn problem(error: ServiceError) -> Response {
     match render_status(status, &page) {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
-}
-
-fn capitalise(text: &str) -> String {
-    let mut characters = text.chars();
-    match characters.next() {
-        Some(first) => first.to_uppercase().chain(characters).collect(),
-        None => String::new(),
     }
 }

@@ -56,7 +56,7 @@ pub struct LoginForm {
 pub async fn login(State(state): State<AppState>, request: Request) -> Result<Response, WebError> {
     same_origin(request.headers())?;
     let (mut parts, form): (_, LoginForm) = read_form(request, &state).await?;
-    let address = super::client_address(&parts);
+    let address = super::client_address(&parts.extensions);
     let next = safe_next(form.next.as_deref());
     let failed = |status: StatusCode, message: String| {
         render_status(

@@ -134,6 +134,15 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// `text` with its first letter in upper case, for a service message shown as a sentence.
+pub fn capitalise(text: &str) -> String {
+    let mut characters = text.chars();
+    match characters.next() {
+        Some(first) => first.to_uppercase().chain(characters).collect(),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

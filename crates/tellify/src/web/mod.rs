@@ -254,6 +254,11 @@ pub enum WebError {
     /// A form without this session's token (an old tab after signing in again).
     CsrfMismatch,
     Conflict(String),
+    /// Too many failed attempts, with when to try again.
+    Limited {
+        message: String,
+        retry_after: u32,
+    },
     Internal(String),
 }
 
@@ -264,6 +269,13 @@ impl From<ServiceError> for WebError {
             ServiceError::Forbidden(message) => WebError::Forbidden(message),
             ServiceError::Conflict(message) => WebError::Conflict(message),
             ServiceError::Gone(message) => WebError::Gone(message),
+            ServiceError::Limited {
+                message,
+                retry_after,
+            } => WebError::Limited {
+                message,
+                retry_after,
+            },
             ServiceError::Invalid(_) | ServiceError::Unprocessable(_) => {
                 WebError::BadRequest(error.to_string())
             }
@@ -298,7 +310,22 @@ struct ErrorPage {
 
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
+        let mut retry = None;
         let (status, heading, message) = match self {
+            WebError::Limited {
+                message,
+                retry_after,
+            } => {
+                retry = Some(retry_after);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many attempts",
+                    format!(
+                        "{}; try again in {retry_after} s.",
+                        format::capitalise(&message)
+                    ),
+                )
+            }
             WebError::SignIn { next } => {
                 let to = format!("/login?next={}", format::url_encode(&next));
                 return Redirect::to(&to).into_response();
@@ -335,10 +362,16 @@ impl IntoResponse for WebError {
             heading,
             message,
         };
-        match page.render() {
+        let mut response = match page.render() {
             Ok(html) => (status, Html(html)).into_response(),
             Err(_) => (status, heading).into_response(),
+        };
+        if let Some(seconds) = retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
+        response
     }
 }
 

@@ -80,9 +80,8 @@ impl FromRequestParts<AppState> for Viewer {
 }
 
 /// The client's address, for the sign-in limits.
-pub fn client_address(parts: &Parts) -> Option<std::net::IpAddr> {
-    parts
-        .extensions
+pub fn client_address(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|connect| connect.0.ip())
 }

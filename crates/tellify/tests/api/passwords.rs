@@ -330,3 +330,65 @@ async fn the_first_start_makes_an_admin_password_that_signs_in() {
     );
     assert!(!text.contains(&password));
 }
+
+#[tokio::test]
+async fn wrong_current_passwords_count_against_the_accounts_sign_in_limit() {
+    let app = spawn_app().await;
+    let ann = user_with_password(&app, "ann", ANN_PASSWORD).await;
+    let new = "ann's second password";
+    let limit = sessions::LOGIN_FAILURES_PER_ACCOUNT;
+    for attempt in 0..limit {
+        let response = put(
+            &app,
+            &ann,
+            "/api/v1/users/me/password",
+            json!({"password": new, "current": format!("guess {attempt}")}),
+        )
+        .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "attempt {attempt}"
+        );
+    }
+    // The budget is spent: even the right password is refused now, with when to retry,
+    // and signing in to the same account (any case) is limited too.
+    let response = put(
+        &app,
+        &ann,
+        "/api/v1/users/me/password",
+        json!({"password": new, "current": ANN_PASSWORD}),
+    )
+    .await;
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u32>().ok())
+        .expect("a Retry-After in seconds");
+    assert!(retry_after > 0 && retry_after <= 15 * 60, "{retry_after}");
+    let (status, body) = problem(response).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("too many wrong passwords")),
+        "{body}"
+    );
+    assert!(matches!(
+        sign_in(&app, "ANN", ANN_PASSWORD).await,
+        Err(SignInError::Limited { .. })
+    ));
+
+    // The password did not change, and once the window has passed it works again.
+    app.clock.advance(sessions::LOGIN_WINDOW);
+    assert!(sign_in(&app, "ann", ANN_PASSWORD).await.is_ok());
+    let response = put(
+        &app,
+        &ann,
+        "/api/v1/users/me/password",
+        json!({"password": new, "current": ANN_PASSWORD}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+}
