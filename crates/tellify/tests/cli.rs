@@ -1187,3 +1187,82 @@ async fn passwords_come_from_stdin_and_people_change_their_own_with_the_current_
         empty.stderr
     );
 }
+
+#[tokio::test]
+async fn a_preview_shows_what_a_subscription_would_have_fired_without_saving_it() {
+    let server = spawn_server().await;
+    server.ok(ADMIN_TOKEN, &["users", "create", "ann"]).await;
+    let minted = server
+        .ok(
+            ADMIN_TOKEN,
+            &[
+                "tokens", "create", "cli", "--user", "ann", "--scope", "user",
+            ],
+        )
+        .await;
+    let ann = minted.lines().next().expect("secret line").to_string();
+    for (fs, usage) in [
+        ("/srv", "70"),
+        ("/srv", "97"),
+        ("/home", "85"),
+        ("/tmp", "10"),
+    ] {
+        let (fs, usage) = (format!("fs:{fs}"), format!("usage:{usage}"));
+        server.ok(&ann, &["send", &fs, &usage]).await;
+    }
+
+    let params = r#"{"field": "usage", "warn": 80, "critical": 95, "group_by": ["fs"]}"#;
+    let args = [
+        "subs",
+        "preview",
+        "--kind",
+        "threshold",
+        "--title",
+        "disk",
+        "--params",
+        params,
+        "--from",
+        "1h",
+    ];
+    let mut shown = String::new();
+    // The worker stores events asynchronously after the 202; the preview reads the log.
+    for _ in 0..100 {
+        shown = server.ok(&ann, &args).await;
+        if shown.contains("4 events scanned") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(shown.contains("4 events scanned, 4 matched"), "{shown}");
+    let srv = line_with(&shown, &["fs=/srv", "critical"]);
+    assert!(srv.contains("fired") && srv.contains("yes"), "{shown}");
+    let home = line_with(&shown, &["fs=/home", "warning"]);
+    assert!(home.contains("fired"), "{shown}");
+    assert!(!shown.contains("fs=/tmp"), "below warn: {shown}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&server.ok(&ann, &[&args[..], &["--json"]].concat()).await)
+            .expect("json");
+    assert_eq!(json["alerts"], 2, "{json}");
+
+    // Nothing was saved.
+    let list = server.ok(&ann, &["subs", "list"]).await;
+    assert!(!list.contains("disk"), "{list}");
+
+    // A bad parameter is named, as `create` names it, and the command fails.
+    let bad = server
+        .run(
+            &ann,
+            &[
+                "subs",
+                "preview",
+                "--kind",
+                "threshold",
+                "--params",
+                r#"{"field": "usage", "warn": 90, "critical": 80}"#,
+            ],
+        )
+        .await;
+    assert!(!bad.success);
+    assert!(bad.stderr.contains("params.critical"), "{}", bad.stderr);
+}

@@ -57,6 +57,38 @@ enum SubsCommand {
         #[arg(long)]
         policy: Option<String>,
     },
+    /// Run a subscription, not saved, over the stored events of a window (default: the last
+    /// 24 hours) and show what it would have fired and when. Takes the same flags as
+    /// `create`; nothing is saved or notified.
+    #[command(after_help = r#"Example:
+  tellify subs preview --kind threshold --title 'disk' --from 48h \
+    --params '{"field": "usage", "warn": 80, "critical": 95, "group_by": ["fs"]}'"#)]
+    Preview {
+        /// The handler kind (see `tellify subs kinds`).
+        #[arg(long)]
+        kind: String,
+        /// A name for it, as `create` takes.
+        #[arg(long, default_value = "preview")]
+        title: String,
+        /// The kind's parameters as JSON (or @FILE).
+        #[arg(long, value_name = "JSON")]
+        params: Option<String>,
+        /// As a subscription of a group you belong to (the events its members may see).
+        #[arg(long)]
+        group: Option<String>,
+        /// As a latching subscription.
+        #[arg(long)]
+        latching: bool,
+        /// Whether it would notify through this policy of yours instead of `default`.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Window start: RFC 3339, or a duration meaning that long ago (`24h`, `7d`).
+        #[arg(long)]
+        from: Option<String>,
+        /// Window end (exclusive), same forms; default now.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Change a subscription's title or parameters.
     Update {
         /// The subscription's id.
@@ -137,23 +169,39 @@ pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
             latching,
             policy,
         } => {
-            let mut body = Map::new();
-            body.insert("kind".into(), kind.into());
-            body.insert("title".into(), title.into());
-            if let Some(params) = params {
-                body.insert("params".into(), json_argument("--params", &params)?);
-            }
-            if let Some(group) = group {
-                body.insert("group".into(), group.into());
-            }
-            body.insert("latching".into(), latching.into());
-            if let Some(policy) = policy {
-                body.insert("policy".into(), policy.into());
-            }
-            let created = client
-                .post(&["subscriptions"], Some(&Value::Object(body)))
-                .await?;
+            let body = new_subscription(kind, title, params, group, latching, policy)?;
+            let created = client.post(&["subscriptions"], Some(&body)).await?;
             done(&created, "created", json)?;
+        }
+        SubsCommand::Preview {
+            kind,
+            title,
+            params,
+            group,
+            latching,
+            policy,
+            from,
+            to,
+        } => {
+            let mut body = Map::new();
+            body.insert(
+                "subscription".into(),
+                new_subscription(kind, title, params, group, latching, policy)?,
+            );
+            if let Some(from) = from {
+                body.insert("from".into(), from.into());
+            }
+            if let Some(to) = to {
+                body.insert("to".into(), to.into());
+            }
+            let preview = client
+                .post(&["subscriptions", "preview"], Some(&Value::Object(body)))
+                .await?;
+            if json {
+                return print_json(&preview).map(|()| ExitCode::SUCCESS);
+            }
+            use_callers_zone(&client).await?;
+            print(&preview_text(&preview))?;
         }
         SubsCommand::Update {
             id,
@@ -232,6 +280,101 @@ pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The body of `POST /subscriptions` (and a preview's `subscription`) from the flags.
+fn new_subscription(
+    kind: String,
+    title: String,
+    params: Option<String>,
+    group: Option<String>,
+    latching: bool,
+    policy: Option<String>,
+) -> anyhow::Result<Value> {
+    let mut body = Map::new();
+    body.insert("kind".into(), kind.into());
+    body.insert("title".into(), title.into());
+    if let Some(params) = params {
+        body.insert("params".into(), json_argument("--params", &params)?);
+    }
+    if let Some(group) = group {
+        body.insert("group".into(), group.into());
+    }
+    body.insert("latching".into(), latching.into());
+    if let Some(policy) = policy {
+        body.insert("policy".into(), policy.into());
+    }
+    Ok(Value::Object(body))
+}
+
+/// A preview as text: the window and what was scanned, each transition it would have
+/// made (time in the caller's zone, severity, group key, whether it notifies, summary),
+/// and why it stopped early when it did.
+fn preview_text(preview: &Value) -> String {
+    let mut out = format!(
+        "window {} .. {}: {} events scanned, {} matched; {} transitions on {} alerts",
+        optional_time(preview.get("from")),
+        optional_time(preview.get("to")),
+        text(preview.get("events_scanned")),
+        text(preview.get("events_matched")),
+        items_of(preview, "fired").len(),
+        text(preview.get("alerts")),
+    );
+    let errors = preview.get("errors").and_then(Value::as_u64).unwrap_or(0);
+    if errors > 0 {
+        out.push_str(&format!("; {errors} filter or handler errors at run time"));
+    }
+    out.push('\n');
+    if preview.get("truncated").and_then(Value::as_bool) == Some(true) {
+        let reason = match preview.get("truncated_reason").and_then(Value::as_str) {
+            Some("events") => "it reached the most events a preview reads",
+            Some("time") => "it ran out of time",
+            _ => "it reached its budget",
+        };
+        out.push_str(&format!(
+            "stopped early ({reason}): later events were not looked at; narrow the window\n"
+        ));
+    }
+    let fired = items_of(preview, "fired");
+    if fired.is_empty() {
+        out.push_str("it would not have fired in this window\n");
+        return out;
+    }
+    let mut table = Table::new(&[
+        "AT",
+        "TRANSITION",
+        "SEVERITY",
+        "GROUP",
+        "NOTIFIES",
+        "COUNT",
+        "SUMMARY",
+    ]);
+    for firing in fired {
+        let notifies = match firing.get("notifies").and_then(Value::as_bool) {
+            Some(true) => "yes",
+            _ => "no",
+        };
+        table.row(vec![
+            optional_time(firing.get("at")),
+            text(firing.get("transition")),
+            text(firing.get("severity")),
+            truncate(&text(firing.get("group_key")), TITLE_WIDTH),
+            notifies.to_string(),
+            text(firing.get("count")),
+            truncate(&text(firing.get("summary")), MESSAGE_WIDTH),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
+}
+
+/// The array `key` of `value`, or nothing.
+fn items_of<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 /// How many subscription ids an import answered with.
