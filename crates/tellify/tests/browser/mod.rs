@@ -8,7 +8,12 @@
 //! and 1280 px into `$DASHBOARD_SCREENSHOTS` (default `target/screenshots`), which the test
 //! command prints.
 
+mod admin;
 mod alerts;
+mod events;
+mod links;
+mod notifications;
+mod subscriptions;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -213,6 +218,44 @@ impl Browser {
         value.as_str().unwrap_or_default().to_string()
     }
 
+    /// The text of every cell of every body row of the first table matching `css`, row by
+    /// row, as a person reads it.
+    pub async fn table(&self, css: &str) -> Vec<Vec<String>> {
+        let value = self
+            .eval(&format!(
+                "var t = document.querySelector({}); if (!t) return [];\
+                 return Array.from(t.querySelectorAll('tbody tr')).map(function (r) {{\
+                   return Array.from(r.cells).map(function (c) {{ return c.innerText.trim(); }}); }});",
+                json!(css)
+            ))
+            .await;
+        serde_json::from_value(value).unwrap_or_default()
+    }
+
+    /// The HTTP status the current page was answered with (Navigation Timing).
+    pub async fn status(&self) -> u64 {
+        self.eval("return performance.getEntriesByType('navigation')[0].responseStatus;")
+            .await
+            .as_u64()
+            .unwrap_or_default()
+    }
+
+    /// The value of the form control matching `css`, as the browser holds it.
+    pub async fn value(&self, css: &str) -> String {
+        let value = self
+            .client
+            .execute(
+                "var e = document.querySelector(arguments[0]); return e ? e.value : null;",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap_or(Value::Null);
+        value
+            .as_str()
+            .unwrap_or_else(|| panic!("no form control `{css}`"))
+            .to_string()
+    }
+
     /// Runs axe-core on the current page and fails on any serious or critical violation,
     /// naming the rule and the elements.
     pub async fn check_accessibility(&self, page: &str) {
@@ -277,4 +320,33 @@ pub fn screenshot_dir() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
         })
+}
+
+/// Adds a contact point through the API.
+pub async fn contact(app: &TestApp, token: &str, name: &str, kind: &str, address: &str) {
+    let response = app
+        .post(
+            token,
+            "/api/v1/contact-points",
+            json!({"name": name, "kind": kind, "address": address}),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::CREATED,
+        "contact point {name}"
+    );
+}
+
+/// Puts a notification policy through the API.
+pub async fn policy(app: &TestApp, token: &str, name: &str, rules: Value) {
+    let response = app
+        .client
+        .put(app.url(&format!("/api/v1/policies/{name}")))
+        .bearer_auth(token)
+        .json(&json!({ "rules": rules }))
+        .send()
+        .await
+        .expect("request");
+    assert!(response.status().is_success(), "policy {name}");
 }
