@@ -287,7 +287,9 @@ impl Browser {
         );
     }
 
-    /// Saves `<name>-360.png` and `<name>-1280.png` of the current page.
+    /// Saves `<name>-360.png` and `<name>-1280.png` of the current page, and fails when the
+    /// page itself scrolls sideways at either width (a wide table scrolls in its own box),
+    /// naming the elements that stick out.
     pub async fn screenshots(&self, name: &str) {
         let folder = screenshot_dir();
         std::fs::create_dir_all(&folder).expect("screenshot dir");
@@ -299,6 +301,43 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let png = self.client.screenshot().await.expect("screenshot");
             std::fs::write(folder.join(format!("{name}-{width}.png")), png).expect("write png");
+            // Layout may still settle just after a resize: poll for up to 2 s.
+            let mut wider = json!([]);
+            for _ in 0..20 {
+                wider = self
+                    .eval(
+                        "var w = document.documentElement.clientWidth;\
+                         if (document.documentElement.scrollWidth <= w) return [];\
+                         function clipped(e) {\
+                           for (var p = e.parentElement; p && p !== document.body; p = p.parentElement)\
+                             if (getComputedStyle(p).overflowX !== 'visible') return true;\
+                           return false;\
+                         }\
+                         function out_of(rect) { return rect.right + window.scrollX > w + 1; }\
+                         var out = Array.from(document.querySelectorAll('body *')).filter(function (e) {\
+                           return out_of(e.getBoundingClientRect()) && !clipped(e);\
+                         }).map(function (e) { return e.outerHTML.slice(0, 160); });\
+                         var walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);\
+                         var range = document.createRange();\
+                         for (var t = walk.nextNode(); t; t = walk.nextNode()) {\
+                           range.selectNodeContents(t);\
+                           if (out_of(range.getBoundingClientRect()) && !clipped(t))\
+                             out.push('text in ' + t.parentElement.outerHTML.slice(0, 160));\
+                         }\
+                         out = out.slice(-5);\
+                         return out.length ? out : ['the page is ' + document.documentElement.scrollWidth + ' px wide'];",
+                    )
+                    .await;
+                if wider == json!([]) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(
+                wider,
+                json!([]),
+                "{name} scrolls sideways at {width} px; these stick out"
+            );
         }
         self.client
             .set_window_size(1280, 900)
