@@ -30,6 +30,8 @@ async fn the_live_tail_shows_only_events_matching_its_filter_without_reload() {
     let browser = Browser::start(&app).await;
     browser.sign_in("ann", &password_of("ann")).await;
     browser.open("/events").await;
+    browser.wait_for("table.events").await;
+    browser.look_at("events-search").await;
     browser.click("nav.event-views a[href*='live=1']").await;
     browser
         .wait_until(

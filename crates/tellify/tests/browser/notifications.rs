@@ -87,6 +87,7 @@ async fn a_policy_from_the_schedule_editor_shows_in_when_will_i_be_told() {
     assert_eq!(rules[0]["min_severity"], "warning");
     assert_eq!(rules[1]["mode"], json!({"digest": "1h"}));
     assert!(browser.text("main").await.contains("Policy saved."));
+    browser.look_at("notifications-policy-saved").await;
 
     browser
         .click("a[href='/notifications/week?policy=default']")

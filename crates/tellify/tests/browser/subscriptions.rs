@@ -134,6 +134,11 @@ async fn a_threshold_subscription_through_the_form_with_an_invalid_submit_then_i
     browser.open(&format!("/subscriptions/{id}/edit")).await;
     browser.click("#preview-button").await;
     browser.wait_for("#preview").await;
+    assert_eq!(
+        browser.eval("return location.hash;").await,
+        json!("#preview"),
+        "the page opens at the preview, below the form"
+    );
     let rows = browser.table("#preview table.preview").await;
     let summary: Vec<(String, String, String)> = rows
         .iter()
