@@ -4,9 +4,10 @@
 //!
 //! `scripts/test` installs `chromium` and `chromium-driver` when missing; without them these
 //! tests fail and say so. Each page a test visits can be checked with axe-core (vendored,
-//! `axe-4.14.1.min.js`, MPL-2.0: no serious or critical violation) and photographed at 360 px
-//! and 1280 px into `$DASHBOARD_SCREENSHOTS` (default `target/screenshots`), which the test
-//! command prints.
+//! `axe-4.14.1.min.js`, MPL-2.0: no serious or critical violation, in the light and the dark
+//! theme) and photographed at 360 px and 1280 px (and dark at 1280 px) into
+//! `$DASHBOARD_SCREENSHOTS` (default `target/screenshots`), which the test command prints; a
+//! page that scrolls sideways at either width fails.
 
 mod admin;
 mod alerts;
@@ -345,10 +346,62 @@ impl Browser {
             .expect("window size");
     }
 
-    /// axe and both screenshots, for a page the test is on.
+    /// axe and both screenshots, for a page the test is on; then axe again, and a
+    /// screenshot `<name>-dark-1280.png`, with the system asking for the dark theme.
     pub async fn look_at(&self, name: &str) {
         self.check_accessibility(name).await;
         self.screenshots(name).await;
+        self.color_scheme("dark").await;
+        self.check_accessibility(&format!("{name} (dark theme)"))
+            .await;
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(screenshot_dir().join(format!("{name}-dark-1280.png")), png)
+            .expect("write png");
+        self.color_scheme("light").await;
+    }
+
+    /// Makes the page see `prefers-color-scheme: scheme`, as a system setting would.
+    pub async fn color_scheme(&self, scheme: &str) {
+        self.client
+            .issue_cmd(Cdp {
+                cmd: "Emulation.setEmulatedMedia",
+                params: json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("prefers-color-scheme {scheme}: {e}"));
+        let applied = self
+            .eval(&format!(
+                "return matchMedia('(prefers-color-scheme: {scheme})').matches;"
+            ))
+            .await;
+        assert_eq!(applied, json!(true), "prefers-color-scheme {scheme}");
+    }
+}
+
+/// A Chrome DevTools Protocol command, through chromedriver's `goog/cdp/execute`.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &reqwest::Url,
+        session: Option<&str>,
+    ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &reqwest::Url) -> (reqwest::Method, Option<String>) {
+        (
+            reqwest::Method::POST,
+            Some(json!({"cmd": self.cmd, "params": self.params}).to_string()),
+        )
     }
 }
 
