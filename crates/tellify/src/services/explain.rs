@@ -497,7 +497,7 @@ fn policy_step(user: &str, at: Timestamp, decision: Decision) -> Step {
             let words: Vec<String> = rules
                 .iter()
                 .map(|rule| {
-                    let mut text = format!("rule {}: {}", rule.index, rule.verdict.describe());
+                    let mut text = format!("rule {}: {}", rule.index + 1, rule.verdict.describe());
                     if let Some(skipped) = &rule.skipped {
                         text.push_str(&format!(", but {skipped}"));
                     }
@@ -571,7 +571,12 @@ fn decision_step(decision: &Decision, contact_point_id: Option<&str>, at: Timest
     };
     let targets: Vec<(usize, &crate::notify::planner::Target)> = rules
         .iter()
-        .flat_map(|rule| rule.targets.iter().map(move |target| (rule.index, target)))
+        // Numbered from 1 in words, as the policy editor and the week view number them.
+        .flat_map(|rule| {
+            rule.targets
+                .iter()
+                .map(move |target| (rule.index + 1, target))
+        })
         .filter(|(_, target)| match contact_point_id {
             Some(id) => target.contact_point_id.as_deref() == Some(id),
             None => true,

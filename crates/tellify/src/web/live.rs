@@ -39,6 +39,13 @@ pub struct ViewQuery {
     id: String,
 }
 
+/// An SSE event that carries only its name (`signed-out`, `gone`, the tail's `ready` and
+/// `gap`). Its name is its data too: axum writes no `data:` line for empty data, and a
+/// browser's `EventSource` drops an event without data, so an empty signal never fires.
+pub fn signal(name: &'static str) -> Event {
+    Event::default().event(name).data(name)
+}
+
 #[derive(Clone)]
 enum View {
     Alerts(ListQuery),
@@ -100,15 +107,13 @@ pub async fn live(
             let current = match sessions::resolve(&state, &secret).await {
                 Ok(Some(current)) => current,
                 _ => {
-                    let _ = sender
-                        .send(Ok(Event::default().event("signed-out").data("")))
-                        .await;
+                    let _ = sender.send(Ok(signal("signed-out"))).await;
                     return;
                 }
             };
             let event = match snapshot(&state, &current, &view).await {
                 Ok(event) => event,
-                Err(WebError::NotFound) => Event::default().event("gone").data(""),
+                Err(WebError::NotFound) => signal("gone"),
                 Err(error) => {
                     tracing::warn!(?error, "a live view failed to render");
                     continue;

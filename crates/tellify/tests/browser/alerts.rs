@@ -205,3 +205,30 @@ async fn script_in_every_event_field_runs_nowhere() {
     browser.open("/acks").await;
     browser.look_at("acks").await;
 }
+
+/// A session ended elsewhere (an admin resets the password) sends the open page to the
+/// sign-in page at the next change, through the live stream's `signed-out` signal.
+#[tokio::test]
+async fn a_page_whose_session_ended_goes_to_sign_in_at_the_next_change() {
+    let app = spawn_app().await;
+    let ann = person(&app, "ann").await;
+    disk(&app, &ann).await;
+    let browser = Browser::start(&app).await;
+    browser.sign_in("ann", &password_of("ann")).await;
+    browser.wait_for("#alert-list[data-live-state=open]").await;
+    let response = app
+        .client
+        .put(app.url("/api/v1/users/ann/password"))
+        .bearer_auth(&app.admin)
+        .json(&json!({"password": "a-new-correct-horse"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), reqwest::StatusCode::NO_CONTENT);
+    app.send_lines(&ann, "usage:98 fs:/home").await;
+    browser
+        .wait_until("the page goes to sign in", "location.pathname === '/login'")
+        .await;
+    assert_eq!(browser.path().await, "/login?next=%2F");
+    browser.wait_for("#name").await;
+}

@@ -4,11 +4,17 @@
 //!
 //! `scripts/test` installs `chromium` and `chromium-driver` when missing; without them these
 //! tests fail and say so. Each page a test visits can be checked with axe-core (vendored,
-//! `axe-4.14.1.min.js`, MPL-2.0: no serious or critical violation) and photographed at 360 px
-//! and 1280 px into `$DASHBOARD_SCREENSHOTS` (default `target/screenshots`), which the test
-//! command prints.
+//! `axe-4.14.1.min.js`, MPL-2.0: no serious or critical violation, in the light and the dark
+//! theme) and photographed at 360 px and 1280 px (and dark at 1280 px) into
+//! `$DASHBOARD_SCREENSHOTS` (default `target/screenshots`), which the test command prints; a
+//! page that scrolls sideways at either width fails.
 
+mod admin;
 mod alerts;
+mod events;
+mod links;
+mod notifications;
+mod subscriptions;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -213,6 +219,44 @@ impl Browser {
         value.as_str().unwrap_or_default().to_string()
     }
 
+    /// The text of every cell of every body row of the first table matching `css`, row by
+    /// row, as a person reads it.
+    pub async fn table(&self, css: &str) -> Vec<Vec<String>> {
+        let value = self
+            .eval(&format!(
+                "var t = document.querySelector({}); if (!t) return [];\
+                 return Array.from(t.querySelectorAll('tbody tr')).map(function (r) {{\
+                   return Array.from(r.cells).map(function (c) {{ return c.innerText.trim(); }}); }});",
+                json!(css)
+            ))
+            .await;
+        serde_json::from_value(value).unwrap_or_default()
+    }
+
+    /// The HTTP status the current page was answered with (Navigation Timing).
+    pub async fn status(&self) -> u64 {
+        self.eval("return performance.getEntriesByType('navigation')[0].responseStatus;")
+            .await
+            .as_u64()
+            .unwrap_or_default()
+    }
+
+    /// The value of the form control matching `css`, as the browser holds it.
+    pub async fn value(&self, css: &str) -> String {
+        let value = self
+            .client
+            .execute(
+                "var e = document.querySelector(arguments[0]); return e ? e.value : null;",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap_or(Value::Null);
+        value
+            .as_str()
+            .unwrap_or_else(|| panic!("no form control `{css}`"))
+            .to_string()
+    }
+
     /// Runs axe-core on the current page and fails on any serious or critical violation,
     /// naming the rule and the elements.
     pub async fn check_accessibility(&self, page: &str) {
@@ -244,7 +288,9 @@ impl Browser {
         );
     }
 
-    /// Saves `<name>-360.png` and `<name>-1280.png` of the current page.
+    /// Saves `<name>-360.png` and `<name>-1280.png` of the current page, and fails when the
+    /// page itself scrolls sideways at either width (a wide table scrolls in its own box),
+    /// naming the elements that stick out.
     pub async fn screenshots(&self, name: &str) {
         let folder = screenshot_dir();
         std::fs::create_dir_all(&folder).expect("screenshot dir");
@@ -256,6 +302,43 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let png = self.client.screenshot().await.expect("screenshot");
             std::fs::write(folder.join(format!("{name}-{width}.png")), png).expect("write png");
+            // Layout may still settle just after a resize: poll for up to 2 s.
+            let mut wider = json!([]);
+            for _ in 0..20 {
+                wider = self
+                    .eval(
+                        "var w = document.documentElement.clientWidth;\
+                         if (document.documentElement.scrollWidth <= w) return [];\
+                         function clipped(e) {\
+                           for (var p = e.parentElement; p && p !== document.body; p = p.parentElement)\
+                             if (getComputedStyle(p).overflowX !== 'visible') return true;\
+                           return false;\
+                         }\
+                         function out_of(rect) { return rect.right + window.scrollX > w + 1; }\
+                         var out = Array.from(document.querySelectorAll('body *')).filter(function (e) {\
+                           return out_of(e.getBoundingClientRect()) && !clipped(e);\
+                         }).map(function (e) { return e.outerHTML.slice(0, 160); });\
+                         var walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);\
+                         var range = document.createRange();\
+                         for (var t = walk.nextNode(); t; t = walk.nextNode()) {\
+                           range.selectNodeContents(t);\
+                           if (out_of(range.getBoundingClientRect()) && !clipped(t))\
+                             out.push('text in ' + t.parentElement.outerHTML.slice(0, 160));\
+                         }\
+                         out = out.slice(-5);\
+                         return out.length ? out : ['the page is ' + document.documentElement.scrollWidth + ' px wide'];",
+                    )
+                    .await;
+                if wider == json!([]) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(
+                wider,
+                json!([]),
+                "{name} scrolls sideways at {width} px; these stick out"
+            );
         }
         self.client
             .set_window_size(1280, 900)
@@ -263,10 +346,62 @@ impl Browser {
             .expect("window size");
     }
 
-    /// axe and both screenshots, for a page the test is on.
+    /// axe and both screenshots, for a page the test is on; then axe again, and a
+    /// screenshot `<name>-dark-1280.png`, with the system asking for the dark theme.
     pub async fn look_at(&self, name: &str) {
         self.check_accessibility(name).await;
         self.screenshots(name).await;
+        self.color_scheme("dark").await;
+        self.check_accessibility(&format!("{name} (dark theme)"))
+            .await;
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(screenshot_dir().join(format!("{name}-dark-1280.png")), png)
+            .expect("write png");
+        self.color_scheme("light").await;
+    }
+
+    /// Makes the page see `prefers-color-scheme: scheme`, as a system setting would.
+    pub async fn color_scheme(&self, scheme: &str) {
+        self.client
+            .issue_cmd(Cdp {
+                cmd: "Emulation.setEmulatedMedia",
+                params: json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("prefers-color-scheme {scheme}: {e}"));
+        let applied = self
+            .eval(&format!(
+                "return matchMedia('(prefers-color-scheme: {scheme})').matches;"
+            ))
+            .await;
+        assert_eq!(applied, json!(true), "prefers-color-scheme {scheme}");
+    }
+}
+
+/// A Chrome DevTools Protocol command, through chromedriver's `goog/cdp/execute`.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &reqwest::Url,
+        session: Option<&str>,
+    ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &reqwest::Url) -> (reqwest::Method, Option<String>) {
+        (
+            reqwest::Method::POST,
+            Some(json!({"cmd": self.cmd, "params": self.params}).to_string()),
+        )
     }
 }
 
@@ -277,4 +412,33 @@ pub fn screenshot_dir() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
         })
+}
+
+/// Adds a contact point through the API.
+pub async fn contact(app: &TestApp, token: &str, name: &str, kind: &str, address: &str) {
+    let response = app
+        .post(
+            token,
+            "/api/v1/contact-points",
+            json!({"name": name, "kind": kind, "address": address}),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::CREATED,
+        "contact point {name}"
+    );
+}
+
+/// Puts a notification policy through the API.
+pub async fn policy(app: &TestApp, token: &str, name: &str, rules: Value) {
+    let response = app
+        .client
+        .put(app.url(&format!("/api/v1/policies/{name}")))
+        .bearer_auth(token)
+        .json(&json!({ "rules": rules }))
+        .send()
+        .await
+        .expect("request");
+    assert!(response.status().is_success(), "policy {name}");
 }

@@ -29,6 +29,7 @@ use super::EventRow;
 use crate::services::{events, sessions, AppState};
 use crate::stream::StreamItem;
 use crate::web::format::Clock;
+use crate::web::live::signal;
 use crate::web::session::session_secret;
 use crate::web::{Viewer, WebError};
 
@@ -109,12 +110,12 @@ pub async fn tail(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<i64>().ok())
         .or(query.after);
-    let mut first: Vec<Event> = vec![Event::default().event("ready").data("")];
+    let mut first: Vec<Event> = vec![signal("ready")];
     let mut caught_up_to = i64::MIN;
     if let Some(after) = after {
         let missed = state.store.events_after(after, MAX_REPLAY).await?;
         if missed.len() >= MAX_REPLAY {
-            first.push(Event::default().event("gap").data(""));
+            first.push(signal("gap"));
         }
         let mut rows: Vec<Event> = Vec::new();
         for event in &missed {
@@ -141,13 +142,13 @@ pub async fn tail(
                 item = bus.recv() => match item {
                     Ok(StreamItem::Event(event)) if event.seq > caught_up_to && check.passes(&event) => row(&event),
                     Ok(_) => None,
-                    Err(RecvError::Lagged(_)) => Some(Event::default().event("gap").data("")),
+                    Err(RecvError::Lagged(_)) => Some(signal("gap")),
                     Err(RecvError::Closed) => return,
                 },
                 _ = session_check.tick() => match sessions::resolve(&state, &secret).await {
                     Ok(Some(_)) => None,
                     _ => {
-                        let _ = sender.send(Ok(Event::default().event("signed-out").data(""))).await;
+                        let _ = sender.send(Ok(signal("signed-out"))).await;
                         return;
                     }
                 },
