@@ -12,10 +12,12 @@
   var source = null;
   var received = 0;
 
-  function say(text) {
+  // `tone` "ok" is the calm state (the tail is live); anything else reads as a warning.
+  function say(text, tone) {
     if (!statusLine) return;
     statusLine.textContent = text || "";
     statusLine.hidden = !text;
+    statusLine.classList.toggle("live-ok", tone === "ok");
   }
 
   function trim() {
@@ -28,7 +30,7 @@
     body.setAttribute("data-live-state", "connecting");
     source.addEventListener("ready", function () {
       body.setAttribute("data-live-state", "open");
-      say("Live: new events appear at the top.");
+      say("Live: new events appear at the top.", "ok");
     });
     source.addEventListener("row", function (event) {
       var seq = event.lastEventId;

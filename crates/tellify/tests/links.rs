@@ -448,3 +448,76 @@ async fn an_address_that_keeps_sending_invalid_links_is_held_off() {
         .expect("get");
     assert_eq!(later.status(), StatusCode::NOT_FOUND, "the window passed");
 }
+
+/// A browser that is signed in sees its navigation around the act page and no "sign in"
+/// hint; signed in as someone else, it is told whom the link acts for; a browser without
+/// a session sees the bare page.
+#[tokio::test]
+async fn the_act_page_in_a_signed_in_browser_shows_the_navigation() {
+    let hook = HttpSink::start(StatusCode::OK, "ok").await;
+    let app = spawn_app_with(|settings| {
+        settings.public_url = Some(PUBLIC_URL.to_string());
+    })
+    .await;
+    let ann = crate::web::person(&app, "ann").await;
+    crate::web::person(&app, "bob").await;
+    contact(&app, &ann, "hook", "webhook", &hook.url("/h")).await;
+    notify_through(&app, &ann, "hook").await;
+    app.send_lines(&ann, "fs:/srv usage:99").await;
+    app.app.state.notifier.wake();
+    let payload: Value = eventually("the webhook", || async {
+        hook.requests().first().map(|request| request.json())
+    })
+    .await;
+    let alert_id = payload["alerts"][0]["id"].as_str().expect("id").to_string();
+    let ack_url = payload["alerts"][0]["actions"]["ack"]
+        .as_str()
+        .expect("ack url");
+    let path = format!("/act/{}", act_tokens(ack_url)[0]);
+    let open_alert = format!("<a href=\"/alerts/{alert_id}\">Open the alert in tellify</a>");
+
+    let anonymous = reqwest::get(app.url(&path)).await.expect("get");
+    let html = anonymous.text().await.expect("html");
+    assert!(!html.contains("<nav aria-label=\"Main\">"), "{html}");
+    assert!(html.contains("(after signing in as ann)"), "{html}");
+
+    let mut as_ann =
+        crate::web::Browser::signed_in(&app, "ann", &crate::web::password_of("ann")).await;
+    let html = as_ann.page(&path).await;
+    assert!(html.contains("<nav aria-label=\"Main\">"), "{html}");
+    assert!(html.contains("<a href=\"/account\""), "{html}");
+    assert!(html.contains(&format!("{open_alert}</p>")), "{html}");
+    assert!(!html.contains("signing in"), "no sign-in hint: {html}");
+    assert!(!html.contains("act-other-user"), "{html}");
+
+    let mut as_bob =
+        crate::web::Browser::signed_in(&app, "bob", &crate::web::password_of("bob")).await;
+    let html = as_bob.page(&path).await;
+    assert!(html.contains("<nav aria-label=\"Main\">"), "{html}");
+    assert!(
+        html.contains("You are signed in as bob, but this link acts for ann"),
+        "{html}"
+    );
+    assert!(
+        !html.contains(&open_alert),
+        "bob cannot open ann's alert: {html}"
+    );
+    assert_eq!(
+        app.alerts(&ann, "state=firing").await[0]["acked"],
+        json!(false),
+        "looking changes nothing"
+    );
+
+    // Confirming with ann's session acts as ann and keeps the navigation.
+    let done = as_ann.post(&path, &[("shelve", "")]).await;
+    assert_eq!(done.status(), StatusCode::OK);
+    let html = done.text().await.expect("html");
+    assert!(html.contains("Acknowledged."), "{html}");
+    assert!(html.contains("<nav aria-label=\"Main\">"), "{html}");
+    // A used link, read while signed in, still says so in words, inside the navigation.
+    let used = as_ann.get(&path).await;
+    assert_eq!(used.status(), StatusCode::GONE);
+    let html = used.text().await.expect("html");
+    assert!(html.contains("This link was already used"), "{html}");
+    assert!(html.contains("<nav aria-label=\"Main\">"), "{html}");
+}

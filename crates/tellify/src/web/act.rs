@@ -4,8 +4,9 @@
 //! follow links, so a GET never changes anything.
 //!
 //! No session is needed: the token is the credential for its one action, so a phone that
-//! never signed in can use it. The POST is still refused when a browser says it came from
-//! another site. An expired or used link answers 410, a link that is not valid 404, each
+//! never signed in can use it. A browser that is signed in sees the usual navigation
+//! around the page, and is told when the link acts for someone else. The POST is still
+//! refused when a browser says it came from another site. An expired or used link answers 410, a link that is not valid 404, each
 //! with a page saying so in words and nothing more.
 
 use askama::Template;
@@ -21,8 +22,9 @@ use super::alerts::Row;
 use super::client_address;
 use super::format::{capitalise, url_encode, Clock};
 use super::session::{read_form, same_origin};
-use super::{render, render_status, Layout, WebError};
+use super::{render, render_status, Layout, MaybeViewer, WebError};
 use crate::services::links::{self, LinkAction, LinkView, ShelveChoice};
+use crate::services::sessions::SignedIn;
 use crate::services::{AppState, ServiceError};
 
 #[derive(Template)]
@@ -40,6 +42,16 @@ pub struct ActPage {
     done: Option<String>,
     /// The form's target.
     post_to: String,
+    /// Whom the browser is signed in as, when it is signed in.
+    signed_in_as: Option<SignedInAs>,
+}
+
+/// The browser's own session, next to the person the link acts for.
+pub struct SignedInAs {
+    /// The signed-in person's handle.
+    name: String,
+    /// Whether that is the person the link acts for (who can open the alert).
+    is_link_user: bool,
 }
 
 #[derive(Template)]
@@ -53,6 +65,7 @@ struct LinkProblemPage {
 /// The confirming page.
 pub async fn confirm(
     State(state): State<AppState>,
+    MaybeViewer(viewer): MaybeViewer,
     Path(token): Path<String>,
     request: Request,
 ) -> Result<Response, WebError> {
@@ -60,14 +73,15 @@ pub async fn confirm(
     let address = client_address(request.extensions());
     let view = match inspect_limited(&state, &token, address, now).await {
         Ok(view) => view,
-        Err(error) => return Ok(problem(error)),
+        Err(error) => return Ok(problem(error, viewer.as_ref())),
     };
     if view.used {
-        return Ok(problem(ServiceError::Gone(
-            "this link was already used".to_string(),
-        )));
+        return Ok(problem(
+            ServiceError::Gone("this link was already used".to_string()),
+            viewer.as_ref(),
+        ));
     }
-    let page = page(&state, &token, &view.alert, &view, None);
+    let page = page(&state, &token, &view.alert, &view, None, viewer.as_ref());
     render(&page)
 }
 
@@ -82,6 +96,7 @@ pub struct ActForm {
 /// The click: performs the link's action once and shows the outcome.
 pub async fn perform(
     State(state): State<AppState>,
+    MaybeViewer(viewer): MaybeViewer,
     Path(token): Path<String>,
     request: Request,
 ) -> Result<Response, WebError> {
@@ -100,11 +115,11 @@ pub async fn perform(
     // Read before acting, for the page: who it is for and how it reads in their zone.
     let view = match inspect_limited(&state, &token, address, now).await {
         Ok(view) => view,
-        Err(error) => return Ok(problem(error)),
+        Err(error) => return Ok(problem(error, viewer.as_ref())),
     };
     let alert = match links::redeem(&state, &token, choice, now).await {
         Ok(alert) => alert,
-        Err(error) => return Ok(problem(error)),
+        Err(error) => return Ok(problem(error, viewer.as_ref())),
     };
     let clock = Clock::new(&view.user.timezone, state.clock.now());
     let row = Row::new(&alert, &clock);
@@ -115,7 +130,7 @@ pub async fn perform(
             None => "Shelved.".to_string(),
         },
     };
-    let page = page(&state, &token, &alert, &view, Some(done));
+    let page = page(&state, &token, &alert, &view, Some(done), viewer.as_ref());
     render(&page)
 }
 
@@ -146,6 +161,7 @@ fn page(
     alert: &Alert,
     view: &LinkView,
     done: Option<String>,
+    viewer: Option<&SignedIn>,
 ) -> ActPage {
     let clock = Clock::new(&view.user.timezone, state.clock.now());
     let user = match &view.user.display_name {
@@ -157,19 +173,31 @@ fn page(
         LinkAction::Shelve => "Shelve this alert",
     };
     ActPage {
-        layout: Layout::anonymous(title),
+        layout: layout(title, viewer),
         alert: Row::new(alert, &clock),
         action: view.action.as_str(),
         user,
         expires: clock.at(view.expires),
         done,
         post_to: format!("/act/{}", url_encode(token)),
+        signed_in_as: viewer.map(|viewer| SignedInAs {
+            name: viewer.principal.user.name.clone(),
+            is_link_user: viewer.principal.user.id == view.user.id,
+        }),
+    }
+}
+
+/// The usual frame with navigation when the browser is signed in, else the bare one.
+fn layout(title: &str, viewer: Option<&SignedIn>) -> Layout {
+    match viewer {
+        Some(viewer) => Layout::new(title, "alerts", viewer),
+        None => Layout::anonymous(title),
     }
 }
 
 /// A link that cannot be used, in words: 410 when it expired or was used, 404 when it
 /// is not valid (or its alert or person is gone); any other failure is the usual page.
-fn problem(error: ServiceError) -> Response {
+fn problem(error: ServiceError, viewer: Option<&SignedIn>) -> Response {
     let (status, heading, message) = match error {
         ServiceError::Gone(message) => (StatusCode::GONE, "This link no longer works", {
             format!(
@@ -187,7 +215,7 @@ fn problem(error: ServiceError) -> Response {
         other => return WebError::from(other).into_response(),
     };
     let page = LinkProblemPage {
-        layout: Layout::anonymous(heading),
+        layout: layout(heading, viewer),
         heading,
         message,
     };

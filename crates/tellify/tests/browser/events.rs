@@ -61,6 +61,13 @@ async fn the_live_tail_shows_only_events_matching_its_filter_without_reload() {
         json!(0),
         "an earlier event that does not match is not shown: {earlier}"
     );
+    assert_eq!(
+        browser
+            .eval("var s = document.getElementById('tail-status'); return [s.hidden, s.classList.contains('live-ok')];")
+            .await,
+        json!([false, true]),
+        "a live tail says so in the calm style, not the warning one"
+    );
     browser.look_at("events-tail").await;
 
     // A marker that a reload would lose.

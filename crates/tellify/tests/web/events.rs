@@ -300,3 +300,71 @@ async fn the_chart_draws_one_series_per_group_key_and_says_when_a_field_is_not_n
     let missing = browser.page("/events/chart?field=nope").await;
     assert!(missing.contains("has a field"), "{missing}");
 }
+
+/// The "From" field shows the start of the range as the reader's wall-clock time, and
+/// what it shows reads back as the same instant: in Tokyo (UTC+9, no DST, so nothing
+/// can look like UTC by chance) the default "one hour ago" at 09:00 UTC is 17:00.
+#[tokio::test]
+async fn the_from_field_shows_and_reads_my_local_time() {
+    let app = spawn_app().await;
+    let ann = person(&app, "ann").await;
+    let mut browser = Browser::signed_in(&app, "ann", &password_of("ann")).await;
+    browser.page("/account").await;
+    let response = browser
+        .post(
+            "/account/profile",
+            &[("display_name", ""), ("timezone", "Asia/Tokyo")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    // 17:30 and 16:30 in Tokyo.
+    let recent = send(
+        &app,
+        &ann,
+        json!({"time": "2026-11-23T08:30:00Z", "type": "disk", "message": "recent"}),
+    )
+    .await;
+    let earlier = send(
+        &app,
+        &ann,
+        json!({"time": "2026-11-23T07:30:00Z", "type": "disk", "message": "earlier"}),
+    )
+    .await;
+
+    let page = browser.page("/events").await;
+    assert!(
+        page.contains("From <span class=\"hint\">(Asia/Tokyo)</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=\"f-from\" name=\"from\" value=\"2026-11-23T17:00\""),
+        "an hour before 18:00 in Tokyo, not 08:00 UTC: {page}"
+    );
+    assert!(page.contains(&recent) && !page.contains(&earlier), "{page}");
+
+    // Sending the shown value back selects the same range, and it is shown unchanged.
+    let again = browser.page("/events?from=2026-11-23T17%3A00").await;
+    assert!(again.contains("value=\"2026-11-23T17:00\""), "{again}");
+    assert!(
+        again.contains(&recent) && !again.contains(&earlier),
+        "{again}"
+    );
+    // An hour earlier, read in Tokyo too, takes in the earlier event.
+    let wider = browser.page("/events?from=2026-11-23T16%3A00").await;
+    assert!(
+        wider.contains(&recent) && wider.contains(&earlier),
+        "{wider}"
+    );
+    let later = browser.page("/events?from=2026-11-23T17%3A45").await;
+    assert!(
+        !later.contains(&recent),
+        "17:45 Tokyo is after 08:30 UTC: {later}"
+    );
+
+    // An event's "similar events" link spans an hour either side, in Tokyo time.
+    let detail = browser.page(&format!("/events/{recent}")).await;
+    assert!(
+        detail.contains("from=2026-11-23T16%3A30&#38;to=2026-11-23T18%3A30"),
+        "{detail}"
+    );
+}

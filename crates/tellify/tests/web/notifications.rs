@@ -450,3 +450,135 @@ async fn my_deliveries_change_live_without_reload() {
         }
     }
 }
+
+/// The segments of one day of one severity's strip on the week page: (kind, x, width,
+/// from, to, label), in order.
+fn strip_segments(page: &str, severity: &str, date: &str) -> Vec<[String; 6]> {
+    let strip = page
+        .split_once(&format!(
+            "<div class=\"strip\" aria-hidden=\"true\" data-severity=\"{severity}\">"
+        ))
+        .unwrap_or_else(|| panic!("a strip for {severity}: {page}"))
+        .1;
+    let strip = strip.split_once("</div>").expect("the strip ends").0;
+    let day = strip
+        .split_once(&format!("data-date=\"{date}\""))
+        .unwrap_or_else(|| panic!("a bar for {date}: {strip}"))
+        .1;
+    let day = day
+        .split_once("<line class=\"hour\"")
+        .expect("the bar ends")
+        .0;
+    let attribute = |piece: &str, name: &str| -> String {
+        let start = piece
+            .find(&format!(" {name}=\""))
+            .unwrap_or_else(|| panic!("{name} in {piece}"))
+            + name.len()
+            + 3;
+        piece[start..]
+            .split('"')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    day.split("<svg class=\"seg seg-")
+        .skip(1)
+        .map(|piece| {
+            let kind = piece.split('"').next().unwrap_or_default().to_string();
+            let label = piece
+                .split_once("<text x=\"4\" y=\"50%\">")
+                .and_then(|(_, rest)| rest.split_once("</text>"))
+                .map(|(label, _)| label.to_string())
+                .unwrap_or_default();
+            [
+                kind,
+                attribute(piece, "x"),
+                attribute(piece, "width"),
+                attribute(piece, "data-from"),
+                attribute(piece, "data-to"),
+                label,
+            ]
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_week_page_draws_a_strip_per_severity_and_day() {
+    let app = spawn_app().await;
+    let ann = person(&app, "ann").await;
+    contact(&app, &ann, "mail", "email", "ann@example.com").await;
+    contact(&app, &ann, "phone", "webhook", "http://127.0.0.1:9/sms").await;
+    // Rule 1: warnings and worse by mail at once, 09:00 to 18:00 Monday to Friday in
+    // Berlin; rule 2: everything else in an hourly digest; rule 3: critical ones also to
+    // the phone on Saturday mornings.
+    policy(
+        &app,
+        &ann,
+        "default",
+        json!([
+            {"when": {"days": ["mon", "tue", "wed", "thu", "fri"], "from": "09:00", "to": "18:00"},
+             "min_severity": "warning", "contact_points": ["mail"], "mode": "now"},
+            {"when": {"days": ["sat"], "from": "06:00", "to": "12:00"},
+             "min_severity": "critical", "contact_points": ["phone"], "mode": "now", "continue": true},
+            {"contact_points": ["mail"], "mode": {"digest": "1h"}},
+        ]),
+    )
+    .await;
+    let mut browser = Browser::signed_in(&app, "ann", &password_of("ann")).await;
+    let page = browser.page("/notifications/week?policy=default").await;
+    let segment = |kind: &str, x: &str, width: &str, from: &str, to: &str, label: &str| {
+        [kind, x, width, from, to, label].map(str::to_string)
+    };
+
+    // The test clock is Monday 23 November 2026, 10:00 in Berlin; the strip starts today.
+    assert_eq!(
+        strip_segments(&page, "warning", "2026-11-23"),
+        [
+            segment("held", "0%", "37.5%", "00:00", "09:00", "‖ mail"),
+            segment("now", "37.5%", "37.5%", "09:00", "18:00", "➜ mail"),
+            segment("held", "75%", "25%", "18:00", "24:00", "‖ mail"),
+        ]
+    );
+    assert!(
+        page.contains("<title>09:00–18:00: rule 1: mail at once</title>"),
+        "each segment has its words: {page}"
+    );
+    assert!(
+        page.contains("<span class=\"strip-day\">Mon 23</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<span class=\"strip-day\">Sun 29</span>"),
+        "seven days: {page}"
+    );
+    assert!(
+        !page.contains("data-date=\"2026-11-30\""),
+        "seven days only: {page}"
+    );
+    // The weekend has no work hours; a critical alert also goes to the phone on Saturday
+    // morning, while the digest goes on.
+    assert_eq!(
+        strip_segments(&page, "warning", "2026-11-28"),
+        [segment("held", "0%", "100%", "00:00", "24:00", "‖ mail")]
+    );
+    assert_eq!(
+        strip_segments(&page, "critical", "2026-11-28"),
+        [
+            segment("held", "0%", "25%", "00:00", "06:00", "‖ mail"),
+            segment("now", "25%", "25%", "06:00", "12:00", "➜ phone ‖ mail"),
+            segment("held", "50%", "50%", "12:00", "24:00", "‖ mail"),
+        ]
+    );
+    // Below rule 1's minimum, every day is one digest.
+    assert_eq!(
+        strip_segments(&page, "info", "2026-11-23"),
+        [segment("held", "0%", "100%", "00:00", "24:00", "‖ mail")]
+    );
+    // A key to read it by, and the table is still there under each strip.
+    assert!(page.contains("‖ hatched: held for a digest"), "{page}");
+    assert!(
+        page.contains("<span class=\"h12\">12</span>"),
+        "an hour scale: {page}"
+    );
+    assert_eq!(page.matches("<table class=\"week\">").count(), 3);
+}
