@@ -85,6 +85,13 @@ async fn the_emailed_ack_link_confirms_then_acknowledges_once() {
     let page = browser.text("main").await;
     assert!(page.contains("fs=/home"), "the alert it is about: {page}");
     assert!(page.contains("Nothing happens until you press the button"));
+    assert_eq!(
+        browser
+            .eval("return [!!document.querySelector('nav[aria-label=Main]'), document.querySelector('main').textContent.includes('signing in')];")
+            .await,
+        json!([true, false]),
+        "signed in: the usual navigation, and no sign-in hint"
+    );
     let alert = &app.alerts(&ann, "").await[0];
     assert_eq!(
         alert["acked"],

@@ -131,6 +131,24 @@ async fn a_policy_from_the_schedule_editor_shows_in_when_will_i_be_told() {
             .all(|row| row.2.contains("rule 2") && row.3 == "held"),
         "{info:?}"
     );
+    // Above each table, a strip of seven day bars; Monday's work hours sit in the middle
+    // of the warning bar, 09:00 (37.5 %) to 18:00 (75 %) of its width.
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('div.strip svg.strip-bar').length;")
+            .await,
+        json!(21),
+        "seven days for each of three severities"
+    );
+    let placed = browser
+        .eval(
+            "var bar = document.querySelector('div.strip[data-severity=warning] svg.strip-bar');
+             var box = bar.getBoundingClientRect();
+             var work = bar.querySelector('svg.seg-now').getBoundingClientRect();
+             return [Math.round((work.left - box.left) / box.width * 1000), Math.round(work.width / box.width * 1000)];",
+        )
+        .await;
+    assert_eq!(placed, json!([375, 375]), "drawn where the hours are");
     browser.look_at("when-will-i-be-told").await;
 }
 

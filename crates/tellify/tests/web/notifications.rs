@@ -486,7 +486,7 @@ fn strip_segments(page: &str, severity: &str, date: &str) -> Vec<[String; 6]> {
         .map(|piece| {
             let kind = piece.split('"').next().unwrap_or_default().to_string();
             let label = piece
-                .split_once("<text x=\"4\" y=\"50%\">")
+                .split_once("<text x=\"6\" y=\"50%\">")
                 .and_then(|(_, rest)| rest.split_once("</text>"))
                 .map(|(label, _)| label.to_string())
                 .unwrap_or_default();
