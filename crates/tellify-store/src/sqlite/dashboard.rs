@@ -36,8 +36,11 @@ CREATE INDEX alerts_shelved_by ON alerts(json_extract(body, '$.shelved_by'))
 /// ?8 the group field's JSON path (NULL: one line), ?9 the envelope's JSON path to fall
 /// back to (or NULL).
 ///
-/// Rows: `(0, NULL, NULL, rows looked at, NULL, oldest time looked at)`, then per key
-/// and bucket `(1, key, bucket, count, sum, mean time)`, then
+/// Each candidate's body is parsed once: the field and the group key are taken as JSON
+/// text (`->`), grouped as such, and only each group's key is turned into text.
+///
+/// Rows: `(0, NULL, NULL, rows looked at, NULL, oldest time looked at)`, then per group
+/// key (as JSON) and bucket `(1, key, bucket, count, sum, mean time)`, then
 /// `(2, NULL, NULL, events with a value that is not a number, NULL, NULL)`.
 const CHART_SQL: &str = "
 WITH candidates AS MATERIALIZED (
@@ -46,29 +49,22 @@ WITH candidates AS MATERIALIZED (
     ORDER BY time_ms DESC LIMIT ?3
 ),
 picked AS MATERIALIZED (
-    SELECT e.time_ms AS t,
-           json_type(e.body, ?5) IN ('integer', 'real') AS numeric,
-           CASE WHEN json_type(e.body, ?5) IN ('integer', 'real')
-                THEN json_extract(e.body, ?5) END AS v,
-           CASE WHEN json_type(e.body, ?5) NOT IN ('integer', 'real') THEN NULL
-                WHEN ?8 IS NULL THEN 'all'
-                ELSE coalesce(
-                    CASE json_type(e.body, ?8)
-                        WHEN 'text' THEN json_extract(e.body, ?8)
-                        ELSE e.body -> ?8 END,
-                    json_extract(e.body, ?9),
-                    '(none)') END AS k
+    SELECT e.time_ms AS t, e.body -> ?5 AS raw,
+           CASE WHEN ?8 IS NULL THEN '\"all\"'
+                ELSE coalesce(e.body -> ?8, e.body -> ?9, '\"(none)\"') END AS g
     FROM candidates c CROSS JOIN events e
     WHERE e.seq = c.seq AND e.repeat_of IS NULL
       AND (?4 IS NULL OR json_extract(e.body, '$.type') = ?4)
-      AND json_type(e.body, ?5) IS NOT NULL
+      AND raw IS NOT NULL
 )
 SELECT 0, NULL, NULL, count(*), NULL, min(time_ms) FROM candidates
 UNION ALL
-SELECT 1, k, min((t - ?1) * ?6 / ?7, ?6 - 1), count(*), total(v), avg(t)
-    FROM picked WHERE numeric GROUP BY 2, 3
+SELECT 1, CASE WHEN json_type(g) = 'text' THEN g ->> '$' ELSE g END,
+       min((t - ?1) * ?6 / ?7, ?6 - 1), count(*), total(CAST(raw AS REAL)), avg(t)
+    FROM picked WHERE json_type(raw) IN ('integer', 'real') GROUP BY g, 3
 UNION ALL
-SELECT 2, NULL, NULL, count(*), NULL, NULL FROM picked WHERE NOT numeric";
+SELECT 2, NULL, NULL, count(*), NULL, NULL
+    FROM picked WHERE json_type(raw) NOT IN ('integer', 'real')";
 
 pub(super) fn chart(connection: &Connection, query: &ChartQuery) -> StoreResult<ChartAggregate> {
     let since = query.since.as_millisecond();
@@ -107,7 +103,9 @@ pub(super) fn chart(connection: &Connection, query: &ChartQuery) -> StoreResult<
         .map_err(unavailable)?;
     let mut aggregate = ChartAggregate::default();
     let mut oldest: Option<i64> = None;
-    let mut lines: BTreeMap<String, Vec<ChartBucket>> = BTreeMap::new();
+    // key → bucket → (count, sum, sum of times): two JSON values can have one text (the
+    // string "1" and the number 1), so groups with one key merge here.
+    let mut lines: BTreeMap<String, BTreeMap<usize, (u64, f64, f64)>> = BTreeMap::new();
     while let Some(row) = rows.next().map_err(unavailable)? {
         let part: i64 = row.get(0).map_err(unavailable)?;
         let count: i64 = row.get(3).map_err(unavailable)?;
@@ -119,16 +117,18 @@ pub(super) fn chart(connection: &Connection, query: &ChartQuery) -> StoreResult<
             1 => {
                 let key: String = row.get(1).map_err(unavailable)?;
                 let bucket: i64 = row.get(2).map_err(unavailable)?;
+                let sum: f64 = row.get(4).map_err(unavailable)?;
                 let mean: f64 = row.get(5).map_err(unavailable)?;
-                let mean_time =
-                    Timestamp::from_millisecond(mean.round() as i64).map_err(unavailable)?;
-                aggregate.numeric += count.max(0) as u64;
-                lines.entry(key).or_default().push(ChartBucket {
-                    bucket: bucket.max(0) as usize,
-                    count: count.max(0) as u64,
-                    sum: row.get(4).map_err(unavailable)?,
-                    mean_time,
-                });
+                let count = count.max(0) as u64;
+                aggregate.numeric += count;
+                let slot = lines
+                    .entry(key)
+                    .or_default()
+                    .entry(bucket.max(0) as usize)
+                    .or_insert((0, 0.0, 0.0));
+                slot.0 += count;
+                slot.1 += sum;
+                slot.2 += mean * count as f64;
             }
             _ => aggregate.not_numeric = count.max(0) as u64,
         }
@@ -139,17 +139,24 @@ pub(super) fn chart(connection: &Connection, query: &ChartQuery) -> StoreResult<
             .transpose()
             .map_err(unavailable)?;
     }
-    let mut series: Vec<ChartSeries> = lines
-        .into_iter()
-        .map(|(key, mut buckets)| {
-            buckets.sort_by_key(|bucket| bucket.bucket);
-            ChartSeries {
-                key,
-                events: buckets.iter().map(|bucket| bucket.count).sum(),
-                buckets,
-            }
-        })
-        .collect();
+    let mut series = Vec::with_capacity(lines.len());
+    for (key, slots) in lines {
+        let mut buckets = Vec::with_capacity(slots.len());
+        for (bucket, (count, sum, times)) in slots {
+            let mean = (times / count.max(1) as f64).round() as i64;
+            buckets.push(ChartBucket {
+                bucket,
+                count,
+                sum,
+                mean_time: Timestamp::from_millisecond(mean).map_err(unavailable)?,
+            });
+        }
+        series.push(ChartSeries {
+            key,
+            events: buckets.iter().map(|bucket| bucket.count).sum(),
+            buckets,
+        });
+    }
     if series.len() > query.max_series {
         // Keep the keys with the most events; answer them in key order.
         series.sort_by(|a, b| b.events.cmp(&a.events).then(a.key.cmp(&b.key)));
