@@ -17,11 +17,11 @@ use tellify_engine::handlers::AlertOutput;
 use tellify_model::{EventInput, Fields, Severity, StoredEvent};
 
 use crate::{
-    AlertQuery, Appended, AuditRecord, ContactPoint, DeliveryHold, DeliveryOutcome, DeliveryQuery,
-    DeliveryStatus, EventQuery, EventSearch, EventType, FilterErrorUpdate, FilterErrors,
-    FinishedDelivery, Group, NewNotification, NotificationPlanner, OutputToApply, Plan, PlannerRef,
-    PolicyRecord, ProcessingCommit, RepeatSchedule, Store, StoreError, Subscription, Token, User,
-    Viewer,
+    AlertQuery, Appended, AuditRecord, ChartQuery, ContactPoint, DeliveryHold, DeliveryOutcome,
+    DeliveryQuery, DeliveryStatus, EventQuery, EventSearch, EventType, FilterErrorUpdate,
+    FilterErrors, FinishedDelivery, Group, NewNotification, NotificationPlanner, OutputToApply,
+    Plan, PlannerRef, PolicyRecord, ProcessingCommit, RepeatSchedule, Store, StoreError,
+    Subscription, Token, User, Viewer,
 };
 
 /// What a test's store factory returns: a store, or a store with a guard that must outlive
@@ -82,6 +82,11 @@ macro_rules! conformance_tests {
             filter_errors_add_up_in_processing_commits_and_an_update_keeps_or_clears_them,
             a_server_secret_is_written_once_and_shared,
             a_link_nonce_is_used_once_until_released_or_pruned,
+            a_chart_buckets_a_numeric_field_per_key_and_counts_what_is_not_a_number,
+            a_chart_keeps_the_keys_with_the_most_events_and_filters_by_type,
+            a_chart_looks_at_no_more_than_its_budget_and_says_where_it_stopped,
+            subscription_alerts_count_every_firing_alert_and_the_last_fire,
+            held_alerts_are_the_actors_acks_and_shelves_the_viewer_may_see,
         );
     };
     (@each $make_store:expr; $($name:ident),* $(,)?) => {
@@ -1662,4 +1667,300 @@ pub async fn a_link_nonce_is_used_once_until_released_or_pruned(store: &dyn Stor
         "expired rows are pruned"
     );
     assert!(store.link_used("n2").await.unwrap());
+}
+
+// ---- the dashboard's summaries ----
+
+/// An event at minute `minute` after `at(0)` with these fields (and a host).
+fn chart_event(minute: i64, event_type: Option<&str>, fields: serde_json::Value) -> StoredEvent {
+    let input = EventInput {
+        event_type: event_type.map(str::to_string),
+        time: Some(at(minute * 60)),
+        source: Some(tellify_model::Source {
+            host: Some(format!("h{}", minute % 2)),
+            component: None,
+        }),
+        fields: fields.as_object().cloned().unwrap_or_default(),
+        ..Default::default()
+    };
+    StoredEvent::from_input(input, None, at(minute * 60), 0)
+}
+
+/// The hour after `at(0)` in `buckets` buckets, looking at up to 1,000 events.
+fn chart_query(field: &str, group: &str, buckets: usize) -> ChartQuery {
+    ChartQuery {
+        since: at(0),
+        until: at(3600),
+        field: field.to_string(),
+        group: group.to_string(),
+        event_type: None,
+        buckets,
+        max_series: 20,
+        max_examined: 1000,
+    }
+}
+
+pub async fn a_chart_buckets_a_numeric_field_per_key_and_counts_what_is_not_a_number(
+    store: &dyn Store,
+) {
+    // usage 0, 10, .. 50 at minutes 0, 5, .. 25, alternating between two filesystems.
+    let mut events: Vec<StoredEvent> = (0..6)
+        .map(|i| {
+            chart_event(
+                i * 5,
+                None,
+                json!({"usage": i * 10, "fs": if i % 2 == 0 { "/" } else { "/home" }}),
+            )
+        })
+        .collect();
+    events.push(chart_event(7, None, json!({"usage": "full", "fs": "/"})));
+    events.push(chart_event(8, None, json!({"usage": null})));
+    events.push(chart_event(9, None, json!({"other": 1})));
+    // Outside the range on both sides.
+    events.push(chart_event(-1, None, json!({"usage": 1000, "fs": "/"})));
+    events.push(chart_event(60, None, json!({"usage": 1000, "fs": "/"})));
+    store.append_events(events).await.unwrap();
+
+    let chart = store
+        .chart_events(chart_query("usage", "fs", 4))
+        .await
+        .unwrap();
+    assert_eq!(chart.numeric, 6);
+    assert_eq!(chart.not_numeric, 2, "a string and a null");
+    assert_eq!(chart.examined, 9, "the events in the range");
+    assert_eq!(chart.cut_at, None);
+    assert_eq!(chart.series_cut, 0);
+    let keys: Vec<&str> = chart.series.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["/", "/home"]);
+    // "/": minutes 0, 10, 20 with 0, 20, 40; buckets of 15 minutes: 0-14 and 15-29.
+    let root = &chart.series[0];
+    assert_eq!(root.events, 3);
+    let buckets: Vec<(usize, u64, f64)> = root
+        .buckets
+        .iter()
+        .map(|b| (b.bucket, b.count, b.sum))
+        .collect();
+    assert_eq!(buckets, [(0, 2, 20.0), (1, 1, 40.0)]);
+    assert_eq!(
+        root.buckets[0].mean_time,
+        at(5 * 60),
+        "mean of minutes 0 and 10"
+    );
+    assert_eq!(root.buckets[1].mean_time, at(20 * 60));
+
+    // No group: one line `all`; a group field no event has falls back to the source.
+    let one = store
+        .chart_events(chart_query("usage", "", 1))
+        .await
+        .unwrap();
+    assert_eq!(one.series.len(), 1);
+    assert_eq!(one.series[0].key, "all");
+    assert_eq!(one.series[0].buckets[0].count, 6);
+    assert_eq!(one.series[0].buckets[0].sum, 150.0);
+    let by_host = store
+        .chart_events(chart_query("usage", "host", 1))
+        .await
+        .unwrap();
+    let keys: Vec<(&str, u64)> = by_host
+        .series
+        .iter()
+        .map(|s| (s.key.as_str(), s.events))
+        .collect();
+    assert_eq!(keys, [("h0", 3), ("h1", 3)]);
+    let nowhere = store
+        .chart_events(chart_query("usage", "nowhere", 1))
+        .await
+        .unwrap();
+    assert_eq!(nowhere.series[0].key, "(none)");
+    // A number as the group key is its JSON text.
+    let by_usage = store
+        .chart_events(chart_query("usage", "usage", 1))
+        .await
+        .unwrap();
+    assert_eq!(by_usage.series[1].key, "10");
+}
+
+pub async fn a_chart_keeps_the_keys_with_the_most_events_and_filters_by_type(store: &dyn Store) {
+    // Key k has k + 1 events of type `disk`; one more event of another type for key 0.
+    let mut events = Vec::new();
+    for key in 0..5 {
+        for minute in 0..(key + 1) {
+            events.push(chart_event(
+                minute,
+                Some("disk"),
+                json!({"v": minute * 2, "k": key}),
+            ));
+        }
+    }
+    events.push(chart_event(1, Some("cpu"), json!({"v": 7, "k": 0})));
+    store.append_events(events).await.unwrap();
+
+    let mut query = chart_query("v", "k", 2);
+    query.max_series = 3;
+    let chart = store.chart_events(query.clone()).await.unwrap();
+    assert_eq!(chart.series_cut, 2);
+    let keys: Vec<&str> = chart.series.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["2", "3", "4"], "the keys with the most events");
+    assert_eq!(chart.numeric, 16, "every numeric event counts, kept or cut");
+    let four = &chart.series[2];
+    assert_eq!(four.buckets.len(), 1);
+    assert_eq!(four.buckets[0].count, 5);
+    assert_eq!(four.buckets[0].sum, 20.0, "0 + 2 + 4 + 6 + 8");
+
+    query.max_series = 20;
+    query.event_type = Some("cpu".to_string());
+    let cpu = store.chart_events(query).await.unwrap();
+    assert_eq!(cpu.numeric, 1);
+    assert_eq!(cpu.series[0].key, "0");
+    assert_eq!(cpu.series[0].buckets[0].sum, 7.0);
+}
+
+pub async fn a_chart_looks_at_no_more_than_its_budget_and_says_where_it_stopped(store: &dyn Store) {
+    let events: Vec<StoredEvent> = (0..30)
+        .map(|minute| chart_event(minute, None, json!({"v": 1})))
+        .collect();
+    store.append_events(events).await.unwrap();
+    let mut query = chart_query("v", "", 1);
+    query.max_examined = 10;
+    let chart = store.chart_events(query).await.unwrap();
+    assert_eq!(chart.examined, 10);
+    assert_eq!(chart.numeric, 10, "the newest ten");
+    assert_eq!(chart.cut_at, Some(at(20 * 60)));
+}
+
+/// `count` alerts of one subscription of `owner`, keys `k0`.., fired one second apart
+/// from `at(first)` plus a quarter second (times with a fraction).
+async fn fired_alerts(
+    store: &dyn Store,
+    subscription: &Subscription,
+    count: usize,
+    first: i64,
+) -> Vec<tellify_engine::alerts::Alert> {
+    let origin = subscription.origin();
+    let outputs = (0..count)
+        .map(|index| {
+            let mut output = fire_output(
+                &origin,
+                &format!("k{index}"),
+                first + index as i64,
+                Severity::Warning,
+            );
+            output.at += SignedDuration::from_millis(250);
+            output
+        })
+        .collect();
+    let outcome = store
+        .commit_processing(ProcessingCommit {
+            cursor: 1,
+            outputs,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    outcome
+        .changes
+        .into_iter()
+        .map(|change| change.alert)
+        .collect()
+}
+
+pub async fn subscription_alerts_count_every_firing_alert_and_the_last_fire(store: &dyn Store) {
+    let (bob, subscription) = bob_subscribed(store).await;
+    let quiet = subscription_of(&bob, "quiet", None);
+    store.insert_subscription(quiet.clone()).await.unwrap();
+    let carol = user("carol");
+    store.create_user(carol.clone()).await.unwrap();
+    let carols = subscription_of(&carol, "carol's", None);
+    store.insert_subscription(carols.clone()).await.unwrap();
+    let alerts = fired_alerts(store, &subscription, 5, 10).await;
+    fired_alerts(store, &carols, 2, 100).await;
+    // One resolves, one is cleared: three still fire.
+    store
+        .commit_processing(ProcessingCommit {
+            cursor: 2,
+            outputs: vec![OutputToApply {
+                origin: subscription.origin(),
+                output: AlertOutput::Resolve {
+                    group_key: "k0".to_string(),
+                    message: None,
+                },
+                at: at(20),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store
+        .act_on_alert(&alerts[1].id, Action::Clear, "bob", at(21))
+        .await
+        .unwrap();
+
+    let bobs = store
+        .subscription_alerts(Some(&viewer(&bob.id)))
+        .await
+        .unwrap();
+    assert_eq!(bobs.len(), 1, "the quiet one has no alerts: {bobs:?}");
+    assert_eq!(bobs[0].subscription_id, subscription.id);
+    assert_eq!(bobs[0].firing, 3);
+    assert_eq!(
+        bobs[0].last_fired,
+        Some(at(14) + SignedDuration::from_millis(250)),
+        "the newest last_seen, to the millisecond"
+    );
+    let everyone = store.subscription_alerts(None).await.unwrap();
+    assert_eq!(everyone.len(), 2);
+    assert!(store
+        .subscription_alerts(Some(&viewer("someone-else")))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn held_alerts_are_the_actors_acks_and_shelves_the_viewer_may_see(store: &dyn Store) {
+    let (bob, subscription) = bob_subscribed(store).await;
+    let alerts = fired_alerts(store, &subscription, 6, 10).await;
+    let act = |index: usize, action: Action, actor: &'static str| {
+        let id = alerts[index].id.clone();
+        async move {
+            store
+                .act_on_alert(&id, action, actor, at(30))
+                .await
+                .unwrap()
+        }
+    };
+    let ack = || Action::Ack {
+        note: None,
+        expires: Some(at(4000)),
+    };
+    let shelve = || Action::Shelve {
+        until: None,
+        oneshot: true,
+        reason: None,
+    };
+    act(0, ack(), "bob").await; // the oldest, held
+    act(1, shelve(), "bob").await; // held
+    act(2, ack(), "carol").await; // someone else's
+    act(3, ack(), "bob").await;
+    act(3, Action::Clear, "bob").await; // cleared: gone from the view
+    act(4, shelve(), "bob").await;
+    act(4, Action::Unshelve, "bob").await; // no longer shelved
+    act(5, ack(), "bob").await;
+    act(5, shelve(), "bob").await; // acked and shelved: listed once
+
+    let held = store
+        .held_alerts("bob", Some(&viewer(&bob.id)))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = held.iter().map(|alert| alert.id.as_str()).collect();
+    // Ids sort by creation time (alerts made in one millisecond in any order).
+    let mut expected: Vec<&str> = [0, 1, 5].iter().map(|i| alerts[*i].id.as_str()).collect();
+    expected.sort_by(|a, b| b.cmp(a));
+    assert_eq!(ids, expected, "newest first");
+    assert_eq!(store.held_alerts("bob", None).await.unwrap().len(), 3);
+    assert_eq!(store.held_alerts("carol", None).await.unwrap().len(), 1);
+    assert!(store
+        .held_alerts("bob", Some(&viewer("someone-else")))
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -6,6 +6,7 @@
 //! implementations of the same [`Store`] trait, held to the same [`conformance`] suite.
 
 pub mod conformance;
+mod dashboard;
 mod event_types;
 mod export;
 mod keyed;
@@ -14,6 +15,7 @@ pub mod processing;
 pub mod sqlite;
 mod types;
 
+pub use dashboard::*;
 pub use event_types::*;
 pub use export::*;
 pub use keyed::KeyedEventQuery;
@@ -89,6 +91,12 @@ pub trait Store: Send + Sync + 'static {
     /// looked at no more than about `max_examined` rows, and where to go on from.
     async fn search_events(&self, search: EventSearch) -> StoreResult<SearchStep>;
     async fn event(&self, id: &str) -> StoreResult<Option<ListedEvent>>;
+    /// A numeric field of the events in a time range, per group key and time bucket: the
+    /// count, the sum of the values and the mean time, for the `max_series` keys with the
+    /// most events, with the number of events whose field is not a number. Each event is
+    /// counted once (a repeat as its first occurrence, as search lists it). It looks at no
+    /// more than `max_examined` events, the newest first, and says where it stopped.
+    async fn chart_events(&self, query: ChartQuery) -> StoreResult<ChartAggregate>;
     /// The newest events of one type matching a key (see [`KeyedEventQuery`]), newest
     /// first, answered from an index rather than by paging through the log.
     async fn keyed_events(&self, query: KeyedEventQuery) -> StoreResult<Vec<StoredEvent>>;
@@ -165,6 +173,20 @@ pub trait Store: Send + Sync + 'static {
 
     async fn alert(&self, id: &str) -> StoreResult<Option<Alert>>;
     async fn list_alerts(&self, query: AlertQuery) -> StoreResult<Vec<Alert>>;
+    /// Per subscription `viewer` may see (all when `None`) that has alerts `viewer` may
+    /// see: how many fire and when one was last seen firing. An aggregate over an index,
+    /// so every alert counts however many there are; subscriptions without alerts are
+    /// absent.
+    async fn subscription_alerts(
+        &self,
+        viewer: Option<&Viewer>,
+    ) -> StoreResult<Vec<SubscriptionAlerts>>;
+    /// Every alert not cleared that `viewer` may see (all when `None`) and that the user
+    /// named `actor` acknowledged (still marked acknowledged) or shelved (still marked
+    /// shelved), newest first, with no cap: read through indexes of who acknowledged and
+    /// who shelved. Whether the acknowledgement or shelve has expired is the caller's to
+    /// judge at its own `now`.
+    async fn held_alerts(&self, actor: &str, viewer: Option<&Viewer>) -> StoreResult<Vec<Alert>>;
     async fn alert_history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>>;
     /// Applies a person's action atomically and records it.
     async fn act_on_alert(

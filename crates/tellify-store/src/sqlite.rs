@@ -16,6 +16,7 @@ use tellify_engine::alerts::{Action, Alert, HistoryEntry};
 use tellify_model::StoredEvent;
 use tokio::sync::{mpsc, oneshot};
 
+mod dashboard;
 mod event_types;
 mod export;
 mod keyed;
@@ -30,11 +31,12 @@ use self::processing::SqliteProcessing;
 pub use notify::REMOVED_USER;
 
 use crate::{
-    AlertChange, AlertQuery, Appended, AuditRecord, ClearedFilter, CommitOutcome, ContactPoint,
-    Delivery, DeliveryHold, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery, EventSearch,
-    EventType, FinishedDelivery, Group, KeyedEventQuery, ListedEvent, NotifyDirectory,
-    OffboardCounts, PlannerRef, PolicyRecord, ProcessingCommit, ProcessingSnapshot, SearchStep,
-    Silence, Store, StoreError, StoreResult, Subscription, Token, User, Viewer, WebSession,
+    AlertChange, AlertQuery, Appended, AuditRecord, ChartAggregate, ChartQuery, ClearedFilter,
+    CommitOutcome, ContactPoint, Delivery, DeliveryHold, DeliveryJob, DeliveryQuery,
+    DeliveryRecord, EventQuery, EventSearch, EventType, FinishedDelivery, Group, KeyedEventQuery,
+    ListedEvent, NotifyDirectory, OffboardCounts, PlannerRef, PolicyRecord, ProcessingCommit,
+    ProcessingSnapshot, SearchStep, Silence, Store, StoreError, StoreResult, Subscription,
+    SubscriptionAlerts, Token, User, Viewer, WebSession,
 };
 
 /// Most append requests folded into one transaction.
@@ -143,6 +145,8 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
     sessions::MIGRATION,
     // user_version 12: the action links' signing key and used links.
     links::MIGRATION,
+    // user_version 13: the dashboard's alert summaries (subscription state, acks, shelves).
+    dashboard::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -849,6 +853,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn chart_events(&self, query: ChartQuery) -> StoreResult<ChartAggregate> {
+        self.read(move |connection| dashboard::chart(connection, &query))
+            .await
+    }
+
     async fn keyed_events(&self, query: KeyedEventQuery) -> StoreResult<Vec<StoredEvent>> {
         self.read(move |connection| keyed::keyed_events(connection, &query))
             .await
@@ -1386,6 +1395,22 @@ impl Store for SqliteStore {
             Ok(alerts)
         })
         .await
+    }
+
+    async fn subscription_alerts(
+        &self,
+        viewer: Option<&Viewer>,
+    ) -> StoreResult<Vec<SubscriptionAlerts>> {
+        let viewer = viewer.cloned();
+        self.read(move |connection| dashboard::subscription_alerts(connection, viewer.as_ref()))
+            .await
+    }
+
+    async fn held_alerts(&self, actor: &str, viewer: Option<&Viewer>) -> StoreResult<Vec<Alert>> {
+        let actor = actor.to_string();
+        let viewer = viewer.cloned();
+        self.read(move |connection| dashboard::held_alerts(connection, &actor, viewer.as_ref()))
+            .await
     }
 
     async fn alert_history(&self, id: &str) -> StoreResult<Vec<HistoryEntry>> {

@@ -164,6 +164,8 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
              ALTER TABLE users DROP COLUMN display_name;
              ALTER TABLE users DROP COLUMN password_hash; DROP TABLE web_sessions;
              DROP TABLE server_secrets; DROP TABLE used_links;
+             DROP INDEX alerts_subscription_state; DROP INDEX alerts_acked_by;
+             DROP INDEX alerts_shelved_by;
              PRAGMA user_version = 4;",
         )
         .unwrap();
@@ -175,7 +177,7 @@ async fn a_version_4_database_gains_health_and_token_expiry_and_keeps_its_tokens
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 12);
+    assert_eq!(version, 13);
 }
 
 #[tokio::test]
@@ -213,6 +215,8 @@ async fn a_version_7_database_finds_its_alerta_events_by_producer_after_the_upgr
              ALTER TABLE users DROP COLUMN display_name;
              ALTER TABLE users DROP COLUMN password_hash; DROP TABLE web_sessions;
              DROP TABLE server_secrets; DROP TABLE used_links;
+             DROP INDEX alerts_subscription_state; DROP INDEX alerts_acked_by;
+             DROP INDEX alerts_shelved_by;
              PRAGMA user_version = 7;",
         )
         .unwrap();

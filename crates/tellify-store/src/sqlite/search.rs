@@ -177,7 +177,7 @@ fn step_sql(path: Path, field_equalities: usize) -> String {
 }
 
 /// The JSON path of a top-level field, quoted so any name is taken literally.
-fn field_path(name: &str) -> String {
+pub(super) fn field_path(name: &str) -> String {
     let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
     format!("$.fields.\"{escaped}\"")
 }

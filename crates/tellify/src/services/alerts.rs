@@ -8,7 +8,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use tellify_engine::alerts::{Action, Alert, AlertState, HistoryEntry};
 use tellify_model::Severity;
-use tellify_store::{AlertQuery, ClearedFilter};
+use tellify_store::{AlertQuery, ClearedFilter, SubscriptionAlerts};
 
 use super::error::{require, ServiceError, ServiceResult};
 use super::Services;
@@ -104,6 +104,37 @@ pub async fn list(
     let now = services.clock.now();
     let items = alerts.into_iter().map(|alert| alert.at(now)).collect();
     Ok(AlertPage { items, next })
+}
+
+/// Per subscription with alerts the caller may see: how many fire and when one last
+/// fired, counted by the store over every alert (not a page of them).
+pub async fn subscription_states(
+    services: &Services,
+    principal: &Principal,
+) -> ServiceResult<Vec<SubscriptionAlerts>> {
+    require(principal, Scope::User)?;
+    let viewer = (!principal.is_admin()).then(|| principal.viewer());
+    Ok(services.store.subscription_alerts(viewer.as_ref()).await?)
+}
+
+/// The alerts the caller may see that they acknowledged or shelved, with the
+/// acknowledgement or shelve still in force now, newest first: all of them, however many
+/// other alerts there are. Each as of now.
+pub async fn held(services: &Services, principal: &Principal) -> ServiceResult<Vec<Alert>> {
+    require(principal, Scope::User)?;
+    let viewer = (!principal.is_admin()).then(|| principal.viewer());
+    let name = principal.user.name.as_str();
+    let now = services.clock.now();
+    let alerts = services.store.held_alerts(name, viewer.as_ref()).await?;
+    Ok(alerts
+        .into_iter()
+        .map(|alert| alert.at(now))
+        .filter(|alert| {
+            let acked = alert.is_acked(now) && alert.acked_by.as_deref() == Some(name);
+            let shelved = alert.is_shelved(now) && alert.shelved_by.as_deref() == Some(name);
+            acked || shelved
+        })
+        .collect())
 }
 
 /// An alert the caller may see, as of now; anything else is "not found".

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tellify_engine::filter::{EventContext, Filter, FilterError};
 use tellify_engine::IndexValue;
 use tellify_model::StoredEvent;
-use tellify_store::{EventSearch, ListedEvent};
+use tellify_store::{ChartAggregate, ChartQuery, EventSearch, ListedEvent};
 
 use super::error::{require, ServiceError, ServiceResult};
 use super::Services;
@@ -174,6 +174,19 @@ pub async fn search(
             return Ok(partial_page(items, resume, examined));
         }
     }
+}
+
+/// A numeric field of the events in a range bucketed per group key by the store (see
+/// [`tellify_store::Store::chart_events`]): for anyone who may search events. Bounded by
+/// the query's `max_examined`, the newest events first. It cannot apply a CEL filter or a
+/// text match; a chart with either reads its events through [`search`] instead.
+pub async fn chart(
+    services: &Services,
+    principal: &Principal,
+    query: ChartQuery,
+) -> ServiceResult<ChartAggregate> {
+    require(principal, Scope::User)?;
+    Ok(services.store.chart_events(query).await?)
 }
 
 /// One event by id, for anyone who may search events.

@@ -589,26 +589,16 @@ struct AcksPage {
 pub async fn acks(State(state): State<AppState>, viewer: Viewer) -> Result<Response, WebError> {
     let principal = &viewer.principal;
     let clock = Clock::new(&principal.user.timezone, state.clock.now());
-    let open = alerts::list(
-        &state,
-        principal,
-        AlertFilter {
-            state: StateFilter::Open,
-            limit: 1000,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let held = alerts::held(&state, principal).await?;
     let name = &principal.user.name;
     let now = clock.now();
     let mut acked = Vec::new();
     let mut shelved = Vec::new();
-    for alert in &open.items {
+    for alert in &held {
         if alert.is_acked(now) && alert.acked_by.as_deref() == Some(name) {
             acked.push(Row::new(alert, &clock));
         }
-        let is_shelved = alert.shelved_until.is_some_and(|u| u > now) || alert.shelved_oneshot;
-        if is_shelved && alert.shelved_by.as_deref() == Some(name) {
+        if alert.is_shelved(now) && alert.shelved_by.as_deref() == Some(name) {
             shelved.push(Row::new(alert, &clock));
         }
     }

@@ -18,9 +18,8 @@ use axum::Router;
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tellify_engine::alerts::AlertState;
 use tellify_engine::{HandlerKind, ParamError};
-use tellify_store::Subscription;
+use tellify_store::{Subscription, SubscriptionAlerts};
 
 use self::form::{FormValues, Row};
 use super::alerts::Row as AlertRow;
@@ -31,8 +30,6 @@ use crate::services::sessions::SignedIn;
 use crate::services::subscriptions::{self, NewSubscription, SubscriptionChanges};
 use crate::services::{people, preview, AppState, ServiceError};
 
-/// Most alerts read to tell each subscription's state on the list.
-const STATE_ALERTS: usize = 2000;
 /// Most open alerts shown on a subscription's page.
 const OPEN_ALERTS: usize = 200;
 
@@ -101,26 +98,12 @@ pub async fn list(
     let clock = Clock::new(&principal.user.timezone, state.clock.now());
     let mut subscriptions = subscriptions::list(&state, principal).await?;
     subscriptions.sort_by_key(|s| s.title.to_lowercase());
-    let recent = alerts::list(
-        &state,
-        principal,
-        AlertFilter {
-            state: StateFilter::All,
-            limit: STATE_ALERTS,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let mut firing: HashMap<&str, usize> = HashMap::new();
-    let mut last_fired: HashMap<&str, Timestamp> = HashMap::new();
-    for alert in &recent.items {
-        let id = alert.subscription_id.as_str();
-        if alert.state == AlertState::Firing && !alert.cleared {
-            *firing.entry(id).or_default() += 1;
-        }
-        let last = last_fired.entry(id).or_insert(alert.last_seen);
-        *last = (*last).max(alert.last_seen);
-    }
+    let states: HashMap<String, SubscriptionAlerts> =
+        alerts::subscription_states(&state, principal)
+            .await?
+            .into_iter()
+            .map(|summary| (summary.subscription_id.clone(), summary))
+            .collect();
     let groups = group_names(&state, &viewer).await?;
     let rows = subscriptions
         .iter()
@@ -129,10 +112,13 @@ pub async fn list(
             title: subscription.title.clone(),
             kind: kind_title(&state, &subscription.kind),
             enabled: subscription.enabled,
-            firing: firing.get(subscription.id.as_str()).copied().unwrap_or(0),
-            last_fired: last_fired
-                .get(subscription.id.as_str())
-                .map(|at| (clock.at(*at), clock.iso(*at))),
+            firing: states
+                .get(&subscription.id)
+                .map_or(0, |summary| summary.firing as usize),
+            last_fired: states
+                .get(&subscription.id)
+                .and_then(|summary| summary.last_fired)
+                .map(|at| (clock.at(at), clock.iso(at))),
             failing: failing(subscription),
             group: subscription
                 .owner_group

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use super::{location, next_snapshot, password_of, person, Browser};
+use super::{an_early_alert_then_many, location, next_snapshot, password_of, person, Browser};
 use crate::helpers::{spawn_app, TestApp};
 
 async fn disk_alert(app: &TestApp, token: &str) -> String {
@@ -263,4 +263,33 @@ async fn a_live_view_of_someone_elses_alert_is_not_found() {
     let mut ann_browser = Browser::signed_in(&app, "ann", &password_of("ann")).await;
     let response = ann_browser.get(&format!("/live?view=alert&id={id}")).await;
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn my_acks_and_shelves_hold_the_oldest_open_alert_among_thousands() {
+    let app = spawn_app().await;
+    let ann = person(&app, "ann").await;
+    let early = an_early_alert_then_many(&app, &ann, 1001).await;
+    let mut browser = Browser::signed_in(&app, "ann", &password_of("ann")).await;
+    let response = browser
+        .post(
+            &format!("/alerts/{early}/act"),
+            &[("action", "ack"), ("note", "on it"), ("expires", "4h")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let acks = browser.page("/acks").await;
+    assert!(
+        acks.contains(&format!("href=\"/alerts/{early}\"")),
+        "{acks}"
+    );
+    assert!(acks.contains("acknowledged by ann"), "{acks}");
+
+    // Once the acknowledgement expires it leaves the view.
+    app.advance(jiff::SignedDuration::from_hours(5)).await;
+    let acks = browser.page("/acks").await;
+    assert!(
+        !acks.contains(&format!("href=\"/alerts/{early}\"")),
+        "{acks}"
+    );
 }

@@ -197,3 +197,29 @@ pub async fn next_snapshot(
         buffer.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
+
+/// `token`'s subscription `early` with one firing alert, then `count` firing alerts of
+/// their subscription `busy`, all newer: a page that reads only the newest alerts misses
+/// `early`'s. Returns the id of `early`'s alert.
+pub async fn an_early_alert_then_many(app: &TestApp, token: &str, count: usize) -> String {
+    app.subscribe(
+        token,
+        serde_json::json!({"kind": "match", "title": "early", "params": {"filter": "kind == \"early\""}}),
+    )
+    .await;
+    app.send_lines(token, "kind:early").await;
+    let early = app.alerts(token, "").await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    app.subscribe(
+        token,
+        serde_json::json!({"kind": "match", "title": "busy", "params": {"filter": "kind == \"hit\"", "group_by": ["n"]}}),
+    )
+    .await;
+    let lines: Vec<String> = (0..count).map(|n| format!("kind:hit n:{n}")).collect();
+    for chunk in lines.chunks(1000) {
+        app.send_lines(token, &chunk.join("\n")).await;
+    }
+    early
+}

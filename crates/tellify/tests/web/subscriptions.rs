@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tellify_engine::Registry;
 
-use super::{location, password_of, person, Browser};
+use super::{an_early_alert_then_many, location, password_of, person, Browser};
 use crate::helpers::{spawn_app, TestApp};
 
 /// The form's control ids for every leaf property of a schema (`f-params-warn-value`).
@@ -416,4 +416,35 @@ async fn the_preview_shows_what_the_form_would_have_fired_and_saves_nothing() {
     let listed = app.get_json(&ann, "/api/v1/subscriptions").await;
     assert_eq!(listed["items"], json!([]), "nothing was saved");
     assert!(app.alerts(&ann, "").await.is_empty(), "no alert was made");
+}
+
+/// The table row of the subscription titled `title`.
+fn list_row<'a>(page: &'a str, title: &str) -> &'a str {
+    let at = page
+        .find(&format!(">{title}</a>"))
+        .unwrap_or_else(|| panic!("no row {title} in {page}"));
+    let rest = &page[at..];
+    &rest[..rest.find("</tr>").unwrap_or(rest.len())]
+}
+
+#[tokio::test]
+async fn the_list_counts_every_firing_alert_however_many_newer_ones_there_are() {
+    let app = spawn_app().await;
+    let ann = person(&app, "ann").await;
+    an_early_alert_then_many(&app, &ann, 2001).await;
+    let mut browser = Browser::signed_in(&app, "ann", &password_of("ann")).await;
+    let page = browser.page("/subscriptions").await;
+    let early = list_row(&page, "early");
+    assert!(early.contains(">1 firing</a>"), "{early}");
+    assert!(!early.contains("never"), "it fired: {early}");
+    assert!(
+        early.contains("datetime=\"2026-11-23T09:00:00Z\""),
+        "{early}"
+    );
+    let busy = list_row(&page, "busy");
+    assert!(busy.contains(">2001 firing</a>"), "{busy}");
+    // Bob sees none of it.
+    person(&app, "bob").await;
+    let mut bob = Browser::signed_in(&app, "bob", &password_of("bob")).await;
+    assert!(!bob.page("/subscriptions").await.contains("firing</a>"));
 }
