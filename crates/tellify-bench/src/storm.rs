@@ -56,6 +56,8 @@ pub(crate) struct StormReport {
     /// Webhook requests whose delivery id arrived before.
     duplicate_deliveries: u64,
     foreign: u64,
+    /// Webhook bodies the sink could not read.
+    unreadable: u64,
     largest_delivery: usize,
     /// Seconds from the first POST to the last webhook.
     last_delivery: Option<f64>,
@@ -76,15 +78,17 @@ impl StormReport {
             && self.notified_twice == 0
             && self.errors == 0
             && self.foreign == 0
+            && self.unreadable == 0
     }
 
     pub(crate) fn summary_line(&self) -> String {
         let mut line = format!(
-            "{:<8} subs={} events={} errors={} | first POST→last webhook {} s: {} ev/s | notified={} twice={} exactly once: {} | posting {:.2} s (post p50={} p99={} ms) | webhooks={} largest={} | peak RSS {}",
+            "{:<8} subs={} events={} errors={} unreadable={} | first POST→last webhook {} s: {} ev/s | notified={} twice={} exactly once: {} | posting {:.2} s (post p50={} p99={} ms) | webhooks={} largest={} | peak RSS {}",
             self.mode.name(),
             self.subscriptions,
             self.sent,
             self.errors,
+            self.unreadable,
             self.last_delivery.map_or("-".to_string(), |v| format!("{v:.2}")),
             self.events_per_second().map_or("-".to_string(), |v| format!("{v:.0}")),
             self.notified,
@@ -133,6 +137,7 @@ impl StormReport {
             "notified_twice": self.notified_twice,
             "duplicate_deliveries": self.duplicate_deliveries,
             "foreign_alerts": self.foreign,
+            "unreadable": self.unreadable,
             "exactly_once": self.exactly_once(),
             "largest_delivery": self.largest_delivery,
             "last_delivery_seconds": self.last_delivery,
@@ -386,6 +391,7 @@ pub(crate) async fn run_storm(
             .map(|before| CpuReport::between(before, &after))
     });
     let peak_resident_kib = peak_resident_kib(args.server_pid);
+    let unreadable = sink.log.unreadable.load(Ordering::Relaxed);
     let arrivals = sink.take();
     let tally = tally_arrivals(&arrivals, &prefix, started, &HashMap::new());
     let carried: u64 = arrivals
@@ -416,6 +422,7 @@ pub(crate) async fn run_storm(
         notified_twice: carried - tally.alerts,
         duplicate_deliveries: tally.duplicates,
         foreign: tally.foreign,
+        unreadable,
         largest_delivery: tally.largest,
         last_delivery: tally.last,
         peak_resident_kib,

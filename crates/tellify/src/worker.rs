@@ -410,9 +410,7 @@ impl Worker {
                 },
             );
         }
-        let Some(cost) = self.costs.get_mut(id) else {
-            return None;
-        };
+        let cost = self.costs.get_mut(id)?;
         cost.calls += 1;
         cost.total_micros = cost.total_micros.saturating_add(micros);
         cost.max_micros = cost.max_micros.max(micros);
