@@ -34,8 +34,18 @@
 //!   server's `Server-Timing` and of the client's time, and the time to the first
 //!   snapshot of `/live?view=alerts`.
 //!
+//! - `storm`, `storm-users`, `storm-single`: the alert storm (issue 12). Every event of a
+//!   burst of `--burst-events` distinct events opens its own alert and sends its own
+//!   notification to one webhook contact point on the bench's sink, through a policy that
+//!   sends at once. `storm`: one catch-all match subscription grouped by the unique field
+//!   `n`, NDJSON batches of `--batch-size` over `--batched-connections`; `storm-users`: the
+//!   same with `--storm-subscriptions` subscriptions, each matching one value of a `user`
+//!   field; `storm-single`: the catch-all subscription, one event per POST over
+//!   `--single-connections`. Events/s from the first POST to the last webhook, whether
+//!   every event was notified exactly once, and the server's peak resident memory.
+//!
 //! One file per mode (`throughput.rs` for `batched` and `single`, `latency.rs`,
-//! `notify.rs`, `spool.rs`, `alertmanager.rs`, `dashboard.rs`); `target.rs` is the server and its token,
+//! `notify.rs`, `storm.rs`, `spool.rs`, `alertmanager.rs`, `dashboard.rs`); `target.rs` is the server and its token,
 //! `setup.rs` the `bench i` subscriptions, `sink.rs` the webhook receiver, `drain.rs` the
 //! wait for the worker, `cpu.rs` the `/proc` accounting and `report.rs` the summaries.
 //! `main.rs` holds the flags and runs the modes in order.
@@ -57,6 +67,7 @@ mod report;
 mod setup;
 mod sink;
 mod spool;
+mod storm;
 mod target;
 mod throughput;
 
@@ -73,6 +84,7 @@ use crate::notify::{ensure_notify_users, run_notify_burst, run_notify_latency};
 use crate::setup::ensure_subscriptions;
 use crate::sink::Sink;
 use crate::spool::run_spool_replay;
+use crate::storm::run_storm;
 use crate::target::{plain_client, Target};
 use crate::throughput::run_throughput;
 
@@ -133,6 +145,9 @@ struct Args {
     /// `notify` mode: events in the burst, one new alert each.
     #[arg(long, env = "TELLIFY_BENCH_BURST", default_value_t = 100_000)]
     burst_events: usize,
+    /// `storm-users` mode: subscriptions, each matching one value of the `user` field.
+    #[arg(long, default_value_t = 10_000)]
+    storm_subscriptions: usize,
     /// `notify` modes: longest wait, in seconds, for the webhooks after the events went in.
     #[arg(long, default_value_t = 600)]
     notify_timeout: u64,
@@ -181,6 +196,9 @@ enum Mode {
     SpoolReplay,
     AmIngest,
     Dashboard,
+    Storm,
+    StormUsers,
+    StormSingle,
 }
 
 impl Mode {
@@ -194,6 +212,9 @@ impl Mode {
             Mode::SpoolReplay => "spool-replay",
             Mode::AmIngest => "am-ingest",
             Mode::Dashboard => "dashboard",
+            Mode::Storm => "storm",
+            Mode::StormUsers => "storm-users",
+            Mode::StormSingle => "storm-single",
         }
     }
 }
@@ -259,6 +280,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    let storm_sink = if args
+        .modes
+        .iter()
+        .any(|mode| matches!(mode, Mode::Storm | Mode::StormUsers | Mode::StormSingle))
+    {
+        let sink = Sink::start().await?;
+        say(format!("sink     listening on {} (storm)", sink.base));
+        Some(sink)
+    } else {
+        None
+    };
     let mut runs = Vec::new();
     for mode in &args.modes {
         let (line, value) = match (mode, &notify) {
@@ -285,6 +317,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             (Mode::Dashboard, _) => {
                 let report = run_dashboard(&client, &target, &args).await?;
+                (report.summary_line(), report.to_json())
+            }
+            (Mode::Storm | Mode::StormUsers | Mode::StormSingle, _) => {
+                let Some(sink) = &storm_sink else {
+                    bail!("storm sink missing");
+                };
+                let report = run_storm(&client, &target, sink, *mode, &args).await?;
                 (report.summary_line(), report.to_json())
             }
             (Mode::SpoolReplay, _) => {

@@ -9,6 +9,9 @@ use anyhow::Context;
 use axum::body::Bytes;
 use serde_json::Value;
 
+/// The largest webhook body the sink takes.
+const SINK_BODY_LIMIT: usize = 1 << 30;
+
 /// One webhook as the sink received it.
 pub(crate) struct Arrival {
     pub(crate) at: Instant,
@@ -55,8 +58,11 @@ impl Sink {
             .context("cannot bind the webhook sink")?;
         let address = listener.local_addr()?;
         let log = Arc::new(SinkLog::default());
+        // A storm gangs thousands of alerts into one webhook, megabytes of JSON: axum's
+        // default 2 MB body limit would answer 413 and the server would retry for minutes.
         let router = axum::Router::new()
             .route("/hook/{user}", axum::routing::post(sink_hook))
+            .layer(axum::extract::DefaultBodyLimit::max(SINK_BODY_LIMIT))
             .with_state(log.clone());
         // The 200 must leave at once, as the server's own answers do.
         let listener = listener.tap_io(|stream| {

@@ -61,6 +61,7 @@ macro_rules! conformance_tests {
             outputs_for_a_deleted_subscription_are_dropped,
             contact_points_are_unique_per_user_and_reach_the_notify_directory,
             held_notifications_wait_and_the_rest_gang_into_one_delivery_per_contact_point,
+            outbox_rows_only_for_the_users_own_contact_points_each_with_its_alert,
             a_retried_delivery_is_due_at_its_next_attempt_and_a_late_outcome_changes_nothing,
             a_delivery_whose_lease_ran_out_is_due_again,
             what_waited_for_a_deleted_contact_point_is_failed_with_the_reason,
@@ -778,6 +779,87 @@ pub async fn held_notifications_wait_and_the_rest_gang_into_one_delivery_per_con
             .is_empty(),
         "a leased delivery is not handed out twice"
     );
+}
+
+/// Plans each change for the owner's real contact point, a contact point that does not
+/// exist, and the real one under another user's id: only the first is stored.
+struct StrayPointsPlanner {
+    user_id: String,
+    contact_point_id: String,
+}
+
+impl NotificationPlanner for StrayPointsPlanner {
+    fn plan(
+        &self,
+        alert: &tellify_engine::alerts::Alert,
+        transition: tellify_engine::render::Transition,
+        occurrence: i64,
+        now: Timestamp,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        for (user_id, contact_point_id) in [
+            (self.user_id.clone(), self.contact_point_id.clone()),
+            (self.user_id.clone(), "no-such-point".to_string()),
+            ("someone-else".to_string(), self.contact_point_id.clone()),
+        ] {
+            plan.notifications.push(NewNotification {
+                idempotency_key: format!(
+                    "{user_id}:{}:{transition}:{occurrence}:{contact_point_id}",
+                    alert.id
+                ),
+                user_id,
+                contact_point_id,
+                alert_id: alert.id.clone(),
+                transition: transition.to_string(),
+                due_at: now,
+                alert: alert.clone(),
+            });
+        }
+        plan
+    }
+}
+
+/// A commit of several alerts stores an outbox row only where the contact point belongs
+/// to the user (asked once per transaction by SQLite), and each row carries its own alert
+/// as it was saved, not the one saved before it.
+pub async fn outbox_rows_only_for_the_users_own_contact_points_each_with_its_alert(
+    store: &dyn Store,
+) {
+    let outbox = Outbox::open(store).await;
+    let planner = PlannerRef(std::sync::Arc::new(StrayPointsPlanner {
+        user_id: outbox.ann.id.clone(),
+        contact_point_id: outbox.point.id.clone(),
+    }));
+    let outcome = store
+        .commit_processing(ProcessingCommit {
+            cursor: 10,
+            outputs: ["a", "b", "c"]
+                .iter()
+                .map(|key| outbox.fire(key, 100))
+                .collect(),
+            planner: Some(planner),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome.changes.len(), 3);
+    assert_eq!(store.outbox_backlog(at(100)).await.unwrap().0, 3);
+    let jobs = store
+        .take_deliveries(at(100), at(200), 10, &DeliveryHold::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.len(),
+        1,
+        "only the owner's own contact point gets a delivery"
+    );
+    assert_eq!(jobs[0].contact_point.id, outbox.point.id);
+    let mut carried: Vec<&tellify_engine::alerts::Alert> =
+        jobs[0].items.iter().map(|item| &item.alert).collect();
+    carried.sort_by(|a, b| a.group_key.cmp(&b.group_key));
+    let saved: Vec<&tellify_engine::alerts::Alert> =
+        outcome.changes.iter().map(|change| &change.alert).collect();
+    assert_eq!(carried, saved, "each outbox row carries its own alert");
 }
 
 pub async fn a_retried_delivery_is_due_at_its_next_attempt_and_a_late_outcome_changes_nothing(

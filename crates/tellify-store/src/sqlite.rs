@@ -42,6 +42,9 @@ use crate::{
 /// Most append requests folded into one transaction.
 const MAX_GROUP_REQUESTS: usize = 256;
 
+/// The writer connection's page cache, in KiB (see [`SqliteStore::open`]).
+const WRITER_CACHE_KIB: u32 = 16 * 1024;
+
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE events (
@@ -286,6 +289,16 @@ impl SqliteStore {
                  PRAGMA wal_autocheckpoint = 0;
                  PRAGMA journal_size_limit = 67108864;",
             )
+            .map_err(unavailable)?;
+        // The writer's page cache: SQLite's default of 2 MB is less than one processing
+        // commit of an alert storm dirties (2,000 alerts, their history and outbox rows),
+        // and a full cache spills pages to the WAL in the middle of the transaction and
+        // reads them back. Savepoint journals (one per append request of a group commit)
+        // stay in memory rather than in temporary files.
+        writer
+            .execute_batch(&format!(
+                "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY;"
+            ))
             .map_err(unavailable)?;
         migrate(&mut writer)?;
         let (sender, mut receiver) = mpsc::unbounded_channel::<Command>();
@@ -1445,7 +1458,13 @@ impl Store for SqliteStore {
     ) -> StoreResult<AlertChange> {
         let (id, actor) = (id.to_string(), actor.to_string());
         self.write(move |tx| {
-            crate::processing::act_on_alert(&mut SqliteProcessing(tx), &id, &action, &actor, now)
+            crate::processing::act_on_alert(
+                &mut SqliteProcessing::new(tx),
+                &id,
+                &action,
+                &actor,
+                now,
+            )
         })
         .await
     }
@@ -1476,7 +1495,7 @@ impl Store for SqliteStore {
         // Processing results are recomputable from the durable log: after an OS crash the
         // worker redoes them from the last durable cursor, atomically with the alerts.
         self.write_with(Durability::Recomputable, move |tx| {
-            crate::processing::commit(&mut SqliteProcessing(tx), commit)
+            crate::processing::commit(&mut SqliteProcessing::new(tx), commit)
         })
         .await
     }
@@ -1596,7 +1615,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<usize> {
         // Like processing commits, repeats can be planned again from the durable alerts.
         self.write_with(Durability::Recomputable, move |tx| {
-            crate::processing::plan_repeats(&mut SqliteProcessing(tx), now, &planner, limit)
+            crate::processing::plan_repeats(&mut SqliteProcessing::new(tx), now, &planner, limit)
         })
         .await
     }

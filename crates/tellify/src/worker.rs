@@ -400,13 +400,17 @@ impl Worker {
     /// the reason when the call ran long (its outputs still stand).
     fn account(&mut self, id: &str, elapsed: Duration) -> Option<String> {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let cost = self
-            .costs
-            .entry(id.to_string())
-            .or_insert_with(|| SubscriptionCost {
-                subscription_id: id.to_string(),
-                ..SubscriptionCost::default()
-            });
+        // Looked up before inserting, so a known subscription costs no key allocation.
+        if !self.costs.contains_key(id) {
+            self.costs.insert(
+                id.to_string(),
+                SubscriptionCost {
+                    subscription_id: id.to_string(),
+                    ..SubscriptionCost::default()
+                },
+            );
+        }
+        let cost = self.costs.get_mut(id)?;
         cost.calls += 1;
         cost.total_micros = cost.total_micros.saturating_add(micros);
         cost.max_micros = cost.max_micros.max(micros);
@@ -650,10 +654,9 @@ impl Worker {
             if let Some(failure) = context.take_failure() {
                 count_filter_error(commit, &id, &event.id, &failure, now);
             }
-            let what = format!("event {}", event.id);
             let judged = self.judge(
                 &id,
-                &what,
+                Input::Event(&event.id),
                 called,
                 started.elapsed(),
                 over_budget,
@@ -704,7 +707,15 @@ impl Worker {
                 loaded.handler.on_tick(now, &mut outputs);
                 (outputs, loaded.handler.next_deadline())
             }));
-            let judged = self.judge(&id, "a timer", called, started.elapsed(), None, now, commit);
+            let judged = self.judge(
+                &id,
+                Input::Timer,
+                called,
+                started.elapsed(),
+                None,
+                now,
+                commit,
+            );
             let Some((outputs, deadline)) = judged else {
                 // Forget the deadline until the next event sets one again, so a broken
                 // tick is not retried in a loop.
@@ -731,7 +742,7 @@ impl Worker {
     fn judge(
         &mut self,
         id: &str,
-        what: &str,
+        what: Input<'_>,
         called: std::thread::Result<(Outputs, Option<Timestamp>)>,
         elapsed: Duration,
         filter_over_budget: Option<String>,
@@ -801,6 +812,24 @@ impl Worker {
                 now,
                 depth + 1,
             ));
+        }
+    }
+}
+
+/// What a handler was called on, named only when a failure needs the words: the worker
+/// calls handlers once per candidate subscription of every event, and formatting the
+/// event's id for each call was an allocation per call in the hot path.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Event(&'a str),
+    Timer,
+}
+
+impl std::fmt::Display for Input<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::Event(id) => write!(f, "event {id}"),
+            Input::Timer => f.write_str("a timer"),
         }
     }
 }

@@ -1,6 +1,16 @@
 //! SQLite's side of the processing commit: [`ProcessingTx`] as plain SQL over the
 //! writer's transaction. What to write is decided in [`crate::processing`]; nothing here
 //! decides. Statements are cached (`prepare_cached`): the commit calls them once per row.
+//!
+//! The commit runs on the store's single writer thread, which every append and every
+//! delivery claim also waits for, so in an alert storm (every event its own alert and
+//! notification) this file is the server's hot path. Two things keep it short: an outbox
+//! row is a single-row `INSERT .. VALUES` (an `INSERT .. SELECT` may write several rows,
+//! so SQLite gave each one a statement journal, copying every page it touched), with the
+//! contact point's existence asked once per transaction instead; and the alert body
+//! serialized for the `alerts` row is reused for the outbox rows of the same alert.
+
+use std::collections::HashMap;
 
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -14,7 +24,65 @@ use crate::{
 };
 
 /// The writer's open transaction, seen as a [`ProcessingTx`].
-pub(super) struct SqliteProcessing<'a>(pub(super) &'a Connection);
+pub(super) struct SqliteProcessing<'a> {
+    connection: &'a Connection,
+    /// Whether (contact point id, user id) exists, as asked in this transaction; nothing
+    /// else writes while it is open, so the answer holds until it ends.
+    contact_points: HashMap<(String, String), bool>,
+    /// Whether a user exists, likewise.
+    users: HashMap<String, bool>,
+    /// The alert last saved and its JSON body: the outbox rows planned right after it
+    /// carry the same alert, and serializing it again cost as much as the rest of the row.
+    saved: Option<(Alert, String)>,
+}
+
+impl<'a> SqliteProcessing<'a> {
+    pub(super) fn new(connection: &'a Connection) -> SqliteProcessing<'a> {
+        SqliteProcessing {
+            connection,
+            contact_points: HashMap::new(),
+            users: HashMap::new(),
+            saved: None,
+        }
+    }
+
+    fn contact_point_exists(&mut self, contact_point_id: &str, user_id: &str) -> StoreResult<bool> {
+        let key = (contact_point_id.to_string(), user_id.to_string());
+        if let Some(found) = self.contact_points.get(&key) {
+            return Ok(*found);
+        }
+        let found = self
+            .connection
+            .prepare_cached("SELECT 1 FROM contact_points WHERE id = ?1 AND user_id = ?2")
+            .map_err(unavailable)?
+            .exists(params![contact_point_id, user_id])
+            .map_err(unavailable)?;
+        self.contact_points.insert(key, found);
+        Ok(found)
+    }
+
+    fn user_exists(&mut self, user_id: &str) -> StoreResult<bool> {
+        if let Some(found) = self.users.get(user_id) {
+            return Ok(*found);
+        }
+        let found = self
+            .connection
+            .prepare_cached("SELECT 1 FROM users WHERE id = ?1")
+            .map_err(unavailable)?
+            .exists([user_id])
+            .map_err(unavailable)?;
+        self.users.insert(user_id.to_string(), found);
+        Ok(found)
+    }
+
+    /// The JSON of `alert`: the body saved last when it is the same alert.
+    fn alert_json(&self, alert: &Alert) -> StoreResult<String> {
+        match &self.saved {
+            Some((saved, body)) if saved == alert => Ok(body.clone()),
+            _ => serde_json::to_string(alert).map_err(unavailable),
+        }
+    }
+}
 
 fn millis(time: Timestamp) -> i64 {
     time.as_millisecond()
@@ -22,7 +90,7 @@ fn millis(time: Timestamp) -> i64 {
 
 impl ProcessingTx for SqliteProcessing<'_> {
     fn subscription_exists(&mut self, subscription_id: &str) -> StoreResult<bool> {
-        self.0
+        self.connection
             .prepare_cached("SELECT 1 FROM subscriptions WHERE id = ?1")
             .map_err(unavailable)?
             .exists([subscription_id])
@@ -34,7 +102,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
         subscription_id: &str,
         group_key: &str,
     ) -> StoreResult<Option<Alert>> {
-        self.0
+        self.connection
             .prepare_cached("SELECT body FROM alerts WHERE subscription_id = ?1 AND group_key = ?2")
             .map_err(unavailable)?
             .query_row(params![subscription_id, group_key], |row| {
@@ -45,7 +113,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
     }
 
     fn alert_by_id(&mut self, alert_id: &str) -> StoreResult<Option<Alert>> {
-        self.0
+        self.connection
             .prepare_cached("SELECT body FROM alerts WHERE id = ?1")
             .map_err(unavailable)?
             .query_row([alert_id], |row| read_json(row.get(0)?))
@@ -55,7 +123,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
 
     fn save_alert(&mut self, alert: &Alert) -> StoreResult<()> {
         let body = serde_json::to_string(alert).map_err(unavailable)?;
-        self.0
+        self.connection
             .prepare_cached(
                 "INSERT INTO alerts (id, subscription_id, group_key, state, severity, cleared,
                                      owner_user, owner_group, body)
@@ -76,11 +144,12 @@ impl ProcessingTx for SqliteProcessing<'_> {
                 body
             ])
             .map_err(unavailable)?;
+        self.saved = Some((alert.clone(), body));
         Ok(())
     }
 
     fn append_history(&mut self, alert_id: &str, entry: &HistoryEntry) -> StoreResult<i64> {
-        self.0
+        self.connection
             .prepare_cached(
                 "INSERT INTO alert_history (alert_id, at, actor, action, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -94,7 +163,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
                 entry.detail.to_string()
             ])
             .map_err(unavailable)?;
-        Ok(self.0.last_insert_rowid())
+        Ok(self.connection.last_insert_rowid())
     }
 
     fn write_notifications(
@@ -105,20 +174,22 @@ impl ProcessingTx for SqliteProcessing<'_> {
         if notifications.is_empty() {
             return Ok(0);
         }
-        let mut insert = self
-            .0
-            .prepare_cached(
-                "INSERT INTO notifications (idempotency_key, user_id, contact_point_id, alert_id,
-                     owner_group, transition, due_ms, alert, created)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
-                 WHERE EXISTS (SELECT 1 FROM contact_points WHERE id = ?3 AND user_id = ?2)
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .map_err(unavailable)?;
+        let created = time_text(now);
         let mut written = 0;
         for notification in notifications {
-            let alert = serde_json::to_string(&notification.alert).map_err(unavailable)?;
-            written += insert
+            if !self.contact_point_exists(&notification.contact_point_id, &notification.user_id)? {
+                continue;
+            }
+            let alert = self.alert_json(&notification.alert)?;
+            written += self
+                .connection
+                .prepare_cached(
+                    "INSERT INTO notifications (idempotency_key, user_id, contact_point_id,
+                         alert_id, owner_group, transition, due_ms, alert, created)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (idempotency_key) DO NOTHING",
+                )
+                .map_err(unavailable)?
                 .execute(params![
                     notification.idempotency_key,
                     notification.user_id,
@@ -128,7 +199,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
                     notification.transition,
                     millis(notification.due_at),
                     alert,
-                    time_text(now)
+                    created
                 ])
                 .map_err(unavailable)?;
         }
@@ -139,17 +210,18 @@ impl ProcessingTx for SqliteProcessing<'_> {
         if schedules.is_empty() {
             return Ok(());
         }
-        let mut repeat = self
-            .0
-            .prepare_cached(
-                "INSERT INTO repeats (alert_id, user_id, next_ms, every_ms)
-                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2)
-                 ON CONFLICT (alert_id, user_id) DO UPDATE SET next_ms = excluded.next_ms,
-                     every_ms = excluded.every_ms",
-            )
-            .map_err(unavailable)?;
         for schedule in schedules {
-            repeat
+            if !self.user_exists(&schedule.user_id)? {
+                continue;
+            }
+            self.connection
+                .prepare_cached(
+                    "INSERT INTO repeats (alert_id, user_id, next_ms, every_ms)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (alert_id, user_id) DO UPDATE SET next_ms = excluded.next_ms,
+                         every_ms = excluded.every_ms",
+                )
+                .map_err(unavailable)?
                 .execute(params![
                     schedule.alert_id,
                     schedule.user_id,
@@ -162,7 +234,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
     }
 
     fn stop_repeats(&mut self, alert_id: &str) -> StoreResult<()> {
-        self.0
+        self.connection
             .prepare_cached("DELETE FROM repeats WHERE alert_id = ?1")
             .map_err(unavailable)?
             .execute([alert_id])
@@ -172,7 +244,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
 
     fn due_repeats(&mut self, now: Timestamp, limit: usize) -> StoreResult<Vec<DueRepeat>> {
         let mut statement = self
-            .0
+            .connection
             .prepare_cached(
                 "SELECT alert_id, user_id, every_ms, count FROM repeats WHERE next_ms <= ?1
                  ORDER BY next_ms LIMIT ?2",
@@ -192,7 +264,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
     }
 
     fn drop_repeat(&mut self, alert_id: &str, user_id: &str) -> StoreResult<()> {
-        self.0
+        self.connection
             .prepare_cached("DELETE FROM repeats WHERE alert_id = ?1 AND user_id = ?2")
             .map_err(unavailable)?
             .execute(params![alert_id, user_id])
@@ -206,7 +278,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
         user_id: &str,
         next_at: Timestamp,
     ) -> StoreResult<()> {
-        self.0
+        self.connection
             .prepare_cached(
                 "UPDATE repeats SET next_ms = ?3, count = count + 1
                  WHERE alert_id = ?1 AND user_id = ?2",
@@ -222,7 +294,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
         subscription_id: &str,
         state: &serde_json::Value,
     ) -> StoreResult<()> {
-        self.0
+        self.connection
             .prepare_cached(
                 "INSERT INTO handler_state (subscription_id, state) VALUES (?1, ?2)
                  ON CONFLICT (subscription_id) DO UPDATE SET state = excluded.state",
@@ -239,7 +311,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
         health: Option<&SubscriptionHealth>,
         disable: bool,
     ) -> StoreResult<()> {
-        self.0
+        self.connection
             .prepare_cached(
                 "UPDATE subscriptions SET health = ?2,
                      enabled = CASE WHEN ?3 THEN 0 ELSE enabled END WHERE id = ?1",
@@ -252,7 +324,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
 
     fn add_filter_errors(&mut self, update: &FilterErrorUpdate) -> StoreResult<()> {
         let added = i64::try_from(update.count).unwrap_or(i64::MAX);
-        self.0
+        self.connection
             .prepare_cached(
                 "UPDATE subscriptions SET filter_errors = json_object(
                      'count', coalesce(json_extract(filter_errors, '$.count'), 0) + ?2,
@@ -270,11 +342,11 @@ impl ProcessingTx for SqliteProcessing<'_> {
     }
 
     fn append_derived(&mut self, events: Vec<StoredEvent>) -> StoreResult<Vec<Appended>> {
-        insert_events(self.0, &EncodedEvents::encode(events)?)
+        insert_events(self.connection, &EncodedEvents::encode(events)?)
     }
 
     fn save_cursor(&mut self, cursor: i64) -> StoreResult<()> {
-        self.0
+        self.connection
             .prepare_cached("UPDATE processing SET cursor = ?1 WHERE id = 1")
             .map_err(unavailable)?
             .execute([cursor])
