@@ -163,7 +163,7 @@ pub struct Worker {
     shared_costs: Arc<Mutex<Vec<SubscriptionCost>>>,
     costs_published: Instant,
     /// Times every filter evaluation against its budget.
-    filter_meter: crate::filter_budget::WallClockMeter,
+    filter_meter: crate::filter_budget::ThreadCpuMeter,
 }
 
 /// Most fed events held in memory; beyond it the worker reads the log instead.
@@ -207,7 +207,7 @@ impl Worker {
             costs: HashMap::new(),
             shared_costs: Arc::new(Mutex::new(Vec::new())),
             costs_published: Instant::now(),
-            filter_meter: crate::filter_budget::WallClockMeter::new(
+            filter_meter: crate::filter_budget::ThreadCpuMeter::new(
                 WorkerLimits::default().filter_budget,
             ),
         };
@@ -226,7 +226,7 @@ impl Worker {
     /// Sets how much a subscription may cost and fail.
     pub fn with_limits(mut self, limits: WorkerLimits) -> Worker {
         self.limits = limits;
-        self.filter_meter = crate::filter_budget::WallClockMeter::new(limits.filter_budget);
+        self.filter_meter = crate::filter_budget::ThreadCpuMeter::new(limits.filter_budget);
         self
     }
 
