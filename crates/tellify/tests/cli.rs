@@ -1258,6 +1258,8 @@ async fn a_preview_shows_what_a_subscription_would_have_fired_without_saving_it(
                 "preview",
                 "--kind",
                 "threshold",
+                "--title",
+                "disk",
                 "--params",
                 r#"{"field": "usage", "warn": 90, "critical": 80}"#,
             ],

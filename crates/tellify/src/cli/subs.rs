@@ -38,50 +38,18 @@ enum SubsCommand {
   tellify subs create --kind match --title 'vr0 failures' \
     --params '{"filter": "project == \"vr0\" && status == \"fail\"", "group_by": ["block"]}'"#)]
     Create {
-        /// The handler kind (see `tellify subs kinds`).
-        #[arg(long)]
-        kind: String,
-        /// A name for it, shown in lists and notifications.
-        #[arg(long)]
-        title: String,
-        /// The kind's parameters as JSON (or @FILE).
-        #[arg(long, value_name = "JSON")]
-        params: Option<String>,
-        /// Share it with a group you belong to.
-        #[arg(long)]
-        group: Option<String>,
-        /// Keep its alerts firing after the condition clears, until acknowledged.
-        #[arg(long)]
-        latching: bool,
-        /// Notify with this policy of yours instead of `default`.
-        #[arg(long)]
-        policy: Option<String>,
+        #[command(flatten)]
+        subscription: NewSubscription,
     },
     /// Run a subscription, not saved, over the stored events of a window (default: the last
-    /// 24 hours) and show what it would have fired and when. Takes the same flags as
-    /// `create`; nothing is saved or notified.
+    /// 24 hours) and show what it would have fired and when. Takes the flags of `create`;
+    /// nothing is saved or notified.
     #[command(after_help = r#"Example:
   tellify subs preview --kind threshold --title 'disk' --from 48h \
     --params '{"field": "usage", "warn": 80, "critical": 95, "group_by": ["fs"]}'"#)]
     Preview {
-        /// The handler kind (see `tellify subs kinds`).
-        #[arg(long)]
-        kind: String,
-        /// A name for it, as `create` takes.
-        #[arg(long, default_value = "preview")]
-        title: String,
-        /// The kind's parameters as JSON (or @FILE).
-        #[arg(long, value_name = "JSON")]
-        params: Option<String>,
-        /// As a subscription of a group you belong to (the events its members may see).
-        #[arg(long)]
-        group: Option<String>,
-        /// As a latching subscription.
-        #[arg(long)]
-        latching: bool,
-        /// Whether it would notify through this policy of yours instead of `default`.
-        #[arg(long)]
-        policy: Option<String>,
+        #[command(flatten)]
+        subscription: NewSubscription,
         /// Window start: RFC 3339, or a duration meaning that long ago (`24h`, `7d`).
         #[arg(long)]
         from: Option<String>,
@@ -141,6 +109,29 @@ enum SubsCommand {
     },
 }
 
+/// A subscription as `subs create` and `subs preview` take it.
+#[derive(clap::Args, Debug)]
+struct NewSubscription {
+    /// The handler kind (see `tellify subs kinds`).
+    #[arg(long)]
+    kind: String,
+    /// A name for it, shown in lists and notifications.
+    #[arg(long)]
+    title: String,
+    /// The kind's parameters as JSON (or @FILE).
+    #[arg(long, value_name = "JSON")]
+    params: Option<String>,
+    /// Share it with a group you belong to.
+    #[arg(long)]
+    group: Option<String>,
+    /// Keep its alerts firing after the condition clears, until acknowledged.
+    #[arg(long)]
+    latching: bool,
+    /// Notify with this policy of yours instead of `default`.
+    #[arg(long)]
+    policy: Option<String>,
+}
+
 pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.connection)?;
     let json = args.json;
@@ -161,33 +152,18 @@ pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
             use_callers_zone(&client).await?;
             print(&describe(&subscription)?)?;
         }
-        SubsCommand::Create {
-            kind,
-            title,
-            params,
-            group,
-            latching,
-            policy,
-        } => {
-            let body = new_subscription(kind, title, params, group, latching, policy)?;
+        SubsCommand::Create { subscription } => {
+            let body = new_subscription(subscription)?;
             let created = client.post(&["subscriptions"], Some(&body)).await?;
             done(&created, "created", json)?;
         }
         SubsCommand::Preview {
-            kind,
-            title,
-            params,
-            group,
-            latching,
-            policy,
+            subscription,
             from,
             to,
         } => {
             let mut body = Map::new();
-            body.insert(
-                "subscription".into(),
-                new_subscription(kind, title, params, group, latching, policy)?,
-            );
+            body.insert("subscription".into(), new_subscription(subscription)?);
             if let Some(from) = from {
                 body.insert("from".into(), from.into());
             }
@@ -283,14 +259,15 @@ pub async fn run(args: SubsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The body of `POST /subscriptions` (and a preview's `subscription`) from the flags.
-fn new_subscription(
-    kind: String,
-    title: String,
-    params: Option<String>,
-    group: Option<String>,
-    latching: bool,
-    policy: Option<String>,
-) -> anyhow::Result<Value> {
+fn new_subscription(subscription: NewSubscription) -> anyhow::Result<Value> {
+    let NewSubscription {
+        kind,
+        title,
+        params,
+        group,
+        latching,
+        policy,
+    } = subscription;
     let mut body = Map::new();
     body.insert("kind".into(), kind.into());
     body.insert("title".into(), title.into());
