@@ -20,6 +20,10 @@
 //!   from the first to the last delivery at the sink.
 //! - `notify-latency`: the same users; a steady 200 events/s, each opening a new alert for
 //!   a random user; milliseconds from sending the event to its webhook arriving.
+//! - `fanout`: the same users with a fan-out subscription each; one event that the first N
+//!   users' subscriptions all match (N from `--fanout-sizes`, each `--fanout-rounds` times),
+//!   so N alerts and N webhooks to N different URLs; 202 → webhook p50 / p99 / last, and
+//!   whether every user got exactly one.
 //! - `spool-replay`: the producer library (`tellify-client`) spools `--spool-events`
 //!   events to a temporary directory while no server answers, then replays them to the
 //!   server in batches of `--spool-batch`, in order; events/s of the replay.
@@ -61,6 +65,7 @@ mod alertmanager;
 mod cpu;
 mod dashboard;
 mod drain;
+mod fanout;
 mod latency;
 mod notify;
 mod report;
@@ -79,8 +84,9 @@ use serde_json::json;
 
 use crate::alertmanager::run_am_ingest;
 use crate::dashboard::run_dashboard;
+use crate::fanout::{fanout_sizes, run_fanout};
 use crate::latency::run_latency;
-use crate::notify::{ensure_notify_users, run_notify_burst, run_notify_latency};
+use crate::notify::{ensure_notify_users, run_notify_burst, run_notify_latency, SetupStep};
 use crate::setup::ensure_subscriptions;
 use crate::sink::Sink;
 use crate::spool::run_spool_replay;
@@ -151,6 +157,21 @@ struct Args {
     /// `notify` modes: longest wait, in seconds, for the webhooks after the events went in.
     #[arg(long, default_value_t = 600)]
     notify_timeout: u64,
+    /// `fanout` mode: how many users one event reaches, one run each (the users set up
+    /// are at least the largest).
+    #[arg(
+        long,
+        env = "TELLIFY_BENCH_FANOUT_SIZES",
+        value_delimiter = ',',
+        default_value = "1000,10000"
+    )]
+    fanout_sizes: Vec<usize>,
+    /// `fanout` mode: events (rounds) per size.
+    #[arg(long, env = "TELLIFY_BENCH_FANOUT_ROUNDS", default_value_t = 3)]
+    fanout_rounds: usize,
+    /// `fanout` mode: seconds between rounds.
+    #[arg(long, env = "TELLIFY_BENCH_FANOUT_GAP", default_value_t = 1.0)]
+    fanout_gap: f64,
     /// `spool-replay` mode: events to spool, then replay.
     #[arg(long, env = "TELLIFY_BENCH_SPOOL_EVENTS", default_value_t = 100_000)]
     spool_events: usize,
@@ -193,6 +214,7 @@ enum Mode {
     Latency,
     Notify,
     NotifyLatency,
+    Fanout,
     SpoolReplay,
     AmIngest,
     Dashboard,
@@ -209,6 +231,7 @@ impl Mode {
             Mode::Latency => "latency",
             Mode::Notify => "notify",
             Mode::NotifyLatency => "notify-latency",
+            Mode::Fanout => "fanout",
             Mode::SpoolReplay => "spool-replay",
             Mode::AmIngest => "am-ingest",
             Mode::Dashboard => "dashboard",
@@ -264,14 +287,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         say(setup.summary_line());
         Some(setup)
     };
-    let notify = if args
+    let per_user = args
         .modes
         .iter()
-        .any(|mode| matches!(mode, Mode::Notify | Mode::NotifyLatency))
-    {
+        .any(|mode| matches!(mode, Mode::Notify | Mode::NotifyLatency));
+    let fan_out = args.modes.contains(&Mode::Fanout);
+    let notify = if per_user || fan_out {
         let sink = Sink::start().await?;
         say(format!("sink     listening on {}", sink.base));
-        let setup = ensure_notify_users(&client, &target, &sink.base, args.users).await?;
+        let sizes = fanout_sizes(&args);
+        let mut users = if per_user { args.users } else { 0 };
+        let mut subscriptions = Vec::new();
+        if per_user {
+            subscriptions.push(SetupStep::Subscriptions);
+        }
+        if fan_out {
+            users = users.max(sizes.last().copied().unwrap_or(0));
+            subscriptions.push(SetupStep::FanoutSubscriptions);
+        }
+        let setup =
+            ensure_notify_users(&client, &target, &sink.base, users, &subscriptions, &sizes)
+                .await?;
         say(setup.summary_line());
         if setup.failed > 0 {
             bail!("notify setup failed for {} users", setup.failed);
@@ -310,7 +346,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let report = run_notify_latency(&client, &target, sink, &args).await?;
                 (report.summary_line(), report.to_json())
             }
-            (Mode::Notify | Mode::NotifyLatency, None) => bail!("notify setup missing"),
+            (Mode::Fanout, Some((sink, _))) => {
+                let report = run_fanout(&client, &target, sink, &args).await?;
+                (report.summary_line(), report.to_json())
+            }
+            (Mode::Notify | Mode::NotifyLatency | Mode::Fanout, None) => {
+                bail!("notify setup missing")
+            }
             (Mode::AmIngest, _) => {
                 let report = run_am_ingest(&client, &target, &args).await?;
                 (report.summary_line(), report.to_json())

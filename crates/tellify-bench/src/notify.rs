@@ -30,6 +30,20 @@ use crate::{run_prefix, Args, Mode};
 /// Title of every bench user's own subscription.
 pub(crate) const NOTIFY_TITLE: &str = "notify bench";
 
+/// Title of every bench user's fan-out subscription.
+pub(crate) const FANOUT_TITLE: &str = "fanout bench";
+
+/// The field whose value `"on"` user `index`'s fan-out subscription asks for:
+/// `fan_<size>` of the smallest of `sizes` (ascending) above `index`, or `None` when
+/// `index` is beyond them all. An event for the first `size` users carries `fan_<s>`
+/// for every `s` up to `size`, so one server serves every size with equality filters.
+pub(crate) fn fanout_field(index: usize, sizes: &[usize]) -> Option<String> {
+    sizes
+        .iter()
+        .find(|size| index < **size)
+        .map(|size| format!("fan_{size}"))
+}
+
 /// How long a `notify` run waits without a single new webhook before it gives up.
 pub(crate) const NOTIFY_STALL: Duration = Duration::from_secs(60);
 
@@ -44,6 +58,8 @@ pub(crate) enum SetupStep {
     ContactPoints,
     Policies,
     Subscriptions,
+    /// The `fanout` mode's subscription (see [`fanout_field`]).
+    FanoutSubscriptions,
 }
 
 impl SetupStep {
@@ -53,6 +69,7 @@ impl SetupStep {
             SetupStep::ContactPoints => "contact points",
             SetupStep::Policies => "policies",
             SetupStep::Subscriptions => "tokens+subscriptions",
+            SetupStep::FanoutSubscriptions => "tokens+fan-out subscriptions",
         }
     }
 }
@@ -64,6 +81,7 @@ pub(crate) async fn setup_step(
     sink_base: &str,
     step: SetupStep,
     index: usize,
+    fanout_sizes: &[usize],
 ) -> anyhow::Result<bool> {
     let name = bench_user(index);
     let admin = |request: reqwest::RequestBuilder| {
@@ -99,9 +117,12 @@ pub(crate) async fn setup_step(
                 expect_success("create contact point", status, &body)?;
                 return Ok(true);
             }
-            // Left from an earlier session: it points at that session's sink.
+            // Left from an earlier session: it points at that session's sink. The `default`
+            // policy names it, so it goes with force; the policy step puts it back.
             let (status, body) = call(
-                admin(client.delete(target.url("/api/v1/contact-points/hook"))).query(&for_user),
+                admin(client.delete(target.url("/api/v1/contact-points/hook")))
+                    .query(&for_user)
+                    .query(&[("force", "true")]),
             )
             .await?;
             expect_success("replace contact point", status, &body)?;
@@ -120,40 +141,57 @@ pub(crate) async fn setup_step(
             Ok(status == reqwest::StatusCode::CREATED)
         }
         SetupStep::Subscriptions => {
-            // A subscription belongs to whoever creates it, so each user gets a token.
-            let (status, body) = call(
-                admin(client.post(target.url("/api/v1/tokens")))
-                    .json(&json!({"name": "bench-notify", "scopes": ["user"], "user": name})),
-            )
-            .await?;
-            expect_success("create token", status, &body)?;
-            let token = body
-                .get("token")
-                .and_then(Value::as_str)
-                .context("token answer has no `token`")?;
-            let user_target = Target::new(&target.base, token)?;
-            if subscription_titles(client, &user_target)
-                .await?
-                .contains(NOTIFY_TITLE)
-            {
+            let params = json!({
+                "filter": format!("nb_user == \"{name}\""),
+                "group_by": ["n"],
+            });
+            ensure_own_subscription(client, target, &name, NOTIFY_TITLE, params).await
+        }
+        SetupStep::FanoutSubscriptions => {
+            let Some(field) = fanout_field(index, fanout_sizes) else {
                 return Ok(false);
-            }
-            create_subscription(
-                client,
-                &user_target,
-                json!({
-                    "kind": "match",
-                    "title": NOTIFY_TITLE,
-                    "params": {
-                        "filter": format!("nb_user == \"{name}\""),
-                        "group_by": ["n"],
-                    },
-                }),
-            )
-            .await?;
-            Ok(true)
+            };
+            let params = json!({"filter": format!("{field} == \"on\""), "group_by": ["n"]});
+            ensure_own_subscription(client, target, &name, FANOUT_TITLE, params).await
         }
     }
+}
+
+/// Makes sure user `name` has a match subscription titled `title` with `params`; whether
+/// it was created. A subscription belongs to whoever creates it, so the user gets a token.
+async fn ensure_own_subscription(
+    client: &reqwest::Client,
+    target: &Target,
+    name: &str,
+    title: &str,
+    params: Value,
+) -> anyhow::Result<bool> {
+    let (status, body) = call(
+        client
+            .post(target.url("/api/v1/tokens"))
+            .header(reqwest::header::AUTHORIZATION, &target.authorization)
+            .json(&json!({"name": "bench-notify", "scopes": ["user"], "user": name})),
+    )
+    .await?;
+    expect_success("create token", status, &body)?;
+    let token = body
+        .get("token")
+        .and_then(Value::as_str)
+        .context("token answer has no `token`")?;
+    let user_target = Target::new(&target.base, token)?;
+    if subscription_titles(client, &user_target)
+        .await?
+        .contains(title)
+    {
+        return Ok(false);
+    }
+    create_subscription(
+        client,
+        &user_target,
+        json!({"kind": "match", "title": title, "params": params}),
+    )
+    .await?;
+    Ok(true)
 }
 
 pub(crate) struct StepReport {
@@ -211,29 +249,33 @@ impl NotifySetup {
 }
 
 /// Makes sure users `nb0` .. `nb{N-1}` exist, each with the contact point `hook` on this
-/// sink, a `default` policy sending there at once, and their own subscription
-/// `nb_user == "nb<i>"` grouped by `n`. One step at a time for all users, so each step's
-/// rate is reported on its own.
+/// sink (`/hook/nb<i>`) and a `default` policy sending there at once, and then has the
+/// subscription `steps` ask for: their own `nb_user == "nb<i>"` grouped by `n`
+/// ([`SetupStep::Subscriptions`]) and the fan-out one ([`SetupStep::FanoutSubscriptions`],
+/// tiers from `fanout_sizes`). One step at a time for all users, so each step's rate is
+/// reported on its own.
 pub(crate) async fn ensure_notify_users(
     client: &reqwest::Client,
     target: &Target,
     sink_base: &str,
     users: usize,
+    subscriptions: &[SetupStep],
+    fanout_sizes: &[usize],
 ) -> anyhow::Result<NotifySetup> {
     let mut setup = NotifySetup {
         users,
         steps: Vec::new(),
         failed: 0,
     };
-    for step in [
+    let steps = [
         SetupStep::Users,
         SetupStep::ContactPoints,
         SetupStep::Policies,
-        SetupStep::Subscriptions,
-    ] {
+    ];
+    for step in steps.iter().chain(subscriptions).copied() {
         let started = Instant::now();
         let results: Vec<anyhow::Result<bool>> = futures_util::stream::iter(0..users)
-            .map(|index| setup_step(client, target, sink_base, step, index))
+            .map(|index| setup_step(client, target, sink_base, step, index, fanout_sizes))
             .buffer_unordered(CREATE_CONCURRENCY)
             .collect()
             .await;

@@ -15,6 +15,8 @@ const SINK_BODY_LIMIT: usize = 1 << 30;
 /// One webhook as the sink received it.
 pub(crate) struct Arrival {
     pub(crate) at: Instant,
+    /// The `{user}` of the path it was posted to: which contact point it reached.
+    pub(crate) user: String,
     pub(crate) delivery_id: String,
     /// `alerts[].fields.n` of every alert the delivery carried (`None` without one).
     pub(crate) alerts: Vec<Option<String>>,
@@ -107,6 +109,7 @@ impl Sink {
 
 pub(crate) async fn sink_hook(
     axum::extract::State(log): axum::extract::State<Arc<SinkLog>>,
+    axum::extract::Path(user): axum::extract::Path<String>,
     body: Bytes,
 ) -> axum::http::StatusCode {
     let at = Instant::now();
@@ -129,6 +132,7 @@ pub(crate) async fn sink_hook(
         log.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
         arrivals.push(Arrival {
             at,
+            user,
             delivery_id: payload.delivery_id,
             alerts,
         });

@@ -176,6 +176,31 @@ impl FromStr for Transition {
     }
 }
 
+/// Which parts of a [`Rendered`] message to write beyond the subject and the text: a
+/// channel carries one or two of them, and the HTML document alone costs as much as the
+/// text. Parts left out stay empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts {
+    pub html: bool,
+    pub chat: bool,
+    pub sms: bool,
+}
+
+impl Parts {
+    /// Every part.
+    pub const ALL: Parts = Parts {
+        html: true,
+        chat: true,
+        sms: true,
+    };
+    /// The subject and the text only.
+    pub const TEXT: Parts = Parts {
+        html: false,
+        chat: false,
+        sms: false,
+    };
+}
+
 /// Renders one message for `items`, grouped by subscription in the order they first
 /// appear, with a link to tellify when `link` is given and every time in `reader`'s zone.
 /// No items means a test message.
@@ -184,6 +209,18 @@ pub fn render_message(
     items: &[RenderItem],
     link: Option<&str>,
     reader: &Reader,
+) -> Rendered {
+    render_parts(registry, items, link, reader, Parts::ALL)
+}
+
+/// [`render_message`] with only the subject, the text and the `parts` asked for; the
+/// parts it writes are the same as [`render_message`]'s.
+pub fn render_parts(
+    registry: &Registry,
+    items: &[RenderItem],
+    link: Option<&str>,
+    reader: &Reader,
+    parts: Parts,
 ) -> Rendered {
     if items.is_empty() {
         return render_test(link);
@@ -195,49 +232,70 @@ pub fn render_message(
     let subject = subject_line(items, &counts, is_test);
     let mut text = String::new();
     let mut chat = String::new();
-    let mut html = String::from(HTML_START);
-    html.push_str(&format!("<title>{}</title>", escape_html(&subject)));
-    html.push_str("</head><body>\n");
+    let mut html = String::new();
+    if parts.html {
+        html.push_str(HTML_START);
+        html.push_str(&format!("<title>{}</title>", escape_html(&subject)));
+        html.push_str("</head><body>\n");
+    }
     if is_test {
         text.push_str(TEST_NOTICE);
         text.push_str(".\n\n");
-        html.push_str(&format!("<p><em>{}.</em></p>\n", escape_html(TEST_NOTICE)));
+        if parts.html {
+            html.push_str(&format!("<p><em>{}.</em></p>\n", escape_html(TEST_NOTICE)));
+        }
     }
     text.push_str(&counts.header());
     text.push('\n');
-    chat.push_str(&text);
-    html.push_str(&format!(
-        "<p><strong>{}</strong></p>\n",
-        escape_html(&counts.header())
-    ));
+    if parts.chat {
+        chat.push_str(&text);
+    }
+    if parts.html {
+        html.push_str(&format!(
+            "<p><strong>{}</strong></p>\n",
+            escape_html(&counts.header())
+        ));
+    }
 
     for group in &groups {
         let alerts: Vec<Alert> = group.items.iter().map(|item| item.alert.clone()).collect();
         let group_counts = Counts::of(group.items.iter().copied());
         let heading = format!("{} ({})", group.title, group_counts.breakdown());
         let mut body = format!("\n{heading}\n");
-        html.push_str(&format!("<h3>{}</h3>\n", escape_html(&heading)));
+        if parts.html {
+            html.push_str(&format!("<h3>{}</h3>\n", escape_html(&heading)));
+        }
         match registry.get(group.kind) {
             Some(kind) => {
                 body.push_str(&kind.render_text(&alerts, reader));
-                html.push_str(&kind.render_html(&alerts, reader));
+                if parts.html {
+                    html.push_str(&kind.render_html(&alerts, reader));
+                }
             }
             None => {
                 body.push_str(&generic_text(&alerts, reader));
-                html.push_str(&generic_html(&alerts, reader));
+                if parts.html {
+                    html.push_str(&generic_html(&alerts, reader));
+                }
             }
         }
         if !body.ends_with('\n') {
             body.push('\n');
         }
         text.push_str(&body);
-        chat.push_str(&body);
+        if parts.chat {
+            chat.push_str(&body);
+        }
         for item in &group.items {
             if let Some(actions) = &item.actions {
                 let label = action_label(&item.alert);
                 text.push_str(&action_text(&label, actions));
-                chat.push_str(&action_chat(&label, actions));
-                html.push_str(&action_html(&label, actions));
+                if parts.chat {
+                    chat.push_str(&action_chat(&label, actions));
+                }
+                if parts.html {
+                    html.push_str(&action_html(&label, actions));
+                }
             }
         }
     }
@@ -245,17 +303,27 @@ pub fn render_message(
     if let Some(link) = link {
         let line = format!("\nOpen tellify: {link}\n");
         text.push_str(&line);
-        chat.push_str(&line);
-        html.push_str(&link_paragraph(link));
+        if parts.chat {
+            chat.push_str(&line);
+        }
+        if parts.html {
+            html.push_str(&link_paragraph(link));
+        }
     }
-    html.push_str(HTML_END);
+    if parts.html {
+        html.push_str(HTML_END);
+    }
 
     Rendered {
         subject,
         text,
         html,
         chat,
-        sms: sms_line(registry, items, reader),
+        sms: if parts.sms {
+            sms_line(registry, items, reader)
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -651,6 +719,24 @@ mod tests {
             "{} > {max}: {text:?}",
             text.chars().count()
         );
+    }
+
+    #[test]
+    fn text_parts_are_the_same_as_in_the_full_message() {
+        let registry = Registry::builtin();
+        let items = [fired(alert("s1", "match", "disk", "db-1", "disk is full"))];
+        let full = render_message(&registry, &items, Some("https://t.example"), &utc());
+        let text = render_parts(
+            &registry,
+            &items,
+            Some("https://t.example"),
+            &utc(),
+            Parts::TEXT,
+        );
+        assert_eq!(text.subject, full.subject);
+        assert_eq!(text.text, full.text);
+        assert!(text.html.is_empty() && text.chat.is_empty() && text.sms.is_empty());
+        assert!(!full.html.is_empty() && !full.chat.is_empty() && !full.sms.is_empty());
     }
 
     #[test]

@@ -154,6 +154,9 @@ INSERT INTO processing (id, cursor) VALUES (1, 0);
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// Prepared statements the writer connection keeps (see [`SqliteStore::open`]).
+const WRITER_STATEMENT_CACHE: usize = 256;
+
 /// How hard a transaction's commit waits for the disk.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Durability {
@@ -301,6 +304,9 @@ impl SqliteStore {
             ))
             .map_err(unavailable)?;
         migrate(&mut writer)?;
+        // Every statement the writer runs is cached; rusqlite's default of 16 is fewer than
+        // one alert-to-webhook pass uses, so statements were evicted and prepared again.
+        writer.set_prepared_statement_cache_capacity(WRITER_STATEMENT_CACHE);
         let (sender, mut receiver) = mpsc::unbounded_channel::<Command>();
         let feed = Feed::default();
         let writer_feed = feed.clone();

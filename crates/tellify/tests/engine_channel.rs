@@ -475,12 +475,16 @@ async fn an_imported_definition_that_fires_is_notified_back_to_the_engine_by_nam
             ("resolve".to_string(), json!({"alertName": "queue depth"})),
         ]
     );
-    let deliveries = app.get_json(&ann, "/api/v1/deliveries").await;
-    let statuses: Vec<&str> = deliveries["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|delivery| delivery["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["sent", "sent"], "{deliveries}");
+    // The outcome is committed after the engine answered, so the test may look first.
+    eventually("both deliveries marked sent", || async {
+        let deliveries = app.get_json(&ann, "/api/v1/deliveries").await;
+        let statuses: Vec<String> = deliveries["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|delivery| delivery["status"].as_str().unwrap().to_string())
+            .collect();
+        (statuses == ["sent", "sent"]).then_some(())
+    })
+    .await;
 }

@@ -113,6 +113,10 @@ CREATE TABLE audit (
 "#;
 
 /// Most notifications ganged in one call; the rest wait for the next round.
+///
+/// Written into the SQL as a literal, as every limit here: a bound `LIMIT ?` (or an
+/// `ORDER BY` the planner might serve from the bound value) makes SQLite re-prepare the
+/// statement on every execution, which cost more than the query itself.
 const MAX_GANG: usize = 50_000;
 
 /// What a user removed from tellify leaves behind where others' records named them.
@@ -505,27 +509,24 @@ fn gang(tx: &Connection, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
     type Due = (i64, String, String, String, String);
     let due: Vec<Due> = {
         let mut statement = tx
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT id, user_id, contact_point_id, alert_id, transition FROM notifications
                  WHERE delivery_id IS NULL AND due_ms <= ?1
-                   AND user_id NOT IN (SELECT value FROM json_each(?3))
-                   AND contact_point_id NOT IN (SELECT value FROM json_each(?4))
-                 ORDER BY id LIMIT ?2",
-            )
+                   AND user_id NOT IN (SELECT value FROM json_each(?2))
+                   AND contact_point_id NOT IN (SELECT value FROM json_each(?3))
+                 ORDER BY id LIMIT {MAX_GANG}",
+            ))
             .map_err(unavailable)?;
         let rows = statement
-            .query_map(
-                params![millis(now), MAX_GANG as i64, held_users, held_points],
-                |row| {
-                    Ok((
-                        row.get(0)?,
-                        row.get(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                    ))
-                },
-            )
+            .query_map(params![millis(now), held_users, held_points], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })
             .map_err(unavailable)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
     };
@@ -643,19 +644,60 @@ fn read_delivery(row: &rusqlite::Row) -> rusqlite::Result<Delivery> {
 fn delivery_items(connection: &Connection, delivery_id: &str) -> StoreResult<Vec<DeliveryItem>> {
     let mut statement = connection
         .prepare_cached(
-            "SELECT alert_id, transition, alert FROM notifications WHERE delivery_id = ?1 ORDER BY id",
+            "SELECT id, alert_id, transition, alert FROM notifications WHERE delivery_id = ?1",
         )
         .map_err(unavailable)?;
     let rows = statement
         .query_map([delivery_id], |row| {
-            Ok(DeliveryItem {
-                alert_id: row.get(0)?,
-                transition: row.get(1)?,
-                alert: read_json(row.get(2)?)?,
-            })
+            Ok((
+                row.get::<_, i64>(0)?,
+                DeliveryItem {
+                    alert_id: row.get(1)?,
+                    transition: row.get(2)?,
+                    alert: read_json(row.get(3)?)?,
+                },
+            ))
         })
         .map_err(unavailable)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+    let mut items = rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?;
+    // Sorted here, not by the query: `ORDER BY` made SQLite re-prepare it on every call.
+    items.sort_unstable_by_key(|(id, _)| *id);
+    Ok(items.into_iter().map(|(_, item)| item).collect())
+}
+
+/// The items of every delivery in `ids`, each delivery's in notification order: one query
+/// for a whole claim.
+fn items_of(
+    connection: &Connection,
+    ids: &[&str],
+) -> StoreResult<HashMap<String, Vec<DeliveryItem>>> {
+    let list = serde_json::to_string(ids).map_err(unavailable)?;
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT id, delivery_id, alert_id, transition, alert FROM notifications
+             WHERE delivery_id IN (SELECT value FROM json_each(?1))",
+        )
+        .map_err(unavailable)?;
+    let rows = statement
+        .query_map([list], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                DeliveryItem {
+                    alert_id: row.get(2)?,
+                    transition: row.get(3)?,
+                    alert: read_json(row.get(4)?)?,
+                },
+            ))
+        })
+        .map_err(unavailable)?;
+    let mut rows = rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?;
+    rows.sort_unstable_by_key(|(id, _, _)| *id);
+    let mut items: HashMap<String, Vec<DeliveryItem>> = HashMap::with_capacity(ids.len());
+    for (_, delivery_id, item) in rows {
+        items.entry(delivery_id).or_default().push(item);
+    }
+    Ok(items)
 }
 
 pub(super) fn take_deliveries(
@@ -667,54 +709,80 @@ pub(super) fn take_deliveries(
 ) -> StoreResult<Vec<DeliveryJob>> {
     gang(tx, now, hold)?;
     let due: Vec<Delivery> = {
+        // In the index's order (`next_attempt_ms`, then rowid, which is creation order),
+        // so SQLite sorts nothing and stops after `limit` rows; no bound `LIMIT` (see
+        // [`MAX_GANG`]).
         let mut statement = tx
             .prepare_cached(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries
                  WHERE status IN ('pending', 'sending') AND next_attempt_ms <= ?1
-                 ORDER BY next_attempt_ms, id LIMIT ?2"
+                 ORDER BY next_attempt_ms, rowid"
             ))
             .map_err(unavailable)?;
         let rows = statement
-            .query_map(params![millis(now), limit as i64], read_delivery)
+            .query_map(params![millis(now)], read_delivery)
             .map_err(unavailable)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
-    };
-    let mut jobs = Vec::with_capacity(due.len());
-    for mut delivery in due {
-        let point = tx
-            .prepare_cached(&format!(
-                "SELECT {CONTACT_COLUMNS} FROM contact_points WHERE id = ?1"
-            ))
+        rows.take(limit)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?
-            .query_row([&delivery.contact_point_id], read_contact)
-            .optional()
-            .map_err(unavailable)?;
-        let Some(contact_point) = point else {
-            tx.execute(
+    };
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut points: HashMap<String, Option<ContactPoint>> = HashMap::new();
+    let mut claimed: Vec<(Delivery, ContactPoint)> = Vec::with_capacity(due.len());
+    for mut delivery in due {
+        if !points.contains_key(&delivery.contact_point_id) {
+            let point = tx
+                .prepare_cached(&format!(
+                    "SELECT {CONTACT_COLUMNS} FROM contact_points WHERE id = ?1"
+                ))
+                .map_err(unavailable)?
+                .query_row([&delivery.contact_point_id], read_contact)
+                .optional()
+                .map_err(unavailable)?;
+            points.insert(delivery.contact_point_id.clone(), point);
+        }
+        let Some(contact_point) = points.get(&delivery.contact_point_id).cloned().flatten() else {
+            tx.prepare_cached(
                 "UPDATE deliveries SET status = 'failed',
                      last_error = 'the contact point was deleted before this was sent'
                  WHERE id = ?1",
-                [&delivery.id],
             )
+            .map_err(unavailable)?
+            .execute([&delivery.id])
             .map_err(unavailable)?;
             continue;
         };
-        tx.prepare_cached(
-            "UPDATE deliveries SET status = 'sending', next_attempt_ms = ?2 WHERE id = ?1",
-        )
-        .map_err(unavailable)?
-        .execute(params![delivery.id, millis(lease_until)])
-        .map_err(unavailable)?;
         delivery.status = DeliveryStatus::Sending;
         delivery.next_attempt = lease_until;
-        let items = delivery_items(tx, &delivery.id)?;
-        jobs.push(DeliveryJob {
-            delivery,
-            contact_point,
-            items,
-        });
+        claimed.push((delivery, contact_point));
     }
-    Ok(jobs)
+    // One lease and one read of the items for the whole claim, not one each per delivery.
+    let ids: Vec<&str> = claimed
+        .iter()
+        .map(|(delivery, _)| delivery.id.as_str())
+        .collect();
+    let list = serde_json::to_string(&ids).map_err(unavailable)?;
+    tx.prepare_cached(
+        "UPDATE deliveries SET status = 'sending', next_attempt_ms = ?2
+         WHERE id IN (SELECT value FROM json_each(?1))",
+    )
+    .map_err(unavailable)?
+    .execute(params![list, millis(lease_until)])
+    .map_err(unavailable)?;
+    let mut items = items_of(tx, &ids)?;
+    Ok(claimed
+        .into_iter()
+        .map(|(delivery, contact_point)| {
+            let items = items.remove(&delivery.id).unwrap_or_default();
+            DeliveryJob {
+                delivery,
+                contact_point,
+                items,
+            }
+        })
+        .collect())
 }
 
 pub(super) fn finish_deliveries(tx: &Connection, results: &[FinishedDelivery]) -> StoreResult<()> {

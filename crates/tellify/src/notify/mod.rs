@@ -25,7 +25,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tellify_engine::policy::PolicyLimits;
 use tellify_engine::render::{
-    render_message, ActionLinks, Reader, RenderItem, Rendered, Transition,
+    render_parts, ActionLinks, Parts, Reader, RenderItem, Rendered, Transition,
 };
 use tellify_engine::Registry;
 use tellify_store::{
@@ -224,6 +224,9 @@ pub struct Notifier {
     rates: Mutex<RateBook>,
     /// Whether the last claim held anyone back (see [`Notifier::idle_wait`]).
     holding: std::sync::atomic::AtomicBool,
+    /// Whether the last claim took as many deliveries as there were free senders, so more
+    /// may be due: finishing sends then wake the claim loop (see [`refill_at`]).
+    backlog: std::sync::atomic::AtomicBool,
     /// How long sends in flight at shutdown may take before their deliveries are given back.
     shutdown_grace: Duration,
     /// Turns true when that time is up: every send still in flight gives its delivery back.
@@ -264,6 +267,7 @@ impl Notifier {
             handle: handle.clone(),
             rates: Mutex::new(RateBook::default()),
             holding: std::sync::atomic::AtomicBool::new(false),
+            backlog: std::sync::atomic::AtomicBool::new(false),
             shutdown_grace: Duration::from_secs(10),
             cut_off: watch::channel(false).0,
             bus: None,
@@ -386,15 +390,22 @@ impl Notifier {
         permits: &Arc<Semaphore>,
         results: &mpsc::Sender<Finished>,
     ) -> StoreResult<bool> {
-        let now = self.clock.now();
-        self.store
-            .plan_repeats(now, self.handle.planner(), 1000)
-            .await?;
         let free = permits.available_permits();
         if free == 0 {
             // Every sender is busy; a finishing one wakes us.
             return Ok(false);
         }
+        let concurrency = self.settings.concurrency.max(1);
+        if self.backlog.load(std::sync::atomic::Ordering::Relaxed) && free < refill_at(concurrency)
+        {
+            // More is due than the senders could take: claim again once half of them are
+            // free, in one transaction, rather than one small claim per finished send.
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        self.store
+            .plan_repeats(now, self.handle.planner(), 1000)
+            .await?;
         let lease = SignedDuration::from_secs(self.settings.lease_secs.max(1) as i64);
         let lease_until = now.checked_add(lease).unwrap_or(now);
         let claim = self.handle.take_lock.lock().await;
@@ -415,6 +426,9 @@ impl Notifier {
                 );
             }
         }
+        let backlog = taken > 0 && taken == free;
+        self.backlog
+            .store(backlog, std::sync::atomic::Ordering::Relaxed);
         for job in jobs {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
@@ -422,16 +436,24 @@ impl Notifier {
             self.handle.in_flight.add(&job.delivery.user_id);
             let notifier = self.clone();
             let results = results.clone();
+            let permits = permits.clone();
             tokio::spawn(async move {
                 let user_id = job.delivery.user_id.clone();
                 let finished = notifier.send_until_cut_off(job).await;
                 notifier.handle.in_flight.remove(&user_id);
                 drop(permit);
+                // With more due than was claimed, the next claim need not wait for this
+                // outcome's commit (the claimed rows are leased, so none is taken twice).
+                if notifier.backlog.load(std::sync::atomic::Ordering::Relaxed)
+                    && permits.available_permits() >= refill_at(concurrency)
+                {
+                    notifier.handle.wake.notify_one();
+                }
                 let _ = results.send((user_id, finished)).await;
             });
         }
         drop(claim);
-        Ok(taken > 0 && taken == free)
+        Ok(backlog)
     }
 
     /// The users and contact points at their rate limit right now.
@@ -537,13 +559,18 @@ impl Notifier {
         })
     }
 
-    /// Renders a delivery for the person it goes to: every time in it in their zone.
+    /// Renders a delivery for the person it goes to: every time in it in their zone, and
+    /// only the parts its channel carries.
     fn render(&self, job: &DeliveryJob, items: &[RenderItem]) -> Rendered {
         let reader = Reader::new(
             self.handle.planner.zone_of(&job.delivery.user_id),
             self.clock.now(),
         );
-        render_message(&self.registry, items, self.link.as_deref(), &reader)
+        let parts = match job.contact_point.kind.parse::<ContactKind>() {
+            Ok(kind) => parts_for(kind),
+            Err(_) => Parts::ALL,
+        };
+        render_parts(&self.registry, items, self.link.as_deref(), &reader, parts)
     }
 
     /// Sends one rendered delivery, and says how it went.
@@ -617,6 +644,34 @@ impl Notifier {
             }
         }
     }
+}
+
+/// The parts of a rendered message a channel sends ([`OutgoingMessage`]): webhooks and
+/// engines carry the subject, the text and the JSON payload, so their HTML, chat and SMS
+/// forms are not written.
+fn parts_for(kind: ContactKind) -> Parts {
+    match kind {
+        ContactKind::Email => Parts {
+            html: true,
+            ..Parts::TEXT
+        },
+        ContactKind::Sms => Parts {
+            sms: true,
+            ..Parts::TEXT
+        },
+        ContactKind::Chat => Parts {
+            chat: true,
+            ..Parts::TEXT
+        },
+        ContactKind::Webhook | ContactKind::Engine => Parts::TEXT,
+    }
+}
+
+/// How many free senders a claim waits for while a backlog is due: half of them, so a
+/// fan-out of thousands of deliveries is claimed in a few dozen transactions, and the
+/// other half keeps sending meanwhile.
+fn refill_at(concurrency: usize) -> usize {
+    concurrency.div_ceil(2)
 }
 
 /// The message for a delivery: the rendered bodies, and for webhooks a JSON payload
