@@ -21,10 +21,8 @@ use crate::latency::LATENCY_GRACE;
 use crate::report::{milliseconds, Percentiles};
 use crate::setup::CREATE_CONCURRENCY;
 use crate::sink::{Arrival, Sink};
-use crate::target::{
-    call, create_subscription, expect_success, plain_client, subscription_titles, truncate, Target,
-};
-use crate::throughput::ConnectionTally;
+use crate::storm::post_all;
+use crate::target::{call, create_subscription, expect_success, subscription_titles, Target};
 use crate::{run_prefix, Args, Mode};
 
 /// Title of every bench user's own subscription.
@@ -529,7 +527,7 @@ pub(crate) async fn run_notify_burst(
     let users = args.users.max(1);
     let prefix = run_prefix(Mode::Notify);
     let batch = args.batch_size.max(1);
-    let bodies: Vec<Bytes> = (0..args.burst_events)
+    let bodies: Vec<(Bytes, u64)> = (0..args.burst_events)
         .collect::<Vec<_>>()
         .chunks(batch)
         .map(|chunk| {
@@ -541,80 +539,19 @@ pub(crate) async fn run_notify_burst(
                 ));
                 body.push('\n');
             }
-            Bytes::from(body)
+            (Bytes::from(body), chunk.len() as u64)
         })
         .collect();
-    let sizes: Vec<u64> = (0..args.burst_events)
-        .collect::<Vec<_>>()
-        .chunks(batch)
-        .map(|chunk| chunk.len() as u64)
-        .collect();
-    let bodies = Arc::new(bodies);
-    let sizes = Arc::new(sizes);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     sink.take();
     let cpu_before = CpuSample::take(args.server_pid);
     let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for _ in 0..args.batched_connections.max(1) {
-        let client = plain_client()?;
-        let url = target.url("/api/v1/events");
-        let authorization = target.authorization.clone();
-        let (bodies, sizes, next) = (bodies.clone(), sizes.clone(), next.clone());
-        tasks.spawn(async move {
-            let mut tally = ConnectionTally::default();
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let (Some(body), Some(size)) = (bodies.get(index), sizes.get(index)) else {
-                    break;
-                };
-                let sent = Instant::now();
-                let result = client
-                    .post(&url)
-                    .header(reqwest::header::AUTHORIZATION, &authorization)
-                    .header(CONTENT_TYPE, "application/x-ndjson")
-                    .body(body.clone())
-                    .send()
-                    .await;
-                tally.requests += 1;
-                let failure = match result {
-                    Ok(response) if response.status().is_success() => response
-                        .bytes()
-                        .await
-                        .err()
-                        .map(|e| format!("reading answer: {e}")),
-                    Ok(response) => {
-                        let status = response.status();
-                        let text = response.text().await.unwrap_or_default();
-                        Some(format!("HTTP {status}: {}", truncate(&text, 200)))
-                    }
-                    Err(error) => Some(format!("{error}")),
-                };
-                match failure {
-                    None => {
-                        tally.events += size;
-                        tally.request_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    Some(message) => {
-                        tally.errors += size;
-                        tally.first_error.get_or_insert(message);
-                    }
-                }
-            }
-            tally
-        });
-    }
-    let mut total = ConnectionTally::default();
-    while let Some(joined) = tasks.join_next().await {
-        let tally = joined.context("load task failed")?;
-        total.events += tally.events;
-        total.requests += tally.requests;
-        total.errors += tally.errors;
-        if total.first_error.is_none() {
-            total.first_error = tally.first_error;
-        }
-        total.request_ms.extend(tally.request_ms);
-    }
+    let total = post_all(
+        target,
+        bodies,
+        "application/x-ndjson",
+        args.batched_connections,
+    )
+    .await?;
     let load_seconds = started.elapsed().as_secs_f64();
     wait_for_webhooks(sink, total.events, Duration::from_secs(args.notify_timeout)).await;
     let cpu = CpuSample::take(args.server_pid).and_then(|after| {

@@ -269,8 +269,9 @@ async fn delete_subscriptions(client: &reqwest::Client, target: &Target, ids: Ve
         .await;
 }
 
-/// Posts every body once, over `connections` keep-alive connections.
-async fn post_all(
+/// Posts every body (with how many events it holds) once, over `connections` keep-alive
+/// connections, and adds up what each connection saw.
+pub(crate) async fn post_all(
     target: &Target,
     bodies: Vec<(Bytes, u64)>,
     content_type: &'static str,
