@@ -45,22 +45,9 @@ async fn notify_through(app: &TestApp, token: &str, contact_point: &str) {
     .await;
 }
 
-/// The tokens of `{PUBLIC_URL}act/TOKEN` links in a message, in order of appearance. Soft
-/// line breaks of quoted-printable are undone first.
+/// The tokens of `{PUBLIC_URL}act/TOKEN` links in a message, in order of appearance.
 fn act_tokens(data: &str) -> Vec<String> {
-    let joined = data.replace("=\r\n", "").replace("=\n", "");
-    let marker = format!("{PUBLIC_URL}act/");
-    let mut tokens = Vec::new();
-    let mut rest = joined.as_str();
-    while let Some(start) = rest.find(&marker) {
-        rest = &rest[start + marker.len()..];
-        let token: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
-        tokens.push(token);
-    }
-    tokens
+    crate::support::act_tokens(data, PUBLIC_URL)
 }
 
 async fn history(app: &TestApp, token: &str, alert: &str) -> Vec<(String, String)> {

@@ -8,29 +8,8 @@ use tellify::services::links::LinkAction;
 
 use super::{contact, policy, Browser};
 use crate::helpers::{eventually, spawn_app_with};
-use crate::support::{free_port, SmtpSink};
+use crate::support::{act_tokens, free_port, SmtpSink};
 use crate::web::{password_of, person};
-
-/// The `{public}act/TOKEN` links of a message, in order; quoted-printable soft breaks and
-/// `=3D` are undone first.
-fn act_links(data: &str, public: &str) -> Vec<String> {
-    let joined = data
-        .replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("=3D", "=");
-    let marker = format!("{public}act/");
-    let mut links = Vec::new();
-    let mut rest = joined.as_str();
-    while let Some(start) = rest.find(&marker) {
-        rest = &rest[start + marker.len()..];
-        let token: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
-        links.push(token);
-    }
-    links
-}
 
 #[tokio::test]
 async fn the_emailed_ack_link_confirms_then_acknowledges_once() {
@@ -61,7 +40,7 @@ async fn the_emailed_ack_link_confirms_then_acknowledges_once() {
     app.app.state.notifier.wake();
     let mail = eventually("the email", || async { smtp.mails().into_iter().next() }).await;
     let state = &app.app.state;
-    let ack = act_links(&mail.data, &public)
+    let ack = act_tokens(&mail.data, &public)
         .into_iter()
         .find(|token| {
             state

@@ -12,6 +12,27 @@ use axum::http::{HeaderMap, StatusCode};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// A free TCP port on 127.0.0.1 (nothing listens on it when this returns).
+/// The `{public}act/TOKEN` links of a message, in order; quoted-printable soft breaks and
+/// `=3D` are undone first.
+pub fn act_tokens(data: &str, public: &str) -> Vec<String> {
+    let joined = data
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let marker = format!("{public}act/");
+    let mut links = Vec::new();
+    let mut rest = joined.as_str();
+    while let Some(start) = rest.find(&marker) {
+        rest = &rest[start + marker.len()..];
+        let token: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        links.push(token);
+    }
+    links
+}
+
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
