@@ -11,7 +11,6 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// A free TCP port on 127.0.0.1 (nothing listens on it when this returns).
 /// The `{public}act/TOKEN` links of a message, in order; quoted-printable soft breaks and
 /// `=3D` are undone first.
 pub fn act_tokens(data: &str, public: &str) -> Vec<String> {
@@ -33,6 +32,7 @@ pub fn act_tokens(data: &str, public: &str) -> Vec<String> {
     links
 }
 
+/// A free TCP port on 127.0.0.1 (nothing listens on it when this returns).
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
