@@ -1713,3 +1713,32 @@ impl Store for SqliteStore {
         self.read_used_link(nonce).await
     }
 }
+
+/// For the tests that check which index a query uses: a freshly migrated in-memory
+/// database and the `EXPLAIN QUERY PLAN` of a statement.
+#[cfg(test)]
+mod query_plans {
+    use rusqlite::types::Value as SqlValue;
+    use rusqlite::{params_from_iter, Connection};
+
+    /// The plan's detail lines, joined by newlines; every parameter is bound to 1.
+    pub(super) fn plan(connection: &Connection, sql: &str, parameters: usize) -> String {
+        let values: Vec<SqlValue> = (0..parameters).map(|_| SqlValue::Integer(1)).collect();
+        let mut statement = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let rows = statement
+            .query_map(params_from_iter(values.iter()), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap();
+        rows.collect::<Result<Vec<_>, _>>().unwrap().join("\n")
+    }
+
+    /// An in-memory database with every migration applied.
+    pub(super) fn migrated() -> Connection {
+        let mut connection = Connection::open_in_memory().unwrap();
+        super::migrate(&mut connection).unwrap();
+        connection
+    }
+}

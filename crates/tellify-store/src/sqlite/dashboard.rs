@@ -249,26 +249,7 @@ pub(super) fn held_alerts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::params_from_iter;
-
-    fn plan(connection: &Connection, sql: &str, parameters: usize) -> String {
-        let values: Vec<SqlValue> = (0..parameters).map(|_| SqlValue::Integer(1)).collect();
-        let mut statement = connection
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap();
-        let rows = statement
-            .query_map(params_from_iter(values.iter()), |row| {
-                row.get::<_, String>(3)
-            })
-            .unwrap();
-        rows.collect::<Result<Vec<_>, _>>().unwrap().join("\n")
-    }
-
-    fn migrated() -> Connection {
-        let mut connection = Connection::open_in_memory().unwrap();
-        super::super::migrate(&mut connection).unwrap();
-        connection
-    }
+    use crate::sqlite::query_plans::{migrated, plan};
 
     #[test]
     fn a_chart_walks_the_time_index_and_reads_only_the_rows_it_looked_at() {

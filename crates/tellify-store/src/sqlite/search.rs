@@ -185,26 +185,7 @@ pub(super) fn field_path(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::params_from_iter;
-
-    fn plan(connection: &Connection, sql: &str, parameters: usize) -> String {
-        let values: Vec<SqlValue> = (0..parameters).map(|_| SqlValue::Integer(1)).collect();
-        let mut statement = connection
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap();
-        let rows = statement
-            .query_map(params_from_iter(values.iter()), |row| {
-                row.get::<_, String>(3)
-            })
-            .unwrap();
-        rows.collect::<Result<Vec<_>, _>>().unwrap().join("\n")
-    }
-
-    fn migrated() -> Connection {
-        let mut connection = Connection::open_in_memory().unwrap();
-        super::super::migrate(&mut connection).unwrap();
-        connection
-    }
+    use crate::sqlite::query_plans::{migrated, plan};
 
     #[test]
     fn a_type_search_reads_the_type_index_and_only_candidate_rows() {
