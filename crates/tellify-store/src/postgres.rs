@@ -31,6 +31,8 @@ mod events;
 mod notify;
 pub mod testing;
 
+pub use postgres::Config;
+
 use crate::{
     AlertChange, AlertQuery, Appended, AuditRecord, ChartAggregate, ChartQuery, CommitOutcome,
     ContactPoint, Delivery, DeliveryHold, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery,
@@ -136,6 +138,12 @@ CREATE TABLE used_links (
     expires_ms BIGINT NOT NULL
 );
 CREATE INDEX used_links_expires ON used_links(expires_ms);
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    fence BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
 "#;
 
 /// The schema versions, in order; each runs once, in a transaction of its own. Version 1
@@ -209,6 +217,33 @@ pub(crate) fn from_millis(ms: i64) -> Timestamp {
 pub(crate) fn lock(tx: &mut Transaction<'_>, key: i64) -> StoreResult<()> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
         .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Fails with a conflict, before anything is written, when `lease` is no longer held as
+/// it was taken: another node took it over (a higher fencing number) while this one was
+/// paused or cut off. Locks the lease's row until the commit, so a takeover waits for
+/// this transaction and the next holder sees what it wrote.
+pub(crate) fn check_fence(
+    tx: &mut Transaction<'_>,
+    lease: Option<&crate::LeaseFence>,
+) -> StoreResult<()> {
+    let Some(lease) = lease else {
+        return Ok(());
+    };
+    let row = tx
+        .query_opt(
+            "SELECT holder, fence FROM leases WHERE name = $1 FOR UPDATE",
+            &[&lease.name],
+        )
+        .map_err(unavailable)?;
+    let current = row.map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)));
+    if current.as_ref() != Some(&(lease.holder.clone(), lease.fence)) {
+        return Err(StoreError::Conflict(format!(
+            "the `{}` lease passed to another node (fencing number {} is stale)",
+            lease.name, lease.fence
+        )));
+    }
     Ok(())
 }
 
@@ -1261,6 +1296,46 @@ impl Store for PostgresStore {
         self.write(move |tx| {
             tx.execute("DELETE FROM used_links WHERE nonce = $1", &[&nonce])
                 .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Option<i64>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |tx| {
+            let row = tx
+                .query_opt(
+                    "INSERT INTO leases (name, holder, fence, expires_ms) VALUES ($1, $2, 1, $4)
+                     ON CONFLICT (name) DO UPDATE SET
+                         fence = CASE WHEN leases.holder = EXCLUDED.holder
+                                      THEN leases.fence ELSE leases.fence + 1 END,
+                         holder = EXCLUDED.holder,
+                         expires_ms = EXCLUDED.expires_ms
+                     WHERE leases.holder = EXCLUDED.holder OR leases.expires_ms <= $3
+                     RETURNING fence",
+                    &[&name, &holder, &millis(now), &millis(until)],
+                )
+                .map_err(unavailable)?;
+            Ok(row.map(|row| row.get(0)))
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE leases SET expires_ms = 0 WHERE name = $1 AND holder = $2",
+                &[&name, &holder],
+            )
+            .map_err(unavailable)?;
             Ok(())
         })
         .await

@@ -272,6 +272,18 @@ pub struct ProcessingCommit {
     pub filter_errors: Vec<FilterErrorUpdate>,
     /// Where the ids of new alerts come from.
     pub ids: IdSourceRef,
+    /// The lease this commit is made under, when several nodes share the store: the
+    /// commit fails with a conflict, writing nothing, if the lease has passed to another
+    /// holder since (see [`crate::Store::acquire_lease`]).
+    pub lease: Option<LeaseFence>,
+}
+
+/// A lease as its holder last took it: who, and the fencing number it got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseFence {
+    pub name: String,
+    pub holder: String,
+    pub fence: i64,
 }
 
 /// A source of new ids that can sit in a [`ProcessingCommit`]: the worker passes

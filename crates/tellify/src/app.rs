@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tellify_engine::Registry;
+use tellify_store::postgres::PostgresStore;
 use tellify_store::sqlite::SqliteStore;
 use tellify_store::{Store, Token, User};
 use tokio::sync::watch;
@@ -26,7 +27,7 @@ use crate::api;
 use crate::auth::{check_bootstrap_token, hash_token, new_token, Authenticator};
 use crate::channels::Channels;
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{Settings, StoreLocation};
 use crate::notify::Notifier;
 use crate::services::{people, AppState, Services};
 use crate::stream::Bus;
@@ -299,16 +300,33 @@ pub async fn start(
     let bootstrap = bootstrap.into();
     check_settings(&settings)?;
     let listener = bind(settings.listen).await?;
-    check_data_directory(&settings.data)?;
-    let data_lock = crate::data_lock::DataLock::acquire(&settings.data, "start")?;
-    let store = SqliteStore::open(&settings.data).with_context(|| {
-        format!(
-            "cannot open the store in {}; check that it is a tellify data directory this user can write, or choose another with --data or TELLIFY_DATA",
-            settings.data.display()
-        )
-    })?;
-    let mut app = start_on(listener, settings, Arc::new(store), clock, bootstrap).await?;
-    app.data_lock = Some(data_lock);
+    let location = settings
+        .store_location()
+        .map_err(|problem| anyhow::anyhow!("store: {problem}"))?;
+    let (store, data_lock): (Arc<dyn Store>, _) = match location {
+        StoreLocation::Sqlite(directory) => {
+            check_data_directory(&directory)?;
+            let data_lock = crate::data_lock::DataLock::acquire(&directory, "start")?;
+            let store = SqliteStore::open(&directory).with_context(|| {
+                format!(
+                    "cannot open the store in {}; check that it is a tellify data directory this user can write, or choose another with --data or TELLIFY_DATA",
+                    directory.display()
+                )
+            })?;
+            (Arc::new(store), Some(data_lock))
+        }
+        StoreLocation::Postgres(address) => {
+            let store = PostgresStore::open(&address).await.with_context(|| {
+                format!(
+                    "cannot open the PostgreSQL store at {}; check that the server runs, the database exists and this user may create tables in it",
+                    crate::config::redact_address(&address)
+                )
+            })?;
+            (Arc::new(store), None)
+        }
+    };
+    let mut app = start_on(listener, settings, store, clock, bootstrap).await?;
+    app.data_lock = data_lock;
     Ok(app)
 }
 

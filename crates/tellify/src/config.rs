@@ -29,6 +29,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Directory holding the SQLite database.
     pub data: PathBuf,
+    /// Where state is kept instead of SQLite in `data`: a PostgreSQL address
+    /// (`postgres://user:password@host:5432/database`), shared by every node that names it.
+    pub store: Option<String>,
     /// Public base URL of the dashboard and API, used in links.
     pub public_url: Option<String>,
     pub ingest: IngestSettings,
@@ -95,11 +98,51 @@ pub struct EngineSettings {
     pub filter_budget_ms: u64,
 }
 
+/// Where the store is (see [`Settings::store_location`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// SQLite in this directory.
+    Sqlite(PathBuf),
+    /// PostgreSQL at this address.
+    Postgres(String),
+}
+
+/// An address with its password (`user:password@`) replaced by `***`, to be printed.
+pub fn redact_address(address: &str) -> String {
+    let Some((scheme, rest)) = address.split_once("://") else {
+        return address.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((credentials, host)) = authority.rsplit_once('@') else {
+        return address.to_string();
+    };
+    let user = credentials.split(':').next().unwrap_or_default();
+    let hidden = if credentials.contains(':') {
+        format!("{user}:***")
+    } else {
+        user.to_string()
+    };
+    // A password in the query (`?password=…`) is hidden too.
+    let path = match path.find("password=") {
+        Some(start) => {
+            let value_start = start + "password=".len();
+            let value_end = path[value_start..]
+                .find('&')
+                .map_or(path.len(), |end| value_start + end);
+            format!("{}***{}", &path[..value_start], &path[value_end..])
+        }
+        None => path.to_string(),
+    };
+    format!("{scheme}://{hidden}@{host}{path}")
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data: PathBuf::from("tellify-data"),
+            store: None,
             public_url: None,
             ingest: IngestSettings::default(),
             limits: Limits::default(),
@@ -198,6 +241,9 @@ impl Settings {
                 self.limits.max_list_items
             ));
         }
+        if let Err(error) = self.store_location() {
+            problems.push(format!("store: {error}"));
+        }
         if !SHUTDOWN_GRACE_SECS.contains(&self.shutdown_grace_secs) {
             problems.push(format!(
                 "shutdown_grace_secs: must be {} to {} (is {})",
@@ -207,6 +253,34 @@ impl Settings {
             ));
         }
         problems
+    }
+
+    /// Where the store is: SQLite in `data`, or the PostgreSQL database `store` names.
+    pub fn store_location(&self) -> Result<StoreLocation, String> {
+        let Some(address) = self.store.as_deref() else {
+            return Ok(StoreLocation::Sqlite(self.data.clone()));
+        };
+        let scheme = address.split_once("://").map(|(scheme, _)| scheme);
+        match scheme {
+            Some("postgres" | "postgresql") => {
+                address
+                    .parse::<tellify_store::postgres::Config>()
+                    .map_err(|error| {
+                        format!(
+                            "not a PostgreSQL address ({error}): {}",
+                            redact_address(address)
+                        )
+                    })?;
+                Ok(StoreLocation::Postgres(address.to_string()))
+            }
+            Some("sqlite") => Ok(StoreLocation::Sqlite(PathBuf::from(
+                &address["sqlite://".len()..],
+            ))),
+            _ => Err(format!(
+                "must be postgres://user:password@host:port/database or sqlite://DIRECTORY (is {})",
+                redact_address(address)
+            )),
+        }
     }
 
     /// How long a stop may take (`shutdown_grace_secs`).

@@ -25,8 +25,8 @@ use tellify_engine::DispatchIndex;
 use tellify_model::StoredEvent;
 use tellify_store::processing::IdSourceRef;
 use tellify_store::{
-    FilterErrorUpdate, HealthUpdate, OutputToApply, ProcessingCommit, Store, StoreResult,
-    Subscription, SubscriptionHealth,
+    FilterErrorUpdate, HealthUpdate, LeaseFence, OutputToApply, ProcessingCommit, Store,
+    StoreError, StoreResult, Subscription, SubscriptionHealth,
 };
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -164,6 +164,49 @@ pub struct Worker {
     costs_published: Instant,
     /// Times every filter evaluation against its budget.
     filter_meter: crate::filter_budget::ThreadCpuMeter,
+    /// The processing lease: with several nodes on one store, one processes at a time.
+    lease: ProcessingLease,
+}
+
+/// The name of the lease under which events are processed.
+pub const PROCESSING_LEASE: &str = "processing";
+/// How long a taken lease runs unless renewed: how long the other nodes wait before
+/// taking over from a node that died or stopped answering.
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
+/// How often the holder renews its lease (well inside [`LEASE_TTL`]).
+const LEASE_RENEW: Duration = Duration::from_secs(2);
+/// How often a node without the lease asks for it.
+const LEASE_POLL: Duration = Duration::from_secs(1);
+
+/// This node's view of the processing lease.
+struct ProcessingLease {
+    /// Who this node is to the store, unique per process start.
+    holder: String,
+    /// The fencing number while this node holds the lease.
+    fence: Option<i64>,
+    renew_at: Timestamp,
+}
+
+impl ProcessingLease {
+    fn new() -> ProcessingLease {
+        ProcessingLease {
+            holder: format!("{}-{}", std::process::id(), tellify_model::new_id()),
+            fence: None,
+            renew_at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    /// What a commit carries: nothing for a store that gives every lease (fence 0).
+    fn for_commit(&self) -> Option<LeaseFence> {
+        match self.fence {
+            Some(fence) if fence != 0 => Some(LeaseFence {
+                name: PROCESSING_LEASE.to_string(),
+                holder: self.holder.clone(),
+                fence,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Most fed events held in memory; beyond it the worker reads the log instead.
@@ -210,6 +253,7 @@ impl Worker {
             filter_meter: crate::filter_budget::ThreadCpuMeter::new(
                 WorkerLimits::default().filter_budget,
             ),
+            lease: ProcessingLease::new(),
         };
         worker.load(snapshot).await?;
         let head = store.last_seq().await?;
@@ -487,13 +531,35 @@ impl Worker {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         loop {
             if *shutdown.borrow() {
+                self.give_up_lease().await;
                 return;
+            }
+            match self.hold_lease().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(LEASE_POLL) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot take or renew the processing lease; retrying shortly");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
             }
             let busy = match self.step().await {
                 Ok(busy) => busy,
                 Err(error) => {
-                    tracing::error!(%error, "processing failed; retrying from the last commit shortly");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if matches!(error, StoreError::Conflict(_)) && self.lease.for_commit().is_some()
+                    {
+                        tracing::warn!(%error, "processing moved to another node; this one stands by");
+                        self.lease.fence = None;
+                    } else {
+                        tracing::error!(%error, "processing failed; retrying from the last commit shortly");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                     if let Err(error) = self.reset().await {
                         tracing::error!(%error, "cannot reload the processing state");
                     }
@@ -511,6 +577,50 @@ impl Worker {
         }
     }
 
+    /// Takes or renews the processing lease when it is time to; true while this node
+    /// holds it. Taking it over from another node reloads the state that node committed.
+    async fn hold_lease(&mut self) -> StoreResult<bool> {
+        let now = self.clock.now();
+        if self.lease.fence.is_some() && now < self.lease.renew_at {
+            return Ok(true);
+        }
+        let until = now + LEASE_TTL;
+        let taken = self
+            .store
+            .acquire_lease(PROCESSING_LEASE, &self.lease.holder, now, until)
+            .await?;
+        match taken {
+            Some(fence) => {
+                let previous = self.lease.fence.replace(fence);
+                self.lease.renew_at = now + LEASE_RENEW;
+                if previous != Some(fence) && fence != 0 {
+                    tracing::info!(fence, "this node now processes events");
+                    self.reset().await?;
+                }
+                Ok(true)
+            }
+            None => {
+                if self.lease.fence.take().is_some() {
+                    tracing::warn!("the processing lease passed to another node");
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Lets another node take over at once (a graceful stop).
+    async fn give_up_lease(&mut self) {
+        if self.lease.fence.take().is_some() {
+            let released = self
+                .store
+                .release_lease(PROCESSING_LEASE, &self.lease.holder)
+                .await;
+            if let Err(error) = released {
+                tracing::warn!(%error, "cannot give up the processing lease; another node takes over once it expires");
+            }
+        }
+    }
+
     /// One round: apply subscription changes, process a batch, fire due deadlines.
     /// Returns true when there may be more to do right away.
     pub async fn step(&mut self) -> StoreResult<bool> {
@@ -523,6 +633,7 @@ impl Worker {
             cursor: self.cursor,
             planner: self.notifier.as_ref().map(NotifierHandle::planner),
             ids: IdSourceRef::new(tellify_model::new_id),
+            lease: self.lease.for_commit(),
             ..Default::default()
         };
         commit.health = std::mem::take(&mut self.health_pending);

@@ -8,11 +8,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use tellify_store::postgres::PostgresStore;
 use tellify_store::sqlite::SqliteStore;
 use tellify_store::{AuditRecord, Store, Token};
 
 use super::output::print_line;
-use crate::config::Settings;
+use crate::config::{Settings, StoreLocation};
 use crate::data_lock::DataLock;
 
 #[derive(Args, Debug)]
@@ -38,7 +39,11 @@ struct ResetTokenArgs {
     /// `./tellify-data`).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Configuration file to read `data` from (default ./tellify.toml if present).
+    /// The PostgreSQL store instead of a data directory (default: `store` from the
+    /// configuration). Servers on it may keep running: the reset is one transaction.
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "data")]
+    store: Option<String>,
+    /// Configuration file to read `data` and `store` from (default ./tellify.toml if present).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Whose token or password to reset.
@@ -57,15 +62,37 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Opens the store of a stopped server's data directory, holding its lock (`what` says
-/// what for, in the refusal when a server runs).
-fn open_stopped_store(
+/// Opens the store: a stopped server's data directory, holding its lock (`what` says
+/// what for, in the refusal when a server runs), or the PostgreSQL store, which needs no
+/// lock.
+async fn open_stopped_store(
     args: &ResetTokenArgs,
     what: &str,
-) -> anyhow::Result<(DataLock, SqliteStore)> {
-    let data = match &args.data {
-        Some(data) => data.clone(),
-        None => Settings::load(args.config.as_deref())?.data,
+) -> anyhow::Result<(Option<DataLock>, Box<dyn Store>)> {
+    let mut settings = match &args.data {
+        Some(data) => Settings {
+            data: data.clone(),
+            ..Settings::default()
+        },
+        None => Settings::load(args.config.as_deref())?,
+    };
+    if let Some(store) = &args.store {
+        settings.store = Some(store.clone());
+    }
+    let location = settings
+        .store_location()
+        .map_err(|problem| anyhow::anyhow!("store: {problem}"))?;
+    let data = match location {
+        StoreLocation::Postgres(address) => {
+            let store = PostgresStore::open(&address).await.with_context(|| {
+                format!(
+                    "cannot open the PostgreSQL store at {}",
+                    crate::config::redact_address(&address)
+                )
+            })?;
+            return Ok((None, Box::new(store)));
+        }
+        StoreLocation::Sqlite(data) => data,
     };
     if !data.join("tellify.db").exists() {
         anyhow::bail!(
@@ -76,12 +103,12 @@ fn open_stopped_store(
     let lock = DataLock::acquire(&data, what)?;
     let store = SqliteStore::open(&data)
         .with_context(|| format!("cannot open the store in {}", data.display()))?;
-    Ok((lock, store))
+    Ok((Some(lock), Box::new(store)))
 }
 
 async fn reset_token(args: ResetTokenArgs) -> anyhow::Result<ExitCode> {
-    let (_lock, store) = open_stopped_store(&args, "reset a token")?;
-    let (secret, revoked) = reset(&store, &args.user, jiff::Timestamp::now()).await?;
+    let (_lock, store) = open_stopped_store(&args, "reset a token").await?;
+    let (secret, revoked) = reset(store.as_ref(), &args.user, jiff::Timestamp::now()).await?;
     eprintln!(
         "new API token for `{}` (shown only this once){}:",
         args.user,
@@ -96,8 +123,8 @@ async fn reset_token(args: ResetTokenArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn reset_password(args: ResetTokenArgs) -> anyhow::Result<ExitCode> {
-    let (_lock, store) = open_stopped_store(&args, "reset a password")?;
-    let password = reset_password_of(&store, &args.user, jiff::Timestamp::now()).await?;
+    let (_lock, store) = open_stopped_store(&args, "reset a password").await?;
+    let password = reset_password_of(store.as_ref(), &args.user, jiff::Timestamp::now()).await?;
     eprintln!(
         "new dashboard password for `{}` (shown only this once); their sessions ended:",
         args.user

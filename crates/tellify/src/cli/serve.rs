@@ -16,6 +16,10 @@ pub struct ServeArgs {
     /// Data directory for the SQLite store (default ./tellify-data).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Keep state in this PostgreSQL database instead
+    /// (postgres://user:password@host:5432/database); every node names the same one.
+    #[arg(long, value_name = "ADDRESS")]
+    store: Option<String>,
     /// Configuration file (default ./tellify.toml if present).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -32,6 +36,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(data) = args.data {
         settings.data = data;
+    }
+    if let Some(store) = args.store {
+        settings.store = Some(store);
     }
     let bootstrap = crate::app::Bootstrap {
         token: std::env::var("TELLIFY_BOOTSTRAP_TOKEN").ok(),
@@ -53,12 +60,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             app.bootstrap_token.as_deref(),
             app.bootstrap_password.as_deref(),
             app.address,
-            &state.settings.data,
+            &store_flag(&state.settings),
         )
     );
     println!("tellify listening on http://{}", app.address);
     app.run_until(stop_requested).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The flag that names this server's store to `tellify admin` (the password hidden).
+fn store_flag(settings: &Settings) -> String {
+    match settings.store_location() {
+        Ok(crate::config::StoreLocation::Postgres(address)) => {
+            format!("--store '{}'", crate::config::redact_address(&address))
+        }
+        _ => format!("--data {}", settings.data.display()),
+    }
 }
 
 /// What `serve` says about the `admin` user's secrets: on the first start each one that
@@ -69,7 +86,7 @@ pub fn first_start_secrets(
     token: Option<&str>,
     password: Option<&str>,
     address: SocketAddr,
-    data: &Path,
+    store_flag: &str,
 ) -> String {
     let mut text = String::new();
     if let Some(token) = token {
@@ -87,12 +104,10 @@ pub fn first_start_secrets(
     }
     if token.is_none() && password.is_none() {
         text.push_str(&format!(
-            "  admin     lost its token? stop tellify and run `tellify admin reset-token --data {}`\n",
-            data.display()
+            "  admin     lost its token? stop tellify and run `tellify admin reset-token {store_flag}`\n"
         ));
         text.push_str(&format!(
-            "  sign in   http://{address}/ (lost the password? stop tellify and run `tellify admin reset-password --data {}`)\n",
-            data.display()
+            "  sign in   http://{address}/ (lost the password? stop tellify and run `tellify admin reset-password {store_flag}`)\n"
         ));
     }
     text
@@ -111,8 +126,16 @@ pub fn summary(settings: &Settings, config_file: Option<&Path>, channels: &[&str
             None => "none: defaults and TELLIFY_ variables".to_string(),
         },
     );
-    let data = std::path::absolute(&settings.data).unwrap_or_else(|_| settings.data.clone());
-    line("data", data.join("tellify.db").display().to_string());
+    match settings.store_location() {
+        Ok(crate::config::StoreLocation::Postgres(address)) => {
+            line("store", crate::config::redact_address(&address))
+        }
+        Ok(crate::config::StoreLocation::Sqlite(directory)) => {
+            let data = std::path::absolute(&directory).unwrap_or(directory);
+            line("data", data.join("tellify.db").display().to_string());
+        }
+        Err(problem) => line("store", problem),
+    }
     line("listen", format!("http://{}", settings.listen));
     let missing: Vec<&str> = ["email", "sms"]
         .into_iter()
