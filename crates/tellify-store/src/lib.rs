@@ -328,7 +328,22 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a link's nonce was used (and its row not yet pruned).
     async fn link_used(&self, nonce: &str) -> StoreResult<bool>;
 
-    // ---- leases: one node at a time does a job (several nodes on one store) ----
+    // ---- several nodes on one store ----
+
+    /// Tells every node following announcements ([`Store::follow_announcements`]) about a
+    /// change `from` made. Best effort, after the change committed; a store only one
+    /// server can open has nobody to tell.
+    async fn announce(&self, from: &str, change: &Announcement) -> StoreResult<()> {
+        let _ = (from, change);
+        Ok(())
+    }
+
+    /// Every node's announcements (this node's own included), as they come; `None` when
+    /// no other node can share the store. After a gap (the connection was lost) an
+    /// [`Announcement::Everything`] stands for whatever was missed.
+    fn follow_announcements(&self) -> Option<tokio::sync::mpsc::Receiver<Announced>> {
+        None
+    }
 
     /// Takes the lease `name` for `holder` until `until`, or renews it when `holder`
     /// already has it. Returns its fencing number, the same while one holder keeps it and

@@ -34,12 +34,12 @@ pub mod testing;
 pub use postgres::Config;
 
 use crate::{
-    AlertChange, AlertQuery, Appended, AuditRecord, ChartAggregate, ChartQuery, CommitOutcome,
-    ContactPoint, Delivery, DeliveryHold, DeliveryJob, DeliveryQuery, DeliveryRecord, EventQuery,
-    EventSearch, EventType, FinishedDelivery, Group, KeyedEventQuery, ListedEvent,
-    LoggedAlertChange, NotifyDirectory, OffboardCounts, PlannerRef, PolicyRecord, ProcessingCommit,
-    ProcessingSnapshot, SearchStep, Silence, Store, StoreError, StoreResult, Subscription,
-    SubscriptionAlerts, Token, User, Viewer, WebSession,
+    AlertChange, AlertQuery, Announced, Announcement, Appended, AuditRecord, ChartAggregate,
+    ChartQuery, CommitOutcome, ContactPoint, Delivery, DeliveryHold, DeliveryJob, DeliveryQuery,
+    DeliveryRecord, EventQuery, EventSearch, EventType, FinishedDelivery, Group, KeyedEventQuery,
+    ListedEvent, LoggedAlertChange, NotifyDirectory, OffboardCounts, PlannerRef, PolicyRecord,
+    ProcessingCommit, ProcessingSnapshot, SearchStep, Silence, Store, StoreError, StoreResult,
+    Subscription, SubscriptionAlerts, Token, User, Viewer, WebSession,
 };
 
 /// Advisory lock held while the schema is brought up to date.
@@ -157,6 +157,8 @@ fn migrations() -> Vec<String> {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Arc<PoolHolder>,
+    /// Where the database is, for the announcement listener's own connection.
+    config: postgres::Config,
 }
 
 /// The pool, closed on a plain thread when the last store handle goes: closing a
@@ -260,7 +262,7 @@ impl PostgresStore {
             .map_err(|error| unavailable(format!("cannot connect to PostgreSQL: {error}")))?;
         migrate(&mut migrator)?;
         drop(migrator);
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -269,6 +271,7 @@ impl PostgresStore {
             .map_err(|error| unavailable(format!("cannot connect to PostgreSQL: {error}")))?;
         Ok(PostgresStore {
             pool: Arc::new(PoolHolder(Some(pool))),
+            config,
         })
     }
 
@@ -473,6 +476,83 @@ fn delete_sessions_of(
         &[&user_id, &keep],
     )
     .map_err(unavailable)
+}
+
+/// The channel announcements travel on (`LISTEN`/`NOTIFY`).
+const ANNOUNCEMENTS: &str = "tellify_changes";
+
+/// The largest payload `NOTIFY` takes is 8000 bytes; a longer announcement is sent as
+/// [`Announcement::Everything`].
+const MAX_ANNOUNCEMENT: usize = 7900;
+
+/// How long the listener waits for a notification before it checks whether anyone still
+/// follows, and how long it waits before connecting again after losing the connection.
+const LISTEN_TICK: Duration = Duration::from_secs(1);
+
+/// Forwards every announcement on [`ANNOUNCEMENTS`] to `sender` from a connection of its
+/// own, until nobody follows. After a lost connection it connects again and sends
+/// [`Announcement::Everything`] for what it may have missed.
+fn listen(config: postgres::Config, sender: tokio::sync::mpsc::Sender<Announced>) {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut connected_before = false;
+    while !sender.is_closed() {
+        let mut client = match config.connect(NoTls) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::warn!(%error, "cannot connect to follow other nodes' changes; retrying");
+                std::thread::sleep(LISTEN_TICK);
+                continue;
+            }
+        };
+        if let Err(error) = client.batch_execute(&format!("LISTEN {ANNOUNCEMENTS}")) {
+            tracing::warn!(%error, "cannot follow other nodes' changes; retrying");
+            std::thread::sleep(LISTEN_TICK);
+            continue;
+        }
+        if connected_before {
+            let missed = Announced {
+                from: String::new(),
+                change: Announcement::Everything,
+            };
+            if sender.blocking_send(missed).is_err() {
+                return;
+            }
+        }
+        connected_before = true;
+        loop {
+            let next = client.notifications().timeout_iter(LISTEN_TICK).next();
+            match next {
+                Ok(Some(notification)) => {
+                    let announced = match serde_json::from_str::<Announced>(notification.payload())
+                    {
+                        Ok(announced) => announced,
+                        Err(error) => {
+                            tracing::warn!(%error, "an announcement this node cannot read; rereading everything");
+                            Announced {
+                                from: String::new(),
+                                change: Announcement::Everything,
+                            }
+                        }
+                    };
+                    if sender.blocking_send(announced).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    if sender.is_closed() {
+                        return;
+                    }
+                    if client.is_closed() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "lost the connection that follows other nodes' changes");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -1299,6 +1379,43 @@ impl Store for PostgresStore {
             Ok(())
         })
         .await
+    }
+
+    async fn announce(&self, from: &str, change: &Announcement) -> StoreResult<()> {
+        let mut payload = serde_json::to_string(&Announced {
+            from: from.to_string(),
+            change: change.clone(),
+        })
+        .map_err(unavailable)?;
+        if payload.len() > MAX_ANNOUNCEMENT {
+            payload = serde_json::to_string(&Announced {
+                from: from.to_string(),
+                change: Announcement::Everything,
+            })
+            .map_err(unavailable)?;
+        }
+        self.read(move |client| {
+            client
+                .execute("SELECT pg_notify($1, $2)", &[&ANNOUNCEMENTS, &payload])
+                .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn follow_announcements(&self) -> Option<tokio::sync::mpsc::Receiver<Announced>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1024);
+        let config = self.config.clone();
+        let started = std::thread::Builder::new()
+            .name("tellify-postgres-listen".to_string())
+            .spawn(move || listen(config, sender));
+        match started {
+            Ok(_) => Some(receiver),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start following other nodes' changes");
+                None
+            }
+        }
     }
 
     async fn acquire_lease(

@@ -326,3 +326,35 @@ pub struct CommitOutcome {
     pub changes: Vec<AlertChange>,
     pub derived: Vec<Appended>,
 }
+
+/// A change one node made that every other node on the same store must apply to what it
+/// keeps in memory (cached principals, the planner's directory, the worker's loaded
+/// subscriptions, the event type registry); see [`crate::Store::announce`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Announcement {
+    /// Users, groups or memberships changed.
+    People,
+    /// A token was revoked or replaced.
+    TokenRevoked,
+    /// One user's time zone, contact points, policies or silences changed.
+    UserSettings { user_id: String },
+    /// A subscription was created or changed.
+    SubscriptionSaved { id: String, policy: Option<String> },
+    /// A subscription was deleted.
+    SubscriptionGone { id: String },
+    /// Subscriptions whose owner or membership changed.
+    SubscriptionsReread { ids: Vec<String> },
+    /// An event type was written or deleted.
+    EventType { name: String },
+    /// Announcements may have been missed (the listener reconnected): reread everything.
+    Everything,
+}
+
+/// An [`Announcement`] with the node that made it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Announced {
+    pub from: String,
+    #[serde(flatten)]
+    pub change: Announcement,
+}

@@ -507,10 +507,22 @@ async fn start_on(
         event_types,
         links,
         login_limits: Default::default(),
+        node: format!("{}-{}", std::process::id(), tellify_model::new_id()),
     });
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let grace = state.settings.shutdown_grace();
     let mut supervisor = Supervisor::new(shutdown.clone(), grace);
+    if let Some(announcements) = state.store.follow_announcements() {
+        supervisor.watch(
+            "other nodes' changes",
+            true,
+            tokio::spawn(crate::services::caches::follow(
+                state.clone(),
+                announcements,
+                shutdown_receiver.clone(),
+            )),
+        );
+    }
     supervisor.watch(
         "worker",
         true,
@@ -649,7 +661,16 @@ async fn bootstrap_admin(
     let password_hash = people::hash_off_thread(password.clone())
         .await
         .map_err(|error| anyhow::anyhow!("cannot hash the admin password: {error}"))?;
-    store.create_user(admin.clone()).await?;
+    match store.create_user(admin.clone()).await {
+        Ok(()) => {}
+        // Another node on the same store made `admin` first (several nodes starting at
+        // once on a new database): it prints the secrets, this one starts without.
+        Err(tellify_store::StoreError::Conflict(_)) => {
+            tracing::info!("another node created `admin` first");
+            return Ok((None, None));
+        }
+        Err(error) => return Err(error.into()),
+    }
     let (secret, hash, generated) = match supplied_token {
         Some(secret) => {
             let hash = hash_token(secret.trim());

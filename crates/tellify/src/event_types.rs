@@ -43,6 +43,18 @@ impl EventTypes {
         Ok(registry)
     }
 
+    /// Rereads every type (another node's changes may have been missed).
+    pub async fn reload(&self, store: &dyn Store) -> StoreResult<()> {
+        let mut types = HashMap::new();
+        for record in store.list_event_types().await? {
+            types.insert(record.name.clone(), Arc::new(compile(record)));
+        }
+        if let Ok(mut slot) = self.types.write() {
+            *slot = types;
+        }
+        Ok(())
+    }
+
     /// Rereads one type after a change (`None` in the store removes it here too).
     pub async fn refresh(&self, store: &dyn Store, name: &str) -> StoreResult<()> {
         let record = store.event_type(name).await?;

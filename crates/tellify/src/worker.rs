@@ -102,6 +102,13 @@ impl WorkerHandle {
         self.wake.notify_one();
     }
 
+    /// Changes may have been missed: reload every subscription and state before the next
+    /// batch.
+    pub fn reload_everything(&self) {
+        let _ = self.changes.send(RELOAD_EVERYTHING.to_string());
+        self.wake.notify_one();
+    }
+
     /// A subscription was created, changed or deleted: reload it before the next batch.
     pub fn subscription_changed(&self, id: &str) {
         let _ = self.changes.send(id.to_string());
@@ -167,6 +174,10 @@ pub struct Worker {
     /// The processing lease: with several nodes on one store, one processes at a time.
     lease: ProcessingLease,
 }
+
+/// What [`WorkerHandle::reload_everything`] sends in place of a subscription id (ids are
+/// ULIDs, never this).
+const RELOAD_EVERYTHING: &str = "*";
 
 /// The name of the lease under which events are processed.
 pub const PROCESSING_LEASE: &str = "processing";
@@ -625,7 +636,13 @@ impl Worker {
     /// Returns true when there may be more to do right away.
     pub async fn step(&mut self) -> StoreResult<bool> {
         while let Ok(id) = self.changes.try_recv() {
-            self.reload(id).await?;
+            if id == RELOAD_EVERYTHING {
+                // Everything in memory was committed by the last step: rereading it loses
+                // nothing.
+                self.reset().await?;
+            } else {
+                self.reload(id).await?;
+            }
         }
         let events = self.next_batch().await?;
         let now = self.clock.now();

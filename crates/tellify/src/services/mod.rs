@@ -45,6 +45,8 @@ pub struct Services {
     pub links: links::LinkSigner,
     /// Failed dashboard sign-ins per account and per address.
     pub login_limits: sessions::LoginLimits,
+    /// Who this node is to the other nodes on the same store (its announcements say so).
+    pub node: String,
 }
 
 pub type AppState = Arc<Services>;

@@ -237,7 +237,7 @@ pub async fn update_user(
         return Err(ServiceError::NotFound("user"));
     }
     for id in &left {
-        caches::subscription_gone(services, id);
+        caches::subscription_gone(services, id).await;
     }
     if before.admin != after.admin {
         // A session carries the role it was opened with in the user's mind: whoever holds
@@ -462,7 +462,7 @@ pub async fn offboard_user(
         )
         .await?;
     if !dry_run {
-        caches::subscriptions_reread(services, &subscriptions);
+        caches::subscriptions_reread(services, &subscriptions).await;
         caches::people_changed(services).await?;
         services.notifier.quiesce_user(&user.id).await;
         tracing::info!(user = %user.name, actor = %principal.user.name, "user offboarded");
@@ -760,7 +760,7 @@ pub async fn remove_member(
     if !services.store.remove_member(&found.id, &member.id).await? {
         return Err(ServiceError::NotFound("membership"));
     }
-    caches::subscriptions_reread(services, &leaving);
+    caches::subscriptions_reread(services, &leaving).await;
     caches::people_changed(services).await?;
     audit(
         services,
@@ -940,7 +940,7 @@ pub async fn revoke_token(
     match services.store.token(id).await? {
         Some(token) if principal.is_admin() || token.user_id == principal.user.id => {
             services.store.delete_token(&token.id).await?;
-            caches::token_revoked(services);
+            caches::token_revoked(services).await;
             let owner = match services.store.user_by_id(&token.user_id).await? {
                 Some(user) => user.name,
                 None => token.user_id.clone(),

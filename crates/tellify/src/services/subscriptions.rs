@@ -238,7 +238,7 @@ pub async fn set_enabled(
 pub async fn delete(services: &Services, principal: &Principal, id: &str) -> ServiceResult<()> {
     let subscription = visible(services, principal, id).await?;
     services.store.delete_subscription(&subscription.id).await?;
-    caches::subscription_gone(services, &subscription.id);
+    caches::subscription_gone(services, &subscription.id).await;
     Ok(())
 }
 
@@ -252,7 +252,7 @@ pub(super) async fn save(
         .store
         .update_subscription(subscription.clone())
         .await?;
-    caches::subscription_saved(services, &subscription);
+    caches::subscription_saved(services, &subscription).await;
     Ok(subscription)
 }
 
@@ -265,7 +265,7 @@ pub(super) async fn insert(
         .store
         .insert_subscription(subscription.clone())
         .await?;
-    caches::subscription_saved(services, &subscription);
+    caches::subscription_saved(services, &subscription).await;
     Ok(subscription)
 }
 
