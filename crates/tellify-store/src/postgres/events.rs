@@ -794,7 +794,7 @@ fn candidate_sql(
 /// candidate's body is parsed once.
 ///
 /// Rows: `(0, NULL, NULL, rows looked at, NULL, oldest time looked at)`, then per group
-/// key and bucket `(1, key, bucket, count, sum, mean time)`, then
+/// key (as JSON, see [`chart_key`]) and bucket `(1, key, bucket, count, sum, mean time)`, then
 /// `(2, NULL, NULL, events with a value that is not a number, NULL, NULL)`.
 const CHART_SQL: &str = r#"
 WITH candidates AS MATERIALIZED (
@@ -819,7 +819,7 @@ picked AS MATERIALIZED (
 SELECT 0, NULL::text, NULL::bigint, count(*), NULL::float8, min(time_ms)::float8
     FROM candidates
 UNION ALL
-SELECT 1, CASE WHEN jsonb_typeof(g) = 'string' THEN g #>> '{}' ELSE g::text END,
+SELECT 1, g::text,
        least((t - $1::bigint) * $6::bigint / $7::bigint, $6::bigint - 1),
        count(*), sum(raw::float8), avg(t)::float8
     FROM picked WHERE jsonb_typeof(raw) = 'number' GROUP BY g, 3
@@ -875,13 +875,13 @@ fn chart(client: &mut Client, query: &ChartQuery) -> StoreResult<ChartAggregate>
                 oldest = row.get(5);
             }
             1 => {
-                let key: Option<String> = row.get(1);
+                let key = chart_key(row.get(1))?;
                 let bucket: Option<i64> = row.get(2);
                 let sum: Option<f64> = row.get(4);
                 let mean: Option<f64> = row.get(5);
                 aggregate.numeric += count;
                 let slot = lines
-                    .entry(key.unwrap_or_default())
+                    .entry(key)
                     .or_default()
                     .entry(usize::try_from(bucket.unwrap_or(0)).unwrap_or(0))
                     .or_insert((0, 0.0, 0.0));
@@ -925,6 +925,18 @@ fn chart(client: &mut Client, query: &ChartQuery) -> StoreResult<ChartAggregate>
     }
     aggregate.series = series;
     Ok(aggregate)
+}
+
+/// A line's key from its group value as JSON text: a string as it is, anything else as
+/// compact JSON, as SQLite writes it (PostgreSQL's `jsonb` text has spaces after `:`).
+fn chart_key(json: Option<&str>) -> StoreResult<String> {
+    let Some(json) = json else {
+        return Ok(String::new());
+    };
+    Ok(match read_json::<serde_json::Value>(json)? {
+        serde_json::Value::String(text) => text,
+        other => other.to_string(),
+    })
 }
 
 // ---- keyed lookups ----
