@@ -1,5 +1,6 @@
 //! The event-type registry's records, events as search lists them (with their repeat
-//! count), and the dedup key that decides which events are repeats of one another.
+//! count), the dedup key that decides which events are repeats of one another, and the
+//! stored form of a repeat that every backend shares.
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,41 @@ pub fn dedup_key(event: &StoredEvent) -> Option<[u8; 32]> {
     write_canonical_object(&event.fields, &mut text);
     text.push(b']');
     Some(Sha256::digest(&text).into())
+}
+
+/// What a repeat row stores of its own: everything else is the first occurrence's. A
+/// backend keeps a repeat as a row whose body is this (as JSON) and that points at its
+/// first occurrence.
+#[derive(Serialize, Deserialize)]
+struct Occurrence {
+    time: Timestamp,
+    received: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
+}
+
+/// The stored body of `event` as a repeat: its own times and idempotency key.
+pub(crate) fn repeat_body(event: &StoredEvent) -> serde_json::Result<String> {
+    serde_json::to_string(&Occurrence {
+        time: event.time,
+        received: event.received,
+        idempotency_key: event.idempotency_key.clone(),
+    })
+}
+
+/// Rebuilds a repeat as the log presents it: the first occurrence with the repeat's own
+/// position, times and idempotency key (`occurrence` is a [`repeat_body`]).
+pub(crate) fn rebuild_repeat(
+    mut original: StoredEvent,
+    seq: i64,
+    occurrence: &str,
+) -> serde_json::Result<StoredEvent> {
+    let occurrence: Occurrence = serde_json::from_str(occurrence)?;
+    original.seq = seq;
+    original.time = occurrence.time;
+    original.received = occurrence.received;
+    original.idempotency_key = occurrence.idempotency_key;
+    Ok(original)
 }
 
 fn write_optional_string(text: Option<&str>, out: &mut Vec<u8>) {

@@ -26,14 +26,28 @@ pub struct KeyedEventQuery {
     pub limit: usize,
 }
 
-/// The SQLite JSON path of a dotted path under an event's fields, each segment quoted, or
-/// `None` for a segment that cannot be quoted (empty, or holding `"`).
-pub(crate) fn fields_path(dotted: &str) -> Option<String> {
-    let mut path = String::from("$.fields");
+/// The event types whose events are looked up by producer: a backend may keep a structure
+/// of its own for them (each event of one of them that has a producer, not its repeats).
+pub(crate) const KEYED_TYPES: [&str; 1] = [tellify_engine::handlers::alerta::EVENT_TYPE];
+
+/// The segments of a dotted path under an event's fields, or `None` for a path with a
+/// segment that cannot be quoted (empty, or holding `"`).
+pub(crate) fn field_segments(dotted: &str) -> Option<Vec<&str>> {
+    let mut segments = Vec::new();
     for segment in dotted.split('.') {
         if segment.is_empty() || segment.contains('"') {
             return None;
         }
+        segments.push(segment);
+    }
+    Some(segments)
+}
+
+/// The SQLite JSON path of a dotted path under an event's fields, each segment quoted, or
+/// `None` for a segment that cannot be quoted (see [`field_segments`]).
+pub(crate) fn fields_path(dotted: &str) -> Option<String> {
+    let mut path = String::from("$.fields");
+    for segment in field_segments(dotted)? {
         path.push_str(&format!(".\"{segment}\""));
     }
     Some(path)

@@ -659,7 +659,9 @@ fn read_logged_event(row: &rusqlite::Row) -> rusqlite::Result<StoredEvent> {
     let seq: i64 = row.get(0)?;
     let occurrence: String = row.get(1)?;
     let first: StoredEvent = read_json(original)?;
-    event_types::rebuild_repeat(first, seq, occurrence)
+    crate::event_types::rebuild_repeat(first, seq, &occurrence).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(error))
+    })
 }
 
 /// A first occurrence with its repeat count. Columns: seq, body, repeat_count.

@@ -154,3 +154,201 @@ async fn nodes_starting_at_once_migrate_once_and_all_open() {
     .unwrap();
     assert_eq!(versions, vec![1], "one schema row, at the latest version");
 }
+
+// ---- event log ----
+
+mod event_log {
+    use std::collections::BTreeSet;
+
+    use jiff::{SignedDuration, Timestamp};
+    use tellify_model::{EventInput, StoredEvent};
+    use tellify_store::postgres::testing::TestDatabase;
+    use tellify_store::postgres::PostgresStore;
+    use tellify_store::{EventType, Store};
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1_800_000_000 + seconds)
+    }
+
+    fn event(event_type: Option<&str>, message: &str, key: Option<&str>) -> StoredEvent {
+        let input = EventInput {
+            event_type: event_type.map(str::to_string),
+            message: Some(message.to_string()),
+            idempotency_key: key.map(str::to_string),
+            ..Default::default()
+        };
+        StoredEvent::from_input(input, Some("producer".to_string()), at(0), 0)
+    }
+
+    /// `count` stores on one database, each with its own connections, like nodes.
+    async fn nodes(database: &TestDatabase, count: usize) -> Vec<PostgresStore> {
+        let mut stores = Vec::new();
+        for _ in 0..count {
+            stores.push(PostgresStore::open(&database.url()).await.unwrap());
+        }
+        stores
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_with_one_idempotency_key_store_one_event() {
+        let database = TestDatabase::create().await.unwrap();
+        let stores = nodes(&database, 4).await;
+        let mut appends = Vec::new();
+        for task in 0..16 {
+            let store = stores[task % stores.len()].clone();
+            appends.push(tokio::spawn(async move {
+                store
+                    .append_events(vec![event(None, &format!("try {task}"), Some("once"))])
+                    .await
+                    .unwrap()
+                    .remove(0)
+            }));
+        }
+        let mut answers = Vec::new();
+        for append in appends {
+            answers.push(append.await.unwrap());
+        }
+        let stored: Vec<_> = answers.iter().filter(|a| !a.duplicate).collect();
+        assert_eq!(stored.len(), 1, "exactly one append stores it: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.id == stored[0].id && a.seq == stored[0].seq),
+            "every duplicate answers with the stored event: {answers:?}"
+        );
+        let log = stores[0].events_after(0, 100).await.unwrap();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(log[0].id, stored[0].id);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_inside_one_batch_answers_with_the_first() {
+        let database = TestDatabase::create().await.unwrap();
+        let store = PostgresStore::open(&database.url()).await.unwrap();
+        let appended = store
+            .append_events(vec![
+                event(None, "first", Some("k")),
+                event(None, "other", None),
+                event(None, "retry", Some("k")),
+            ])
+            .await
+            .unwrap();
+        assert!(!appended[0].duplicate && !appended[1].duplicate);
+        assert!(appended[2].duplicate);
+        assert_eq!(appended[2].id, appended[0].id);
+        assert_eq!(appended[2].seq, appended[0].seq);
+        assert_eq!(store.events_after(0, 100).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_stores_none_of_its_events() {
+        let database = TestDatabase::create().await.unwrap();
+        let store = PostgresStore::open(&database.url()).await.unwrap();
+        let taken = event(None, "taken", None);
+        store.append_events(vec![taken.clone()]).await.unwrap();
+        // The second event reuses a stored id without an idempotency key: a conflict, and
+        // the first event of the batch is not kept either.
+        let failed = store
+            .append_events(vec![event(None, "fresh", None), taken])
+            .await;
+        assert!(failed.is_err(), "{failed:?}");
+        let log = store.events_after(0, 100).await.unwrap();
+        let messages: Vec<_> = log.iter().filter_map(|e| e.message.as_deref()).collect();
+        assert_eq!(messages, ["taken"]);
+    }
+
+    #[tokio::test]
+    async fn positions_from_concurrent_appends_are_read_in_order_and_none_is_missed() {
+        let database = TestDatabase::create().await.unwrap();
+        let stores = nodes(&database, 4).await;
+        let reader = stores[0].clone();
+        let mut writers = Vec::new();
+        for (node, store) in stores.iter().enumerate() {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for batch in 0..15 {
+                    let events = (0..3)
+                        .map(|n| event(None, &format!("{node}.{batch}.{n}"), None))
+                        .collect();
+                    for appended in store.append_events(events).await.unwrap() {
+                        seqs.push(appended.seq);
+                    }
+                }
+                seqs
+            }));
+        }
+        // A reader resuming after the last position it saw, while the writers run.
+        let follow = tokio::spawn(async move {
+            let mut seen: Vec<i64> = Vec::new();
+            let expected = 4 * 15 * 3;
+            while seen.len() < expected {
+                let after = seen.last().copied().unwrap_or(0);
+                let page = reader.events_after(after, 7).await.unwrap();
+                if page.is_empty() {
+                    tokio::task::yield_now().await;
+                }
+                seen.extend(page.iter().map(|event| event.seq));
+            }
+            seen
+        });
+        let mut written = BTreeSet::new();
+        for writer in writers {
+            written.extend(writer.await.unwrap());
+        }
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(15), follow)
+            .await
+            .expect("the reader sees every event")
+            .unwrap();
+        assert!(
+            seen.windows(2).all(|pair| pair[0] < pair[1]),
+            "strictly increasing: {seen:?}"
+        );
+        let seen: BTreeSet<i64> = seen.into_iter().collect();
+        assert_eq!(seen, written, "the reader missed none and saw nothing else");
+        assert_eq!(
+            stores[1].last_seq().await.unwrap(),
+            *written.last().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_identical_events_inside_a_window_store_one_first_occurrence() {
+        let database = TestDatabase::create().await.unwrap();
+        let stores = nodes(&database, 3).await;
+        stores[0]
+            .put_event_type(EventType {
+                name: "disk".to_string(),
+                description: "a disk fills".to_string(),
+                category: None,
+                default_severity: None,
+                schema: None,
+                dedup_interval: Some(SignedDuration::from_secs(600)),
+                created: at(0),
+                updated: at(0),
+            })
+            .await
+            .unwrap();
+        let mut appends = Vec::new();
+        for task in 0..12 {
+            let store = stores[task % stores.len()].clone();
+            appends.push(tokio::spawn(async move {
+                store
+                    .append_events(vec![event(Some("disk"), "disk full", None)])
+                    .await
+                    .unwrap()
+                    .remove(0)
+            }));
+        }
+        let mut answers = Vec::new();
+        for append in appends {
+            answers.push(append.await.unwrap());
+        }
+        let firsts: Vec<_> = answers.iter().filter(|a| !a.repeat).collect();
+        assert_eq!(firsts.len(), 1, "{answers:?}");
+        assert!(answers.iter().all(|a| a.id == firsts[0].id && !a.duplicate));
+        let listed = stores[1].event(&firsts[0].id).await.unwrap().unwrap();
+        assert_eq!(listed.repeat_count, 11);
+        assert_eq!(stores[2].events_after(0, 100).await.unwrap().len(), 12);
+    }
+}

@@ -8,9 +8,8 @@
 //! the first occurrence and the end of its window; it is read and written only on the
 //! writer thread, inside the append transaction, so nothing about it is cached in memory.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use tellify_model::StoredEvent;
 
 use super::{parse_time, read_json, time_text, unavailable};
@@ -202,15 +201,6 @@ pub(super) fn start_window(
     Ok(())
 }
 
-/// What a repeat row stores of its own: everything else is the first occurrence's.
-#[derive(Serialize, Deserialize)]
-struct Occurrence {
-    time: Timestamp,
-    received: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    idempotency_key: Option<String>,
-}
-
 /// Writes `event` as a repeat of the first occurrence at `original_seq`; returns its log
 /// position, or `None` when its (producer, idempotency key) is already stored (a retry,
 /// which is a duplicate rather than another repeat).
@@ -219,12 +209,7 @@ pub(super) fn insert_repeat(
     event: &StoredEvent,
     original_seq: i64,
 ) -> StoreResult<Option<i64>> {
-    let body = serde_json::to_string(&Occurrence {
-        time: event.time,
-        received: event.received,
-        idempotency_key: event.idempotency_key.clone(),
-    })
-    .map_err(unavailable)?;
+    let body = crate::event_types::repeat_body(event).map_err(unavailable)?;
     let changed = connection
         .prepare_cached(
             "INSERT INTO events (id, time_ms, producer, idempotency_key, body, repeat_of)
@@ -250,19 +235,4 @@ pub(super) fn insert_repeat(
         .execute([original_seq])
         .map_err(unavailable)?;
     Ok(Some(seq))
-}
-
-/// Rebuilds a repeat as the log presents it: the first occurrence with the repeat's own
-/// position, times and idempotency key.
-pub(super) fn rebuild_repeat(
-    mut original: StoredEvent,
-    seq: i64,
-    occurrence: String,
-) -> rusqlite::Result<StoredEvent> {
-    let occurrence: Occurrence = read_json(occurrence)?;
-    original.seq = seq;
-    original.time = occurrence.time;
-    original.received = occurrence.received;
-    original.idempotency_key = occurrence.idempotency_key;
-    Ok(original)
 }

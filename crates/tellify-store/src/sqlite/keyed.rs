@@ -12,12 +12,8 @@ use rusqlite::Connection;
 use tellify_model::StoredEvent;
 
 use super::{read_event, unavailable};
-use crate::keyed::fields_path;
+use crate::keyed::{fields_path, KEYED_TYPES};
 use crate::{KeyedEventQuery, StoreError, StoreResult};
-
-/// The event types whose events are looked up by producer: each event of one of them that
-/// has a producer gets a row in `event_keys` when it is appended (not its repeats).
-pub(super) const KEYED_TYPES: [&str; 1] = [tellify_engine::handlers::alerta::EVENT_TYPE];
 
 /// `event_keys`, filled from the events already stored (the type list is [`KEYED_TYPES`];
 /// a test checks they agree).
@@ -153,7 +149,8 @@ pub(super) fn keyed_events(
 
 #[cfg(test)]
 mod tests {
-    use super::{KEYED_TYPES, MIGRATION};
+    use super::MIGRATION;
+    use crate::keyed::KEYED_TYPES;
 
     #[test]
     fn the_migration_fills_event_keys_for_exactly_the_keyed_types() {
