@@ -556,7 +556,9 @@ pub(super) async fn delivery(
                     detail: row.try_get(2).map_err(unavailable)?,
                 });
             }
-            let items = items_of(tx, &[id.clone()])?.remove(&id).unwrap_or_default();
+            let items = items_of(tx, std::slice::from_ref(&id))?
+                .remove(&id)
+                .unwrap_or_default();
             Ok(Some((delivery, attempts, items)))
         })
         .await
