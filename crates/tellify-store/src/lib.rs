@@ -11,6 +11,7 @@ mod event_types;
 mod export;
 mod keyed;
 mod notify;
+mod outbox;
 pub mod postgres;
 pub mod processing;
 pub mod sqlite;

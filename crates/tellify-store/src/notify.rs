@@ -4,6 +4,9 @@
 
 use jiff::Timestamp;
 
+/// What a user removed from tellify leaves behind where others' records named them.
+pub const REMOVED_USER: &str = "removed-user";
+
 /// Users and contact points whose new messages wait (they reached their rate limit).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeliveryHold {

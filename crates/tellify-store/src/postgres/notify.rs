@@ -1,14 +1,48 @@
 //! Notifications on PostgreSQL: contact points, policies, silences, the planner's
 //! directory, the outbox (ganging, leases, outcomes), offboarding and the audit log.
-#![allow(unused_variables)]
+//!
+//! Several nodes run the notifier on one database at once, so the outbox is claimed with
+//! row locks rather than by being the only writer (as SQLite is):
+//!
+//! - **Ganging** reads the due notifications `FOR UPDATE SKIP LOCKED` and assigns them to
+//!   new deliveries in the same transaction. A row another node is ganging is locked and
+//!   skipped; a row another node ganged and committed meanwhile no longer matches
+//!   `delivery_id IS NULL` when PostgreSQL re-checks it under the lock. So a notification
+//!   joins exactly one delivery, and no node ever waits for another's ganging. Row locks
+//!   were chosen over one advisory lock around ganging because such a lock, held to the
+//!   end of the transaction, would queue every node's whole claim (ganging and leasing)
+//!   behind the others'. The price: when two nodes gang at the very same moment, one
+//!   user's due notifications for one contact point may go out as two messages instead
+//!   of one (never as none, never twice).
+//! - **Leasing** reads due deliveries (pending, or sending with a lease that ran out)
+//!   `ORDER BY next_attempt_ms, seq LIMIT n FOR UPDATE SKIP LOCKED` and sets their lease
+//!   in the same transaction: each due delivery goes to exactly one caller.
+//! - **Outcomes** change a delivery only while it is `sending`, the same rule as SQLite's
+//!   (see [`crate::outbox::outcome_columns`]); an outcome for a delivery that is gone is
+//!   ignored.
+//! - Deleting a contact point claims its waiting notifications `FOR UPDATE` (it waits for
+//!   a node ganging them, then finds them ganged) and fails only deliveries still
+//!   `pending`, as SQLite does: one being sent goes on.
+//!
+//! Which notifications gang together and how a claim becomes jobs is shared with SQLite
+//! in [`crate::outbox`].
+
+use std::collections::HashMap;
 
 use jiff::Timestamp;
-use postgres::Transaction;
+use postgres::{GenericClient, Row, Transaction};
+use tellify_engine::alerts::Alert;
+use tellify_engine::policy::{Policy, PolicyLimits};
 
-use super::PostgresStore;
+use super::{
+    conflict_or_unavailable, from_millis, millis, parse_time, read_json, read_user, time_text,
+    unavailable, PostgresStore, USER_COLUMNS,
+};
+use crate::outbox::{self, DueNotification};
 use crate::{
-    AuditRecord, ContactPoint, Delivery, DeliveryHold, DeliveryJob, DeliveryQuery, DeliveryRecord,
-    FinishedDelivery, NotifyDirectory, OffboardCounts, PolicyRecord, Silence, StoreResult,
+    AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryHold, DeliveryItem, DeliveryJob,
+    DeliveryQuery, DeliveryRecord, DeliveryStatus, FinishedDelivery, NotifyDirectory,
+    OffboardCounts, PolicyRecord, Silence, StoreError, StoreResult, REMOVED_USER,
 };
 
 pub(super) const SCHEMA: &str = r#"
@@ -40,6 +74,7 @@ CREATE TABLE silences (
 );
 CREATE TABLE deliveries (
     id TEXT PRIMARY KEY,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
     user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     contact_point_id TEXT NOT NULL,
     contact_point TEXT NOT NULL,
@@ -54,8 +89,9 @@ CREATE TABLE deliveries (
     created TEXT NOT NULL,
     sent_at TEXT
 );
-CREATE INDEX deliveries_due ON deliveries(next_attempt_ms) WHERE status IN ('pending', 'sending');
+CREATE INDEX deliveries_due ON deliveries(next_attempt_ms, seq) WHERE status IN ('pending', 'sending');
 CREATE INDEX deliveries_user ON deliveries(user_id, id);
+CREATE INDEX deliveries_contact_point ON deliveries(contact_point_id);
 CREATE TABLE notifications (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     idempotency_key TEXT NOT NULL UNIQUE,
@@ -72,6 +108,7 @@ CREATE TABLE notifications (
 CREATE INDEX notifications_due ON notifications(due_ms) WHERE delivery_id IS NULL;
 CREATE INDEX notifications_delivery ON notifications(delivery_id);
 CREATE INDEX notifications_user ON notifications(user_id);
+CREATE INDEX notifications_contact_point ON notifications(contact_point_id) WHERE delivery_id IS NULL;
 CREATE INDEX notifications_alert ON notifications(alert_id);
 CREATE TABLE delivery_attempts (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -83,6 +120,7 @@ CREATE TABLE delivery_attempts (
 CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id);
 CREATE TABLE audit (
     id TEXT PRIMARY KEY,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
     at TEXT NOT NULL,
     actor TEXT NOT NULL,
     action TEXT NOT NULL,
@@ -99,21 +137,77 @@ pub(super) fn leave_group(
     group_id: &str,
     user_id: &str,
 ) -> StoreResult<()> {
-    todo!("postgres notify: leave_group")
+    tx.execute(
+        "DELETE FROM subscriptions WHERE owner_user = $1 AND owner_group = $2",
+        &[&user_id, &group_id],
+    )
+    .map_err(unavailable)?;
+    tx.execute(
+        "DELETE FROM notifications WHERE user_id = $1 AND owner_group = $2 AND (delivery_id IS NULL
+             OR delivery_id IN (SELECT id FROM deliveries WHERE status IN ('pending', 'sending')))",
+        &[&user_id, &group_id],
+    )
+    .map_err(unavailable)?;
+    tx.execute(
+        "DELETE FROM repeats WHERE user_id = $1
+             AND alert_id IN (SELECT id FROM alerts WHERE owner_group = $2)",
+        &[&user_id, &group_id],
+    )
+    .map_err(unavailable)?;
+    // Deliveries left with nothing to say are dropped; the rest carry fewer items.
+    tx.execute(
+        "DELETE FROM deliveries WHERE user_id = $1 AND status IN ('pending', 'sending')
+             AND NOT EXISTS (SELECT 1 FROM notifications WHERE delivery_id = deliveries.id)",
+        &[&user_id],
+    )
+    .map_err(unavailable)?;
+    tx.execute(
+        "UPDATE deliveries
+         SET items = (SELECT COUNT(*) FROM notifications WHERE delivery_id = deliveries.id)
+         WHERE user_id = $1 AND status IN ('pending', 'sending')",
+        &[&user_id],
+    )
+    .map_err(unavailable)?;
+    Ok(())
 }
+
+// ---- contact points, policies, silences ----
 
 pub(super) async fn create_contact_point(
     store: &PostgresStore,
     point: ContactPoint,
 ) -> StoreResult<()> {
-    todo!("postgres notify: create_contact_point")
+    store
+        .write(move |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO contact_points ({CONTACT_COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ),
+                &[
+                    &point.id,
+                    &point.user_id,
+                    &point.name,
+                    &point.kind,
+                    &point.address,
+                    &point.secret,
+                    &time_text(point.created),
+                ],
+            )
+            .map_err(|error| conflict_or_unavailable(error, "contact point"))?;
+            Ok(())
+        })
+        .await
 }
 
 pub(super) async fn list_contact_points(
     store: &PostgresStore,
     user_id: &str,
 ) -> StoreResult<Vec<ContactPoint>> {
-    todo!("postgres notify: list_contact_points")
+    let user_id = user_id.to_string();
+    store
+        .read(move |client| contact_points_of(client, Some(&user_id)))
+        .await
 }
 
 pub(super) async fn contact_point(
@@ -121,7 +215,10 @@ pub(super) async fn contact_point(
     user_id: &str,
     name: &str,
 ) -> StoreResult<Option<ContactPoint>> {
-    todo!("postgres notify: contact_point")
+    let (user_id, name) = (user_id.to_string(), name.to_string());
+    store
+        .read(move |client| contact_point_named(client, &user_id, &name))
+        .await
 }
 
 pub(super) async fn delete_contact_point(
@@ -130,18 +227,54 @@ pub(super) async fn delete_contact_point(
     name: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    todo!("postgres notify: delete_contact_point")
+    let (user_id, name) = (user_id.to_string(), name.to_string());
+    store
+        .write(move |tx| {
+            let Some(point) = contact_point_named(tx, &user_id, &name)? else {
+                return Ok(false);
+            };
+            // Nothing more goes to an address the user took away, yet nothing planned for
+            // it is dropped without a word: what waited becomes a failed delivery saying why.
+            let reason = format!("contact point {name} was deleted before this was sent");
+            fail_unsent_for_contact_point(tx, &point, &reason, now)?;
+            tx.execute("DELETE FROM contact_points WHERE id = $1", &[&point.id])
+                .map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
 }
 
 pub(super) async fn put_policy(store: &PostgresStore, policy: PolicyRecord) -> StoreResult<bool> {
-    todo!("postgres notify: put_policy")
+    store
+        .write(move |tx| {
+            // `xmax = 0` only on a freshly inserted row: the upsert says which it did.
+            let row = tx
+                .query_one(
+                    "INSERT INTO policies (user_id, name, rules, updated) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (user_id, name)
+                     DO UPDATE SET rules = EXCLUDED.rules, updated = EXCLUDED.updated
+                     RETURNING (xmax = 0)",
+                    &[
+                        &policy.user_id,
+                        &policy.name,
+                        &policy.policy.to_json().to_string(),
+                        &time_text(policy.updated),
+                    ],
+                )
+                .map_err(unavailable)?;
+            row.try_get::<_, bool>(0).map_err(unavailable)
+        })
+        .await
 }
 
 pub(super) async fn list_policies(
     store: &PostgresStore,
     user_id: &str,
 ) -> StoreResult<Vec<PolicyRecord>> {
-    todo!("postgres notify: list_policies")
+    let user_id = user_id.to_string();
+    store
+        .read(move |client| policies_of(client, Some(&user_id)))
+        .await
 }
 
 pub(super) async fn policy(
@@ -149,7 +282,22 @@ pub(super) async fn policy(
     user_id: &str,
     name: &str,
 ) -> StoreResult<Option<PolicyRecord>> {
-    todo!("postgres notify: policy")
+    let (user_id, name) = (user_id.to_string(), name.to_string());
+    store
+        .read(move |client| {
+            let row = client
+                .query_opt(
+                    "SELECT user_id, name, rules, updated FROM policies
+                     WHERE user_id = $1 AND name = $2",
+                    &[&user_id, &name],
+                )
+                .map_err(unavailable)?;
+            match row {
+                Some(row) => read_policy(&row),
+                None => Ok(None),
+            }
+        })
+        .await
 }
 
 pub(super) async fn delete_policy(
@@ -157,18 +305,51 @@ pub(super) async fn delete_policy(
     user_id: &str,
     name: &str,
 ) -> StoreResult<bool> {
-    todo!("postgres notify: delete_policy")
+    let (user_id, name) = (user_id.to_string(), name.to_string());
+    store
+        .write(move |tx| {
+            let removed = tx
+                .execute(
+                    "DELETE FROM policies WHERE user_id = $1 AND name = $2",
+                    &[&user_id, &name],
+                )
+                .map_err(unavailable)?;
+            Ok(removed == 1)
+        })
+        .await
 }
 
 pub(super) async fn create_silence(store: &PostgresStore, silence: Silence) -> StoreResult<()> {
-    todo!("postgres notify: create_silence")
+    store
+        .write(move |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO silences ({SILENCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ),
+                &[
+                    &silence.id,
+                    &silence.user_id,
+                    &silence.filter,
+                    &time_text(silence.starts),
+                    &time_text(silence.ends),
+                    &silence.comment,
+                    &time_text(silence.created),
+                ],
+            )
+            .map_err(|error| conflict_or_unavailable(error, "silence"))?;
+            Ok(())
+        })
+        .await
 }
 
 pub(super) async fn list_silences(
     store: &PostgresStore,
     user_id: &str,
 ) -> StoreResult<Vec<Silence>> {
-    todo!("postgres notify: list_silences")
+    let user_id = user_id.to_string();
+    store
+        .read(move |client| silences_of(client, Some(&user_id)))
+        .await
 }
 
 pub(super) async fn delete_silence(
@@ -176,12 +357,74 @@ pub(super) async fn delete_silence(
     user_id: &str,
     id: &str,
 ) -> StoreResult<bool> {
-    todo!("postgres notify: delete_silence")
+    let (user_id, id) = (user_id.to_string(), id.to_string());
+    store
+        .write(move |tx| {
+            let removed = tx
+                .execute(
+                    "DELETE FROM silences WHERE id = $1 AND user_id = $2",
+                    &[&id, &user_id],
+                )
+                .map_err(unavailable)?;
+            Ok(removed == 1)
+        })
+        .await
 }
 
 pub(super) async fn notify_directory(store: &PostgresStore) -> StoreResult<NotifyDirectory> {
-    todo!("postgres notify: notify_directory")
+    store
+        .read(|tx| {
+            let mut users = Vec::new();
+            for row in tx
+                .query(
+                    &format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"),
+                    &[],
+                )
+                .map_err(unavailable)?
+            {
+                users.push(read_user(&row)?);
+            }
+            let mut members: Vec<(String, Vec<String>)> = Vec::new();
+            for row in tx
+                .query(
+                    "SELECT group_id, user_id FROM group_members ORDER BY group_id, user_id",
+                    &[],
+                )
+                .map_err(unavailable)?
+            {
+                let group: String = row.try_get(0).map_err(unavailable)?;
+                let user: String = row.try_get(1).map_err(unavailable)?;
+                match members.last_mut() {
+                    Some((last, users)) if *last == group => users.push(user),
+                    _ => members.push((group, vec![user])),
+                }
+            }
+            let mut subscription_policies = Vec::new();
+            for row in tx
+                .query(
+                    "SELECT id, policy FROM subscriptions WHERE policy IS NOT NULL ORDER BY id",
+                    &[],
+                )
+                .map_err(unavailable)?
+            {
+                subscription_policies.push((
+                    row.try_get(0).map_err(unavailable)?,
+                    row.try_get(1).map_err(unavailable)?,
+                ));
+            }
+            Ok(NotifyDirectory {
+                users,
+                groups: members,
+                contact_points: contact_points_of(tx, None)?,
+                policies: policies_of(tx, None)?,
+                silences: silences_of(tx, None)?,
+                subscription_policies,
+            })
+        })
+        .await
 }
+
+// ---- the outbox: gang, lease, finish ----
 
 pub(super) async fn take_deliveries(
     store: &PostgresStore,
@@ -190,40 +433,183 @@ pub(super) async fn take_deliveries(
     limit: usize,
     hold: &DeliveryHold,
 ) -> StoreResult<Vec<DeliveryJob>> {
-    todo!("postgres notify: take_deliveries")
+    let hold = hold.clone();
+    store
+        .write(move |tx| {
+            gang(tx, now, &hold)?;
+            lease(tx, now, lease_until, limit)
+        })
+        .await
 }
 
 pub(super) async fn finish_deliveries(
     store: &PostgresStore,
     results: Vec<FinishedDelivery>,
 ) -> StoreResult<()> {
-    todo!("postgres notify: finish_deliveries")
+    if results.is_empty() {
+        return Ok(());
+    }
+    store
+        .write(move |tx| {
+            for result in &results {
+                let outcome = outbox::outcome_columns(result);
+                // Only a delivery still being sent takes an outcome; one that is gone, or
+                // was sent or failed since, is left as it is.
+                let changed = tx
+                    .execute(
+                        "UPDATE deliveries SET status = $2, attempts = attempts + 1,
+                             last_error = COALESCE($3, last_error), receipt = $4,
+                             next_attempt_ms = $5, sent_at = $6, subject = $7
+                         WHERE id = $1 AND status = 'sending'",
+                        &[
+                            &result.id,
+                            &outcome.status,
+                            &outcome.error,
+                            &outcome.receipt,
+                            &outcome.next_attempt_ms,
+                            &outcome.sent_at.map(time_text),
+                            &result.subject,
+                        ],
+                    )
+                    .map_err(unavailable)?;
+                if changed == 0 {
+                    continue;
+                }
+                tx.execute(
+                    "INSERT INTO delivery_attempts (delivery_id, at, ok, detail)
+                     VALUES ($1, $2, $3, $4)",
+                    &[
+                        &result.id,
+                        &time_text(result.at),
+                        &outcome.ok,
+                        &outcome.detail,
+                    ],
+                )
+                .map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
 }
 
 pub(super) async fn list_deliveries(
     store: &PostgresStore,
     query: DeliveryQuery,
 ) -> StoreResult<Vec<Delivery>> {
-    todo!("postgres notify: list_deliveries")
+    store
+        .read(move |client| {
+            let limit = i64::try_from(query.limit.max(1)).unwrap_or(i64::MAX);
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                         WHERE ($1::TEXT IS NULL OR user_id = $1)
+                           AND ($2::TEXT IS NULL OR status = $2)
+                           AND ($3::TEXT IS NULL OR id < $3)
+                           AND ($4::TEXT IS NULL
+                                OR id IN (SELECT delivery_id FROM notifications WHERE alert_id = $4))
+                         ORDER BY id DESC LIMIT $5"
+                    ),
+                    &[
+                        &query.user_id,
+                        &query.status.map(DeliveryStatus::as_str),
+                        &query.before_id,
+                        &query.alert_id,
+                        &limit,
+                    ],
+                )
+                .map_err(unavailable)?;
+            rows.iter().map(read_delivery).collect()
+        })
+        .await
 }
 
 pub(super) async fn delivery(
     store: &PostgresStore,
     id: &str,
 ) -> StoreResult<Option<DeliveryRecord>> {
-    todo!("postgres notify: delivery")
+    let id = id.to_string();
+    store
+        .read(move |tx| {
+            let Some(row) = tx
+                .query_opt(
+                    &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"),
+                    &[&id],
+                )
+                .map_err(unavailable)?
+            else {
+                return Ok(None);
+            };
+            let delivery = read_delivery(&row)?;
+            let mut attempts = Vec::new();
+            for row in tx
+                .query(
+                    "SELECT at, ok, detail FROM delivery_attempts WHERE delivery_id = $1
+                     ORDER BY id",
+                    &[&id],
+                )
+                .map_err(unavailable)?
+            {
+                attempts.push(DeliveryAttempt {
+                    at: parse_time(row.try_get(0).map_err(unavailable)?)?,
+                    ok: row.try_get(1).map_err(unavailable)?,
+                    detail: row.try_get(2).map_err(unavailable)?,
+                });
+            }
+            let items = items_of(tx, std::slice::from_ref(&id))?
+                .remove(&id)
+                .unwrap_or_default();
+            Ok(Some((delivery, attempts, items)))
+        })
+        .await
 }
 
 pub(super) async fn next_outbox_due(store: &PostgresStore) -> StoreResult<Option<Timestamp>> {
-    todo!("postgres notify: next_outbox_due")
+    store
+        .read(|client| {
+            let row = client
+                .query_one(
+                    "SELECT MIN(due) FROM (
+                         SELECT MIN(due_ms) AS due FROM notifications WHERE delivery_id IS NULL
+                         UNION ALL
+                         SELECT MIN(next_attempt_ms) FROM deliveries
+                         WHERE status IN ('pending', 'sending')
+                         UNION ALL
+                         SELECT MIN(next_ms) FROM repeats) AS due_times",
+                    &[],
+                )
+                .map_err(unavailable)?;
+            let earliest: Option<i64> = row.try_get(0).map_err(unavailable)?;
+            Ok(earliest.map(from_millis))
+        })
+        .await
 }
 
 pub(super) async fn outbox_backlog(
     store: &PostgresStore,
     now: Timestamp,
 ) -> StoreResult<(u64, Option<Timestamp>)> {
-    todo!("postgres notify: outbox_backlog")
+    store
+        .read(move |client| {
+            let row = client
+                .query_one(
+                    "SELECT COUNT(*), MIN(due) FROM (
+                         SELECT due_ms AS due FROM notifications
+                         WHERE delivery_id IS NULL AND due_ms <= $1
+                         UNION ALL
+                         SELECT next_attempt_ms FROM deliveries
+                         WHERE status = 'pending' AND next_attempt_ms <= $1) AS due_times",
+                    &[&millis(now)],
+                )
+                .map_err(unavailable)?;
+            let count: i64 = row.try_get(0).map_err(unavailable)?;
+            let oldest: Option<i64> = row.try_get(1).map_err(unavailable)?;
+            Ok((count.max(0) as u64, oldest.map(from_millis)))
+        })
+        .await
 }
+
+// ---- offboarding and the audit log ----
 
 pub(super) async fn offboard_user(
     store: &PostgresStore,
@@ -232,16 +618,652 @@ pub(super) async fn offboard_user(
     actor: &str,
     now: Timestamp,
 ) -> StoreResult<OffboardCounts> {
-    todo!("postgres notify: offboard_user")
+    let (user_id, actor) = (user_id.to_string(), actor.to_string());
+    store
+        .write(move |tx| offboard(tx, &user_id, dry_run, &actor, now))
+        .await
 }
 
 pub(super) async fn append_audit(store: &PostgresStore, record: AuditRecord) -> StoreResult<()> {
-    todo!("postgres notify: append_audit")
+    store.write(move |tx| write_audit(tx, &record)).await
 }
 
 pub(super) async fn list_audit(
     store: &PostgresStore,
     limit: usize,
 ) -> StoreResult<Vec<AuditRecord>> {
-    todo!("postgres notify: list_audit")
+    store
+        .read(move |client| {
+            let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+            let rows = client
+                .query(
+                    // Newest first by insertion: ULIDs of one millisecond are not ordered.
+                    "SELECT id, at, actor, action, subject, detail FROM audit
+                     ORDER BY seq DESC LIMIT $1",
+                    &[&limit],
+                )
+                .map_err(unavailable)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(AuditRecord {
+                        id: row.try_get(0).map_err(unavailable)?,
+                        at: parse_time(row.try_get(1).map_err(unavailable)?)?,
+                        actor: row.try_get(2).map_err(unavailable)?,
+                        action: row.try_get(3).map_err(unavailable)?,
+                        subject: row.try_get(4).map_err(unavailable)?,
+                        detail: read_json(row.try_get(5).map_err(unavailable)?)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+}
+
+// ---- rows ----
+
+const CONTACT_COLUMNS: &str = "id, user_id, name, kind, address, secret, created";
+
+fn read_contact(row: &Row) -> StoreResult<ContactPoint> {
+    Ok(ContactPoint {
+        id: row.try_get(0).map_err(unavailable)?,
+        user_id: row.try_get(1).map_err(unavailable)?,
+        name: row.try_get(2).map_err(unavailable)?,
+        kind: row.try_get(3).map_err(unavailable)?,
+        address: row.try_get(4).map_err(unavailable)?,
+        secret: row.try_get(5).map_err(unavailable)?,
+        created: parse_time(row.try_get(6).map_err(unavailable)?)?,
+    })
+}
+
+/// Contact points of one user, or of everyone when `None`.
+fn contact_points_of(
+    client: &mut impl GenericClient,
+    user_id: Option<&str>,
+) -> StoreResult<Vec<ContactPoint>> {
+    client
+        .query(
+            &format!(
+                "SELECT {CONTACT_COLUMNS} FROM contact_points
+                 WHERE $1::TEXT IS NULL OR user_id = $1 ORDER BY user_id, name"
+            ),
+            &[&user_id],
+        )
+        .map_err(unavailable)?
+        .iter()
+        .map(read_contact)
+        .collect()
+}
+
+fn contact_point_named(
+    client: &mut impl GenericClient,
+    user_id: &str,
+    name: &str,
+) -> StoreResult<Option<ContactPoint>> {
+    client
+        .query_opt(
+            &format!(
+                "SELECT {CONTACT_COLUMNS} FROM contact_points WHERE user_id = $1 AND name = $2"
+            ),
+            &[&user_id, &name],
+        )
+        .map_err(unavailable)?
+        .as_ref()
+        .map(read_contact)
+        .transpose()
+}
+
+/// A policy row, parsed; `None` (logged) for one that no longer parses at all, so one
+/// person's unreadable policy never stops the others' notifications.
+fn read_policy(row: &Row) -> StoreResult<Option<PolicyRecord>> {
+    let user_id: String = row.try_get(0).map_err(unavailable)?;
+    let name: String = row.try_get(1).map_err(unavailable)?;
+    let rules: serde_json::Value = read_json(row.try_get(2).map_err(unavailable)?)?;
+    let updated = parse_time(row.try_get(3).map_err(unavailable)?)?;
+    match Policy::parse_stored(&rules, &PolicyLimits::widest()) {
+        Ok(policy) => Ok(Some(PolicyRecord {
+            user_id,
+            name,
+            policy,
+            updated,
+        })),
+        Err(errors) => {
+            tracing::error!(user_id = %user_id, policy = %name, ?errors, "stored policy no longer validates; skipped");
+            Ok(None)
+        }
+    }
+}
+
+/// Policies of one user, or of everyone when `None`.
+fn policies_of(
+    client: &mut impl GenericClient,
+    user_id: Option<&str>,
+) -> StoreResult<Vec<PolicyRecord>> {
+    let rows = client
+        .query(
+            "SELECT user_id, name, rules, updated FROM policies
+             WHERE $1::TEXT IS NULL OR user_id = $1 ORDER BY user_id, name",
+            &[&user_id],
+        )
+        .map_err(unavailable)?;
+    let mut policies = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(policy) = read_policy(row)? {
+            policies.push(policy);
+        }
+    }
+    Ok(policies)
+}
+
+const SILENCE_COLUMNS: &str = "id, user_id, filter, starts, ends, comment, created";
+
+fn read_silence(row: &Row) -> StoreResult<Silence> {
+    Ok(Silence {
+        id: row.try_get(0).map_err(unavailable)?,
+        user_id: row.try_get(1).map_err(unavailable)?,
+        filter: row.try_get(2).map_err(unavailable)?,
+        starts: parse_time(row.try_get(3).map_err(unavailable)?)?,
+        ends: parse_time(row.try_get(4).map_err(unavailable)?)?,
+        comment: row.try_get(5).map_err(unavailable)?,
+        created: parse_time(row.try_get(6).map_err(unavailable)?)?,
+    })
+}
+
+/// Silences of one user, or of everyone when `None`.
+fn silences_of(
+    client: &mut impl GenericClient,
+    user_id: Option<&str>,
+) -> StoreResult<Vec<Silence>> {
+    client
+        .query(
+            &format!(
+                "SELECT {SILENCE_COLUMNS} FROM silences
+                 WHERE $1::TEXT IS NULL OR user_id = $1 ORDER BY id"
+            ),
+            &[&user_id],
+        )
+        .map_err(unavailable)?
+        .iter()
+        .map(read_silence)
+        .collect()
+}
+
+const DELIVERY_COLUMNS: &str = "id, user_id, contact_point_id, contact_point, kind, status, \
+     attempts, next_attempt_ms, last_error, receipt, items, subject, created, sent_at";
+
+fn read_delivery(row: &Row) -> StoreResult<Delivery> {
+    let status: &str = row.try_get(5).map_err(unavailable)?;
+    let attempts: i64 = row.try_get(6).map_err(unavailable)?;
+    let items: i64 = row.try_get(10).map_err(unavailable)?;
+    let sent_at: Option<&str> = row.try_get(13).map_err(unavailable)?;
+    Ok(Delivery {
+        id: row.try_get(0).map_err(unavailable)?,
+        user_id: row.try_get(1).map_err(unavailable)?,
+        contact_point_id: row.try_get(2).map_err(unavailable)?,
+        contact_point: row.try_get(3).map_err(unavailable)?,
+        kind: row.try_get(4).map_err(unavailable)?,
+        status: DeliveryStatus::parse(status)
+            .ok_or_else(|| unavailable(format!("stored delivery status `{status}`")))?,
+        attempts: u32::try_from(attempts).map_err(unavailable)?,
+        next_attempt: from_millis(row.try_get(7).map_err(unavailable)?),
+        last_error: row.try_get(8).map_err(unavailable)?,
+        receipt: row.try_get(9).map_err(unavailable)?,
+        items: u32::try_from(items).map_err(unavailable)?,
+        subject: row.try_get(11).map_err(unavailable)?,
+        created: parse_time(row.try_get(12).map_err(unavailable)?)?,
+        sent_at: sent_at.map(parse_time).transpose()?,
+    })
+}
+
+/// The items of every delivery in `ids`, each delivery's in notification order.
+fn items_of(
+    client: &mut impl GenericClient,
+    ids: &[String],
+) -> StoreResult<HashMap<String, Vec<DeliveryItem>>> {
+    let rows = client
+        .query(
+            "SELECT id, delivery_id, alert_id, transition, alert FROM notifications
+             WHERE delivery_id = ANY($1)",
+            &[&ids],
+        )
+        .map_err(unavailable)?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        items.push((
+            row.try_get::<_, i64>(0).map_err(unavailable)?,
+            row.try_get::<_, String>(1).map_err(unavailable)?,
+            DeliveryItem {
+                alert_id: row.try_get(2).map_err(unavailable)?,
+                transition: row.try_get(3).map_err(unavailable)?,
+                alert: read_json(row.try_get(4).map_err(unavailable)?)?,
+            },
+        ));
+    }
+    Ok(outbox::items_by_delivery(items))
+}
+
+// ---- the outbox, inside take_deliveries' transaction ----
+
+/// Turns due notifications into deliveries: one per (user, contact point) among the rows
+/// this transaction could lock (see the module documentation).
+fn gang(tx: &mut Transaction<'_>, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()> {
+    let max_gang = i64::try_from(outbox::MAX_GANG).unwrap_or(i64::MAX);
+    let rows = tx
+        .query(
+            "SELECT id, user_id, contact_point_id, alert_id, transition FROM notifications
+             WHERE delivery_id IS NULL AND due_ms <= $1
+               AND NOT (user_id = ANY($2)) AND NOT (contact_point_id = ANY($3))
+             ORDER BY id LIMIT $4
+             FOR UPDATE SKIP LOCKED",
+            &[&millis(now), &hold.users, &hold.contact_points, &max_gang],
+        )
+        .map_err(unavailable)?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut due = Vec::with_capacity(rows.len());
+    for row in &rows {
+        due.push(DueNotification {
+            id: row.try_get(0).map_err(unavailable)?,
+            user_id: row.try_get(1).map_err(unavailable)?,
+            contact_point_id: row.try_get(2).map_err(unavailable)?,
+            alert_id: row.try_get(3).map_err(unavailable)?,
+            transition: row.try_get(4).map_err(unavailable)?,
+        });
+    }
+    let mut alerts: HashMap<String, Alert> = HashMap::new();
+    for row in tx
+        .query(
+            "SELECT id, body FROM alerts WHERE id = ANY($1)",
+            &[&outbox::alert_ids(&due)],
+        )
+        .map_err(unavailable)?
+    {
+        let id: String = row.try_get(0).map_err(unavailable)?;
+        let alert: Alert = read_json(row.try_get(1).map_err(unavailable)?)?;
+        alerts.insert(id, alert);
+    }
+    let plan = outbox::plan_gangs(due, &alerts, now);
+    if !plan.dropped.is_empty() {
+        tx.execute(
+            "DELETE FROM notifications WHERE id = ANY($1)",
+            &[&plan.dropped],
+        )
+        .map_err(unavailable)?;
+    }
+    for gang in plan.gangs {
+        let point = tx
+            .query_opt(
+                "SELECT name, kind FROM contact_points WHERE id = $1",
+                &[&gang.contact_point_id],
+            )
+            .map_err(unavailable)?;
+        // Planned from a view of the contact points older than their deletion: recorded as
+        // failed with the reason, never dropped without a word.
+        let (name, kind, status, error): (String, String, &str, Option<&str>) = match point {
+            Some(row) => (
+                row.try_get(0).map_err(unavailable)?,
+                row.try_get(1).map_err(unavailable)?,
+                "pending",
+                None,
+            ),
+            None => (
+                outbox::DELETED_POINT_NAME.to_string(),
+                outbox::DELETED_POINT_KIND.to_string(),
+                "failed",
+                Some(outbox::DELETED_POINT_ERROR),
+            ),
+        };
+        let delivery_id = tellify_model::new_id();
+        let items = i64::try_from(gang.notifications.len()).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO deliveries (id, user_id, contact_point_id, contact_point, kind, status,
+                 attempts, next_attempt_ms, items, created, last_error)
+             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10)",
+            &[
+                &delivery_id,
+                &gang.user_id,
+                &gang.contact_point_id,
+                &name,
+                &kind,
+                &status,
+                &millis(now),
+                &items,
+                &time_text(now),
+                &error,
+            ],
+        )
+        .map_err(unavailable)?;
+        tx.execute(
+            "UPDATE notifications SET delivery_id = $1 WHERE id = ANY($2)",
+            &[&delivery_id, &gang.notifications],
+        )
+        .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Leases up to `limit` due deliveries, skipping those another node is claiming right
+/// now (see the module documentation).
+fn lease(
+    tx: &mut Transaction<'_>,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: usize,
+) -> StoreResult<Vec<DeliveryJob>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                 WHERE status IN ('pending', 'sending') AND next_attempt_ms <= $1
+                 ORDER BY next_attempt_ms, seq LIMIT $2
+                 FOR UPDATE SKIP LOCKED"
+            ),
+            &[&millis(now), &limit],
+        )
+        .map_err(unavailable)?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut due = Vec::with_capacity(rows.len());
+    for row in &rows {
+        due.push(read_delivery(row)?);
+    }
+    let point_ids: Vec<String> = {
+        let mut ids: Vec<String> = due
+            .iter()
+            .map(|delivery| delivery.contact_point_id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let mut points: HashMap<String, ContactPoint> = HashMap::new();
+    for row in tx
+        .query(
+            &format!("SELECT {CONTACT_COLUMNS} FROM contact_points WHERE id = ANY($1)"),
+            &[&point_ids],
+        )
+        .map_err(unavailable)?
+    {
+        let point = read_contact(&row)?;
+        points.insert(point.id.clone(), point);
+    }
+    let mut claimed: Vec<(Delivery, ContactPoint)> = Vec::with_capacity(due.len());
+    let mut orphaned: Vec<String> = Vec::new();
+    for mut delivery in due {
+        let Some(contact_point) = points.get(&delivery.contact_point_id).cloned() else {
+            orphaned.push(delivery.id);
+            continue;
+        };
+        delivery.status = DeliveryStatus::Sending;
+        delivery.next_attempt = lease_until;
+        claimed.push((delivery, contact_point));
+    }
+    if !orphaned.is_empty() {
+        tx.execute(
+            "UPDATE deliveries SET status = 'failed', last_error = $2 WHERE id = ANY($1)",
+            &[&orphaned, &outbox::DELETED_POINT_ERROR],
+        )
+        .map_err(unavailable)?;
+    }
+    let ids: Vec<String> = claimed
+        .iter()
+        .map(|(delivery, _)| delivery.id.clone())
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    tx.execute(
+        "UPDATE deliveries SET status = 'sending', next_attempt_ms = $2 WHERE id = ANY($1)",
+        &[&ids, &millis(lease_until)],
+    )
+    .map_err(unavailable)?;
+    let items = items_of(tx, &ids)?;
+    Ok(outbox::jobs(claimed, items))
+}
+
+/// Marks the pending deliveries of `point` failed with `reason`, and gangs its
+/// notifications not yet in a delivery into one failed delivery with the same reason. A
+/// delivery being sent (leased) goes on: its sender records what really happened, and
+/// should that be a retry, the next claim finds the contact point gone and fails it.
+fn fail_unsent_for_contact_point(
+    tx: &mut Transaction<'_>,
+    point: &ContactPoint,
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    // Locked, not skipped: a node ganging some of them is waited for, and then they no
+    // longer match `delivery_id IS NULL`.
+    let mut waiting = Vec::new();
+    for row in tx
+        .query(
+            "SELECT id FROM notifications WHERE contact_point_id = $1 AND delivery_id IS NULL
+             ORDER BY id FOR UPDATE",
+            &[&point.id],
+        )
+        .map_err(unavailable)?
+    {
+        waiting.push(row.try_get::<_, i64>(0).map_err(unavailable)?);
+    }
+    if !waiting.is_empty() {
+        let delivery_id = tellify_model::new_id();
+        let items = i64::try_from(waiting.len()).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO deliveries (id, user_id, contact_point_id, contact_point, kind, status,
+                 attempts, next_attempt_ms, items, created)
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8)",
+            &[
+                &delivery_id,
+                &point.user_id,
+                &point.id,
+                &point.name,
+                &point.kind,
+                &millis(now),
+                &items,
+                &time_text(now),
+            ],
+        )
+        .map_err(unavailable)?;
+        tx.execute(
+            "UPDATE notifications SET delivery_id = $1 WHERE id = ANY($2)",
+            &[&delivery_id, &waiting],
+        )
+        .map_err(unavailable)?;
+    }
+    // A delivery a node is leasing right now is waited for; once leased it is `sending`
+    // and no longer matches.
+    let failed = tx
+        .query(
+            "UPDATE deliveries SET status = 'failed', last_error = $2, next_attempt_ms = $3
+             WHERE contact_point_id = $1 AND status = 'pending'
+             RETURNING id",
+            &[&point.id, &reason, &millis(now)],
+        )
+        .map_err(unavailable)?;
+    for row in failed {
+        let id: String = row.try_get(0).map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO delivery_attempts (delivery_id, at, ok, detail)
+             VALUES ($1, $2, FALSE, $3)",
+            &[&id, &time_text(now), &reason],
+        )
+        .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+// ---- offboarding ----
+
+fn count(tx: &mut Transaction<'_>, sql: &str, user_id: &str) -> StoreResult<u64> {
+    let row = tx.query_one(sql, &[&user_id]).map_err(unavailable)?;
+    let count: i64 = row.try_get(0).map_err(unavailable)?;
+    Ok(count.max(0) as u64)
+}
+
+fn offboard_counts(tx: &mut Transaction<'_>, user_id: &str) -> StoreResult<OffboardCounts> {
+    const OWN_ALERTS: &str = "SELECT id FROM alerts WHERE subscription_id IN
+         (SELECT id FROM subscriptions WHERE owner_user = $1)";
+    Ok(OffboardCounts {
+        subscriptions: count(
+            tx,
+            "SELECT COUNT(*) FROM subscriptions WHERE owner_user = $1",
+            user_id,
+        )?,
+        alerts: count(
+            tx,
+            &format!("SELECT COUNT(*) FROM ({OWN_ALERTS}) AS own"),
+            user_id,
+        )?,
+        alert_history: count(
+            tx,
+            &format!("SELECT COUNT(*) FROM alert_history WHERE alert_id IN ({OWN_ALERTS})"),
+            user_id,
+        )?,
+        handler_states: count(
+            tx,
+            "SELECT COUNT(*) FROM handler_state WHERE subscription_id IN
+                 (SELECT id FROM subscriptions WHERE owner_user = $1)",
+            user_id,
+        )?,
+        policies: count(
+            tx,
+            "SELECT COUNT(*) FROM policies WHERE user_id = $1",
+            user_id,
+        )?,
+        contact_points: count(
+            tx,
+            "SELECT COUNT(*) FROM contact_points WHERE user_id = $1",
+            user_id,
+        )?,
+        pending_deliveries: count(
+            tx,
+            "SELECT COUNT(*) FROM deliveries
+             WHERE user_id = $1 AND status IN ('pending', 'sending')",
+            user_id,
+        )?,
+        deliveries: count(
+            tx,
+            "SELECT COUNT(*) FROM deliveries WHERE user_id = $1",
+            user_id,
+        )?,
+        notifications: count(
+            tx,
+            "SELECT COUNT(*) FROM notifications WHERE user_id = $1",
+            user_id,
+        )?,
+        silences: count(
+            tx,
+            "SELECT COUNT(*) FROM silences WHERE user_id = $1",
+            user_id,
+        )?,
+        tokens: count(
+            tx,
+            "SELECT COUNT(*) FROM tokens WHERE user_id = $1",
+            user_id,
+        )?,
+        group_memberships: count(
+            tx,
+            "SELECT COUNT(*) FROM group_members WHERE user_id = $1",
+            user_id,
+        )?,
+    })
+}
+
+fn offboard(
+    tx: &mut Transaction<'_>,
+    user_id: &str,
+    dry_run: bool,
+    actor: &str,
+    now: Timestamp,
+) -> StoreResult<OffboardCounts> {
+    let name: String = tx
+        .query_opt("SELECT name FROM users WHERE id = $1", &[&user_id])
+        .map_err(unavailable)?
+        .ok_or(StoreError::NotFound)?
+        .try_get(0)
+        .map_err(unavailable)?;
+    let counts = offboard_counts(tx, user_id)?;
+    if dry_run {
+        return Ok(counts);
+    }
+    // Notifications, repeats, attempts and history go with their parents (ON DELETE
+    // CASCADE); the explicit deletes make the order plain.
+    for sql in [
+        "DELETE FROM notifications WHERE user_id = $1",
+        "DELETE FROM repeats WHERE user_id = $1",
+        "DELETE FROM deliveries WHERE user_id = $1",
+        "DELETE FROM subscriptions WHERE owner_user = $1",
+        "DELETE FROM policies WHERE user_id = $1",
+        "DELETE FROM contact_points WHERE user_id = $1",
+        "DELETE FROM silences WHERE user_id = $1",
+        "DELETE FROM tokens WHERE user_id = $1",
+        "DELETE FROM web_sessions WHERE user_id = $1",
+        "DELETE FROM group_members WHERE user_id = $1",
+    ] {
+        tx.execute(sql, &[&user_id]).map_err(unavailable)?;
+    }
+    // Other people's (group) alerts keep their history, without the person's name.
+    tx.execute(
+        "UPDATE alert_history SET actor = $3 WHERE actor = $1 OR actor = $2",
+        &[&name, &user_id, &REMOVED_USER],
+    )
+    .map_err(unavailable)?;
+    let touched = tx
+        .query(
+            "SELECT id, body FROM alerts WHERE strpos(body, $1) > 0 OR strpos(body, $2) > 0",
+            &[&name, &user_id],
+        )
+        .map_err(unavailable)?;
+    for row in touched {
+        let id: String = row.try_get(0).map_err(unavailable)?;
+        let mut alert: Alert = read_json(row.try_get(1).map_err(unavailable)?)?;
+        let names = |who: &Option<String>| {
+            who.as_deref()
+                .is_some_and(|who| who == name || who == user_id)
+        };
+        if names(&alert.acked_by) {
+            alert.acked_by = Some(REMOVED_USER.to_string());
+        }
+        if names(&alert.shelved_by) {
+            alert.shelved_by = Some(REMOVED_USER.to_string());
+        }
+        let body = serde_json::to_string(&alert).map_err(unavailable)?;
+        tx.execute("UPDATE alerts SET body = $2 WHERE id = $1", &[&id, &body])
+            .map_err(unavailable)?;
+    }
+    tx.execute("DELETE FROM users WHERE id = $1", &[&user_id])
+        .map_err(unavailable)?;
+    write_audit(
+        tx,
+        &AuditRecord {
+            id: tellify_model::new_id(),
+            at: now,
+            actor: actor.to_string(),
+            action: "user.offboarded".to_string(),
+            subject: format!("user {name}"),
+            detail: serde_json::to_value(&counts).map_err(unavailable)?,
+        },
+    )?;
+    Ok(counts)
+}
+
+fn write_audit(tx: &mut Transaction<'_>, record: &AuditRecord) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO audit (id, at, actor, action, subject, detail)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &record.id,
+            &time_text(record.at),
+            &record.actor,
+            &record.action,
+            &record.subject,
+            &record.detail.to_string(),
+        ],
+    )
+    .map_err(unavailable)?;
+    Ok(())
 }

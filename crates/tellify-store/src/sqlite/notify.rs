@@ -10,16 +10,15 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use tellify_engine::alerts::Alert;
 use tellify_engine::policy::{Policy, PolicyLimits};
-use tellify_engine::render::Transition;
 
 use super::{
     conflict_or_unavailable, parse_time, read_json, read_user, time_text, unavailable, USER_COLUMNS,
 };
-use crate::processing;
+use crate::outbox::{self, DueNotification, Gang};
 use crate::{
     AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryHold, DeliveryItem, DeliveryJob,
-    DeliveryOutcome, DeliveryQuery, DeliveryRecord, DeliveryStatus, FinishedDelivery,
-    NotifyDirectory, OffboardCounts, PolicyRecord, Silence, StoreError, StoreResult,
+    DeliveryQuery, DeliveryRecord, DeliveryStatus, FinishedDelivery, NotifyDirectory,
+    OffboardCounts, PolicyRecord, Silence, StoreError, StoreResult,
 };
 
 pub(super) const MIGRATION: &str = r#"
@@ -112,15 +111,8 @@ CREATE TABLE audit (
 );
 "#;
 
-/// Most notifications ganged in one call; the rest wait for the next round.
-///
-/// Written into the SQL as a literal, as every limit here: a bound `LIMIT ?` (or an
-/// `ORDER BY` the planner might serve from the bound value) makes SQLite re-prepare the
-/// statement on every execution, which cost more than the query itself.
-const MAX_GANG: usize = 50_000;
-
 /// What a user removed from tellify leaves behind where others' records named them.
-pub const REMOVED_USER: &str = "removed-user";
+pub use crate::REMOVED_USER;
 
 fn millis(time: Timestamp) -> i64 {
     time.as_millisecond()
@@ -509,12 +501,16 @@ fn gang(tx: &Connection, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
     type Due = (i64, String, String, String, String);
     let due: Vec<Due> = {
         let mut statement = tx
+            // The limit is written into the SQL as a literal, as every limit here: a bound
+            // `LIMIT ?` makes SQLite re-prepare the statement on every execution, which
+            // cost more than the query itself.
             .prepare_cached(&format!(
                 "SELECT id, user_id, contact_point_id, alert_id, transition FROM notifications
                  WHERE delivery_id IS NULL AND due_ms <= ?1
                    AND user_id NOT IN (SELECT value FROM json_each(?2))
                    AND contact_point_id NOT IN (SELECT value FROM json_each(?3))
-                 ORDER BY id LIMIT {MAX_GANG}",
+                 ORDER BY id LIMIT {}",
+                outbox::MAX_GANG
             ))
             .map_err(unavailable)?;
         let rows = statement
@@ -533,41 +529,37 @@ fn gang(tx: &Connection, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
     if due.is_empty() {
         return Ok(());
     }
-    let mut alerts: HashMap<String, Option<Alert>> = HashMap::new();
-    let mut groups: Vec<((String, String), Vec<i64>)> = Vec::new();
-    let mut group_index: HashMap<(String, String), usize> = HashMap::new();
-    let mut dropped: Vec<i64> = Vec::new();
-    for (id, user_id, contact_point_id, alert_id, transition) in due {
-        if !alerts.contains_key(&alert_id) {
-            let alert = load_alert(tx, &alert_id)?;
-            alerts.insert(alert_id.clone(), alert);
+    let due: Vec<DueNotification> = due
+        .into_iter()
+        .map(
+            |(id, user_id, contact_point_id, alert_id, transition)| DueNotification {
+                id,
+                user_id,
+                contact_point_id,
+                alert_id,
+                transition,
+            },
+        )
+        .collect();
+    let mut alerts: HashMap<String, Alert> = HashMap::new();
+    for alert_id in outbox::alert_ids(&due) {
+        if let Some(alert) = load_alert(tx, &alert_id)? {
+            alerts.insert(alert_id, alert);
         }
-        let keep = alerts
-            .get(&alert_id)
-            .and_then(|alert| alert.as_ref())
-            .is_some_and(|alert| {
-                // The planner stores only known transitions; anything else counts as firing.
-                let transition = transition.parse().unwrap_or(Transition::Fired);
-                processing::still_notifiable(alert, transition, now)
-            });
-        if !keep {
-            dropped.push(id);
-            continue;
-        }
-        let key = (user_id, contact_point_id);
-        let index = *group_index.entry(key.clone()).or_insert_with(|| {
-            groups.push((key, Vec::new()));
-            groups.len() - 1
-        });
-        groups[index].1.push(id);
     }
-    for id in dropped {
+    let plan = outbox::plan_gangs(due, &alerts, now);
+    for id in plan.dropped {
         tx.prepare_cached("DELETE FROM notifications WHERE id = ?1")
             .map_err(unavailable)?
             .execute([id])
             .map_err(unavailable)?;
     }
-    for ((user_id, contact_point_id), ids) in groups {
+    for gang in plan.gangs {
+        let Gang {
+            user_id,
+            contact_point_id,
+            notifications: ids,
+        } = gang;
         let point: Option<(String, String)> = tx
             .prepare_cached("SELECT name, kind FROM contact_points WHERE id = ?1")
             .map_err(unavailable)?
@@ -579,10 +571,10 @@ fn gang(tx: &Connection, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
         let (name, kind, status, error) = match point {
             Some((name, kind)) => (name, kind, "pending", None),
             None => (
-                "(deleted)".to_string(),
-                "deleted".to_string(),
+                outbox::DELETED_POINT_NAME.to_string(),
+                outbox::DELETED_POINT_KIND.to_string(),
                 "failed",
-                Some("the contact point was deleted before this was sent"),
+                Some(outbox::DELETED_POINT_ERROR),
             ),
         };
         let delivery_id = tellify_model::new_id();
@@ -691,13 +683,8 @@ fn items_of(
             ))
         })
         .map_err(unavailable)?;
-    let mut rows = rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?;
-    rows.sort_unstable_by_key(|(id, _, _)| *id);
-    let mut items: HashMap<String, Vec<DeliveryItem>> = HashMap::with_capacity(ids.len());
-    for (_, delivery_id, item) in rows {
-        items.entry(delivery_id).or_default().push(item);
-    }
-    Ok(items)
+    let rows = rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?;
+    Ok(outbox::items_by_delivery(rows))
 }
 
 pub(super) fn take_deliveries(
@@ -711,7 +698,7 @@ pub(super) fn take_deliveries(
     let due: Vec<Delivery> = {
         // In the index's order (`next_attempt_ms`, then rowid, which is creation order),
         // so SQLite sorts nothing and stops after `limit` rows; no bound `LIMIT` (see
-        // [`MAX_GANG`]).
+        // the gang query).
         let mut statement = tx
             .prepare_cached(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries
@@ -745,12 +732,10 @@ pub(super) fn take_deliveries(
         }
         let Some(contact_point) = points.get(&delivery.contact_point_id).cloned().flatten() else {
             tx.prepare_cached(
-                "UPDATE deliveries SET status = 'failed',
-                     last_error = 'the contact point was deleted before this was sent'
-                 WHERE id = ?1",
+                "UPDATE deliveries SET status = 'failed', last_error = ?2 WHERE id = ?1",
             )
             .map_err(unavailable)?
-            .execute([&delivery.id])
+            .execute(params![delivery.id, outbox::DELETED_POINT_ERROR])
             .map_err(unavailable)?;
             continue;
         };
@@ -771,54 +756,13 @@ pub(super) fn take_deliveries(
     .map_err(unavailable)?
     .execute(params![list, millis(lease_until)])
     .map_err(unavailable)?;
-    let mut items = items_of(tx, &ids)?;
-    Ok(claimed
-        .into_iter()
-        .map(|(delivery, contact_point)| {
-            let items = items.remove(&delivery.id).unwrap_or_default();
-            DeliveryJob {
-                delivery,
-                contact_point,
-                items,
-            }
-        })
-        .collect())
+    let items = items_of(tx, &ids)?;
+    Ok(outbox::jobs(claimed, items))
 }
 
 pub(super) fn finish_deliveries(tx: &Connection, results: &[FinishedDelivery]) -> StoreResult<()> {
     for result in results {
-        let (status, error, receipt, next_ms, sent_at, ok, detail) = match &result.outcome {
-            DeliveryOutcome::Sent { receipt } => (
-                "sent",
-                None,
-                Some(receipt.as_str()),
-                millis(result.at),
-                Some(time_text(result.at)),
-                true,
-                receipt.as_str(),
-            ),
-            DeliveryOutcome::Retry {
-                error,
-                next_attempt,
-            } => (
-                "pending",
-                Some(error.as_str()),
-                None,
-                millis(*next_attempt),
-                None,
-                false,
-                error.as_str(),
-            ),
-            DeliveryOutcome::Failed { error } => (
-                "failed",
-                Some(error.as_str()),
-                None,
-                millis(result.at),
-                None,
-                false,
-                error.as_str(),
-            ),
-        };
+        let outcome = outbox::outcome_columns(result);
         let changed = tx
             .prepare_cached(
                 "UPDATE deliveries SET status = ?2, attempts = attempts + 1,
@@ -829,11 +773,11 @@ pub(super) fn finish_deliveries(tx: &Connection, results: &[FinishedDelivery]) -
             .map_err(unavailable)?
             .execute(params![
                 result.id,
-                status,
-                error,
-                receipt,
-                next_ms,
-                sent_at,
+                outcome.status,
+                outcome.error,
+                outcome.receipt,
+                outcome.next_attempt_ms,
+                outcome.sent_at.map(time_text),
                 result.subject
             ])
             .map_err(unavailable)?;
@@ -844,7 +788,12 @@ pub(super) fn finish_deliveries(tx: &Connection, results: &[FinishedDelivery]) -
             "INSERT INTO delivery_attempts (delivery_id, at, ok, detail) VALUES (?1, ?2, ?3, ?4)",
         )
         .map_err(unavailable)?
-        .execute(params![result.id, time_text(result.at), ok, detail])
+        .execute(params![
+            result.id,
+            time_text(result.at),
+            outcome.ok,
+            outcome.detail
+        ])
         .map_err(unavailable)?;
     }
     Ok(())
