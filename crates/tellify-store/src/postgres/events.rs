@@ -132,3 +132,11 @@ pub(super) async fn list_event_types(store: &PostgresStore) -> StoreResult<Vec<E
 pub(super) async fn delete_event_type(store: &PostgresStore, name: &str) -> StoreResult<bool> {
     todo!("postgres events: delete_event_type")
 }
+
+pub(super) fn insert_events(
+    tx: &mut postgres::Transaction<'_>,
+    events: Vec<StoredEvent>,
+) -> StoreResult<Vec<Appended>> {
+    let _ = (tx, events);
+    todo!("postgres events: insert_events")
+}
