@@ -9,11 +9,14 @@
 //! records history takes [`super::LOCK_HISTORY`] at its start (a processing commit with
 //! derived events takes [`super::LOCK_EVENTS`] before it), so alert writers that record
 //! history run one after the other and each reads the alert as the previous one left it;
-//! and every alert a writer is about to change is read `FOR UPDATE`, so a writer that
-//! does not take the lock (offboarding rewrites names in alert bodies) cannot slip a
+//! and every alert a writer is about to change is read `FOR NO KEY UPDATE`, so a writer
+//! that does not take the lock (offboarding rewrites names in alert bodies) cannot slip a
 //! change in between the read and the write. Due repeats are claimed `FOR UPDATE SKIP
 //! LOCKED`: two nodes planning repeats at once share the due schedules instead of both
-//! planning the same one.
+//! planning the same one. Planning repeats only reads alerts, without a row lock: it holds
+//! repeat rows that a commit may be about to change, so waiting for an alert a commit
+//! holds could close a cycle (a notification's foreign key takes only a key-share lock,
+//! which a `NO KEY UPDATE` does not block).
 //!
 //! **Invariant:** `alert_history.id` (an identity column) only grows, is never reused, and
 //! becomes visible in order: it is handed out under [`super::LOCK_HISTORY`], held until
@@ -352,7 +355,9 @@ pub(super) async fn plan_repeats(
 ) -> StoreResult<usize> {
     store
         .write(move |tx| {
-            crate::processing::plan_repeats(&mut PgProcessing::new(tx), now, &planner, limit)
+            let mut processing = PgProcessing::new(tx);
+            processing.lock_alerts = false;
+            crate::processing::plan_repeats(&mut processing, now, &planner, limit)
         })
         .await
 }
@@ -426,6 +431,9 @@ pub(super) struct PgProcessing<'a, 'b> {
     /// The alert last saved and its JSON body: the outbox rows planned right after it
     /// carry the same alert.
     saved: Option<(Alert, String)>,
+    /// Whether alerts are read to be changed (`FOR NO KEY UPDATE`, the default) or only
+    /// read (planning repeats).
+    lock_alerts: bool,
 }
 
 impl<'a, 'b> PgProcessing<'a, 'b> {
@@ -434,6 +442,7 @@ impl<'a, 'b> PgProcessing<'a, 'b> {
             tx,
             statements: HashMap::new(),
             saved: None,
+            lock_alerts: true,
         }
     }
 
@@ -503,17 +512,22 @@ impl ProcessingTx for PgProcessing<'_, '_> {
         subscription_id: &str,
         group_key: &str,
     ) -> StoreResult<Option<Alert>> {
-        self.read_alert(
-            "SELECT body FROM alerts WHERE subscription_id = $1 AND group_key = $2 FOR UPDATE",
-            &[&subscription_id, &group_key],
-        )
+        let sql = if self.lock_alerts {
+            "SELECT body FROM alerts WHERE subscription_id = $1 AND group_key = $2
+             FOR NO KEY UPDATE"
+        } else {
+            "SELECT body FROM alerts WHERE subscription_id = $1 AND group_key = $2"
+        };
+        self.read_alert(sql, &[&subscription_id, &group_key])
     }
 
     fn alert_by_id(&mut self, alert_id: &str) -> StoreResult<Option<Alert>> {
-        self.read_alert(
-            "SELECT body FROM alerts WHERE id = $1 FOR UPDATE",
-            &[&alert_id],
-        )
+        let sql = if self.lock_alerts {
+            "SELECT body FROM alerts WHERE id = $1 FOR NO KEY UPDATE"
+        } else {
+            "SELECT body FROM alerts WHERE id = $1"
+        };
+        self.read_alert(sql, &[&alert_id])
     }
 
     fn save_alert(&mut self, alert: &Alert) -> StoreResult<()> {
