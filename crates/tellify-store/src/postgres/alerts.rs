@@ -108,10 +108,6 @@ pub(super) async fn alert(store: &PostgresStore, id: &str) -> StoreResult<Option
         .await
 }
 
-/// Rows read per round trip while listing alerts: the SQL filter is checked again with the
-/// viewer's own groups, so a page may keep fewer rows than it read.
-const LIST_PAGE: i64 = 200;
-
 pub(super) async fn list_alerts(
     store: &PostgresStore,
     query: AlertQuery,
@@ -140,7 +136,9 @@ pub(super) async fn list_alerts(
                 ClearedFilter::Include => None,
             };
             let viewer_id = query.viewer.as_ref().map(|viewer| viewer.user_id.clone());
-            let page = LIST_PAGE.max(i64::try_from(query.limit).unwrap_or(i64::MAX));
+            // Pages of the size asked for: the viewer's own groups are checked again on
+            // each row, so a page may keep fewer than it read and the next one follows.
+            let page = i64::try_from(query.limit.max(1)).unwrap_or(i64::MAX);
             let mut before = query.before_id.clone();
             let mut alerts = Vec::new();
             while alerts.len() < query.limit {
