@@ -45,10 +45,8 @@ use crate::{
 /// Advisory lock held while the schema is brought up to date.
 pub(crate) const LOCK_MIGRATE: i64 = 0x7465_6c6c_0001;
 /// Advisory transaction lock taken before inserting into `events`.
-#[allow(dead_code)]
 pub(crate) const LOCK_EVENTS: i64 = 0x7465_6c6c_0002;
 /// Advisory transaction lock taken before inserting into `alert_history`.
-#[allow(dead_code)]
 pub(crate) const LOCK_HISTORY: i64 = 0x7465_6c6c_0003;
 
 /// Most connections one node keeps to the database.
@@ -178,9 +176,47 @@ impl Drop for PoolHolder {
     }
 }
 
-pub(crate) fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+pub(crate) fn unavailable(error: impl Cause) -> StoreError {
+    StoreError::Unavailable(error.describe())
 }
+
+/// Something that made a store call fail, in words for the operator: a database error
+/// with PostgreSQL's own message and code (its `Display` says only "db error").
+pub(crate) trait Cause {
+    fn describe(&self) -> String;
+}
+
+impl Cause for postgres::Error {
+    fn describe(&self) -> String {
+        match self.as_db_error() {
+            Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+            None => match std::error::Error::source(self) {
+                Some(source) => format!("{self}: {source}"),
+                None => self.to_string(),
+            },
+        }
+    }
+}
+
+macro_rules! displayed_cause {
+    ($($type:ty),*) => {
+        $(impl Cause for $type {
+            fn describe(&self) -> String {
+                self.to_string()
+            }
+        })*
+    };
+}
+
+displayed_cause!(
+    String,
+    &str,
+    r2d2::Error,
+    tokio::task::JoinError,
+    serde_json::Error,
+    jiff::Error,
+    std::num::TryFromIntError
+);
 
 /// A unique violation as a conflict naming `what`; anything else as unavailable.
 pub(crate) fn conflict_or_unavailable(error: postgres::Error, what: &str) -> StoreError {
@@ -215,7 +251,6 @@ pub(crate) fn from_millis(ms: i64) -> Timestamp {
 }
 
 /// Takes an advisory lock until the end of the transaction (see the module documentation).
-#[allow(dead_code)] // used by the event log and alerts modules as they land
 pub(crate) fn lock(tx: &mut Transaction<'_>, key: i64) -> StoreResult<()> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
         .map_err(unavailable)?;
@@ -322,25 +357,19 @@ impl PostgresStore {
 /// Brings the schema up to date under [`LOCK_MIGRATE`].
 fn migrate(client: &mut Client) -> StoreResult<()> {
     client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS tellify_schema (
-                 id INTEGER PRIMARY KEY CHECK (id = 1),
-                 version INTEGER NOT NULL
-             )",
-        )
-        .or_else(|error| {
-            // Two nodes creating the table at the same moment: the loser finds it made.
-            if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                Ok(())
-            } else {
-                Err(error)
-            }
-        })
-        .map_err(|error| unavailable(format!("cannot prepare the schema: {error}")))?;
-    client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_MIGRATE])
-        .map_err(unavailable)?;
+        .map_err(|error| unavailable(format!("cannot prepare the schema: {}", error.describe())))?;
     let outcome = (|| -> StoreResult<()> {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS tellify_schema (
+                     id INTEGER PRIMARY KEY CHECK (id = 1),
+                     version INTEGER NOT NULL
+                 )",
+            )
+            .map_err(|error| {
+                unavailable(format!("cannot prepare the schema: {}", error.describe()))
+            })?;
         let version: i32 = client
             .query_opt("SELECT version FROM tellify_schema WHERE id = 1", &[])
             .map_err(unavailable)?
@@ -355,9 +384,13 @@ fn migrate(client: &mut Client) -> StoreResult<()> {
         }
         for (index, sql) in migrations.iter().enumerate().skip(version as usize) {
             let mut transaction = client.transaction().map_err(unavailable)?;
-            transaction
-                .batch_execute(sql)
-                .map_err(|error| unavailable(format!("schema version {}: {error}", index + 1)))?;
+            transaction.batch_execute(sql).map_err(|error| {
+                unavailable(format!(
+                    "schema version {}: {}",
+                    index + 1,
+                    error.describe()
+                ))
+            })?;
             transaction
                 .execute(
                     "INSERT INTO tellify_schema (id, version) VALUES (1, $1)

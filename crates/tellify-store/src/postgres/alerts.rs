@@ -336,6 +336,7 @@ pub(super) async fn commit_processing(
 ) -> StoreResult<CommitOutcome> {
     store
         .write(move |tx| {
+            super::check_fence(tx, commit.lease.as_ref())?;
             if !commit.derived.is_empty() {
                 lock(tx, LOCK_EVENTS)?;
             }
