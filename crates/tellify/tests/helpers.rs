@@ -53,6 +53,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 impl TestApp {
+    /// Stops the server the way SIGTERM does (its data directory goes with it).
+    pub async fn stop(self) {
+        self.app.stop().await.expect("a clean stop");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

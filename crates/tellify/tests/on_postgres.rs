@@ -1,0 +1,201 @@
+//! tellify on PostgreSQL (`serve --store postgres://…`), in-process against the machine's
+//! server, each test in a fresh schema: one node end to end, then two nodes on one
+//! database (the processing lease, the changes each node tells the other).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tellify_store::postgres::testing::TestDatabase;
+
+use crate::helpers::{eventually, spawn_app_with, TestApp};
+use crate::support::HttpSink;
+
+async fn node(database: &TestDatabase) -> TestApp {
+    let url = database.url();
+    spawn_app_with(move |settings| settings.store = Some(url)).await
+}
+
+/// A second node on the same database: its bootstrap token is ignored (users exist), so
+/// it is given the first node's.
+async fn second_node(database: &TestDatabase, first: &TestApp) -> TestApp {
+    let mut node = node(database).await;
+    node.admin = first.admin.clone();
+    node
+}
+
+async fn webhook_to(app: &TestApp, token: &str, url: &str) {
+    let response = app
+        .post(
+            token,
+            "/api/v1/contact-points",
+            json!({"name": "hook", "kind": "webhook", "address": url}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = app
+        .client
+        .put(app.url("/api/v1/policies/default"))
+        .bearer_auth(token)
+        .json(&json!({"rules": [{"contact_points": ["hook"]}]}))
+        .send()
+        .await
+        .expect("request");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+async fn post_lines(app: &TestApp, token: &str, lines: &str) -> Value {
+    let response = app
+        .post_raw(token, "/api/v1/events", "text/plain", lines.to_string())
+        .await;
+    let status = response.status();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body
+}
+
+/// The whole path on PostgreSQL: an event fires a threshold alert, a webhook goes out,
+/// the alert resolves; a restart on the same database finds every alert and event.
+#[tokio::test]
+async fn events_fire_alerts_and_notify_on_postgres_and_survive_a_restart() {
+    let database = TestDatabase::create().await.expect("test database");
+    let hook = HttpSink::start(StatusCode::OK, "ok").await;
+    let app = node(&database).await;
+    let ann = app.user("ann").await;
+    webhook_to(&app, &ann, &hook.url("/hook")).await;
+    app.subscribe(
+        &ann,
+        json!({"kind": "threshold", "title": "disks", "params": {
+            "field": "usage", "warn": 90, "critical": 97, "group_by": ["fs"]}}),
+    )
+    .await;
+    app.send_lines(&ann, "fs:/a usage:50\nfs:/b usage:93").await;
+    let firing = app.alerts(&ann, "state=firing").await;
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(firing[0]["group_key"], "fs=/b");
+    assert_eq!(firing[0]["severity"], "warning");
+    app.app.state.notifier.wake();
+    let request = eventually("the webhook", || async { hook.requests().first().cloned() }).await;
+    assert_eq!(request.json()["alerts"][0]["group_key"], "fs=/b");
+    app.send_lines(&ann, "fs:/b usage:10").await;
+    assert!(app.alerts(&ann, "state=firing").await.is_empty());
+    let admin = app.admin.clone();
+    app.stop().await;
+
+    let again = node(&database).await;
+    let resolved = again.alerts(&ann, "state=resolved").await;
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    let detail = again
+        .get_json(
+            &ann,
+            &format!("/api/v1/alerts/{}", resolved[0]["id"].as_str().expect("id")),
+        )
+        .await;
+    let actions: Vec<&str> = detail["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|entry| entry["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(actions, vec!["fired", "resolved"]);
+    let events = again.get_json(&admin, "/api/v1/events?limit=10").await;
+    assert_eq!(
+        events["items"].as_array().expect("items").len(),
+        3,
+        "{events}"
+    );
+}
+
+/// Two nodes on one database: one processes at a time, whichever node took the event;
+/// a subscription made on the node that does not process is used by the one that does;
+/// a token revoked on one node is refused by the other at once; when the processing
+/// node stops, the other takes over.
+#[tokio::test]
+async fn two_nodes_share_processing_subscriptions_and_revocations() {
+    let database = TestDatabase::create().await.expect("test database");
+    let first = node(&database).await;
+    // The first node holds the processing lease before the second starts.
+    let ann = first.user("ann").await;
+    first.send_lines(&ann, "warmup:1").await;
+    let second = second_node(&database, &first).await;
+
+    // A subscription made on the second node, an event posted there: the first node's
+    // worker (the lease holder) learns of the subscription and fires the alert.
+    second
+        .subscribe(
+            &ann,
+            json!({"kind": "match", "title": "builds",
+                   "params": {"filter": "status == \"fail\""}}),
+        )
+        .await;
+    post_lines(&second, &ann, "block:b1 status:fail").await;
+    let firing = eventually("the alert, fired by the processing node", || async {
+        let firing = second.alerts(&ann, "state=firing").await;
+        (!firing.is_empty()).then_some(firing)
+    })
+    .await;
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(
+        first.app.state.worker.processed(),
+        second.app.state.store.last_seq().await.expect("last seq"),
+        "the first node processed everything"
+    );
+
+    // A token revoked on the first node is refused by the second, which had it cached.
+    let response = first
+        .post(
+            &first.admin,
+            "/api/v1/tokens",
+            json!({"name": "short", "scopes": ["user"], "user": "ann"}),
+        )
+        .await;
+    let created: Value = response.json().await.expect("json");
+    let token = created["token"].as_str().expect("token").to_string();
+    let id = created["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        second.get(&token, "/api/v1/alerts").await.status(),
+        StatusCode::OK
+    );
+    let revoked = first
+        .client
+        .delete(first.url(&format!("/api/v1/tokens/{id}")))
+        .bearer_auth(&first.admin)
+        .send()
+        .await
+        .expect("request");
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    eventually("the second node refusing the revoked token", || async {
+        (second.get(&token, "/api/v1/alerts").await.status() == StatusCode::UNAUTHORIZED)
+            .then_some(())
+    })
+    .await;
+
+    // The processing node stops (giving its lease up); the second takes over.
+    first.stop().await;
+    let posted = post_lines(&second, &ann, "block:b2 status:fail").await;
+    let id = posted["ids"][0].as_str().expect("id").to_string();
+    let last = second.app.state.store.last_seq().await.expect("last seq");
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        second.app.state.worker.wait_for(last),
+    )
+    .await
+    .expect("the second node takes over processing");
+    let firing = second.alerts(&ann, "state=firing").await;
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(
+        firing[0]["count"], 2,
+        "both failures counted once each: {firing:?}"
+    );
+    let events = second
+        .get_json(&second.admin, "/api/v1/events?limit=10")
+        .await;
+    assert!(
+        events["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|event| event["id"] == id.as_str()),
+        "{events}"
+    );
+}
