@@ -696,6 +696,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_printed_store_address_never_shows_the_password() {
+        assert_eq!(
+            redact_address("postgres://tellify:s3cret@db.example.com:5432/tellify"),
+            "postgres://tellify:***@db.example.com:5432/tellify"
+        );
+        assert_eq!(
+            redact_address("postgres://tellify@db:5432/t?password=s3cret&sslmode=disable"),
+            "postgres://tellify@db:5432/t?password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact_address("postgres://db:5432/t"),
+            "postgres://db:5432/t",
+            "nothing to hide"
+        );
+        // A password with an `@` in it: the last `@` ends the credentials.
+        assert!(!redact_address("postgres://u:p@ss@db/t").contains("p@ss"));
+    }
+
+    #[test]
+    fn the_store_setting_names_postgres_or_a_sqlite_directory_and_nothing_else() {
+        let with = |store: Option<&str>| Settings {
+            store: store.map(str::to_string),
+            ..Settings::default()
+        };
+        assert_eq!(
+            with(None).store_location(),
+            Ok(StoreLocation::Sqlite(PathBuf::from("tellify-data")))
+        );
+        assert_eq!(
+            with(Some("sqlite:///var/lib/tellify")).store_location(),
+            Ok(StoreLocation::Sqlite(PathBuf::from("/var/lib/tellify")))
+        );
+        assert_eq!(
+            with(Some("postgresql://u@db/t")).store_location(),
+            Ok(StoreLocation::Postgres("postgresql://u@db/t".to_string()))
+        );
+        let error = with(Some("mysql://u:hunter2@db/t"))
+            .store_location()
+            .unwrap_err();
+        assert!(error.contains("must be postgres://"), "{error}");
+        assert!(
+            !error.contains("hunter2"),
+            "the password stays hidden: {error}"
+        );
+        let problems = with(Some("postgres://u:hunter2@db:notaport/t")).validate();
+        let problem = problems
+            .iter()
+            .find(|problem| problem.starts_with("store:"))
+            .expect("a bad address is a problem of `store`");
+        assert!(!problem.contains("hunter2"), "{problem}");
+    }
+
+    #[test]
     #[allow(clippy::result_large_err)] // figment's Jail dictates the closure's error type
     fn file_and_environment_override_defaults_and_unknown_keys_fail() {
         figment::Jail::expect_with(|jail| {
