@@ -203,6 +203,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Where processing stopped and every handler's saved state.
     async fn load_processing(&self) -> StoreResult<ProcessingSnapshot>;
+    /// Where processing stopped, without the states: how a node that does not process
+    /// follows the one that does.
+    async fn processing_cursor(&self) -> StoreResult<i64> {
+        Ok(self.load_processing().await?.cursor)
+    }
     /// Records the outcome of processing events up to `commit.cursor` in one transaction:
     /// alert changes and their history, handler states, derived events and the cursor.
     /// A backend runs [`processing::commit`] over its transaction.

@@ -1188,6 +1188,16 @@ impl Store for PostgresStore {
         alerts::load_processing(self).await
     }
 
+    async fn processing_cursor(&self) -> StoreResult<i64> {
+        self.read(|client| {
+            Ok(client
+                .query_one("SELECT cursor FROM processing WHERE id = 1", &[])
+                .map_err(unavailable)?
+                .get(0))
+        })
+        .await
+    }
+
     async fn commit_processing(&self, commit: ProcessingCommit) -> StoreResult<CommitOutcome> {
         alerts::commit_processing(self, commit).await
     }

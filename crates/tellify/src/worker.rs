@@ -548,6 +548,17 @@ impl Worker {
             match self.hold_lease().await {
                 Ok(true) => {}
                 Ok(false) => {
+                    // Another node processes: follow its progress, so this node's backlog
+                    // (ingest's back-pressure, /healthz) is the cluster's, not frozen.
+                    match self.store.processing_cursor().await {
+                        Ok(cursor) => {
+                            self.cursor = cursor;
+                            let _ = self.progress.send(cursor);
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot read how far processing got")
+                        }
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(LEASE_POLL) => {}
                         _ = shutdown.changed() => {}

@@ -140,6 +140,16 @@ async fn two_nodes_share_processing_subscriptions_and_revocations() {
         second.app.state.store.last_seq().await.expect("last seq"),
         "the first node processed everything"
     );
+    // The second node follows that progress (its back-pressure and /healthz lag are the
+    // cluster's, not frozen at its start).
+    let last = second.app.state.store.last_seq().await.expect("last seq");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        second.app.state.worker.wait_for(last),
+    )
+    .await
+    .expect("the node that does not process sees the progress of the one that does");
+    assert_eq!(second.app.state.worker.backlog(), 0);
 
     // A token revoked on the first node is refused by the second, which had it cached.
     let response = first
