@@ -292,7 +292,7 @@ async fn seed(client: &reqwest::Client, target: &Target, args: &Args) -> anyhow:
         .get("token")
         .and_then(Value::as_str)
         .context("token answer has no `token`")?;
-    let user_target = Target::new(&target.base, token)?;
+    let user_target = target.with_token(token)?;
     let (subscription, created) = ensure_dash_subscription(client, &user_target).await?;
 
     let mut events_sent = 0;

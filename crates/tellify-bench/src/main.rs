@@ -100,7 +100,8 @@ use crate::throughput::run_throughput;
     about = "Load generator for a running tellify server (loopback only)."
 )]
 struct Args {
-    /// Base URL of the server; only loopback addresses are accepted.
+    /// Base URL of the server, or of several nodes of one cluster separated by commas
+    /// (requests go to them in turn); only loopback addresses are accepted.
     #[arg(long, env = "TELLIFY_SERVER", default_value = "http://127.0.0.1:8080")]
     server: String,
     /// API token with ingest and user scope (the bootstrap admin token works).

@@ -176,7 +176,7 @@ async fn ensure_own_subscription(
         .get("token")
         .and_then(Value::as_str)
         .context("token answer has no `token`")?;
-    let user_target = Target::new(&target.base, token)?;
+    let user_target = target.with_token(token)?;
     if subscription_titles(client, &user_target)
         .await?
         .contains(title)

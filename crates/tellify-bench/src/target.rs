@@ -8,9 +8,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-/// The server under test and the token to call it with.
+/// The server under test and the token to call it with. Several nodes of one cluster
+/// (`--server URL,URL,…`) share the requests round-robin; `base` is the first.
 pub(crate) struct Target {
     pub(crate) base: String,
+    bases: Vec<String>,
+    next: std::sync::atomic::AtomicUsize,
     pub(crate) authorization: String,
 }
 
@@ -24,29 +27,45 @@ impl Target {
     /// Accepts only loopback servers: this tool is for measuring a local server, never
     /// for loading someone else's.
     pub(crate) fn new(server: &str, token: &str) -> anyhow::Result<Target> {
-        let url =
-            reqwest::Url::parse(server).with_context(|| format!("bad --server `{server}`"))?;
-        let host = url.host_str().unwrap_or("");
-        let loopback = host == "localhost"
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            bail!("--server must be a loopback address (127.0.0.1), not `{host}`");
+        let mut bases = Vec::new();
+        for server in server.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let url =
+                reqwest::Url::parse(server).with_context(|| format!("bad --server `{server}`"))?;
+            let host = url.host_str().unwrap_or("");
+            let loopback = host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                bail!("--server must be a loopback address (127.0.0.1), not `{host}`");
+            }
+            bases.push(server.trim_end_matches('/').to_string());
+        }
+        if bases.is_empty() {
+            bail!("--server must name at least one server");
         }
         if token.trim().is_empty() {
             bail!("--token must not be empty");
         }
         Ok(Target {
-            base: server.trim_end_matches('/').to_string(),
+            base: bases[0].clone(),
+            bases,
+            next: Default::default(),
             authorization: format!("Bearer {}", token.trim()),
         })
     }
 
+    /// The same servers with another token.
+    pub(crate) fn with_token(&self, token: &str) -> anyhow::Result<Target> {
+        Target::new(&self.bases.join(","), token)
+    }
+
+    /// `path` on the next server in turn.
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}{path}", self.bases[turn % self.bases.len()])
     }
 
     pub(crate) async fn health(&self, client: &reqwest::Client) -> anyhow::Result<Health> {
@@ -162,6 +181,17 @@ mod tests {
         assert!(Target::new("http://[::1]:8080/", "t").is_ok());
         assert!(Target::new("http://localhost:1", "t").is_ok());
         assert!(Target::new("http://10.0.0.1:8080", "t").is_err());
+        assert!(Target::new("http://127.0.0.1:1,http://10.0.0.1:8080", "t").is_err());
+        let cluster = Target::new("http://127.0.0.1:1, http://127.0.0.1:2/", "t").unwrap();
+        let urls: Vec<String> = (0..3).map(|_| cluster.url("/x")).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://127.0.0.1:1/x",
+                "http://127.0.0.1:2/x",
+                "http://127.0.0.1:1/x"
+            ]
+        );
         assert!(Target::new("http://example.com", "t").is_err());
         assert!(Target::new("http://127.0.0.1:8080", " ").is_err());
     }
