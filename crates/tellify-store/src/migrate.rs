@@ -599,7 +599,7 @@ fn copy_table(
         }
         let parameters: Vec<&(dyn ToSql + Sync)> = values.iter().map(Value::as_sql).collect();
         writer.write(&parameters).map_err(in_postgres)?;
-        if copied % PROGRESS_EVERY == 0 {
+        if copied.is_multiple_of(PROGRESS_EVERY) {
             progress(Progress {
                 table: table.name,
                 copied,
@@ -608,7 +608,7 @@ fn copy_table(
         }
     }
     writer.finish().map_err(in_postgres)?;
-    if copied % PROGRESS_EVERY != 0 {
+    if !copied.is_multiple_of(PROGRESS_EVERY) {
         progress(Progress {
             table: table.name,
             copied,
