@@ -424,7 +424,10 @@ async fn every_read_gives_the_same_answer_after_the_move_and_new_writes_continue
         5,
         "every occurrence, the repeat included"
     );
-    assert!(copied(&report, "alert_history") >= 3, "two firings and an ack");
+    assert!(
+        copied(&report, "alert_history") >= 3,
+        "two firings and an ack"
+    );
     assert_eq!(copied(&report, "deliveries"), 1);
     assert_eq!(copied(&report, "audit"), 2);
     assert_eq!(report.dropped_sessions, 1);
