@@ -41,12 +41,13 @@ pub enum MigrateError {
     /// Talking to PostgreSQL failed.
     #[error("writing the PostgreSQL store: {0}")]
     Postgres(String),
-    /// A stored value cannot go into its PostgreSQL column.
+    /// A stored value cannot go into its PostgreSQL column. `row` names the row by its
+    /// first column (`id abc`, `seq 42`).
     #[error("table `{table}`, row {row}, column `{column}`: {problem}")]
     BadValue {
         table: &'static str,
         column: &'static str,
-        row: u64,
+        row: String,
         problem: String,
     },
 }
@@ -592,7 +593,7 @@ fn copy_table(
             let value = convert(raw, column.kind).map_err(|problem| MigrateError::BadValue {
                 table: table.name,
                 column: column.name,
-                row: copied,
+                row: row_name(table, row),
                 problem,
             })?;
             values.push(value);
@@ -616,6 +617,21 @@ fn copy_table(
         });
     }
     Ok(copied)
+}
+
+/// A row by its first column, for an error message: `id 01J…`, `seq 42`.
+fn row_name(table: &Table, row: &rusqlite::Row<'_>) -> String {
+    let key = table.columns[0].name;
+    match row.get_ref(0) {
+        Ok(ValueRef::Text(text)) => format!("{key} `{}`", String::from_utf8_lossy(text)),
+        Ok(ValueRef::Integer(number)) => format!("{key} {number}"),
+        Ok(ValueRef::Blob(bytes)) => {
+            let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+            format!("{key} x'{hex}'")
+        }
+        Ok(other) => format!("{key} ({})", other.data_type()),
+        Err(error) => format!("{key} unreadable ({error})"),
+    }
 }
 
 /// One value on its way into a `COPY` row.

@@ -640,3 +640,51 @@ async fn a_directory_without_a_store_is_refused_by_name() {
     );
     assert!(heard.is_empty());
 }
+
+/// A row that cannot go into PostgreSQL stops the copy with its table, row and column,
+/// and nothing of what was already copied (people, events) stays behind.
+#[tokio::test]
+async fn a_bad_row_is_named_and_nothing_is_left_half_copied() {
+    let directory = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(directory.path()).unwrap();
+    fill(&sqlite).await;
+    let raw = rusqlite::Connection::open(directory.path().join("tellify.db")).unwrap();
+    raw.execute("UPDATE alerts SET body = '{}' WHERE group_key = 'b'", [])
+        .unwrap();
+    drop(raw);
+    let raw = rusqlite::Connection::open(directory.path().join("tellify.db")).unwrap();
+    let broken: String = raw
+        .query_row("SELECT id FROM alerts WHERE group_key = 'b'", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    drop(raw);
+    let database = TestDatabase::create().await.unwrap();
+
+    let (result, heard) = migrate(directory.path(), &database.url()).await;
+    let error = result.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            MigrateError::BadValue {
+                table: "alerts",
+                column: "last_seen_ms",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let named = format!(
+        "table `alerts`, row id `{broken}`, column `last_seen_ms`: \
+         alert body without a readable `last_seen`"
+    );
+    assert!(error.to_string().starts_with(&named), "{error}");
+    assert!(
+        heard.iter().any(|p| p.table == "events" && p.copied == 5),
+        "the events were copied before the bad row: {heard:?}"
+    );
+    let postgres = PostgresStore::open(&database.url()).await.unwrap();
+    assert!(postgres.list_users().await.unwrap().is_empty());
+    assert_eq!(postgres.last_seq().await.unwrap(), 0);
+    assert_eq!(postgres.load_processing().await.unwrap().cursor, 0);
+}
