@@ -10,6 +10,7 @@ mod dashboard;
 mod event_types;
 mod export;
 mod keyed;
+pub mod migrate;
 mod notify;
 mod outbox;
 pub mod postgres;

@@ -355,7 +355,7 @@ impl PostgresStore {
 }
 
 /// Brings the schema up to date under [`LOCK_MIGRATE`].
-fn migrate(client: &mut Client) -> StoreResult<()> {
+pub(crate) fn migrate(client: &mut Client) -> StoreResult<()> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_MIGRATE])
         .map_err(|error| unavailable(format!("cannot prepare the schema: {}", error.describe())))?;

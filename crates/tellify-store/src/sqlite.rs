@@ -45,6 +45,9 @@ const MAX_GROUP_REQUESTS: usize = 256;
 /// The writer connection's page cache, in KiB (see [`SqliteStore::open`]).
 const WRITER_CACHE_KIB: u32 = 16 * 1024;
 
+/// The store's file inside its data directory.
+pub const DATABASE_FILE: &str = "tellify.db";
+
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE events (
@@ -281,7 +284,7 @@ impl SqliteStore {
                 directory.display()
             ))
         })?;
-        let path = directory.join("tellify.db");
+        let path = directory.join(DATABASE_FILE);
         let mut writer = Connection::open(&path).map_err(unavailable)?;
         writer
             .execute_batch(
@@ -464,7 +467,8 @@ fn start_checkpointer<T: Send + Sync + 'static>(
     Ok(())
 }
 
-fn migrate(connection: &mut Connection) -> StoreResult<()> {
+/// Brings a SQLite database to the current schema (also used by [`crate::migrate`]).
+pub(crate) fn migrate(connection: &mut Connection) -> StoreResult<()> {
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(unavailable)?;

@@ -17,6 +17,7 @@ mod engine_channel;
 mod insight;
 mod links;
 mod metric;
+mod migrate_store;
 mod on_postgres;
 mod openapi;
 mod quickstart;

@@ -9,6 +9,7 @@ mod completions;
 mod config;
 mod contacts;
 mod deliveries;
+mod migrate_store;
 mod output;
 mod policies;
 mod send;
@@ -122,6 +123,9 @@ pub enum Command {
     Spool(spool::SpoolArgs),
     /// Operator commands on a stopped server's data directory (reset a lost token).
     Admin(admin::AdminArgs),
+    /// Copy a stopped server's SQLite store into an empty PostgreSQL database
+    /// (`--from sqlite://DIR --to postgres://…`), all or nothing.
+    MigrateStore(migrate_store::MigrateStoreArgs),
     /// Check a configuration offline (`tellify config check [FILE]`).
     Config(config::ConfigArgs),
     /// List the audit log: who created, changed or removed users, groups and tokens
@@ -149,6 +153,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deliveries(args) => deliveries::run(args).await,
         Command::Spool(args) => spool::run(args).await,
         Command::Admin(args) => admin::run(args).await,
+        Command::MigrateStore(args) => migrate_store::run(args).await,
         Command::Config(args) => config::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Completions(args) => completions::completions(args),
