@@ -33,6 +33,8 @@ const TOKEN: &str = "tfy_cluster_test_admin_token_7qk";
 const START_DEADLINE: Duration = Duration::from_secs(40);
 /// The issue's bound on how long alerts may stop after the processing node dies.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(10);
+/// Events sent in one batch to the processing node just before it is stopped.
+const FLOOD: usize = 2000;
 
 /// One `tellify serve` process: its port, data directory and log file survive restarts.
 struct Node {
@@ -418,7 +420,7 @@ impl Producer {
                 let body = json!({"idempotency_key": key, "fields": event_fields(n)});
                 let ports = ports.lock().expect("ports").clone();
                 let (id, node) = post_anywhere(&client, &ports, n, &body).await;
-                if n % 4 == 0 {
+                if n.is_multiple_of(4) {
                     let (again, _) = post_anywhere(&client, &ports, node + 1, &body).await;
                     assert_eq!(again, id, "a retry of {key} on another node got another id");
                 }
@@ -465,8 +467,13 @@ async fn lease_holder_pid(schema: &str) -> u32 {
 
 /// Every alert of `tokens`' users as `title group_key state severity count [history]`,
 /// sorted: what must be equal on the cluster and the single node.
-async fn alert_summary(client: &reqwest::Client, base: &str, tokens: &Tokens) -> Vec<String> {
+async fn alert_summary(
+    client: &reqwest::Client,
+    base: &str,
+    tokens: &Tokens,
+) -> (Vec<String>, usize) {
     let mut summary = Vec::new();
+    let mut history = 0;
     for token in tokens.users() {
         let alerts = get_json(client, base, token, "/api/v1/alerts?state=all&limit=1000").await;
         for alert in alerts["items"].as_array().expect("items") {
@@ -478,6 +485,7 @@ async fn alert_summary(client: &reqwest::Client, base: &str, tokens: &Tokens) ->
                 .iter()
                 .map(|entry| entry["action"].as_str().unwrap_or("?"))
                 .collect();
+            history += actions.len();
             summary.push(format!(
                 "{} {} {} {} count={} {actions:?}",
                 detail["title"],
@@ -489,7 +497,7 @@ async fn alert_summary(client: &reqwest::Client, base: &str, tokens: &Tokens) ->
         }
     }
     summary.sort();
-    summary
+    (summary, history)
 }
 
 /// What a webhook sink received: the alert items of each delivery id once, sorted
@@ -515,6 +523,25 @@ fn received(sink: &HttpSink) -> (Vec<String>, HashSet<String>, usize) {
     }
     items.sort();
     (items, seen, repeats)
+}
+
+/// What one round of checks compared.
+struct Report {
+    alerts: usize,
+    history: usize,
+    webhook_items: usize,
+    deliveries: usize,
+    /// Requests that repeated a delivery id, since the sink started.
+    repeats: usize,
+}
+
+impl Report {
+    fn describe(&self) -> String {
+        format!(
+            "{} alerts with {} history entries and {} webhook alert items ({} deliveries) equal",
+            self.alerts, self.history, self.webhook_items, self.deliveries
+        )
+    }
 }
 
 /// The cluster and the reference node on SQLite, compared after each step.
@@ -594,8 +621,8 @@ impl Harness {
         }
     }
 
-    /// The checks after each step; returns the delivery ids received more than once.
-    async fn check(&mut self, step: &str) -> usize {
+    /// The checks after each step.
+    async fn check(&mut self, step: &str) -> Report {
         let base = self.live_base();
         // Every 202'd event is stored exactly once.
         let mut stored = all_events(&self.client, &base, TOKEN, 1000).await;
@@ -656,13 +683,13 @@ impl Harness {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let expected =
+        let (expected, history) =
             alert_summary(&self.client, &self.reference.base(), &self.reference_tokens).await;
 
         // The cluster's alerts and history equal the single node's.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let actual = alert_summary(&self.client, &base, &self.cluster_tokens).await;
+            let (actual, _) = alert_summary(&self.client, &base, &self.cluster_tokens).await;
             if actual == expected {
                 break;
             }
@@ -681,10 +708,12 @@ impl Harness {
             let (expected_items, _, _) = received(&self.reference_sink);
             let (items, ids, repeats) = received(&self.cluster_sink);
             let mut unsent = Vec::new();
+            let mut deliveries_seen = 0;
             for token in self.cluster_tokens.users() {
                 let deliveries =
                     get_json(&self.client, &base, token, "/api/v1/deliveries?limit=1000").await;
                 for delivery in deliveries["items"].as_array().expect("items") {
+                    deliveries_seen += 1;
                     let id = delivery["id"].as_str().expect("id");
                     if delivery["status"] != "sent" || !ids.contains(id) {
                         unsent.push(format!("{id} {}", delivery["status"]));
@@ -692,7 +721,13 @@ impl Harness {
                 }
             }
             if items == expected_items && unsent.is_empty() {
-                return repeats;
+                return Report {
+                    alerts: expected.len(),
+                    history,
+                    webhook_items: items.len(),
+                    deliveries: deliveries_seen,
+                    repeats,
+                };
             }
             if Instant::now() > deadline {
                 assert!(
@@ -770,7 +805,7 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
         let body = json!({"idempotency_key": key, "fields": event_fields(n)});
         let (id, node) = post_anywhere(&client, &ports, n, &body).await;
         assert_eq!(node, n % 3, "a healthy node refused an event");
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let retry = client
                 .post(format!(
                     "http://127.0.0.1:{}/api/v1/events",
@@ -796,16 +831,20 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
             .expect("acknowledged")
             .insert(key, id);
     }
-    let repeats = harness.check("round-robin").await;
+    let report = harness.check("round-robin").await;
     assert_eq!(
-        repeats, 0,
+        report.repeats, 0,
         "a delivery was sent twice with every node healthy"
     );
+    let mut repeats = report.repeats;
     summary.push(format!(
-        "round-robin: 90 events, 18 retried on another node, resends {repeats}"
+        "round-robin: 90 events, 18 retried on another node; {}",
+        report.describe()
     ));
 
-    // 2. kill -9 of the processing node under load: alerts resume within the bound.
+    // 2. kill -9 of the processing node under load: alerts resume within the bound. Slow
+    // webhook answers keep deliveries in flight, so the killed node likely dies mid-send.
+    harness.cluster_sink.set_delay(Duration::from_millis(400));
     let producer = harness.producer("kill");
     tokio::time::sleep(Duration::from_millis(800)).await;
     let holder = harness.node_of_pid(lease_holder_pid(&harness.schema).await);
@@ -826,6 +865,7 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
         )
         .await;
     let sent = producer.finish().await;
+    harness.cluster_sink.set_delay(Duration::ZERO);
     assert!(
         takeover <= TAKEOVER_BOUND,
         "alerts resumed {takeover:?} after kill -9 of the processing node"
@@ -837,19 +877,52 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
         .lock()
         .expect("ports")
         .push(harness.nodes[holder].port);
-    let resends_after_kill = harness.check("kill -9").await;
+    let report = harness.check("kill -9").await;
     summary.push(format!(
         "kill -9 of {} (processing): next alert after {takeover:.1?}, {sent} events under load, \
-         same-id resends {resends_after_kill}",
-        harness.nodes[holder].name
+         same-id resends {}; {}",
+        harness.nodes[holder].name,
+        report.repeats - repeats,
+        report.describe()
     ));
+    repeats = report.repeats;
 
     // 3. SIGSTOP of the processing node past its lease, then SIGCONT: it must not commit.
     let producer = harness.producer("stop");
     tokio::time::sleep(Duration::from_millis(800)).await;
     let holder = harness.node_of_pid(lease_holder_pid(&harness.schema).await);
+    // A batch straight to the processing node, stopped the moment it is acknowledged: the
+    // node is then likely in the middle of processing it, and commits when it resumes.
+    let first = harness.counter.fetch_add(FLOOD, Ordering::SeqCst);
+    let flood: Vec<(String, Value)> = (first..first + FLOOD)
+        .map(|n| {
+            let key = format!("flood-{n}");
+            let body = json!({"idempotency_key": key, "fields": {"n": n, "noise": "yes"}});
+            (key, body)
+        })
+        .collect();
+    let batch = Value::Array(flood.iter().map(|(_, body)| body.clone()).collect());
+    let (status, answer) = send(
+        &client,
+        reqwest::Method::POST,
+        format!("{}/api/v1/events", harness.nodes[holder].base()),
+        TOKEN,
+        Some(&batch),
+    )
+    .await;
     let stopped_at = Instant::now();
     harness.nodes[holder].signal("STOP");
+    assert_eq!(status, StatusCode::ACCEPTED, "flood: {answer}");
+    let flood_ids = answer["ids"].as_array().expect("ids");
+    assert_eq!(flood_ids.len(), FLOOD);
+    for ((key, _), id) in flood.into_iter().zip(flood_ids) {
+        let id = id.as_str().expect("id").to_string();
+        harness
+            .acknowledged
+            .lock()
+            .expect("acknowledged")
+            .insert(key, id);
+    }
     let through = (holder + 1) % 3;
     let takeover = harness
         .probe(
@@ -892,12 +965,15 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
         takeover <= TAKEOVER_BOUND,
         "alerts resumed {takeover:?} after SIGSTOP"
     );
-    let resends_after_stop = harness.check("SIGSTOP").await;
+    let report = harness.check("SIGSTOP").await;
     summary.push(format!(
         "SIGSTOP of {} (processing) for {paused:?}: next alert after {takeover:.1?}, {sent} events \
-         under load; on SIGCONT {noticed}; same-id resends {resends_after_stop}",
-        harness.nodes[holder].name
+         under load; on SIGCONT {noticed}; same-id resends {}; {}",
+        harness.nodes[holder].name,
+        report.repeats - repeats,
+        report.describe()
     ));
+    repeats = report.repeats;
 
     // 4. Rolling restart under load, then a fourth node joins.
     let producer = harness.producer("roll");
@@ -919,10 +995,12 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = producer.finish().await;
-    let resends_after_roll = harness.check("rolling restart").await;
+    let report = harness.check("rolling restart").await;
     summary.push(format!(
         "rolling restart of three + a fourth node: {sent} events under load, probe through the \
-         fourth node alerted after {probe:.1?}, same-id resends {resends_after_roll}"
+         fourth node alerted after {probe:.1?}, same-id resends {}; {}",
+        report.repeats - repeats,
+        report.describe()
     ));
 
     let total = harness.acknowledged.lock().expect("acknowledged").len();
