@@ -501,17 +501,18 @@ async fn alert_summary(
 }
 
 /// What a webhook sink received: the alert items of each delivery id once, sorted
-/// (`title group_key transition`), and how many requests repeated a delivery id.
-fn received(sink: &HttpSink) -> (Vec<String>, HashSet<String>, usize) {
+/// (`title group_key transition`), the delivery ids, and the id of every request that
+/// repeated one.
+fn received(sink: &HttpSink) -> (Vec<String>, HashSet<String>, Vec<String>) {
     let mut seen = HashSet::new();
     let mut items = Vec::new();
-    let mut repeats = 0;
+    let mut repeats = Vec::new();
     for request in sink.requests() {
         let id = request
             .header("x-tellify-delivery")
             .expect("delivery header");
-        if !seen.insert(id) {
-            repeats += 1;
+        if !seen.insert(id.clone()) {
+            repeats.push(id);
             continue;
         }
         for alert in request.json()["alerts"].as_array().expect("alerts") {
@@ -531,8 +532,8 @@ struct Report {
     history: usize,
     webhook_items: usize,
     deliveries: usize,
-    /// Requests that repeated a delivery id, since the sink started.
-    repeats: usize,
+    /// The delivery id of each request that repeated one, since the sink started.
+    repeats: Vec<String>,
 }
 
 impl Report {
@@ -832,11 +833,12 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
             .insert(key, id);
     }
     let report = harness.check("round-robin").await;
-    assert_eq!(
-        report.repeats, 0,
-        "a delivery was sent twice with every node healthy"
+    assert!(
+        report.repeats.is_empty(),
+        "a delivery was sent twice with every node healthy: {:?}",
+        report.repeats
     );
-    let mut repeats = report.repeats;
+    let mut repeats = report.repeats.len();
     summary.push(format!(
         "round-robin: 90 events, 18 retried on another node; {}",
         report.describe()
@@ -850,6 +852,8 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
     let holder = harness.node_of_pid(lease_holder_pid(&harness.schema).await);
     let killed_at = Instant::now();
     harness.nodes[holder].stop_with("9").await;
+    // The sink records a request as it arrives: these are all the killed node ever sent.
+    let (_, reached_at_kill, _) = received(&harness.cluster_sink);
     harness
         .ports
         .lock()
@@ -878,16 +882,23 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
         .expect("ports")
         .push(harness.nodes[holder].port);
     let report = harness.check("kill -9").await;
+    for id in &report.repeats[repeats..] {
+        assert!(
+            reached_at_kill.contains(id),
+            "delivery {id} was sent twice, but was not in flight when its node was killed"
+        );
+    }
     summary.push(format!(
         "kill -9 of {} (processing): next alert after {takeover:.1?}, {sent} events under load, \
          same-id resends {}; {}",
         harness.nodes[holder].name,
-        report.repeats - repeats,
+        report.repeats.len() - repeats,
         report.describe()
     ));
-    repeats = report.repeats;
+    repeats = report.repeats.len();
 
     // 3. SIGSTOP of the processing node past its lease, then SIGCONT: it must not commit.
+    harness.cluster_sink.set_delay(Duration::from_millis(400));
     let producer = harness.producer("stop");
     tokio::time::sleep(Duration::from_millis(800)).await;
     let holder = harness.node_of_pid(lease_holder_pid(&harness.schema).await);
@@ -961,6 +972,7 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let sent = producer.finish().await;
+    harness.cluster_sink.set_delay(Duration::ZERO);
     assert!(
         takeover <= TAKEOVER_BOUND,
         "alerts resumed {takeover:?} after SIGSTOP"
@@ -970,10 +982,10 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
         "SIGSTOP of {} (processing) for {paused:?}: next alert after {takeover:.1?}, {sent} events \
          under load; on SIGCONT {noticed}; same-id resends {}; {}",
         harness.nodes[holder].name,
-        report.repeats - repeats,
+        report.repeats.len() - repeats,
         report.describe()
     ));
-    repeats = report.repeats;
+    repeats = report.repeats.len();
 
     // 4. Rolling restart under load, then a fourth node joins.
     let producer = harness.producer("roll");
@@ -996,10 +1008,16 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = producer.finish().await;
     let report = harness.check("rolling restart").await;
+    assert_eq!(
+        report.repeats.len(),
+        repeats,
+        "a graceful restart sent a delivery twice: {:?}",
+        &report.repeats[repeats..]
+    );
     summary.push(format!(
         "rolling restart of three + a fourth node: {sent} events under load, probe through the \
          fourth node alerted after {probe:.1?}, same-id resends {}; {}",
-        report.repeats - repeats,
+        report.repeats.len() - repeats,
         report.describe()
     ));
 
