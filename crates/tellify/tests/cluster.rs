@@ -1033,3 +1033,135 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
         "the test must stay well under 5 minutes"
     );
 }
+
+/// The append lock's key ([`tellify_store`]'s `LOCK_EVENTS`, `0x7465_6c6c_0002`) as
+/// `pg_locks` shows a bigint advisory lock: its high and low 32 bits.
+const APPEND_LOCK_CLASSID: i64 = 0x7465;
+const APPEND_LOCK_OBJID: i64 = 0x6c6c_0002;
+
+/// Runs one query with `psql` and returns its unaligned output.
+fn psql(query: &str) -> String {
+    let output = Command::new("psql")
+        .args([&server_url(), "-At", "-c", query])
+        .output()
+        .expect("psql runs");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The backend pid holding the append lock, if a session holds it.
+fn append_lock_holder() -> Option<i64> {
+    psql(&format!(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND classid::bigint = {APPEND_LOCK_CLASSID} AND objid::bigint = {APPEND_LOCK_OBJID}"
+    ))
+    .lines()
+    .next()
+    .and_then(|pid| pid.parse().ok())
+}
+
+/// A node stopped inside an append transaction (holding the append lock) holds up ingest
+/// on the other nodes only until PostgreSQL ends its idle transaction, not until it
+/// resumes; its own batch is then refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_inside_an_append_holds_up_the_others_only_briefly() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let database = TestDatabase::create().await.expect("test database");
+    let client = client();
+    let mut nodes: Vec<Node> = (0..2)
+        .map(|n| Node::new(&format!("node{n}"), Some(database.url())))
+        .collect();
+    for node in nodes.iter_mut() {
+        node.spawn();
+    }
+    for node in nodes.iter_mut() {
+        node.wait_healthy(&client).await;
+    }
+    let bases: Vec<String> = nodes.iter().map(Node::base).collect();
+    token_works_everywhere(&client, &bases, TOKEN).await;
+
+    // Catching the node inside its transaction is a matter of timing: a few tries.
+    for attempt in 0..3 {
+        let batch: Vec<Value> = (0..10_000)
+            .map(|n| json!({"idempotency_key": format!("big-{attempt}-{n}"), "fields": {"n": n}}))
+            .collect();
+        let base = bases[0].clone();
+        let big = tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{base}/api/v1/events"))
+                .bearer_auth(TOKEN)
+                .json(&Value::Array(batch))
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .map(|response| response.status())
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let backend = loop {
+            if let Some(pid) = append_lock_holder() {
+                break Some(pid);
+            }
+            if big.is_finished() || Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let Some(backend) = backend else {
+            let _ = big.await;
+            continue;
+        };
+        nodes[0].signal("STOP");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let state = psql(&format!(
+            "SELECT state FROM pg_stat_activity WHERE pid = {backend}"
+        ));
+        if state != "idle in transaction" {
+            // The append finished before the stop landed.
+            nodes[0].signal("CONT");
+            let _ = big.await;
+            continue;
+        }
+
+        let posted_at = Instant::now();
+        let answer = reqwest::Client::new()
+            .post(format!("{}/api/v1/events", bases[1]))
+            .bearer_auth(TOKEN)
+            .json(&json!({"idempotency_key": format!("small-{attempt}"), "fields": {"n": 1}}))
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await;
+        let waited = posted_at.elapsed();
+        nodes[0].signal("CONT");
+        let status = answer.map(|response| response.status());
+        assert!(
+            matches!(status, Ok(StatusCode::ACCEPTED)),
+            "ingest on the other node while one is paused in an append: {status:?} after {waited:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(9),
+            "ingest on the other node waited {waited:?} for the paused node"
+        );
+        let big = big.await.expect("big batch task");
+        let stored = all_events(&client, &bases[1], TOKEN, 1000).await;
+        let kept = stored
+            .iter()
+            .filter(|event| {
+                event["idempotency_key"]
+                    .as_str()
+                    .is_some_and(|key| key.starts_with(&format!("big-{attempt}-")))
+            })
+            .count();
+        match big {
+            Ok(StatusCode::ACCEPTED) => assert_eq!(kept, 10_000, "an acknowledged batch is whole"),
+            _ => assert_eq!(
+                kept, 0,
+                "a refused batch ({big:?}) left {kept} events behind"
+            ),
+        }
+        eprintln!(
+            "paused inside an append: the other node's ingest waited {waited:.1?}; the paused \
+             node's batch answered {big:?}"
+        );
+        return;
+    }
+    panic!("the node never stopped inside an append in three tries");
+}
