@@ -23,7 +23,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tellify_store::postgres::testing::{server_url, TestDatabase};
 
-use crate::support::{all_events, free_port, HttpSink};
+use crate::support::{all_events, free_port, HttpSink, SmtpSink};
 
 /// The admin token every node is started with; only the first to reach the empty store
 /// creates `admin`.
@@ -44,11 +44,13 @@ struct Node {
     log: PathBuf,
     /// `--store`, or the SQLite store in `data` when `None`.
     store: Option<String>,
+    /// The SMTP server email is sent to, if any.
+    smtp_port: Option<u16>,
     child: Option<Child>,
 }
 
 impl Node {
-    fn new(name: &str, store: Option<String>) -> Node {
+    fn new(name: &str, store: Option<String>, smtp_port: Option<u16>) -> Node {
         let data = tempfile::tempdir().expect("temp dir");
         let log = data.path().join("serve.log");
         Node {
@@ -57,6 +59,7 @@ impl Node {
             data,
             log,
             store,
+            smtp_port,
             child: None,
         }
     }
@@ -79,6 +82,12 @@ impl Node {
             .arg(self.data.path());
         if let Some(store) = &self.store {
             command.args(["--store", store]);
+        }
+        if let Some(port) = self.smtp_port {
+            command
+                .env("TELLIFY_SMTP__HOST", "127.0.0.1")
+                .env("TELLIFY_SMTP__PORT", port.to_string())
+                .env("TELLIFY_SMTP__SECURITY", "none");
         }
         let child = command
             .env("TELLIFY_BOOTSTRAP_TOKEN", TOKEN)
@@ -301,12 +310,24 @@ async fn set_up(client: &reqwest::Client, bases: &[String], sink: &HttpSink) -> 
             json!({"name": "hook", "kind": "webhook", "address": sink.url(&format!("/{name}"))}),
         )
         .await;
+        let mut contact_points = vec!["hook"];
+        if name == "ann" {
+            created(
+                client,
+                node(n + 1),
+                &token,
+                "/api/v1/contact-points",
+                json!({"name": "mail", "kind": "email", "address": "ann@example.com"}),
+            )
+            .await;
+            contact_points.push("mail");
+        }
         let (status, body) = send(
             client,
             reqwest::Method::PUT,
             format!("{}/api/v1/policies/default", node(n)),
             &token,
-            Some(&json!({"rules": [{"contact_points": ["hook"]}]})),
+            Some(&json!({"rules": [{"contact_points": contact_points}]})),
         )
         .await;
         assert!(status.is_success(), "policy: {status} {body}");
@@ -526,11 +547,32 @@ fn received(sink: &HttpSink) -> (Vec<String>, HashSet<String>, Vec<String>) {
     (items, seen, repeats)
 }
 
+/// The delivery ids an SMTP sink received (from `Message-ID: <{delivery id}@tellify>`),
+/// and the id of every message that repeated one.
+fn mailed(smtp: &SmtpSink) -> (HashSet<String>, Vec<String>) {
+    let mut seen = HashSet::new();
+    let mut repeats = Vec::new();
+    for mail in smtp.mails() {
+        let header = mail.header("Message-ID").expect("message id");
+        let id = header
+            .trim_start_matches('<')
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if !seen.insert(id.clone()) {
+            repeats.push(id);
+        }
+    }
+    (seen, repeats)
+}
+
 /// What one round of checks compared.
 struct Report {
     alerts: usize,
     history: usize,
     webhook_items: usize,
+    mails: usize,
     deliveries: usize,
     /// The delivery id of each request that repeated one, since the sink started.
     repeats: Vec<String>,
@@ -539,8 +581,9 @@ struct Report {
 impl Report {
     fn describe(&self) -> String {
         format!(
-            "{} alerts with {} history entries and {} webhook alert items ({} deliveries) equal",
-            self.alerts, self.history, self.webhook_items, self.deliveries
+            "{} alerts with {} history entries and {} webhook alert items equal; {} deliveries \
+             ({} emails) each received",
+            self.alerts, self.history, self.webhook_items, self.deliveries, self.mails
         )
     }
 }
@@ -555,6 +598,9 @@ struct Harness {
     reference_tokens: Tokens,
     cluster_sink: HttpSink,
     reference_sink: HttpSink,
+    /// Ann's email goes here; the reference's to its own server.
+    cluster_smtp: SmtpSink,
+    _reference_smtp: SmtpSink,
     acknowledged: Acknowledged,
     counter: Arc<AtomicUsize>,
     /// The highest cluster log position already fed to the reference.
@@ -707,7 +753,9 @@ impl Harness {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let (expected_items, _, _) = received(&self.reference_sink);
-            let (items, ids, repeats) = received(&self.cluster_sink);
+            let (items, ids, mut repeats) = received(&self.cluster_sink);
+            let (mails, mail_repeats) = mailed(&self.cluster_smtp);
+            repeats.extend(mail_repeats);
             let mut unsent = Vec::new();
             let mut deliveries_seen = 0;
             for token in self.cluster_tokens.users() {
@@ -716,7 +764,12 @@ impl Harness {
                 for delivery in deliveries["items"].as_array().expect("items") {
                     deliveries_seen += 1;
                     let id = delivery["id"].as_str().expect("id");
-                    if delivery["status"] != "sent" || !ids.contains(id) {
+                    let arrived = if delivery["kind"] == "email" {
+                        mails.contains(id)
+                    } else {
+                        ids.contains(id)
+                    };
+                    if delivery["status"] != "sent" || !arrived {
                         unsent.push(format!("{id} {}", delivery["status"]));
                     }
                 }
@@ -726,6 +779,7 @@ impl Harness {
                     alerts: expected.len(),
                     history,
                     webhook_items: items.len(),
+                    mails: mails.len(),
                     deliveries: deliveries_seen,
                     repeats,
                 };
@@ -762,12 +816,20 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
     let client = client();
     let cluster_sink = HttpSink::start(StatusCode::OK, "ok").await;
     let reference_sink = HttpSink::start(StatusCode::OK, "ok").await;
+    let cluster_smtp = SmtpSink::start().await;
+    let reference_smtp = SmtpSink::start().await;
 
     // Three nodes start at once on the empty schema: one migrates and creates admin.
     let mut nodes: Vec<Node> = (0..3)
-        .map(|n| Node::new(&format!("node{n}"), Some(database.url())))
+        .map(|n| {
+            Node::new(
+                &format!("node{n}"),
+                Some(database.url()),
+                Some(cluster_smtp.port),
+            )
+        })
         .collect();
-    let mut reference = Node::new("sqlite", None);
+    let mut reference = Node::new("sqlite", None, Some(reference_smtp.port));
     for node in nodes.iter_mut() {
         node.spawn();
     }
@@ -791,6 +853,8 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
         reference_tokens,
         cluster_sink,
         reference_sink,
+        cluster_smtp,
+        _reference_smtp: reference_smtp,
         acknowledged: Arc::default(),
         counter: Arc::default(),
         replayed: 0,
@@ -853,7 +917,8 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
     let killed_at = Instant::now();
     harness.nodes[holder].stop_with("9").await;
     // The sink records a request as it arrives: these are all the killed node ever sent.
-    let (_, reached_at_kill, _) = received(&harness.cluster_sink);
+    let (_, mut reached_at_kill, _) = received(&harness.cluster_sink);
+    reached_at_kill.extend(mailed(&harness.cluster_smtp).0);
     harness
         .ports
         .lock()
@@ -997,7 +1062,11 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
         harness.nodes[index].wait_healthy(&client).await;
         harness.ports.lock().expect("ports").push(port);
     }
-    let mut fourth = Node::new("node3", Some(database.url()));
+    let mut fourth = Node::new(
+        "node3",
+        Some(database.url()),
+        Some(harness.cluster_smtp.port),
+    );
     fourth.spawn();
     fourth.wait_healthy(&client).await;
     harness.ports.lock().expect("ports").push(fourth.port);
@@ -1068,7 +1137,7 @@ async fn a_node_paused_inside_an_append_holds_up_the_others_only_briefly() {
     let database = TestDatabase::create().await.expect("test database");
     let client = client();
     let mut nodes: Vec<Node> = (0..2)
-        .map(|n| Node::new(&format!("node{n}"), Some(database.url())))
+        .map(|n| Node::new(&format!("node{n}"), Some(database.url()), None))
         .collect();
     for node in nodes.iter_mut() {
         node.spawn();
