@@ -35,6 +35,8 @@ const START_DEADLINE: Duration = Duration::from_secs(40);
 const TAKEOVER_BOUND: Duration = Duration::from_secs(10);
 /// Events sent in one batch to the processing node just before it is stopped.
 const FLOOD: usize = 2000;
+/// Events in the batch whose node is killed in the middle of storing it.
+const BATCH: usize = 5000;
 
 /// One `tellify serve` process: its port, data directory and log file survive restarts.
 struct Node {
@@ -957,6 +959,79 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
         "kill -9 of {} (processing): next alert after {takeover:.1?}, {sent} events under load, \
          same-id resends {}; {}",
         harness.nodes[holder].name,
+        report.repeats.len() - repeats,
+        report.describe()
+    ));
+    repeats = report.repeats.len();
+
+    // 2b. kill -9 of another node in the middle of a batch append: the batch is stored
+    // whole or not at all, and its retry on another node with the same keys stores it once.
+    let holder = harness.node_of_pid(lease_holder_pid(&harness.schema).await);
+    let victim = (holder + 1) % 3;
+    let first = harness.counter.fetch_add(BATCH, Ordering::SeqCst);
+    let batch = Value::Array(
+        (first..first + BATCH)
+            .map(|n| json!({"idempotency_key": format!("batch-{n}"), "fields": {"n": n, "noise": "yes"}}))
+            .collect(),
+    );
+    let url = format!("{}/api/v1/events", harness.nodes[victim].base());
+    let sent_batch = batch.clone();
+    let first_try = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(TOKEN)
+            .json(&sent_batch)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map(|response| response.status())
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while append_lock_holder().is_none() && !first_try.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the batch never started its append"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    harness.nodes[victim].stop_with("9").await;
+    let first_try = match first_try.await.expect("batch task") {
+        Ok(status) => status.to_string(),
+        Err(_) => "nothing (the connection was cut)".to_string(),
+    };
+    let retry_through = (victim + 1) % 3;
+    let (status, answer) = send(
+        &client,
+        reqwest::Method::POST,
+        format!("{}/api/v1/events", harness.nodes[retry_through].base()),
+        TOKEN,
+        Some(&batch),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "batch retry: {answer}");
+    let duplicates = answer["duplicates"].as_u64().expect("duplicates") as usize;
+    assert!(
+        duplicates == 0 || duplicates == BATCH,
+        "the killed batch was stored in part: {duplicates} of {BATCH}"
+    );
+    let batch_ids = answer["ids"].as_array().expect("ids");
+    assert_eq!(batch_ids.len(), BATCH);
+    for (n, id) in (first..first + BATCH).zip(batch_ids) {
+        let id = id.as_str().expect("id").to_string();
+        harness
+            .acknowledged
+            .lock()
+            .expect("acknowledged")
+            .insert(format!("batch-{n}"), id);
+    }
+    harness.nodes[victim].spawn();
+    harness.nodes[victim].wait_healthy(&client).await;
+    let report = harness.check("kill -9 mid-batch").await;
+    summary.push(format!(
+        "kill -9 of {} during a {BATCH}-event append: it answered {first_try}; the retry \
+         through {} found {duplicates} already stored; same-id resends {}; {}",
+        harness.nodes[victim].name,
+        harness.nodes[retry_through].name,
         report.repeats.len() - repeats,
         report.describe()
     ));
