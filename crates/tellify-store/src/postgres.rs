@@ -57,6 +57,26 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
+/// How long PostgreSQL lets one of this node's sessions sit inside an open transaction
+/// between statements before it ends the session. A node that stops mid-transaction
+/// (SIGSTOP, a frozen VM, a long pause) would otherwise keep its locks — the append lock
+/// [`LOCK_EVENTS`] among them — and stop ingest on every node until it resumes; with this,
+/// the others wait at most this long, and the paused node's transaction fails and is
+/// retried. Every transaction here runs its statements back to back, far inside it.
+const IDLE_IN_TRANSACTION: &str = "5s";
+
+/// Sets [`IDLE_IN_TRANSACTION`] on each new pooled connection.
+#[derive(Debug)]
+struct SessionSettings;
+
+impl r2d2::CustomizeConnection<Client, postgres::Error> for SessionSettings {
+    fn on_acquire(&self, client: &mut Client) -> Result<(), postgres::Error> {
+        client.batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'"
+        ))
+    }
+}
+
 /// The core tables: people, groups, tokens, sessions, subscriptions, handler state, the
 /// processing cursor, server secrets and used links.
 const CORE_SCHEMA: &str = r#"
@@ -302,6 +322,7 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(POOL_WAIT)
+            .connection_customizer(Box::new(SessionSettings))
             .build(manager)
             .map_err(|error| unavailable(format!("cannot connect to PostgreSQL: {error}")))?;
         Ok(PostgresStore {

@@ -12,6 +12,7 @@ mod browser;
 mod channels;
 mod cli;
 mod cli_time;
+mod cluster;
 mod crash;
 mod engine_channel;
 mod insight;

@@ -191,9 +191,10 @@ impl NotifierHandle {
     }
 
     /// A subscription was saved with `policy` (`None`: the owner's `default`).
-    pub fn subscription_policy(&self, subscription_id: &str, policy: Option<&str>) {
+    pub async fn subscription_policy(&self, subscription_id: &str, policy: Option<&str>) {
         self.planner
-            .set_subscription_policy(subscription_id, policy);
+            .set_subscription_policy(subscription_id, policy)
+            .await;
     }
 
     /// Waits until nothing is being sent to `user_id`. Call after their outbox rows are

@@ -133,6 +133,11 @@ impl Directory {
 #[derive(Default)]
 pub struct Planner {
     directory: RwLock<Directory>,
+    /// Held from each refresh's store read to its write, so refreshes run one at a time.
+    /// Without it a slower refresh could overwrite a newer one with what it read earlier:
+    /// with several nodes, a local change and other nodes' announcements refresh at once,
+    /// and a user's new policy or contact point was lost until their next change.
+    refreshing: tokio::sync::Mutex<()>,
     /// The operator's floors for `repeat` and `digest`, applied to stored policies too.
     limits: PolicyLimits,
 }
@@ -141,12 +146,14 @@ impl Planner {
     pub fn new(limits: PolicyLimits) -> Planner {
         Planner {
             directory: RwLock::default(),
+            refreshing: tokio::sync::Mutex::default(),
             limits,
         }
     }
 
     /// Rebuilds the whole directory from the store.
     pub async fn reload(&self, store: &dyn Store) -> StoreResult<()> {
+        let _refreshing = self.refreshing.lock().await;
         let directory = Directory::build(&self.limits, store.notify_directory().await?);
         *self.write() = directory;
         Ok(())
@@ -155,6 +162,7 @@ impl Planner {
     /// Rereads one user's time zone, policies, contact points and silences (or forgets
     /// the user when they are gone).
     pub async fn reload_user(&self, store: &dyn Store, user_id: &str) -> StoreResult<()> {
+        let _refreshing = self.refreshing.lock().await;
         let Some(user) = store.user_by_id(user_id).await? else {
             self.write().people.remove(user_id);
             return Ok(());
@@ -180,8 +188,10 @@ impl Planner {
             .unwrap_or(TimeZone::UTC)
     }
 
-    /// Records which policy a subscription notifies with (`None`: `default`).
-    pub fn set_subscription_policy(&self, subscription_id: &str, policy: Option<&str>) {
+    /// Records which policy a subscription notifies with (`None`: `default`); waits for a
+    /// whole-directory refresh in progress, which would otherwise overwrite it.
+    pub async fn set_subscription_policy(&self, subscription_id: &str, policy: Option<&str>) {
+        let _refreshing = self.refreshing.lock().await;
         let mut directory = self.write();
         match policy {
             Some(name) => {

@@ -26,12 +26,15 @@ pub async fn apply(services: &Services, change: &Announcement) -> StoreResult<()
         Announcement::UserSettings { user_id } => services.notifier.user_changed(user_id).await,
         Announcement::SubscriptionSaved { id, policy } => {
             services.worker.subscription_changed(id);
-            services.notifier.subscription_policy(id, policy.as_deref());
+            services
+                .notifier
+                .subscription_policy(id, policy.as_deref())
+                .await;
             Ok(())
         }
         Announcement::SubscriptionGone { id } => {
             services.worker.subscription_changed(id);
-            services.notifier.subscription_policy(id, None);
+            services.notifier.subscription_policy(id, None).await;
             Ok(())
         }
         Announcement::SubscriptionsReread { ids } => {

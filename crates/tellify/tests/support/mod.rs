@@ -239,6 +239,8 @@ pub struct HttpSink {
     hanging: Arc<AtomicBool>,
     /// Every request that reached the sink, answered or not.
     arrivals: Arc<AtomicUsize>,
+    /// How long each recorded request waits before it is answered, in milliseconds.
+    delay_ms: Arc<AtomicUsize>,
 }
 
 impl HttpSink {
@@ -270,6 +272,8 @@ impl HttpSink {
         let failures_left = Arc::new(AtomicUsize::new(fail_first));
         let hanging = Arc::new(AtomicBool::new(false));
         let arrivals = Arc::new(AtomicUsize::new(0));
+        let delay_ms = Arc::new(AtomicUsize::new(0));
+        let delay = delay_ms.clone();
         let recorded = requests.clone();
         let failures = failures_left.clone();
         let (hang, arrived) = (hanging.clone(), arrivals.clone());
@@ -278,6 +282,7 @@ impl HttpSink {
             let failures = failures.clone();
             let answer = answer.clone();
             let (hang, arrived) = (hang.clone(), arrived.clone());
+            let delay = delay.clone();
             async move {
                 arrived.fetch_add(1, Ordering::SeqCst);
                 if hang.load(Ordering::SeqCst) {
@@ -300,6 +305,10 @@ impl HttpSink {
                     headers,
                     body,
                 });
+                let delay = delay.load(Ordering::SeqCst) as u64;
+                if delay > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                }
                 (status, answer)
             }
         };
@@ -317,6 +326,7 @@ impl HttpSink {
             failures_left,
             hanging,
             arrivals,
+            delay_ms,
         }
     }
 
@@ -334,6 +344,13 @@ impl HttpSink {
 
     pub fn set_hanging(&self, hanging: bool) {
         self.hanging.store(hanging, Ordering::SeqCst);
+    }
+
+    /// Answers every request `delay` after recording it, so a sender can die while its
+    /// request is in flight yet recorded.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        let millis = usize::try_from(delay.as_millis()).unwrap_or(usize::MAX);
+        self.delay_ms.store(millis, Ordering::SeqCst);
     }
 
     pub fn arrivals(&self) -> usize {
