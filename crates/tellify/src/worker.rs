@@ -25,8 +25,8 @@ use tellify_engine::DispatchIndex;
 use tellify_model::StoredEvent;
 use tellify_store::processing::IdSourceRef;
 use tellify_store::{
-    FilterErrorUpdate, HealthUpdate, LeaseFence, OutputToApply, ProcessingCommit, Store,
-    StoreError, StoreResult, Subscription, SubscriptionHealth,
+    Announcement, FilterErrorUpdate, HealthUpdate, LeaseFence, OutputToApply, ProcessingCommit,
+    Store, StoreError, StoreResult, Subscription, SubscriptionHealth,
 };
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -694,11 +694,22 @@ impl Worker {
                 metrics::counter!(telemetry::ALERT_TRANSITIONS, "action" => entry.action.as_str())
                     .increment(1);
             }
+            self.bus.tell_others(Announcement::Alert {
+                id: change.alert.id.clone(),
+                entries: change.history.len(),
+            });
             self.bus.publish(StreamItem::Alert(Arc::new(AlertNotice {
                 alert: change.alert,
                 history: change.history,
             })));
         }
+        self.bus.tell_events(
+            outcome
+                .derived
+                .iter()
+                .filter(|appended| !appended.duplicate)
+                .map(|appended| appended.seq),
+        );
         for (mut event, appended) in derived.into_iter().zip(outcome.derived) {
             if !appended.duplicate {
                 event.seq = appended.seq;
