@@ -91,6 +91,7 @@ impl fmt::Debug for NatsSettings {
 }
 
 /// A running NATS consumer; built from checked settings.
+#[derive(Clone)]
 pub struct NatsSource {
     name: String,
     settings: NatsSettings,
@@ -119,6 +120,14 @@ impl NatsSource {
             name: format!("nats:{subject}"),
             settings,
         })
+    }
+
+    /// Whether it consumes a core subject, which every subscriber hears in full: with
+    /// several nodes on one store it must run on one of them only
+    /// ([`crate::lease::run_singleton`]). A JetStream durable consumer is a shared queue
+    /// that every node may pull from.
+    pub fn is_core_subscription(&self) -> bool {
+        self.settings.stream.is_none()
     }
 
     /// The headers of a dead-lettered copy: the original ones plus the reason.
