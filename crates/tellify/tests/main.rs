@@ -17,6 +17,7 @@ mod engine_channel;
 mod insight;
 mod links;
 mod metric;
+mod multi_node;
 mod openapi;
 mod quickstart;
 mod services;
