@@ -112,10 +112,8 @@ impl Bus {
         let Some(others) = &self.others else {
             return;
         };
-        if let Err(error) = others.try_send(change) {
-            if let mpsc::error::TrySendError::Full(change) = error {
-                tracing::warn!(?change, "too many changes waiting to be told to other nodes; their live views miss this one");
-            }
+        if let Err(mpsc::error::TrySendError::Full(change)) = others.try_send(change) {
+            tracing::warn!(?change, "too many changes waiting to be told to other nodes; their live views miss this one");
         }
     }
 
