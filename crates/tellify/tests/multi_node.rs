@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use jiff::SignedDuration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -299,4 +300,70 @@ async fn a_syslog_exporter_runs_on_one_node_and_the_other_resumes_after_it() {
             receiver.received.lock().expect("lock")
         );
     }
+}
+
+/// A burst of 10,000 events in one batch is announced as runs of positions, not event by
+/// event, and a stream on the other node still shows each event once.
+#[tokio::test]
+async fn a_burst_is_announced_as_runs_and_shown_once_on_the_other_node() {
+    const BURST: usize = 10_000;
+    let (_database, a, b) = two_nodes(|_| {}).await;
+    let mut announcements = b
+        .app
+        .state
+        .store
+        .follow_announcements()
+        .expect("postgres announces");
+    let mut on_b = open(&b, &b.admin, "?alerts=false").await;
+    // The listener connects on its own thread; an announcement before it listens is lost.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let lines: Vec<String> = (0..BURST).map(|n| format!("mn_burst:n{n}")).collect();
+    let response = a
+        .post_raw(&a.admin, "/api/v1/events", "text/plain", lines.join("\n"))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+
+    let mut runs = Vec::new();
+    let mut covered = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while covered < BURST as i64 {
+        let announced = tokio::time::timeout_at(deadline, announcements.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {covered} positions announced: {runs:?}"))
+            .expect("announcements go on");
+        if announced.from != a.app.state.node {
+            continue;
+        }
+        if let tellify_store::Announcement::Events { first, last } = announced.change {
+            covered += last - first + 1;
+            runs.push((first, last));
+        }
+    }
+    assert!(
+        runs.len() <= 3,
+        "a batch is a few runs, not one per event: {} runs",
+        runs.len()
+    );
+
+    // Line by line: the whole text would be searched again on every chunk otherwise.
+    let (mut events, mut last_seen, mut pending) = (0, false, String::new());
+    let last = format!("\"mn_burst\":\"n{}\"", BURST - 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !last_seen {
+        let chunk = tokio::time::timeout_at(deadline, on_b.next())
+            .await
+            .unwrap_or_else(|_| panic!("b showed {events} of {BURST} events"))
+            .expect("stream open")
+            .expect("chunk");
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            if line.starts_with("event: event") {
+                events += 1;
+            }
+            last_seen |= line.contains(&last);
+        }
+    }
+    assert_eq!(events, BURST, "each event once on b");
 }
