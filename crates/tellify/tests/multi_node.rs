@@ -198,6 +198,57 @@ async fn the_metric_poller_runs_on_one_node_and_moves_when_it_stops() {
     assert!(backend.arrivals() > 3);
 }
 
+/// A node that died without giving the poller's lease up is replaced once the lease ran
+/// out, and not before.
+#[tokio::test]
+async fn the_metric_poller_moves_once_a_dead_nodes_lease_ran_out() {
+    use tellify_store::Store;
+    let backend = HttpSink::start(StatusCode::OK, r#"{"value": 1}"#).await;
+    let database = TestDatabase::create().await.expect("test database");
+    let store = tellify_store::postgres::PostgresStore::open(&database.url())
+        .await
+        .expect("store");
+    let start: jiff::Timestamp = "2026-11-23T09:00:00Z".parse().expect("time");
+    let dead_until = start + SignedDuration::from_secs(6);
+    let taken = store
+        .acquire_lease(
+            tellify::pollers::POLLER_LEASE,
+            "a-node-that-died",
+            start,
+            dead_until,
+        )
+        .await
+        .expect("lease");
+    assert!(taken.is_some());
+    let b = node(&database, |_| {}).await;
+    b.subscribe(
+        &b.admin,
+        json!({"kind": "metric", "title": "load", "params": {
+            "backend": "http-json", "url": backend.url(""), "query": "load",
+            "interval": "1m", "unknown_after": 3,
+            "warn": {"value": 5.0, "message": "load is high"},
+            "critical": {"value": 10.0, "message": "load is critical"},
+        }}),
+    )
+    .await;
+    b.advance(SignedDuration::from_secs(5)).await;
+    b.app.poller.wake();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(backend.arrivals(), 0, "the dead node's lease still runs");
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while b.app.poller.completed() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poller never moved after the lease ran out"
+        );
+        b.advance(SignedDuration::from_secs(60)).await;
+        b.app.poller.wake();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(backend.arrivals() > 0);
+}
+
 /// Everything a syslog receiver on loopback was sent, over any number of connections.
 struct SyslogReceiver {
     port: u16,
@@ -316,7 +367,7 @@ async fn a_burst_is_announced_as_runs_and_shown_once_on_the_other_node() {
         .expect("postgres announces");
     let mut on_b = open(&b, &b.admin, "?alerts=false").await;
     // The listener connects on its own thread; an announcement before it listens is lost.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let lines: Vec<String> = (0..BURST).map(|n| format!("mn_burst:n{n}")).collect();
     let response = a
