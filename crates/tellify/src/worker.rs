@@ -181,13 +181,11 @@ const RELOAD_EVERYTHING: &str = "*";
 
 /// The name of the lease under which events are processed.
 pub const PROCESSING_LEASE: &str = "processing";
-/// How long a taken lease runs unless renewed: how long the other nodes wait before
-/// taking over from a node that died or stopped answering.
-pub const LEASE_TTL: Duration = Duration::from_secs(6);
-/// How often the holder renews its lease (well inside [`LEASE_TTL`]).
-const LEASE_RENEW: Duration = Duration::from_secs(2);
-/// How often a node without the lease asks for it.
-const LEASE_POLL: Duration = Duration::from_secs(1);
+/// How long a taken lease runs unless renewed, how often the holder renews it and how
+/// often a node without it asks: the same timing as every job that runs on one node
+/// ([`crate::lease`]). Processing keeps its own loop around the lease, as its commits
+/// carry the lease's fencing number.
+pub use crate::lease::{LEASE_POLL, LEASE_RENEW, LEASE_TTL};
 
 /// This node's view of the processing lease.
 struct ProcessingLease {
