@@ -399,6 +399,7 @@ async fn a_burst_is_announced_as_runs_and_shown_once_on_the_other_node() {
 
     // Line by line: the whole text would be searched again on every chunk otherwise.
     let (mut events, mut last_seen, mut pending) = (0, false, String::new());
+    let (mut ids, mut odd) = (std::collections::HashSet::new(), Vec::new());
     let last = format!("\"mn_burst\":\"n{}\"", BURST - 1);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !last_seen {
@@ -413,8 +414,87 @@ async fn a_burst_is_announced_as_runs_and_shown_once_on_the_other_node() {
             if line.starts_with("event: event") {
                 events += 1;
             }
+            if let Some(data) = line.strip_prefix("data: ") {
+                if !data.contains("mn_burst")
+                    || !ids.insert(data.split(',').next().unwrap_or_default().to_string())
+                {
+                    odd.push(data.to_string());
+                }
+            }
             last_seen |= line.contains(&last);
         }
     }
-    assert_eq!(events, BURST, "each event once on b");
+    assert_eq!(events, BURST, "each event once on b: {odd:?}");
+}
+
+/// How many stored events `producer` made, as one node reads them.
+async fn stored_from(app: &TestApp, producer: &str) -> usize {
+    crate::support::all_events(&app.client, &app.base, &app.admin, 500)
+        .await
+        .iter()
+        .filter(|event| event["source"]["producer"] == producer)
+        .count()
+}
+
+/// Sends `body` to `subject` as a request until someone answers (a source subscribes on
+/// its own time, and after a node stopped, the other one takes the subject over).
+async fn request(client: &async_nats::Client, subject: &str, body: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.request(subject.to_string(), body.to_string().into()),
+        )
+        .await;
+        if let Ok(Ok(answer)) = answer {
+            return serde_json::from_slice(&answer.payload).expect("json answer");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody answers on {subject}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A NATS core subject outside a queue group reaches every subscriber, so one node
+/// consumes it, and the other once the first stops.
+#[tokio::test]
+async fn a_nats_subject_outside_a_queue_group_is_consumed_by_one_node() {
+    let client = async_nats::connect("nats://127.0.0.1:4222")
+        .await
+        .expect("NATS answers on 127.0.0.1:4222");
+    let subject = format!("tellify-test-mn-{}", tellify_model::new_id().to_lowercase());
+    let settings = tellify::sources::nats::NatsSettings {
+        url: "nats://127.0.0.1:4222".to_string(),
+        subject: subject.clone(),
+        stream: None,
+        durable: "tellify".to_string(),
+        queue_group: String::new(),
+        dead_letter_subject: format!("{subject}-dead"),
+        prefetch: 8,
+        format: tellify::sources::Format::Kv,
+    };
+    let (_database, a, b) = two_nodes(move |node| node.sources.nats = vec![settings.clone()]).await;
+    let producer = format!("nats:{subject}");
+    for n in 1..=3 {
+        let answer = request(&client, &subject, &format!("mn_nats:first_{n}")).await;
+        assert_eq!(answer["accepted"], 1, "{answer}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        stored_from(&a, &producer).await,
+        3,
+        "each message stored once"
+    );
+
+    a.app.stop().await.expect("the first node stops");
+    let answer = request(&client, &subject, "mn_nats:second_1").await;
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        stored_from(&b, &producer).await,
+        4,
+        "the second node took the subject over"
+    );
 }

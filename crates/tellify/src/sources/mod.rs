@@ -263,11 +263,12 @@ pub fn start(
         tasks.push(spawn_source(Box::new(source), format, &services, &shutdown));
     }
     for (source, format) in nats_sources {
-        if !source.is_core_subscription() {
+        if !source.hears_everything() {
             tasks.push(spawn_source(Box::new(source), format, &services, &shutdown));
             continue;
         }
-        // A core subject reaches every subscriber: one node consumes it (`crate::lease`).
+        // Outside a queue group a core subject reaches every subscriber: one node
+        // consumes it (`crate::lease`).
         telemetry::source_up(source.name(), false);
         let job_services = services.clone();
         tasks.push(tokio::spawn(crate::lease::run_singleton(

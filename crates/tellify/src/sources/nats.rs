@@ -122,12 +122,12 @@ impl NatsSource {
         })
     }
 
-    /// Whether it consumes a core subject, which every subscriber hears in full: with
-    /// several nodes on one store it must run on one of them only
-    /// ([`crate::lease::run_singleton`]). A JetStream durable consumer is a shared queue
-    /// that every node may pull from.
-    pub fn is_core_subscription(&self) -> bool {
-        self.settings.stream.is_none()
+    /// Whether every subscriber hears every message (a core subscription outside any
+    /// queue group): with several nodes on one store it must then run on one of them only
+    /// ([`crate::lease::run_singleton`]). A queue group and a JetStream durable consumer
+    /// are shared queues, handing each message to one member: every node may consume.
+    pub fn hears_everything(&self) -> bool {
+        self.settings.stream.is_none() && self.settings.queue_group.is_empty()
     }
 
     /// The headers of a dead-lettered copy: the original ones plus the reason.
