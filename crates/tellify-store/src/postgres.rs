@@ -177,6 +177,8 @@ pub struct PostgresStore {
     pool: Arc<PoolHolder>,
     /// Where the database is, for the announcement listener's own connection.
     config: postgres::Config,
+    /// The channel this schema's announcements travel on ([`announcement_channel`]).
+    channel: Arc<str>,
 }
 
 /// The pool, closed on a plain thread when the last store handle goes: closing a
@@ -316,6 +318,11 @@ impl PostgresStore {
             .connect(NoTls)
             .map_err(|error| unavailable(format!("cannot connect to PostgreSQL: {error}")))?;
         migrate(&mut migrator)?;
+        let schema: Option<String> = migrator
+            .query_one("SELECT current_schema()", &[])
+            .map_err(unavailable)?
+            .get(0);
+        let channel = announcement_channel(schema.as_deref().unwrap_or("public"));
         drop(migrator);
         let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
@@ -328,6 +335,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool: Arc::new(PoolHolder(Some(pool))),
             config,
+            channel: channel.into(),
         })
     }
 
@@ -532,8 +540,28 @@ fn delete_sessions_of(
     .map_err(unavailable)
 }
 
-/// The channel announcements travel on (`LISTEN`/`NOTIFY`).
+/// The channel announcements travel on (`LISTEN`/`NOTIFY`) in the schema `public`.
 const ANNOUNCEMENTS: &str = "tellify_changes";
+
+/// The channel of the nodes using `schema`. Channels are database-wide, so each schema
+/// gets its own: nodes of another tellify in the same database, under another schema,
+/// must not take its log positions and ids for theirs. A name too long for PostgreSQL (63
+/// bytes) is replaced by a stable hash of it (FNV-1a, the same in every build).
+fn announcement_channel(schema: &str) -> String {
+    if schema == "public" {
+        return ANNOUNCEMENTS.to_string();
+    }
+    let channel = format!("{ANNOUNCEMENTS}.{schema}");
+    if channel.len() <= 63 {
+        return channel;
+    }
+    let hash = schema
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{ANNOUNCEMENTS}.{hash:016x}")
+}
 
 /// The largest payload `NOTIFY` takes is 8000 bytes; a longer announcement is sent as
 /// [`Announcement::Everything`].
@@ -543,10 +571,10 @@ const MAX_ANNOUNCEMENT: usize = 7900;
 /// follows, and how long it waits before connecting again after losing the connection.
 const LISTEN_TICK: Duration = Duration::from_secs(1);
 
-/// Forwards every announcement on [`ANNOUNCEMENTS`] to `sender` from a connection of its
-/// own, until nobody follows. After a lost connection it connects again and sends
+/// Forwards every announcement on `channel` to `sender` from a connection of its own,
+/// until nobody follows. After a lost connection it connects again and sends
 /// [`Announcement::Everything`] for what it may have missed.
-fn listen(config: postgres::Config, sender: tokio::sync::mpsc::Sender<Announced>) {
+fn listen(config: postgres::Config, channel: &str, sender: tokio::sync::mpsc::Sender<Announced>) {
     use postgres::fallible_iterator::FallibleIterator;
     let mut connected_before = false;
     while !sender.is_closed() {
@@ -558,7 +586,8 @@ fn listen(config: postgres::Config, sender: tokio::sync::mpsc::Sender<Announced>
                 continue;
             }
         };
-        if let Err(error) = client.batch_execute(&format!("LISTEN {ANNOUNCEMENTS}")) {
+        let quoted = channel.replace('"', "\"\"");
+        if let Err(error) = client.batch_execute(&format!("LISTEN \"{quoted}\"")) {
             tracing::warn!(%error, "cannot follow other nodes' changes; retrying");
             std::thread::sleep(LISTEN_TICK);
             continue;
@@ -1458,9 +1487,10 @@ impl Store for PostgresStore {
             })
             .map_err(unavailable)?;
         }
+        let channel = self.channel.clone();
         self.read(move |client| {
             client
-                .execute("SELECT pg_notify($1, $2)", &[&ANNOUNCEMENTS, &payload])
+                .execute("SELECT pg_notify($1, $2)", &[&&*channel, &payload])
                 .map_err(unavailable)?;
             Ok(())
         })
@@ -1469,10 +1499,10 @@ impl Store for PostgresStore {
 
     fn follow_announcements(&self) -> Option<tokio::sync::mpsc::Receiver<Announced>> {
         let (sender, receiver) = tokio::sync::mpsc::channel(1024);
-        let config = self.config.clone();
+        let (config, channel) = (self.config.clone(), self.channel.clone());
         let started = std::thread::Builder::new()
             .name("tellify-postgres-listen".to_string())
-            .spawn(move || listen(config, sender));
+            .spawn(move || listen(config, &channel, sender));
         match started {
             Ok(_) => Some(receiver),
             Err(error) => {
@@ -1531,5 +1561,21 @@ impl Store for PostgresStore {
                 .is_some())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod announcement_channel_tests {
+    use super::announcement_channel;
+
+    #[test]
+    fn each_schema_has_a_channel_of_its_own_within_postgres_limit() {
+        assert_eq!(announcement_channel("public"), "tellify_changes");
+        assert_eq!(announcement_channel("ops"), "tellify_changes.ops");
+        let long = "s".repeat(60);
+        let hashed = announcement_channel(&long);
+        assert!(hashed.len() <= 63, "{hashed}");
+        assert_eq!(hashed, announcement_channel(&long), "stable");
+        assert_ne!(hashed, announcement_channel(&"t".repeat(60)));
     }
 }

@@ -329,7 +329,10 @@ pub struct CommitOutcome {
 
 /// A change one node made that every other node on the same store must apply to what it
 /// keeps in memory (cached principals, the planner's directory, the worker's loaded
-/// subscriptions, the event type registry); see [`crate::Store::announce`].
+/// subscriptions, the event type registry) or show on its live views (new events, alert
+/// and delivery changes); see [`crate::Store::announce`]. An announcement names what
+/// changed (ids, positions), never its content: the receiver reads that from the store,
+/// and a notification stays far below PostgreSQL's 8000-byte limit.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Announcement {
@@ -349,6 +352,17 @@ pub enum Announcement {
     EventType { name: String },
     /// Announcements may have been missed (the listener reconnected): reread everything.
     Everything,
+    /// Events were appended at the log positions `first..=last`, all of them by the
+    /// announcing node (a batch announces its unbroken runs of positions, not each event).
+    Events { first: i64, last: i64 },
+    /// An alert changed; the change is its newest `entries` history entries.
+    Alert { id: String, entries: usize },
+    /// A delivery was created or an attempt's outcome committed; `status` is its status now.
+    Delivery {
+        id: String,
+        user_id: String,
+        status: crate::DeliveryStatus,
+    },
 }
 
 /// An [`Announcement`] with the node that made it.

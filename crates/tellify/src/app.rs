@@ -432,7 +432,15 @@ async fn start_on(
     bootstrap: Bootstrap,
 ) -> anyhow::Result<RunningApp> {
     let registry = Arc::new(Registry::builtin());
-    let bus = Bus::default();
+    // Other nodes on the same store: their changes show on this node's live views, and
+    // this node's on theirs (see `crate::stream`).
+    let (bus, live) = match store.follow_announcements() {
+        Some(incoming) => {
+            let (bus, outgoing) = Bus::for_several_nodes();
+            (bus, Some((incoming, outgoing)))
+        }
+        None => (Bus::default(), None),
+    };
     let (worker, worker_handle) = Worker::start(
         store.clone(),
         registry.clone(),
@@ -519,6 +527,29 @@ async fn start_on(
             tokio::spawn(crate::services::caches::follow(
                 state.clone(),
                 announcements,
+                shutdown_receiver.clone(),
+            )),
+        );
+    }
+    if let Some((incoming, outgoing)) = live {
+        supervisor.watch(
+            "live changes to other nodes",
+            false,
+            tokio::spawn(crate::stream::announce(
+                state.store.clone(),
+                state.node.clone(),
+                outgoing,
+                shutdown_receiver.clone(),
+            )),
+        );
+        supervisor.watch(
+            "other nodes' live changes",
+            false,
+            tokio::spawn(crate::stream::relay(
+                state.store.clone(),
+                state.bus.clone(),
+                state.node.clone(),
+                incoming,
                 shutdown_receiver.clone(),
             )),
         );

@@ -17,6 +17,7 @@ pub mod event_types;
 pub mod export;
 pub mod filter_budget;
 pub mod ingest;
+pub mod lease;
 pub mod notify;
 pub mod outbound;
 pub mod pollers;

@@ -25,8 +25,8 @@ use tellify_engine::DispatchIndex;
 use tellify_model::StoredEvent;
 use tellify_store::processing::IdSourceRef;
 use tellify_store::{
-    FilterErrorUpdate, HealthUpdate, LeaseFence, OutputToApply, ProcessingCommit, Store,
-    StoreError, StoreResult, Subscription, SubscriptionHealth,
+    Announcement, FilterErrorUpdate, HealthUpdate, LeaseFence, OutputToApply, ProcessingCommit,
+    Store, StoreError, StoreResult, Subscription, SubscriptionHealth,
 };
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -181,13 +181,11 @@ const RELOAD_EVERYTHING: &str = "*";
 
 /// The name of the lease under which events are processed.
 pub const PROCESSING_LEASE: &str = "processing";
-/// How long a taken lease runs unless renewed: how long the other nodes wait before
-/// taking over from a node that died or stopped answering.
-pub const LEASE_TTL: Duration = Duration::from_secs(6);
-/// How often the holder renews its lease (well inside [`LEASE_TTL`]).
-const LEASE_RENEW: Duration = Duration::from_secs(2);
-/// How often a node without the lease asks for it.
-const LEASE_POLL: Duration = Duration::from_secs(1);
+/// How long a taken lease runs unless renewed, how often the holder renews it and how
+/// often a node without it asks: the same timing as every job that runs on one node
+/// ([`crate::lease`]). Processing keeps its own loop around the lease, as its commits
+/// carry the lease's fencing number.
+pub use crate::lease::{LEASE_POLL, LEASE_RENEW, LEASE_TTL};
 
 /// This node's view of the processing lease.
 struct ProcessingLease {
@@ -705,11 +703,22 @@ impl Worker {
                 metrics::counter!(telemetry::ALERT_TRANSITIONS, "action" => entry.action.as_str())
                     .increment(1);
             }
+            self.bus.tell_others(Announcement::Alert {
+                id: change.alert.id.clone(),
+                entries: change.history.len(),
+            });
             self.bus.publish(StreamItem::Alert(Arc::new(AlertNotice {
                 alert: change.alert,
                 history: change.history,
             })));
         }
+        self.bus.tell_events(
+            outcome
+                .derived
+                .iter()
+                .filter(|appended| !appended.duplicate)
+                .map(|appended| appended.seq),
+        );
         for (mut event, appended) in derived.into_iter().zip(outcome.derived) {
             if !appended.duplicate {
                 event.seq = appended.seq;

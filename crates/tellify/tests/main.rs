@@ -19,6 +19,7 @@ mod insight;
 mod links;
 mod metric;
 mod migrate_store;
+mod multi_node;
 mod on_postgres;
 mod openapi;
 mod quickstart;

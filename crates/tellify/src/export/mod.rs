@@ -8,6 +8,10 @@
 //! restart of tellify it therefore resumes where the receiver stopped hearing from it.
 //! A crash between sending and saving sends the last batch once more, so receivers see
 //! each message at least once, and carry ids to recognise the repeat.
+//!
+//! With several nodes on one store, each exporter runs on one node at a time, under the
+//! lease `export:<name>` ([`crate::lease`]); the node that takes over resumes from the
+//! saved positions.
 
 pub mod syslog;
 
@@ -37,7 +41,19 @@ pub fn start(
         .into_iter()
         .map(|exporter| {
             crate::telemetry::export_registered(exporter.name());
-            tokio::spawn(exporter.run(services.clone(), shutdown.clone()))
+            // One node exports each stream (see `crate::lease`); whoever takes over
+            // resumes from the saved positions.
+            let exporter = std::sync::Arc::new(exporter);
+            let job_services = services.clone();
+            tokio::spawn(crate::lease::run_singleton(
+                services.clone(),
+                format!("export:{}", exporter.name()),
+                shutdown.clone(),
+                move |stop| {
+                    let (exporter, services) = (exporter.clone(), job_services.clone());
+                    async move { exporter.run(services, stop).await }
+                },
+            ))
         })
         .collect())
 }

@@ -223,7 +223,7 @@ impl SyslogExporter {
 
     /// Forwards until `shutdown` flips to true. Failures never end the task: a store or
     /// receiver that is away is retried with backoff, without moving the positions.
-    pub async fn run(self, services: AppState, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(&self, services: AppState, mut shutdown: watch::Receiver<bool>) {
         let store = services.store.clone();
         let initial = Duration::from_millis(self.settings.retry_initial_ms.max(1));
         let mut state = RunState {

@@ -346,6 +346,13 @@ pub async fn store_events(
     let duplicates = appended.iter().filter(|a| a.duplicate).count();
     metrics::counter!(telemetry::EVENTS_INGESTED).increment((appended.len() - duplicates) as u64);
     metrics::counter!(telemetry::EVENTS_DUPLICATE).increment(duplicates as u64);
+    // Other nodes' live views hear of the batch as its runs of positions and read it.
+    services.bus.tell_events(
+        appended
+            .iter()
+            .filter(|stored| !stored.duplicate)
+            .map(|stored| stored.seq),
+    );
     if publish {
         for (mut event, stored) in kept.into_iter().zip(&appended) {
             if !stored.duplicate {

@@ -417,7 +417,7 @@ impl Notifier {
             .await?;
         let taken = jobs.len();
         self.count_new_messages(&jobs, now);
-        if let Some(bus) = self.bus.as_ref().filter(|bus| bus.has_listeners()) {
+        if let Some(bus) = self.bus.as_ref().filter(|bus| bus.wanted()) {
             for job in &jobs {
                 publish_delivery(
                     bus,
@@ -754,7 +754,7 @@ async fn finish_loop(
         let outcomes = batch.iter().map(|(_, outcome)| outcome.clone()).collect();
         match store.finish_deliveries(outcomes).await {
             Ok(()) => {
-                if let Some(bus) = bus.as_ref().filter(|bus| bus.has_listeners()) {
+                if let Some(bus) = bus.as_ref().filter(|bus| bus.wanted()) {
                     for (user_id, finished) in &batch {
                         let status = match finished.outcome {
                             DeliveryOutcome::Sent { .. } => DeliveryStatus::Sent,
@@ -779,6 +779,11 @@ async fn finish_loop(
 type Finished = (String, FinishedDelivery);
 
 fn publish_delivery(bus: &Bus, id: &str, user_id: &str, status: DeliveryStatus) {
+    bus.tell_others(tellify_store::Announcement::Delivery {
+        id: id.to_string(),
+        user_id: user_id.to_string(),
+        status,
+    });
     bus.publish(StreamItem::Delivery(Arc::new(DeliveryNotice {
         id: id.to_string(),
         user_id: user_id.to_string(),

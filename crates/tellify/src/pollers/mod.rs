@@ -106,7 +106,12 @@ impl PollerHandle {
     }
 }
 
-/// Starts the poller task; it runs until `shutdown` flips to true.
+/// The lease under which the poller runs: with several nodes on one store, one polls.
+pub const POLLER_LEASE: &str = "metric-poller";
+
+/// Starts the poller task; it runs until `shutdown` flips to true, polling while this node
+/// holds [`POLLER_LEASE`] (see [`crate::lease`]), so several nodes on one store poll each
+/// backend once, not once per node.
 pub fn start(
     services: AppState,
     shutdown: watch::Receiver<bool>,
@@ -117,20 +122,30 @@ pub fn start(
     let wake = Arc::new(Notify::new());
     let (completed_sender, completed) = watch::channel(0);
     let context = Arc::new(PollContext {
-        services,
+        services: services.clone(),
         client,
         semaphore: Semaphore::new(settings.max_concurrency.max(1)),
         settings,
         completed: completed_sender,
         failing: std::sync::Mutex::new(HashSet::new()),
     });
-    let poller = Poller {
-        context,
-        wake: wake.clone(),
-        schedule: HashMap::new(),
-        in_flight: HashSet::new(),
-    };
-    let task = tokio::spawn(poller.run(shutdown));
+    let poller_wake = wake.clone();
+    // Each stretch of holding the lease starts with a fresh schedule: the polls due are
+    // those of the subscriptions then, at their stable offsets.
+    let task = tokio::spawn(crate::lease::run_singleton(
+        services,
+        POLLER_LEASE.to_string(),
+        shutdown,
+        move |stop| {
+            let poller = Poller {
+                context: context.clone(),
+                wake: poller_wake.clone(),
+                schedule: HashMap::new(),
+                in_flight: HashSet::new(),
+            };
+            poller.run(stop)
+        },
+    ));
     Ok((task, PollerHandle { wake, completed }))
 }
 

@@ -177,6 +177,12 @@ pub async fn act(
         .await?;
     services
         .bus
+        .tell_others(tellify_store::Announcement::Alert {
+            id: change.alert.id.clone(),
+            entries: change.history.len(),
+        });
+    services
+        .bus
         .publish(StreamItem::Alert(Arc::new(AlertNotice {
             alert: change.alert.clone(),
             history: change.history,

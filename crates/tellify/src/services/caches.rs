@@ -49,6 +49,11 @@ pub async fn apply(services: &Services, change: &Announcement) -> StoreResult<()
                 .refresh(services.store.as_ref(), name)
                 .await
         }
+        // Live-view changes: no copy here depends on them; `crate::stream::relay` shows
+        // them on this node's live views.
+        Announcement::Events { .. }
+        | Announcement::Alert { .. }
+        | Announcement::Delivery { .. } => Ok(()),
         Announcement::Everything => {
             services.auth.invalidate();
             services.worker.reload_everything();

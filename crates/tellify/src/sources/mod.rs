@@ -250,26 +250,50 @@ pub fn start(
     services: AppState,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let mut sources: Vec<(Box<dyn Source>, Format)> = Vec::new();
+    let mut amqp_sources = Vec::new();
     for source in &settings.amqp {
-        sources.push((
-            Box::new(amqp::AmqpSource::new(source.clone())?),
-            source.format,
-        ));
+        amqp_sources.push((amqp::AmqpSource::new(source.clone())?, source.format));
     }
+    let mut nats_sources = Vec::new();
     for source in &settings.nats {
-        sources.push((
-            Box::new(nats::NatsSource::new(source.clone())?),
-            source.format,
-        ));
+        nats_sources.push((nats::NatsSource::new(source.clone())?, source.format));
     }
     let mut tasks = Vec::new();
-    for (source, format) in sources {
-        let ingest = Ingest::new(services.clone(), source.name().to_string(), format);
+    for (source, format) in amqp_sources {
+        tasks.push(spawn_source(Box::new(source), format, &services, &shutdown));
+    }
+    for (source, format) in nats_sources {
+        if !source.hears_everything() {
+            tasks.push(spawn_source(Box::new(source), format, &services, &shutdown));
+            continue;
+        }
+        // Outside a queue group a core subject reaches every subscriber: one node
+        // consumes it (`crate::lease`).
         telemetry::source_up(source.name(), false);
-        tasks.push(tokio::spawn(supervise(source, ingest, shutdown.clone())));
+        let job_services = services.clone();
+        tasks.push(tokio::spawn(crate::lease::run_singleton(
+            services.clone(),
+            format!("source:{}", source.name()),
+            shutdown.clone(),
+            move |stop| {
+                let ingest = Ingest::new(job_services.clone(), source.name().to_string(), format);
+                supervise(Box::new(source.clone()), ingest, stop)
+            },
+        )));
     }
     Ok(tasks)
+}
+
+/// Starts a source that may run on every node sharing the store (a shared queue).
+fn spawn_source(
+    source: Box<dyn Source>,
+    format: Format,
+    services: &AppState,
+    shutdown: &watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let ingest = Ingest::new(services.clone(), source.name().to_string(), format);
+    telemetry::source_up(source.name(), false);
+    tokio::spawn(supervise(source, ingest, shutdown.clone()))
 }
 
 /// Exponential backoff without jitter: each source has one connection, so there is no

@@ -91,6 +91,7 @@ impl fmt::Debug for NatsSettings {
 }
 
 /// A running NATS consumer; built from checked settings.
+#[derive(Clone)]
 pub struct NatsSource {
     name: String,
     settings: NatsSettings,
@@ -119,6 +120,14 @@ impl NatsSource {
             name: format!("nats:{subject}"),
             settings,
         })
+    }
+
+    /// Whether every subscriber hears every message (a core subscription outside any
+    /// queue group): with several nodes on one store it must then run on one of them only
+    /// ([`crate::lease::run_singleton`]). A queue group and a JetStream durable consumer
+    /// are shared queues, handing each message to one member: every node may consume.
+    pub fn hears_everything(&self) -> bool {
+        self.settings.stream.is_none() && self.settings.queue_group.is_empty()
     }
 
     /// The headers of a dead-lettered copy: the original ones plus the reason.
