@@ -72,6 +72,49 @@ pub struct ChartAggregate {
     pub cut_at: Option<Timestamp>,
 }
 
+/// Per line key, per bucket: the count, the sum of the values and the sum of the times
+/// (ms) of its events, as a backend gathered them.
+pub(crate) type ChartLines =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<usize, (u64, f64, f64)>>;
+
+impl ChartAggregate {
+    /// Makes the lines `aggregate` counted into its series: each bucket's mean time, each
+    /// line's total, and only the `max_series` keys with the most events, in key order.
+    pub(crate) fn with_lines(
+        mut self,
+        lines: ChartLines,
+        max_series: usize,
+    ) -> Result<ChartAggregate, jiff::Error> {
+        let mut series = Vec::with_capacity(lines.len());
+        for (key, slots) in lines {
+            let mut buckets = Vec::with_capacity(slots.len());
+            for (bucket, (count, sum, times)) in slots {
+                let mean = (times / count.max(1) as f64).round() as i64;
+                buckets.push(ChartBucket {
+                    bucket,
+                    count,
+                    sum,
+                    mean_time: Timestamp::from_millisecond(mean)?,
+                });
+            }
+            series.push(ChartSeries {
+                key,
+                events: buckets.iter().map(|bucket| bucket.count).sum(),
+                buckets,
+            });
+        }
+        if series.len() > max_series {
+            // Keep the keys with the most events; answer them in key order.
+            series.sort_by(|a, b| b.events.cmp(&a.events).then(a.key.cmp(&b.key)));
+            self.series_cut = series.len() - max_series;
+            series.truncate(max_series);
+            series.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        self.series = series;
+        Ok(self)
+    }
+}
+
 /// How one subscription's alerts stand (see [`crate::Store::subscription_alerts`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionAlerts {

@@ -204,6 +204,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Where processing stopped and every handler's saved state.
     async fn load_processing(&self) -> StoreResult<ProcessingSnapshot>;
+    /// A number that changes whenever a subscription, a person, a membership, a contact
+    /// point, a policy or a silence changes, in the same transaction; `None` from a store
+    /// only one server uses, whose changes reach the processing node's memory before the
+    /// write returns. With several nodes, the processing node compares it with each batch:
+    /// a change committed before an event was appended is then visible when that event is
+    /// processed, whichever node took the change.
+    async fn settings_generation(&self) -> StoreResult<Option<i64>> {
+        Ok(None)
+    }
     /// Where processing stopped, without the states: how a node that does not process
     /// follows the one that does.
     async fn processing_cursor(&self) -> StoreResult<i64> {

@@ -43,11 +43,14 @@ use crate::{
 };
 
 /// Advisory lock held while the schema is brought up to date.
-pub(crate) const LOCK_MIGRATE: i64 = 0x7465_6c6c_0001;
+pub(crate) const LOCK_MIGRATE: i32 = 1;
+/// The first half of every advisory lock's key: the schema's, so installations (and
+/// test schemas) that share a database never wait for each other's locks.
+const SCHEMA_KEY: &str = "hashtext(coalesce(current_schema(), ''))";
 /// Advisory transaction lock taken before inserting into `events`.
-pub(crate) const LOCK_EVENTS: i64 = 0x7465_6c6c_0002;
+pub(crate) const LOCK_EVENTS: i32 = 2;
 /// Advisory transaction lock taken before inserting into `alert_history`.
-pub(crate) const LOCK_HISTORY: i64 = 0x7465_6c6c_0003;
+pub(crate) const LOCK_HISTORY: i32 = 3;
 
 /// Most connections one node keeps to the database.
 const POOL_SIZE: u32 = 8;
@@ -164,11 +167,53 @@ CREATE TABLE leases (
 );
 "#;
 
+/// A counter every change to what the processing node keeps in memory bumps, in the
+/// changing transaction (triggers, so no write path can forget it): subscriptions (not
+/// their health or filter error records, which processing itself writes), people and
+/// memberships, contact points, policies and silences. The processing node reads it with
+/// each batch ([`Store::settings_generation`]) and rereads what changed, so an event
+/// appended after a change committed is processed with the change, whichever node took
+/// either.
+const SETTINGS_GENERATION_SCHEMA: &str = r#"
+CREATE TABLE settings_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation BIGINT NOT NULL
+);
+INSERT INTO settings_generation (id, generation) VALUES (1, 0);
+CREATE FUNCTION tellify_settings_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE settings_generation SET generation = generation + 1 WHERE id = 1;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER subscriptions_changed
+    AFTER INSERT OR DELETE OR UPDATE OF kind, title, params, owner_user, owner_group,
+        enabled, latching, policy
+    ON subscriptions FOR EACH STATEMENT EXECUTE FUNCTION tellify_settings_changed();
+CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION tellify_settings_changed();
+CREATE TRIGGER group_members_changed AFTER INSERT OR UPDATE OR DELETE ON group_members
+    FOR EACH STATEMENT EXECUTE FUNCTION tellify_settings_changed();
+CREATE TRIGGER contact_points_changed AFTER INSERT OR UPDATE OR DELETE ON contact_points
+    FOR EACH STATEMENT EXECUTE FUNCTION tellify_settings_changed();
+CREATE TRIGGER policies_changed AFTER INSERT OR UPDATE OR DELETE ON policies
+    FOR EACH STATEMENT EXECUTE FUNCTION tellify_settings_changed();
+CREATE TRIGGER silences_changed AFTER INSERT OR UPDATE OR DELETE ON silences
+    FOR EACH STATEMENT EXECUTE FUNCTION tellify_settings_changed();
+"#;
+
 /// The schema versions, in order; each runs once, in a transaction of its own. Version 1
 /// is every module's tables (core, events, alerts, notifications), in that order for the
-/// foreign keys.
+/// foreign keys, and the settings generation's triggers on them.
 fn migrations() -> Vec<String> {
-    vec![[CORE_SCHEMA, events::SCHEMA, alerts::SCHEMA, notify::SCHEMA].concat()]
+    vec![[
+        CORE_SCHEMA,
+        events::SCHEMA,
+        alerts::SCHEMA,
+        notify::SCHEMA,
+        SETTINGS_GENERATION_SCHEMA,
+    ]
+    .concat()]
 }
 
 /// The PostgreSQL implementation of [`Store`].
@@ -273,9 +318,12 @@ pub(crate) fn from_millis(ms: i64) -> Timestamp {
 }
 
 /// Takes an advisory lock until the end of the transaction (see the module documentation).
-pub(crate) fn lock(tx: &mut Transaction<'_>, key: i64) -> StoreResult<()> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-        .map_err(unavailable)?;
+pub(crate) fn lock(tx: &mut Transaction<'_>, key: i32) -> StoreResult<()> {
+    tx.execute(
+        &format!("SELECT pg_advisory_xact_lock({SCHEMA_KEY}, $1)"),
+        &[&key],
+    )
+    .map_err(unavailable)?;
     Ok(())
 }
 
@@ -386,7 +434,10 @@ impl PostgresStore {
 /// Brings the schema up to date under [`LOCK_MIGRATE`].
 pub(crate) fn migrate(client: &mut Client) -> StoreResult<()> {
     client
-        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_MIGRATE])
+        .execute(
+            &format!("SELECT pg_advisory_lock({SCHEMA_KEY}, $1)"),
+            &[&LOCK_MIGRATE],
+        )
         .map_err(|error| unavailable(format!("cannot prepare the schema: {}", error.describe())))?;
     let outcome = (|| -> StoreResult<()> {
         client
@@ -431,7 +482,10 @@ pub(crate) fn migrate(client: &mut Client) -> StoreResult<()> {
         }
         Ok(())
     })();
-    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_MIGRATE]);
+    let unlocked = client.execute(
+        &format!("SELECT pg_advisory_unlock({SCHEMA_KEY}, $1)"),
+        &[&LOCK_MIGRATE],
+    );
     outcome?;
     unlocked.map_err(unavailable)?;
     Ok(())
@@ -1236,6 +1290,21 @@ impl Store for PostgresStore {
 
     async fn load_processing(&self) -> StoreResult<ProcessingSnapshot> {
         alerts::load_processing(self).await
+    }
+
+    async fn settings_generation(&self) -> StoreResult<Option<i64>> {
+        self.read(|client| {
+            Ok(Some(
+                client
+                    .query_one(
+                        "SELECT generation FROM settings_generation WHERE id = 1",
+                        &[],
+                    )
+                    .map_err(unavailable)?
+                    .get(0),
+            ))
+        })
+        .await
     }
 
     async fn processing_cursor(&self) -> StoreResult<i64> {

@@ -173,6 +173,9 @@ pub struct Worker {
     filter_meter: crate::filter_budget::ThreadCpuMeter,
     /// The processing lease: with several nodes on one store, one processes at a time.
     lease: ProcessingLease,
+    /// The store's settings generation as of what is loaded (see
+    /// [`Worker::catch_up_settings`]); `None` for a store only one server uses.
+    settings_generation: Option<i64>,
 }
 
 /// What [`WorkerHandle::reload_everything`] sends in place of a subscription id (ids are
@@ -263,6 +266,7 @@ impl Worker {
                 WorkerLimits::default().filter_budget,
             ),
             lease: ProcessingLease::new(),
+            settings_generation: None,
         };
         worker.load(snapshot).await?;
         let head = store.last_seq().await?;
@@ -299,6 +303,9 @@ impl Worker {
         self.health.clear();
         self.health_pending.clear();
         self.cursor = snapshot.cursor;
+        // The next batch compares everything with the store again (and the planner rereads
+        // its directory) when several nodes share it: another node may have held it.
+        self.settings_generation = None;
         for subscription in self.store.list_subscriptions(None).await? {
             if let Some(health) = &subscription.health {
                 self.health.insert(subscription.id.clone(), health.clone());
@@ -499,12 +506,19 @@ impl Worker {
     }
 
     async fn reload(&mut self, id: String) -> StoreResult<()> {
-        let Some(subscription) = self.store.subscription(&id).await? else {
+        let subscription = self.store.subscription(&id).await?;
+        self.apply_subscription(id, subscription);
+        Ok(())
+    }
+
+    /// Installs a subscription as it now is in the store (`None`: it is gone).
+    fn apply_subscription(&mut self, id: String, subscription: Option<Subscription>) {
+        let Some(subscription) = subscription else {
             self.remove(&id);
             if self.health.remove(&id).is_some() {
                 self.publish_failing_gauge();
             }
-            return Ok(());
+            return;
         };
         // The owner fixed or re-enabled it (which clears its health), or it is still failing.
         match &subscription.health {
@@ -523,7 +537,7 @@ impl Worker {
                 && loaded.subscription.params == subscription.params;
             if same_logic && subscription.enabled {
                 loaded.subscription = subscription;
-                return Ok(());
+                return;
             }
         }
         let id = subscription.id.clone();
@@ -533,6 +547,62 @@ impl Worker {
         if self.subscriptions.contains_key(&id) {
             self.fresh.insert(id);
         }
+    }
+
+    /// With several nodes, a change another node took (a subscription, a person, a
+    /// policy) reaches this one's memory through an announcement, which may come after an
+    /// event appended later. The store's settings generation comes with each batch: when
+    /// it moved, every subscription that differs from the loaded one is applied, and the
+    /// planner rereads its directory, before the batch is processed.
+    async fn catch_up_settings(&mut self) -> StoreResult<()> {
+        let Some(generation) = self.store.settings_generation().await? else {
+            return Ok(());
+        };
+        if self.settings_generation == Some(generation) {
+            return Ok(());
+        }
+        let stored: HashMap<String, Subscription> = self
+            .store
+            .list_subscriptions(None)
+            .await?
+            .into_iter()
+            .map(|subscription| (subscription.id.clone(), subscription))
+            .collect();
+        let gone: Vec<String> = self
+            .subscriptions
+            .keys()
+            .filter(|id| !stored.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.apply_subscription(id, None);
+        }
+        for (id, subscription) in stored {
+            let unchanged = self.subscriptions.get(&id).is_some_and(|loaded| {
+                let current = &loaded.subscription;
+                current.kind == subscription.kind
+                    && current.params == subscription.params
+                    && current.enabled == subscription.enabled
+                    && current.title == subscription.title
+                    && current.latching == subscription.latching
+                    && current.policy == subscription.policy
+                    && current.owner_user == subscription.owner_user
+                    && current.owner_group == subscription.owner_group
+            });
+            let not_loaded_and_off = !subscription.enabled && !self.subscriptions.contains_key(&id);
+            if !unchanged && !not_loaded_and_off {
+                if let Some(notifier) = &self.notifier {
+                    notifier
+                        .subscription_policy(&id, subscription.policy.as_deref())
+                        .await;
+                }
+                self.apply_subscription(id, Some(subscription));
+            }
+        }
+        if let Some(notifier) = &self.notifier {
+            notifier.directory_changed().await?;
+        }
+        self.settings_generation = Some(generation);
         Ok(())
     }
 
@@ -654,6 +724,7 @@ impl Worker {
             }
         }
         let events = self.next_batch().await?;
+        self.catch_up_settings().await?;
         let now = self.clock.now();
         let mut commit = ProcessingCommit {
             cursor: self.cursor,

@@ -987,7 +987,7 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
             .map(|response| response.status())
     });
     let deadline = Instant::now() + Duration::from_secs(20);
-    while append_lock_holder().is_none() && !first_try.is_finished() {
+    while append_lock_holder(database.schema()).is_none() && !first_try.is_finished() {
         assert!(
             Instant::now() < deadline,
             "the batch never started its append"
@@ -1178,10 +1178,10 @@ async fn three_nodes_on_postgres_lose_nothing_and_send_nothing_twice() {
     );
 }
 
-/// The append lock's key ([`tellify_store`]'s `LOCK_EVENTS`, `0x7465_6c6c_0002`) as
-/// `pg_locks` shows a bigint advisory lock: its high and low 32 bits.
-const APPEND_LOCK_CLASSID: i64 = 0x7465;
-const APPEND_LOCK_OBJID: i64 = 0x6c6c_0002;
+/// The append lock's second key ([`tellify_store`]'s `LOCK_EVENTS`, 2); its first is the
+/// hash of the schema's name, as `pg_locks` shows a two-key advisory lock (`objsubid` 2,
+/// `classid` the first key as an unsigned 32-bit number).
+const APPEND_LOCK_OBJID: i64 = 2;
 
 /// Runs one query with `psql` and returns its unaligned output.
 fn psql(query: &str) -> String {
@@ -1193,10 +1193,11 @@ fn psql(query: &str) -> String {
 }
 
 /// The backend pid holding the append lock, if a session holds it.
-fn append_lock_holder() -> Option<i64> {
+fn append_lock_holder(schema: &str) -> Option<i64> {
     psql(&format!(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
-         AND classid::bigint = {APPEND_LOCK_CLASSID} AND objid::bigint = {APPEND_LOCK_OBJID}"
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
+         AND classid::bigint = (hashtext('{schema}')::bigint + 4294967296) % 4294967296 \
+         AND objid::bigint = {APPEND_LOCK_OBJID}"
     ))
     .lines()
     .next()
@@ -1241,7 +1242,7 @@ async fn a_node_paused_inside_an_append_holds_up_the_others_only_briefly() {
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         let backend = loop {
-            if let Some(pid) = append_lock_holder() {
+            if let Some(pid) = append_lock_holder(database.schema()) {
                 break Some(pid);
             }
             if big.is_finished() || Instant::now() > deadline {

@@ -209,3 +209,49 @@ async fn two_nodes_share_processing_subscriptions_and_revocations() {
         "{events}"
     );
 }
+
+/// A subscription that reached the database without any announcement (as if the node
+/// that wrote it died before telling the others, or its announcement is still on the
+/// way) is used for the next event all the same: the processing node compares the
+/// store's settings generation with every batch.
+#[tokio::test]
+async fn the_processing_node_uses_a_subscription_it_was_never_told_about() {
+    let database = TestDatabase::create().await.expect("test database");
+    let first = node(&database).await;
+    let ann = first.user("ann").await;
+    first.send_lines(&ann, "warmup:1").await;
+    let second = second_node(&database, &first).await;
+    let store = second.app.state.store.clone();
+    let owner = store
+        .user_by_name("ann")
+        .await
+        .expect("read")
+        .expect("ann")
+        .id;
+    let now = jiff::Timestamp::now();
+    store
+        .insert_subscription(tellify_store::Subscription {
+            id: tellify_model::new_id(),
+            kind: "match".to_string(),
+            title: "silent".to_string(),
+            params: json!({"filter": "status == \"fail\""}),
+            owner_user: owner,
+            owner_group: None,
+            enabled: true,
+            latching: false,
+            created: now,
+            updated: now,
+            policy: None,
+            health: None,
+            filter_errors: None,
+        })
+        .await
+        .expect("written straight to the store, unannounced");
+    post_lines(&second, &ann, "block:b1 status:fail").await;
+    let firing = eventually("the alert of the unannounced subscription", || async {
+        let firing = first.alerts(&ann, "state=firing").await;
+        (!firing.is_empty()).then_some(firing)
+    })
+    .await;
+    assert_eq!(firing[0]["title"], "silent", "{firing:?}");
+}

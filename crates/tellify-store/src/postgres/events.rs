@@ -29,8 +29,8 @@ use tellify_model::StoredEvent;
 use super::{lock, millis, parse_time, read_json, time_text, unavailable, PostgresStore};
 use crate::keyed::{field_segments, KEYED_TYPES};
 use crate::{
-    Appended, ChartAggregate, ChartBucket, ChartQuery, ChartSeries, EventQuery, EventSearch,
-    EventType, KeyedEventQuery, ListedEvent, SearchStep, StoreError, StoreResult,
+    Appended, ChartAggregate, ChartQuery, EventQuery, EventSearch, EventType, KeyedEventQuery,
+    ListedEvent, SearchStep, StoreError, StoreResult,
 };
 
 pub(super) const SCHEMA: &str = r#"
@@ -861,10 +861,7 @@ fn chart(client: &mut Client, query: &ChartQuery) -> StoreResult<ChartAggregate>
     let mut oldest: Option<f64> = None;
     // key → bucket → (count, sum, sum of times): two JSON values can have one text (the
     // string "1" and the number 1), so groups with one key merge here.
-    let mut lines: std::collections::BTreeMap<
-        String,
-        std::collections::BTreeMap<usize, (u64, f64, f64)>,
-    > = std::collections::BTreeMap::new();
+    let mut lines = crate::dashboard::ChartLines::new();
     for row in &rows {
         let part: i32 = row.get(0);
         let count: i64 = row.get(3);
@@ -898,33 +895,9 @@ fn chart(client: &mut Client, query: &ChartQuery) -> StoreResult<ChartAggregate>
             .transpose()
             .map_err(unavailable)?;
     }
-    let mut series = Vec::with_capacity(lines.len());
-    for (key, slots) in lines {
-        let mut buckets = Vec::with_capacity(slots.len());
-        for (bucket, (count, sum, times)) in slots {
-            let mean = (times / count.max(1) as f64).round() as i64;
-            buckets.push(ChartBucket {
-                bucket,
-                count,
-                sum,
-                mean_time: Timestamp::from_millisecond(mean).map_err(unavailable)?,
-            });
-        }
-        series.push(ChartSeries {
-            key,
-            events: buckets.iter().map(|bucket| bucket.count).sum(),
-            buckets,
-        });
-    }
-    if series.len() > query.max_series {
-        // Keep the keys with the most events; answer them in key order.
-        series.sort_by(|a, b| b.events.cmp(&a.events).then(a.key.cmp(&b.key)));
-        aggregate.series_cut = series.len() - query.max_series;
-        series.truncate(query.max_series);
-        series.sort_by(|a, b| a.key.cmp(&b.key));
-    }
-    aggregate.series = series;
-    Ok(aggregate)
+    aggregate
+        .with_lines(lines, query.max_series)
+        .map_err(unavailable)
 }
 
 /// A line's key from its group value as JSON text: a string as it is, anything else as

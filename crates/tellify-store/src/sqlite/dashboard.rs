@@ -6,17 +6,13 @@
 //! the stored alert body (migration 13), so the processing and action code that writes
 //! alerts has nothing new to keep up to date.
 
-use std::collections::BTreeMap;
-
 use jiff::Timestamp;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
 use tellify_engine::alerts::Alert;
 
 use super::{read_json, search::field_path, unavailable};
-use crate::{
-    ChartAggregate, ChartBucket, ChartQuery, ChartSeries, StoreResult, SubscriptionAlerts, Viewer,
-};
+use crate::{ChartAggregate, ChartQuery, StoreResult, SubscriptionAlerts, Viewer};
 
 /// Indexes for the subscription list's state (every alert's subscription, state and last
 /// time seen firing, covering the aggregate with its visibility check) and for "my acks
@@ -105,7 +101,7 @@ pub(super) fn chart(connection: &Connection, query: &ChartQuery) -> StoreResult<
     let mut oldest: Option<i64> = None;
     // key → bucket → (count, sum, sum of times): two JSON values can have one text (the
     // string "1" and the number 1), so groups with one key merge here.
-    let mut lines: BTreeMap<String, BTreeMap<usize, (u64, f64, f64)>> = BTreeMap::new();
+    let mut lines = crate::dashboard::ChartLines::new();
     while let Some(row) = rows.next().map_err(unavailable)? {
         let part: i64 = row.get(0).map_err(unavailable)?;
         let count: i64 = row.get(3).map_err(unavailable)?;
@@ -139,33 +135,9 @@ pub(super) fn chart(connection: &Connection, query: &ChartQuery) -> StoreResult<
             .transpose()
             .map_err(unavailable)?;
     }
-    let mut series = Vec::with_capacity(lines.len());
-    for (key, slots) in lines {
-        let mut buckets = Vec::with_capacity(slots.len());
-        for (bucket, (count, sum, times)) in slots {
-            let mean = (times / count.max(1) as f64).round() as i64;
-            buckets.push(ChartBucket {
-                bucket,
-                count,
-                sum,
-                mean_time: Timestamp::from_millisecond(mean).map_err(unavailable)?,
-            });
-        }
-        series.push(ChartSeries {
-            key,
-            events: buckets.iter().map(|bucket| bucket.count).sum(),
-            buckets,
-        });
-    }
-    if series.len() > query.max_series {
-        // Keep the keys with the most events; answer them in key order.
-        series.sort_by(|a, b| b.events.cmp(&a.events).then(a.key.cmp(&b.key)));
-        aggregate.series_cut = series.len() - query.max_series;
-        series.truncate(query.max_series);
-        series.sort_by(|a, b| a.key.cmp(&b.key));
-    }
-    aggregate.series = series;
-    Ok(aggregate)
+    aggregate
+        .with_lines(lines, query.max_series)
+        .map_err(unavailable)
 }
 
 /// Who may see an alert, on the columns `owner_user` and `owner_group` of `alias`;
