@@ -1347,13 +1347,10 @@ impl Store for SqliteStore {
             let mut visible = Vec::new();
             for row in rows {
                 let subscription = row.map_err(unavailable)?;
-                let allowed = viewer.as_ref().is_none_or(|viewer| {
-                    viewer.can_see(
-                        Some(&subscription.owner_user),
-                        subscription.owner_group.as_deref(),
-                    )
-                });
-                if allowed {
+                if viewer
+                    .as_ref()
+                    .is_none_or(|v| v.can_see_subscription(&subscription))
+                {
                     visible.push(subscription);
                 }
             }

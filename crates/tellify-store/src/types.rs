@@ -212,6 +212,14 @@ impl Viewer {
             None => owner_user == Some(self.user_id.as_str()),
         }
     }
+
+    /// Whether the viewer may see `subscription` (its owner's or its group's).
+    pub fn can_see_subscription(&self, subscription: &Subscription) -> bool {
+        self.can_see(
+            Some(&subscription.owner_user),
+            subscription.owner_group.as_deref(),
+        )
+    }
 }
 
 /// Whether alerts a person cleared (dismissed) are listed.

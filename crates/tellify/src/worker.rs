@@ -526,18 +526,23 @@ impl Worker {
             }
             return Ok(());
         }
-        let mut stored: HashMap<String, Subscription> = self
-            .store
-            .list_subscriptions(None)
-            .await?
-            .into_iter()
-            .map(|subscription| (subscription.id.clone(), subscription))
-            .collect();
+        let mut stored = self.stored_subscriptions().await?;
         for id in ids {
             let subscription = stored.remove(&id);
             self.apply_subscription(id, subscription);
         }
         Ok(())
+    }
+
+    /// Every subscription in the store, by id: one read.
+    async fn stored_subscriptions(&self) -> StoreResult<HashMap<String, Subscription>> {
+        Ok(self
+            .store
+            .list_subscriptions(None)
+            .await?
+            .into_iter()
+            .map(|subscription| (subscription.id.clone(), subscription))
+            .collect())
     }
 
     /// Installs a subscription as it now is in the store (`None`: it is gone).
@@ -590,13 +595,7 @@ impl Worker {
         if self.settings_generation == Some(generation) {
             return Ok(());
         }
-        let stored: HashMap<String, Subscription> = self
-            .store
-            .list_subscriptions(None)
-            .await?
-            .into_iter()
-            .map(|subscription| (subscription.id.clone(), subscription))
-            .collect();
+        let stored = self.stored_subscriptions().await?;
         let gone: Vec<String> = self
             .subscriptions
             .keys()
