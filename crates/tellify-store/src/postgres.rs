@@ -362,9 +362,12 @@ impl PostgresStore {
         let config: postgres::Config = url
             .parse()
             .map_err(|error| unavailable(format!("invalid PostgreSQL address: {error}")))?;
-        let mut migrator = config
-            .connect(NoTls)
-            .map_err(|error| unavailable(format!("cannot connect to PostgreSQL: {error}")))?;
+        let mut migrator = config.connect(NoTls).map_err(|error| {
+            unavailable(format!(
+                "cannot connect to PostgreSQL: {}",
+                error.describe()
+            ))
+        })?;
         migrate(&mut migrator)?;
         let schema: Option<String> = migrator
             .query_one("SELECT current_schema()", &[])
