@@ -106,6 +106,51 @@ pub trait Store: Send + Sync + 'static {
     /// The position of the newest event (0 when empty).
     async fn last_seq(&self) -> StoreResult<i64>;
 
+    // ---- events from an external log (JetStream), several nodes ----
+
+    /// Appends the batch found at position `log_seq` of the external event log, once: the
+    /// position is recorded in the same transaction, so a second call for it (the node
+    /// that published it and the node that recovers it, or a producer's retry) stores
+    /// nothing and returns what the first call returned, with `false` (`true`: this call
+    /// stored the batch). Otherwise as [`Store::append_events`]. A store that takes no
+    /// external log refuses.
+    async fn append_logged(
+        &self,
+        log_seq: i64,
+        events: Vec<StoredEvent>,
+    ) -> StoreResult<(Vec<Appended>, bool)> {
+        let _ = (log_seq, events);
+        Err(StoreError::Unavailable(
+            "this store takes no external event log: use a PostgreSQL store with --log".into(),
+        ))
+    }
+    /// Which of `positions` of the external log are stored.
+    async fn logged(&self, positions: Vec<i64>) -> StoreResult<Vec<i64>> {
+        let _ = positions;
+        Ok(Vec::new())
+    }
+    /// Where checking the external log `epoch` goes on from. The first time, or when the
+    /// log is another one than the last (it was deleted and made again: its positions
+    /// start over), the cursor becomes `start` and what was recorded of the old log is
+    /// forgotten. One transaction.
+    async fn open_log(&self, epoch: &str, start: i64) -> StoreResult<LogCursor> {
+        Ok(LogCursor {
+            epoch: epoch.to_string(),
+            through: start,
+        })
+    }
+    /// Saves how far the log has been checked, and forgets the positions recorded before
+    /// `forget_before` at or below it (a retry after that is answered by the idempotency
+    /// keys alone). Does nothing when the stored cursor has another epoch or is further.
+    async fn save_log_cursor(
+        &self,
+        cursor: LogCursor,
+        forget_before: Timestamp,
+    ) -> StoreResult<()> {
+        let _ = (cursor, forget_before);
+        Ok(())
+    }
+
     // ---- users, groups, tokens ----
 
     async fn create_user(&self, user: User) -> StoreResult<()>;

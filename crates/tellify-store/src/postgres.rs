@@ -28,6 +28,7 @@ use tellify_model::StoredEvent;
 
 mod alerts;
 mod events;
+mod log;
 mod notify;
 pub mod testing;
 
@@ -204,16 +205,20 @@ CREATE TRIGGER silences_changed AFTER INSERT OR UPDATE OR DELETE ON silences
 
 /// The schema versions, in order; each runs once, in a transaction of its own. Version 1
 /// is every module's tables (core, events, alerts, notifications), in that order for the
-/// foreign keys, and the settings generation's triggers on them.
+/// foreign keys, and the settings generation's triggers on them. Version 2 is what an
+/// external event log needs ([`log`]).
 fn migrations() -> Vec<String> {
-    vec![[
-        CORE_SCHEMA,
-        events::SCHEMA,
-        alerts::SCHEMA,
-        notify::SCHEMA,
-        SETTINGS_GENERATION_SCHEMA,
+    vec![
+        [
+            CORE_SCHEMA,
+            events::SCHEMA,
+            alerts::SCHEMA,
+            notify::SCHEMA,
+            SETTINGS_GENERATION_SCHEMA,
+        ]
+        .concat(),
+        log::SCHEMA.to_string(),
     ]
-    .concat()]
 }
 
 /// The PostgreSQL implementation of [`Store`].
@@ -1579,6 +1584,30 @@ impl Store for PostgresStore {
                 None
             }
         }
+    }
+
+    async fn append_logged(
+        &self,
+        log_seq: i64,
+        events: Vec<StoredEvent>,
+    ) -> StoreResult<(Vec<Appended>, bool)> {
+        log::append_logged(self, log_seq, events).await
+    }
+
+    async fn logged(&self, positions: Vec<i64>) -> StoreResult<Vec<i64>> {
+        log::logged(self, positions).await
+    }
+
+    async fn open_log(&self, epoch: &str, start: i64) -> StoreResult<crate::LogCursor> {
+        log::open_log(self, epoch, start).await
+    }
+
+    async fn save_log_cursor(
+        &self,
+        cursor: crate::LogCursor,
+        forget_before: Timestamp,
+    ) -> StoreResult<()> {
+        log::save_log_cursor(self, cursor, forget_before).await
     }
 
     async fn acquire_lease(

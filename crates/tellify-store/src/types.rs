@@ -380,3 +380,15 @@ pub struct Announced {
     #[serde(flatten)]
     pub change: Announcement,
 }
+
+/// How far the event log has been checked by the node that makes sure every logged batch
+/// reached the store (see [`crate::Store::open_log`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogCursor {
+    /// Which log this is: the log's own identity (for JetStream, the stream's creation
+    /// time), so positions of a log that was deleted and made again are not taken for
+    /// positions of the old one.
+    pub epoch: String,
+    /// Every position up to this one is in the store.
+    pub through: i64,
+}

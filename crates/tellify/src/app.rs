@@ -495,6 +495,14 @@ async fn start_on(
             .await
             .context("cannot load the event types")?,
     );
+    let log = match &settings.log {
+        Some(address) => Some(Arc::new(
+            crate::eventlog::EventLog::connect(address, &settings.jetstream, store.as_ref())
+                .await
+                .context("cannot open the event log (--log)")?,
+        )),
+        None => None,
+    };
     let auth = Authenticator::new(&settings.auth);
     // Installs the recorder (first app of the process) and shows every metric at zero.
     let metrics = telemetry::metrics_handle();
@@ -516,6 +524,7 @@ async fn start_on(
         links,
         login_limits: Default::default(),
         node: format!("{}-{}", std::process::id(), tellify_model::new_id()),
+        log,
     });
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let grace = state.settings.shutdown_grace();
@@ -551,6 +560,20 @@ async fn start_on(
                 state.node.clone(),
                 incoming,
                 shutdown_receiver.clone(),
+            )),
+        );
+    }
+    if let Some(log) = state.log.clone() {
+        // Batches JetStream acknowledged whose node died before storing them.
+        let services = state.clone();
+        supervisor.watch(
+            "event log recoverer",
+            true,
+            tokio::spawn(crate::lease::run_singleton(
+                state.clone(),
+                crate::eventlog::RECOVERY_LEASE.to_string(),
+                shutdown_receiver.clone(),
+                move |stop| crate::eventlog::recover(services.clone(), log.clone(), stop),
             )),
         );
     }

@@ -32,6 +32,13 @@ pub struct Settings {
     /// Where state is kept instead of SQLite in `data`: a PostgreSQL address
     /// (`postgres://user:password@host:5432/database`), shared by every node that names it.
     pub store: Option<String>,
+    /// Where events are logged before they are acknowledged, when several nodes share a
+    /// PostgreSQL `store`: a NATS server with JetStream (`nats://host:4222`, or several
+    /// comma-separated). Unset: the store is the log. Set by `--log`, `log = "…"` in
+    /// `tellify.toml` or `TELLIFY_EVENT_LOG` (`TELLIFY_LOG` is the log filter).
+    pub log: Option<String>,
+    /// The JetStream stream of the event log (`[jetstream]`), when `log` is set.
+    pub jetstream: crate::eventlog::JetStreamSettings,
     /// Public base URL of the dashboard and API, used in links.
     pub public_url: Option<String>,
     pub ingest: IngestSettings,
@@ -143,6 +150,8 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data: PathBuf::from("tellify-data"),
             store: None,
+            log: None,
+            jetstream: Default::default(),
             public_url: None,
             ingest: IngestSettings::default(),
             limits: Limits::default(),
@@ -244,6 +253,18 @@ impl Settings {
         if let Err(error) = self.store_location() {
             problems.push(format!("store: {error}"));
         }
+        if let Some(address) = &self.log {
+            if let Err(error) = crate::eventlog::check_address(address) {
+                problems.push(format!("log: {error}"));
+            } else if !matches!(self.store_location(), Ok(StoreLocation::Postgres(_))) {
+                problems.push(
+                    "log: an external event log needs a PostgreSQL store (set `store` to postgres://…); \
+                     on SQLite the store is the log"
+                        .to_string(),
+                );
+            }
+        }
+        problems.extend(self.jetstream.problems());
         if !SHUTDOWN_GRACE_SECS.contains(&self.shutdown_grace_secs) {
             problems.push(format!(
                 "shutdown_grace_secs: must be {} to {} (is {})",
@@ -542,7 +563,17 @@ struct EnvironmentText {
 impl EnvironmentText {
     fn new() -> EnvironmentText {
         EnvironmentText {
-            variables: Env::prefixed("TELLIFY_").split("__").ignore(&NOT_SETTINGS),
+            variables: Env::prefixed("TELLIFY_")
+                .split("__")
+                .ignore(&NOT_SETTINGS)
+                // `TELLIFY_LOG` is the log filter; the event log's address has its own name.
+                .map(|key| {
+                    if key == "event_log" {
+                        "log".into()
+                    } else {
+                        key.into()
+                    }
+                }),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod data_lock;
 pub mod event_types;
+pub mod eventlog;
 pub mod export;
 pub mod filter_budget;
 pub mod ingest;

@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const EVENTS_INGESTED: &str = "tellify_events_ingested_total";
 pub const EVENTS_DUPLICATE: &str = "tellify_events_duplicate_total";
 pub const INGEST_REJECTED: &str = "tellify_ingest_rejected_total";
+pub const EVENT_LOG_RECOVERED: &str = "tellify_event_log_recovered_total";
 pub const EVENTS_PROCESSED: &str = "tellify_events_processed_total";
 pub const DERIVED_DROPPED: &str = "tellify_derived_events_dropped_total";
 pub const ALERT_TRANSITIONS: &str = "tellify_alert_transitions_total";
@@ -119,6 +120,7 @@ pub const METRICS: &[Metric] = &[
     metric(EVENTS_INGESTED, Kind::Counter, "Events stored, from every way in (HTTP, Alertmanager, Alerta, brokers, pollers).", NO_LABELS),
     metric(EVENTS_DUPLICATE, Kind::Counter, "Events dropped as duplicates of an earlier idempotency key.", NO_LABELS),
     metric(INGEST_REJECTED, Kind::Counter, "Ingest requests or messages refused as invalid.", NO_LABELS),
+    metric(EVENT_LOG_RECOVERED, Kind::Counter, "Events JetStream acknowledged that their node did not store (it died first), stored by the event log's recoverer.", NO_LABELS),
     metric(EVENTS_PROCESSED, Kind::Counter, "Events the worker processed (committed past its cursor).", NO_LABELS),
     metric(DERIVED_DROPPED, Kind::Counter, "Derived events dropped at engine.max_derived_depth.", NO_LABELS),
     metric(ALERT_TRANSITIONS, Kind::Counter, "Alert history entries written, by action.", NO_LABELS),

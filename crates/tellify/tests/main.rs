@@ -16,6 +16,7 @@ mod cluster;
 mod crash;
 mod engine_channel;
 mod insight;
+mod jetstream;
 mod links;
 mod metric;
 mod migrate_store;

@@ -82,6 +82,11 @@ impl From<StoreEventsError> for ApiError {
                 refused
             }
             StoreEventsError::Store(error) => error.into(),
+            StoreEventsError::TooLarge(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+                format!("{error}; nothing was stored"),
+            ),
         }
     }
 }

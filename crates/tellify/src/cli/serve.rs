@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// (postgres://user:password@host:5432/database); every node names the same one.
     #[arg(long, value_name = "ADDRESS")]
     store: Option<String>,
+    /// Log every event in NATS JetStream before acknowledging it (nats://host:4222,
+    /// several comma-separated); needs a PostgreSQL --store.
+    #[arg(long, value_name = "ADDRESS")]
+    log: Option<String>,
     /// Configuration file (default ./tellify.toml if present).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -39,6 +43,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(store) = args.store {
         settings.store = Some(store);
+    }
+    if let Some(log) = args.log {
+        settings.log = Some(log);
     }
     let bootstrap = crate::app::Bootstrap {
         token: std::env::var("TELLIFY_BOOTSTRAP_TOKEN").ok(),

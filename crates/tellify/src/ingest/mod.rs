@@ -308,6 +308,9 @@ pub enum StoreEventsError {
     /// The store failed or refused the batch.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The batch does not fit in one message of the event log (`--log`).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl StoreEventsError {
@@ -316,6 +319,7 @@ impl StoreEventsError {
         match self {
             StoreEventsError::Backlog { .. } => true,
             StoreEventsError::Store(error) => error.is_retryable(),
+            StoreEventsError::TooLarge(_) => false,
         }
     }
 }
@@ -337,15 +341,48 @@ pub async fn store_events(
         .into_iter()
         .map(|input| StoredEvent::from_input(input, Some(producer.to_string()), received, 0))
         .collect();
-    let publish = services.bus.has_listeners();
-    let kept = if publish { events.clone() } else { Vec::new() };
-    let appended = services.store.append_events(events).await?;
+    let (events, appended) = match &services.log {
+        None => {
+            let kept = if services.bus.has_listeners() {
+                events.clone()
+            } else {
+                Vec::new()
+            };
+            let appended = services.store.append_events(events).await?;
+            (kept, appended)
+        }
+        Some(log) => match log.append(services.store.as_ref(), events).await {
+            Ok(logged) => logged,
+            Err(crate::eventlog::LogError::Store(error)) => return Err(error.into()),
+            Err(error @ crate::eventlog::LogError::TooLarge { .. }) => {
+                count_rejected();
+                return Err(StoreEventsError::TooLarge(error.to_string()));
+            }
+            Err(error @ crate::eventlog::LogError::Unavailable(_)) => {
+                return Err(StoreError::Unavailable(error.to_string()).into())
+            }
+        },
+    };
+    let duplicates = appended.iter().filter(|a| a.duplicate).count();
+    metrics::counter!(telemetry::EVENTS_DUPLICATE).increment(duplicates as u64);
+    announce_appended(services, events, &appended);
+    Ok(appended)
+}
+
+/// What follows every append, whoever made it (ingest, or the event log's recoverer):
+/// wakes the worker, counts the new events, tells the other nodes' live views and feeds
+/// this node's. `events` are the appended events in order (or none when nobody listens
+/// live), `appended` what the store made of each.
+pub(crate) fn announce_appended(
+    services: &Services,
+    events: Vec<StoredEvent>,
+    appended: &[Appended],
+) {
     if let Some(newest) = appended.iter().map(|a| a.seq).max() {
         services.worker.appended(newest);
     }
-    let duplicates = appended.iter().filter(|a| a.duplicate).count();
-    metrics::counter!(telemetry::EVENTS_INGESTED).increment((appended.len() - duplicates) as u64);
-    metrics::counter!(telemetry::EVENTS_DUPLICATE).increment(duplicates as u64);
+    let fresh = appended.iter().filter(|a| !a.duplicate).count();
+    metrics::counter!(telemetry::EVENTS_INGESTED).increment(fresh as u64);
     // Other nodes' live views hear of the batch as its runs of positions and read it.
     services.bus.tell_events(
         appended
@@ -353,8 +390,8 @@ pub async fn store_events(
             .filter(|stored| !stored.duplicate)
             .map(|stored| stored.seq),
     );
-    if publish {
-        for (mut event, stored) in kept.into_iter().zip(&appended) {
+    if services.bus.has_listeners() {
+        for (mut event, stored) in events.into_iter().zip(appended) {
             if !stored.duplicate {
                 event.seq = stored.seq;
                 // A repeat goes out under its first occurrence's id, as the worker sees it.
@@ -365,7 +402,6 @@ pub async fn store_events(
             }
         }
     }
-    Ok(appended)
 }
 
 /// Counts one batch refused before anything of it was stored (it did not parse, broke a

@@ -47,6 +47,9 @@ pub struct Services {
     pub login_limits: sessions::LoginLimits,
     /// Who this node is to the other nodes on the same store (its announcements say so).
     pub node: String,
+    /// The external event log (`--log nats://…`), when there is one: every batch is
+    /// logged there before it is stored ([`crate::eventlog`]).
+    pub log: Option<Arc<crate::eventlog::EventLog>>,
 }
 
 pub type AppState = Arc<Services>;

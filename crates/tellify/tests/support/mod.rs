@@ -3,6 +3,8 @@
 //! with `#[path = "../support/mod.rs"] mod support;`.
 #![allow(dead_code)]
 
+pub mod nats;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
