@@ -108,21 +108,26 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- events from an external log (JetStream), several nodes ----
 
-    /// Appends the batch found at position `log_seq` of the external event log, once: the
-    /// position is recorded in the same transaction, so a second call for it (the node
-    /// that published it and the node that recovers it, or a producer's retry) stores
-    /// nothing and returns what the first call returned, with `false` (`true`: this call
-    /// stored the batch). Otherwise as [`Store::append_events`]. A store that takes no
-    /// external log refuses.
+    /// Appends the batch `message_id` found at position `log_seq` of the external event
+    /// log, once: its id is recorded in the same transaction, so a second call for it
+    /// (the node that published it and the node that recovers it, or a producer's retry)
+    /// stores nothing and returns what the first call returned, with `false` (`true`: this
+    /// call stored the batch). Otherwise as [`Store::append_events`]. A store that takes
+    /// no external log refuses.
     async fn append_logged(
         &self,
         log_seq: i64,
+        message_id: &str,
         events: Vec<StoredEvent>,
     ) -> StoreResult<(Vec<Appended>, bool)> {
-        let _ = (log_seq, events);
+        let _ = (log_seq, message_id, events);
         Err(StoreError::Unavailable(
             "this store takes no external event log: use a PostgreSQL store with --log".into(),
         ))
+    }
+    /// How far the external log has been checked, if it ever was.
+    async fn log_cursor(&self) -> StoreResult<Option<LogCursor>> {
+        Ok(None)
     }
     /// Which of `positions` of the external log are stored.
     async fn logged(&self, positions: Vec<i64>) -> StoreResult<Vec<i64>> {

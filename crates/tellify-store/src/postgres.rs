@@ -1589,9 +1589,14 @@ impl Store for PostgresStore {
     async fn append_logged(
         &self,
         log_seq: i64,
+        message_id: &str,
         events: Vec<StoredEvent>,
     ) -> StoreResult<(Vec<Appended>, bool)> {
-        log::append_logged(self, log_seq, events).await
+        log::append_logged(self, log_seq, message_id.to_string(), events).await
+    }
+
+    async fn log_cursor(&self) -> StoreResult<Option<crate::LogCursor>> {
+        log::log_cursor(self).await
     }
 
     async fn logged(&self, positions: Vec<i64>) -> StoreResult<Vec<i64>> {

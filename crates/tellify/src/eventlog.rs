@@ -324,11 +324,9 @@ impl EventLog {
                 limit,
             });
         }
+        let id = message_id(producer.as_deref(), &batch.events);
         let mut headers = HeaderMap::new();
-        headers.insert(
-            NATS_MESSAGE_ID,
-            message_id(producer.as_deref(), &batch.events).as_str(),
-        );
+        headers.insert(NATS_MESSAGE_ID, id.as_str());
         let ack = self
             .jetstream
             .publish_with_headers(self.subject.clone(), headers, payload.into())
@@ -343,7 +341,7 @@ impl EventLog {
         } else {
             batch.events
         };
-        let (mut appended, first) = store.append_logged(position, events.clone()).await?;
+        let (mut appended, first) = store.append_logged(position, &id, events.clone()).await?;
         if ack.duplicate && !first {
             for stored in &mut appended {
                 stored.duplicate = true;
@@ -444,9 +442,14 @@ async fn recover_step(services: &AppState, log: &EventLog) -> anyhow::Result<boo
         .context("cannot read the stream")?
         .state
         .clone();
-    let mut cursor = store.open_log(&log.epoch, 0).await?;
+    let Some(mut cursor) = store.log_cursor().await? else {
+        anyhow::bail!("the store has no event log cursor; restart this node");
+    };
     if cursor.epoch != log.epoch {
-        anyhow::bail!("the event log stream was made again while this node ran; restart it");
+        anyhow::bail!(
+            "the event log stream `{}` was made again while this node ran; restart it",
+            log.settings.stream
+        );
     }
     let started = cursor.through;
     // Positions the stream no longer has (its age limit) cannot be checked.
@@ -486,7 +489,13 @@ async fn recover_step(services: &AppState, log: &EventLog) -> anyhow::Result<boo
                 Vec::new()
             }
         };
-        let (appended, first) = store.append_logged(position, events.clone()).await?;
+        // A message without an id (not ours) is known by its position in this stream.
+        let id = message
+            .headers
+            .get(NATS_MESSAGE_ID)
+            .map(|value| value.as_str().to_string())
+            .unwrap_or_else(|| format!("position-{}-{position}", log.epoch));
+        let (appended, first) = store.append_logged(position, &id, events.clone()).await?;
         if first && !appended.is_empty() {
             metrics::counter!(crate::telemetry::EVENT_LOG_RECOVERED).increment(events.len() as u64);
             tracing::info!(

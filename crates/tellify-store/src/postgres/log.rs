@@ -1,7 +1,10 @@
 //! Events that reach PostgreSQL from an external event log (NATS JetStream, `--log`):
-//! each logged batch is appended once, whoever appends it, because its log position is
-//! recorded in the same transaction (`log_applied`); and how far the log has been checked
-//! for batches whose node died before appending them (`log_cursor`).
+//! each logged batch is appended once, whoever appends it, because its message id (and
+//! its position) is recorded in the same transaction (`log_applied`); and how far the log
+//! has been checked for batches whose node died before appending them (`log_cursor`).
+//!
+//! The message id, not the position, is the key: positions start over when the stream is
+//! made again, and a batch must never be taken for another one.
 
 use jiff::Timestamp;
 use tellify_model::StoredEvent;
@@ -11,10 +14,12 @@ use crate::{Appended, LogCursor, StoreResult};
 
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE log_applied (
-    log_seq BIGINT PRIMARY KEY,
+    message_id TEXT PRIMARY KEY,
+    log_seq BIGINT NOT NULL,
     applied_ms BIGINT NOT NULL,
     results TEXT NOT NULL
 );
+CREATE INDEX log_applied_seq ON log_applied(log_seq);
 CREATE INDEX log_applied_time ON log_applied(applied_ms);
 CREATE TABLE log_cursor (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -26,6 +31,7 @@ CREATE TABLE log_cursor (
 pub(super) async fn append_logged(
     store: &PostgresStore,
     log_seq: i64,
+    message_id: String,
     events: Vec<StoredEvent>,
 ) -> StoreResult<(Vec<Appended>, bool)> {
     store
@@ -34,16 +40,17 @@ pub(super) async fn append_logged(
             // for the first to commit (or roll back), holding nothing the first needs.
             let taken = tx
                 .execute(
-                    "INSERT INTO log_applied (log_seq, applied_ms, results) VALUES ($1, $2, '')
-                     ON CONFLICT (log_seq) DO NOTHING",
-                    &[&log_seq, &millis(Timestamp::now())],
+                    "INSERT INTO log_applied (message_id, log_seq, applied_ms, results)
+                     VALUES ($1, $2, $3, '')
+                     ON CONFLICT (message_id) DO NOTHING",
+                    &[&message_id, &log_seq, &millis(Timestamp::now())],
                 )
                 .map_err(unavailable)?;
             if taken == 0 {
                 let results: String = tx
                     .query_one(
-                        "SELECT results FROM log_applied WHERE log_seq = $1",
-                        &[&log_seq],
+                        "SELECT results FROM log_applied WHERE message_id = $1",
+                        &[&message_id],
                     )
                     .map_err(unavailable)?
                     .get(0);
@@ -52,8 +59,8 @@ pub(super) async fn append_logged(
             let appended = super::events::insert_events(tx, events)?;
             let results = serde_json::to_string(&appended).map_err(unavailable)?;
             tx.execute(
-                "UPDATE log_applied SET results = $2 WHERE log_seq = $1",
-                &[&log_seq, &results],
+                "UPDATE log_applied SET results = $2 WHERE message_id = $1",
+                &[&message_id, &results],
             )
             .map_err(unavailable)?;
             Ok((appended, true))
@@ -71,6 +78,20 @@ pub(super) async fn logged(store: &PostgresStore, positions: Vec<i64>) -> StoreR
                 )
                 .map_err(unavailable)?;
             Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+        .await
+}
+
+pub(super) async fn log_cursor(store: &PostgresStore) -> StoreResult<Option<LogCursor>> {
+    store
+        .read(|client| {
+            Ok(client
+                .query_opt("SELECT epoch, through FROM log_cursor WHERE id = 1", &[])
+                .map_err(unavailable)?
+                .map(|row| LogCursor {
+                    epoch: row.get(0),
+                    through: row.get(1),
+                }))
         })
         .await
 }
