@@ -264,7 +264,6 @@ impl Settings {
                 );
             }
         }
-        problems.extend(self.jetstream.problems());
         if !SHUTDOWN_GRACE_SECS.contains(&self.shutdown_grace_secs) {
             problems.push(format!(
                 "shutdown_grace_secs: must be {} to {} (is {})",
@@ -316,6 +315,7 @@ impl Settings {
     /// refuses to start on any; `tellify config check` lists them all.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = self.problems();
+        problems.extend(self.jetstream.problems());
         problems.extend(self.http.problems());
         problems.extend(self.auth.problems());
         if let Err(error) = self.notify.policy_limits() {
@@ -550,6 +550,10 @@ fn environment_name(path: &[String]) -> String {
         .take_while(|key| key.parse::<usize>().is_err())
         .map(|key| key.to_ascii_uppercase())
         .collect();
+    if keys == ["LOG"] {
+        // `TELLIFY_LOG` is the log filter (see `EnvironmentText`).
+        return "TELLIFY_EVENT_LOG".to_string();
+    }
     format!("TELLIFY_{}", keys.join("__"))
 }
 
@@ -777,6 +781,36 @@ mod tests {
             .find(|problem| problem.starts_with("store:"))
             .expect("a bad address is a problem of `store`");
         assert!(!problem.contains("hunter2"), "{problem}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail dictates the closure's error type
+    fn the_event_log_is_set_by_tellify_event_log_and_needs_a_postgres_store() {
+        figment::Jail::expect_with(|jail| {
+            // `TELLIFY_LOG` is the log filter, never the event log.
+            jail.set_env("TELLIFY_LOG", "nats://127.0.0.1:4222");
+            let settings = Settings::load(None).map_err(|error| error.to_string())?;
+            assert_eq!(settings.log, None);
+            jail.set_env("TELLIFY_EVENT_LOG", "nats://127.0.0.1:4222");
+            jail.set_env("TELLIFY_JETSTREAM__REPLICAS", "3");
+            let error = Settings::load(None)
+                .expect_err("a log on SQLite")
+                .to_string();
+            assert!(
+                error.contains("log: an external event log needs a PostgreSQL store"),
+                "{error}"
+            );
+            jail.set_env("TELLIFY_STORE", "postgres://tellify@db/tellify");
+            let settings = Settings::load(None).map_err(|error| error.to_string())?;
+            assert_eq!(settings.log.as_deref(), Some("nats://127.0.0.1:4222"));
+            assert_eq!(settings.jetstream.replicas, 3);
+            jail.set_env("TELLIFY_EVENT_LOG", "redis://u:hunter2@cache:6379");
+            let error = Settings::load(None).expect_err("not NATS").to_string();
+            assert!(error.contains("log: must be nats://host:port"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+            assert_eq!(environment_name(&["log".to_string()]), "TELLIFY_EVENT_LOG");
+            Ok(())
+        });
     }
 
     #[test]
