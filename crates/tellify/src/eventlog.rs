@@ -5,7 +5,7 @@
 //! with their ids and receive time already given) as one message of the stream and waits
 //! for JetStream's acknowledgement, which comes once the message is stored with the
 //! stream's replication. Only then is the batch appended to PostgreSQL, by the same node,
-//! under its stream sequence ([`Store::append_logged`]), and only once that commits is
+//! under its message id ([`Store::append_logged`]), and only once that commits is
 //! the producer answered 202 — with the ids the store gave (an idempotency key stored
 //! before, a repeat inside a dedup window), as on SQLite.
 //!
@@ -13,8 +13,9 @@
 //! and its PostgreSQL commit. One node at a time ([`crate::lease::run_singleton`], lease
 //! `event-log`) walks the stream behind the writers ([`recover`]): every position not in
 //! the store that is older than [`RECOVERY_GRACE`] is read back and appended. Appending
-//! a position twice is impossible (the store records it in the same transaction), so the
-//! publisher and the recoverer may race; the first wins and the second gets its result.
+//! a batch twice is impossible (the store records its message id in the same
+//! transaction), so the publisher and the recoverer may race; the first wins and the
+//! second gets its result.
 //!
 //! **Retries.** A batch whose events all carry idempotency keys is published with a
 //! `Nats-Msg-Id` made from the producer and the keys. A producer that retries it on any

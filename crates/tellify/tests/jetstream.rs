@@ -314,6 +314,8 @@ async fn what_jetstream_acknowledged_survives_a_kill_9_of_nats_and_ingest_resume
         .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     }
+    let health = app.get_json(&app.admin, "/healthz").await;
+    assert_eq!(health["log"], "connected", "{health}");
     nats.kill_and_restart();
     assert_eq!(logged_messages(&nats).await, 20, "{}", nats.log_text());
     // The node reconnects on its own; until then a producer is told to retry.
@@ -335,6 +337,8 @@ async fn what_jetstream_acknowledged_survives_a_kill_9_of_nats_and_ingest_resume
     .await
     .expect("ingest resumes within 20 s of NATS coming back");
     assert_eq!(ids(&answer).len(), 1);
+    let health = app.get_json(&app.admin, "/healthz").await;
+    assert_eq!(health["log"], "connected", "{health}");
     assert_eq!(logged_messages(&nats).await, 21);
     assert_eq!(stored_events(&app).await.len(), 21);
     app.stop().await;

@@ -33,15 +33,20 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.store.last_seq().await {
         Ok(last) => {
             let processed = state.worker.processed();
-            (
-                StatusCode::OK,
-                Json(json!({
-                    "status": "ok",
-                    "events": last,
-                    "processed": processed,
-                    "lag": (last - processed).max(0),
-                })),
-            )
+            let mut body = json!({
+                "status": "ok",
+                "events": last,
+                "processed": processed,
+                "lag": (last - processed).max(0),
+            });
+            if let Some(log) = &state.log {
+                body["log"] = json!(if log.connected() {
+                    "connected"
+                } else {
+                    "reconnecting"
+                });
+            }
+            (StatusCode::OK, Json(body))
         }
         Err(error) => {
             tracing::error!(%error, "health check failed");

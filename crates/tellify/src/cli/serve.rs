@@ -143,6 +143,16 @@ pub fn summary(settings: &Settings, config_file: Option<&Path>, channels: &[&str
         }
         Err(problem) => line("store", problem),
     }
+    if let Some(log) = &settings.log {
+        line(
+            "log",
+            format!(
+                "{} (JetStream stream {})",
+                crate::sources::redact(log),
+                settings.jetstream.stream
+            ),
+        );
+    }
     line("listen", format!("http://{}", settings.listen));
     let missing: Vec<&str> = ["email", "sms"]
         .into_iter()
@@ -276,5 +286,15 @@ mod tests {
         );
         assert!(!text.contains("not configured"), "{text}");
         assert!(!text.contains("secret"), "no URL, no credentials: {text}");
+        assert!(!text.contains("  log "), "{text}");
+
+        settings.store = Some("postgres://tellify:pw@db/tellify".to_string());
+        settings.log = Some("nats://tellify:hunter2@nats:4222".to_string());
+        let text = summary(&settings, None, &[]);
+        assert!(
+            text.contains("log       nats://***@nats:4222 (JetStream stream TELLIFY_EVENTS)"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
     }
 }
