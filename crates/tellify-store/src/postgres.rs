@@ -221,6 +221,11 @@ fn migrations() -> Vec<String> {
     ]
 }
 
+/// The schema version this build migrates to.
+pub fn schema_version() -> usize {
+    migrations().len()
+}
+
 /// The PostgreSQL implementation of [`Store`].
 #[derive(Clone)]
 pub struct PostgresStore {

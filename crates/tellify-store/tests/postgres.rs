@@ -152,7 +152,13 @@ async fn nodes_starting_at_once_migrate_once_and_all_open() {
     })
     .await
     .unwrap();
-    assert_eq!(versions, vec![1], "one schema row, at the latest version");
+    let latest = tellify_store::postgres::schema_version() as i32;
+    assert_eq!(latest, 2, "version 2 adds the event log's tables");
+    assert_eq!(
+        versions,
+        vec![latest],
+        "one schema row, at the latest version"
+    );
 }
 
 // ---- event log ----
@@ -219,6 +225,91 @@ mod event_log {
         let log = stores[0].events_after(0, 100).await.unwrap();
         assert_eq!(log.len(), 1, "{log:?}");
         assert_eq!(log[0].id, stored[0].id);
+    }
+
+    /// One logged batch appended by several nodes at once (its publisher, the recoverer, a
+    /// retry): stored once, and every caller gets the first one's answer.
+    #[tokio::test]
+    async fn a_logged_batch_appended_by_several_nodes_at_once_is_stored_once() {
+        let database = TestDatabase::create().await.unwrap();
+        let stores = nodes(&database, 4).await;
+        let mut appends = Vec::new();
+        for task in 0..12 {
+            let store = stores[task % stores.len()].clone();
+            // Each caller holds its own copy with its own ids, as a retry would.
+            let batch = vec![
+                event(None, &format!("a {task}"), None),
+                event(None, &format!("b {task}"), None),
+            ];
+            appends.push(tokio::spawn(async move {
+                store.append_logged(7, "batch-x", batch).await.unwrap()
+            }));
+        }
+        let mut answers = Vec::new();
+        for append in appends {
+            answers.push(append.await.unwrap());
+        }
+        let firsts: Vec<_> = answers.iter().filter(|(_, first)| *first).collect();
+        assert_eq!(firsts.len(), 1, "exactly one call stores the batch");
+        assert!(
+            answers.iter().all(|(appended, _)| appended == &firsts[0].0),
+            "every caller gets the first answer: {answers:?}"
+        );
+        let log = stores[0].events_after(0, 100).await.unwrap();
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(stores[1].logged(vec![6, 7, 8]).await.unwrap(), vec![7]);
+        // Another batch at another position is stored too.
+        let (other, first) = stores[2]
+            .append_logged(8, "batch-y", vec![event(None, "c", None)])
+            .await
+            .unwrap();
+        assert!(first);
+        assert_eq!(other.len(), 1);
+    }
+
+    /// The cursor of the external log: kept while the log is the same, reset (and the
+    /// recorded batches forgotten) when the log was made again; saved only forward.
+    #[tokio::test]
+    async fn the_log_cursor_moves_forward_and_starts_over_with_a_new_log() {
+        let database = TestDatabase::create().await.unwrap();
+        let store = PostgresStore::open(&database.url()).await.unwrap();
+        assert_eq!(store.log_cursor().await.unwrap(), None);
+        let cursor = store.open_log("epoch-1", 40).await.unwrap();
+        assert_eq!((cursor.epoch.as_str(), cursor.through), ("epoch-1", 40));
+        store
+            .append_logged(41, "m41", vec![event(None, "x", None)])
+            .await
+            .unwrap();
+        let far_past = jiff::Timestamp::from_second(1_000_000_000).unwrap();
+        let save = |through| tellify_store::LogCursor {
+            epoch: "epoch-1".to_string(),
+            through,
+        };
+        store.save_log_cursor(save(41), far_past).await.unwrap();
+        store.save_log_cursor(save(30), far_past).await.unwrap();
+        assert_eq!(
+            store.log_cursor().await.unwrap(),
+            Some(save(41)),
+            "never back"
+        );
+        // The same log again: the cursor stays where it was.
+        assert_eq!(store.open_log("epoch-1", 99).await.unwrap(), save(41));
+        // Recorded batches older than `forget_before` at or below the cursor are forgotten.
+        assert_eq!(store.logged(vec![41]).await.unwrap(), vec![41]);
+        let future = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+        store.save_log_cursor(save(42), future).await.unwrap();
+        assert_eq!(store.logged(vec![41]).await.unwrap(), Vec::<i64>::new());
+        // A log made again: positions start over, nothing recorded is kept.
+        store
+            .append_logged(43, "m43", vec![event(None, "y", None)])
+            .await
+            .unwrap();
+        let fresh = store.open_log("epoch-2", 0).await.unwrap();
+        assert_eq!((fresh.epoch.as_str(), fresh.through), ("epoch-2", 0));
+        assert_eq!(store.logged(vec![43]).await.unwrap(), Vec::<i64>::new());
+        // A save for the old log changes nothing.
+        store.save_log_cursor(save(50), far_past).await.unwrap();
+        assert_eq!(store.log_cursor().await.unwrap().unwrap().epoch, "epoch-2");
     }
 
     #[tokio::test]
