@@ -255,3 +255,58 @@ async fn the_processing_node_uses_a_subscription_it_was_never_told_about() {
     .await;
     assert_eq!(firing[0]["title"], "silent", "{firing:?}");
 }
+
+/// A timer set on the processing node fires once, on the node that takes processing over
+/// after the first one stops: an absence subscription's deadline, armed by a heartbeat
+/// the first node processed, raises one alert on the second, and a later wake of the
+/// timers raises no second one.
+#[tokio::test]
+async fn a_timer_armed_on_one_node_fires_once_on_the_node_that_takes_over() {
+    let database = TestDatabase::create().await.expect("test database");
+    let first = node(&database).await;
+    let ann = first.user("ann").await;
+    first
+        .subscribe(
+            &ann,
+            json!({"kind": "absence", "title": "backup alive", "params": {
+                "filter": "job == \"backup\"", "interval": "5m"}}),
+        )
+        .await;
+    first.send_lines(&ann, "job:backup").await;
+    let second = second_node(&database, &first).await;
+    assert!(first.alerts(&ann, "state=firing").await.is_empty());
+
+    // The first node stops; the deadline passes on the second node's clock.
+    first.stop().await;
+    second.advance(jiff::SignedDuration::from_secs(301)).await;
+    let firing = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            second.advance(jiff::SignedDuration::from_secs(1)).await;
+            let firing = second.alerts(&ann, "state=firing").await;
+            if !firing.is_empty() {
+                return firing;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the second node fires the absence within 15 s of the first one's stop");
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(firing[0]["kind"], "absence");
+    // More wakes of the timers, more time: still one alert, fired once.
+    for _ in 0..3 {
+        second.advance(jiff::SignedDuration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = second.alerts(&ann, "state=all").await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    let id = all[0]["id"].as_str().expect("id");
+    let detail = second.get_json(&ann, &format!("/api/v1/alerts/{id}")).await;
+    let fired = detail["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|entry| entry["action"] == "fired")
+        .count();
+    assert_eq!(fired, 1, "{detail}");
+}
