@@ -614,7 +614,7 @@ const ANNOUNCEMENTS: &str = "tellify_changes";
 /// gets its own: nodes of another tellify in the same database, under another schema,
 /// must not take its log positions and ids for theirs. A name too long for PostgreSQL (63
 /// bytes) is replaced by a stable hash of it (FNV-1a, the same in every build).
-fn announcement_channel(schema: &str) -> String {
+pub fn announcement_channel(schema: &str) -> String {
     if schema == "public" {
         return ANNOUNCEMENTS.to_string();
     }

@@ -14,8 +14,9 @@
 //!
 //! Live views are best effort, as they are on one node: after the announcement listener
 //! lost its connection ([`Announcement::Everything`]), what other nodes did during the gap
-//! is not replayed; the streams go on, and a client that reconnects with `Last-Event-ID`
-//! reads the missed events from the log.
+//! is not replayed one by one; instead every live view is told ([`StreamItem::Resync`])
+//! and catches up from the store — a dashboard region with a fresh snapshot, an API
+//! client by reconnecting with `Last-Event-ID`, which reads the missed events from the log.
 
 use std::sync::Arc;
 
@@ -32,6 +33,11 @@ pub enum StreamItem {
     /// committed. Published only while someone listens (the notifier asks
     /// [`Bus::wanted`]), so the notifier pays nothing when no page is open.
     Delivery(Arc<DeliveryNotice>),
+    /// This node lost its connection to the other nodes' announcements and is back:
+    /// changes they made meanwhile were not relayed. Live views catch up as after a lag —
+    /// a dashboard region renders a fresh snapshot, the event tail shows its gap, an API
+    /// stream says `resync` so its client reconnects with `Last-Event-ID`.
+    Resync,
 }
 
 /// Which delivery changed, whose it is and its status now: enough for a live page to know
@@ -261,7 +267,8 @@ async fn show(store: &dyn Store, bus: &Bus, change: &Announcement) -> StoreResul
             })));
         }
         Announcement::Everything => {
-            tracing::debug!("other nodes' live changes may have been missed; live views go on");
+            tracing::debug!("other nodes' live changes may have been missed; live views resync");
+            bus.publish(StreamItem::Resync);
         }
         // Changes to in-memory copies: `crate::services::caches::follow` applies them.
         Announcement::People

@@ -99,6 +99,35 @@ async fn a_stream_on_one_node_shows_events_and_alerts_made_on_another() {
     );
 }
 
+/// A node whose connection to the other nodes' announcements is cut (its PostgreSQL
+/// backend terminated) connects again and tells its live streams to resync: what other
+/// nodes did meanwhile was not relayed, and a client must read it from the log.
+#[tokio::test]
+async fn a_node_that_lost_the_announcements_tells_its_streams_to_resync() {
+    let (database, a, b) = two_nodes(|_| {}).await;
+    let ann = a.user("ann").await;
+    let mut ann_on_b = open(&b, &ann, "").await;
+    let mut seen = String::new();
+    let channel = tellify_store::postgres::announcement_channel(database.schema());
+    // Every listening connection of this schema's nodes (its channel is named after it).
+    let output = std::process::Command::new("psql")
+        .args([&tellify_store::postgres::testing::server_url(), "-At", "-c"])
+        .arg(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN%' AND query LIKE '%{channel}%' AND pid <> pg_backend_pid()"
+        ))
+        .output()
+        .expect("psql runs");
+    assert!(output.status.success(), "{output:?}");
+    let cut = String::from_utf8_lossy(&output.stdout).lines().count();
+    assert!(cut >= 2, "both nodes listen: {cut}");
+    read_until(&mut ann_on_b, &mut seen, "event: resync").await;
+    assert!(seen.contains("Last-Event-ID"), "{seen}");
+    // The streams go on: an event posted on a after the reconnect shows on b.
+    a.send_lines(&ann, "block:after_resync status:good").await;
+    read_until(&mut ann_on_b, &mut seen, "after_resync").await;
+}
+
 #[tokio::test]
 async fn a_persons_ack_on_one_node_shows_on_another_nodes_stream() {
     let (_database, a, b) = two_nodes(|_| {}).await;

@@ -103,6 +103,13 @@ pub async fn stream(
                             Event::default().event("alert").data(body.to_string())
                         })
                 }
+                Ok(StreamItem::Resync) => Some(
+                    Event::default().event("resync").data(
+                        json!({"reason": "changes made on other nodes may have been missed; \
+                                reconnect with Last-Event-ID to read missed events"})
+                        .to_string(),
+                    ),
+                ),
                 Ok(_) => None,
             };
             event.map(Ok)

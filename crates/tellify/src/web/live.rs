@@ -147,6 +147,7 @@ fn concerns(viewer: &sessions::SignedIn, view: &View, item: &StreamItem) -> bool
             matches!(view, View::Deliveries(_)) && notice.user_id == viewer.principal.user.id
         }
         StreamItem::Event(_) => false,
+        StreamItem::Resync => true,
     }
 }
 

@@ -141,8 +141,8 @@ pub async fn tail(
             let event = tokio::select! {
                 item = bus.recv() => match item {
                     Ok(StreamItem::Event(event)) if event.seq > caught_up_to && check.passes(&event) => row(&event),
+                    Ok(StreamItem::Resync) | Err(RecvError::Lagged(_)) => Some(signal("gap")),
                     Ok(_) => None,
-                    Err(RecvError::Lagged(_)) => Some(signal("gap")),
                     Err(RecvError::Closed) => return,
                 },
                 _ = session_check.tick() => match sessions::resolve(&state, &secret).await {
