@@ -269,6 +269,46 @@ async fn a_batch_larger_than_a_nats_message_is_refused_whole_with_413() {
     app.stop().await;
 }
 
+/// The server's `max_payload` bounds a message with its headers, and a node logs a keyed
+/// batch with a `Nats-Msg-Id`: a batch that would fit only without that header is just as
+/// impossible to log, so it must be refused with 413 like any larger one — a 503 would
+/// have its producer retry it forever.
+#[tokio::test]
+async fn a_batch_too_large_only_with_its_message_id_header_is_refused_with_413() {
+    let nats = TestNats::start("64KB");
+    let database = TestDatabase::create().await.expect("test database");
+    let app = node(&database, &nats).await;
+    let ann = app.user("ann").await;
+    // `pad` bytes of padding in fields of at most 8000 (an event's longest string is 8192).
+    let padded = |pad: usize, key: usize| {
+        let mut fields = serde_json::Map::new();
+        for (n, start) in (0..pad).step_by(8000).enumerate() {
+            fields.insert(format!("p{n}"), json!("x".repeat((pad - start).min(8000))));
+        }
+        json!([{"idempotency_key": format!("edge-{key}"), "fields": fields}])
+    };
+    // Find the smallest padding that is not accepted; every answer on the way must be
+    // 202 or 413. Around that edge lie the batches whose header tips them over.
+    let (mut fits, mut too_large) = (0, 70_000);
+    let mut answers = Vec::new();
+    let mut key = 0;
+    while too_large - fits > 1 {
+        key += 1;
+        let pad = (fits + too_large) / 2;
+        let (status, answer) = post_events(&app, &ann, &padded(pad, key)).await;
+        answers.push((pad, status));
+        match status {
+            StatusCode::ACCEPTED => fits = pad,
+            StatusCode::PAYLOAD_TOO_LARGE => too_large = pad,
+            _ => {
+                panic!("a batch with {pad} bytes of padding: {status} {answer}; so far {answers:?}")
+            }
+        }
+    }
+    assert!(fits > 60_000, "{answers:?}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn what_jetstream_acknowledged_survives_a_kill_9_of_nats_and_ingest_resumes() {
     let mut nats = TestNats::start("8MB");
