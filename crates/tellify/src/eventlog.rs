@@ -318,14 +318,12 @@ impl EventLog {
         let batch = LoggedBatch { events };
         let payload = serde_json::to_vec(&batch)
             .map_err(|error| LogError::Unavailable(format!("cannot encode the batch: {error}")))?;
-        let limit = self.client.server_info().max_payload;
-        if payload.len() > limit {
-            return Err(LogError::TooLarge {
-                size: payload.len(),
-                limit,
-            });
-        }
         let id = message_id(producer.as_deref(), &batch.events);
+        let limit = self.client.server_info().max_payload;
+        let size = message_size(&id, payload.len());
+        if size > limit {
+            return Err(LogError::TooLarge { size, limit });
+        }
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, id.as_str());
         let ack = self
@@ -372,6 +370,19 @@ impl EventLog {
 
 fn decode(payload: &[u8]) -> Result<Vec<StoredEvent>, serde_json::Error> {
     serde_json::from_slice::<LoggedBatch>(payload).map(|batch| batch.events)
+}
+
+/// The size of a batch's message as the NATS server holds it to `max_payload`: the payload
+/// and the header block carrying the `Nats-Msg-Id` (`NATS/1.0`, the header line, an empty
+/// line). A batch that fits only without its header can never be logged, so it must be
+/// refused as too large, not as unavailable (which a producer retries).
+fn message_size(message_id: &str, payload: usize) -> usize {
+    let header_block = "NATS/1.0\r\n".len()
+        + NATS_MESSAGE_ID.to_string().len()
+        + ": ".len()
+        + message_id.len()
+        + "\r\n\r\n".len();
+    header_block + payload
 }
 
 /// The `Nats-Msg-Id` of a batch: the producer and every idempotency key, hashed, when each

@@ -12,10 +12,7 @@ use tellify_model::{EventInput, StoredEvent};
 use tellify_store::postgres::testing::TestDatabase;
 
 use crate::helpers::{eventually, spawn_app_with, TestApp};
-use crate::support::nats::TestNats;
-
-const STREAM: &str = "TELLIFY_EVENTS";
-const SUBJECT: &str = "tellify.events.TELLIFY_EVENTS";
+use crate::support::nats::{publish_batch, stream_state, TestNats, STREAM, SUBJECT};
 
 async fn node(database: &TestDatabase, nats: &TestNats) -> TestApp {
     let (store, log) = (database.url(), nats.url());
@@ -27,20 +24,12 @@ async fn node(database: &TestDatabase, nats: &TestNats) -> TestApp {
 }
 
 async fn jetstream_of(nats: &TestNats) -> jetstream::Context {
-    let client = async_nats::connect(nats.url())
-        .await
-        .expect("nats connects");
-    jetstream::new(client)
+    nats.jetstream().await
 }
 
 /// How many messages the event log's stream holds.
 async fn logged_messages(nats: &TestNats) -> u64 {
-    let mut stream = jetstream_of(nats)
-        .await
-        .get_stream(STREAM)
-        .await
-        .expect("the stream exists");
-    stream.info().await.expect("stream info").state.messages
+    stream_state(&nats.jetstream().await).await.messages
 }
 
 async fn post_events(app: &TestApp, token: &str, body: &Value) -> (StatusCode, Value) {
@@ -140,8 +129,9 @@ async fn a_batch_is_logged_once_stored_once_and_a_retry_on_another_node_is_a_dup
     first.stop().await;
 }
 
-/// A batch as the ingest node logs it, for `ann`, with the `Nats-Msg-Id` a node gives a
-/// batch whose events all have keys (so an HTTP retry of it is JetStream's duplicate).
+/// A one-event batch of `ann` as the ingest node logs it: the message body, and the event
+/// ([`publish_batch`] logs it under the `Nats-Msg-Id` a node gives it, so an HTTP retry of
+/// it is JetStream's duplicate).
 fn logged_batch(key: &str, usage: u32) -> (Value, StoredEvent) {
     let input: EventInput = serde_json::from_value(json!({
         "idempotency_key": key, "fields": {"fs": "/lost", "usage": usage}}))
@@ -237,28 +227,8 @@ async fn a_retry_of_a_batch_whose_node_died_gets_the_logged_copy() {
     let app = node(&database, &nats).await;
     let ann = app.user("ann").await;
     // The dead node logged the batch under the id a node gives it (producer and keys).
-    let (body, event) = logged_batch("retried-1", 10);
-    let message_id = {
-        use sha2::Digest;
-        let mut hash = sha2::Sha256::new();
-        hash.update(b"ann");
-        hash.update([0]);
-        hash.update(b"retried-1");
-        format!("keys-{:x}", hash.finalize())
-    };
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", message_id.as_str());
-    jetstream_of(&nats)
-        .await
-        .publish_with_headers(
-            SUBJECT,
-            headers,
-            serde_json::to_vec(&body).expect("json").into(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("ack");
+    let (_, event) = logged_batch("retried-1", 10);
+    publish_batch(&jetstream_of(&nats).await, std::slice::from_ref(&event)).await;
     // The producer got no answer and retries at once, before the recoverer would act.
     let (status, answer) = post_events(
         &app,
@@ -296,6 +266,46 @@ async fn a_batch_larger_than_a_nats_message_is_refused_whole_with_413() {
     // A smaller batch goes through.
     let (status, answer) = post_events(&app, &ann, &json!([{"fields": {"n": 1}}])).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    app.stop().await;
+}
+
+/// The server's `max_payload` bounds a message with its headers, and a node logs a keyed
+/// batch with a `Nats-Msg-Id`: a batch that would fit only without that header is just as
+/// impossible to log, so it must be refused with 413 like any larger one — a 503 would
+/// have its producer retry it forever.
+#[tokio::test]
+async fn a_batch_too_large_only_with_its_message_id_header_is_refused_with_413() {
+    let nats = TestNats::start("64KB");
+    let database = TestDatabase::create().await.expect("test database");
+    let app = node(&database, &nats).await;
+    let ann = app.user("ann").await;
+    // `pad` bytes of padding in fields of at most 8000 (an event's longest string is 8192).
+    let padded = |pad: usize, key: usize| {
+        let mut fields = serde_json::Map::new();
+        for (n, start) in (0..pad).step_by(8000).enumerate() {
+            fields.insert(format!("p{n}"), json!("x".repeat((pad - start).min(8000))));
+        }
+        json!([{"idempotency_key": format!("edge-{key}"), "fields": fields}])
+    };
+    // Find the smallest padding that is not accepted; every answer on the way must be
+    // 202 or 413. Around that edge lie the batches whose header tips them over.
+    let (mut fits, mut too_large) = (0, 70_000);
+    let mut answers = Vec::new();
+    let mut key = 0;
+    while too_large - fits > 1 {
+        key += 1;
+        let pad = (fits + too_large) / 2;
+        let (status, answer) = post_events(&app, &ann, &padded(pad, key)).await;
+        answers.push((pad, status));
+        match status {
+            StatusCode::ACCEPTED => fits = pad,
+            StatusCode::PAYLOAD_TOO_LARGE => too_large = pad,
+            _ => {
+                panic!("a batch with {pad} bytes of padding: {status} {answer}; so far {answers:?}")
+            }
+        }
+    }
+    assert!(fits > 60_000, "{answers:?}");
     app.stop().await;
 }
 
