@@ -330,7 +330,14 @@ impl EventLog {
             .jetstream
             .publish_with_headers(self.subject.clone(), headers, payload.into())
             .await
-            .map_err(|error| LogError::Unavailable(error.to_string()))?
+            .map_err(|error| {
+                // The client's own count of the message, should it ever differ from ours.
+                if error.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded {
+                    LogError::TooLarge { size, limit }
+                } else {
+                    LogError::Unavailable(error.to_string())
+                }
+            })?
             .await
             .map_err(|error| LogError::Unavailable(error.to_string()))?;
         let position = i64::try_from(ack.sequence)
