@@ -195,6 +195,14 @@ pub enum LogError {
     Store(#[from] StoreError),
 }
 
+/// A batch [`EventLog::append`] logged and stored.
+pub struct Logged {
+    pub events: Vec<StoredEvent>,
+    pub appended: Vec<Appended>,
+    /// Whether this call stored the batch (not the recoverer or a concurrent retry).
+    pub stored_here: bool,
+}
+
 /// The connection to the event log's stream.
 pub struct EventLog {
     client: async_nats::Client,
@@ -304,14 +312,15 @@ impl EventLog {
     }
 
     /// Logs `events` (one batch, all or none), then appends them to `store` under their
-    /// log position. Returns the events as stored (a retried batch: the first copy's) and
-    /// what the store made of each; every event of a batch JetStream had already is a
-    /// duplicate.
+    /// message id. Returns the events as stored (a retried batch: the first copy's), what
+    /// the store made of each (every event of a batch JetStream and the store had already
+    /// is a duplicate), and whether this call stored them (else another call did, and
+    /// announced them).
     pub async fn append(
         &self,
         store: &dyn Store,
         events: Vec<StoredEvent>,
-    ) -> Result<(Vec<StoredEvent>, Vec<Appended>), LogError> {
+    ) -> Result<Logged, LogError> {
         let producer = events
             .first()
             .and_then(|event| event.source.producer.clone());
@@ -353,7 +362,11 @@ impl EventLog {
                 stored.duplicate = true;
             }
         }
-        Ok((events, appended))
+        Ok(Logged {
+            events,
+            appended,
+            stored_here: first,
+        })
     }
 
     /// The batch at `position`, as logged.
@@ -450,17 +463,13 @@ pub async fn recover(
 /// saves how far it got. True when there may be more to check at once.
 async fn recover_step(services: &AppState, log: &EventLog) -> anyhow::Result<bool> {
     let store = services.store.as_ref();
-    let mut stream = log
+    // Fetching the stream reads its state (one request).
+    let stream = log
         .jetstream
         .get_stream(&log.settings.stream)
         .await
         .context("cannot open the event log stream")?;
-    let state = stream
-        .info()
-        .await
-        .context("cannot read the stream")?
-        .state
-        .clone();
+    let state = stream.cached_info().state.clone();
     let Some(mut cursor) = store.log_cursor().await? else {
         anyhow::bail!("the store has no event log cursor; restart this node");
     };

@@ -341,7 +341,7 @@ pub async fn store_events(
         .into_iter()
         .map(|input| StoredEvent::from_input(input, Some(producer.to_string()), received, 0))
         .collect();
-    let (events, appended) = match &services.log {
+    let (events, appended, stored_here) = match &services.log {
         None => {
             let kept = if services.bus.has_listeners() {
                 events.clone()
@@ -349,10 +349,10 @@ pub async fn store_events(
                 Vec::new()
             };
             let appended = services.store.append_events(events).await?;
-            (kept, appended)
+            (kept, appended, true)
         }
         Some(log) => match log.append(services.store.as_ref(), events).await {
-            Ok(logged) => logged,
+            Ok(logged) => (logged.events, logged.appended, logged.stored_here),
             Err(crate::eventlog::LogError::Store(error)) => return Err(error.into()),
             Err(error @ crate::eventlog::LogError::TooLarge { .. }) => {
                 count_rejected();
@@ -365,7 +365,11 @@ pub async fn store_events(
     };
     let duplicates = appended.iter().filter(|a| a.duplicate).count();
     metrics::counter!(telemetry::EVENTS_DUPLICATE).increment(duplicates as u64);
-    announce_appended(services, events, &appended);
+    // A batch the event log's recoverer (or a concurrent retry) stored first was announced
+    // by whoever stored it.
+    if stored_here {
+        announce_appended(services, events, &appended);
+    }
     Ok(appended)
 }
 
