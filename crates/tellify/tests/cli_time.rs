@@ -79,15 +79,7 @@ fn line_with<'a>(text: &'a str, parts: &[&str]) -> &'a str {
 
 /// How many `GET /api/v1/users/me` the server has answered (from `/metrics`).
 async fn me_lookups(app: &TestApp) -> u64 {
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     metrics
         .lines()
         .filter(|line| line.contains("_count") && line.contains("/users/me\""))

@@ -170,6 +170,18 @@ impl TestApp {
         self.app.state.notifier.wake();
     }
 
+    /// The `/metrics` text (Prometheus exposition, no token).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     pub async fn alerts(&self, token: &str, query: &str) -> Vec<Value> {
         let body = self
             .get_json(token, &format!("/api/v1/alerts?{query}"))

@@ -192,15 +192,7 @@ async fn a_batch_whose_node_died_after_logging_it_is_stored_by_the_recoverer() {
     .await;
     assert_eq!(alert["group_key"], "fs=/lost");
     assert_eq!(alert["severity"], "critical");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("tellify_event_log_recovered_total 1"),
         "{}",

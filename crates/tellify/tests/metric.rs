@@ -489,15 +489,7 @@ async fn a_backend_name_that_resolves_to_loopback_is_refused_at_poll_time() {
 
 /// The value of an unlabelled counter in `/metrics` text (0 while it was never counted).
 async fn counter(app: &TestApp, name: &str) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .map(|value| value.trim().parse::<f64>().unwrap() as u64)

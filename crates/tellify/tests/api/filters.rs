@@ -218,13 +218,7 @@ async fn a_filter_that_fails_on_real_events_is_counted_and_shown_to_its_owner() 
     // Only who may see the subscription sees its errors.
     let response = app.get(&bob, &format!("/api/v1/subscriptions/{id}")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics");
-    let metrics = metrics.text().await.expect("text");
+    let metrics = app.metrics().await;
     let counted = metrics
         .lines()
         .find(|line| line.starts_with("tellify_filter_errors_total"))
