@@ -21,8 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use postgres::error::SqlState;
-use postgres::{Client, NoTls, Row, Transaction};
-use r2d2_postgres::PostgresConnectionManager;
+use postgres::{Client, NoTls, Row};
 use tellify_engine::alerts::{Action, Alert, HistoryEntry};
 use tellify_model::StoredEvent;
 
@@ -30,7 +29,10 @@ mod alerts;
 mod events;
 mod log;
 mod notify;
+mod session;
 pub mod testing;
+
+pub(crate) use session::{Session, Sql, Tx};
 
 pub use postgres::Config;
 
@@ -59,7 +61,7 @@ const POOL_SIZE: u32 = 8;
 /// How long a store call waits for a free connection before it fails as unavailable.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<session::Manager>;
 
 /// How long PostgreSQL lets one of this node's sessions sit inside an open transaction
 /// between statements before it ends the session. A node that stops mid-transaction
@@ -68,18 +70,6 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 /// the others wait at most this long, and the paused node's transaction fails and is
 /// retried. Every transaction here runs its statements back to back, far inside it.
 const IDLE_IN_TRANSACTION: &str = "5s";
-
-/// Sets [`IDLE_IN_TRANSACTION`] on each new pooled connection.
-#[derive(Debug)]
-struct SessionSettings;
-
-impl r2d2::CustomizeConnection<Client, postgres::Error> for SessionSettings {
-    fn on_acquire(&self, client: &mut Client) -> Result<(), postgres::Error> {
-        client.batch_execute(&format!(
-            "SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'"
-        ))
-    }
-}
 
 /// The core tables: people, groups, tokens, sessions, subscriptions, handler state, the
 /// processing cursor, server secrets and used links.
@@ -328,7 +318,7 @@ pub(crate) fn from_millis(ms: i64) -> Timestamp {
 }
 
 /// Takes an advisory lock until the end of the transaction (see the module documentation).
-pub(crate) fn lock(tx: &mut Transaction<'_>, key: i32) -> StoreResult<()> {
+pub(crate) fn lock(tx: &mut Tx<'_>, key: i32) -> StoreResult<()> {
     tx.execute(
         &format!("SELECT pg_advisory_xact_lock({SCHEMA_KEY}, $1)"),
         &[&key],
@@ -341,10 +331,7 @@ pub(crate) fn lock(tx: &mut Transaction<'_>, key: i32) -> StoreResult<()> {
 /// it was taken: another node took it over (a higher fencing number) while this one was
 /// paused or cut off. Locks the lease's row until the commit, so a takeover waits for
 /// this transaction and the next holder sees what it wrote.
-pub(crate) fn check_fence(
-    tx: &mut Transaction<'_>,
-    lease: Option<&crate::LeaseFence>,
-) -> StoreResult<()> {
+pub(crate) fn check_fence(tx: &mut Tx<'_>, lease: Option<&crate::LeaseFence>) -> StoreResult<()> {
     let Some(lease) = lease else {
         return Ok(());
     };
@@ -385,12 +372,24 @@ impl PostgresStore {
             .get(0);
         let channel = announcement_channel(schema.as_deref().unwrap_or("public"));
         drop(migrator);
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let manager = session::Manager::new(
+            config.clone(),
+            // Sessions keep their prepared statements (session.rs); a custom plan for each
+            // execution keeps the plans that PostgreSQL picks for the values at hand, as
+            // when every call prepared its statement afresh (a generic plan cannot drop
+            // the `$1 IS NULL OR …` arms of the list queries).
+            format!(
+                "SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}';
+                 SET plan_cache_mode = force_custom_plan"
+            ),
+        );
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(POOL_WAIT)
-            .connection_customizer(Box::new(SessionSettings))
+            // Sessions are checked only after sitting idle (session.rs), not on every
+            // checkout: that check was one more round trip per store call.
+            .test_on_check_out(false)
             .build(manager)
             .map_err(|error| unavailable(format!("cannot connect to PostgreSQL: {error}")))?;
         Ok(PostgresStore {
@@ -408,11 +407,26 @@ impl PostgresStore {
             .map_err(unavailable)?
     }
 
+    /// The SQL of the statements one pooled session has prepared and keeps (the session a
+    /// call made just before this one used): for tests and diagnostics.
+    pub async fn prepared_statements(&self) -> StoreResult<Vec<String>> {
+        self.read(|session| {
+            let rows = session
+                .query(
+                    "SELECT statement FROM pg_prepared_statements ORDER BY statement",
+                    &[],
+                )
+                .map_err(unavailable)?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+        .await
+    }
+
     /// Runs `job` with a pooled connection on a blocking thread.
     pub(crate) async fn read<T, F>(&self, job: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Client) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&mut Session) -> StoreResult<T> + Send + 'static,
     {
         let holder = self.pool.clone();
         tokio::task::spawn_blocking(move || {
@@ -420,8 +434,20 @@ impl PostgresStore {
                 .0
                 .as_ref()
                 .ok_or_else(|| unavailable("the store is closed"))?;
-            let mut connection = pool.get().map_err(unavailable)?;
-            job(&mut connection)
+            // A session found dropped goes back broken (the pool closes it and opens
+            // another); after as many tries as the pool has sessions, the next one is used
+            // as it is, so a database that is down fails the call rather than loops.
+            let mut session = pool.get().map_err(unavailable)?;
+            for _ in 0..POOL_SIZE {
+                if session.usable() {
+                    break;
+                }
+                drop(session);
+                session = pool.get().map_err(unavailable)?;
+            }
+            let outcome = job(&mut session);
+            session.touch();
+            outcome
         })
         .await
         .map_err(unavailable)?
@@ -432,10 +458,10 @@ impl PostgresStore {
     pub(crate) async fn write<T, F>(&self, job: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Transaction<'_>) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> StoreResult<T> + Send + 'static,
     {
-        self.read(move |connection| {
-            let mut transaction = connection.transaction().map_err(unavailable)?;
+        self.read(move |session| {
+            let mut transaction = session.transaction().map_err(unavailable)?;
             let value = job(&mut transaction)?;
             transaction.commit().map_err(unavailable)?;
             Ok(value)
@@ -562,7 +588,7 @@ pub(crate) fn read_subscription(row: &Row) -> StoreResult<Subscription> {
     })
 }
 
-fn read_group(client: &mut Client, row: &Row) -> StoreResult<Group> {
+fn read_group(client: &mut Session, row: &Row) -> StoreResult<Group> {
     let id: String = row.get(0);
     let members = client
         .query(
@@ -595,11 +621,7 @@ fn read_session(row: &Row) -> WebSession {
     }
 }
 
-fn delete_sessions_of(
-    tx: &mut Transaction<'_>,
-    user_id: &str,
-    keep: Option<&str>,
-) -> StoreResult<u64> {
+fn delete_sessions_of(tx: &mut Tx<'_>, user_id: &str, keep: Option<&str>) -> StoreResult<u64> {
     tx.execute(
         "DELETE FROM web_sessions WHERE user_id = $1 AND id_hash IS DISTINCT FROM $2",
         &[&user_id, &keep],

@@ -972,3 +972,109 @@ mod alerts {
         );
     }
 }
+
+/// Pooled sessions keep their prepared statements and are not checked on every use
+/// (`postgres/session.rs`); a session the server ended is still found and replaced.
+mod sessions {
+    use std::time::Duration;
+
+    use jiff::Timestamp;
+    use tellify_model::{EventInput, StoredEvent};
+    use tellify_store::postgres::testing::{server_url, TestDatabase};
+    use tellify_store::postgres::PostgresStore;
+    use tellify_store::Store;
+
+    fn event(message: &str) -> StoredEvent {
+        let input = EventInput {
+            message: Some(message.to_string()),
+            ..Default::default()
+        };
+        StoredEvent::from_input(input, None, Timestamp::now(), 0)
+    }
+
+    /// Ends every session of the store named `application` on the server; returns how
+    /// many there were.
+    async fn end_sessions(application: String) -> i64 {
+        tokio::task::spawn_blocking(move || {
+            let mut client = postgres::Client::connect(&server_url(), postgres::NoTls).unwrap();
+            client
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE application_name = $1",
+                    &[&application],
+                )
+                .unwrap()
+                .get(0)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The statements a store's sessions have prepared, seen from one of them.
+    async fn prepared_here(store: &PostgresStore) -> Vec<String> {
+        store.prepared_statements().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_keeps_the_statements_it_prepared() {
+        let database = TestDatabase::create().await.unwrap();
+        let store = PostgresStore::open(&database.url()).await.unwrap();
+        // One call at a time, so every call gets the same pooled session.
+        for n in 0..3 {
+            store
+                .append_events(vec![event(&format!("e{n}"))])
+                .await
+                .unwrap();
+        }
+        let prepared = prepared_here(&store).await;
+        let inserts = prepared
+            .iter()
+            .filter(|sql| sql.starts_with("INSERT INTO events"))
+            .count();
+        assert_eq!(
+            inserts, 1,
+            "the insert is prepared once and kept: {prepared:#?}"
+        );
+        assert_eq!(store.events_after(0, 10).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn sessions_the_server_ended_are_found_and_replaced() {
+        let database = TestDatabase::create().await.unwrap();
+        let application = format!("tellify_sessions_{}", ulid::Ulid::new());
+        let url = format!("{}&application_name={application}", database.url());
+        let store = PostgresStore::open(&url).await.unwrap();
+        store.append_events(vec![event("before")]).await.unwrap();
+        assert!(end_sessions(application.clone()).await >= 1);
+        // Past the idle spell after which a session is checked before use
+        // (CHECK_AFTER_IDLE, 5 s): the dead one is found and replaced, no call fails.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        store.append_events(vec![event("after")]).await.unwrap();
+        let stored: Vec<String> = store
+            .events_after(0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|event| event.message.unwrap_or_default())
+            .collect();
+        assert_eq!(stored, ["before", "after"]);
+        // Ended while in use: the call that finds out fails, and every other session of
+        // the pool is checked before its next use, so no second call fails.
+        assert!(end_sessions(application).await >= 1);
+        let mut failed = 0;
+        for n in 0..3 {
+            if store
+                .append_events(vec![event(&format!("again {n}"))])
+                .await
+                .is_err()
+            {
+                failed += 1;
+            }
+        }
+        assert!(
+            failed <= 1,
+            "{failed} calls failed after the sessions ended"
+        );
+        assert_eq!(store.events_after(0, 10).await.unwrap().len(), 5 - failed);
+    }
+}

@@ -26,13 +26,13 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use postgres::types::{FromSql, ToSql};
-use postgres::{Row, Statement, Transaction};
+use postgres::Row;
 use tellify_engine::alerts::{Action, Alert, HistoryEntry, Transition};
 use tellify_model::StoredEvent;
 
 use super::{
-    health_text, lock, millis, parse_time, read_json, time_text, unavailable, PostgresStore,
-    LOCK_EVENTS, LOCK_HISTORY,
+    health_text, lock, millis, parse_time, read_json, time_text, unavailable, PostgresStore, Sql,
+    Tx, LOCK_EVENTS, LOCK_HISTORY,
 };
 use crate::processing::{DueRepeat, ProcessingTx};
 use crate::{
@@ -114,9 +114,7 @@ pub(super) async fn list_alerts(
 ) -> StoreResult<Vec<Alert>> {
     store
         .read(move |client| {
-            let statement = client
-                .prepare(
-                    "SELECT id, owner_user, owner_group, body FROM alerts
+            let statement = "SELECT id, owner_user, owner_group, body FROM alerts
                      WHERE ($1::text IS NULL OR id < $1)
                        AND ($2::text IS NULL OR state = $2)
                        AND ($3::text IS NULL OR subscription_id = $3)
@@ -125,9 +123,7 @@ pub(super) async fn list_alerts(
                        AND ($6::text IS NULL OR (owner_group IS NULL AND owner_user = $6)
                             OR owner_group IN (SELECT group_id FROM group_members
                                                WHERE user_id = $6))
-                     ORDER BY id DESC LIMIT $7",
-                )
-                .map_err(unavailable)?;
+                     ORDER BY id DESC LIMIT $7";
             let state = query.state.map(|state| state.as_str().to_string());
             let severity = query.severity.map(|severity| severity.as_str().to_string());
             let cleared = match query.cleared {
@@ -144,7 +140,7 @@ pub(super) async fn list_alerts(
             while alerts.len() < query.limit {
                 let rows = client
                     .query(
-                        &statement,
+                        statement,
                         &[
                             &before,
                             &state,
@@ -422,11 +418,10 @@ fn read_transition(text: &str) -> StoreResult<Transition> {
         .map_err(|error| unavailable(format!("stored transition `{text}`: {error}")))
 }
 
-/// An open PostgreSQL transaction, seen as a [`ProcessingTx`]. Statements are prepared
-/// once per transaction and reused: a commit runs them once per output row.
+/// An open PostgreSQL transaction, seen as a [`ProcessingTx`]. Its statements come from
+/// the session's prepared-statement cache (`session.rs`).
 pub(super) struct PgProcessing<'a, 'b> {
-    tx: &'a mut Transaction<'b>,
-    statements: HashMap<&'static str, Statement>,
+    tx: &'a mut Tx<'b>,
     /// The alert last saved and its JSON body: the outbox rows planned right after it
     /// carry the same alert.
     saved: Option<(Alert, String)>,
@@ -436,27 +431,16 @@ pub(super) struct PgProcessing<'a, 'b> {
 }
 
 impl<'a, 'b> PgProcessing<'a, 'b> {
-    pub(super) fn new(tx: &'a mut Transaction<'b>) -> PgProcessing<'a, 'b> {
+    pub(super) fn new(tx: &'a mut Tx<'b>) -> PgProcessing<'a, 'b> {
         PgProcessing {
             tx,
-            statements: HashMap::new(),
             saved: None,
             lock_alerts: true,
         }
     }
 
-    fn statement(&mut self, sql: &'static str) -> StoreResult<Statement> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
-        }
-        let statement = self.tx.prepare(sql).map_err(unavailable)?;
-        self.statements.insert(sql, statement.clone());
-        Ok(statement)
-    }
-
     fn execute(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
-        let statement = self.statement(sql)?;
-        self.tx.execute(&statement, params).map_err(unavailable)
+        self.tx.execute(sql, params).map_err(unavailable)
     }
 
     fn query(
@@ -464,8 +448,7 @@ impl<'a, 'b> PgProcessing<'a, 'b> {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> StoreResult<Vec<Row>> {
-        let statement = self.statement(sql)?;
-        self.tx.query(&statement, params).map_err(unavailable)
+        self.tx.query(sql, params).map_err(unavailable)
     }
 
     fn query_opt(
@@ -473,8 +456,7 @@ impl<'a, 'b> PgProcessing<'a, 'b> {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> StoreResult<Option<Row>> {
-        let statement = self.statement(sql)?;
-        self.tx.query_opt(&statement, params).map_err(unavailable)
+        self.tx.query_opt(sql, params).map_err(unavailable)
     }
 
     fn read_alert(

@@ -22,11 +22,13 @@ use std::collections::HashMap;
 
 use jiff::{SignedDuration, Timestamp};
 use postgres::types::ToSql;
-use postgres::{Client, IsolationLevel, Row, Statement, Transaction};
+use postgres::{IsolationLevel, Row};
 use tellify_engine::IndexValue;
 use tellify_model::StoredEvent;
 
-use super::{lock, millis, parse_time, read_json, time_text, unavailable, PostgresStore};
+use super::{
+    lock, millis, parse_time, read_json, time_text, unavailable, PostgresStore, Session, Sql, Tx,
+};
 use crate::keyed::{field_segments, KEYED_TYPES};
 use crate::{
     Appended, ChartAggregate, ChartQuery, EventQuery, EventSearch, EventType, KeyedEventQuery,
@@ -89,7 +91,7 @@ pub(super) async fn append_events(
 /// Takes [`super::LOCK_EVENTS`] first (idempotent within a transaction): a caller that
 /// also inserts alert history must call this before it takes [`super::LOCK_HISTORY`].
 pub(super) fn insert_events(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     events: Vec<StoredEvent>,
 ) -> StoreResult<Vec<Appended>> {
     if events.is_empty() {
@@ -98,7 +100,6 @@ pub(super) fn insert_events(
     lock(tx, super::LOCK_EVENTS)?;
     let mut appender = Appender {
         tx,
-        statements: HashMap::new(),
         intervals: HashMap::new(),
     };
     let mut appended = Vec::with_capacity(events.len());
@@ -357,12 +358,10 @@ const EXISTING_WITHOUT_PRODUCER: &str =
      LEFT JOIN events o ON o.seq = e.repeat_of
      WHERE e.producer IS NULL AND e.idempotency_key = $1 ORDER BY e.seq LIMIT 1";
 
-/// One append in a transaction that holds [`super::LOCK_EVENTS`]: statements are prepared
-/// once per append and the registry's dedup intervals read once per type (the registry
-/// cannot change while the lock is held).
+/// One append in a transaction that holds [`super::LOCK_EVENTS`]: the registry's dedup
+/// intervals are read once per type (the registry cannot change while the lock is held).
 struct Appender<'t, 'c> {
-    tx: &'t mut Transaction<'c>,
-    statements: HashMap<&'static str, Statement>,
+    tx: &'t mut Tx<'c>,
     intervals: HashMap<String, Option<i64>>,
 }
 
@@ -387,11 +386,10 @@ impl Appender<'_, '_> {
             }
         }
         let body = serde_json::to_string(event).map_err(unavailable)?;
-        let insert = self.statement(INSERT_EVENT)?;
         let inserted = self
             .tx
             .query_opt(
-                &insert,
+                INSERT_EVENT,
                 &[
                     &event.id,
                     &millis(event.time),
@@ -408,9 +406,8 @@ impl Appender<'_, '_> {
         self.record_key(event, seq)?;
         if let Some((key, name, interval_ms)) = dedup {
             let until_ms = sighted_ms.saturating_add(interval_ms);
-            let start = self.statement(START_WINDOW)?;
             self.tx
-                .execute(&start, &[&key.as_slice(), &name, &seq, &until_ms])
+                .execute(START_WINDOW, &[&key.as_slice(), &name, &seq, &until_ms])
                 .map_err(unavailable)?;
         }
         Ok(Appended {
@@ -421,24 +418,14 @@ impl Appender<'_, '_> {
         })
     }
 
-    fn statement(&mut self, sql: &'static str) -> StoreResult<Statement> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
-        }
-        let statement = self.tx.prepare(sql).map_err(unavailable)?;
-        self.statements.insert(sql, statement.clone());
-        Ok(statement)
-    }
-
     /// The dedup interval of `name` in milliseconds, when it is registered with one.
     fn dedup_interval_ms(&mut self, name: &str) -> StoreResult<Option<i64>> {
         if let Some(known) = self.intervals.get(name) {
             return Ok(*known);
         }
-        let select = self.statement(DEDUP_INTERVAL)?;
         let found: Option<Option<i64>> = self
             .tx
-            .query_opt(&select, &[&name])
+            .query_opt(DEDUP_INTERVAL, &[&name])
             .map_err(unavailable)?
             .map(|row| row.get(0));
         let interval = found.flatten().filter(|ms| *ms > 0);
@@ -448,10 +435,9 @@ impl Appender<'_, '_> {
 
     /// The first occurrence (`seq`, id) whose window for `key` is still open at `at_ms`.
     fn open_window(&mut self, key: &[u8; 32], at_ms: i64) -> StoreResult<Option<(i64, String)>> {
-        let select = self.statement(OPEN_WINDOW)?;
         Ok(self
             .tx
-            .query_opt(&select, &[&key.as_slice(), &at_ms])
+            .query_opt(OPEN_WINDOW, &[&key.as_slice(), &at_ms])
             .map_err(unavailable)?
             .map(|row| (row.get(0), row.get(1))))
     }
@@ -465,11 +451,10 @@ impl Appender<'_, '_> {
         original_seq: i64,
     ) -> StoreResult<Option<i64>> {
         let body = crate::event_types::repeat_body(event).map_err(unavailable)?;
-        let insert = self.statement(INSERT_REPEAT)?;
         let inserted = self
             .tx
             .query_opt(
-                &insert,
+                INSERT_REPEAT,
                 &[
                     &event.id,
                     &millis(event.time),
@@ -483,9 +468,8 @@ impl Appender<'_, '_> {
         let Some(row) = inserted else {
             return Ok(None);
         };
-        let count = self.statement(COUNT_REPEAT)?;
         self.tx
-            .execute(&count, &[&original_seq])
+            .execute(COUNT_REPEAT, &[&original_seq])
             .map_err(unavailable)?;
         Ok(Some(row.get(0)))
     }
@@ -501,10 +485,9 @@ impl Appender<'_, '_> {
         if !KEYED_TYPES.contains(&event_type) {
             return Ok(());
         }
-        let insert = self.statement(RECORD_KEY)?;
         self.tx
             .execute(
-                &insert,
+                RECORD_KEY,
                 &[&event_type, &producer, &millis(event.time), &seq],
             )
             .map_err(unavailable)?;
@@ -516,16 +499,14 @@ impl Appender<'_, '_> {
     fn existing_event(&mut self, event: &StoredEvent) -> StoreResult<Appended> {
         let existing = match (&event.source.producer, &event.idempotency_key) {
             (_, None) => None,
-            (Some(producer), Some(key)) => {
-                let select = self.statement(EXISTING_OF_PRODUCER)?;
-                self.tx
-                    .query_opt(&select, &[producer, key])
-                    .map_err(unavailable)?
-            }
-            (None, Some(key)) => {
-                let select = self.statement(EXISTING_WITHOUT_PRODUCER)?;
-                self.tx.query_opt(&select, &[key]).map_err(unavailable)?
-            }
+            (Some(producer), Some(key)) => self
+                .tx
+                .query_opt(EXISTING_OF_PRODUCER, &[producer, key])
+                .map_err(unavailable)?,
+            (None, Some(key)) => self
+                .tx
+                .query_opt(EXISTING_WITHOUT_PRODUCER, &[key])
+                .map_err(unavailable)?,
         };
         let Some(row) = existing else {
             return Err(StoreError::Conflict(format!(
@@ -572,7 +553,7 @@ fn duration_ms(duration: SignedDuration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn close_windows(tx: &mut Transaction<'_>, name: &str) -> StoreResult<()> {
+fn close_windows(tx: &mut Tx<'_>, name: &str) -> StoreResult<()> {
     tx.execute("DELETE FROM dedup_windows WHERE event_type = $1", &[&name])
         .map_err(unavailable)?;
     Ok(())
@@ -655,12 +636,9 @@ enum Path {
 
 /// One bounded step: at most `max_examined` candidates, newest first, along the cheapest
 /// path; then the other predicates on those rows only. Both statements read one snapshot.
-fn search_step(client: &mut Client, search: &EventSearch) -> StoreResult<SearchStep> {
+fn search_step(client: &mut Session, search: &EventSearch) -> StoreResult<SearchStep> {
     let mut tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
+        .read_transaction(IsolationLevel::RepeatableRead)
         .map_err(unavailable)?;
     let budget = sql_count(search.max_examined.max(1));
     let since = search.since.map_or(i64::MIN, millis);
@@ -727,7 +705,7 @@ fn search_step(client: &mut Client, search: &EventSearch) -> StoreResult<SearchS
 }
 
 fn choose_path(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     search: &EventSearch,
     since: i64,
     until: i64,
@@ -827,7 +805,7 @@ UNION ALL
 SELECT 2, NULL, NULL, count(*), NULL, NULL
     FROM picked WHERE jsonb_typeof(raw) <> 'number'"#;
 
-fn chart(client: &mut Client, query: &ChartQuery) -> StoreResult<ChartAggregate> {
+fn chart(client: &mut Session, query: &ChartQuery) -> StoreResult<ChartAggregate> {
     let since = millis(query.since);
     let until = millis(query.until);
     let budget = query.max_examined.max(1);
@@ -925,7 +903,7 @@ fn fields_array(dotted: &str) -> StoreResult<Vec<String>> {
 
 /// [`KeyedEventQuery`]: a keyed type's producer reads its `event_keys` rows and the events
 /// by `seq`; anything else reads the type through `events_type`, bounded by `since`.
-fn keyed(client: &mut Client, query: &KeyedEventQuery) -> StoreResult<Vec<StoredEvent>> {
+fn keyed(client: &mut Session, query: &KeyedEventQuery) -> StoreResult<Vec<StoredEvent>> {
     let mut parameters = Parameters::default();
     let event_type = parameters.add(query.event_type.clone(), "text");
     let since = parameters.add(millis(query.since), "bigint");

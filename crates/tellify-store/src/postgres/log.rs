@@ -9,7 +9,7 @@
 use jiff::Timestamp;
 use tellify_model::StoredEvent;
 
-use super::{millis, read_json, unavailable, PostgresStore};
+use super::{millis, read_json, unavailable, PostgresStore, Sql};
 use crate::{Appended, LogCursor, StoreResult};
 
 pub(super) const SCHEMA: &str = r#"

@@ -30,13 +30,13 @@
 use std::collections::HashMap;
 
 use jiff::Timestamp;
-use postgres::{GenericClient, Row, Transaction};
+use postgres::Row;
 use tellify_engine::alerts::Alert;
 use tellify_engine::policy::{Policy, PolicyLimits};
 
 use super::{
     conflict_or_unavailable, from_millis, millis, parse_time, read_json, read_user, time_text,
-    unavailable, PostgresStore, USER_COLUMNS,
+    unavailable, PostgresStore, Sql, Tx, USER_COLUMNS,
 };
 use crate::outbox::{self, DueNotification};
 use crate::{
@@ -132,11 +132,7 @@ CREATE TABLE audit (
 /// What leaving a group removes (see [`crate::Store::remove_member`]): the member's
 /// subscriptions of the group, with their alerts, and the group's alerts still to be sent
 /// to them.
-pub(super) fn leave_group(
-    tx: &mut Transaction<'_>,
-    group_id: &str,
-    user_id: &str,
-) -> StoreResult<()> {
+pub(super) fn leave_group(tx: &mut Tx<'_>, group_id: &str, user_id: &str) -> StoreResult<()> {
     tx.execute(
         "DELETE FROM subscriptions WHERE owner_user = $1 AND owner_group = $2",
         &[&user_id, &group_id],
@@ -677,7 +673,7 @@ fn read_contact(row: &Row) -> StoreResult<ContactPoint> {
 
 /// Contact points of one user, or of everyone when `None`.
 fn contact_points_of(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     user_id: Option<&str>,
 ) -> StoreResult<Vec<ContactPoint>> {
     client
@@ -695,7 +691,7 @@ fn contact_points_of(
 }
 
 fn contact_point_named(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     user_id: &str,
     name: &str,
 ) -> StoreResult<Option<ContactPoint>> {
@@ -734,10 +730,7 @@ fn read_policy(row: &Row) -> StoreResult<Option<PolicyRecord>> {
 }
 
 /// Policies of one user, or of everyone when `None`.
-fn policies_of(
-    client: &mut impl GenericClient,
-    user_id: Option<&str>,
-) -> StoreResult<Vec<PolicyRecord>> {
+fn policies_of(client: &mut impl Sql, user_id: Option<&str>) -> StoreResult<Vec<PolicyRecord>> {
     let rows = client
         .query(
             "SELECT user_id, name, rules, updated FROM policies
@@ -769,10 +762,7 @@ fn read_silence(row: &Row) -> StoreResult<Silence> {
 }
 
 /// Silences of one user, or of everyone when `None`.
-fn silences_of(
-    client: &mut impl GenericClient,
-    user_id: Option<&str>,
-) -> StoreResult<Vec<Silence>> {
+fn silences_of(client: &mut impl Sql, user_id: Option<&str>) -> StoreResult<Vec<Silence>> {
     client
         .query(
             &format!(
@@ -816,7 +806,7 @@ fn read_delivery(row: &Row) -> StoreResult<Delivery> {
 
 /// The items of every delivery in `ids`, each delivery's in notification order.
 fn items_of(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     ids: &[String],
 ) -> StoreResult<HashMap<String, Vec<DeliveryItem>>> {
     let rows = client
@@ -845,7 +835,7 @@ fn items_of(
 
 /// Turns due notifications into deliveries: one per (user, contact point) among the rows
 /// this transaction could lock (see the module documentation).
-fn gang(tx: &mut Transaction<'_>, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()> {
+fn gang(tx: &mut Tx<'_>, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()> {
     let max_gang = i64::try_from(outbox::MAX_GANG).unwrap_or(i64::MAX);
     let rows = tx
         .query(
@@ -945,7 +935,7 @@ fn gang(tx: &mut Transaction<'_>, now: Timestamp, hold: &DeliveryHold) -> StoreR
 /// Leases up to `limit` due deliveries, skipping those another node is claiming right
 /// now (see the module documentation).
 fn lease(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     now: Timestamp,
     lease_until: Timestamp,
     limit: usize,
@@ -1031,7 +1021,7 @@ fn lease(
 /// delivery being sent (leased) goes on: its sender records what really happened, and
 /// should that be a retry, the next claim finds the contact point gone and fails it.
 fn fail_unsent_for_contact_point(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     point: &ContactPoint,
     reason: &str,
     now: Timestamp,
@@ -1098,13 +1088,13 @@ fn fail_unsent_for_contact_point(
 
 // ---- offboarding ----
 
-fn count(tx: &mut Transaction<'_>, sql: &str, user_id: &str) -> StoreResult<u64> {
+fn count(tx: &mut Tx<'_>, sql: &str, user_id: &str) -> StoreResult<u64> {
     let row = tx.query_one(sql, &[&user_id]).map_err(unavailable)?;
     let count: i64 = row.try_get(0).map_err(unavailable)?;
     Ok(count.max(0) as u64)
 }
 
-fn offboard_counts(tx: &mut Transaction<'_>, user_id: &str) -> StoreResult<OffboardCounts> {
+fn offboard_counts(tx: &mut Tx<'_>, user_id: &str) -> StoreResult<OffboardCounts> {
     const OWN_ALERTS: &str = "SELECT id FROM alerts WHERE subscription_id IN
          (SELECT id FROM subscriptions WHERE owner_user = $1)";
     Ok(OffboardCounts {
@@ -1174,7 +1164,7 @@ fn offboard_counts(tx: &mut Transaction<'_>, user_id: &str) -> StoreResult<Offbo
 }
 
 fn offboard(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     user_id: &str,
     dry_run: bool,
     actor: &str,
@@ -1251,7 +1241,7 @@ fn offboard(
     Ok(counts)
 }
 
-fn write_audit(tx: &mut Transaction<'_>, record: &AuditRecord) -> StoreResult<()> {
+fn write_audit(tx: &mut Tx<'_>, record: &AuditRecord) -> StoreResult<()> {
     tx.execute(
         "INSERT INTO audit (id, at, actor, action, subject, detail)
          VALUES ($1, $2, $3, $4, $5, $6)",
