@@ -208,6 +208,7 @@ fn migrations() -> Vec<String> {
         ]
         .concat(),
         log::SCHEMA.to_string(),
+        events::append_function(),
     ]
 }
 

@@ -88,8 +88,9 @@ pub(super) async fn append_events(
 /// over dedup, because a repeat row carries its key too); an event of a type with a dedup
 /// interval whose key has an open window becomes a repeat of the window's first occurrence.
 ///
-/// Takes [`super::LOCK_EVENTS`] first (idempotent within a transaction): a caller that
-/// also inserts alert history must call this before it takes [`super::LOCK_HISTORY`].
+/// Takes [`super::LOCK_EVENTS`] with its first statement (idempotent within a
+/// transaction): a caller that also inserts alert history must call this before it takes
+/// [`super::LOCK_HISTORY`].
 pub(super) fn insert_events(
     tx: &mut Tx<'_>,
     events: Vec<StoredEvent>,
@@ -97,10 +98,10 @@ pub(super) fn insert_events(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    lock(tx, super::LOCK_EVENTS)?;
     let mut appender = Appender {
         tx,
         intervals: HashMap::new(),
+        locked: false,
     };
     let mut appended = Vec::with_capacity(events.len());
     for event in &events {
@@ -327,6 +328,51 @@ pub(super) async fn delete_event_type(store: &PostgresStore, name: &str) -> Stor
 const INSERT_EVENT: &str = "INSERT INTO events (id, time_ms, producer, idempotency_key, body)
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING seq";
 
+/// The first event of an append in one call of the schema's function
+/// `tellify_append_first` ([`APPEND_FUNCTION`]): `(seq, NULL)` when it was stored,
+/// `(NULL, NULL)` when its idempotency key or id is taken, `(NULL, interval)` when its
+/// type has a dedup interval and the caller's dedup path must decide.
+const APPEND_FIRST: &str = "SELECT o_seq, o_dedup_ms FROM tellify_append_first(
+     $1::text, $2::bigint, $3::text, $4::text, $5::text, $6::text, $7::boolean)";
+
+/// Schema version 3. The function behind [`APPEND_FIRST`]. Three round trips were spent
+/// under [`super::LOCK_EVENTS`] before the first event was in (the lock, the registry's
+/// dedup interval, the insert), each waiting for the node to be scheduled again while
+/// every other node's appends queued for the lock. The lock has to come first in a
+/// statement of its own for what is read after it to be current (a statement's snapshot
+/// is taken when it starts); a PL/pgSQL function takes a fresh snapshot for each of its
+/// statements, so one call does all three.
+pub(super) fn append_function() -> String {
+    format!(
+        r#"
+CREATE FUNCTION tellify_append_first(
+    p_id TEXT, p_time_ms BIGINT, p_producer TEXT, p_key TEXT, p_body TEXT, p_type TEXT,
+    p_keyed BOOLEAN, OUT o_seq BIGINT, OUT o_dedup_ms BIGINT)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock({schema_key}, {lock});
+    IF p_type IS NOT NULL THEN
+        SELECT t.dedup_ms INTO o_dedup_ms FROM event_types t WHERE t.name = p_type;
+        IF o_dedup_ms > 0 THEN
+            RETURN;
+        END IF;
+        o_dedup_ms := NULL;
+    END IF;
+    INSERT INTO events (id, time_ms, producer, idempotency_key, body)
+        VALUES (p_id, p_time_ms, p_producer, p_key, p_body)
+        ON CONFLICT DO NOTHING RETURNING events.seq INTO o_seq;
+    IF o_seq IS NOT NULL AND p_keyed AND p_producer IS NOT NULL THEN
+        INSERT INTO event_keys (event_type, producer, time_ms, seq)
+            VALUES (p_type, p_producer, p_time_ms, o_seq) ON CONFLICT DO NOTHING;
+    END IF;
+END
+$fn$;
+"#,
+        schema_key = super::SCHEMA_KEY,
+        lock = super::LOCK_EVENTS,
+    )
+}
+
 const INSERT_REPEAT: &str =
     "INSERT INTO events (id, time_ms, producer, idempotency_key, body, repeat_of)
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING seq";
@@ -363,10 +409,18 @@ const EXISTING_WITHOUT_PRODUCER: &str =
 struct Appender<'t, 'c> {
     tx: &'t mut Tx<'c>,
     intervals: HashMap<String, Option<i64>>,
+    /// Whether this transaction holds [`super::LOCK_EVENTS`] yet.
+    locked: bool,
 }
 
 impl Appender<'_, '_> {
     fn append(&mut self, event: &StoredEvent) -> StoreResult<Appended> {
+        if !self.locked {
+            self.locked = true;
+            if let Some(appended) = self.append_first(event)? {
+                return Ok(appended);
+            }
+        }
         let dedup = match (crate::dedup_key(event), event.event_type.as_deref()) {
             (Some(key), Some(name)) => self.dedup_interval_ms(name)?.map(|ms| (key, name, ms)),
             _ => None,
@@ -416,6 +470,48 @@ impl Appender<'_, '_> {
             duplicate: false,
             repeat: false,
         })
+    }
+
+    /// The first event of the transaction, through [`APPEND_FIRST`]: one round trip
+    /// takes the lock, reads the type's dedup interval under it and, when the type has
+    /// none, stores the event. `None` when the event needs the dedup path, which goes on
+    /// under the lock with the interval now known.
+    fn append_first(&mut self, event: &StoredEvent) -> StoreResult<Option<Appended>> {
+        let body = serde_json::to_string(event).map_err(unavailable)?;
+        let event_type = event.event_type.as_deref();
+        let keyed = event_type.is_some_and(|name| KEYED_TYPES.contains(&name));
+        let row = self
+            .tx
+            .query_one(
+                APPEND_FIRST,
+                &[
+                    &event.id,
+                    &millis(event.time),
+                    &event.source.producer,
+                    &event.idempotency_key,
+                    &body,
+                    &event_type,
+                    &keyed,
+                ],
+            )
+            .map_err(unavailable)?;
+        let seq: Option<i64> = row.get(0);
+        let interval: Option<i64> = row.get(1);
+        if let Some(name) = event_type {
+            self.intervals.insert(name.to_string(), interval);
+        }
+        if interval.is_some() {
+            return Ok(None);
+        }
+        let Some(seq) = seq else {
+            return self.existing_event(event).map(Some);
+        };
+        Ok(Some(Appended {
+            id: event.id.clone(),
+            seq,
+            duplicate: false,
+            repeat: false,
+        }))
     }
 
     /// The dedup interval of `name` in milliseconds, when it is registered with one.
