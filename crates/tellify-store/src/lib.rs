@@ -404,6 +404,14 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// [`Store::announce`] for several changes, in order; a store may send them together.
+    async fn announce_all(&self, from: &str, changes: &[Announcement]) -> StoreResult<()> {
+        for change in changes {
+            self.announce(from, change).await?;
+        }
+        Ok(())
+    }
+
     /// Every node's announcements (this node's own included), as they come; `None` when
     /// no other node can share the store. After a gap (the connection was lost) an
     /// [`Announcement::Everything`] stands for whatever was missed.

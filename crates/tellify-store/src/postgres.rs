@@ -657,6 +657,99 @@ pub fn announcement_channel(schema: &str) -> String {
 /// [`Announcement::Everything`].
 const MAX_ANNOUNCEMENT: usize = 7900;
 
+/// What one `NOTIFY` carries: one change (`{"from": …, "kind": …}`), or several
+/// (`{"from": …, "changes": [...]}`, see [`announcement_payloads`]). Nodes of an older build
+/// send only the first form.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Payload {
+    Many {
+        from: String,
+        changes: Vec<serde_json::Value>,
+    },
+    One(Announced),
+}
+
+/// The `NOTIFY` payloads for `changes` from `from`, in order, each below
+/// [`MAX_ANNOUNCEMENT`]: a lone change goes in the one-change form, a run of them in the
+/// several-change form, and a change too large for any payload becomes
+/// [`Announcement::Everything`].
+fn announcement_payloads(from: &str, changes: &[Announcement]) -> StoreResult<Vec<String>> {
+    let head = format!(
+        "{{\"from\":{},\"changes\":[",
+        serde_json::to_string(from).map_err(unavailable)?
+    );
+    // Each payload's changes, as JSON, and the change when there is only one.
+    let mut groups: Vec<(Vec<String>, Announcement)> = Vec::new();
+    let mut length = 0;
+    for change in changes {
+        let mut change = change.clone();
+        let mut json = serde_json::to_string(&change).map_err(unavailable)?;
+        if head.len() + json.len() + 2 > MAX_ANNOUNCEMENT {
+            change = Announcement::Everything;
+            json = serde_json::to_string(&change).map_err(unavailable)?;
+        }
+        match groups.last_mut() {
+            Some((group, _)) if length + json.len() < MAX_ANNOUNCEMENT => {
+                length += json.len() + 1;
+                group.push(json);
+            }
+            _ => {
+                length = head.len() + 2 + json.len();
+                groups.push((vec![json], change));
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(group, first)| {
+            if group.len() == 1 {
+                serde_json::to_string(&Announced {
+                    from: from.to_string(),
+                    change: first,
+                })
+                .map_err(unavailable)
+            } else {
+                Ok(format!("{head}{}]}}", group.join(",")))
+            }
+        })
+        .collect()
+}
+
+/// The changes one `NOTIFY` payload carries; an unreadable one stands for
+/// [`Announcement::Everything`].
+fn read_payload(payload: &str) -> Vec<Announced> {
+    let everything = || {
+        vec![Announced {
+            from: String::new(),
+            change: Announcement::Everything,
+        }]
+    };
+    match serde_json::from_str::<Payload>(payload) {
+        Ok(Payload::One(announced)) => vec![announced],
+        Ok(Payload::Many { from, changes }) => {
+            let mut announced = Vec::with_capacity(changes.len());
+            for change in changes {
+                match serde_json::from_value::<Announcement>(change) {
+                    Ok(change) => announced.push(Announced {
+                        from: from.clone(),
+                        change,
+                    }),
+                    Err(error) => {
+                        tracing::warn!(%error, "an announcement this node cannot read; rereading everything");
+                        return everything();
+                    }
+                }
+            }
+            announced
+        }
+        Err(error) => {
+            tracing::warn!(%error, "an announcement this node cannot read; rereading everything");
+            everything()
+        }
+    }
+}
+
 /// How long the listener waits for a notification before it checks whether anyone still
 /// follows, and how long it waits before connecting again after losing the connection.
 const LISTEN_TICK: Duration = Duration::from_secs(1);
@@ -696,19 +789,10 @@ fn listen(config: postgres::Config, channel: &str, sender: tokio::sync::mpsc::Se
             let next = client.notifications().timeout_iter(LISTEN_TICK).next();
             match next {
                 Ok(Some(notification)) => {
-                    let announced = match serde_json::from_str::<Announced>(notification.payload())
-                    {
-                        Ok(announced) => announced,
-                        Err(error) => {
-                            tracing::warn!(%error, "an announcement this node cannot read; rereading everything");
-                            Announced {
-                                from: String::new(),
-                                change: Announcement::Everything,
-                            }
+                    for announced in read_payload(notification.payload()) {
+                        if sender.blocking_send(announced).is_err() {
+                            return;
                         }
-                    };
-                    if sender.blocking_send(announced).is_err() {
-                        return;
                     }
                 }
                 Ok(None) => {
@@ -1577,23 +1661,23 @@ impl Store for PostgresStore {
     }
 
     async fn announce(&self, from: &str, change: &Announcement) -> StoreResult<()> {
-        let mut payload = serde_json::to_string(&Announced {
-            from: from.to_string(),
-            change: change.clone(),
-        })
-        .map_err(unavailable)?;
-        if payload.len() > MAX_ANNOUNCEMENT {
-            payload = serde_json::to_string(&Announced {
-                from: from.to_string(),
-                change: Announcement::Everything,
-            })
-            .map_err(unavailable)?;
+        self.announce_all(from, std::slice::from_ref(change)).await
+    }
+
+    /// Packs as many changes into one `NOTIFY` as its payload takes: one round trip, and
+    /// one wake-up of each listening node, for all the changes a node had waiting.
+    async fn announce_all(&self, from: &str, changes: &[Announcement]) -> StoreResult<()> {
+        let payloads = announcement_payloads(from, changes)?;
+        if payloads.is_empty() {
+            return Ok(());
         }
         let channel = self.channel.clone();
         self.read(move |client| {
-            client
-                .execute("SELECT pg_notify($1, $2)", &[&&*channel, &payload])
-                .map_err(unavailable)?;
+            for payload in &payloads {
+                client
+                    .execute("SELECT pg_notify($1, $2)", &[&&*channel, payload])
+                    .map_err(unavailable)?;
+            }
             Ok(())
         })
         .await
@@ -1692,6 +1776,69 @@ impl Store for PostgresStore {
                 .is_some())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod announcement_payload_tests {
+    use super::{announcement_payloads, read_payload, MAX_ANNOUNCEMENT};
+    use crate::{Announced, Announcement};
+
+    fn events(first: i64) -> Announcement {
+        Announcement::Events {
+            first,
+            last: first + 1,
+        }
+    }
+
+    #[test]
+    fn waiting_changes_travel_together_and_arrive_in_order() {
+        let changes: Vec<Announcement> = (0..500).map(|n| events(n * 10)).collect();
+        let payloads = announcement_payloads("node-a", &changes).unwrap();
+        assert!(payloads.len() > 1, "500 changes do not fit one payload");
+        assert!(
+            payloads.len() < 50,
+            "{} payloads for 500 changes",
+            payloads.len()
+        );
+        assert!(payloads
+            .iter()
+            .all(|payload| payload.len() <= MAX_ANNOUNCEMENT));
+        let read: Vec<Announced> = payloads.iter().flat_map(|p| read_payload(p)).collect();
+        let expected: Vec<Announced> = changes
+            .into_iter()
+            .map(|change| Announced {
+                from: "node-a".to_string(),
+                change,
+            })
+            .collect();
+        assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn a_lone_change_keeps_the_form_older_nodes_read() {
+        let payloads = announcement_payloads("node-a", &[events(7)]).unwrap();
+        assert_eq!(payloads.len(), 1);
+        let old_form: Announced = serde_json::from_str(&payloads[0]).unwrap();
+        assert_eq!(old_form.change, events(7));
+        assert!(announcement_payloads("node-a", &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_change_too_large_for_a_payload_becomes_everything_and_garbage_too() {
+        let huge = Announcement::SubscriptionsReread {
+            ids: (0..2_000).map(|n| format!("subscription-{n}")).collect(),
+        };
+        let payloads = announcement_payloads("node-a", &[events(1), huge, events(5)]).unwrap();
+        let read: Vec<Announcement> = payloads
+            .iter()
+            .flat_map(|p| read_payload(p))
+            .map(|announced| announced.change)
+            .collect();
+        assert_eq!(read, [events(1), Announcement::Everything, events(5)]);
+        let garbage = read_payload(r#"{"from":"x","changes":[{"kind":"no such"}]}"#);
+        assert_eq!(garbage.len(), 1);
+        assert_eq!(garbage[0].change, Announcement::Everything);
     }
 }
 

@@ -1034,7 +1034,10 @@ mod sessions {
             .iter()
             .filter(|sql| sql.contains("tellify_append_first"))
             .count();
-        assert_eq!(appends, 1, "the append is prepared once and kept: {prepared:#?}");
+        assert_eq!(
+            appends, 1,
+            "the append is prepared once and kept: {prepared:#?}"
+        );
         let mut distinct = prepared.clone();
         distinct.dedup();
         assert_eq!(distinct, prepared, "no statement is prepared twice");

@@ -151,7 +151,8 @@ fn runs(positions: impl IntoIterator<Item = i64>) -> Vec<(i64, i64)> {
 }
 
 /// Sends this node's changes to the other nodes until `shutdown`. What is waiting when
-/// it looks is sent together, adjacent event runs merged into one announcement.
+/// it looks is sent together ([`Store::announce_all`]), adjacent event runs merged into
+/// one announcement.
 pub async fn announce(
     store: Arc<dyn Store>,
     node: String,
@@ -167,10 +168,9 @@ pub async fn announce(
         if received == 0 {
             return Ok(());
         }
-        for change in merge_event_runs(std::mem::take(&mut waiting)) {
-            if let Err(error) = store.announce(&node, &change).await {
-                tracing::warn!(%error, ?change, "cannot tell the other nodes' live views about a change");
-            }
+        let changes = merge_event_runs(std::mem::take(&mut waiting));
+        if let Err(error) = store.announce_all(&node, &changes).await {
+            tracing::warn!(%error, count = changes.len(), "cannot tell the other nodes about changes");
         }
     }
 }
