@@ -89,27 +89,112 @@ async fn announce(services: &Services, change: &Announcement) {
     }
 }
 
-/// Applies the other nodes' announcements here until `shutdown`.
+/// Applies the other nodes' announcements here until `shutdown`. What has arrived when it
+/// looks is applied together, through [`coalesce`].
 pub async fn follow(
     services: super::AppState,
     mut announcements: tokio::sync::mpsc::Receiver<tellify_store::Announced>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let mut waiting = Vec::new();
     loop {
-        let announced = tokio::select! {
-            announced = announcements.recv() => announced,
+        let received = tokio::select! {
+            received = announcements.recv_many(&mut waiting, FOLLOW_BATCH) => received,
             _ = shutdown.changed() => return Ok(()),
         };
-        let Some(announced) = announced else {
+        if received == 0 {
             return Ok(());
-        };
-        if announced.from == services.node {
-            continue;
         }
-        if let Err(error) = apply(&services, &announced.change).await {
-            tracing::warn!(%error, change = ?announced.change, "cannot apply another node's change");
+        let changes = std::mem::take(&mut waiting)
+            .into_iter()
+            .filter(|announced| announced.from != services.node)
+            .map(|announced| announced.change);
+        for change in coalesce(changes) {
+            if let Err(error) = apply(&services, &change).await {
+                tracing::warn!(%error, ?change, "cannot apply another node's change");
+            }
         }
     }
+}
+
+/// How many waiting announcements [`follow`] takes at once.
+const FOLLOW_BATCH: usize = 1_024;
+
+/// More distinct users' settings changed than this in one batch: the planner rereads its
+/// whole directory once instead of each user's settings.
+const USERS_REREAD_ONE_BY_ONE: usize = 16;
+
+/// The changes of one batch of announcements, cheapest to apply and most urgent first.
+///
+/// Another node's events and alert changes only wake this node's worker and notifier:
+/// they come first, so a batch of settings changes (1,000 users set up on other nodes are
+/// thousands of announcements, each a few store reads to apply) does not hold up the next
+/// events. That order is safe because the processing worker compares the store's settings
+/// generation before every batch and applies what changed first (`Worker::catch_up_settings`).
+/// Then the cache changes, in the order they came, without repeats: `Everything` stands for
+/// all of them; settings of many users become one reread of the planner's directory
+/// (`People`, which also drops cached principals). Delivery changes need nothing here
+/// (the live views show them through `crate::stream::relay`).
+pub fn coalesce(changes: impl IntoIterator<Item = Announcement>) -> Vec<Announcement> {
+    let mut wake = Vec::new();
+    let mut rest: Vec<Announcement> = Vec::new();
+    let mut everything = false;
+    let mut users: Vec<String> = Vec::new();
+    for change in changes {
+        match change {
+            Announcement::Events { .. } | Announcement::Alert { .. } => {
+                let is_alert = matches!(change, Announcement::Alert { .. });
+                // One wake of each kind is enough: the worker reads from its cursor, and
+                // the notifier claims whatever is due.
+                let seen = wake
+                    .iter()
+                    .position(|earlier| matches!(earlier, Announcement::Alert { .. }) == is_alert);
+                match seen {
+                    Some(index) if !is_alert => {
+                        if let (
+                            Announcement::Events { last, .. },
+                            Announcement::Events { last: newer, .. },
+                        ) = (&mut wake[index], &change)
+                        {
+                            *last = (*last).max(*newer);
+                        }
+                    }
+                    Some(_) => {}
+                    None => wake.push(change),
+                }
+            }
+            Announcement::Delivery { .. } => {}
+            Announcement::Everything => everything = true,
+            Announcement::UserSettings { user_id } => {
+                if !users.contains(&user_id) {
+                    users.push(user_id);
+                }
+            }
+            // The last of equal changes stays, in its place: a subscription saved, deleted
+            // and saved again ends saved.
+            other => {
+                rest.retain(|earlier| *earlier != other);
+                rest.push(other);
+            }
+        }
+    }
+    if everything {
+        wake.push(Announcement::Everything);
+        return wake;
+    }
+    if users.len() > USERS_REREAD_ONE_BY_ONE {
+        if !rest.contains(&Announcement::People) {
+            rest.push(Announcement::People);
+        }
+    } else if !rest.contains(&Announcement::People) {
+        rest.extend(
+            users
+                .into_iter()
+                .map(|user_id| Announcement::UserSettings { user_id }),
+        );
+    }
+    wake.extend(rest);
+    wake
 }
 
 /// Users, groups or memberships changed: cached principals (with their group ids) are
@@ -169,4 +254,80 @@ async fn apply_locally(services: &Services, change: Announcement) {
 pub async fn event_type_changed(services: &Services, name: &str) -> StoreResult<()> {
     let name = name.to_string();
     apply_and_announce(services, Announcement::EventType { name }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use tellify_store::Announcement;
+
+    use super::coalesce;
+
+    fn events(first: i64, last: i64) -> Announcement {
+        Announcement::Events { first, last }
+    }
+
+    fn user(id: &str) -> Announcement {
+        Announcement::UserSettings {
+            user_id: id.to_string(),
+        }
+    }
+
+    fn saved(id: &str) -> Announcement {
+        Announcement::SubscriptionSaved {
+            id: id.to_string(),
+            policy: None,
+        }
+    }
+
+    fn gone(id: &str) -> Announcement {
+        Announcement::SubscriptionGone { id: id.to_string() }
+    }
+
+    #[test]
+    fn wake_ups_go_before_settings_and_once_each() {
+        let alert = |id: &str| Announcement::Alert {
+            id: id.to_string(),
+            entries: 1,
+        };
+        let batch = vec![
+            user("u1"),
+            events(5, 7),
+            saved("s1"),
+            alert("a1"),
+            events(8, 9),
+            alert("a2"),
+            user("u1"),
+        ];
+        assert_eq!(
+            coalesce(batch),
+            [events(5, 9), alert("a1"), saved("s1"), user("u1")]
+        );
+    }
+
+    #[test]
+    fn the_last_of_equal_changes_stays_in_its_place() {
+        let batch = vec![
+            saved("s1"),
+            gone("s1"),
+            saved("s1"),
+            Announcement::TokenRevoked,
+        ];
+        assert_eq!(
+            coalesce(batch),
+            [gone("s1"), saved("s1"), Announcement::TokenRevoked]
+        );
+    }
+
+    #[test]
+    fn many_users_settings_become_one_directory_reread_and_everything_covers_all() {
+        let batch: Vec<Announcement> = (0..100).map(|n| user(&format!("u{n}"))).collect();
+        assert_eq!(coalesce(batch), [Announcement::People]);
+        let batch = vec![
+            saved("s1"),
+            events(1, 1),
+            Announcement::Everything,
+            user("u1"),
+        ];
+        assert_eq!(coalesce(batch), [events(1, 1), Announcement::Everything]);
+    }
 }
