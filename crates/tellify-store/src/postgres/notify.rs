@@ -880,52 +880,37 @@ fn gang(tx: &mut Tx<'_>, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
         )
         .map_err(unavailable)?;
     }
+    // One statement per delivery (it was three round trips): the contact point's name and
+    // kind, the delivery, and its notifications joined to it. A contact point deleted after
+    // the plan was made leaves a delivery recorded as failed with the reason, never a
+    // notification dropped without a word.
     for gang in plan.gangs {
-        let point = tx
-            .query_opt(
-                "SELECT name, kind FROM contact_points WHERE id = $1",
-                &[&gang.contact_point_id],
-            )
-            .map_err(unavailable)?;
-        // Planned from a view of the contact points older than their deletion: recorded as
-        // failed with the reason, never dropped without a word.
-        let (name, kind, status, error): (String, String, &str, Option<&str>) = match point {
-            Some(row) => (
-                row.try_get(0).map_err(unavailable)?,
-                row.try_get(1).map_err(unavailable)?,
-                "pending",
-                None,
-            ),
-            None => (
-                outbox::DELETED_POINT_NAME.to_string(),
-                outbox::DELETED_POINT_KIND.to_string(),
-                "failed",
-                Some(outbox::DELETED_POINT_ERROR),
-            ),
-        };
         let delivery_id = tellify_model::new_id();
         let items = i64::try_from(gang.notifications.len()).unwrap_or(i64::MAX);
         tx.execute(
-            "INSERT INTO deliveries (id, user_id, contact_point_id, contact_point, kind, status,
-                 attempts, next_attempt_ms, items, created, last_error)
-             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10)",
+            "WITH point AS (SELECT name, kind FROM contact_points WHERE id = $3),
+             delivery AS (
+                 INSERT INTO deliveries (id, user_id, contact_point_id, contact_point, kind,
+                     status, attempts, next_attempt_ms, items, created, last_error)
+                 SELECT $1, $2, $3, COALESCE(p.name, $8), COALESCE(p.kind, $9),
+                     CASE WHEN p.name IS NULL THEN 'failed' ELSE 'pending' END, 0, $4, $5, $6,
+                     CASE WHEN p.name IS NULL THEN $10 END
+                 FROM (SELECT 1) AS one LEFT JOIN point p ON true
+                 RETURNING id)
+             UPDATE notifications SET delivery_id = (SELECT id FROM delivery)
+             WHERE id = ANY($7)",
             &[
                 &delivery_id,
                 &gang.user_id,
                 &gang.contact_point_id,
-                &name,
-                &kind,
-                &status,
                 &millis(now),
                 &items,
                 &time_text(now),
-                &error,
+                &gang.notifications,
+                &outbox::DELETED_POINT_NAME,
+                &outbox::DELETED_POINT_KIND,
+                &outbox::DELETED_POINT_ERROR,
             ],
-        )
-        .map_err(unavailable)?;
-        tx.execute(
-            "UPDATE notifications SET delivery_id = $1 WHERE id = ANY($2)",
-            &[&delivery_id, &gang.notifications],
         )
         .map_err(unavailable)?;
     }

@@ -212,6 +212,9 @@ impl NotifierHandle {
     }
 }
 
+/// How often a notifier plans due repeats (see [`Notifier::repeats_due`]).
+const REPEATS_EVERY: SignedDuration = SignedDuration::from_secs(1);
+
 pub struct Notifier {
     store: Arc<dyn Store>,
     channels: Arc<Channels>,
@@ -228,6 +231,8 @@ pub struct Notifier {
     /// Whether the last claim took as many deliveries as there were free senders, so more
     /// may be due: finishing sends then wake the claim loop (see [`refill_at`]).
     backlog: std::sync::atomic::AtomicBool,
+    /// When repeats were last planned (the notifier's clock; see [`REPEATS_EVERY`]).
+    repeats_planned: Mutex<Option<jiff::Timestamp>>,
     /// How long sends in flight at shutdown may take before their deliveries are given back.
     shutdown_grace: Duration,
     /// Turns true when that time is up: every send still in flight gives its delivery back.
@@ -269,6 +274,7 @@ impl Notifier {
             rates: Mutex::new(RateBook::default()),
             holding: std::sync::atomic::AtomicBool::new(false),
             backlog: std::sync::atomic::AtomicBool::new(false),
+            repeats_planned: Mutex::new(None),
             shutdown_grace: Duration::from_secs(10),
             cut_off: watch::channel(false).0,
             bus: None,
@@ -404,9 +410,11 @@ impl Notifier {
             return Ok(false);
         }
         let now = self.clock.now();
-        self.store
-            .plan_repeats(now, self.handle.planner(), 1000)
-            .await?;
+        if self.repeats_due(now) {
+            self.store
+                .plan_repeats(now, self.handle.planner(), 1000)
+                .await?;
+        }
         let lease = SignedDuration::from_secs(self.settings.lease_secs.max(1) as i64);
         let lease_until = now.checked_add(lease).unwrap_or(now);
         let claim = self.handle.take_lock.lock().await;
@@ -455,6 +463,20 @@ impl Notifier {
         }
         drop(claim);
         Ok(backlog)
+    }
+
+    /// Whether to plan due repeats in this round: at most once per [`REPEATS_EVERY`] of
+    /// the clock. Repeats come minutes apart, and planning them is a transaction of its
+    /// own (three round trips on PostgreSQL) that every claim round paid before.
+    fn repeats_due(&self, now: jiff::Timestamp) -> bool {
+        let Ok(mut planned) = self.repeats_planned.lock() else {
+            return true;
+        };
+        if planned.is_some_and(|at| now >= at && now < at + REPEATS_EVERY) {
+            return false;
+        }
+        *planned = Some(now);
+        true
     }
 
     /// The users and contact points at their rate limit right now.
