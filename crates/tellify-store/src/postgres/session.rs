@@ -88,16 +88,24 @@ pub(crate) trait Sql {
 
     fn parts(&mut self) -> (&mut Self::Client, &mut Statements);
 
+    /// Runs `call` with the prepared statement for `sql`; an error is noted (see
+    /// [`Statements::note`]) before it is returned.
+    fn run<T>(
+        &mut self,
+        sql: &str,
+        call: impl FnOnce(&mut Self::Client, &Statement) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        let (client, statements) = self.parts();
+        let statement = statements.get(client, sql)?;
+        call(client, &statement).inspect_err(|error| statements.note(error))
+    }
+
     fn query(
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, postgres::Error> {
-        let (client, statements) = self.parts();
-        let statement = statements.get(client, sql)?;
-        client
-            .query(&statement, params)
-            .inspect_err(|error| statements.note(error))
+        self.run(sql, |client, statement| client.query(statement, params))
     }
 
     fn query_one(
@@ -105,11 +113,7 @@ pub(crate) trait Sql {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, postgres::Error> {
-        let (client, statements) = self.parts();
-        let statement = statements.get(client, sql)?;
-        client
-            .query_one(&statement, params)
-            .inspect_err(|error| statements.note(error))
+        self.run(sql, |client, statement| client.query_one(statement, params))
     }
 
     fn query_opt(
@@ -117,11 +121,7 @@ pub(crate) trait Sql {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, postgres::Error> {
-        let (client, statements) = self.parts();
-        let statement = statements.get(client, sql)?;
-        client
-            .query_opt(&statement, params)
-            .inspect_err(|error| statements.note(error))
+        self.run(sql, |client, statement| client.query_opt(statement, params))
     }
 
     fn execute(
@@ -129,11 +129,7 @@ pub(crate) trait Sql {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, postgres::Error> {
-        let (client, statements) = self.parts();
-        let statement = statements.get(client, sql)?;
-        client
-            .execute(&statement, params)
-            .inspect_err(|error| statements.note(error))
+        self.run(sql, |client, statement| client.execute(statement, params))
     }
 }
 
