@@ -142,25 +142,24 @@ pub fn coalesce(changes: impl IntoIterator<Item = Announcement>) -> Vec<Announce
     let mut users: Vec<String> = Vec::new();
     for change in changes {
         match change {
-            Announcement::Events { .. } | Announcement::Alert { .. } => {
-                let is_alert = matches!(change, Announcement::Alert { .. });
-                // One wake of each kind is enough: the worker reads from its cursor, and
-                // the notifier claims whatever is due.
-                let seen = wake
-                    .iter()
-                    .position(|earlier| matches!(earlier, Announcement::Alert { .. }) == is_alert);
+            // One wake of each kind is enough: the worker reads from its cursor, and the
+            // notifier claims whatever is due.
+            Announcement::Events { first, last } => {
+                let seen = wake.iter_mut().find_map(|earlier| match earlier {
+                    Announcement::Events { last, .. } => Some(last),
+                    _ => None,
+                });
                 match seen {
-                    Some(index) if !is_alert => {
-                        if let (
-                            Announcement::Events { last, .. },
-                            Announcement::Events { last: newer, .. },
-                        ) = (&mut wake[index], &change)
-                        {
-                            *last = (*last).max(*newer);
-                        }
-                    }
-                    Some(_) => {}
-                    None => wake.push(change),
+                    Some(seen) => *seen = (*seen).max(last),
+                    None => wake.push(Announcement::Events { first, last }),
+                }
+            }
+            Announcement::Alert { .. } => {
+                if !wake
+                    .iter()
+                    .any(|earlier| matches!(earlier, Announcement::Alert { .. }))
+                {
+                    wake.push(change);
                 }
             }
             Announcement::Delivery { .. } => {}
@@ -182,16 +181,16 @@ pub fn coalesce(changes: impl IntoIterator<Item = Announcement>) -> Vec<Announce
         wake.push(Announcement::Everything);
         return wake;
     }
-    if users.len() > USERS_REREAD_ONE_BY_ONE {
-        if !rest.contains(&Announcement::People) {
+    if !rest.contains(&Announcement::People) {
+        if users.len() > USERS_REREAD_ONE_BY_ONE {
             rest.push(Announcement::People);
+        } else {
+            rest.extend(
+                users
+                    .into_iter()
+                    .map(|user_id| Announcement::UserSettings { user_id }),
+            );
         }
-    } else if !rest.contains(&Announcement::People) {
-        rest.extend(
-            users
-                .into_iter()
-                .map(|user_id| Announcement::UserSettings { user_id }),
-        );
     }
     wake.extend(rest);
     wake
