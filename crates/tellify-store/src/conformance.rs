@@ -66,6 +66,7 @@ macro_rules! conformance_tests {
             a_delivery_whose_lease_ran_out_is_due_again,
             what_waited_for_a_deleted_contact_point_is_failed_with_the_reason,
             repeats_are_planned_when_due_and_stop_once_acknowledged,
+            one_commit_that_moves_alerts_several_times_keeps_each_transition_and_its_outbox_row,
             offboarding_counts_in_a_dry_run_then_removes_everything_and_audits,
             audit_records_are_kept_and_listed_newest_first,
             the_event_type_registry_creates_replaces_and_lists,
@@ -1051,6 +1052,165 @@ pub async fn repeats_are_planned_when_due_and_stop_once_acknowledged(store: &dyn
             .unwrap(),
         0
     );
+}
+
+/// One commit in which alerts move more than once (a backend may write each table once per
+/// commit): every transition is returned and recorded in order, each has its outbox row
+/// with the alert as that transition left it, the alert is stored as the last one left it,
+/// and only the alerts still firing at the end repeat.
+pub async fn one_commit_that_moves_alerts_several_times_keeps_each_transition_and_its_outbox_row(
+    store: &dyn Store,
+) {
+    let outbox = Outbox::open(store).await;
+    let escalate = |key: &str| {
+        let mut output = outbox.fire(key, 100);
+        if let AlertOutput::Fire { severity, .. } = &mut output.output {
+            *severity = Severity::Critical;
+        }
+        output
+    };
+    let resolve = |key: &str| OutputToApply {
+        origin: outbox.subscription.origin(),
+        output: AlertOutput::Resolve {
+            group_key: key.to_string(),
+            message: None,
+        },
+        at: at(100),
+    };
+    let outcome = store
+        .commit_processing(ProcessingCommit {
+            cursor: 10,
+            outputs: vec![
+                outbox.fire("a", 100),
+                outbox.fire("b", 100),
+                escalate("a"),
+                resolve("b"),
+                outbox.fire("c", 100),
+            ],
+            planner: Some(outbox.planner.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let moves: Vec<(&str, Severity, AlertState)> = outcome
+        .changes
+        .iter()
+        .map(|change| {
+            (
+                change.alert.group_key.as_str(),
+                change.alert.severity,
+                change.alert.state,
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            ("a", Severity::Warning, AlertState::Firing),
+            ("b", Severity::Warning, AlertState::Firing),
+            ("a", Severity::Critical, AlertState::Firing),
+            ("b", Severity::Warning, AlertState::Resolved),
+            ("c", Severity::Warning, AlertState::Firing),
+        ]
+    );
+    let a = &outcome.changes[0].alert.id;
+    let b = &outcome.changes[1].alert.id;
+    assert_eq!(
+        &outcome.changes[2].alert.id, a,
+        "the second output moves the same alert"
+    );
+    assert_eq!(&outcome.changes[3].alert.id, b);
+    let stored_a = store.alert(a).await.unwrap().unwrap();
+    assert_eq!(
+        (stored_a.severity, stored_a.state),
+        (Severity::Critical, AlertState::Firing)
+    );
+    let stored_b = store.alert(b).await.unwrap().unwrap();
+    assert_eq!(stored_b.state, AlertState::Resolved);
+    let actions = |history: Vec<tellify_engine::alerts::HistoryEntry>| {
+        history
+            .into_iter()
+            .map(|entry| entry.action)
+            .collect::<Vec<_>>()
+    };
+    use tellify_engine::alerts::Transition;
+    assert_eq!(
+        actions(store.alert_history(a).await.unwrap()),
+        [Transition::Fired, Transition::SeverityRaised]
+    );
+    assert_eq!(
+        actions(store.alert_history(b).await.unwrap()),
+        [Transition::Fired, Transition::Resolved]
+    );
+    // One outbox row per notifying transition, each carrying its own moment of the alert.
+    assert_eq!(store.outbox_backlog(at(100)).await.unwrap().0, 5);
+    let jobs = store
+        .take_deliveries(at(100), at(200), 10, &DeliveryHold::default())
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "one contact point, one delivery");
+    let mut carried: Vec<(String, String, Severity, AlertState)> = jobs[0]
+        .items
+        .iter()
+        .map(|item| {
+            (
+                item.alert.group_key.clone(),
+                item.transition.clone(),
+                item.alert.severity,
+                item.alert.state,
+            )
+        })
+        .collect();
+    carried.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+    let expected = |key: &str, transition: &str, severity, state| {
+        (key.to_string(), transition.to_string(), severity, state)
+    };
+    assert_eq!(
+        carried,
+        [
+            expected("a", "escalated", Severity::Critical, AlertState::Firing),
+            expected("a", "fired", Severity::Warning, AlertState::Firing),
+            expected("b", "fired", Severity::Warning, AlertState::Firing),
+            expected("b", "resolved", Severity::Warning, AlertState::Resolved),
+            expected("c", "fired", Severity::Warning, AlertState::Firing),
+        ]
+    );
+    // b resolved after it fired: its repeat stopped; a and c repeat a minute on.
+    assert_eq!(
+        store
+            .plan_repeats(at(161), outbox.planner.clone(), 100)
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+/// For a backend that counts what it sends to its database (`counter`): commits one new
+/// alert with its outbox row and repeat, then `alerts` new ones in one commit, and
+/// returns what `counter` moved by for each. A backend that writes each table once per
+/// commit costs the same for both.
+pub async fn cost_of_one_commit_and_of_a_larger_one(
+    store: &dyn Store,
+    counter: &(dyn Fn() -> u64 + Sync),
+    alerts: usize,
+) -> (u64, u64) {
+    let outbox = Outbox::open(store).await;
+    // A first commit, so neither measured one pays for anything done once.
+    outbox.commit_fired(store, 1, &["first"], 100).await;
+    let before = counter();
+    outbox.commit_fired(store, 2, &["one"], 100).await;
+    let one = counter() - before;
+    let keys: Vec<String> = (0..alerts).map(|n| format!("many-{n}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let before = counter();
+    outbox.commit_fired(store, 3, &keys, 100).await;
+    let larger = counter() - before;
+    assert_eq!(
+        store.outbox_backlog(at(100)).await.unwrap().0,
+        2 + alerts as u64,
+        "every alert has its outbox row"
+    );
+    (one, larger)
 }
 
 pub async fn offboarding_counts_in_a_dry_run_then_removes_everything_and_audits(store: &dyn Store) {

@@ -263,6 +263,18 @@ pub trait Store: Send + Sync + 'static {
     async fn settings_generation(&self) -> StoreResult<Option<i64>> {
         Ok(None)
     }
+    /// [`Store::events_after`] and then [`Store::settings_generation`], as the processing
+    /// worker asks for them with each batch; a store that pays a round trip per call reads
+    /// both at once (the generation then as of the same moment as the events, which is at
+    /// least as late as the events need).
+    async fn events_to_process(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<(Vec<StoredEvent>, Option<i64>)> {
+        let events = self.events_after(after, limit).await?;
+        Ok((events, self.settings_generation().await?))
+    }
     /// Where processing stopped, without the states: how a node that does not process
     /// follows the one that does.
     async fn processing_cursor(&self) -> StoreResult<i64> {

@@ -225,6 +225,8 @@ pub struct PostgresStore {
     config: postgres::Config,
     /// The channel this schema's announcements travel on ([`announcement_channel`]).
     channel: Arc<str>,
+    /// Statements the pool's sessions ran ([`PostgresStore::statements_run`]).
+    statements_run: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The pool, closed on a plain thread when the last store handle goes: closing a
@@ -390,13 +392,16 @@ impl PostgresStore {
             .connection_timeout(POOL_WAIT)
             // Sessions are checked only after sitting idle (session.rs), not on every
             // checkout: that check was one more round trip per store call.
-            .test_on_check_out(false)
+            .test_on_check_out(false);
+        let statements_run = manager.statements_run();
+        let pool = pool
             .build(manager)
             .map_err(|error| unavailable(format!("cannot connect to PostgreSQL: {error}")))?;
         Ok(PostgresStore {
             pool: Arc::new(PoolHolder(Some(pool))),
             config,
             channel: channel.into(),
+            statements_run,
         })
     }
 
@@ -406,6 +411,13 @@ impl PostgresStore {
         tokio::task::spawn_blocking(move || PostgresStore::connect(&url))
             .await
             .map_err(unavailable)?
+    }
+
+    /// How many statements this store's sessions have run so far, each one round trip
+    /// (transaction control not counted): for tests and diagnostics.
+    pub fn statements_run(&self) -> u64 {
+        self.statements_run
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The SQL of the statements one pooled session has prepared and keeps (the session a
@@ -822,6 +834,14 @@ impl Store for PostgresStore {
 
     async fn events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
         events::events_after(self, after, limit).await
+    }
+
+    async fn events_to_process(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<(Vec<StoredEvent>, Option<i64>)> {
+        events::events_to_process(self, after, limit).await
     }
 
     async fn event_seq_range(

@@ -16,6 +16,8 @@
 //! Nothing here mints an id or reads a clock: a new alert's id comes from the commit's
 //! [`IdSourceRef`], `now` is the commit's (each output's `at`, or the caller's `now`).
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use jiff::{SignedDuration, Timestamp};
 use tellify_engine::alerts::{apply_action, apply_output, Action, Alert, AlertState, HistoryEntry};
 use tellify_engine::alerts::{Transition, ENGINE_ACTOR};
@@ -24,8 +26,8 @@ use tellify_model::StoredEvent;
 
 pub use crate::IdSourceRef;
 use crate::{
-    AlertChange, Appended, CommitOutcome, FilterErrorUpdate, NewNotification, PlannerRef,
-    ProcessingCommit, RepeatSchedule, StoreError, StoreResult, SubscriptionHealth,
+    AlertChange, Appended, CommitOutcome, FilterErrorUpdate, NewNotification, OutputToApply,
+    PlannerRef, ProcessingCommit, RepeatSchedule, StoreError, StoreResult, SubscriptionHealth,
 };
 
 /// One transaction of a backend, as the processing decisions need it. Every method is a
@@ -86,6 +88,59 @@ pub trait ProcessingTx {
     /// Appends events to the log as `Store::append_events` does (idempotency, dedup).
     fn append_derived(&mut self, events: Vec<StoredEvent>) -> StoreResult<Vec<Appended>>;
     fn save_cursor(&mut self, cursor: i64) -> StoreResult<()>;
+
+    // What [`commit`] calls: each table once per commit. The defaults call the one-row
+    // methods above in turn; a backend that pays a round trip per statement writes each
+    // as one statement.
+
+    /// Which of `ids` (distinct) are subscriptions that still exist.
+    fn subscriptions_existing(&mut self, ids: &[&str]) -> StoreResult<HashSet<String>> {
+        let mut found = HashSet::with_capacity(ids.len());
+        for id in ids {
+            if self.subscription_exists(id)? {
+                found.insert((*id).to_string());
+            }
+        }
+        Ok(found)
+    }
+    /// The alerts with these (subscription id, group key) pairs (distinct), those that
+    /// exist, in no particular order, read to be changed.
+    fn alerts_by_keys(&mut self, keys: &[(&str, &str)]) -> StoreResult<Vec<Alert>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for (subscription_id, group_key) in keys {
+            found.extend(self.alert_by_key(subscription_id, group_key)?);
+        }
+        Ok(found)
+    }
+    /// Inserts or replaces each alert (distinct ids) with its id.
+    fn save_alerts(&mut self, alerts: &[&Alert]) -> StoreResult<()> {
+        for alert in alerts {
+            self.save_alert(alert)?;
+        }
+        Ok(())
+    }
+    /// Appends history entries, in order; returns their positions in the same order.
+    fn append_histories(&mut self, entries: &[(&str, &HistoryEntry)]) -> StoreResult<Vec<i64>> {
+        let mut positions = Vec::with_capacity(entries.len());
+        for (alert_id, entry) in entries {
+            positions.push(self.append_history(alert_id, entry)?);
+        }
+        Ok(positions)
+    }
+    /// Removes every repeat schedule of these alerts.
+    fn stop_repeats_of(&mut self, alert_ids: &[String]) -> StoreResult<()> {
+        for alert_id in alert_ids {
+            self.stop_repeats(alert_id)?;
+        }
+        Ok(())
+    }
+    /// Saves the handler state of each subscription (distinct ids).
+    fn save_handler_states(&mut self, states: &[(&str, &serde_json::Value)]) -> StoreResult<()> {
+        for (subscription_id, state) in states {
+            self.save_handler_state(subscription_id, state)?;
+        }
+        Ok(())
+    }
 }
 
 /// A repeat schedule whose time has come.
@@ -102,35 +157,124 @@ pub struct DueRepeat {
 /// subscriptions deleted since), with its history and the outbox rows its notifying
 /// transitions call for; then handler states, health, filter failures, derived events and
 /// the cursor.
+///
+/// The writes go table by table, each once for the whole commit (the batch methods of
+/// [`ProcessingTx`]): a backend that pays a round trip per statement pays a dozen per
+/// commit rather than a handful per event. The outputs are applied in memory first, in
+/// order, so an alert that several outputs move ends as the last one left it, and every
+/// transition is planned with the alert as it was right after that transition.
 pub fn commit(tx: &mut impl ProcessingTx, commit: ProcessingCommit) -> StoreResult<CommitOutcome> {
-    let mut existing = SubscriptionsSeen::default();
     let ids = || commit.ids.next_id();
-    let mut changes: Vec<AlertChange> = Vec::new();
-    for item in &commit.outputs {
-        let subscription_id = &item.origin.subscription_id;
-        if !existing.exists(tx, subscription_id)? {
-            continue;
-        }
-        let current = tx.alert_by_key(subscription_id, item.output.group_key())?;
+    let mut asked: Vec<&str> = commit
+        .outputs
+        .iter()
+        .map(|item| item.origin.subscription_id.as_str())
+        .chain(commit.states.iter().map(|(id, _)| id.as_str()))
+        .collect();
+    asked.sort_unstable();
+    asked.dedup();
+    let existing = if asked.is_empty() {
+        HashSet::new()
+    } else {
+        tx.subscriptions_existing(&asked)?
+    };
+    let outputs: Vec<&OutputToApply> = commit
+        .outputs
+        .iter()
+        .filter(|item| existing.contains(&item.origin.subscription_id))
+        .collect();
+    let mut keys: Vec<(&str, &str)> = outputs
+        .iter()
+        .map(|item| {
+            (
+                item.origin.subscription_id.as_str(),
+                item.output.group_key(),
+            )
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let stored: HashMap<(String, String), Alert> = if keys.is_empty() {
+        HashMap::new()
+    } else {
+        tx.alerts_by_keys(&keys)?
+            .into_iter()
+            .map(|alert| {
+                (
+                    (alert.subscription_id.clone(), alert.group_key.clone()),
+                    alert,
+                )
+            })
+            .collect()
+    };
+    // Apply every output in memory, in order; `changes[i].1` is when output i happened.
+    let mut changes: Vec<(AlertChange, Timestamp)> = Vec::new();
+    let mut last_of: HashMap<(String, String), usize> = HashMap::new();
+    for item in outputs {
+        let key = (
+            item.origin.subscription_id.clone(),
+            item.output.group_key().to_string(),
+        );
+        // As the last output in this commit left it, else as stored.
+        let current = match last_of.get(&key) {
+            Some(&earlier) => Some(changes[earlier].0.alert.clone()),
+            None => stored.get(&key).cloned(),
+        };
         let Some((alert, history)) =
             apply_output(current, &item.output, &item.origin, item.at, &ids)
         else {
             continue;
         };
-        tx.save_alert(&alert)?;
-        for entry in &history {
-            let position = tx.append_history(&alert.id, entry)?;
-            if let Some(planner) = &commit.planner {
-                plan_transition(tx, planner, &alert, entry, position, item.at)?;
+        last_of.insert(key, changes.len());
+        changes.push((AlertChange { alert, history }, item.at));
+    }
+    // Each alert once, as the last output left it.
+    let mut last: Vec<usize> = last_of.into_values().collect();
+    last.sort_unstable();
+    let saved: Vec<&Alert> = last.iter().map(|&i| &changes[i].0.alert).collect();
+    if !saved.is_empty() {
+        tx.save_alerts(&saved)?;
+    }
+    let entries: Vec<(&str, &HistoryEntry)> = changes
+        .iter()
+        .flat_map(|(change, _)| {
+            change
+                .history
+                .iter()
+                .map(|entry| (change.alert.id.as_str(), entry))
+        })
+        .collect();
+    let positions = if entries.is_empty() {
+        Vec::new()
+    } else {
+        tx.append_histories(&entries)?
+    };
+    if positions.len() != entries.len() {
+        return Err(StoreError::Unavailable(format!(
+            "{} history entries were written for {}",
+            positions.len(),
+            entries.len()
+        )));
+    }
+    if let Some(planner) = &commit.planner {
+        let mut outbox = Outbox::default();
+        let mut positions = positions.into_iter();
+        for (change, at) in &changes {
+            for entry in &change.history {
+                let position = positions.next().unwrap_or_default();
+                outbox.plan_transition(planner, &change.alert, entry, position, *at);
             }
         }
-        changes.push(AlertChange { alert, history });
+        outbox.write(tx)?;
     }
-    for (subscription_id, state) in &commit.states {
-        if !existing.exists(tx, subscription_id)? {
-            continue;
-        }
-        tx.save_handler_state(subscription_id, state)?;
+    let states: Vec<(&str, &serde_json::Value)> = commit
+        .states
+        .iter()
+        .filter(|(id, _)| existing.contains(id))
+        .map(|(id, state)| (id.as_str(), state))
+        .collect();
+    if !states.is_empty() {
+        tx.save_handler_states(&states)?;
     }
     for update in &commit.health {
         let disable = update.health.as_ref().is_some_and(|health| health.disabled);
@@ -141,7 +285,10 @@ pub fn commit(tx: &mut impl ProcessingTx, commit: ProcessingCommit) -> StoreResu
     }
     let derived = tx.append_derived(commit.derived)?;
     tx.save_cursor(commit.cursor)?;
-    Ok(CommitOutcome { changes, derived })
+    Ok(CommitOutcome {
+        changes: changes.into_iter().map(|(change, _)| change).collect(),
+        derived,
+    })
 }
 
 /// Plans repeated notifications for the schedules due by `now`: an alert still firing,
@@ -197,29 +344,78 @@ pub fn act_on_alert(
     Ok(AlertChange { alert, history })
 }
 
-/// Writes the outbox rows one history entry calls for: only the engine's transitions
-/// notify (a person who acted knows), and a resolved alert repeats no more.
-fn plan_transition(
-    tx: &mut impl ProcessingTx,
-    planner: &PlannerRef,
-    alert: &Alert,
-    entry: &HistoryEntry,
-    position: i64,
-    now: Timestamp,
-) -> StoreResult<()> {
-    if entry.actor != ENGINE_ACTOR {
-        return Ok(());
+/// What the notifying transitions of one commit put in the outbox, gathered so that each
+/// table is written once: the alerts whose repeats stop, the repeat schedules set after
+/// that, and the notifications.
+#[derive(Default)]
+struct Outbox {
+    /// Alerts resolved in this commit: their schedules stored so far are removed.
+    stopped: Vec<String>,
+    /// The schedules to store, one per (alert, user): the last one planned after its
+    /// alert's last stop.
+    schedules: BTreeMap<(String, String), RepeatSchedule>,
+    /// Notifications in runs planned at the same time (`created` is that time).
+    notifications: Vec<(Timestamp, Vec<NewNotification>)>,
+}
+
+impl Outbox {
+    /// Plans what one history entry calls for: only the engine's transitions notify (a
+    /// person who acted knows), and a resolved alert repeats no more.
+    fn plan_transition(
+        &mut self,
+        planner: &PlannerRef,
+        alert: &Alert,
+        entry: &HistoryEntry,
+        position: i64,
+        now: Timestamp,
+    ) {
+        if entry.actor != ENGINE_ACTOR {
+            return;
+        }
+        let Some(notified) = entry.action.notifies() else {
+            return;
+        };
+        if entry.action == Transition::Resolved {
+            let ended: Vec<(String, String)> = self
+                .schedules
+                .range((alert.id.clone(), String::new())..)
+                .take_while(|((alert_id, _), _)| *alert_id == alert.id)
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in ended {
+                self.schedules.remove(&key);
+            }
+            if !self.stopped.contains(&alert.id) {
+                self.stopped.push(alert.id.clone());
+            }
+        }
+        let plan = planner.0.plan(alert, notified, position, now);
+        for schedule in plan.repeats {
+            let key = (schedule.alert_id.clone(), schedule.user_id.clone());
+            self.schedules.insert(key, schedule);
+        }
+        match self.notifications.last_mut() {
+            Some((at, run)) if *at == now => run.extend(plan.notifications),
+            _ => self.notifications.push((now, plan.notifications)),
+        }
     }
-    let Some(notified) = entry.action.notifies() else {
-        return Ok(());
-    };
-    if entry.action == Transition::Resolved {
-        tx.stop_repeats(&alert.id)?;
+
+    /// Stops, then notifications, then the schedules set since the stops.
+    fn write(self, tx: &mut impl ProcessingTx) -> StoreResult<()> {
+        if !self.stopped.is_empty() {
+            tx.stop_repeats_of(&self.stopped)?;
+        }
+        for (now, run) in &self.notifications {
+            if !run.is_empty() {
+                tx.write_notifications(run, *now)?;
+            }
+        }
+        if !self.schedules.is_empty() {
+            let schedules: Vec<RepeatSchedule> = self.schedules.into_values().collect();
+            tx.schedule_repeats(&schedules)?;
+        }
+        Ok(())
     }
-    let plan = planner.0.plan(alert, notified, position, now);
-    tx.write_notifications(&plan.notifications, now)?;
-    tx.schedule_repeats(&plan.repeats)?;
-    Ok(())
 }
 
 /// Whether an alert should still make noise about `notified` at `now`: a person who
@@ -230,21 +426,6 @@ pub fn still_notifiable(alert: &Alert, notified: Notified, now: Timestamp) -> bo
         return !alert.cleared;
     }
     !(alert.cleared || alert.is_acked(now) || alert.is_shelved(now))
-}
-
-/// Which subscriptions exist, asked once per commit.
-#[derive(Default)]
-struct SubscriptionsSeen(std::collections::HashMap<String, bool>);
-
-impl SubscriptionsSeen {
-    fn exists(&mut self, tx: &mut impl ProcessingTx, id: &str) -> StoreResult<bool> {
-        if let Some(found) = self.0.get(id) {
-            return Ok(*found);
-        }
-        let found = tx.subscription_exists(id)?;
-        self.0.insert(id.to_string(), found);
-        Ok(found)
-    }
 }
 
 #[cfg(test)]

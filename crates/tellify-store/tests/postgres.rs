@@ -1013,6 +1013,23 @@ mod sessions {
         .unwrap()
     }
 
+    #[tokio::test]
+    async fn a_processing_commit_runs_as_many_statements_for_forty_alerts_as_for_one() {
+        let database = TestDatabase::create().await.unwrap();
+        let store = PostgresStore::open(&database.url()).await.unwrap();
+        let (one, forty) = tellify_store::conformance::cost_of_one_commit_and_of_a_larger_one(
+            &store,
+            &|| store.statements_run(),
+            40,
+        )
+        .await;
+        assert_eq!(
+            one, forty,
+            "each table is written once per commit, whatever the number of alerts"
+        );
+        assert!(one <= 12, "{one} statements for a commit of one alert");
+    }
+
     /// The statements a store's sessions have prepared, seen from one of them.
     async fn prepared_here(store: &PostgresStore) -> Vec<String> {
         store.prepared_statements().await.unwrap()

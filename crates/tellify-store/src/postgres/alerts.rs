@@ -22,7 +22,7 @@
 //! becomes visible in order: it is handed out under [`super::LOCK_HISTORY`], held until
 //! the commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use postgres::types::{FromSql, ToSql};
@@ -422,9 +422,9 @@ fn read_transition(text: &str) -> StoreResult<Transition> {
 /// the session's prepared-statement cache (`session.rs`).
 pub(super) struct PgProcessing<'a, 'b> {
     tx: &'a mut Tx<'b>,
-    /// The alert last saved and its JSON body: the outbox rows planned right after it
-    /// carry the same alert.
-    saved: Option<(Alert, String)>,
+    /// The alerts saved in this transaction with their JSON bodies, by id: the outbox
+    /// rows planned for the same alert carry the same body.
+    bodies: HashMap<String, (Alert, String)>,
     /// Whether alerts are read to be changed (`FOR NO KEY UPDATE`, the default) or only
     /// read (planning repeats).
     lock_alerts: bool,
@@ -434,7 +434,7 @@ impl<'a, 'b> PgProcessing<'a, 'b> {
     pub(super) fn new(tx: &'a mut Tx<'b>) -> PgProcessing<'a, 'b> {
         PgProcessing {
             tx,
-            saved: None,
+            bodies: HashMap::new(),
             lock_alerts: true,
         }
     }
@@ -469,9 +469,9 @@ impl<'a, 'b> PgProcessing<'a, 'b> {
             .transpose()
     }
 
-    /// The JSON of `alert`: the body saved last when it is the same alert.
+    /// The JSON of `alert`: the body saved in this transaction when it is the same alert.
     fn alert_json(&self, alert: &Alert) -> StoreResult<String> {
-        match &self.saved {
+        match self.bodies.get(&alert.id) {
             Some((saved, body)) if saved == alert => Ok(body.clone()),
             _ => serde_json::to_string(alert).map_err(unavailable),
         }
@@ -512,29 +512,7 @@ impl ProcessingTx for PgProcessing<'_, '_> {
     }
 
     fn save_alert(&mut self, alert: &Alert) -> StoreResult<()> {
-        let body = serde_json::to_string(alert).map_err(unavailable)?;
-        self.execute(
-            "INSERT INTO alerts (id, subscription_id, group_key, state, severity, cleared,
-                                 owner_user, owner_group, last_seen_ms, body)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state,
-                 severity = EXCLUDED.severity, cleared = EXCLUDED.cleared,
-                 last_seen_ms = EXCLUDED.last_seen_ms, body = EXCLUDED.body",
-            &[
-                &alert.id,
-                &alert.subscription_id,
-                &alert.group_key,
-                &alert.state.as_str(),
-                &alert.severity.as_str(),
-                &alert.cleared,
-                &alert.owner_user,
-                &alert.owner_group,
-                &millis(alert.last_seen),
-                &body,
-            ],
-        )?;
-        self.saved = Some((alert.clone(), body));
-        Ok(())
+        self.save_alerts(&[alert])
     }
 
     fn append_history(&mut self, alert_id: &str, entry: &HistoryEntry) -> StoreResult<i64> {
@@ -560,50 +538,93 @@ impl ProcessingTx for PgProcessing<'_, '_> {
         notifications: &[NewNotification],
         now: Timestamp,
     ) -> StoreResult<usize> {
-        let created = time_text(now);
-        let mut written = 0;
-        for notification in notifications {
-            let alert = self.alert_json(&notification.alert)?;
-            // The contact point must still be the user's own (it and the user may have
-            // been deleted since the plan was made); a second copy of a key is not stored.
-            let inserted = self.execute(
-                "INSERT INTO notifications (idempotency_key, user_id, contact_point_id,
-                     alert_id, owner_group, transition, due_ms, alert, created)
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
-                 WHERE EXISTS (SELECT 1 FROM contact_points WHERE id = $3 AND user_id = $2)
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-                &[
-                    &notification.idempotency_key,
-                    &notification.user_id,
-                    &notification.contact_point_id,
-                    &notification.alert_id,
-                    &notification.alert.owner_group,
-                    &notification.transition,
-                    &millis(notification.due_at),
-                    &alert,
-                    &created,
-                ],
-            )?;
-            written += usize::try_from(inserted).unwrap_or(0);
+        if notifications.is_empty() {
+            return Ok(0);
         }
-        Ok(written)
+        let created = time_text(now);
+        let count = notifications.len();
+        let mut keys = Vec::with_capacity(count);
+        let mut users = Vec::with_capacity(count);
+        let mut points = Vec::with_capacity(count);
+        let mut alert_ids = Vec::with_capacity(count);
+        let mut groups = Vec::with_capacity(count);
+        let mut transitions = Vec::with_capacity(count);
+        let mut due = Vec::with_capacity(count);
+        let mut alerts = Vec::with_capacity(count);
+        for notification in notifications {
+            keys.push(notification.idempotency_key.as_str());
+            users.push(notification.user_id.as_str());
+            points.push(notification.contact_point_id.as_str());
+            alert_ids.push(notification.alert_id.as_str());
+            groups.push(notification.alert.owner_group.as_deref());
+            transitions.push(notification.transition.as_str());
+            due.push(millis(notification.due_at));
+            alerts.push(self.alert_json(&notification.alert)?);
+        }
+        // The contact point must still be the user's own (it and the user may have been
+        // deleted since the plan was made); a second copy of a key is not stored, also
+        // within this one statement (`DO NOTHING` skips a row that conflicts with one it
+        // inserted itself).
+        let inserted = self.execute(
+            "INSERT INTO notifications (idempotency_key, user_id, contact_point_id,
+                 alert_id, owner_group, transition, due_ms, alert, created)
+             SELECT n.key, n.user_id, n.point_id, n.alert_id, n.owner_group, n.transition,
+                 n.due_ms, n.alert, $9
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::int8[], $8::text[])
+                  WITH ORDINALITY AS n(key, user_id, point_id, alert_id, owner_group,
+                                       transition, due_ms, alert, position)
+             WHERE EXISTS (SELECT 1 FROM contact_points c
+                           WHERE c.id = n.point_id AND c.user_id = n.user_id)
+             ORDER BY n.position
+             ON CONFLICT (idempotency_key) DO NOTHING",
+            &[
+                &keys,
+                &users,
+                &points,
+                &alert_ids,
+                &groups,
+                &transitions,
+                &due,
+                &alerts,
+                &created,
+            ],
+        )?;
+        Ok(usize::try_from(inserted).unwrap_or(0))
     }
 
     fn schedule_repeats(&mut self, schedules: &[RepeatSchedule]) -> StoreResult<()> {
-        for schedule in schedules {
-            self.execute(
-                "INSERT INTO repeats (alert_id, user_id, next_ms, every_ms)
-                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
-                 ON CONFLICT (alert_id, user_id) DO UPDATE SET next_ms = EXCLUDED.next_ms,
-                     every_ms = EXCLUDED.every_ms",
-                &[
-                    &schedule.alert_id,
-                    &schedule.user_id,
-                    &millis(schedule.next_at),
-                    &schedule.every_ms,
-                ],
-            )?;
+        if schedules.is_empty() {
+            return Ok(());
         }
+        // One row per (alert, user), the last one given: `DO UPDATE` may not meet the same
+        // row twice in one statement.
+        let mut last: HashMap<(&str, &str), &RepeatSchedule> = HashMap::new();
+        for schedule in schedules {
+            last.insert((&schedule.alert_id, &schedule.user_id), schedule);
+        }
+        let mut alert_ids = Vec::with_capacity(last.len());
+        let mut users = Vec::with_capacity(last.len());
+        let mut next = Vec::with_capacity(last.len());
+        let mut every = Vec::with_capacity(last.len());
+        let mut rows: Vec<&RepeatSchedule> = last.into_values().collect();
+        rows.sort_unstable_by(|a, b| (&a.alert_id, &a.user_id).cmp(&(&b.alert_id, &b.user_id)));
+        for schedule in rows {
+            alert_ids.push(schedule.alert_id.as_str());
+            users.push(schedule.user_id.as_str());
+            next.push(millis(schedule.next_at));
+            every.push(schedule.every_ms);
+        }
+        self.execute(
+            "INSERT INTO repeats (alert_id, user_id, next_ms, every_ms)
+             SELECT r.alert_id, r.user_id, r.next_ms, r.every_ms
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
+                  AS r(alert_id, user_id, next_ms, every_ms)
+             WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id)
+             ON CONFLICT (alert_id, user_id) DO UPDATE SET next_ms = EXCLUDED.next_ms,
+                 every_ms = EXCLUDED.every_ms",
+            &[&alert_ids, &users, &next, &every],
+        )?;
         Ok(())
     }
 
@@ -709,5 +730,163 @@ impl ProcessingTx for PgProcessing<'_, '_> {
     fn save_cursor(&mut self, cursor: i64) -> StoreResult<()> {
         self.execute("UPDATE processing SET cursor = $1 WHERE id = 1", &[&cursor])?;
         Ok(())
+    }
+
+    // Each of these is one statement over arrays (`unnest`), whatever the commit's size:
+    // on the synchronous client every statement is a round trip, and a processing commit
+    // paid several per event.
+
+    fn subscriptions_existing(&mut self, ids: &[&str]) -> StoreResult<HashSet<String>> {
+        let rows = self.query("SELECT id FROM subscriptions WHERE id = ANY($1)", &[&ids])?;
+        rows.iter().map(|row| column(row, 0)).collect()
+    }
+
+    fn alerts_by_keys(&mut self, keys: &[(&str, &str)]) -> StoreResult<Vec<Alert>> {
+        let (subscriptions, groups): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+        // Rows are locked in id order, so two writers that lock several never wait for
+        // each other in a cycle.
+        let sql = if self.lock_alerts {
+            "SELECT a.body FROM alerts a
+             JOIN unnest($1::text[], $2::text[]) AS k(subscription_id, group_key)
+               ON a.subscription_id = k.subscription_id AND a.group_key = k.group_key
+             ORDER BY a.id FOR NO KEY UPDATE OF a"
+        } else {
+            "SELECT a.body FROM alerts a
+             JOIN unnest($1::text[], $2::text[]) AS k(subscription_id, group_key)
+               ON a.subscription_id = k.subscription_id AND a.group_key = k.group_key"
+        };
+        let rows = self.query(sql, &[&subscriptions, &groups])?;
+        rows.iter()
+            .map(|row| read_json(column::<&str>(row, 0)?))
+            .collect()
+    }
+
+    fn save_alerts(&mut self, alerts: &[&Alert]) -> StoreResult<()> {
+        let mut columns = AlertColumns::with_capacity(alerts.len());
+        for alert in alerts {
+            let body = serde_json::to_string(alert).map_err(unavailable)?;
+            columns.push(alert, &body);
+            self.bodies
+                .insert(alert.id.clone(), ((*alert).clone(), body));
+        }
+        let c = &columns;
+        self.execute(
+            "INSERT INTO alerts (id, subscription_id, group_key, state, severity, cleared,
+                                 owner_user, owner_group, last_seen_ms, body)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::bool[], $7::text[], $8::text[], $9::int8[], $10::text[])
+             ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state,
+                 severity = EXCLUDED.severity, cleared = EXCLUDED.cleared,
+                 last_seen_ms = EXCLUDED.last_seen_ms, body = EXCLUDED.body",
+            &[
+                &c.ids,
+                &c.subscriptions,
+                &c.groups,
+                &c.states,
+                &c.severities,
+                &c.cleared,
+                &c.owner_users,
+                &c.owner_groups,
+                &c.last_seen,
+                &c.bodies,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn append_histories(&mut self, entries: &[(&str, &HistoryEntry)]) -> StoreResult<Vec<i64>> {
+        let mut alert_ids = Vec::with_capacity(entries.len());
+        let mut ats = Vec::with_capacity(entries.len());
+        let mut actors = Vec::with_capacity(entries.len());
+        let mut actions = Vec::with_capacity(entries.len());
+        let mut details = Vec::with_capacity(entries.len());
+        for (alert_id, entry) in entries {
+            alert_ids.push(*alert_id);
+            ats.push(time_text(entry.at));
+            actors.push(entry.actor.as_str());
+            actions.push(entry.action.as_str());
+            details.push(entry.detail.to_string());
+        }
+        // Rows are inserted in the order of the arrays, and the identity column numbers
+        // them as they are inserted: the positions, sorted, are the entries' in order.
+        let rows = self.query(
+            "INSERT INTO alert_history (alert_id, at, actor, action, detail)
+             SELECT alert_id, at, actor, action, detail
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                  WITH ORDINALITY AS e(alert_id, at, actor, action, detail, n)
+             ORDER BY n
+             RETURNING id",
+            &[&alert_ids, &ats, &actors, &actions, &details],
+        )?;
+        let mut positions: Vec<i64> = rows
+            .iter()
+            .map(|row| column(row, 0))
+            .collect::<StoreResult<_>>()?;
+        positions.sort_unstable();
+        Ok(positions)
+    }
+
+    fn stop_repeats_of(&mut self, alert_ids: &[String]) -> StoreResult<()> {
+        self.execute(
+            "DELETE FROM repeats WHERE alert_id = ANY($1)",
+            &[&alert_ids],
+        )?;
+        Ok(())
+    }
+
+    fn save_handler_states(&mut self, states: &[(&str, &serde_json::Value)]) -> StoreResult<()> {
+        let ids: Vec<&str> = states.iter().map(|(id, _)| *id).collect();
+        let texts: Vec<String> = states.iter().map(|(_, state)| state.to_string()).collect();
+        self.execute(
+            "INSERT INTO handler_state (subscription_id, state)
+             SELECT * FROM unnest($1::text[], $2::text[])
+             ON CONFLICT (subscription_id) DO UPDATE SET state = EXCLUDED.state",
+            &[&ids, &texts],
+        )?;
+        Ok(())
+    }
+}
+
+/// The columns of alert rows, for one multi-row insert.
+struct AlertColumns {
+    ids: Vec<String>,
+    subscriptions: Vec<String>,
+    groups: Vec<String>,
+    states: Vec<&'static str>,
+    severities: Vec<&'static str>,
+    cleared: Vec<bool>,
+    owner_users: Vec<Option<String>>,
+    owner_groups: Vec<Option<String>>,
+    last_seen: Vec<i64>,
+    bodies: Vec<String>,
+}
+
+impl AlertColumns {
+    fn with_capacity(capacity: usize) -> AlertColumns {
+        AlertColumns {
+            ids: Vec::with_capacity(capacity),
+            subscriptions: Vec::with_capacity(capacity),
+            groups: Vec::with_capacity(capacity),
+            states: Vec::with_capacity(capacity),
+            severities: Vec::with_capacity(capacity),
+            cleared: Vec::with_capacity(capacity),
+            owner_users: Vec::with_capacity(capacity),
+            owner_groups: Vec::with_capacity(capacity),
+            last_seen: Vec::with_capacity(capacity),
+            bodies: Vec::with_capacity(capacity),
+        }
+    }
+
+    fn push(&mut self, alert: &Alert, body: &str) {
+        self.ids.push(alert.id.clone());
+        self.subscriptions.push(alert.subscription_id.clone());
+        self.groups.push(alert.group_key.clone());
+        self.states.push(alert.state.as_str());
+        self.severities.push(alert.severity.as_str());
+        self.cleared.push(alert.cleared);
+        self.owner_users.push(alert.owner_user.clone());
+        self.owner_groups.push(alert.owner_group.clone());
+        self.last_seen.push(millis(alert.last_seen));
+        self.bodies.push(body.to_string());
     }
 }

@@ -130,6 +130,46 @@ pub(super) async fn events_after(
         .await
 }
 
+/// The events after `after` with the settings generation, in one statement (one row with
+/// no event when there is none).
+pub(super) async fn events_to_process(
+    store: &PostgresStore,
+    after: i64,
+    limit: usize,
+) -> StoreResult<(Vec<StoredEvent>, Option<i64>)> {
+    store
+        .read(move |client| {
+            let rows = client
+                .query(
+                    "SELECT e.seq, e.body, o.body, g.generation FROM settings_generation g
+                     LEFT JOIN LATERAL (
+                         SELECT seq, body, repeat_of FROM events
+                         WHERE seq > $1 ORDER BY seq LIMIT $2) e ON true
+                     LEFT JOIN events o ON o.seq = e.repeat_of
+                     WHERE g.id = 1
+                     ORDER BY e.seq",
+                    &[&after, &sql_count(limit)],
+                )
+                .map_err(unavailable)?;
+            let generation: Option<i64> = match rows.first() {
+                Some(row) => Some(row.try_get(3).map_err(unavailable)?),
+                None => return Err(unavailable("the settings generation row is missing")),
+            };
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                if row
+                    .try_get::<_, Option<i64>>(0)
+                    .map_err(unavailable)?
+                    .is_some()
+                {
+                    events.push(read_logged_event(row)?);
+                }
+            }
+            Ok((events, generation))
+        })
+        .await
+}
+
 pub(super) async fn event_seq_range(
     store: &PostgresStore,
     since: Timestamp,

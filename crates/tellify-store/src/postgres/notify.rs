@@ -447,45 +447,84 @@ pub(super) async fn finish_deliveries(
     }
     store
         .write(move |tx| {
+            // One statement for every outcome (it was two per delivery). A delivery given
+            // twice takes its first outcome, as when each was written in turn.
+            let mut seen = std::collections::HashSet::new();
+            let results: Vec<&FinishedDelivery> = results
+                .iter()
+                .filter(|result| seen.insert(result.id.as_str()))
+                .collect();
+            let mut columns = OutcomeArrays::default();
             for result in &results {
-                let outcome = outbox::outcome_columns(result);
-                // Only a delivery still being sent takes an outcome; one that is gone, or
-                // was sent or failed since, is left as it is.
-                let changed = tx
-                    .execute(
-                        "UPDATE deliveries SET status = $2, attempts = attempts + 1,
-                             last_error = COALESCE($3, last_error), receipt = $4,
-                             next_attempt_ms = $5, sent_at = $6, subject = $7
-                         WHERE id = $1 AND status = 'sending'",
-                        &[
-                            &result.id,
-                            &outcome.status,
-                            &outcome.error,
-                            &outcome.receipt,
-                            &outcome.next_attempt_ms,
-                            &outcome.sent_at.map(time_text),
-                            &result.subject,
-                        ],
-                    )
-                    .map_err(unavailable)?;
-                if changed == 0 {
-                    continue;
-                }
-                tx.execute(
-                    "INSERT INTO delivery_attempts (delivery_id, at, ok, detail)
-                     VALUES ($1, $2, $3, $4)",
-                    &[
-                        &result.id,
-                        &time_text(result.at),
-                        &outcome.ok,
-                        &outcome.detail,
-                    ],
-                )
-                .map_err(unavailable)?;
+                columns.push(result, outbox::outcome_columns(result));
             }
+            let c = &columns;
+            // Only a delivery still being sent takes an outcome; one that is gone, or was
+            // sent or failed since, is left as it is, and gets no attempt row.
+            tx.execute(
+                "WITH outcome AS (
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                          $5::int8[], $6::text[], $7::text[], $8::text[],
+                                          $9::bool[], $10::text[])
+                         WITH ORDINALITY AS o(id, status, error, receipt, next_ms, sent_at,
+                                              subject, at, ok, detail, position)),
+                 changed AS (
+                     UPDATE deliveries d SET status = o.status, attempts = d.attempts + 1,
+                         last_error = COALESCE(o.error, d.last_error), receipt = o.receipt,
+                         next_attempt_ms = o.next_ms, sent_at = o.sent_at, subject = o.subject
+                     FROM outcome o
+                     WHERE d.id = o.id AND d.status = 'sending'
+                     RETURNING d.id)
+                 INSERT INTO delivery_attempts (delivery_id, at, ok, detail)
+                 SELECT o.id, o.at, o.ok, o.detail FROM outcome o JOIN changed c ON c.id = o.id
+                 ORDER BY o.position",
+                &[
+                    &c.ids,
+                    &c.statuses,
+                    &c.errors,
+                    &c.receipts,
+                    &c.next_attempts,
+                    &c.sent_at,
+                    &c.subjects,
+                    &c.ats,
+                    &c.oks,
+                    &c.details,
+                ],
+            )
+            .map_err(unavailable)?;
             Ok(())
         })
         .await
+}
+
+/// The outcomes of a round of sends as columns, for one statement over arrays.
+#[derive(Default)]
+struct OutcomeArrays<'a> {
+    ids: Vec<&'a str>,
+    statuses: Vec<&'static str>,
+    errors: Vec<Option<&'a str>>,
+    receipts: Vec<Option<&'a str>>,
+    next_attempts: Vec<i64>,
+    sent_at: Vec<Option<String>>,
+    subjects: Vec<&'a str>,
+    ats: Vec<String>,
+    oks: Vec<bool>,
+    details: Vec<&'a str>,
+}
+
+impl<'a> OutcomeArrays<'a> {
+    fn push(&mut self, result: &'a FinishedDelivery, outcome: outbox::OutcomeColumns<'a>) {
+        self.ids.push(&result.id);
+        self.statuses.push(outcome.status);
+        self.errors.push(outcome.error);
+        self.receipts.push(outcome.receipt);
+        self.next_attempts.push(outcome.next_attempt_ms);
+        self.sent_at.push(outcome.sent_at.map(time_text));
+        self.subjects.push(&result.subject);
+        self.ats.push(time_text(result.at));
+        self.oks.push(outcome.ok);
+        self.details.push(outcome.detail);
+    }
 }
 
 pub(super) async fn list_deliveries(
@@ -660,14 +699,19 @@ pub(super) async fn list_audit(
 const CONTACT_COLUMNS: &str = "id, user_id, name, kind, address, secret, created";
 
 fn read_contact(row: &Row) -> StoreResult<ContactPoint> {
+    read_contact_at(row, 0)
+}
+
+/// A contact point from the row's columns `first..` ([`CONTACT_COLUMNS`]).
+fn read_contact_at(row: &Row, first: usize) -> StoreResult<ContactPoint> {
     Ok(ContactPoint {
-        id: row.try_get(0).map_err(unavailable)?,
-        user_id: row.try_get(1).map_err(unavailable)?,
-        name: row.try_get(2).map_err(unavailable)?,
-        kind: row.try_get(3).map_err(unavailable)?,
-        address: row.try_get(4).map_err(unavailable)?,
-        secret: row.try_get(5).map_err(unavailable)?,
-        created: parse_time(row.try_get(6).map_err(unavailable)?)?,
+        id: row.try_get(first).map_err(unavailable)?,
+        user_id: row.try_get(first + 1).map_err(unavailable)?,
+        name: row.try_get(first + 2).map_err(unavailable)?,
+        kind: row.try_get(first + 3).map_err(unavailable)?,
+        address: row.try_get(first + 4).map_err(unavailable)?,
+        secret: row.try_get(first + 5).map_err(unavailable)?,
+        created: parse_time(row.try_get(first + 6).map_err(unavailable)?)?,
     })
 }
 
@@ -779,6 +823,8 @@ fn silences_of(client: &mut impl Sql, user_id: Option<&str>) -> StoreResult<Vec<
 
 const DELIVERY_COLUMNS: &str = "id, user_id, contact_point_id, contact_point, kind, status, \
      attempts, next_attempt_ms, last_error, receipt, items, subject, created, sent_at";
+/// How many columns [`DELIVERY_COLUMNS`] names.
+const DELIVERY_COLUMN_COUNT: usize = 14;
 
 fn read_delivery(row: &Row) -> StoreResult<Delivery> {
     let status: &str = row.try_get(5).map_err(unavailable)?;
@@ -837,13 +883,15 @@ fn items_of(
 /// this transaction could lock (see the module documentation).
 fn gang(tx: &mut Tx<'_>, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()> {
     let max_gang = i64::try_from(outbox::MAX_GANG).unwrap_or(i64::MAX);
+    // The due notifications with the alerts they are about, in one round trip.
     let rows = tx
         .query(
-            "SELECT id, user_id, contact_point_id, alert_id, transition FROM notifications
-             WHERE delivery_id IS NULL AND due_ms <= $1
-               AND NOT (user_id = ANY($2)) AND NOT (contact_point_id = ANY($3))
-             ORDER BY id LIMIT $4
-             FOR UPDATE SKIP LOCKED",
+            "SELECT n.id, n.user_id, n.contact_point_id, n.alert_id, n.transition, a.body
+             FROM notifications n JOIN alerts a ON a.id = n.alert_id
+             WHERE n.delivery_id IS NULL AND n.due_ms <= $1
+               AND NOT (n.user_id = ANY($2)) AND NOT (n.contact_point_id = ANY($3))
+             ORDER BY n.id LIMIT $4
+             FOR UPDATE OF n SKIP LOCKED",
             &[&millis(now), &hold.users, &hold.contact_points, &max_gang],
         )
         .map_err(unavailable)?;
@@ -851,26 +899,20 @@ fn gang(tx: &mut Tx<'_>, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
         return Ok(());
     }
     let mut due = Vec::with_capacity(rows.len());
+    let mut alerts: HashMap<String, Alert> = HashMap::new();
     for row in &rows {
-        due.push(DueNotification {
+        let notification = DueNotification {
             id: row.try_get(0).map_err(unavailable)?,
             user_id: row.try_get(1).map_err(unavailable)?,
             contact_point_id: row.try_get(2).map_err(unavailable)?,
             alert_id: row.try_get(3).map_err(unavailable)?,
             transition: row.try_get(4).map_err(unavailable)?,
-        });
-    }
-    let mut alerts: HashMap<String, Alert> = HashMap::new();
-    for row in tx
-        .query(
-            "SELECT id, body FROM alerts WHERE id = ANY($1)",
-            &[&outbox::alert_ids(&due)],
-        )
-        .map_err(unavailable)?
-    {
-        let id: String = row.try_get(0).map_err(unavailable)?;
-        let alert: Alert = read_json(row.try_get(1).map_err(unavailable)?)?;
-        alerts.insert(id, alert);
+        };
+        if !alerts.contains_key(&notification.alert_id) {
+            let alert: Alert = read_json(row.try_get(5).map_err(unavailable)?)?;
+            alerts.insert(notification.alert_id.clone(), alert);
+        }
+        due.push(notification);
     }
     let plan = outbox::plan_gangs(due, &alerts, now);
     if !plan.dropped.is_empty() {
@@ -880,40 +922,61 @@ fn gang(tx: &mut Tx<'_>, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
         )
         .map_err(unavailable)?;
     }
-    // One statement per delivery (it was three round trips): the contact point's name and
-    // kind, the delivery, and its notifications joined to it. A contact point deleted after
-    // the plan was made leaves a delivery recorded as failed with the reason, never a
-    // notification dropped without a word.
-    for gang in plan.gangs {
-        let delivery_id = tellify_model::new_id();
-        let items = i64::try_from(gang.notifications.len()).unwrap_or(i64::MAX);
-        tx.execute(
-            "WITH point AS (SELECT name, kind FROM contact_points WHERE id = $3),
-             delivery AS (
-                 INSERT INTO deliveries (id, user_id, contact_point_id, contact_point, kind,
-                     status, attempts, next_attempt_ms, items, created, last_error)
-                 SELECT $1, $2, $3, COALESCE(p.name, $8), COALESCE(p.kind, $9),
-                     CASE WHEN p.name IS NULL THEN 'failed' ELSE 'pending' END, 0, $4, $5, $6,
-                     CASE WHEN p.name IS NULL THEN $10 END
-                 FROM (SELECT 1) AS one LEFT JOIN point p ON true
-                 RETURNING id)
-             UPDATE notifications SET delivery_id = (SELECT id FROM delivery)
-             WHERE id = ANY($7)",
-            &[
-                &delivery_id,
-                &gang.user_id,
-                &gang.contact_point_id,
-                &millis(now),
-                &items,
-                &time_text(now),
-                &gang.notifications,
-                &outbox::DELETED_POINT_NAME,
-                &outbox::DELETED_POINT_KIND,
-                &outbox::DELETED_POINT_ERROR,
-            ],
-        )
-        .map_err(unavailable)?;
+    // One statement for every delivery of the round (it was three round trips per
+    // delivery, then one): each gang's delivery, named after its contact point, and its
+    // notifications pointed at it. A contact point deleted after the plan was made leaves a
+    // delivery recorded as failed with the reason, never a notification dropped without a
+    // word. Deliveries are inserted in the plan's order, which is the order they are sent in.
+    if plan.gangs.is_empty() {
+        return Ok(());
     }
+    let mut delivery_ids = Vec::with_capacity(plan.gangs.len());
+    let mut users = Vec::with_capacity(plan.gangs.len());
+    let mut points = Vec::with_capacity(plan.gangs.len());
+    let mut items = Vec::with_capacity(plan.gangs.len());
+    let mut notification_ids: Vec<i64> = Vec::new();
+    let mut notification_deliveries: Vec<String> = Vec::new();
+    for gang in &plan.gangs {
+        let delivery_id = tellify_model::new_id();
+        for notification in &gang.notifications {
+            notification_ids.push(*notification);
+            notification_deliveries.push(delivery_id.clone());
+        }
+        items.push(i64::try_from(gang.notifications.len()).unwrap_or(i64::MAX));
+        users.push(gang.user_id.as_str());
+        points.push(gang.contact_point_id.as_str());
+        delivery_ids.push(delivery_id);
+    }
+    tx.execute(
+        "WITH gang AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[])
+                 WITH ORDINALITY AS g(id, user_id, point_id, items, position)),
+         delivery AS (
+             INSERT INTO deliveries (id, user_id, contact_point_id, contact_point, kind,
+                 status, attempts, next_attempt_ms, items, created, last_error)
+             SELECT g.id, g.user_id, g.point_id, COALESCE(p.name, $7), COALESCE(p.kind, $8),
+                 CASE WHEN p.name IS NULL THEN 'failed' ELSE 'pending' END, 0, $5, g.items, $6,
+                 CASE WHEN p.name IS NULL THEN $9 END
+             FROM gang g LEFT JOIN contact_points p ON p.id = g.point_id
+             ORDER BY g.position)
+         UPDATE notifications n SET delivery_id = m.delivery_id
+         FROM unnest($10::int8[], $11::text[]) AS m(notification_id, delivery_id)
+         WHERE n.id = m.notification_id",
+        &[
+            &delivery_ids,
+            &users,
+            &points,
+            &items,
+            &millis(now),
+            &time_text(now),
+            &outbox::DELETED_POINT_NAME,
+            &outbox::DELETED_POINT_KIND,
+            &outbox::DELETED_POINT_ERROR,
+            &notification_ids,
+            &notification_deliveries,
+        ],
+    )
+    .map_err(unavailable)?;
     Ok(())
 }
 
@@ -929,76 +992,70 @@ fn lease(
         return Ok(Vec::new());
     }
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // One statement (it was three round trips): lock the due deliveries nobody else is
+    // claiming, lease each whose contact point exists and fail each whose contact point
+    // is gone, and return the leased ones with their contact points, in due order.
     let rows = tx
         .query(
             &format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries
-                 WHERE status IN ('pending', 'sending') AND next_attempt_ms <= $1
-                 ORDER BY next_attempt_ms, seq LIMIT $2
-                 FOR UPDATE SKIP LOCKED"
+                "WITH due AS (
+                     SELECT id, contact_point_id, next_attempt_ms AS due_ms, seq
+                     FROM deliveries
+                     WHERE status IN ('pending', 'sending') AND next_attempt_ms <= $1
+                     ORDER BY next_attempt_ms, seq LIMIT $2
+                     FOR UPDATE SKIP LOCKED),
+                 checked AS (
+                     SELECT due.*, EXISTS (SELECT 1 FROM contact_points p
+                                           WHERE p.id = due.contact_point_id) AS live
+                     FROM due),
+                 claimed AS (
+                     UPDATE deliveries d SET
+                         status = CASE WHEN k.live THEN 'sending' ELSE 'failed' END,
+                         next_attempt_ms = CASE WHEN k.live THEN $3 ELSE d.next_attempt_ms END,
+                         last_error = CASE WHEN k.live THEN d.last_error ELSE $4 END
+                     FROM checked k
+                     WHERE d.id = k.id
+                     RETURNING {claimed}, k.due_ms, k.seq)
+                 SELECT {delivery}, {point} FROM claimed c
+                 JOIN contact_points p ON p.id = c.contact_point_id AND c.status = 'sending'
+                 ORDER BY c.due_ms, c.seq",
+                claimed = columns_of("d", DELIVERY_COLUMNS),
+                delivery = columns_of("c", DELIVERY_COLUMNS),
+                point = columns_of("p", CONTACT_COLUMNS),
             ),
-            &[&millis(now), &limit],
+            &[
+                &millis(now),
+                &limit,
+                &millis(lease_until),
+                &outbox::DELETED_POINT_ERROR,
+            ],
         )
         .map_err(unavailable)?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let mut due = Vec::with_capacity(rows.len());
+    let mut claimed: Vec<(Delivery, ContactPoint)> = Vec::with_capacity(rows.len());
     for row in &rows {
-        due.push(read_delivery(row)?);
-    }
-    let point_ids: Vec<String> = {
-        let mut ids: Vec<String> = due
-            .iter()
-            .map(|delivery| delivery.contact_point_id.clone())
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
-    };
-    let mut points: HashMap<String, ContactPoint> = HashMap::new();
-    for row in tx
-        .query(
-            &format!("SELECT {CONTACT_COLUMNS} FROM contact_points WHERE id = ANY($1)"),
-            &[&point_ids],
-        )
-        .map_err(unavailable)?
-    {
-        let point = read_contact(&row)?;
-        points.insert(point.id.clone(), point);
-    }
-    let mut claimed: Vec<(Delivery, ContactPoint)> = Vec::with_capacity(due.len());
-    let mut orphaned: Vec<String> = Vec::new();
-    for mut delivery in due {
-        let Some(contact_point) = points.get(&delivery.contact_point_id).cloned() else {
-            orphaned.push(delivery.id);
-            continue;
-        };
-        delivery.status = DeliveryStatus::Sending;
-        delivery.next_attempt = lease_until;
-        claimed.push((delivery, contact_point));
-    }
-    if !orphaned.is_empty() {
-        tx.execute(
-            "UPDATE deliveries SET status = 'failed', last_error = $2 WHERE id = ANY($1)",
-            &[&orphaned, &outbox::DELETED_POINT_ERROR],
-        )
-        .map_err(unavailable)?;
+        claimed.push((
+            read_delivery(row)?,
+            read_contact_at(row, DELIVERY_COLUMN_COUNT)?,
+        ));
     }
     let ids: Vec<String> = claimed
         .iter()
         .map(|(delivery, _)| delivery.id.clone())
         .collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    tx.execute(
-        "UPDATE deliveries SET status = 'sending', next_attempt_ms = $2 WHERE id = ANY($1)",
-        &[&ids, &millis(lease_until)],
-    )
-    .map_err(unavailable)?;
     let items = items_of(tx, &ids)?;
     Ok(outbox::jobs(claimed, items))
+}
+
+/// `columns` (a comma-separated list) each prefixed with `alias.`.
+fn columns_of(alias: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Marks the pending deliveries of `point` failed with `reason`, and gangs its

@@ -36,6 +36,8 @@ pub(crate) struct Statements {
     lost: bool,
     /// Connections any session of this pool lost so far (see [`Session::usable`]).
     losses: Arc<AtomicU64>,
+    /// Statements any session of this pool ran so far ([`Manager::statements_run`]).
+    run: Arc<AtomicU64>,
 }
 
 impl Statements {
@@ -97,6 +99,7 @@ pub(crate) trait Sql {
     ) -> Result<T, postgres::Error> {
         let (client, statements) = self.parts();
         let statement = statements.get(client, sql)?;
+        statements.run.fetch_add(1, Ordering::Relaxed);
         call(client, &statement).inspect_err(|error| statements.note(error))
     }
 
@@ -233,6 +236,7 @@ pub(crate) struct Manager {
     /// Run once on each new connection (simple protocol).
     setup: String,
     losses: Arc<AtomicU64>,
+    run: Arc<AtomicU64>,
 }
 
 impl Manager {
@@ -241,7 +245,14 @@ impl Manager {
             config,
             setup,
             losses: Arc::default(),
+            run: Arc::default(),
         }
+    }
+
+    /// Counts the statements the pool's sessions run through their caches (each one
+    /// round trip; transaction control not counted).
+    pub(crate) fn statements_run(&self) -> Arc<AtomicU64> {
+        self.run.clone()
     }
 }
 
@@ -258,6 +269,7 @@ impl r2d2::ManageConnection for Manager {
                 prepared: HashMap::new(),
                 lost: false,
                 losses: self.losses.clone(),
+                run: self.run.clone(),
             },
             used: Instant::now(),
             losses_seen: self.losses.load(Ordering::Relaxed),

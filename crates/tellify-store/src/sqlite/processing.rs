@@ -8,7 +8,9 @@
 //! row is a single-row `INSERT .. VALUES` (an `INSERT .. SELECT` may write several rows,
 //! so SQLite gave each one a statement journal, copying every page it touched), with the
 //! contact point's existence asked once per transaction instead; and the alert body
-//! serialized for the `alerts` row is reused for the outbox rows of the same alert.
+//! serialized for the `alerts` row is reused for the outbox rows of the same alert. The
+//! commit's batch methods (`save_alerts`, `append_histories`, ...) keep their defaults
+//! here, one cached statement per row: in-process SQLite has no round trip to save.
 
 use std::collections::HashMap;
 
@@ -31,9 +33,10 @@ pub(super) struct SqliteProcessing<'a> {
     contact_points: HashMap<(String, String), bool>,
     /// Whether a user exists, likewise.
     users: HashMap<String, bool>,
-    /// The alert last saved and its JSON body: the outbox rows planned right after it
-    /// carry the same alert, and serializing it again cost as much as the rest of the row.
-    saved: Option<(Alert, String)>,
+    /// The alerts saved in this transaction with their JSON bodies, by id: the outbox rows
+    /// planned for the same alert carry the same body, and serializing it again cost as
+    /// much as the rest of the row.
+    bodies: HashMap<String, (Alert, String)>,
 }
 
 impl<'a> SqliteProcessing<'a> {
@@ -42,7 +45,7 @@ impl<'a> SqliteProcessing<'a> {
             connection,
             contact_points: HashMap::new(),
             users: HashMap::new(),
-            saved: None,
+            bodies: HashMap::new(),
         }
     }
 
@@ -75,9 +78,9 @@ impl<'a> SqliteProcessing<'a> {
         Ok(found)
     }
 
-    /// The JSON of `alert`: the body saved last when it is the same alert.
+    /// The JSON of `alert`: the body saved in this transaction when it is the same alert.
     fn alert_json(&self, alert: &Alert) -> StoreResult<String> {
-        match &self.saved {
+        match self.bodies.get(&alert.id) {
             Some((saved, body)) if saved == alert => Ok(body.clone()),
             _ => serde_json::to_string(alert).map_err(unavailable),
         }
@@ -144,7 +147,7 @@ impl ProcessingTx for SqliteProcessing<'_> {
                 body
             ])
             .map_err(unavailable)?;
-        self.saved = Some((alert.clone(), body));
+        self.bodies.insert(alert.id.clone(), (alert.clone(), body));
         Ok(())
     }
 

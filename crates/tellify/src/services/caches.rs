@@ -57,14 +57,13 @@ pub async fn apply(services: &Services, change: &Announcement) -> StoreResult<()
             services.worker.appended(*last);
             Ok(())
         }
-        // An alert changed on the processing node: its notifications may be due, and every
-        // node's notifier takes deliveries (measured with three nodes: p99 141 ms with
-        // this wake, 766 ms without, the others finding the work at their next poll).
-        Announcement::Alert { .. } => {
-            services.notifier.wake();
-            Ok(())
-        }
-        Announcement::Delivery { .. } => Ok(()),
+        // An alert changed on the processing node, whose commit already woke its own
+        // notifier: this node's notifier finds any work left at its next look (within a
+        // second; every 20 ms once it saw something due). Waking every node's notifier here made all of
+        // them race for the same rows, the losers claiming nothing for the same round
+        // trips: with three nodes on PostgreSQL, the same build in one sitting gave a
+        // webhook p99 of 61–77 ms with that wake, 45–47 ms without (docs/performance.md).
+        Announcement::Alert { .. } | Announcement::Delivery { .. } => Ok(()),
         Announcement::Everything => {
             services.auth.invalidate();
             services.worker.reload_everything();
