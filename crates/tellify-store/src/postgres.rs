@@ -29,6 +29,8 @@ mod alerts;
 mod events;
 mod log;
 mod notify;
+#[cfg(test)]
+mod plans;
 mod session;
 pub mod testing;
 

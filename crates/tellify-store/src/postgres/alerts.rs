@@ -478,6 +478,13 @@ impl<'a, 'b> PgProcessing<'a, 'b> {
     }
 }
 
+/// The alerts with the given (subscription, group key) pairs (`$1`, `$2`), locked in id
+/// order, for a processing commit.
+pub(super) const ALERTS_BY_KEYS: &str = "SELECT a.body FROM alerts a
+     JOIN unnest($1::text[], $2::text[]) AS k(subscription_id, group_key)
+       ON a.subscription_id = k.subscription_id AND a.group_key = k.group_key
+     ORDER BY a.id FOR NO KEY UPDATE OF a";
+
 impl ProcessingTx for PgProcessing<'_, '_> {
     fn subscription_exists(&mut self, subscription_id: &str) -> StoreResult<bool> {
         Ok(self
@@ -746,10 +753,7 @@ impl ProcessingTx for PgProcessing<'_, '_> {
         // Rows are locked in id order, so two writers that lock several never wait for
         // each other in a cycle.
         let sql = if self.lock_alerts {
-            "SELECT a.body FROM alerts a
-             JOIN unnest($1::text[], $2::text[]) AS k(subscription_id, group_key)
-               ON a.subscription_id = k.subscription_id AND a.group_key = k.group_key
-             ORDER BY a.id FOR NO KEY UPDATE OF a"
+            ALERTS_BY_KEYS
         } else {
             "SELECT a.body FROM alerts a
              JOIN unnest($1::text[], $2::text[]) AS k(subscription_id, group_key)

@@ -118,20 +118,33 @@ pub(super) async fn events_after(
     store
         .read(move |client| {
             let rows = client
-                .query(
-                    "SELECT e.seq, e.body, o.body FROM events e
-                     LEFT JOIN events o ON o.seq = e.repeat_of
-                     WHERE e.seq > $1 ORDER BY e.seq LIMIT $2",
-                    &[&after, &sql_count(limit)],
-                )
+                .query(EVENTS_AFTER, &[&after, &sql_count(limit)])
                 .map_err(unavailable)?;
             rows.iter().map(read_logged_event).collect()
         })
         .await
 }
 
-/// The events after `after` with the settings generation, in one statement (one row with
-/// no event when there is none).
+/// The events after `$1`, at most `$2`, each with its first occurrence's body when it is a
+/// repeat ([`read_logged_event`]). The first occurrence is looked up per row (a scalar
+/// subquery, one index probe each): written as a join, PostgreSQL may plan it as a hash of
+/// the whole `events` table for every batch, which grows with the log (seen: a seq scan of
+/// every event on each worker step).
+pub(super) const EVENTS_AFTER: &str = "SELECT e.seq, e.body,
+         (SELECT o.body FROM events o WHERE o.seq = e.repeat_of)
+     FROM events e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2";
+
+/// [`EVENTS_AFTER`] with the settings generation, in one statement: one row with no event
+/// when there is none.
+pub(super) const EVENTS_TO_PROCESS: &str = "SELECT e.seq, e.body,
+         (SELECT o.body FROM events o WHERE o.seq = e.repeat_of), g.generation
+     FROM settings_generation g
+     LEFT JOIN LATERAL (
+         SELECT seq, body, repeat_of FROM events WHERE seq > $1 ORDER BY seq LIMIT $2) e ON true
+     WHERE g.id = 1
+     ORDER BY e.seq";
+
+/// The events after `after` with the settings generation ([`EVENTS_TO_PROCESS`]).
 pub(super) async fn events_to_process(
     store: &PostgresStore,
     after: i64,
@@ -140,16 +153,7 @@ pub(super) async fn events_to_process(
     store
         .read(move |client| {
             let rows = client
-                .query(
-                    "SELECT e.seq, e.body, o.body, g.generation FROM settings_generation g
-                     LEFT JOIN LATERAL (
-                         SELECT seq, body, repeat_of FROM events
-                         WHERE seq > $1 ORDER BY seq LIMIT $2) e ON true
-                     LEFT JOIN events o ON o.seq = e.repeat_of
-                     WHERE g.id = 1
-                     ORDER BY e.seq",
-                    &[&after, &sql_count(limit)],
-                )
+                .query(EVENTS_TO_PROCESS, &[&after, &sql_count(limit)])
                 .map_err(unavailable)?;
             let generation: Option<i64> = match rows.first() {
                 Some(row) => Some(row.try_get(3).map_err(unavailable)?),
@@ -435,13 +439,15 @@ const RECORD_KEY: &str = "INSERT INTO event_keys (event_type, producer, time_ms,
 /// The stored event by (producer, idempotency key); a repeat answers with its first
 /// occurrence's id. Two forms, so the lookup reads `events_idempotency` either way.
 const EXISTING_OF_PRODUCER: &str =
-    "SELECT COALESCE(o.id, e.id), e.seq, e.repeat_of IS NOT NULL FROM events e
-     LEFT JOIN events o ON o.seq = e.repeat_of
+    "SELECT COALESCE((SELECT o.id FROM events o WHERE o.seq = e.repeat_of), e.id), e.seq,
+         e.repeat_of IS NOT NULL
+     FROM events e
      WHERE e.producer = $1 AND e.idempotency_key = $2 ORDER BY e.seq LIMIT 1";
 
 const EXISTING_WITHOUT_PRODUCER: &str =
-    "SELECT COALESCE(o.id, e.id), e.seq, e.repeat_of IS NOT NULL FROM events e
-     LEFT JOIN events o ON o.seq = e.repeat_of
+    "SELECT COALESCE((SELECT o.id FROM events o WHERE o.seq = e.repeat_of), e.id), e.seq,
+         e.repeat_of IS NOT NULL
+     FROM events e
      WHERE e.producer IS NULL AND e.idempotency_key = $1 ORDER BY e.seq LIMIT 1";
 
 /// One append in a transaction that holds [`super::LOCK_EVENTS`]: the registry's dedup

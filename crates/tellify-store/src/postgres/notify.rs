@@ -997,32 +997,7 @@ fn lease(
     // is gone, and return the leased ones with their contact points, in due order.
     let rows = tx
         .query(
-            &format!(
-                "WITH due AS (
-                     SELECT id, contact_point_id, next_attempt_ms AS due_ms, seq
-                     FROM deliveries
-                     WHERE status IN ('pending', 'sending') AND next_attempt_ms <= $1
-                     ORDER BY next_attempt_ms, seq LIMIT $2
-                     FOR UPDATE SKIP LOCKED),
-                 checked AS (
-                     SELECT due.*, EXISTS (SELECT 1 FROM contact_points p
-                                           WHERE p.id = due.contact_point_id) AS live
-                     FROM due),
-                 claimed AS (
-                     UPDATE deliveries d SET
-                         status = CASE WHEN k.live THEN 'sending' ELSE 'failed' END,
-                         next_attempt_ms = CASE WHEN k.live THEN $3 ELSE d.next_attempt_ms END,
-                         last_error = CASE WHEN k.live THEN d.last_error ELSE $4 END
-                     FROM checked k
-                     WHERE d.id = k.id
-                     RETURNING {claimed}, k.due_ms, k.seq)
-                 SELECT {delivery}, {point} FROM claimed c
-                 JOIN contact_points p ON p.id = c.contact_point_id AND c.status = 'sending'
-                 ORDER BY c.due_ms, c.seq",
-                claimed = columns_of("d", DELIVERY_COLUMNS),
-                delivery = columns_of("c", DELIVERY_COLUMNS),
-                point = columns_of("p", CONTACT_COLUMNS),
-            ),
+            &lease_sql(),
             &[
                 &millis(now),
                 &limit,
@@ -1047,6 +1022,39 @@ fn lease(
         .collect();
     let items = items_of(tx, &ids)?;
     Ok(outbox::jobs(claimed, items))
+}
+
+/// The lease statement ([`lease`]): `$1` now, `$2` the most to lease, `$3` the lease's end,
+/// `$4` the error of a delivery whose contact point is gone. Whether a contact point still
+/// exists is a scalar subquery per due delivery (one index probe each): as `EXISTS`,
+/// PostgreSQL may hash every contact point for each claim.
+pub(super) fn lease_sql() -> String {
+    format!(
+        "WITH due AS (
+             SELECT id, contact_point_id, next_attempt_ms AS due_ms, seq
+             FROM deliveries
+             WHERE status IN ('pending', 'sending') AND next_attempt_ms <= $1
+             ORDER BY next_attempt_ms, seq LIMIT $2
+             FOR UPDATE SKIP LOCKED),
+         checked AS (
+             SELECT due.*, COALESCE((SELECT true FROM contact_points p
+                                     WHERE p.id = due.contact_point_id), false) AS live
+             FROM due),
+         claimed AS (
+             UPDATE deliveries d SET
+                 status = CASE WHEN k.live THEN 'sending' ELSE 'failed' END,
+                 next_attempt_ms = CASE WHEN k.live THEN $3 ELSE d.next_attempt_ms END,
+                 last_error = CASE WHEN k.live THEN d.last_error ELSE $4 END
+             FROM checked k
+             WHERE d.id = k.id
+             RETURNING {claimed}, k.due_ms, k.seq)
+         SELECT {delivery}, {point} FROM claimed c
+         JOIN contact_points p ON p.id = c.contact_point_id AND c.status = 'sending'
+         ORDER BY c.due_ms, c.seq",
+        claimed = columns_of("d", DELIVERY_COLUMNS),
+        delivery = columns_of("c", DELIVERY_COLUMNS),
+        point = columns_of("p", CONTACT_COLUMNS),
+    )
 }
 
 /// `columns` (a comma-separated list) each prefixed with `alias.`.
