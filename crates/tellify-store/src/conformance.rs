@@ -64,6 +64,7 @@ macro_rules! conformance_tests {
             outbox_rows_only_for_the_users_own_contact_points_each_with_its_alert,
             a_retried_delivery_is_due_at_its_next_attempt_and_a_late_outcome_changes_nothing,
             a_delivery_whose_lease_ran_out_is_due_again,
+            a_claim_leases_older_deliveries_first_and_no_more_than_its_limit,
             what_waited_for_a_deleted_contact_point_is_failed_with_the_reason,
             repeats_are_planned_when_due_and_stop_once_acknowledged,
             one_commit_that_moves_alerts_several_times_keeps_each_transition_and_its_outbox_row,
@@ -989,6 +990,69 @@ pub async fn what_waited_for_a_deleted_contact_point_is_failed_with_the_reason(s
         .unwrap();
     assert_eq!(delivery.status, DeliveryStatus::Sent);
     assert_eq!(items.len(), 2);
+}
+
+pub async fn a_claim_leases_older_deliveries_first_and_no_more_than_its_limit(store: &dyn Store) {
+    let outbox = Outbox::open(store).await;
+    let none = DeliveryHold::default();
+    outbox.commit_fired(store, 10, &["a"], 100).await;
+    let first = store
+        .take_deliveries(at(100), at(110), 1, &none)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let older = first[0].delivery.id.clone();
+    store
+        .finish_deliveries(vec![FinishedDelivery {
+            id: older.clone(),
+            outcome: DeliveryOutcome::Retry {
+                error: "503 from hook".to_string(),
+                next_attempt: at(130),
+            },
+            subject: "a".to_string(),
+            at: at(101),
+        }])
+        .await
+        .unwrap();
+    // `b` fires while `a`'s delivery waits for its retry: at 130 both are due, the older
+    // delivery and a new one for `b`, and a claim of one takes the older.
+    outbox.commit_fired(store, 11, &["b"], 120).await;
+    let keys = |job: &crate::DeliveryJob| -> Vec<String> {
+        job.items
+            .iter()
+            .map(|item| item.alert.group_key.clone())
+            .collect()
+    };
+    let retried = store
+        .take_deliveries(at(130), at(200), 1, &none)
+        .await
+        .unwrap();
+    assert_eq!(retried.len(), 1, "no more than the limit");
+    assert_eq!(retried[0].delivery.id, older, "the older delivery first");
+    assert_eq!(retried[0].delivery.attempts, 1);
+    assert_eq!(keys(&retried[0]), ["a"]);
+    let new = store
+        .take_deliveries(at(130), at(200), 1, &none)
+        .await
+        .unwrap();
+    assert_eq!(new.len(), 1, "the new delivery waited for the next claim");
+    assert_ne!(new[0].delivery.id, older);
+    assert_eq!(new[0].delivery.attempts, 0);
+    assert_eq!(keys(&new[0]), ["b"]);
+    assert!(store
+        .take_deliveries(at(130), at(200), 1, &none)
+        .await
+        .unwrap()
+        .is_empty());
+    // A claim with room for everything takes the new delivery with its items at once.
+    outbox.commit_fired(store, 12, &["c", "d"], 140).await;
+    let both = store
+        .take_deliveries(at(140), at(200), 10, &none)
+        .await
+        .unwrap();
+    assert_eq!(both.len(), 1);
+    assert_eq!(keys(&both[0]), ["c", "d"]);
+    assert_eq!(both[0].contact_point.id, outbox.point.id);
 }
 
 pub async fn a_delivery_whose_lease_ran_out_is_due_again(store: &dyn Store) {

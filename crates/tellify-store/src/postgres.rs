@@ -335,17 +335,36 @@ pub(crate) fn lock(tx: &mut Tx<'_>, key: i32) -> StoreResult<()> {
 /// Fails with a conflict, before anything is written, when `lease` is no longer held as
 /// it was taken: another node took it over (a higher fencing number) while this one was
 /// paused or cut off. Locks the lease's row until the commit, so a takeover waits for
-/// this transaction and the next holder sees what it wrote.
-pub(crate) fn check_fence(tx: &mut Tx<'_>, lease: Option<&crate::LeaseFence>) -> StoreResult<()> {
+/// this transaction and the next holder sees what it wrote. Then takes the advisory lock
+/// `then_lock`, if any ([`lock`]), in the same round trip: the lease's row first, as
+/// when they were two statements.
+pub(crate) fn check_fence(
+    tx: &mut Tx<'_>,
+    lease: Option<&crate::LeaseFence>,
+    then_lock: Option<i32>,
+) -> StoreResult<()> {
     let Some(lease) = lease else {
-        return Ok(());
+        return match then_lock {
+            Some(key) => lock(tx, key),
+            None => Ok(()),
+        };
     };
-    let row = tx
-        .query_opt(
+    let row = match then_lock {
+        // MATERIALIZED: the row is locked before the outer query takes the advisory lock.
+        Some(key) => tx.query_opt(
+            &format!(
+                "WITH held AS MATERIALIZED (
+                     SELECT holder, fence FROM leases WHERE name = $1 FOR UPDATE)
+                 SELECT holder, fence, pg_advisory_xact_lock({SCHEMA_KEY}, $2)::text FROM held"
+            ),
+            &[&lease.name, &key],
+        ),
+        None => tx.query_opt(
             "SELECT holder, fence FROM leases WHERE name = $1 FOR UPDATE",
             &[&lease.name],
-        )
-        .map_err(unavailable)?;
+        ),
+    }
+    .map_err(unavailable)?;
     let current = row.map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)));
     if current.as_ref() != Some(&(lease.holder.clone(), lease.fence)) {
         return Err(StoreError::Conflict(format!(

@@ -36,12 +36,16 @@ fn sources() -> Vec<(PathBuf, String)> {
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).expect("readable source");
-            // Unit tests sit at the end of a file, after `#[cfg(test)]`.
-            let production = text
-                .split("#[cfg(test)]")
-                .next()
-                .unwrap_or_default()
-                .to_string();
+            // Unit tests sit at the end of a file, after `#[cfg(test)]`, or make up a
+            // whole file that says so in its first attribute, `#![cfg(test)]`.
+            let production = if text.contains("\n#![cfg(test)]\n") {
+                String::new()
+            } else {
+                text.split("#[cfg(test)]")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            };
             (path, production)
         })
         .collect()

@@ -332,11 +332,13 @@ pub(super) async fn commit_processing(
 ) -> StoreResult<CommitOutcome> {
     store
         .write(move |tx| {
-            super::check_fence(tx, commit.lease.as_ref())?;
-            if !commit.derived.is_empty() {
+            if commit.derived.is_empty() {
+                super::check_fence(tx, commit.lease.as_ref(), Some(LOCK_HISTORY))?;
+            } else {
+                super::check_fence(tx, commit.lease.as_ref(), None)?;
                 lock(tx, LOCK_EVENTS)?;
+                lock(tx, LOCK_HISTORY)?;
             }
-            lock(tx, LOCK_HISTORY)?;
             crate::processing::commit(&mut PgProcessing::new(tx), commit)
         })
         .await

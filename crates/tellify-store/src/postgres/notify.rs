@@ -432,8 +432,12 @@ pub(super) async fn take_deliveries(
     let hold = hold.clone();
     store
         .write(move |tx| {
-            gang(tx, now, &hold)?;
-            lease(tx, now, lease_until, limit)
+            let (gangs, carried) = plan_gangs(tx, now, &hold)?;
+            if gangs.is_empty() {
+                lease(tx, now, lease_until, limit)
+            } else {
+                gang_and_lease(tx, now, lease_until, limit, gangs, carried)
+            }
         })
         .await
 }
@@ -445,10 +449,12 @@ pub(super) async fn finish_deliveries(
     if results.is_empty() {
         return Ok(());
     }
+    // One statement for every outcome (it was two per delivery), and no transaction around
+    // it: a statement is atomic by itself, and BEGIN and COMMIT were two more round trips.
     store
-        .write(move |tx| {
-            // One statement for every outcome (it was two per delivery). A delivery given
-            // twice takes its first outcome, as when each was written in turn.
+        .read(move |tx| {
+            // A delivery given twice takes its first outcome, as when each was written in
+            // turn.
             let mut seen = std::collections::HashSet::new();
             let results: Vec<&FinishedDelivery> = results
                 .iter()
@@ -697,6 +703,8 @@ pub(super) async fn list_audit(
 // ---- rows ----
 
 const CONTACT_COLUMNS: &str = "id, user_id, name, kind, address, secret, created";
+/// How many columns [`CONTACT_COLUMNS`] names.
+const CONTACT_COLUMN_COUNT: usize = 7;
 
 fn read_contact(row: &Row) -> StoreResult<ContactPoint> {
     read_contact_at(row, 0)
@@ -879,14 +887,38 @@ fn items_of(
 
 // ---- the outbox, inside take_deliveries' transaction ----
 
-/// Turns due notifications into deliveries: one per (user, contact point) among the rows
-/// this transaction could lock (see the module documentation).
-fn gang(tx: &mut Tx<'_>, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()> {
+/// A planned delivery: a gang of due notifications for one user and contact point, with
+/// what each of them carries (for the job, should this claim lease it at once).
+struct PlannedGang {
+    delivery_id: String,
+    user_id: String,
+    contact_point_id: String,
+    notifications: Vec<i64>,
+}
+
+/// What a due notification carries into its delivery's items: the alert it is about and
+/// the transition, with the alert as that transition left it (JSON, read only for a
+/// delivery that is leased at once).
+struct DueItem {
+    alert_id: String,
+    transition: String,
+    alert: String,
+}
+
+/// Plans due notifications into deliveries, one per (user, contact point) among the rows
+/// this transaction could lock (see the module documentation); deletes those with nothing
+/// left to say. The deliveries are written by [`gang_and_lease`].
+fn plan_gangs(
+    tx: &mut Tx<'_>,
+    now: Timestamp,
+    hold: &DeliveryHold,
+) -> StoreResult<(Vec<PlannedGang>, HashMap<i64, DueItem>)> {
     let max_gang = i64::try_from(outbox::MAX_GANG).unwrap_or(i64::MAX);
     // The due notifications with the alerts they are about, in one round trip.
     let rows = tx
         .query(
-            "SELECT n.id, n.user_id, n.contact_point_id, n.alert_id, n.transition, a.body
+            "SELECT n.id, n.user_id, n.contact_point_id, n.alert_id, n.transition, a.body,
+                 n.alert
              FROM notifications n JOIN alerts a ON a.id = n.alert_id
              WHERE n.delivery_id IS NULL AND n.due_ms <= $1
                AND NOT (n.user_id = ANY($2)) AND NOT (n.contact_point_id = ANY($3))
@@ -896,10 +928,11 @@ fn gang(tx: &mut Tx<'_>, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
         )
         .map_err(unavailable)?;
     if rows.is_empty() {
-        return Ok(());
+        return Ok((Vec::new(), HashMap::new()));
     }
     let mut due = Vec::with_capacity(rows.len());
     let mut alerts: HashMap<String, Alert> = HashMap::new();
+    let mut carried = HashMap::with_capacity(rows.len());
     for row in &rows {
         let notification = DueNotification {
             id: row.try_get(0).map_err(unavailable)?,
@@ -912,6 +945,14 @@ fn gang(tx: &mut Tx<'_>, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
             let alert: Alert = read_json(row.try_get(5).map_err(unavailable)?)?;
             alerts.insert(notification.alert_id.clone(), alert);
         }
+        carried.insert(
+            notification.id,
+            DueItem {
+                alert_id: notification.alert_id.clone(),
+                transition: notification.transition.clone(),
+                alert: row.try_get(6).map_err(unavailable)?,
+            },
+        );
         due.push(notification);
     }
     let plan = outbox::plan_gangs(due, &alerts, now);
@@ -922,62 +963,178 @@ fn gang(tx: &mut Tx<'_>, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
         )
         .map_err(unavailable)?;
     }
-    // One statement for every delivery of the round (it was three round trips per
-    // delivery, then one): each gang's delivery, named after its contact point, and its
-    // notifications pointed at it. A contact point deleted after the plan was made leaves a
-    // delivery recorded as failed with the reason, never a notification dropped without a
-    // word. Deliveries are inserted in the plan's order, which is the order they are sent in.
-    if plan.gangs.is_empty() {
-        return Ok(());
-    }
-    let mut delivery_ids = Vec::with_capacity(plan.gangs.len());
-    let mut users = Vec::with_capacity(plan.gangs.len());
-    let mut points = Vec::with_capacity(plan.gangs.len());
-    let mut items = Vec::with_capacity(plan.gangs.len());
+    let gangs = plan
+        .gangs
+        .into_iter()
+        .map(|gang| PlannedGang {
+            delivery_id: tellify_model::new_id(),
+            user_id: gang.user_id,
+            contact_point_id: gang.contact_point_id,
+            notifications: gang.notifications,
+        })
+        .collect();
+    Ok((gangs, carried))
+}
+
+/// Writes the planned deliveries and leases what is due, up to `limit`, in one statement
+/// (they were two, and a third read the new deliveries' items back): the deliveries
+/// already due come first, as before (they are older), then the new ones, each leased at
+/// once while the limit allows and left pending otherwise. A contact point deleted after
+/// the plan was made leaves a delivery recorded as failed with the reason, never a
+/// notification dropped without a word. Deliveries are inserted in the plan's order, which
+/// is the order they are sent in.
+fn gang_and_lease(
+    tx: &mut Tx<'_>,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: usize,
+    gangs: Vec<PlannedGang>,
+    mut carried: HashMap<i64, DueItem>,
+) -> StoreResult<Vec<DeliveryJob>> {
+    let mut delivery_ids = Vec::with_capacity(gangs.len());
+    let mut users = Vec::with_capacity(gangs.len());
+    let mut points = Vec::with_capacity(gangs.len());
+    let mut items = Vec::with_capacity(gangs.len());
     let mut notification_ids: Vec<i64> = Vec::new();
-    let mut notification_deliveries: Vec<String> = Vec::new();
-    for gang in &plan.gangs {
-        let delivery_id = tellify_model::new_id();
+    let mut notification_deliveries: Vec<&str> = Vec::new();
+    for gang in &gangs {
         for notification in &gang.notifications {
             notification_ids.push(*notification);
-            notification_deliveries.push(delivery_id.clone());
+            notification_deliveries.push(&gang.delivery_id);
         }
         items.push(i64::try_from(gang.notifications.len()).unwrap_or(i64::MAX));
         users.push(gang.user_id.as_str());
         points.push(gang.contact_point_id.as_str());
-        delivery_ids.push(delivery_id);
+        delivery_ids.push(gang.delivery_id.as_str());
     }
-    tx.execute(
-        "WITH gang AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[])
-                 WITH ORDINALITY AS g(id, user_id, point_id, items, position)),
-         delivery AS (
+    let rows = tx
+        .query(
+            &gang_and_lease_sql(),
+            &[
+                &millis(now),
+                &i64::try_from(limit).unwrap_or(i64::MAX),
+                &millis(lease_until),
+                &outbox::DELETED_POINT_ERROR,
+                &delivery_ids,
+                &users,
+                &points,
+                &items,
+                &outbox::DELETED_POINT_NAME,
+                &outbox::DELETED_POINT_KIND,
+                &time_text(now),
+                &notification_ids,
+                &notification_deliveries,
+            ],
+        )
+        .map_err(unavailable)?;
+    let mut claimed: Vec<(Delivery, ContactPoint)> = Vec::with_capacity(rows.len());
+    let mut older: Vec<String> = Vec::new();
+    for row in &rows {
+        let delivery = read_delivery(row)?;
+        let fresh: bool = row
+            .try_get(DELIVERY_COLUMN_COUNT + CONTACT_COLUMN_COUNT)
+            .map_err(unavailable)?;
+        if !fresh {
+            older.push(delivery.id.clone());
+        }
+        claimed.push((delivery, read_contact_at(row, DELIVERY_COLUMN_COUNT)?));
+    }
+    // The older deliveries' items are read back; the new ones' are those just planned.
+    let mut job_items = if older.is_empty() {
+        HashMap::new()
+    } else {
+        items_of(tx, &older)?
+    };
+    let leased: std::collections::HashSet<&str> = claimed
+        .iter()
+        .map(|(delivery, _)| delivery.id.as_str())
+        .collect();
+    for gang in &gangs {
+        if !leased.contains(gang.delivery_id.as_str()) {
+            continue;
+        }
+        let mut these = Vec::with_capacity(gang.notifications.len());
+        for notification in &gang.notifications {
+            if let Some(item) = carried.remove(notification) {
+                these.push(DeliveryItem {
+                    alert_id: item.alert_id,
+                    transition: item.transition,
+                    alert: read_json(&item.alert)?,
+                });
+            }
+        }
+        job_items.insert(gang.delivery_id.clone(), these);
+    }
+    Ok(outbox::jobs(claimed, job_items))
+}
+
+/// The statement of [`gang_and_lease`]: `$1` now, `$2` the most to lease, `$3` the lease's
+/// end, `$4` the error of a delivery whose contact point is gone; `$5`–`$8` the new
+/// deliveries (id, user, contact point, items), `$9`–`$10` the name and kind recorded
+/// when the contact point is gone, `$11` now as text; `$12`–`$13` each notification's
+/// delivery. Returns the leased deliveries with their contact points and whether each is
+/// new, older ones first, each in due order. Each new delivery's contact point is looked up
+/// on its own (`LATERAL … LIMIT 1`, one index probe): as a join, a generic plan hashed them
+/// all.
+pub(super) fn gang_and_lease_sql() -> String {
+    format!(
+        "WITH due AS (
+             SELECT id, contact_point_id, next_attempt_ms AS due_ms, seq
+             FROM deliveries
+             WHERE status IN ('pending', 'sending') AND next_attempt_ms <= $1
+             ORDER BY next_attempt_ms, seq LIMIT $2
+             FOR UPDATE SKIP LOCKED),
+         checked AS (
+             SELECT due.*, COALESCE((SELECT true FROM contact_points p
+                                     WHERE p.id = due.contact_point_id), false) AS live
+             FROM due),
+         claimed AS (
+             UPDATE deliveries d SET
+                 status = CASE WHEN k.live THEN 'sending' ELSE 'failed' END,
+                 next_attempt_ms = CASE WHEN k.live THEN $3 ELSE d.next_attempt_ms END,
+                 last_error = CASE WHEN k.live THEN d.last_error ELSE $4 END
+             FROM checked k
+             WHERE d.id = k.id
+             RETURNING {claimed}, k.due_ms, k.seq),
+         room AS (
+             SELECT $2 - (SELECT count(*) FROM claimed WHERE status = 'sending') AS spare),
+         gang AS (
+             SELECT g.*, p.name, p.kind,
+                 p.name IS NOT NULL AND g.position <= (SELECT spare FROM room) AS now_sent
+             FROM unnest($5::text[], $6::text[], $7::text[], $8::int8[])
+                 WITH ORDINALITY AS g(id, user_id, point_id, items, position)
+             LEFT JOIN LATERAL (
+                 SELECT name, kind FROM contact_points WHERE id = g.point_id LIMIT 1) p ON true),
+         fresh AS (
              INSERT INTO deliveries (id, user_id, contact_point_id, contact_point, kind,
                  status, attempts, next_attempt_ms, items, created, last_error)
-             SELECT g.id, g.user_id, g.point_id, COALESCE(p.name, $7), COALESCE(p.kind, $8),
-                 CASE WHEN p.name IS NULL THEN 'failed' ELSE 'pending' END, 0, $5, g.items, $6,
-                 CASE WHEN p.name IS NULL THEN $9 END
-             FROM gang g LEFT JOIN contact_points p ON p.id = g.point_id
-             ORDER BY g.position)
-         UPDATE notifications n SET delivery_id = m.delivery_id
-         FROM unnest($10::int8[], $11::text[]) AS m(notification_id, delivery_id)
-         WHERE n.id = m.notification_id",
-        &[
-            &delivery_ids,
-            &users,
-            &points,
-            &items,
-            &millis(now),
-            &time_text(now),
-            &outbox::DELETED_POINT_NAME,
-            &outbox::DELETED_POINT_KIND,
-            &outbox::DELETED_POINT_ERROR,
-            &notification_ids,
-            &notification_deliveries,
-        ],
+             SELECT g.id, g.user_id, g.point_id, COALESCE(g.name, $9), COALESCE(g.kind, $10),
+                 CASE WHEN g.name IS NULL THEN 'failed'
+                      WHEN g.now_sent THEN 'sending' ELSE 'pending' END,
+                 0, CASE WHEN g.now_sent THEN $3 ELSE $1 END, g.items, $11,
+                 CASE WHEN g.name IS NULL THEN $4 END
+             FROM gang g
+             ORDER BY g.position
+             RETURNING {fresh}, seq),
+         linked AS (
+             UPDATE notifications n SET delivery_id = m.delivery_id
+             FROM unnest($12::int8[], $13::text[]) AS m(notification_id, delivery_id)
+             WHERE n.id = m.notification_id)
+         SELECT {older}, {older_point}, false AS fresh, c.due_ms AS due_ms, c.seq AS seq
+         FROM claimed c JOIN contact_points p ON p.id = c.contact_point_id
+         WHERE c.status = 'sending'
+         UNION ALL
+         SELECT {new}, {new_point}, true, 0, f.seq
+         FROM fresh f JOIN contact_points p ON p.id = f.contact_point_id
+         WHERE f.status = 'sending'
+         ORDER BY fresh, due_ms, seq",
+        claimed = columns_of("d", DELIVERY_COLUMNS),
+        fresh = DELIVERY_COLUMNS,
+        older = columns_of("c", DELIVERY_COLUMNS),
+        older_point = columns_of("p", CONTACT_COLUMNS),
+        new = columns_of("f", DELIVERY_COLUMNS),
+        new_point = columns_of("p", CONTACT_COLUMNS),
     )
-    .map_err(unavailable)?;
-    Ok(())
 }
 
 /// Leases up to `limit` due deliveries, skipping those another node is claiming right

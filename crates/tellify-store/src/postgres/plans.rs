@@ -5,6 +5,8 @@
 //! touch more than a batch's worth of rows. A join written the natural way was once
 //! planned as a hash of the whole `events` table on every worker step.
 
+#![cfg(test)]
+
 use postgres::{Client, NoTls};
 use serde_json::Value;
 
@@ -175,6 +177,20 @@ fn a_claim_leases_the_due_deliveries_without_scanning_every_contact_point() {
         "lease",
         &super::notify::lease_sql(),
         "int8, int8, int8, text",
+        &arguments,
+    );
+    // The claim that also writes the round's new deliveries, one of them leased at once.
+    let arguments = format!(
+        "{ROWS}, 100, {}, 'gone', ARRAY['new-1', 'new-2'], ARRAY['user-1', 'user-2'], \
+         ARRAY['point-1', 'point-2'], ARRAY[1, 1]::int8[], 'gone', 'gone', 'now', \
+         ARRAY[]::int8[], ARRAY[]::text[]",
+        ROWS * 10
+    );
+    assert_reads_by_index(
+        &mut client,
+        "gang_and_lease",
+        &super::notify::gang_and_lease_sql(),
+        "int8, int8, int8, text, text[], text[], text[], int8[], text, text, text, int8[], text[]",
         &arguments,
     );
 }

@@ -774,6 +774,13 @@ async fn finish_loop(
             }
         }
         let outcomes = batch.iter().map(|(_, outcome)| outcome.clone()).collect();
+        // Only a retry makes something due that the notifier does not know of (it plans
+        // its next look from what is due when it goes idle); a sent or failed delivery
+        // frees a sender, and a sender that frees itself while more is due wakes the
+        // notifier already. Waking it for every outcome cost an empty claim round each.
+        let retries = batch
+            .iter()
+            .any(|(_, finished)| matches!(finished.outcome, DeliveryOutcome::Retry { .. }));
         match store.finish_deliveries(outcomes).await {
             Ok(()) => {
                 if let Some(bus) = bus.as_ref().filter(|bus| bus.wanted()) {
@@ -787,7 +794,9 @@ async fn finish_loop(
                     }
                 }
                 batch.clear();
-                wake.notify_one();
+                if retries {
+                    wake.notify_one();
+                }
             }
             Err(error) => {
                 tracing::error!(%error, "cannot record delivery outcomes; retrying");
