@@ -231,6 +231,8 @@ pub struct Notifier {
     /// Whether the last claim took as many deliveries as there were free senders, so more
     /// may be due: finishing sends then wake the claim loop (see [`refill_at`]).
     backlog: std::sync::atomic::AtomicBool,
+    /// Claim rounds in a row that took nothing (see [`Notifier::idle_wait`]).
+    empty_rounds: std::sync::atomic::AtomicU32,
     /// When repeats were last planned (the notifier's clock; see [`REPEATS_EVERY`]).
     repeats_planned: Mutex<Option<jiff::Timestamp>>,
     /// How long sends in flight at shutdown may take before their deliveries are given back.
@@ -274,6 +276,7 @@ impl Notifier {
             rates: Mutex::new(RateBook::default()),
             holding: std::sync::atomic::AtomicBool::new(false),
             backlog: std::sync::atomic::AtomicBool::new(false),
+            empty_rounds: std::sync::atomic::AtomicU32::new(0),
             repeats_planned: Mutex::new(None),
             shutdown_grace: Duration::from_secs(10),
             cut_off: watch::channel(false).0,
@@ -385,7 +388,9 @@ impl Notifier {
             Ok(Some(_)) if self.holding.load(std::sync::atomic::Ordering::Relaxed) => {
                 Duration::from_secs(1)
             }
-            Ok(Some(_)) => Duration::from_millis(20),
+            Ok(Some(_)) => {
+                due_elsewhere_wait(self.empty_rounds.load(std::sync::atomic::Ordering::Relaxed))
+            }
             _ => Duration::from_secs(1),
         }
     }
@@ -424,6 +429,13 @@ impl Notifier {
             .take_deliveries(now, lease_until, free, &hold)
             .await?;
         let taken = jobs.len();
+        if taken == 0 {
+            self.empty_rounds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            self.empty_rounds
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
         self.count_new_messages(&jobs, now);
         if let Some(bus) = self.bus.as_ref().filter(|bus| bus.wanted()) {
             for job in &jobs {
@@ -690,6 +702,17 @@ fn parts_for(kind: ContactKind) -> Parts {
     }
 }
 
+/// How long to wait before looking again when something is due that the last
+/// `empty_rounds` claims did not get: 20 ms, doubling with each claim that took nothing, up
+/// to a second. What is due now and not claimed here is being sent by another node (its
+/// rows were locked or leased): on several nodes, the ones that are not processing found
+/// the processing node's work due at every look and polled for it every 20 ms, for
+/// nothing. A node that falls behind leaves work due that the others then take, which
+/// brings their wait back to 20 ms.
+fn due_elsewhere_wait(empty_rounds: u32) -> Duration {
+    Duration::from_millis(20u64 << empty_rounds.min(6)).min(Duration::from_secs(1))
+}
+
 /// How many free senders a claim waits for while a backlog is due: half of them, so a
 /// fan-out of thousands of deliveries is claimed in a few dozen transactions, and the
 /// other half keeps sending meanwhile.
@@ -865,6 +888,15 @@ pub async fn send_test(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notifier_that_finds_nothing_to_take_looks_less_often_up_to_a_second() {
+        let waits: Vec<u64> = (0..9)
+            .map(|empty| super::due_elsewhere_wait(empty).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(super::due_elsewhere_wait(u32::MAX), Duration::from_secs(1));
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_stops_at_the_cap() {
