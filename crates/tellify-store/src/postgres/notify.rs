@@ -1078,24 +1078,7 @@ fn gang_and_lease(
 /// all.
 pub(super) fn gang_and_lease_sql() -> String {
     format!(
-        "WITH due AS (
-             SELECT id, contact_point_id, next_attempt_ms AS due_ms, seq
-             FROM deliveries
-             WHERE status IN ('pending', 'sending') AND next_attempt_ms <= $1
-             ORDER BY next_attempt_ms, seq LIMIT $2
-             FOR UPDATE SKIP LOCKED),
-         checked AS (
-             SELECT due.*, COALESCE((SELECT true FROM contact_points p
-                                     WHERE p.id = due.contact_point_id), false) AS live
-             FROM due),
-         claimed AS (
-             UPDATE deliveries d SET
-                 status = CASE WHEN k.live THEN 'sending' ELSE 'failed' END,
-                 next_attempt_ms = CASE WHEN k.live THEN $3 ELSE d.next_attempt_ms END,
-                 last_error = CASE WHEN k.live THEN d.last_error ELSE $4 END
-             FROM checked k
-             WHERE d.id = k.id
-             RETURNING {claimed}, k.due_ms, k.seq),
+        "WITH {leased},
          room AS (
              SELECT $2 - (SELECT count(*) FROM claimed WHERE status = 'sending') AS spare),
          gang AS (
@@ -1128,7 +1111,7 @@ pub(super) fn gang_and_lease_sql() -> String {
          FROM fresh f JOIN contact_points p ON p.id = f.contact_point_id
          WHERE f.status = 'sending'
          ORDER BY fresh, due_ms, seq",
-        claimed = columns_of("d", DELIVERY_COLUMNS),
+        leased = leased_ctes(),
         fresh = DELIVERY_COLUMNS,
         older = columns_of("c", DELIVERY_COLUMNS),
         older_point = columns_of("p", CONTACT_COLUMNS),
@@ -1181,13 +1164,15 @@ fn lease(
     Ok(outbox::jobs(claimed, items))
 }
 
-/// The lease statement ([`lease`]): `$1` now, `$2` the most to lease, `$3` the lease's end,
-/// `$4` the error of a delivery whose contact point is gone. Whether a contact point still
-/// exists is a scalar subquery per due delivery (one index probe each): as `EXISTS`,
-/// PostgreSQL may hash every contact point for each claim.
-pub(super) fn lease_sql() -> String {
+/// The common table expressions that lease due deliveries (`$1` now, `$2` the most to
+/// lease, `$3` the lease's end, `$4` the error of one whose contact point is gone): `due`
+/// locks them, skipping those another node is claiming; `checked` looks up each contact
+/// point on its own (a scalar subquery, one index probe: as `EXISTS`, PostgreSQL may hash
+/// every contact point for each claim); `claimed` leases the live ones, fails the rest and
+/// returns them with their due time and order.
+fn leased_ctes() -> String {
     format!(
-        "WITH due AS (
+        "due AS (
              SELECT id, contact_point_id, next_attempt_ms AS due_ms, seq
              FROM deliveries
              WHERE status IN ('pending', 'sending') AND next_attempt_ms <= $1
@@ -1204,11 +1189,20 @@ pub(super) fn lease_sql() -> String {
                  last_error = CASE WHEN k.live THEN d.last_error ELSE $4 END
              FROM checked k
              WHERE d.id = k.id
-             RETURNING {claimed}, k.due_ms, k.seq)
+             RETURNING {claimed}, k.due_ms, k.seq)",
+        claimed = columns_of("d", DELIVERY_COLUMNS),
+    )
+}
+
+/// The lease statement ([`lease`]), parameters as [`leased_ctes`]: the leased deliveries
+/// with their contact points, in due order.
+pub(super) fn lease_sql() -> String {
+    format!(
+        "WITH {leased}
          SELECT {delivery}, {point} FROM claimed c
          JOIN contact_points p ON p.id = c.contact_point_id AND c.status = 'sending'
          ORDER BY c.due_ms, c.seq",
-        claimed = columns_of("d", DELIVERY_COLUMNS),
+        leased = leased_ctes(),
         delivery = columns_of("c", DELIVERY_COLUMNS),
         point = columns_of("p", CONTACT_COLUMNS),
     )
