@@ -887,13 +887,10 @@ fn items_of(
 
 // ---- the outbox, inside take_deliveries' transaction ----
 
-/// A planned delivery: a gang of due notifications for one user and contact point, with
-/// what each of them carries (for the job, should this claim lease it at once).
+/// A planned delivery: the id it will have and its gang of due notifications.
 struct PlannedGang {
     delivery_id: String,
-    user_id: String,
-    contact_point_id: String,
-    notifications: Vec<i64>,
+    gang: outbox::Gang,
 }
 
 /// What a due notification carries into its delivery's items: the alert it is about and
@@ -968,9 +965,7 @@ fn plan_gangs(
         .into_iter()
         .map(|gang| PlannedGang {
             delivery_id: tellify_model::new_id(),
-            user_id: gang.user_id,
-            contact_point_id: gang.contact_point_id,
-            notifications: gang.notifications,
+            gang,
         })
         .collect();
     Ok((gangs, carried))
@@ -997,15 +992,15 @@ fn gang_and_lease(
     let mut items = Vec::with_capacity(gangs.len());
     let mut notification_ids: Vec<i64> = Vec::new();
     let mut notification_deliveries: Vec<&str> = Vec::new();
-    for gang in &gangs {
+    for PlannedGang { delivery_id, gang } in &gangs {
         for notification in &gang.notifications {
             notification_ids.push(*notification);
-            notification_deliveries.push(&gang.delivery_id);
+            notification_deliveries.push(delivery_id);
         }
         items.push(i64::try_from(gang.notifications.len()).unwrap_or(i64::MAX));
         users.push(gang.user_id.as_str());
         points.push(gang.contact_point_id.as_str());
-        delivery_ids.push(gang.delivery_id.as_str());
+        delivery_ids.push(delivery_id.as_str());
     }
     let rows = tx
         .query(
@@ -1049,8 +1044,8 @@ fn gang_and_lease(
         .iter()
         .map(|(delivery, _)| delivery.id.as_str())
         .collect();
-    for gang in &gangs {
-        if !leased.contains(gang.delivery_id.as_str()) {
+    for PlannedGang { delivery_id, gang } in &gangs {
+        if !leased.contains(delivery_id.as_str()) {
             continue;
         }
         let mut these = Vec::with_capacity(gang.notifications.len());
@@ -1063,7 +1058,7 @@ fn gang_and_lease(
                 });
             }
         }
-        job_items.insert(gang.delivery_id.clone(), these);
+        job_items.insert(delivery_id.clone(), these);
     }
     Ok(outbox::jobs(claimed, job_items))
 }
