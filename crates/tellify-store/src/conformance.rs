@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
             a_retried_delivery_is_due_at_its_next_attempt_and_a_late_outcome_changes_nothing,
             a_delivery_whose_lease_ran_out_is_due_again,
             a_claim_leases_older_deliveries_first_and_no_more_than_its_limit,
+            a_processing_commit_claims_what_it_makes_due_when_the_store_can,
             what_waited_for_a_deleted_contact_point_is_failed_with_the_reason,
             repeats_are_planned_when_due_and_stop_once_acknowledged,
             one_commit_that_moves_alerts_several_times_keeps_each_transition_and_its_outbox_row,
@@ -990,6 +991,114 @@ pub async fn what_waited_for_a_deleted_contact_point_is_failed_with_the_reason(s
         .unwrap();
     assert_eq!(delivery.status, DeliveryStatus::Sent);
     assert_eq!(items.len(), 2);
+}
+
+/// Records delivery `id` as sent at `seconds`.
+async fn finish_sent(store: &dyn Store, id: &str, seconds: i64) {
+    store
+        .finish_deliveries(vec![FinishedDelivery {
+            id: id.to_string(),
+            outcome: DeliveryOutcome::Sent {
+                receipt: "200 OK".to_string(),
+            },
+            subject: "sent".to_string(),
+            at: at(seconds),
+        }])
+        .await
+        .unwrap();
+}
+
+pub async fn a_processing_commit_claims_what_it_makes_due_when_the_store_can(store: &dyn Store) {
+    let outbox = Outbox::open(store).await;
+    let none = DeliveryHold::default();
+    let claim = |seconds: i64, limit: usize| crate::ClaimRequest {
+        now: at(seconds),
+        lease_until: at(seconds + 60),
+        limit,
+        hold: DeliveryHold::default(),
+    };
+    let commit =
+        |cursor: i64, keys: &[&str], seconds: i64, request: crate::ClaimRequest| ProcessingCommit {
+            cursor,
+            outputs: keys.iter().map(|key| outbox.fire(key, seconds)).collect(),
+            planner: Some(outbox.planner.clone()),
+            claim: Some(request),
+            ..Default::default()
+        };
+    let keys = |job: &crate::DeliveryJob| -> Vec<String> {
+        job.items
+            .iter()
+            .map(|item| item.alert.group_key.clone())
+            .collect()
+    };
+    let outcome = store
+        .commit_processing(commit(10, &["a", "b"], 100, claim(100, 5)))
+        .await
+        .unwrap();
+    if !store.claims_in_processing_commit() {
+        // The notifier claims in a transaction of its own, as before.
+        assert_eq!(outcome.claimed, None);
+        let taken = store
+            .take_deliveries(at(100), at(160), 5, &none)
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(keys(&taken[0]), ["a", "b"]);
+        return;
+    }
+    let claimed = outcome.claimed.expect("the commit claimed");
+    assert!(!outcome.due_later);
+    assert_eq!(claimed.len(), 1, "both alerts ganged into one delivery");
+    assert_eq!(keys(&claimed[0]), ["a", "b"]);
+    assert_eq!(claimed[0].delivery.status, DeliveryStatus::Sending);
+    assert_eq!(claimed[0].delivery.attempts, 0);
+    assert_eq!(claimed[0].contact_point.id, outbox.point.id);
+    // Leased: no other claim takes it until the lease ends.
+    assert!(store
+        .take_deliveries(at(159), at(200), 5, &none)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = store
+        .take_deliveries(at(161), at(220), 5, &none)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.id, claimed[0].delivery.id);
+    finish_sent(store, &again[0].delivery.id, 162).await;
+    // A notification due after the claim's time is written, not claimed, and said so.
+    let outcome = store
+        .commit_processing(commit(11, &["c"], 300, claim(250, 5)))
+        .await
+        .unwrap();
+    assert_eq!(outcome.claimed, Some(Vec::new()));
+    assert!(outcome.due_later);
+    let later = store
+        .take_deliveries(at(300), at(360), 5, &none)
+        .await
+        .unwrap();
+    assert_eq!(later.iter().map(keys).collect::<Vec<_>>(), [["c"]]);
+    finish_sent(store, &later[0].delivery.id, 301).await;
+    // No claim without a notification written, and none for a limit of 0.
+    let quiet = store
+        .commit_processing(ProcessingCommit {
+            cursor: 12,
+            claim: Some(claim(400, 5)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(quiet.claimed, None);
+    let full = store
+        .commit_processing(commit(13, &["d"], 500, claim(500, 0)))
+        .await
+        .unwrap();
+    assert_eq!(full.claimed, None);
+    let left = store
+        .take_deliveries(at(500), at(560), 5, &none)
+        .await
+        .unwrap();
+    assert_eq!(left.iter().map(keys).collect::<Vec<_>>(), [["d"]]);
 }
 
 pub async fn a_claim_leases_older_deliveries_first_and_no_more_than_its_limit(store: &dyn Store) {

@@ -284,6 +284,12 @@ pub trait Store: Send + Sync + 'static {
     /// alert changes and their history, handler states, derived events and the cursor.
     /// A backend runs [`processing::commit`] over its transaction.
     async fn commit_processing(&self, commit: ProcessingCommit) -> StoreResult<CommitOutcome>;
+    /// Whether [`Store::commit_processing`] claims deliveries for a
+    /// [`ProcessingCommit::claim`] (SQLite: the claim is a few statements more on the
+    /// writer's open transaction); otherwise the notifier claims in a transaction of its own.
+    fn claims_in_processing_commit(&self) -> bool {
+        false
+    }
 
     // ---- contact points, policies, silences ----
 

@@ -26,8 +26,9 @@ use tellify_model::StoredEvent;
 
 pub use crate::IdSourceRef;
 use crate::{
-    AlertChange, Appended, CommitOutcome, FilterErrorUpdate, NewNotification, OutputToApply,
-    PlannerRef, ProcessingCommit, RepeatSchedule, StoreError, StoreResult, SubscriptionHealth,
+    AlertChange, Appended, ClaimRequest, CommitOutcome, DeliveryJob, FilterErrorUpdate,
+    NewNotification, OutputToApply, PlannerRef, ProcessingCommit, RepeatSchedule, StoreError,
+    StoreResult, SubscriptionHealth,
 };
 
 /// One transaction of a backend, as the processing decisions need it. Every method is a
@@ -88,6 +89,15 @@ pub trait ProcessingTx {
     /// Appends events to the log as `Store::append_events` does (idempotency, dedup).
     fn append_derived(&mut self, events: Vec<StoredEvent>) -> StoreResult<Vec<Appended>>;
     fn save_cursor(&mut self, cursor: i64) -> StoreResult<()>;
+    /// Claims what is due for sending, as [`crate::Store::take_deliveries`] does, inside
+    /// this transaction; `None` for a backend that claims only in a transaction of its own.
+    fn claim_deliveries(
+        &mut self,
+        request: &ClaimRequest,
+    ) -> StoreResult<Option<Vec<DeliveryJob>>> {
+        let _ = request;
+        Ok(None)
+    }
 
     // What [`commit`] calls: each table once per commit. The defaults call the one-row
     // methods above in turn; a backend that pays a round trip per statement writes each
@@ -256,6 +266,8 @@ pub fn commit(tx: &mut impl ProcessingTx, commit: ProcessingCommit) -> StoreResu
             entries.len()
         )));
     }
+    let mut notified = 0;
+    let mut last_due = None;
     if let Some(planner) = &commit.planner {
         let mut outbox = Outbox::default();
         let mut positions = positions.into_iter();
@@ -265,7 +277,8 @@ pub fn commit(tx: &mut impl ProcessingTx, commit: ProcessingCommit) -> StoreResu
                 outbox.plan_transition(planner, &change.alert, entry, position, *at);
             }
         }
-        outbox.write(tx)?;
+        last_due = outbox.last_due();
+        notified = outbox.write(tx)?;
     }
     let states: Vec<(&str, &serde_json::Value)> = commit
         .states
@@ -285,9 +298,19 @@ pub fn commit(tx: &mut impl ProcessingTx, commit: ProcessingCommit) -> StoreResu
     }
     let derived = tx.append_derived(commit.derived)?;
     tx.save_cursor(commit.cursor)?;
+    // Last, so the claim sees this commit's notifications (and nothing else waits on it).
+    let (claimed, due_later) = match &commit.claim {
+        Some(request) if notified > 0 && request.limit > 0 => (
+            tx.claim_deliveries(request)?,
+            last_due.is_some_and(|due| due > request.now),
+        ),
+        _ => (None, false),
+    };
     Ok(CommitOutcome {
         changes: changes.into_iter().map(|(change, _)| change).collect(),
         derived,
+        claimed,
+        due_later,
     })
 }
 
@@ -400,21 +423,31 @@ impl Outbox {
         }
     }
 
-    /// Stops, then notifications, then the schedules set since the stops.
-    fn write(self, tx: &mut impl ProcessingTx) -> StoreResult<()> {
+    /// When the last of the planned notifications is due.
+    fn last_due(&self) -> Option<Timestamp> {
+        self.notifications
+            .iter()
+            .flat_map(|(_, run)| run.iter().map(|notification| notification.due_at))
+            .max()
+    }
+
+    /// Stops, then notifications, then the schedules set since the stops. Returns how
+    /// many notifications were stored.
+    fn write(self, tx: &mut impl ProcessingTx) -> StoreResult<usize> {
         if !self.stopped.is_empty() {
             tx.stop_repeats_of(&self.stopped)?;
         }
+        let mut written = 0;
         for (now, run) in &self.notifications {
             if !run.is_empty() {
-                tx.write_notifications(run, *now)?;
+                written += tx.write_notifications(run, *now)?;
             }
         }
         if !self.schedules.is_empty() {
             let schedules: Vec<RepeatSchedule> = self.schedules.into_values().collect();
             tx.schedule_repeats(&schedules)?;
         }
-        Ok(())
+        Ok(written)
     }
 }
 

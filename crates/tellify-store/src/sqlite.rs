@@ -1500,6 +1500,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    fn claims_in_processing_commit(&self) -> bool {
+        true
+    }
+
     async fn commit_processing(&self, commit: ProcessingCommit) -> StoreResult<CommitOutcome> {
         // Processing results are recomputable from the durable log: after an OS crash the
         // worker redoes them from the last durable cursor, atomically with the alerts.

@@ -284,6 +284,21 @@ pub struct ProcessingCommit {
     /// commit fails with a conflict, writing nothing, if the lease has passed to another
     /// holder since (see [`crate::Store::acquire_lease`]).
     pub lease: Option<LeaseFence>,
+    /// What the notifier's free senders would take: when the commit writes notifications,
+    /// a backend that can claims what is then due in the same transaction
+    /// ([`CommitOutcome::claimed`]), so a notification due at once needs no claim
+    /// transaction of its own before it is sent.
+    pub claim: Option<ClaimRequest>,
+}
+
+/// A claim made inside a processing commit, as [`crate::Store::take_deliveries`] makes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimRequest {
+    pub now: Timestamp,
+    pub lease_until: Timestamp,
+    /// At most this many deliveries (the notifier's free senders).
+    pub limit: usize,
+    pub hold: crate::DeliveryHold,
 }
 
 /// A lease as its holder last took it: who, and the fencing number it got.
@@ -333,6 +348,13 @@ impl PartialEq for IdSourceRef {
 pub struct CommitOutcome {
     pub changes: Vec<AlertChange>,
     pub derived: Vec<Appended>,
+    /// The deliveries the commit claimed for [`ProcessingCommit::claim`], leased to the
+    /// caller; `None` when it claimed nothing in the commit (no request, no notification
+    /// written, or a backend that claims only in its own transaction).
+    pub claimed: Option<Vec<crate::DeliveryJob>>,
+    /// With `claimed`: whether the commit wrote notifications due after the claim's time
+    /// (a delay, a digest), which the notifier must plan to look for.
+    pub due_later: bool,
 }
 
 /// A change one node made that every other node on the same store must apply to what it

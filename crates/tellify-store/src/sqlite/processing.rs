@@ -22,7 +22,8 @@ use tellify_model::StoredEvent;
 use super::{health_text, insert_events, read_json, time_text, unavailable, EncodedEvents};
 use crate::processing::{DueRepeat, ProcessingTx};
 use crate::{
-    Appended, FilterErrorUpdate, NewNotification, RepeatSchedule, StoreResult, SubscriptionHealth,
+    Appended, ClaimRequest, DeliveryJob, FilterErrorUpdate, NewNotification, RepeatSchedule,
+    StoreResult, SubscriptionHealth,
 };
 
 /// The writer's open transaction, seen as a [`ProcessingTx`].
@@ -355,5 +356,21 @@ impl ProcessingTx for SqliteProcessing<'_> {
             .execute([cursor])
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// The claim runs on the writer like every write: in the processing commit it costs no
+    /// second transaction (no second hop to this thread, no second WAL commit).
+    fn claim_deliveries(
+        &mut self,
+        request: &ClaimRequest,
+    ) -> StoreResult<Option<Vec<DeliveryJob>>> {
+        super::notify::take_deliveries(
+            self.connection,
+            request.now,
+            request.lease_until,
+            request.limit,
+            &request.hold,
+        )
+        .map(Some)
     }
 }

@@ -4,7 +4,10 @@
 //! cause them (see [`planner`]). The [`Notifier`] then, in a loop: plans repeats that are
 //! due, gangs due notifications into one delivery per user and contact point and leases
 //! them (one store transaction, so nothing joins two deliveries), renders and sends each
-//! delivery on its channel with bounded concurrency, and records every attempt. A
+//! delivery on its channel with bounded concurrency, and records every attempt. On SQLite
+//! the worker's processing commit makes that claim itself, in its own transaction, and
+//! hands the claimed deliveries over ([`claims`]): a notification due at once waits for
+//! no second transaction. A
 //! delivery is marked sent only after the channel confirmed it; failures retry with
 //! exponential backoff and jitter up to `notify.max_attempts`.
 //!
@@ -14,6 +17,7 @@
 //! `Idempotency-Key` and emails a `Message-ID` derived from the delivery id, so a receiver
 //! can recognise the repeat.
 
+mod claims;
 pub mod planner;
 
 use std::collections::HashMap;
@@ -29,10 +33,9 @@ use tellify_engine::render::{
 };
 use tellify_engine::Registry;
 use tellify_store::{
-    DeliveryHold, DeliveryJob, DeliveryOutcome, DeliveryStatus, FinishedDelivery, PlannerRef,
-    Store, StoreResult,
+    DeliveryJob, DeliveryOutcome, DeliveryStatus, FinishedDelivery, PlannerRef, Store, StoreResult,
 };
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit};
 
 use crate::backoff::Backoff;
 use crate::channels::{ChannelError, Channels, ContactKind, ContactTarget, OutgoingMessage};
@@ -40,6 +43,7 @@ use crate::clock::Clock;
 use crate::stream::{Bus, DeliveryNotice, StreamItem};
 use crate::telemetry;
 
+pub use claims::ClaimOffer;
 pub use planner::Planner;
 
 /// `[notify]` settings.
@@ -160,6 +164,7 @@ pub struct NotifierHandle {
     store: Arc<dyn Store>,
     in_flight: Arc<InFlight>,
     take_lock: Arc<tokio::sync::Mutex<()>>,
+    senders: Arc<claims::Senders>,
 }
 
 impl NotifierHandle {
@@ -225,12 +230,9 @@ pub struct Notifier {
     /// Signs the Acknowledge / Shelve links of each alert, when `public_url` is set.
     action_links: Option<crate::services::links::LinkSigner>,
     handle: NotifierHandle,
-    rates: Mutex<RateBook>,
-    /// Whether the last claim held anyone back (see [`Notifier::idle_wait`]).
-    holding: std::sync::atomic::AtomicBool,
-    /// Whether the last claim took as many deliveries as there were free senders, so more
-    /// may be due: finishing sends then wake the claim loop (see [`refill_at`]).
-    backlog: std::sync::atomic::AtomicBool,
+    /// What processing commits claimed for this notifier ([`NotifierHandle::hand_over`]);
+    /// taken by [`Notifier::run`].
+    handed: Mutex<Option<mpsc::UnboundedReceiver<claims::Handed>>>,
     /// Claim rounds in a row that took nothing (see [`Notifier::idle_wait`]).
     empty_rounds: std::sync::atomic::AtomicU32,
     /// When repeats were last planned (the notifier's clock; see [`REPEATS_EVERY`]).
@@ -257,12 +259,14 @@ impl Notifier {
         let limits = settings.policy_limits().unwrap_or_default();
         let planner = Arc::new(Planner::new(limits));
         planner.reload(store.as_ref()).await?;
+        let (senders, handed) = claims::Senders::new(&settings);
         let handle = NotifierHandle {
             wake: Arc::new(Notify::new()),
             planner,
             store: store.clone(),
             in_flight: Arc::new(InFlight::default()),
             take_lock: Arc::new(tokio::sync::Mutex::new(())),
+            senders: Arc::new(senders),
         };
         let notifier = Notifier {
             store,
@@ -273,9 +277,7 @@ impl Notifier {
             link,
             action_links: None,
             handle: handle.clone(),
-            rates: Mutex::new(RateBook::default()),
-            holding: std::sync::atomic::AtomicBool::new(false),
-            backlog: std::sync::atomic::AtomicBool::new(false),
+            handed: Mutex::new(Some(handed)),
             empty_rounds: std::sync::atomic::AtomicU32::new(0),
             repeats_planned: Mutex::new(None),
             shutdown_grace: Duration::from_secs(10),
@@ -316,14 +318,21 @@ impl Notifier {
             notifier.handle.wake.clone(),
             notifier.bus.clone(),
         ));
-        let permits = Arc::new(Semaphore::new(notifier.settings.concurrency.max(1)));
+        let mut handed = match notifier.handed.lock().ok().and_then(|mut h| h.take()) {
+            Some(handed) => handed,
+            // Run twice: nothing is ever handed to this one.
+            None => mpsc::unbounded_channel().1,
+        };
         let mut backlog_shown: Option<std::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            while let Ok(jobs) = handed.try_recv() {
+                notifier.start_handed(jobs, &results);
+            }
             notifier.show_backlog(&mut backlog_shown).await;
-            let busy = match notifier.round(&permits, &results).await {
+            let busy = match notifier.round(&results).await {
                 Ok(busy) => busy,
                 Err(error) => {
                     tracing::error!(%error, "notify round failed; retrying shortly");
@@ -336,10 +345,16 @@ impl Notifier {
             }
             let wait = notifier.idle_wait().await;
             tokio::select! {
+                Some(jobs) = handed.recv() => notifier.start_handed(jobs, &results),
                 _ = notifier.handle.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
+        }
+        // Claimed by a commit after the last look: sent like the rest (or given back).
+        handed.close();
+        while let Ok(jobs) = handed.try_recv() {
+            notifier.start_handed(jobs, &results);
         }
         drop(results);
         let mut finisher = finisher;
@@ -385,7 +400,13 @@ impl Notifier {
             }
             // What is due may be held back by a rate limit: look again in a second rather
             // than claiming in a tight loop (new work wakes the notifier anyway).
-            Ok(Some(_)) if self.holding.load(std::sync::atomic::Ordering::Relaxed) => {
+            Ok(Some(_))
+                if self
+                    .handle
+                    .senders
+                    .holding
+                    .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
                 Duration::from_secs(1)
             }
             Ok(Some(_)) => {
@@ -397,48 +418,77 @@ impl Notifier {
 
     /// Plans due repeats, claims what is due and starts sending it. Returns true when
     /// there may be more to claim right away.
-    async fn round(
-        self: &Arc<Self>,
-        permits: &Arc<Semaphore>,
-        results: &mpsc::Sender<Finished>,
-    ) -> StoreResult<bool> {
-        let free = permits.available_permits();
-        if free == 0 {
+    async fn round(self: &Arc<Self>, results: &mpsc::Sender<Finished>) -> StoreResult<bool> {
+        let senders = self.handle.senders.clone();
+        if senders.permits.available_permits() == 0 {
             // Every sender is busy; a finishing one wakes us.
             return Ok(false);
         }
         let concurrency = self.settings.concurrency.max(1);
-        if self.backlog.load(std::sync::atomic::Ordering::Relaxed) && free < refill_at(concurrency)
-        {
-            // More is due than the senders could take: claim again once half of them are
-            // free, in one transaction, rather than one small claim per finished send.
-            return Ok(false);
-        }
         let now = self.clock.now();
         if self.repeats_due(now) {
             self.store
                 .plan_repeats(now, self.handle.planner(), 1000)
                 .await?;
         }
-        let lease = SignedDuration::from_secs(self.settings.lease_secs.max(1) as i64);
-        let lease_until = now.checked_add(lease).unwrap_or(now);
         let claim = self.handle.take_lock.lock().await;
-        let hold = self.hold(now);
+        // Counted under the lock: a processing commit may have claimed senders meanwhile.
+        let free = senders.permits.available_permits();
+        if free == 0
+            || (senders.backlog.load(std::sync::atomic::Ordering::Relaxed)
+                && free < refill_at(concurrency))
+        {
+            // More is due than the senders could take: claim again once half of them are
+            // free, in one transaction, rather than one small claim per finished send.
+            return Ok(false);
+        }
+        let hold = senders.hold(now);
         let jobs = self
             .store
-            .take_deliveries(now, lease_until, free, &hold)
+            .take_deliveries(now, senders.lease_until(now), free, &hold)
             .await?;
         let taken = jobs.len();
-        if taken == 0 {
+        let backlog = taken > 0 && taken == free;
+        senders
+            .backlog
+            .store(backlog, std::sync::atomic::Ordering::Relaxed);
+        let mut started = Vec::with_capacity(taken);
+        for job in jobs {
+            let Ok(permit) = senders.permits.clone().acquire_owned().await else {
+                break;
+            };
+            self.handle.in_flight.add(&job.delivery.user_id);
+            started.push((job, permit));
+        }
+        drop(claim);
+        self.start_sending(started, now, results);
+        Ok(backlog)
+    }
+
+    /// Starts sending what a processing commit claimed ([`NotifierHandle::hand_over`]).
+    fn start_handed(self: &Arc<Self>, jobs: claims::Handed, results: &mpsc::Sender<Finished>) {
+        self.start_sending(jobs, self.clock.now(), results);
+    }
+
+    /// Sends each claimed delivery on its own task, holding its sender's permit; the
+    /// deliveries are already counted in flight for their users.
+    fn start_sending(
+        self: &Arc<Self>,
+        jobs: Vec<(DeliveryJob, OwnedSemaphorePermit)>,
+        now: jiff::Timestamp,
+        results: &mpsc::Sender<Finished>,
+    ) {
+        if jobs.is_empty() {
             self.empty_rounds
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        } else {
-            self.empty_rounds
-                .store(0, std::sync::atomic::Ordering::Relaxed);
+            return;
         }
-        self.count_new_messages(&jobs, now);
+        self.empty_rounds
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        let senders = &self.handle.senders;
+        senders.count_new_messages(jobs.iter().map(|(job, _)| job), now);
         if let Some(bus) = self.bus.as_ref().filter(|bus| bus.wanted()) {
-            for job in &jobs {
+            for (job, _) in &jobs {
                 publish_delivery(
                     bus,
                     &job.delivery.id,
@@ -447,17 +497,10 @@ impl Notifier {
                 );
             }
         }
-        let backlog = taken > 0 && taken == free;
-        self.backlog
-            .store(backlog, std::sync::atomic::Ordering::Relaxed);
-        for job in jobs {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
-            };
-            self.handle.in_flight.add(&job.delivery.user_id);
+        let concurrency = self.settings.concurrency.max(1);
+        for (job, permit) in jobs {
             let notifier = self.clone();
             let results = results.clone();
-            let permits = permits.clone();
             tokio::spawn(async move {
                 let user_id = job.delivery.user_id.clone();
                 let finished = notifier.send_until_cut_off(job).await;
@@ -465,16 +508,15 @@ impl Notifier {
                 drop(permit);
                 // With more due than was claimed, the next claim need not wait for this
                 // outcome's commit (the claimed rows are leased, so none is taken twice).
-                if notifier.backlog.load(std::sync::atomic::Ordering::Relaxed)
-                    && permits.available_permits() >= refill_at(concurrency)
+                let senders = &notifier.handle.senders;
+                if senders.backlog.load(std::sync::atomic::Ordering::Relaxed)
+                    && senders.permits.available_permits() >= refill_at(concurrency)
                 {
                     notifier.handle.wake.notify_one();
                 }
                 let _ = results.send((user_id, finished)).await;
             });
         }
-        drop(claim);
-        Ok(backlog)
     }
 
     /// Whether to plan due repeats in this round: at most once per [`REPEATS_EVERY`] of
@@ -489,39 +531,6 @@ impl Notifier {
         }
         *planned = Some(now);
         true
-    }
-
-    /// The users and contact points at their rate limit right now.
-    fn hold(&self, now: jiff::Timestamp) -> DeliveryHold {
-        let window = self
-            .settings
-            .rate_window()
-            .unwrap_or(SignedDuration::from_mins(10));
-        let hold = match self.rates.lock() {
-            Ok(mut rates) => rates.hold(
-                tellify_model::earlier(now, window),
-                self.settings.max_per_user,
-                self.settings.max_per_contact_point,
-            ),
-            Err(_) => DeliveryHold::default(),
-        };
-        let holding = !(hold.users.is_empty() && hold.contact_points.is_empty());
-        self.holding
-            .store(holding, std::sync::atomic::Ordering::Relaxed);
-        metrics::gauge!(telemetry::DELIVERY_HOLDS)
-            .set((hold.users.len() + hold.contact_points.len()) as f64);
-        hold
-    }
-
-    /// Counts each new message (a first attempt) against its user's and contact point's
-    /// rate; retries of a message already counted are not new messages.
-    fn count_new_messages(&self, jobs: &[DeliveryJob], now: jiff::Timestamp) {
-        let Ok(mut rates) = self.rates.lock() else {
-            return;
-        };
-        for job in jobs.iter().filter(|job| job.delivery.attempts == 0) {
-            rates.record(&job.delivery.user_id, &job.delivery.contact_point_id, now);
-        }
     }
 
     /// Sends `job` unless the shutdown grace runs out first; the delivery is then given
@@ -913,58 +922,4 @@ mod tests {
         let jittered = settings.backoff(3, 0.5);
         assert!(jittered > SignedDuration::from_secs(2) && jittered < SignedDuration::from_secs(4));
     }
-}
-
-/// When recent new messages went out, per user and per contact point, for the rate limits.
-/// In memory: a restart forgets it, which at worst lets one window's worth through again.
-#[derive(Default)]
-struct RateBook {
-    users: HashMap<String, std::collections::VecDeque<jiff::Timestamp>>,
-    contact_points: HashMap<String, std::collections::VecDeque<jiff::Timestamp>>,
-}
-
-impl RateBook {
-    fn record(&mut self, user_id: &str, contact_point_id: &str, at: jiff::Timestamp) {
-        self.users
-            .entry(user_id.to_string())
-            .or_default()
-            .push_back(at);
-        self.contact_points
-            .entry(contact_point_id.to_string())
-            .or_default()
-            .push_back(at);
-    }
-
-    /// Forgets what went out before `since` and names who is at their limit (0: none).
-    fn hold(
-        &mut self,
-        since: jiff::Timestamp,
-        max_per_user: u32,
-        max_per_point: u32,
-    ) -> DeliveryHold {
-        DeliveryHold {
-            users: at_limit(&mut self.users, since, max_per_user),
-            contact_points: at_limit(&mut self.contact_points, since, max_per_point),
-        }
-    }
-}
-
-fn at_limit(
-    sent: &mut HashMap<String, std::collections::VecDeque<jiff::Timestamp>>,
-    since: jiff::Timestamp,
-    max: u32,
-) -> Vec<String> {
-    sent.retain(|_, times| {
-        while times.front().is_some_and(|time| *time < since) {
-            times.pop_front();
-        }
-        !times.is_empty()
-    });
-    if max == 0 {
-        return Vec::new();
-    }
-    sent.iter()
-        .filter(|(_, times)| times.len() >= max as usize)
-        .map(|(id, _)| id.clone())
-        .collect()
 }
