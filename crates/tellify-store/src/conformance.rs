@@ -54,10 +54,12 @@ macro_rules! conformance_tests {
             a_user_update_saves_the_fields_and_makes_memberships_exactly_those_given,
             tokens_round_trip_with_their_expiry_and_can_be_deleted,
             subscriptions_are_visible_to_their_owner_only,
+            subscriptions_are_read_by_id_those_that_exist_and_no_others,
             a_processing_commit_saves_alerts_handler_states_derived_events_and_the_cursor,
             alerts_are_listed_for_those_who_may_see_them,
             a_persons_action_is_applied_and_recorded_after_the_engines_transitions,
             deleting_a_subscription_removes_its_alerts_and_their_history,
+            a_subscription_with_thousands_of_alerts_goes_with_all_of_them_and_nothing_else,
             outputs_for_a_deleted_subscription_are_dropped,
             contact_points_are_unique_per_user_and_reach_the_notify_directory,
             held_notifications_wait_and_the_rest_gang_into_one_delivery_per_contact_point,
@@ -463,6 +465,34 @@ pub async fn subscriptions_are_visible_to_their_owner_only(store: &dyn Store) {
         .is_empty());
 }
 
+pub async fn subscriptions_are_read_by_id_those_that_exist_and_no_others(store: &dyn Store) {
+    let (bob, first) = bob_subscribed(store).await;
+    let mut others = Vec::new();
+    for n in 0..3 {
+        let subscription = subscription_of(&bob, &format!("other {n}"), Some("evening"));
+        store
+            .insert_subscription(subscription.clone())
+            .await
+            .unwrap();
+        others.push(subscription);
+    }
+    let asked = vec![
+        others[2].id.clone(),
+        "no-such-subscription".to_string(),
+        first.id.clone(),
+    ];
+    let mut found = store.subscriptions_by_id(&asked).await.unwrap();
+    found.sort_by(|a, b| a.title.cmp(&b.title));
+    let titles: Vec<&str> = found.iter().map(|s| s.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        ["fails", "other 2"],
+        "the two that exist, nothing else"
+    );
+    assert_eq!(found[1], others[2], "read back whole");
+    assert!(store.subscriptions_by_id(&[]).await.unwrap().is_empty());
+}
+
 pub async fn a_processing_commit_saves_alerts_handler_states_derived_events_and_the_cursor(
     store: &dyn Store,
 ) {
@@ -559,6 +589,53 @@ pub async fn deleting_a_subscription_removes_its_alerts_and_their_history(store:
     assert!(store.delete_subscription(&subscription.id).await.unwrap());
     assert_eq!(store.alert(&alert.id).await.unwrap(), None);
     assert!(store.alert_history(&alert.id).await.unwrap().is_empty());
+}
+
+/// SQLite deletes a subscription's alerts a chunk per statement (500): more than two
+/// chunks' worth go, every one with its history, and another subscription's stay.
+pub async fn a_subscription_with_thousands_of_alerts_goes_with_all_of_them_and_nothing_else(
+    store: &dyn Store,
+) {
+    let (bob, kept, kept_outcome) = bob_alerted(store).await;
+    let kept_alert = kept_outcome.changes[1].alert.clone();
+    let doomed = subscription_of(&bob, "storm", None);
+    store.insert_subscription(doomed.clone()).await.unwrap();
+    let origin = doomed.origin();
+    let outcome = store
+        .commit_processing(ProcessingCommit {
+            cursor: 10,
+            outputs: (0..1_201)
+                .map(|n| fire_output(&origin, &format!("host-{n}"), 10, Severity::Warning))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome.changes.len(), 1_201);
+    let last = outcome.changes[1_200].alert.clone();
+    assert_eq!(store.alert_history(&last.id).await.unwrap().len(), 1);
+    assert!(store.delete_subscription(&doomed.id).await.unwrap());
+    let left = store
+        .list_alerts(AlertQuery {
+            limit: 5_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = left.iter().map(|alert| alert.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [kept_alert.id.as_str()],
+        "only the other subscription's alert"
+    );
+    assert!(store.alert_history(&last.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.alert_history(&kept_alert.id).await.unwrap().len(),
+        2,
+        "the kept alert's history stays"
+    );
+    assert!(store.subscription(&kept.id).await.unwrap().is_some());
+    assert!(!store.delete_subscription(&doomed.id).await.unwrap());
 }
 
 pub async fn outputs_for_a_deleted_subscription_are_dropped(store: &dyn Store) {

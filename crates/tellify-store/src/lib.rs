@@ -219,6 +219,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a subscription with its alerts, their history and its handler state.
     async fn delete_subscription(&self, id: &str) -> StoreResult<bool>;
     async fn subscription(&self, id: &str) -> StoreResult<Option<Subscription>>;
+    /// The subscriptions among `ids` that exist, in no particular order: one read, however
+    /// many there are (the worker reloads thousands of new ones this way, without reading
+    /// every other subscription with them).
+    async fn subscriptions_by_id(&self, ids: &[String]) -> StoreResult<Vec<Subscription>>;
     /// Subscriptions visible to `viewer` (all when `None`).
     async fn list_subscriptions(&self, viewer: Option<&Viewer>) -> StoreResult<Vec<Subscription>>;
 

@@ -1387,6 +1387,22 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn subscriptions_by_id(&self, ids: &[String]) -> StoreResult<Vec<Subscription>> {
+        let ids = ids.to_vec();
+        self.read(move |client| {
+            client
+                .query(
+                    &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ANY($1)"),
+                    &[&ids],
+                )
+                .map_err(unavailable)?
+                .iter()
+                .map(read_subscription)
+                .collect()
+        })
+        .await
+    }
+
     async fn list_subscriptions(&self, viewer: Option<&Viewer>) -> StoreResult<Vec<Subscription>> {
         let viewer = viewer.cloned();
         self.read(move |client| {

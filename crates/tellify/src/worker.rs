@@ -191,9 +191,6 @@ pub struct Worker {
 /// ULIDs, never this).
 const RELOAD_EVERYTHING: &str = "*";
 
-/// Up to this many changed subscriptions are reread one by one; more, all at once.
-const RELOAD_ONE_BY_ONE: usize = 32;
-
 /// The name of the lease under which events are processed.
 pub const PROCESSING_LEASE: &str = "processing";
 /// How long a taken lease runs unless renewed, how often the holder renews it and how
@@ -527,19 +524,23 @@ impl Worker {
         Ok(())
     }
 
-    /// Reloads the subscriptions `ids` names: one read each for a few, one read of them
-    /// all for many (10,000 subscriptions created in a row were 10,000 round trips to
-    /// PostgreSQL while the next events waited).
+    /// Reloads the subscriptions `ids` names, in one read however many there are (10,000
+    /// subscriptions created in a row were 10,000 round trips to PostgreSQL while the next
+    /// events waited; reading every subscription instead, for each such batch, left the
+    /// allocator holding hundreds of megabytes).
     async fn reload_all_of(&mut self, mut ids: Vec<String>) -> StoreResult<()> {
         ids.sort();
         ids.dedup();
-        if ids.len() <= RELOAD_ONE_BY_ONE {
-            for id in ids {
-                self.reload(id).await?;
-            }
-            return Ok(());
+        if let [id] = ids.as_slice() {
+            return self.reload(id.clone()).await;
         }
-        let mut stored = self.stored_subscriptions().await?;
+        let mut stored: HashMap<String, Subscription> = self
+            .store
+            .subscriptions_by_id(&ids)
+            .await?
+            .into_iter()
+            .map(|subscription| (subscription.id.clone(), subscription))
+            .collect();
         for id in ids {
             let subscription = stored.remove(&id);
             self.apply_subscription(id, subscription);
@@ -1579,7 +1580,7 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(worker.subscriptions.len(), 1);
-        let count = RELOAD_ONE_BY_ONE + 8;
+        let count = 40;
         for n in 0..count {
             let id = format!("new{n}");
             store

@@ -34,7 +34,11 @@ fn message() -> OutgoingMessage {
         html: "<p>Disk <b>/var</b> is 99% full on db-1.</p>".to_string(),
         chat: "Disk /var is 99% full on db-1.".to_string(),
         sms: "CRITICAL disk full\non db-1: /var at 99%".to_string(),
-        payload: serde_json::json!({"alert": "disk full", "host": "db-1", "severity": "critical"}),
+        payload: serde_json::to_vec(
+            &serde_json::json!({"alert": "disk full", "host": "db-1", "severity": "critical"}),
+        )
+        .unwrap()
+        .into(),
     }
 }
 
@@ -457,7 +461,8 @@ async fn webhook_posts_the_payload_signed_over_the_exact_bytes() {
     let timestamp = header(request, "x-tellify-timestamp");
     assert_eq!(timestamp, now.as_second().to_string());
     let payload: serde_json::Value = serde_json::from_slice(&request.body).expect("json body");
-    assert_eq!(payload, message().payload);
+    assert_eq!(request.body, message().payload, "the payload's exact bytes");
+    assert_eq!(payload["host"], "db-1");
 
     let mut signed = format!("{timestamp}.").into_bytes();
     signed.extend_from_slice(&request.body);

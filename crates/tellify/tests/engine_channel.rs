@@ -289,7 +289,9 @@ fn engine_message(alerts: Value) -> OutgoingMessage {
         html: String::new(),
         chat: String::new(),
         sms: String::new(),
-        payload: json!({"alerts": alerts}),
+        payload: serde_json::to_vec(&json!({"alerts": alerts}))
+            .unwrap()
+            .into(),
     }
 }
 

@@ -958,12 +958,13 @@ pub(super) fn offboard_user(
         return Ok(counts);
     }
     // Notifications, repeats, attempts and history go with their parents (ON DELETE
-    // CASCADE); the explicit deletes make the order plain.
+    // CASCADE); the explicit deletes make the order plain. The tables that grow with
+    // traffic go a chunk per statement (`delete_in_chunks`).
+    for table in ["notifications", "repeats", "deliveries"] {
+        super::delete_in_chunks(tx, table, "user_id = ?1", [user_id])?;
+    }
+    super::delete_subscriptions(tx, "owner_user = ?1", [user_id])?;
     for sql in [
-        "DELETE FROM notifications WHERE user_id = ?1",
-        "DELETE FROM repeats WHERE user_id = ?1",
-        "DELETE FROM deliveries WHERE user_id = ?1",
-        "DELETE FROM subscriptions WHERE owner_user = ?1",
         "DELETE FROM policies WHERE user_id = ?1",
         "DELETE FROM contact_points WHERE user_id = ?1",
         "DELETE FROM silences WHERE user_id = ?1",
@@ -1026,11 +1027,11 @@ pub(super) fn offboard_user(
 /// After a member leaves a group: their subscriptions of that group go (with their
 /// alerts), and nothing more of the group's alerts is sent to them.
 pub(super) fn leave_group(tx: &Connection, group_id: &str, user_id: &str) -> StoreResult<()> {
-    tx.execute(
-        "DELETE FROM subscriptions WHERE owner_user = ?1 AND owner_group = ?2",
+    super::delete_subscriptions(
+        tx,
+        "owner_user = ?1 AND owner_group = ?2",
         params![user_id, group_id],
-    )
-    .map_err(unavailable)?;
+    )?;
     tx.execute(
         "DELETE FROM notifications WHERE user_id = ?1 AND owner_group = ?2 AND (delivery_id IS NULL
              OR delivery_id IN (SELECT id FROM deliveries WHERE status IN ('pending', 'sending')))",

@@ -44,7 +44,9 @@ pub struct EngineCall {
 /// without a title cannot be named to the engine and is refused rather than skipped, since
 /// skipping it would mark it delivered.
 pub fn engine_calls(message: &OutgoingMessage) -> Result<Vec<EngineCall>, ChannelError> {
-    let payload = &message.payload;
+    let payload: Value = serde_json::from_slice(&message.payload).map_err(|error| {
+        ChannelError::Permanent(format!("the delivery's payload is not JSON: {error}"))
+    })?;
     let alerts = payload
         .get("alerts")
         .and_then(Value::as_array)
@@ -189,7 +191,7 @@ mod tests {
             html: String::new(),
             chat: String::new(),
             sms: String::new(),
-            payload,
+            payload: serde_json::to_vec(&payload).unwrap().into(),
         }
     }
 

@@ -104,7 +104,9 @@ pub struct OutgoingMessage {
     /// The text with action links in chat markup (`<url|label>`).
     pub chat: String,
     pub sms: String,
-    pub payload: serde_json::Value,
+    /// The JSON body webhooks send as it is and engines read: the delivery and its alerts,
+    /// serialized once.
+    pub payload: bytes::Bytes,
 }
 
 /// Where to send it (a user's contact point).

@@ -78,9 +78,7 @@ impl WebhookChannel {
         url: reqwest::Url,
     ) -> Result<Receipt, ChannelError> {
         let origin = endpoint_origin(&url);
-        let body = serde_json::to_vec(&message.payload).map_err(|error| {
-            ChannelError::Permanent(format!("cannot encode the webhook payload: {error}"))
-        })?;
+        let body = message.payload.clone();
         let timestamp = now.as_second();
         let mut request = self
             .client

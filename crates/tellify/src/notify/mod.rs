@@ -18,6 +18,7 @@
 //! can recognise the repeat.
 
 mod claims;
+mod payload;
 pub mod planner;
 
 use std::collections::HashMap;
@@ -38,7 +39,7 @@ use tellify_store::{
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit};
 
 use crate::backoff::Backoff;
-use crate::channels::{ChannelError, Channels, ContactKind, ContactTarget, OutgoingMessage};
+use crate::channels::{ChannelError, Channels, ContactKind, ContactTarget};
 use crate::clock::Clock;
 use crate::stream::{Bus, DeliveryNotice, StreamItem};
 use crate::telemetry;
@@ -539,7 +540,8 @@ impl Notifier {
     async fn send_until_cut_off(&self, job: DeliveryJob) -> FinishedDelivery {
         let mut cut_off = self.cut_off.subscribe();
         let id = job.delivery.id.clone();
-        let items = self.items(&job);
+        let mut job = job;
+        let items = self.items(&mut job);
         let rendered = self.render(&job, &items);
         let subject = rendered.subject.clone();
         tokio::select! {
@@ -561,16 +563,18 @@ impl Notifier {
     }
 
     /// The alerts of a delivery with their transitions and, for those still firing, the
-    /// action links of the person it goes to.
-    fn items(&self, job: &DeliveryJob) -> Vec<RenderItem> {
+    /// action links of the person it goes to. The alerts move out of `job` (a storm's
+    /// delivery carries thousands; they were copied).
+    fn items(&self, job: &mut DeliveryJob) -> Vec<RenderItem> {
         let now = self.clock.now();
-        job.items
-            .iter()
+        let taken = std::mem::take(&mut job.items);
+        taken
+            .into_iter()
             .map(|item| {
                 let transition = item.transition.parse().unwrap_or(Transition::Fired);
                 RenderItem {
                     actions: self.action_links_for(job, &item.alert, transition, now),
-                    alert: item.alert.clone(),
+                    alert: item.alert,
                     transition,
                 }
             })
@@ -629,8 +633,16 @@ impl Notifier {
             None => DeliveryOutcome::Failed {
                 error: format!("unknown contact point kind `{}`", job.contact_point.kind),
             },
-            Some(kind) => {
-                let message = outgoing(&job, items, &rendered, self.link.as_deref());
+            Some(kind) => 'sent: {
+                let message = match payload::outgoing(&job, items, &rendered, self.link.as_deref())
+                {
+                    Ok(message) => message,
+                    Err(error) => {
+                        break 'sent DeliveryOutcome::Failed {
+                            error: format!("cannot encode the webhook payload: {error}"),
+                        }
+                    }
+                };
                 let target = ContactTarget {
                     kind,
                     name: job.contact_point.name.clone(),
@@ -729,62 +741,6 @@ fn refill_at(concurrency: usize) -> usize {
     concurrency.div_ceil(2)
 }
 
-/// The message for a delivery: the rendered bodies, and for webhooks a JSON payload
-/// with every alert (`items` are the delivery's, in its order, with their action links).
-fn outgoing(
-    job: &DeliveryJob,
-    items: &[RenderItem],
-    rendered: &Rendered,
-    link: Option<&str>,
-) -> OutgoingMessage {
-    let alerts: Vec<serde_json::Value> = job
-        .items
-        .iter()
-        .zip(items)
-        .map(|(item, rendered_item)| {
-            let alert = &item.alert;
-            let actions = rendered_item
-                .actions
-                .as_ref()
-                .map(|links| serde_json::json!({"ack": links.ack, "shelve": links.shelve}));
-            serde_json::json!({
-                "id": alert.id,
-                "transition": item.transition,
-                "subscription_id": alert.subscription_id,
-                "title": alert.title,
-                "kind": alert.kind,
-                "group_key": alert.group_key,
-                "state": alert.state,
-                "severity": alert.severity,
-                "previous_severity": alert.previous_severity,
-                "message": alert.message,
-                "count": alert.count,
-                "first_seen": alert.first_seen,
-                "last_seen": alert.last_seen,
-                "fields": alert.fields,
-                "url": link.map(|base| format!("{}/api/v1/alerts/{}", base.trim_end_matches('/'), alert.id)),
-                "actions": actions,
-            })
-        })
-        .collect();
-    OutgoingMessage {
-        delivery_id: job.delivery.id.clone(),
-        subject: rendered.subject.clone(),
-        text: rendered.text.clone(),
-        html: rendered.html.clone(),
-        chat: rendered.chat.clone(),
-        sms: rendered.sms.clone(),
-        payload: serde_json::json!({
-            "delivery_id": job.delivery.id,
-            "contact_point": job.contact_point.name,
-            "subject": rendered.subject,
-            "text": rendered.text,
-            "count": alerts.len(),
-            "alerts": alerts,
-        }),
-    }
-}
-
 /// Commits attempt outcomes as they arrive, several per transaction. A failed commit is
 /// retried with the same outcomes; if the process dies first, the leases run out and the
 /// deliveries are sent again (the documented duplicate window).
@@ -867,23 +823,9 @@ pub async fn send_test(
         .map_err(|error: String| ChannelError::Permanent(error))?;
     let rendered = tellify_engine::render::render_test(link);
     let delivery_id = format!("test-{}", tellify_model::new_id());
-    let message = OutgoingMessage {
-        delivery_id: delivery_id.clone(),
-        subject: rendered.subject.clone(),
-        text: rendered.text.clone(),
-        html: rendered.html.clone(),
-        chat: rendered.chat.clone(),
-        sms: rendered.sms.clone(),
-        payload: serde_json::json!({
-            "delivery_id": delivery_id,
-            "contact_point": point.name,
-            "subject": rendered.subject,
-            "text": rendered.text,
-            "count": 0,
-            "alerts": [],
-            "test": true,
-        }),
-    };
+    let message = payload::test_message(&delivery_id, &point.name, &rendered).map_err(|error| {
+        ChannelError::Permanent(format!("cannot encode the webhook payload: {error}"))
+    })?;
     let target = ContactTarget {
         kind,
         name: point.name.clone(),
