@@ -934,11 +934,17 @@ pub async fn outbox_rows_only_for_the_users_own_contact_points_each_with_its_ale
         "only the owner's own contact point gets a delivery"
     );
     assert_eq!(jobs[0].contact_point.id, outbox.point.id);
-    let mut carried: Vec<&tellify_engine::alerts::Alert> =
-        jobs[0].items.iter().map(|item| &item.alert).collect();
+    let mut carried: Vec<tellify_engine::alerts::Alert> = jobs[0]
+        .items
+        .iter()
+        .map(|item| item.alert().unwrap())
+        .collect();
     carried.sort_by(|a, b| a.group_key.cmp(&b.group_key));
-    let saved: Vec<&tellify_engine::alerts::Alert> =
-        outcome.changes.iter().map(|change| &change.alert).collect();
+    let saved: Vec<tellify_engine::alerts::Alert> = outcome
+        .changes
+        .iter()
+        .map(|change| change.alert.clone())
+        .collect();
     assert_eq!(carried, saved, "each outbox row carries its own alert");
 }
 
@@ -1105,7 +1111,7 @@ pub async fn a_processing_commit_claims_what_it_makes_due_when_the_store_can(sto
     let keys = |job: &crate::DeliveryJob| -> Vec<String> {
         job.items
             .iter()
-            .map(|item| item.alert.group_key.clone())
+            .map(|item| item.alert().unwrap().group_key)
             .collect()
     };
     let outcome = store
@@ -1206,7 +1212,7 @@ pub async fn a_claim_leases_older_deliveries_first_and_no_more_than_its_limit(st
     let keys = |job: &crate::DeliveryJob| -> Vec<String> {
         job.items
             .iter()
-            .map(|item| item.alert.group_key.clone())
+            .map(|item| item.alert().unwrap().group_key)
             .collect()
     };
     let retried = store
@@ -1403,11 +1409,12 @@ pub async fn one_commit_that_moves_alerts_several_times_keeps_each_transition_an
         .items
         .iter()
         .map(|item| {
+            let alert = item.alert().unwrap();
             (
-                item.alert.group_key.clone(),
+                alert.group_key,
                 item.transition.clone(),
-                item.alert.severity,
-                item.alert.state,
+                alert.severity,
+                alert.state,
             )
         })
         .collect();

@@ -220,7 +220,74 @@ pub type DeliveryRecord = (Delivery, Vec<DeliveryAttempt>, Vec<DeliveryItem>);
 pub struct DeliveryJob {
     pub delivery: Delivery,
     pub contact_point: ContactPoint,
-    pub items: Vec<DeliveryItem>,
+    pub items: Vec<JobItem>,
+}
+
+/// One alert transition of a claimed delivery, its alert still the stored JSON: the claim
+/// runs on the store's one writer, so the sender parses it ([`JobItem::alert`]) on its own
+/// task, and an unreadable one fails that delivery only, not the claim.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobItem {
+    pub alert_id: String,
+    pub transition: String,
+    /// The alert as the notification stored it (JSON of [`Alert`]).
+    pub alert_json: String,
+}
+
+impl JobItem {
+    /// The alert it carries; the error names the alert and what is wrong with its JSON.
+    pub fn alert(&self) -> Result<Alert, String> {
+        serde_json::from_str(&self.alert_json).map_err(|error| {
+            format!(
+                "the stored copy of alert {} is unreadable: {error}",
+                self.alert_id
+            )
+        })
+    }
+
+    /// The item with its alert parsed.
+    pub fn parse(self) -> Result<DeliveryItem, String> {
+        let alert = self.alert()?;
+        Ok(DeliveryItem {
+            alert_id: self.alert_id,
+            transition: self.transition,
+            alert,
+        })
+    }
+}
+
+/// What the outbox's ganging needs of an alert to decide whether a notification still
+/// goes out ([`crate::processing::still_notifiable`]): read from the stored JSON without
+/// the rest of it (its fields, message, history of who did what), which a gang of
+/// thousands read and dropped again on the store's one writer.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct AlertStanding {
+    pub cleared: bool,
+    pub acked: bool,
+    pub ack_expires: Option<Timestamp>,
+    pub shelved_until: Option<Timestamp>,
+    pub shelved_oneshot: bool,
+}
+
+impl AlertStanding {
+    pub fn of(alert: &Alert) -> AlertStanding {
+        AlertStanding {
+            cleared: alert.cleared,
+            acked: alert.acked,
+            ack_expires: alert.ack_expires,
+            shelved_until: alert.shelved_until,
+            shelved_oneshot: alert.shelved_oneshot,
+        }
+    }
+
+    pub fn is_acked(&self, now: Timestamp) -> bool {
+        self.acked && self.ack_expires.is_none_or(|expiry| expiry > now)
+    }
+
+    pub fn is_shelved(&self, now: Timestamp) -> bool {
+        self.shelved_oneshot || self.shelved_until.is_some_and(|until| until > now)
+    }
 }
 
 /// How an attempt ended.

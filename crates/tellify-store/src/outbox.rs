@@ -7,11 +7,13 @@
 use std::collections::HashMap;
 
 use jiff::Timestamp;
-use tellify_engine::alerts::Alert;
 use tellify_engine::render::Transition;
 
 use crate::processing;
-use crate::{ContactPoint, Delivery, DeliveryItem, DeliveryJob, DeliveryOutcome, FinishedDelivery};
+use crate::JobItem;
+use crate::{
+    AlertStanding, ContactPoint, Delivery, DeliveryJob, DeliveryOutcome, FinishedDelivery,
+};
 
 /// Most notifications ganged in one call; the rest wait for the next round.
 pub(crate) const MAX_GANG: usize = 50_000;
@@ -66,7 +68,7 @@ pub(crate) fn alert_ids(due: &[DueNotification]) -> Vec<String> {
 /// `alerts`, by id; absent when deleted) should no longer make noise at `now`.
 pub(crate) fn plan_gangs(
     due: Vec<DueNotification>,
-    alerts: &HashMap<String, Alert>,
+    alerts: &HashMap<String, AlertStanding>,
     now: Timestamp,
 ) -> GangPlan {
     let mut plan = GangPlan::default();
@@ -99,13 +101,22 @@ pub(crate) fn plan_gangs(
     plan
 }
 
+/// What ganging needs of a stored alert body. A body that does not read is kept
+/// notifiable (a warning names it): an alert is never dropped for a fault of its copy, and
+/// the one notification fails at its send, where the delivery records why, rather than
+/// stopping the gang for everyone.
+pub(crate) fn standing_of(alert_id: &str, body: &str) -> AlertStanding {
+    serde_json::from_str(body).unwrap_or_else(|error| {
+        tracing::warn!(alert = alert_id, %error, "the stored alert is unreadable; notifying anyway");
+        AlertStanding::default()
+    })
+}
+
 /// Items of several deliveries, as `(notification id, delivery id, item)` rows in any
 /// order, grouped per delivery in notification order.
-pub(crate) fn items_by_delivery(
-    mut rows: Vec<(i64, String, DeliveryItem)>,
-) -> HashMap<String, Vec<DeliveryItem>> {
+pub(crate) fn items_by_delivery<T>(mut rows: Vec<(i64, String, T)>) -> HashMap<String, Vec<T>> {
     rows.sort_unstable_by_key(|(id, _, _)| *id);
-    let mut items: HashMap<String, Vec<DeliveryItem>> = HashMap::new();
+    let mut items: HashMap<String, Vec<T>> = HashMap::new();
     for (_, delivery_id, item) in rows {
         items.entry(delivery_id).or_default().push(item);
     }
@@ -116,7 +127,7 @@ pub(crate) fn items_by_delivery(
 /// items, as the sender gets them.
 pub(crate) fn jobs(
     claimed: Vec<(Delivery, ContactPoint)>,
-    mut items: HashMap<String, Vec<DeliveryItem>>,
+    mut items: HashMap<String, Vec<JobItem>>,
 ) -> Vec<DeliveryJob> {
     claimed
         .into_iter()
@@ -207,6 +218,24 @@ mod tests {
         );
         assert!(plan.gangs.is_empty());
         assert_eq!(plan.dropped, vec![1, 2]);
+    }
+
+    #[test]
+    fn an_alert_body_that_does_not_read_keeps_its_notification() {
+        let standing = standing_of("a1", "{\"cleared\": ");
+        assert_eq!(standing, AlertStanding::default());
+        let plan = plan_gangs(
+            vec![due(1, "ann", "hook", "a1")],
+            &HashMap::from([("a1".to_string(), standing)]),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(plan.gangs.len(), 1, "ganged, not dropped");
+        assert!(plan.dropped.is_empty());
+        let acked = standing_of(
+            "a2",
+            r#"{"acked": true, "message": "x", "fields": {"n": 1}}"#,
+        );
+        assert!(acked.acked, "the other keys of the body are skipped");
     }
 
     #[test]

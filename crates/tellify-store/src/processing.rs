@@ -26,9 +26,9 @@ use tellify_model::StoredEvent;
 
 pub use crate::IdSourceRef;
 use crate::{
-    AlertChange, Appended, ClaimRequest, CommitOutcome, DeliveryJob, FilterErrorUpdate,
-    NewNotification, OutputToApply, PlannerRef, ProcessingCommit, RepeatSchedule, StoreError,
-    StoreResult, SubscriptionHealth,
+    AlertChange, AlertStanding, Appended, ClaimRequest, CommitOutcome, DeliveryJob,
+    FilterErrorUpdate, NewNotification, OutputToApply, PlannerRef, ProcessingCommit,
+    RepeatSchedule, StoreError, StoreResult, SubscriptionHealth,
 };
 
 /// One transaction of a backend, as the processing decisions need it. Every method is a
@@ -328,7 +328,8 @@ pub fn plan_repeats(
     for due in tx.due_repeats(now, limit)? {
         let alert = tx.alert_by_id(&due.alert_id)?;
         let Some(alert) = alert.filter(|alert| {
-            alert.state == AlertState::Firing && still_notifiable(alert, Notified::Repeat, now)
+            alert.state == AlertState::Firing
+                && still_notifiable(&AlertStanding::of(alert), Notified::Repeat, now)
         }) else {
             tx.drop_repeat(&due.alert_id, &due.user_id)?;
             continue;
@@ -454,7 +455,7 @@ impl Outbox {
 /// Whether an alert should still make noise about `notified` at `now`: a person who
 /// acknowledged or shelved it since has said they know. Asked when planning and again
 /// when a notification is ganged into a delivery.
-pub fn still_notifiable(alert: &Alert, notified: Notified, now: Timestamp) -> bool {
+pub fn still_notifiable(alert: &AlertStanding, notified: Notified, now: Timestamp) -> bool {
     if notified == Notified::Resolved {
         return !alert.cleared;
     }
@@ -776,6 +777,52 @@ mod tests {
             tx.repeats[&("alert-1".to_string(), "ann".to_string())].0,
             t(61)
         );
+    }
+
+    /// Ganging reads only an alert's standing from its stored JSON: it must say what the
+    /// whole alert says, for every way an alert can stop being notifiable.
+    #[test]
+    fn the_standing_read_from_stored_json_decides_as_the_whole_alert_does() {
+        let mut tx = store();
+        commit(&mut tx, commit_of(1, vec![fire(Severity::Warning, 1)])).unwrap();
+        let firing = tx.alerts["alert-1"].clone();
+        let mut variants = vec![firing.clone()];
+        let mut acked = firing.clone();
+        acked.acked = true;
+        variants.push(acked.clone());
+        acked.ack_expires = Some(t(50));
+        variants.push(acked);
+        let mut shelved = firing.clone();
+        shelved.shelved_until = Some(t(50));
+        variants.push(shelved);
+        let mut oneshot = firing.clone();
+        oneshot.shelved_oneshot = true;
+        variants.push(oneshot);
+        let mut cleared = firing;
+        cleared.cleared = true;
+        variants.push(cleared);
+        for alert in &variants {
+            let stored = serde_json::to_string(alert).unwrap();
+            let read: AlertStanding = serde_json::from_str(&stored).unwrap();
+            assert_eq!(read, AlertStanding::of(alert), "{stored}");
+            for now in [t(10), t(100)] {
+                for notified in [Notified::Fired, Notified::Resolved, Notified::Repeat] {
+                    let whole = !(alert.cleared || alert.is_acked(now) || alert.is_shelved(now))
+                        || (notified == Notified::Resolved && !alert.cleared);
+                    assert_eq!(
+                        still_notifiable(&read, notified, now),
+                        whole,
+                        "{notified:?} at {now} for {stored}"
+                    );
+                }
+            }
+        }
+        // The decisions differ across the variants: the test is not vacuous.
+        let decided: HashSet<bool> = variants
+            .iter()
+            .map(|alert| still_notifiable(&AlertStanding::of(alert), Notified::Fired, t(10)))
+            .collect();
+        assert_eq!(decided.len(), 2);
     }
 
     #[test]

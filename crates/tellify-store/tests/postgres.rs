@@ -647,18 +647,19 @@ mod notifications {
         );
 
         // Every notification is in exactly one delivery, and that delivery was leased.
-        let mut carried: Vec<&str> = Vec::new();
+        let mut carried: Vec<String> = Vec::new();
         for job in taken_a.iter().chain(&taken_b) {
             assert_eq!(job.items.len() as u32, job.delivery.items);
             for item in &job.items {
+                let alert = item.alert().expect("the carried alert reads");
                 assert_eq!(
-                    item.alert.owner_user.as_deref(),
+                    alert.owner_user.as_deref(),
                     Some(job.delivery.user_id.as_str())
                 );
-                carried.push(item.alert.group_key.as_str());
+                carried.push(alert.group_key);
             }
         }
-        let distinct: HashSet<&str> = carried.iter().copied().collect();
+        let distinct: HashSet<&str> = carried.iter().map(String::as_str).collect();
         assert_eq!(
             distinct.len(),
             carried.len(),

@@ -40,8 +40,8 @@ use super::{
 };
 use crate::outbox::{self, DueNotification};
 use crate::{
-    AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryHold, DeliveryItem, DeliveryJob,
-    DeliveryQuery, DeliveryRecord, DeliveryStatus, FinishedDelivery, NotifyDirectory,
+    AlertStanding, AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryHold, DeliveryJob,
+    DeliveryQuery, DeliveryRecord, DeliveryStatus, FinishedDelivery, JobItem, NotifyDirectory,
     OffboardCounts, PolicyRecord, Silence, StoreError, StoreResult, REMOVED_USER,
 };
 
@@ -599,7 +599,11 @@ pub(super) async fn delivery(
             }
             let items = items_of(tx, std::slice::from_ref(&id))?
                 .remove(&id)
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .into_iter()
+                .map(JobItem::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
             Ok(Some((delivery, attempts, items)))
         })
         .await
@@ -859,10 +863,7 @@ fn read_delivery(row: &Row) -> StoreResult<Delivery> {
 }
 
 /// The items of every delivery in `ids`, each delivery's in notification order.
-fn items_of(
-    client: &mut impl Sql,
-    ids: &[String],
-) -> StoreResult<HashMap<String, Vec<DeliveryItem>>> {
+fn items_of(client: &mut impl Sql, ids: &[String]) -> StoreResult<HashMap<String, Vec<JobItem>>> {
     let rows = client
         .query(
             "SELECT id, delivery_id, alert_id, transition, alert FROM notifications
@@ -875,10 +876,10 @@ fn items_of(
         items.push((
             row.try_get::<_, i64>(0).map_err(unavailable)?,
             row.try_get::<_, String>(1).map_err(unavailable)?,
-            DeliveryItem {
+            JobItem {
                 alert_id: row.try_get(2).map_err(unavailable)?,
                 transition: row.try_get(3).map_err(unavailable)?,
-                alert: read_json(row.try_get(4).map_err(unavailable)?)?,
+                alert_json: row.try_get(4).map_err(unavailable)?,
             },
         ));
     }
@@ -893,15 +894,6 @@ struct PlannedGang {
     gang: outbox::Gang,
 }
 
-/// What a due notification carries into its delivery's items: the alert it is about and
-/// the transition, with the alert as that transition left it (JSON, read only for a
-/// delivery that is leased at once).
-struct DueItem {
-    alert_id: String,
-    transition: String,
-    alert: String,
-}
-
 /// Plans due notifications into deliveries, one per (user, contact point) among the rows
 /// this transaction could lock (see the module documentation); deletes those with nothing
 /// left to say. The deliveries are written by [`gang_and_lease`].
@@ -909,7 +901,7 @@ fn plan_gangs(
     tx: &mut Tx<'_>,
     now: Timestamp,
     hold: &DeliveryHold,
-) -> StoreResult<(Vec<PlannedGang>, HashMap<i64, DueItem>)> {
+) -> StoreResult<(Vec<PlannedGang>, HashMap<i64, JobItem>)> {
     let max_gang = i64::try_from(outbox::MAX_GANG).unwrap_or(i64::MAX);
     // The due notifications with the alerts they are about, in one round trip.
     let rows = tx
@@ -928,7 +920,7 @@ fn plan_gangs(
         return Ok((Vec::new(), HashMap::new()));
     }
     let mut due = Vec::with_capacity(rows.len());
-    let mut alerts: HashMap<String, Alert> = HashMap::new();
+    let mut alerts: HashMap<String, AlertStanding> = HashMap::new();
     let mut carried = HashMap::with_capacity(rows.len());
     for row in &rows {
         let notification = DueNotification {
@@ -939,15 +931,16 @@ fn plan_gangs(
             transition: row.try_get(4).map_err(unavailable)?,
         };
         if !alerts.contains_key(&notification.alert_id) {
-            let alert: Alert = read_json(row.try_get(5).map_err(unavailable)?)?;
-            alerts.insert(notification.alert_id.clone(), alert);
+            let body: &str = row.try_get(5).map_err(unavailable)?;
+            let standing = outbox::standing_of(&notification.alert_id, body);
+            alerts.insert(notification.alert_id.clone(), standing);
         }
         carried.insert(
             notification.id,
-            DueItem {
+            JobItem {
                 alert_id: notification.alert_id.clone(),
                 transition: notification.transition.clone(),
-                alert: row.try_get(6).map_err(unavailable)?,
+                alert_json: row.try_get(6).map_err(unavailable)?,
             },
         );
         due.push(notification);
@@ -984,7 +977,7 @@ fn gang_and_lease(
     lease_until: Timestamp,
     limit: usize,
     gangs: Vec<PlannedGang>,
-    mut carried: HashMap<i64, DueItem>,
+    mut carried: HashMap<i64, JobItem>,
 ) -> StoreResult<Vec<DeliveryJob>> {
     let mut delivery_ids = Vec::with_capacity(gangs.len());
     let mut users = Vec::with_capacity(gangs.len());
@@ -1051,11 +1044,7 @@ fn gang_and_lease(
         let mut these = Vec::with_capacity(gang.notifications.len());
         for notification in &gang.notifications {
             if let Some(item) = carried.remove(notification) {
-                these.push(DeliveryItem {
-                    alert_id: item.alert_id,
-                    transition: item.transition,
-                    alert: read_json(&item.alert)?,
-                });
+                these.push(item);
             }
         }
         job_items.insert(delivery_id.clone(), these);

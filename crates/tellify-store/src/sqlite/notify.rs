@@ -16,9 +16,9 @@ use super::{
 };
 use crate::outbox::{self, DueNotification, Gang};
 use crate::{
-    AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryHold, DeliveryItem, DeliveryJob,
-    DeliveryQuery, DeliveryRecord, DeliveryStatus, FinishedDelivery, NotifyDirectory,
-    OffboardCounts, PolicyRecord, Silence, StoreError, StoreResult,
+    AlertStanding, AuditRecord, ContactPoint, Delivery, DeliveryAttempt, DeliveryHold,
+    DeliveryItem, DeliveryJob, DeliveryQuery, DeliveryRecord, DeliveryStatus, FinishedDelivery,
+    JobItem, NotifyDirectory, OffboardCounts, PolicyRecord, Silence, StoreError, StoreResult,
 };
 
 pub(super) const MIGRATION: &str = r#"
@@ -481,11 +481,17 @@ pub(super) fn notify_directory(connection: &Connection) -> StoreResult<NotifyDir
     })
 }
 
-fn load_alert(connection: &Connection, id: &str) -> StoreResult<Option<Alert>> {
+/// What ganging needs of the alert `id` (see [`AlertStanding`]), if it still exists.
+fn alert_standing(connection: &Connection, id: &str) -> StoreResult<Option<AlertStanding>> {
     connection
         .prepare_cached("SELECT body FROM alerts WHERE id = ?1")
         .map_err(unavailable)?
-        .query_row([id], |row| read_json(row.get(0)?))
+        .query_row([id], |row| {
+            row.get_ref(0)?
+                .as_str()
+                .map(|body| outbox::standing_of(id, body))
+                .map_err(rusqlite::Error::from)
+        })
         .optional()
         .map_err(unavailable)
 }
@@ -541,9 +547,9 @@ fn gang(tx: &Connection, now: Timestamp, hold: &DeliveryHold) -> StoreResult<()>
             },
         )
         .collect();
-    let mut alerts: HashMap<String, Alert> = HashMap::new();
+    let mut alerts: HashMap<String, AlertStanding> = HashMap::new();
     for alert_id in outbox::alert_ids(&due) {
-        if let Some(alert) = load_alert(tx, &alert_id)? {
+        if let Some(alert) = alert_standing(tx, &alert_id)? {
             alerts.insert(alert_id, alert);
         }
     }
@@ -659,10 +665,7 @@ fn delivery_items(connection: &Connection, delivery_id: &str) -> StoreResult<Vec
 
 /// The items of every delivery in `ids`, each delivery's in notification order: one query
 /// for a whole claim.
-fn items_of(
-    connection: &Connection,
-    ids: &[&str],
-) -> StoreResult<HashMap<String, Vec<DeliveryItem>>> {
+fn items_of(connection: &Connection, ids: &[&str]) -> StoreResult<HashMap<String, Vec<JobItem>>> {
     let list = serde_json::to_string(ids).map_err(unavailable)?;
     let mut statement = connection
         .prepare_cached(
@@ -675,10 +678,10 @@ fn items_of(
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, String>(1)?,
-                DeliveryItem {
+                JobItem {
                     alert_id: row.get(2)?,
                     transition: row.get(3)?,
-                    alert: read_json(row.get(4)?)?,
+                    alert_json: row.get(4)?,
                 },
             ))
         })

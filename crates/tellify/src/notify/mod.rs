@@ -541,7 +541,10 @@ impl Notifier {
         let mut cut_off = self.cut_off.subscribe();
         let id = job.delivery.id.clone();
         let mut job = job;
-        let items = self.items(&mut job);
+        let items = match self.items(&mut job) {
+            Ok(items) => items,
+            Err(error) => return self.unreadable(&job, error),
+        };
         let rendered = self.render(&job, &items);
         let subject = rendered.subject.clone();
         tokio::select! {
@@ -564,21 +567,39 @@ impl Notifier {
 
     /// The alerts of a delivery with their transitions and, for those still firing, the
     /// action links of the person it goes to. The alerts move out of `job` (a storm's
-    /// delivery carries thousands; they were copied).
-    fn items(&self, job: &mut DeliveryJob) -> Vec<RenderItem> {
+    /// delivery carries thousands; they were copied) and are parsed here, on the send's
+    /// own task rather than on the store's writer. An alert whose stored copy does not
+    /// read is an error that names it.
+    fn items(&self, job: &mut DeliveryJob) -> Result<Vec<RenderItem>, String> {
         let now = self.clock.now();
         let taken = std::mem::take(&mut job.items);
         taken
             .into_iter()
             .map(|item| {
                 let transition = item.transition.parse().unwrap_or(Transition::Fired);
-                RenderItem {
-                    actions: self.action_links_for(job, &item.alert, transition, now),
-                    alert: item.alert,
+                let alert = item.alert()?;
+                Ok(RenderItem {
+                    actions: self.action_links_for(job, &alert, transition, now),
+                    alert,
                     transition,
-                }
+                })
             })
             .collect()
+    }
+
+    /// The outcome of a delivery that cannot be rendered because an alert it carries does
+    /// not read: failed for good (a retry reads the same bytes), with the reason on the
+    /// delivery, while every other delivery goes on.
+    fn unreadable(&self, job: &DeliveryJob, error: String) -> FinishedDelivery {
+        tracing::warn!(delivery = %job.delivery.id, %error, "delivery cannot be rendered");
+        metrics::counter!(telemetry::DELIVERIES, "channel" => job.contact_point.kind.clone(), "result" => "failed")
+            .increment(1);
+        FinishedDelivery {
+            id: job.delivery.id.clone(),
+            outcome: DeliveryOutcome::Failed { error },
+            subject: "(not rendered)".to_string(),
+            at: self.clock.now(),
+        }
     }
 
     fn action_links_for(

@@ -1024,3 +1024,90 @@ async fn a_digest_waiting_for_a_deleted_contact_point_is_recorded_as_failed() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(hook.arrivals(), 0, "nothing reaches the deleted address");
 }
+
+/// A delivery whose stored alert no longer reads fails alone, with a reason that names the
+/// alert; the claim it was part of goes on, and everyone else's messages go out. (The
+/// claim parsed every alert on the store's writer: one unreadable copy failed the whole
+/// claim, every round, and nobody was notified again.)
+#[tokio::test]
+async fn an_unreadable_stored_alert_fails_its_own_delivery_and_no_other() {
+    let hook = HttpSink::start(StatusCode::OK, "thanks").await;
+    let app = spawn_app().await;
+    let mut tokens = Vec::new();
+    for name in ["ann", "bob"] {
+        let token = app.user(name).await;
+        tokens.push(token.clone());
+        contact(
+            &app,
+            &token,
+            "hook",
+            "webhook",
+            &hook.url(&format!("/{name}")),
+        )
+        .await;
+        put_policy(
+            &app,
+            &token,
+            "default",
+            json!([{"contact_points": ["hook"], "mode": {"digest": "15m"}}]),
+        )
+        .await;
+        app.subscribe(
+            &token,
+            json!({"kind": "match", "title": "builds",
+                   "params": {"filter": "status == \"fail\"", "group_by": ["block"]}}),
+        )
+        .await;
+    }
+    let ann = tokens[0].clone();
+    app.send_lines(&ann, "block:b1 status:fail").await;
+
+    // Both notifications wait for the digest; ann's stored copy of her alert is damaged.
+    let database = app.app.state.settings.data.join("tellify.db");
+    let connection = rusqlite::Connection::open(database).expect("open");
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy timeout");
+    let waiting: i64 = connection
+        .query_row(
+            "SELECT COUNT(*) FROM notifications WHERE delivery_id IS NULL",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(waiting, 2, "one notification each for ann and bob");
+    let alert_id: String = connection
+        .query_row(
+            "UPDATE notifications SET alert = '{\"state\": 5'
+             WHERE contact_point_id IN (SELECT id FROM contact_points WHERE address LIKE '%/ann')
+             RETURNING alert_id",
+            [],
+            |row| row.get(0),
+        )
+        .expect("damage ann's copy");
+    drop(connection);
+
+    app.advance(SignedDuration::from_mins(15)).await;
+    app.app.state.notifier.wake();
+    let bob = eventually("bob's digest", || async {
+        hook.requests().into_iter().find(|r| r.path == "/bob")
+    })
+    .await;
+    assert_eq!(bob.json()["count"], 1, "{}", bob.json());
+    let failed = eventually("ann's delivery failed", || async {
+        deliveries(&app, &ann)
+            .await
+            .into_iter()
+            .find(|d| d["status"] == "failed")
+    })
+    .await;
+    let error = failed["last_error"].as_str().expect("last_error");
+    assert!(
+        error.contains(&alert_id) && error.contains("unreadable"),
+        "the reason names the alert: {error}"
+    );
+    assert!(
+        hook.requests().iter().all(|r| r.path != "/ann"),
+        "nothing half-rendered reached ann"
+    );
+}
