@@ -256,39 +256,7 @@ impl JobItem {
     }
 }
 
-/// What the outbox's ganging needs of an alert to decide whether a notification still
-/// goes out ([`crate::processing::still_notifiable`]): read from the stored JSON without
-/// the rest of it (its fields, message, history of who did what), which a gang of
-/// thousands read and dropped again on the store's one writer.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct AlertStanding {
-    pub cleared: bool,
-    pub acked: bool,
-    pub ack_expires: Option<Timestamp>,
-    pub shelved_until: Option<Timestamp>,
-    pub shelved_oneshot: bool,
-}
-
-impl AlertStanding {
-    pub fn of(alert: &Alert) -> AlertStanding {
-        AlertStanding {
-            cleared: alert.cleared,
-            acked: alert.acked,
-            ack_expires: alert.ack_expires,
-            shelved_until: alert.shelved_until,
-            shelved_oneshot: alert.shelved_oneshot,
-        }
-    }
-
-    pub fn is_acked(&self, now: Timestamp) -> bool {
-        self.acked && self.ack_expires.is_none_or(|expiry| expiry > now)
-    }
-
-    pub fn is_shelved(&self, now: Timestamp) -> bool {
-        self.shelved_oneshot || self.shelved_until.is_some_and(|until| until > now)
-    }
-}
+pub use tellify_engine::alerts::AlertStanding;
 
 /// How an attempt ended.
 #[derive(Clone, Debug, PartialEq)]

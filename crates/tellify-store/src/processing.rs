@@ -329,7 +329,7 @@ pub fn plan_repeats(
         let alert = tx.alert_by_id(&due.alert_id)?;
         let Some(alert) = alert.filter(|alert| {
             alert.state == AlertState::Firing
-                && still_notifiable(&AlertStanding::of(alert), Notified::Repeat, now)
+                && still_notifiable(&alert.standing(), Notified::Repeat, now)
         }) else {
             tx.drop_repeat(&due.alert_id, &due.user_id)?;
             continue;
@@ -804,7 +804,7 @@ mod tests {
         for alert in &variants {
             let stored = serde_json::to_string(alert).unwrap();
             let read: AlertStanding = serde_json::from_str(&stored).unwrap();
-            assert_eq!(read, AlertStanding::of(alert), "{stored}");
+            assert_eq!(read, alert.standing(), "{stored}");
             for now in [t(10), t(100)] {
                 for notified in [Notified::Fired, Notified::Resolved, Notified::Repeat] {
                     let whole = !(alert.cleared || alert.is_acked(now) || alert.is_shelved(now))
@@ -820,7 +820,7 @@ mod tests {
         // The decisions differ across the variants: the test is not vacuous.
         let decided: HashSet<bool> = variants
             .iter()
-            .map(|alert| still_notifiable(&AlertStanding::of(alert), Notified::Fired, t(10)))
+            .map(|alert| still_notifiable(&alert.standing(), Notified::Fired, t(10)))
             .collect();
         assert_eq!(decided.len(), 2);
     }
