@@ -863,17 +863,19 @@ pub(super) fn delivery(connection: &Connection, id: &str) -> StoreResult<Option<
 }
 
 pub(super) fn next_outbox_due(connection: &Connection) -> StoreResult<Option<Timestamp>> {
+    // Asked each time the notifier goes idle (after every event at a trickle): a cached
+    // statement, as planning this union on each call cost ~2% of the server's CPU at 200
+    // events/s.
     let earliest: Option<i64> = connection
-        .query_row(
+        .prepare_cached(
             "SELECT MIN(due) FROM (
                  SELECT MIN(due_ms) AS due FROM notifications WHERE delivery_id IS NULL
                  UNION ALL
                  SELECT MIN(next_attempt_ms) FROM deliveries WHERE status IN ('pending', 'sending')
                  UNION ALL
                  SELECT MIN(next_ms) FROM repeats)",
-            [],
-            |row| row.get(0),
         )
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
         .map_err(unavailable)?;
     earliest.map(from_millis).transpose().map_err(unavailable)
 }
@@ -883,16 +885,17 @@ pub(super) fn outbox_backlog(
     now: Timestamp,
 ) -> StoreResult<(u64, Option<Timestamp>)> {
     let (count, oldest): (i64, Option<i64>) = connection
-        .query_row(
+        .prepare_cached(
             "SELECT COUNT(*), MIN(due) FROM (
                  SELECT due_ms AS due FROM notifications
                  WHERE delivery_id IS NULL AND due_ms <= ?1
                  UNION ALL
                  SELECT next_attempt_ms FROM deliveries
                  WHERE status = 'pending' AND next_attempt_ms <= ?1)",
-            [millis(now)],
-            |row| Ok((row.get(0)?, row.get(1)?)),
         )
+        .and_then(|mut statement| {
+            statement.query_row([millis(now)], |row| Ok((row.get(0)?, row.get(1)?)))
+        })
         .map_err(unavailable)?;
     let oldest = oldest.map(from_millis).transpose().map_err(unavailable)?;
     Ok((count.max(0) as u64, oldest))
